@@ -1,0 +1,273 @@
+/**
+ * Typed errors raised by the plugin host. Each names what failed and why, and
+ * carries the data a caller needs to react (plugin, caller, function, …).
+ *
+ * Messages follow GoatFlow's texts where GoatFlow has one, so logs read the
+ * same across both hosts.
+ *
+ * @module
+ */
+
+/** Options shared by the plugin error classes. */
+export interface PluginErrorOptions {
+  /** The plugin that made the call, when one did. */
+  caller?: string;
+  /** The function that was called, when known. */
+  function?: string;
+  /** The underlying error. */
+  cause?: unknown;
+}
+
+/**
+ * Base class of every error the host raises about a plugin.
+ *
+ * @example Catch any plugin error
+ * ```ts
+ * import { PluginError } from "./errors.ts";
+ * try {
+ *   // manager.call(...)
+ * } catch (e) {
+ *   if (e instanceof PluginError) console.log(e.plugin);
+ * }
+ * ```
+ */
+export class PluginError extends Error {
+  /** The plugin the error is about. */
+  readonly plugin: string;
+  /** The plugin that made the call, when one did. */
+  readonly caller: string | undefined;
+  /** The function that was called, when known. */
+  readonly function: string | undefined;
+
+  /** Creates an error about `plugin` with `message`. */
+  constructor(
+    plugin: string,
+    message: string,
+    options: PluginErrorOptions = {},
+  ) {
+    super(message, options.cause === undefined ? {} : { cause: options.cause });
+    this.name = "PluginError";
+    this.plugin = plugin;
+    this.caller = options.caller;
+    this.function = options.function;
+  }
+}
+
+/**
+ * The plugin is not registered (and the lazy loader could not load it).
+ *
+ * Message: `plugin "<p>" not found`, or with a caller
+ * `plugin "<p>" not found (required by "<c>" to call "<f>")`.
+ */
+export class PluginNotFoundError extends PluginError {
+  /** Creates the error for `plugin`, optionally naming caller and function. */
+  constructor(plugin: string, options: PluginErrorOptions = {}) {
+    const msg = options.caller
+      ? `plugin "${plugin}" not found (required by "${options.caller}" to call "${
+        options.function ?? ""
+      }")`
+      : `plugin "${plugin}" not found`;
+    super(plugin, msg, options);
+    this.name = "PluginNotFoundError";
+  }
+}
+
+/**
+ * The plugin is registered but disabled (by an admin or by quarantine).
+ *
+ * Message: `plugin "<p>" is disabled`, or `plugin "<p>" is disabled (required by "<c>")`.
+ */
+export class PluginDisabledError extends PluginError {
+  /** Why the plugin is disabled, when known (for example a quarantine reason). */
+  readonly reason: string | undefined;
+
+  /** Creates the error for `plugin`. */
+  constructor(
+    plugin: string,
+    options: PluginErrorOptions & { reason?: string } = {},
+  ) {
+    let msg = options.caller
+      ? `plugin "${plugin}" is disabled (required by "${options.caller}")`
+      : `plugin "${plugin}" is disabled`;
+    if (options.reason) msg += `: ${options.reason}`;
+    super(plugin, msg, options);
+    this.name = "PluginDisabledError";
+    this.reason = options.reason;
+  }
+}
+
+/** The plugin is already registered under that name. */
+export class PluginAlreadyRegisteredError extends PluginError {
+  /** Creates the error for `plugin`. */
+  constructor(plugin: string) {
+    super(plugin, `plugin "${plugin}" already registered`);
+    this.name = "PluginAlreadyRegisteredError";
+  }
+}
+
+/** The plugin's `init` failed; the plugin was not registered. */
+export class PluginInitError extends PluginError {
+  /** Creates the error for `plugin`, wrapping the init failure. */
+  constructor(plugin: string, cause: unknown) {
+    super(plugin, `plugin "${plugin}" init failed: ${errorText(cause)}`, {
+      cause,
+    });
+    this.name = "PluginInitError";
+  }
+}
+
+/** A call did not finish before its deadline. */
+export class PluginTimeoutError extends PluginError {
+  /** The deadline that passed, in milliseconds after the call started. */
+  readonly timeoutMs: number;
+
+  /** Creates the error for a call of `plugin` that ran past `timeoutMs`. */
+  constructor(
+    plugin: string,
+    timeoutMs: number,
+    options: PluginErrorOptions = {},
+  ) {
+    super(
+      plugin,
+      `plugin "${plugin}" call${
+        options.function ? ` "${options.function}"` : ""
+      } timed out after ${timeoutMs} ms`,
+      options,
+    );
+    this.name = "PluginTimeoutError";
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * The plugin crashed during the call: a WASM trap, a dead subprocess, a
+ * broken connection. The message includes the runtime's own text.
+ */
+export class PluginCrashedError extends PluginError {
+  /** Creates the error for `plugin` with the runtime's `detail`. */
+  constructor(
+    plugin: string,
+    detail: string,
+    options: PluginErrorOptions = {},
+  ) {
+    super(plugin, `plugin "${plugin}" crashed: ${detail}`, options);
+    this.name = "PluginCrashedError";
+  }
+}
+
+/**
+ * A plugin asked the host for something its granted permissions do not cover.
+ *
+ * @example
+ * ```ts
+ * import { PermissionDeniedError } from "./errors.ts";
+ * const e = new PermissionDeniedError("hello", "db:write", "db_exec DELETE FROM ticket");
+ * console.log(e.message);
+ * // plugin "hello" lacks permission "db:write" for: db_exec DELETE FROM ticket
+ * ```
+ */
+export class PermissionDeniedError extends PluginError {
+  /** The permission that would have allowed the action. */
+  readonly permission: string;
+  /** What the plugin attempted, in a short human-readable form. */
+  readonly attempted: string;
+
+  /** Creates the error: `plugin` needed `permission` to do `attempted`. */
+  constructor(plugin: string, permission: string, attempted: string) {
+    super(
+      plugin,
+      `plugin "${plugin}" lacks permission "${permission}" for: ${attempted}`,
+    );
+    this.name = "PermissionDeniedError";
+    this.permission = permission;
+    this.attempted = attempted;
+  }
+}
+
+/**
+ * A plugin call would re-enter a plugin already on the call chain (a self
+ * call or a cycle such as a → b → a). It fails at once instead of
+ * deadlocking.
+ */
+export class PluginCallCycleError extends PluginError {
+  /** The chain of plugins, outermost first, ending with the repeated one. */
+  readonly chain: readonly string[];
+
+  /** Creates the error for a call into `plugin` along `chain`. */
+  constructor(plugin: string, chain: readonly string[]) {
+    super(
+      plugin,
+      `plugin call cycle: ${
+        [...chain, plugin].map((p) => `"${p}"`).join(" -> ")
+      }`,
+    );
+    this.name = "PluginCallCycleError";
+    this.chain = chain;
+  }
+}
+
+/** One problem found in a manifest, with its JSON path. */
+export interface ManifestIssue {
+  /** JSON path such as `routes[0].method` (empty for the whole manifest). */
+  path: string;
+  /** What is wrong there. */
+  message: string;
+}
+
+/**
+ * A manifest was refused. `issues` lists every problem with its JSON path.
+ *
+ * @example
+ * ```ts
+ * import { InvalidManifestError } from "./errors.ts";
+ * const e = new InvalidManifestError([{ path: "name", message: "is required" }]);
+ * console.log(e.message); // invalid manifest: name: is required
+ * ```
+ */
+export class InvalidManifestError extends Error {
+  /** Every problem, each with its JSON path. */
+  readonly issues: readonly ManifestIssue[];
+
+  /** Creates the error from its list of issues. */
+  constructor(
+    issues: readonly ManifestIssue[],
+    options: { cause?: unknown } = {},
+  ) {
+    super(
+      `invalid manifest: ${
+        issues.map((i) => i.path ? `${i.path}: ${i.message}` : i.message).join(
+          "; ",
+        )
+      }`,
+      options.cause === undefined ? {} : { cause: options.cause },
+    );
+    this.name = "InvalidManifestError";
+    this.issues = issues;
+  }
+}
+
+/** Several errors raised by one operation (such as `shutdownAll`). */
+export class AggregatePluginError extends Error {
+  /** The individual errors. */
+  readonly errors: readonly Error[];
+
+  /** Creates the error with a `prefix` and the individual errors. */
+  constructor(prefix: string, errors: readonly Error[]) {
+    super(`${prefix}: [${errors.map((e) => e.message).join("; ")}]`);
+    this.name = "AggregatePluginError";
+    this.errors = errors;
+  }
+}
+
+/**
+ * Returns the message of an unknown thrown value.
+ *
+ * @example
+ * ```ts
+ * import { errorText } from "./errors.ts";
+ * errorText(new Error("x")); // "x"
+ * ```
+ */
+export function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

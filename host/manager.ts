@@ -1,0 +1,669 @@
+/**
+ * The plugin Manager: registers plugins, keeps their enabled state, routes
+ * calls to them with a deadline and a call chain, and publishes what they
+ * contribute (routes, menu items, widgets, jobs, translations, error codes,
+ * template overrides).
+ *
+ * @module
+ */
+
+import {
+  AggregatePluginError,
+  errorText,
+  PluginAlreadyRegisteredError,
+  PluginCallCycleError,
+  PluginDisabledError,
+  PluginError,
+  PluginInitError,
+  PluginNotFoundError,
+  PluginTimeoutError,
+} from "./errors.ts";
+import type { ManifestIssue } from "./errors.ts";
+import type { HostAPI } from "./host_api.ts";
+import { I18nRegistry } from "./i18n.ts";
+import { ErrorCodeRegistry } from "./error_codes.ts";
+import { LogBuffer } from "./log_buffer.ts";
+import {
+  checkManifest,
+  type GKRegistration,
+  type JobSpec,
+  type MenuItemSpec,
+  type RouteSpec,
+  type WidgetSpec,
+} from "./manifest.ts";
+import type {
+  CallContext,
+  Plugin,
+  PluginEnvironment,
+  PluginRuntimeKind,
+} from "./plugin.ts";
+import { MemoryStateStore, type StateStore } from "./state_store.ts";
+import { TemplateOverrideRegistry } from "./templates.ts";
+import { BasicHostAPI } from "./basic_host_api.ts";
+
+/** Loads plugins on demand by manifest name (the Loader implements it). */
+export interface LazyLoader {
+  /** Loads and registers `name` if it is discovered and not loaded yet. */
+  ensureLoaded(name: string): Promise<void>;
+  /** Names of plugins found but maybe not loaded. */
+  discovered(): string[];
+}
+
+/** Builds the HostAPI a plugin receives at `init`. */
+export type HostFactory = (
+  name: string,
+  manifest: GKRegistration,
+) => HostAPI | Promise<HostAPI>;
+
+/** Options of {@linkcode Manager}. */
+export interface ManagerOptions {
+  /**
+   * The HostAPI plugins receive: one shared instance, or a factory called
+   * per plugin (the permissions layer passes one that builds a guarded
+   * HostAPI). @default a {@linkcode BasicHostAPI} (logs, translations and
+   * plugin calls only)
+   */
+  host?: HostAPI | HostFactory;
+  /** Where enabled state persists. @default a new {@linkcode MemoryStateStore} */
+  stateStore?: StateStore;
+  /** Where plugin and host log lines go. @default a new {@linkcode LogBuffer} */
+  logs?: LogBuffer;
+  /** Translation tables. @default a new {@linkcode I18nRegistry} */
+  i18n?: I18nRegistry;
+  /** API error codes. @default a new {@linkcode ErrorCodeRegistry} */
+  errorCodes?: ErrorCodeRegistry;
+  /** Template overrides. @default a new {@linkcode TemplateOverrideRegistry} */
+  templates?: TemplateOverrideRegistry;
+  /** Call deadline when a call names none, in ms. @default 30000 */
+  defaultTimeoutMs?: number;
+  /** How long `shutdownAll` and `unregister` wait for in-flight calls, in ms. @default 5000 */
+  shutdownGraceMs?: number;
+  /** The host version `min_host_version` is compared with. */
+  hostVersion?: string;
+  /** Extra manifest checks run at register (permission grammar, route collisions). */
+  manifestChecks?: readonly ((m: GKRegistration) => ManifestIssue[])[];
+}
+
+/** Options of {@linkcode Manager.call}. */
+export interface CallOptions {
+  /** Deadline in ms from now (capped by the parent's deadline). */
+  timeoutMs?: number;
+  /** Request language (defaults to the parent's). */
+  language?: string;
+  /** Aborts the call when it aborts. */
+  signal?: AbortSignal;
+  /** The context of the plugin call this call is made from (nested calls). */
+  parent?: CallContext;
+}
+
+/** A spec contributed by a plugin, tagged with the plugin's name. */
+export type Contributed<T> = T & {
+  /** The plugin that contributed it. */
+  plugin: string;
+};
+
+/** What happened to a plugin; the server rebuilds its routes on each. */
+export interface ManagerEvent {
+  /** The kind of change. */
+  type: "registered" | "unregistered" | "enabled" | "disabled" | "replaced";
+  /** The plugin's name. */
+  name: string;
+}
+
+/** A plugin's status as admins see it. */
+export interface PluginStatus {
+  /** Whether calls are accepted. */
+  enabled: boolean;
+  /** Why it is disabled, when the host disabled it (quarantine). */
+  reason?: string;
+  /** How the plugin runs. */
+  runtime: PluginRuntimeKind;
+  /** Calls in progress. */
+  inFlight: number;
+}
+
+interface Entry {
+  plugin: Plugin;
+  manifest: GKRegistration;
+  enabled: boolean;
+  reason?: string;
+  inFlight: number;
+  drained: (() => void)[];
+}
+
+/**
+ * Registers plugins and routes calls to them. Semantics follow GoatFlow's
+ * GoatKit Manager, plus: deadlines, cycle detection, sorted menu items and
+ * widgets, contributions removed at unregister, persisted enabled state.
+ *
+ * @example
+ * ```ts
+ * import { Manager, encodeJson, decodeJson } from "../mod.ts";
+ * const manager = new Manager();
+ * await manager.register({
+ *   gkRegister: () => ({ name: "hello", version: "1.0.0" }),
+ *   init: async () => {},
+ *   call: async (fn, args) => encodeJson({ fn, args: decodeJson(args) }),
+ *   shutdown: async () => {},
+ * });
+ * const out = await manager.call("hello", "greet", encodeJson({ name: "Ana" }));
+ * console.log(decodeJson(out)); // { fn: "greet", args: { name: "Ana" } }
+ * await manager.shutdownAll();
+ * ```
+ */
+export class Manager {
+  /** Log lines of plugins and the host. */
+  readonly logs: LogBuffer;
+  /** Translation tables. */
+  readonly i18n: I18nRegistry;
+  /** API error codes. */
+  readonly errorCodes: ErrorCodeRegistry;
+  /** Template overrides. */
+  readonly templates: TemplateOverrideRegistry;
+
+  #entries = new Map<string, Entry>();
+  #pending = new Set<string>();
+  #host: HostAPI | HostFactory;
+  #state: StateStore;
+  #lazy: LazyLoader | null = null;
+  #loading = new Map<string, Promise<void>>();
+  #listeners = new Set<(e: ManagerEvent) => void>();
+  #defaultTimeoutMs: number;
+  #graceMs: number;
+  #hostVersion: string | undefined;
+  #checks: readonly ((m: GKRegistration) => ManifestIssue[])[];
+
+  /** Creates a Manager; every part can be replaced through `options`. */
+  constructor(options: ManagerOptions = {}) {
+    this.logs = options.logs ?? new LogBuffer();
+    this.i18n = options.i18n ?? new I18nRegistry();
+    this.errorCodes = options.errorCodes ?? new ErrorCodeRegistry();
+    this.templates = options.templates ?? new TemplateOverrideRegistry();
+    this.#host = options.host ??
+      new BasicHostAPI({ logs: this.logs, i18n: this.i18n, manager: this });
+    this.#state = options.stateStore ?? new MemoryStateStore();
+    this.#defaultTimeoutMs = options.defaultTimeoutMs ?? 30_000;
+    this.#graceMs = options.shutdownGraceMs ?? 5_000;
+    this.#hostVersion = options.hostVersion;
+    this.#checks = options.manifestChecks ?? [];
+  }
+
+  /**
+   * Validates the plugin's manifest, initialises it with its HostAPI and
+   * registers it with everything it contributes. Throws
+   * {@linkcode InvalidManifestError}, {@linkcode PluginAlreadyRegisteredError}
+   * or {@linkcode PluginInitError}; on any failure nothing stays registered.
+   */
+  async register(plugin: Plugin): Promise<GKRegistration> {
+    const manifest = await this.#validate(plugin);
+    const name = manifest.name;
+    if (this.#entries.has(name) || this.#pending.has(name)) {
+      throw new PluginAlreadyRegisteredError(name);
+    }
+    for (const e of this.#entries.values()) {
+      if (e.plugin === plugin) throw new PluginAlreadyRegisteredError(name);
+    }
+    this.#pending.add(name);
+    try {
+      this.#checkContributions(name, manifest);
+      await this.#init(plugin, manifest);
+      const state = await this.#state.get(name);
+      this.#addContributions(name, manifest);
+      this.#entries.set(name, {
+        plugin,
+        manifest,
+        enabled: state?.enabled ?? true,
+        ...(state?.reason ? { reason: state.reason } : {}),
+        inFlight: 0,
+        drained: [],
+      });
+    } finally {
+      this.#pending.delete(name);
+    }
+    this.logs.log(
+      name,
+      "info",
+      `plugin "${name}" ${manifest.version} registered`,
+    );
+    this.#emit({ type: "registered", name });
+    return manifest;
+  }
+
+  /**
+   * Replaces a registered plugin by a new instance (hot reload, upgrade):
+   * the new one is validated and initialised first; only then does it take
+   * the old one's place. In-flight calls of the old instance finish (up to
+   * the grace period) before it is shut down. The enabled state is kept.
+   */
+  async replace(plugin: Plugin): Promise<GKRegistration> {
+    const manifest = await this.#validate(plugin);
+    const name = manifest.name;
+    const old = this.#entries.get(name);
+    if (!old) return await this.register(plugin);
+    this.#removeContributions(name);
+    try {
+      this.#checkContributions(name, manifest);
+      await this.#init(plugin, manifest);
+    } catch (e) {
+      this.#addContributions(name, old.manifest);
+      throw e;
+    }
+    this.#addContributions(name, manifest);
+    const entry: Entry = { ...old, plugin, manifest, inFlight: 0, drained: [] };
+    this.#entries.set(name, entry);
+    this.#emit({ type: "replaced", name });
+    await this.#drain(old, this.#graceMs);
+    try {
+      await old.plugin.shutdown();
+    } catch (e) {
+      this.logs.log(
+        name,
+        "warn",
+        `old instance shutdown failed: ${errorText(e)}`,
+      );
+    }
+    this.logs.log(
+      name,
+      "info",
+      `plugin "${name}" replaced by ${manifest.version}`,
+    );
+    return manifest;
+  }
+
+  /**
+   * Shuts a plugin down and removes it with all it contributed. If its
+   * shutdown fails the plugin stays registered (as in GoatFlow).
+   */
+  async unregister(name: string): Promise<void> {
+    const entry = this.#entries.get(name);
+    if (!entry) throw new PluginNotFoundError(name);
+    await this.#drain(entry, this.#graceMs);
+    try {
+      await entry.plugin.shutdown();
+    } catch (e) {
+      throw new PluginError(
+        name,
+        `plugin "${name}" shutdown failed: ${errorText(e)}`,
+        {
+          cause: e,
+        },
+      );
+    }
+    this.#entries.delete(name);
+    this.#removeContributions(name);
+    this.logs.log(name, "info", `plugin "${name}" unregistered`);
+    this.#emit({ type: "unregistered", name });
+  }
+
+  /** The plugin, if it is registered and enabled (no lazy load). */
+  get(name: string): Plugin | undefined {
+    const e = this.#entries.get(name);
+    return e?.enabled ? e.plugin : undefined;
+  }
+
+  /** The manifest of a registered plugin (enabled or not). */
+  manifest(name: string): GKRegistration | undefined {
+    return this.#entries.get(name)?.manifest;
+  }
+
+  /** Manifests of all registered plugins, enabled or not, sorted by name. */
+  list(): GKRegistration[] {
+    return [...this.#entries.values()].map((e) => e.manifest).sort(byName);
+  }
+
+  /** Whether the plugin is registered and enabled. */
+  isEnabled(name: string): boolean {
+    return this.#entries.get(name)?.enabled ?? false;
+  }
+
+  /** A registered plugin's status; `undefined` when not registered. */
+  status(name: string): PluginStatus | undefined {
+    const e = this.#entries.get(name);
+    if (!e) return undefined;
+    return {
+      enabled: e.enabled,
+      ...(e.reason ? { reason: e.reason } : {}),
+      runtime: e.plugin.runtime ?? "native",
+      inFlight: e.inFlight,
+    };
+  }
+
+  /** Enables a plugin (loading it lazily when discovered) and persists it. */
+  async enable(name: string): Promise<void> {
+    if (!this.#entries.has(name) && this.#lazy) {
+      await this.#ensureLoaded(name).catch(() => {});
+    }
+    const e = this.#entries.get(name);
+    if (!e) throw new PluginNotFoundError(name);
+    await this.#state.set(name, { enabled: true });
+    const changed = !e.enabled;
+    e.enabled = true;
+    delete e.reason;
+    if (changed) this.#emit({ type: "enabled", name });
+  }
+
+  /** Disables a plugin and persists it; it stays loaded. */
+  async disable(name: string): Promise<void> {
+    await this.#setDisabled(name, undefined);
+  }
+
+  /**
+   * Disables a plugin with a reason an admin can read (repeated crashes,
+   * timeouts, a runaway guest). Logged at error.
+   */
+  async quarantine(name: string, reason: string): Promise<void> {
+    this.logs.log(name, "error", `plugin "${name}" quarantined: ${reason}`);
+    await this.#setDisabled(name, reason);
+  }
+
+  /** Names the lazy loader has discovered (empty without a loader). */
+  discovered(): string[] {
+    return this.#lazy?.discovered() ?? [];
+  }
+
+  /** Sets (or with `null` removes) the lazy loader. */
+  setLazyLoader(loader: LazyLoader | null): void {
+    this.#lazy = loader;
+  }
+
+  /**
+   * Calls `fn` of plugin `name` with JSON `args`. Loads the plugin lazily
+   * when needed; refuses disabled plugins and call cycles; fails with
+   * {@linkcode PluginTimeoutError} at the deadline (the plugin's context
+   * signal aborts, so runtimes stop the guest).
+   */
+  call(
+    name: string,
+    fn: string,
+    args: Uint8Array | null,
+    options: CallOptions = {},
+  ): Promise<Uint8Array | null> {
+    return this.#call(options.parent?.caller, name, fn, args, options);
+  }
+
+  /**
+   * Like {@linkcode Manager.call}, made by plugin `caller`: errors name the
+   * caller, and a call back into a plugin already on the chain fails at once
+   * with {@linkcode PluginCallCycleError}.
+   */
+  callFrom(
+    caller: string,
+    target: string,
+    fn: string,
+    args: Uint8Array | null,
+    options: CallOptions = {},
+  ): Promise<Uint8Array | null> {
+    return this.#call(caller, target, fn, args, options);
+  }
+
+  /**
+   * Shuts every plugin down after in-flight calls finish (up to the grace
+   * period), then forgets them all, even on errors, which are aggregated.
+   */
+  async shutdownAll(options: { graceMs?: number } = {}): Promise<void> {
+    const grace = options.graceMs ?? this.#graceMs;
+    const entries = [...this.#entries];
+    await Promise.all(entries.map(([, e]) => this.#drain(e, grace)));
+    const errors: Error[] = [];
+    await Promise.all(entries.map(async ([name, e]) => {
+      try {
+        await e.plugin.shutdown();
+      } catch (err) {
+        errors.push(
+          new PluginError(name, `plugin "${name}": ${errorText(err)}`),
+        );
+      }
+    }));
+    for (const [name] of entries) {
+      this.#entries.delete(name);
+      this.#removeContributions(name);
+      this.#emit({ type: "unregistered", name });
+    }
+    if (errors.length > 0) {
+      throw new AggregatePluginError("shutdown errors", errors);
+    }
+  }
+
+  /** Routes of enabled plugins, by plugin name then declaration order. */
+  routes(): Contributed<RouteSpec>[] {
+    return this.#collect((m) => m.routes);
+  }
+
+  /** Menu items of enabled plugins at `location`, sorted by order then id. */
+  menuItems(location: string): Contributed<MenuItemSpec>[] {
+    return sortByOrder(
+      this.#collect((m) => m.menu_items).filter((i) => i.location === location),
+    );
+  }
+
+  /** Widgets of enabled plugins at `location`, sorted by order then id. */
+  widgets(location: string): Contributed<WidgetSpec>[] {
+    return sortByOrder(
+      this.#collect((m) => m.widgets).filter((w) => w.location === location),
+    );
+  }
+
+  /** Loads every discovered plugin (errors logged), then {@linkcode Manager.widgets}. */
+  async allWidgets(location: string): Promise<Contributed<WidgetSpec>[]> {
+    for (const name of this.discovered()) {
+      if (this.#entries.has(name)) continue;
+      try {
+        await this.#ensureLoaded(name);
+      } catch (e) {
+        this.logs.log(name, "warn", `lazy load failed: ${errorText(e)}`);
+      }
+    }
+    return this.widgets(location);
+  }
+
+  /** Jobs of enabled plugins. */
+  jobs(): Contributed<JobSpec>[] {
+    return this.#collect((m) => m.jobs);
+  }
+
+  /** Calls `listener` on every change; returns a function that unsubscribes. */
+  subscribe(listener: (event: ManagerEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  // -- internals -----------------------------------------------------------
+
+  async #validate(plugin: Plugin): Promise<GKRegistration> {
+    const raw = await plugin.gkRegister();
+    const { manifest, warnings } = checkManifest(raw, {
+      ...(this.#hostVersion ? { hostVersion: this.#hostVersion } : {}),
+      extraChecks: this.#checks,
+    });
+    for (const w of warnings) {
+      this.logs.log(manifest.name, "warn", `manifest ${w.path}: ${w.message}`);
+    }
+    return manifest;
+  }
+
+  async #init(plugin: Plugin, manifest: GKRegistration): Promise<void> {
+    const name = manifest.name;
+    const env: PluginEnvironment = {
+      name,
+      quarantine: (reason) => {
+        this.quarantine(name, reason).catch((e) =>
+          this.logs.log(name, "error", `quarantine failed: ${errorText(e)}`)
+        );
+      },
+    };
+    try {
+      const host = typeof this.#host === "function"
+        ? await this.#host(name, manifest)
+        : this.#host;
+      await plugin.init(host, env);
+    } catch (e) {
+      try {
+        await plugin.shutdown();
+      } catch { /* the init error is what matters */ }
+      throw new PluginInitError(name, e);
+    }
+  }
+
+  #checkContributions(name: string, m: GKRegistration): void {
+    this.i18n.check(name, m.i18n);
+    this.errorCodes.check(name, m.error_codes);
+    this.templates.check(name, m.templates);
+  }
+
+  #addContributions(name: string, m: GKRegistration): void {
+    if (m.i18n) this.i18n.addPlugin(name, m.i18n);
+    this.errorCodes.addPlugin(name, m.error_codes);
+    this.templates.addPlugin(name, m.templates);
+  }
+
+  #removeContributions(name: string): void {
+    this.i18n.removePlugin(name);
+    this.errorCodes.removePlugin(name);
+    this.templates.removePlugin(name);
+  }
+
+  async #setDisabled(name: string, reason: string | undefined): Promise<void> {
+    const e = this.#entries.get(name);
+    if (!e) throw new PluginNotFoundError(name);
+    await this.#state.set(name, {
+      enabled: false,
+      ...(reason ? { reason } : {}),
+    });
+    const changed = e.enabled;
+    e.enabled = false;
+    if (reason) e.reason = reason;
+    else delete e.reason;
+    if (changed) this.#emit({ type: "disabled", name });
+  }
+
+  #ensureLoaded(name: string): Promise<void> {
+    const lazy = this.#lazy;
+    if (!lazy) return Promise.resolve();
+    let p = this.#loading.get(name);
+    if (!p) {
+      p = lazy.ensureLoaded(name).finally(() => this.#loading.delete(name));
+      this.#loading.set(name, p);
+    }
+    return p;
+  }
+
+  async #call(
+    caller: string | undefined,
+    name: string,
+    fn: string,
+    args: Uint8Array | null,
+    options: CallOptions,
+  ): Promise<Uint8Array | null> {
+    const parent = options.parent;
+    const chain = parent?.chain ?? (caller ? [caller] : []);
+    if (chain.includes(name)) throw new PluginCallCycleError(name, chain);
+    const errOpts = caller ? { caller, function: fn } : { function: fn };
+
+    if (!this.#entries.has(name) && this.#lazy) {
+      try {
+        await this.#ensureLoaded(name);
+      } catch (e) {
+        throw new PluginNotFoundError(name, { ...errOpts, cause: e });
+      }
+    }
+    const entry = this.#entries.get(name);
+    if (!entry) throw new PluginNotFoundError(name, errOpts);
+    if (!entry.enabled) {
+      throw new PluginDisabledError(name, {
+        ...errOpts,
+        ...(entry.reason ? { reason: entry.reason } : {}),
+      });
+    }
+
+    const now = Date.now();
+    let deadline = now + (options.timeoutMs ?? this.#defaultTimeoutMs);
+    if (parent) deadline = Math.min(deadline, parent.deadline);
+    const timeoutMs = Math.max(0, deadline - now);
+    const controller = new AbortController();
+    const signals = [controller.signal];
+    if (parent) signals.push(parent.signal);
+    if (options.signal) signals.push(options.signal);
+    const language = options.language ?? parent?.language;
+    const ctx: CallContext = {
+      ...(caller ? { caller } : {}),
+      ...(language ? { language } : {}),
+      chain: [...chain, name],
+      deadline,
+      signal: AbortSignal.any(signals),
+    };
+
+    entry.inFlight++;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const timeout = new Promise<never>((_, reject) => {
+        const fail = () => {
+          const err = new PluginTimeoutError(name, timeoutMs, errOpts);
+          controller.abort(err);
+          reject(err);
+        };
+        timer = setTimeout(fail, timeoutMs);
+        ctx.signal.addEventListener("abort", () => {
+          if (!controller.signal.aborted) reject(ctx.signal.reason);
+        }, { once: true });
+      });
+      return await Promise.race([entry.plugin.call(fn, args, ctx), timeout]);
+    } finally {
+      clearTimeout(timer);
+      if (!controller.signal.aborted) controller.abort();
+      entry.inFlight--;
+      if (entry.inFlight === 0) {
+        for (const done of entry.drained.splice(0)) done();
+      }
+    }
+  }
+
+  #drain(entry: Entry, graceMs: number): Promise<void> {
+    if (entry.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, graceMs);
+      entry.drained.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  #collect<T>(
+    pick: (m: GKRegistration) => readonly T[] | undefined,
+  ): Contributed<T>[] {
+    const out: Contributed<T>[] = [];
+    for (const [name, e] of [...this.#entries].sort(([a], [b]) => cmp(a, b))) {
+      if (!e.enabled) continue;
+      for (const spec of pick(e.manifest) ?? []) {
+        out.push({ ...spec, plugin: name });
+      }
+    }
+    return out;
+  }
+
+  #emit(event: ManagerEvent): void {
+    for (const l of this.#listeners) {
+      try {
+        l(event);
+      } catch (e) {
+        this.logs.log(event.name, "error", `listener failed: ${errorText(e)}`);
+      }
+    }
+  }
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function byName(a: GKRegistration, b: GKRegistration): number {
+  return cmp(a.name, b.name);
+}
+
+function sortByOrder<T extends { id: string; order?: number | undefined }>(
+  items: T[],
+): T[] {
+  return items.sort((a, b) =>
+    (a.order ?? 0) - (b.order ?? 0) || cmp(a.id, b.id)
+  );
+}

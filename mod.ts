@@ -1,0 +1,45 @@
+/**
+ * GoatKit for Deno: a sandboxed plugin host. Plugins are WASM modules or
+ * out-of-process gRPC services; each talks to the host through its own
+ * guarded HostAPI, which refuses whatever its granted permissions do not
+ * cover.
+ *
+ * ```ts
+ * import { Manager, encodeJson, decodeJson } from "./mod.ts";
+ *
+ * const manager = new Manager();
+ * await manager.register({
+ *   gkRegister: () => ({ name: "hello", version: "1.0.0" }),
+ *   init: async () => {},
+ *   call: async (_fn, args) => encodeJson({ echo: decodeJson(args) }),
+ *   shutdown: async () => {},
+ * });
+ * console.log(decodeJson(await manager.call("hello", "echo", encodeJson(1))));
+ * await manager.shutdownAll();
+ * ```
+ *
+ * @module
+ */
+
+export * from "./host/errors.ts";
+export * from "./host/plugin.ts";
+export * from "./host/host_api.ts";
+export * from "./host/manifest.ts";
+export * from "./host/duration.ts";
+export * from "./host/semver.ts";
+export * from "./host/version.ts";
+export * from "./host/manager.ts";
+export * from "./host/state_store.ts";
+export * from "./host/log_buffer.ts";
+export * from "./host/i18n.ts";
+export * from "./host/error_codes.ts";
+export * from "./host/templates.ts";
+export * from "./host/plugin_caller.ts";
+export * from "./host/sanitize.ts";
+export * from "./host/basic_host_api.ts";
+export * from "./host/memory_host_api.ts";
+export * from "./host/services/mod.ts";
+export * from "./permissions/mod.ts";
+export * from "./runtimes/wasm/mod.ts";
+export * from "./runtimes/grpc/mod.ts";
+export * from "./host/server/mod.ts";

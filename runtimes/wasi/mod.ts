@@ -1,0 +1,52 @@
+/**
+ * Our own deny-by-default WASI preview1 layer: {@link WasiPreview1} (the
+ * `wasi_snapshot_preview1` imports), the confined file-system backend
+ * {@link DenoWasiFs}, and {@link runWasiCommand}, which runs a command module
+ * in a permission-confined, interruptible worker.
+ *
+ * @module
+ */
+
+export {
+  type RunWasiCommandOptions,
+  runWasiCommand,
+  runWasiCommandWithStats,
+  WasiCommandError,
+  type WasiCommandResult,
+  WasiTimeoutError,
+} from "./run_command.ts";
+export {
+  WasiDeadlineError,
+  WasiExitError,
+  type WasiPreopen,
+  WasiPreview1,
+  type WasiPreview1Options,
+} from "./preview1.ts";
+export {
+  DenoWasiFs,
+  type DenoWasiFsOptions,
+  type DenoWasiFsPreopen,
+  errnoFromError,
+  type WasiDirEntry,
+  type WasiFileStat,
+  type WasiFs,
+  WasiFsError,
+  type WasiOpenOptions,
+  type WasiOpenResult,
+  type WasiPathRef,
+  type WasiTimesTarget,
+} from "./fs.ts";
+export {
+  CLOCKID,
+  ERRNO,
+  EVENTTYPE,
+  FDFLAGS,
+  FILETYPE,
+  FSTFLAGS,
+  LOOKUPFLAGS,
+  OFLAGS,
+  PREOPENTYPE,
+  PREVIEW1_FUNCTIONS,
+  RIGHTS,
+  WHENCE,
+} from "./constants.ts";

@@ -76,7 +76,8 @@ export class MemoryHostAPI implements HostAPI {
   /** E-mails "sent". */
   readonly emails: EmailMessage[] = [];
   /** The cache contents. */
-  readonly cache = new Map<string, { value: Uint8Array; expires: number }>();
+  readonly cache: Map<string, { value: Uint8Array; expires: number }> =
+    new Map();
   #o: MemoryHostAPIOptions;
 
   /** Creates the double. */

@@ -188,6 +188,7 @@ export function parsePermission(input: string): Permission {
   if (input.length > 512) {
     throw new PermissionSyntaxError(input, "is longer than 512 characters");
   }
+  // deno-lint-ignore no-control-regex
   if (/[\s\u0000-\u001f\u007f]/.test(input)) {
     throw new PermissionSyntaxError(
       input,

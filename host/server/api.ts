@@ -1,0 +1,402 @@
+/**
+ * The JSON API under `/api/v1`. Every endpoint needs a principal (Bearer
+ * token or session cookie + `X-CSRF-Token` for state changes); everything
+ * beyond reading the plugin list, details and widgets needs admin rights —
+ * unlike GoatFlow, calling an arbitrary plugin function is admin only.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { errorText, PluginNotFoundError } from "../errors.ts";
+import { LOG_LEVELS, type LogLevel } from "../host_api.ts";
+import { requireAuth } from "./auth.ts";
+import {
+  allPluginInfos,
+  pluginInfo,
+  renderWidget,
+  type ServerContext,
+} from "./context.ts";
+import { html, raw } from "./html.ts";
+import {
+  BodyTooLargeError,
+  errorToHttp,
+  PLUGIN_HTML_HEADERS,
+  preferredLanguage,
+  readBody,
+} from "./plugin_http.ts";
+
+/** Parses a `limit` query value: a positive integer, else `fallback`. */
+export function parseLimit(
+  value: string | undefined,
+  fallback: number,
+  max = 10_000,
+): number {
+  const n = Number(value);
+  return Number.isInteger(n) && n > 0 ? Math.min(n, max) : fallback;
+}
+
+/** Parses a log level name; `undefined` for anything else. */
+export function parseLevel(value: string | undefined): LogLevel | undefined {
+  return LOG_LEVELS.includes(value as LogLevel) ? value as LogLevel : undefined;
+}
+
+function notImplemented(c: Context, what: string): Response {
+  return c.json({ error: `${what} is not available on this host` }, 501);
+}
+
+async function jsonBody(
+  c: Context,
+  limit: number,
+): Promise<Record<string, unknown>> {
+  const bytes = await readBody(c.req.raw, limit);
+  if (bytes.byteLength === 0) return {};
+  const v = JSON.parse(new TextDecoder().decode(bytes));
+  return v && typeof v === "object" && !Array.isArray(v) ? v : {};
+}
+
+function permissionsFrom(body: Record<string, unknown>): string[] | undefined {
+  const p = body.permissions;
+  if (p === undefined) return undefined;
+  if (!Array.isArray(p) || !p.every((x) => typeof x === "string")) {
+    throw new TypeError("permissions must be an array of strings");
+  }
+  return p;
+}
+
+/** Reads an uploaded package: multipart field `plugin`/`file`/`package`, or the raw body. */
+export async function readUpload(
+  c: Context,
+  limit: number,
+): Promise<
+  { bytes: Uint8Array; filename?: string; fields: Record<string, string> }
+> {
+  const type = c.req.header("content-type") ?? "";
+  if (type.startsWith("multipart/form-data")) {
+    const declared = Number(c.req.header("content-length") ?? "NaN");
+    if (Number.isFinite(declared) && declared > limit + 64 * 1024) {
+      throw new BodyTooLargeError(limit);
+    }
+    const form = await c.req.raw.formData();
+    const fields: Record<string, string> = {};
+    let file: File | undefined;
+    for (const [k, v] of form) {
+      if (typeof v === "string") fields[k] = v;
+      else if (!file && ["plugin", "file", "package"].includes(k)) file = v;
+    }
+    if (!file) throw new TypeError('no file in the upload (field "plugin")');
+    if (file.size > limit) throw new BodyTooLargeError(limit);
+    return {
+      bytes: new Uint8Array(await file.arrayBuffer()),
+      filename: file.name,
+      fields,
+    };
+  }
+  const bytes = await readBody(c.req.raw, limit);
+  const filename = c.req.query("filename");
+  return { bytes, ...(filename ? { filename } : {}), fields: {} };
+}
+
+/** Builds the `/api/v1` sub-app. */
+export function createApi(ctx: ServerContext): Hono {
+  const api = new Hono();
+  const auth = requireAuth(ctx.auth);
+  const admin = requireAuth(ctx.auth, { admin: true });
+  const small = 1024 * 1024;
+  const uploadLimit = ctx.options.maxUploadBytes ?? 50 * 1024 * 1024;
+
+  api.onError((e, c) => {
+    if (e instanceof SyntaxError || e instanceof TypeError) {
+      return c.json({ error: `bad request: ${e.message}` }, 400);
+    }
+    const plugin = c.req.param("name") ?? "";
+    const mapped = errorToHttp(e, plugin, ctx.manager.errorCodes);
+    if (mapped.status === 500) {
+      ctx.logs.log(plugin, "error", `API error: ${errorText(e)}`);
+    }
+    return c.json(mapped.body, mapped.status as 500);
+  });
+
+  // -- plugins ---------------------------------------------------------------
+  api.get(
+    "/plugins",
+    auth,
+    async (c) => c.json({ plugins: await allPluginInfos(ctx) }),
+  );
+
+  api.get("/plugins/widgets", auth, async (c) => {
+    const location = c.req.query("location") || "dashboard";
+    const widgets = await ctx.manager.allWidgets(location);
+    return c.json({
+      widgets: widgets.map((w) => ({
+        id: w.id,
+        title: w.title,
+        plugin_name: w.plugin,
+        location: w.location,
+        size: w.size ?? "small",
+        order: w.order ?? 0,
+        refreshable: w.refreshable ?? false,
+        ...(w.refresh_sec !== undefined ? { refresh_sec: w.refresh_sec } : {}),
+      })),
+    });
+  });
+
+  api.get("/plugins/menu", auth, (c) => {
+    const location = c.req.query("location") || "admin";
+    return c.json({ menu_items: ctx.manager.menuItems(location) });
+  });
+
+  api.get("/plugins/logs", admin, (c) => {
+    const plugin = c.req.query("plugin") || undefined;
+    const minLevel = parseLevel(c.req.query("level"));
+    const limit = parseLimit(c.req.query("limit"), 100);
+    const logs = ctx.logs.query({
+      ...(plugin ? { plugin } : {}),
+      ...(minLevel ? { minLevel } : {}),
+      limit,
+    });
+    return c.json({ logs, count: logs.length, total: ctx.logs.count() });
+  });
+
+  api.delete("/plugins/logs", admin, (c) => {
+    ctx.logs.clear();
+    return c.json({ message: "Plugin logs cleared" });
+  });
+
+  api.post("/plugins/upload", admin, async (c) => {
+    const packages = ctx.options.packages;
+    if (!packages) return notImplemented(c, "package install");
+    const { bytes, filename } = await readUpload(c, uploadLimit);
+    const result = await packages.install(bytes, filename ? { filename } : {});
+    return c.json({ status: "installed", ...result });
+  });
+
+  api.get("/plugins/:name", auth, async (c) => {
+    const info = await pluginInfo(ctx, c.req.param("name"));
+    if (!info) {
+      return c.json(
+        { error: `plugin "${c.req.param("name")}" not found` },
+        404,
+      );
+    }
+    return c.json(info);
+  });
+
+  api.delete("/plugins/:name", admin, async (c) => {
+    const packages = ctx.options.packages;
+    if (!packages) return notImplemented(c, "package uninstall");
+    await packages.uninstall(c.req.param("name"));
+    return c.json({ status: "uninstalled" });
+  });
+
+  api.post("/plugins/:name/call/:fn", admin, async (c) => {
+    const name = c.req.param("name");
+    const body = await readBody(c.req.raw, ctx.options.maxBodyBytes ?? small);
+    let args: Uint8Array | null = null;
+    if (body.byteLength > 0) {
+      try {
+        JSON.parse(new TextDecoder().decode(body));
+        args = body;
+      } catch { /* invalid JSON → no args, as in GoatFlow */ }
+    }
+    const language = preferredLanguage(c.req.header("accept-language"));
+    const result = await ctx.manager.call(name, c.req.param("fn"), args, {
+      ...(language ? { language } : {}),
+      ...(ctx.callTimeoutMs ? { timeoutMs: ctx.callTimeoutMs } : {}),
+      signal: c.req.raw.signal,
+    });
+    return new Response(
+      (result && result.byteLength > 0
+        ? result
+        : new TextEncoder().encode("null")) as Uint8Array<
+          ArrayBuffer
+        >,
+      { headers: { "content-type": "application/json; charset=utf-8" } },
+    );
+  });
+
+  api.get("/plugins/:name/widgets/:id", auth, async (c) => {
+    const name = c.req.param("name");
+    const id = c.req.param("id");
+    const language = preferredLanguage(c.req.header("accept-language"));
+    const r = await renderWidget(ctx, name, id, language);
+    if (!r.ok) {
+      return c.text(r.message, r.status as 404, {
+        "x-content-type-options": "nosniff",
+      });
+    }
+    let body = r.html;
+    if (c.req.query("wrap") === "true") {
+      const w = ctx.manager.manifest(name)?.widgets?.find((x) => x.id === id);
+      body = html`
+        <div class="widget">
+          <header>${w?.title ?? id}</header>
+          <div class="body">${raw(r.html)}</div>
+        </div>
+      `.value;
+    }
+    return new Response(body, { headers: PLUGIN_HTML_HEADERS });
+  });
+
+  api.post("/plugins/:name/enable", admin, async (c) => {
+    await ctx.manager.enable(c.req.param("name"));
+    return c.json({ status: "enabled" });
+  });
+
+  api.post("/plugins/:name/disable", admin, async (c) => {
+    await ctx.manager.disable(c.req.param("name"));
+    return c.json({ status: "disabled" });
+  });
+
+  api.post("/plugins/:name/reload", admin, async (c) => {
+    const loader = ctx.options.loader;
+    if (!loader) return notImplemented(c, "plugin reload");
+    await loader.reload(c.req.param("name"));
+    return c.json({ status: "reloaded" });
+  });
+
+  // -- grants ----------------------------------------------------------------
+  api.get("/plugins/:name/grants", admin, async (c) => {
+    const info = await pluginInfo(ctx, c.req.param("name"));
+    if (!info?.loaded) throw new PluginNotFoundError(c.req.param("name"));
+    if (!ctx.options.grants) return notImplemented(c, "permission grants");
+    return c.json({ plugin: info.name, ...info.permissions });
+  });
+
+  api.post("/plugins/:name/grants", admin, async (c) => {
+    const grants = ctx.options.grants;
+    if (!grants) return notImplemented(c, "permission grants");
+    const name = c.req.param("name");
+    const m = ctx.manager.manifest(name);
+    if (!m) throw new PluginNotFoundError(name);
+    const requested = m.permissions ?? [];
+    const perms = permissionsFrom(await jsonBody(c, small)) ?? requested;
+    const notRequested = perms.filter((p) => !requested.includes(p));
+    if (notRequested.length > 0) {
+      return c.json({
+        error: `not requested by the manifest: ${notRequested.join(", ")}`,
+      }, 400);
+    }
+    await grants.approve(name, perms);
+    ctx.logs.log(
+      name,
+      "info",
+      `permissions granted: ${perms.join(", ") || "(none)"}`,
+    );
+    const info = await pluginInfo(ctx, name);
+    return c.json({ plugin: name, ...info!.permissions });
+  });
+
+  api.delete("/plugins/:name/grants", admin, async (c) => {
+    const grants = ctx.options.grants;
+    if (!grants) return notImplemented(c, "permission grants");
+    const name = c.req.param("name");
+    const perms = permissionsFrom(await jsonBody(c, small));
+    await grants.revoke(name, perms);
+    ctx.logs.log(
+      name,
+      "info",
+      `permissions revoked: ${perms?.join(", ") ?? "all"}`,
+    );
+    const info = await pluginInfo(ctx, name);
+    return c.json({ plugin: name, ...(info?.permissions ?? {}) });
+  });
+
+  // -- audit, jobs, routes, tokens --------------------------------------------
+  api.get("/audit", admin, async (c) => {
+    const audit = ctx.options.audit;
+    if (!audit) return notImplemented(c, "the audit log");
+    const plugin = c.req.query("plugin") || undefined;
+    const entries = await audit.query({
+      ...(plugin ? { plugin } : {}),
+      limit: parseLimit(c.req.query("limit"), 100),
+    });
+    return c.json({ entries, count: entries.length });
+  });
+
+  api.get("/jobs", admin, async (c) => {
+    const scheduler = ctx.options.scheduler;
+    if (scheduler) {
+      return c.json({ jobs: await scheduler.list(), scheduler: true });
+    }
+    return c.json({
+      scheduler: false,
+      jobs: ctx.manager.jobs().map((j) => ({
+        plugin: j.plugin,
+        id: j.id,
+        schedule: j.schedule,
+        description: j.description ?? "",
+        enabled: false,
+        lastRuns: [],
+      })),
+    });
+  });
+
+  api.post("/jobs/:plugin/:id/run", admin, async (c) => {
+    const scheduler = ctx.options.scheduler;
+    if (!scheduler) return notImplemented(c, "the scheduler");
+    const run = await scheduler.runNow(
+      c.req.param("plugin"),
+      c.req.param("id"),
+    );
+    return c.json(run);
+  });
+
+  api.get("/routes", admin, (c) => {
+    const t = ctx.table();
+    return c.json({
+      routes: t.routes,
+      refused: t.refused.map((r) => ({
+        plugin: r.plugin,
+        error: r.error.message,
+      })),
+    });
+  });
+
+  api.get("/tokens", admin, async (c) => {
+    const list = await ctx.tokens.list();
+    return c.json({
+      tokens: list.map(({ id, name, admin, created }) => ({
+        id,
+        name,
+        admin,
+        created,
+      })),
+    });
+  });
+
+  api.post("/tokens", admin, async (c) => {
+    const body = await jsonBody(c, small);
+    const name = typeof body.name === "string" && body.name.trim()
+      ? body.name.trim()
+      : "";
+    if (!name || name.length > 100) {
+      return c.json({ error: "name is required (≤ 100 chars)" }, 400);
+    }
+    const created = await ctx.tokens.create({
+      name,
+      admin: body.admin === true,
+    });
+    const { id, admin: isAdmin, created: at } = created.record;
+    return c.json({
+      token: created.token,
+      id,
+      name,
+      admin: isAdmin,
+      created: at,
+    }, 201);
+  });
+
+  api.delete("/tokens/:id", admin, async (c) => {
+    const id = c.req.param("id");
+    if (!await ctx.tokens.revoke(id)) {
+      return c.json({ error: "token not found" }, 404);
+    }
+    ctx.sessions.deleteByToken(id);
+    return c.json({ status: "revoked" });
+  });
+
+  api.all("*", (c) => c.json({ error: "not found" }, 404));
+  return api;
+}

@@ -1,0 +1,229 @@
+/**
+ * What the API and page modules share: the Manager, auth, stores, seams, the
+ * current route table, and the plugin summary both of them show.
+ *
+ * @module
+ */
+
+import type { LogBuffer } from "../log_buffer.ts";
+import type { Manager } from "../manager.ts";
+import type { GKRegistration } from "../manifest.ts";
+import { decodeJson, encodeJson } from "../plugin.ts";
+import type { Authenticator } from "./auth.ts";
+import type { AppOptions } from "./options.ts";
+import type { RouteTable } from "./route_table.ts";
+import type { SessionStore } from "./sessions.ts";
+import type { TokenStore } from "./tokens.ts";
+
+/** Internal state shared by the server's modules. */
+export interface ServerContext {
+  /** The Manager. */
+  manager: Manager;
+  /** The options given to `createApp`. */
+  options: AppOptions;
+  /** Request authentication. */
+  auth: Authenticator;
+  /** API tokens. */
+  tokens: TokenStore;
+  /** Browser sessions. */
+  sessions: SessionStore;
+  /** Log buffer. */
+  logs: LogBuffer;
+  /** Plugin HTML sanitiser. */
+  sanitize: (html: string) => string;
+  /** The current route table snapshot. */
+  table(): RouteTable;
+  /** Call timeout for HTTP-initiated plugin calls. */
+  callTimeoutMs: number | undefined;
+}
+
+/** A plugin as the API lists it: GoatFlow's shape plus status and permissions. */
+export interface PluginInfo {
+  /** Manifest name. */
+  name: string;
+  /** Version (`""` when not loaded). */
+  version: string;
+  /** Description. */
+  description: string;
+  /** Author. */
+  author: string;
+  /** License. */
+  license: string;
+  /** Homepage. */
+  homepage: string;
+  /** Declared routes. */
+  routes: NonNullable<GKRegistration["routes"]>;
+  /** Declared widgets. */
+  widgets: NonNullable<GKRegistration["widgets"]>;
+  /** Declared jobs. */
+  jobs: NonNullable<GKRegistration["jobs"]>;
+  /** Declared menu items. */
+  menuItems: NonNullable<GKRegistration["menu_items"]>;
+  /** Whether calls are accepted. */
+  enabled: boolean;
+  /** Whether the plugin is registered (else only discovered). */
+  loaded: boolean;
+  /** One word: `enabled`, `disabled`, `quarantined` or `not-loaded`. */
+  status: "enabled" | "disabled" | "quarantined" | "not-loaded";
+  /** Why the host disabled it (quarantine). */
+  reason?: string;
+  /** `native`, `wasm` or `grpc`. */
+  runtime?: string;
+  /** Calls in progress. */
+  inFlight?: number;
+  /** Permissions requested by the manifest vs granted by the operator. */
+  permissions: {
+    /** Requested by the manifest. */
+    requested: string[];
+    /** Granted (`null` without a grants seam). */
+    granted: string[] | null;
+    /** Requested and not granted: what an approval would add. */
+    pending: string[];
+    /** Granted but no longer requested. */
+    unused: string[];
+  };
+  /** Set when the plugin's routes are left out of the table. */
+  routeConflict?: string;
+}
+
+/** Builds the {@linkcode PluginInfo} of a registered or discovered plugin. */
+export async function pluginInfo(
+  ctx: ServerContext,
+  name: string,
+): Promise<PluginInfo | undefined> {
+  const m = ctx.manager.manifest(name);
+  const st = ctx.manager.status(name);
+  if (!m || !st) {
+    if (!ctx.manager.discovered().includes(name)) return undefined;
+    return {
+      name,
+      version: "",
+      description: "Not loaded (lazy loading enabled)",
+      author: "",
+      license: "",
+      homepage: "",
+      routes: [],
+      widgets: [],
+      jobs: [],
+      menuItems: [],
+      enabled: false,
+      loaded: false,
+      status: "not-loaded",
+      permissions: { requested: [], granted: null, pending: [], unused: [] },
+    };
+  }
+  const requested = [...(m.permissions ?? [])];
+  let granted: string[] | null = null;
+  if (ctx.options.grants) {
+    granted = [...await ctx.options.grants.granted(name)];
+  }
+  const conflict = ctx.table().refused.find((r) => r.plugin === name);
+  return {
+    name: m.name,
+    version: m.version,
+    description: m.description ?? "",
+    author: m.author ?? "",
+    license: m.license ?? "",
+    homepage: m.homepage ?? "",
+    routes: m.routes ?? [],
+    widgets: m.widgets ?? [],
+    jobs: m.jobs ?? [],
+    menuItems: m.menu_items ?? [],
+    enabled: st.enabled,
+    loaded: true,
+    status: st.enabled ? "enabled" : st.reason ? "quarantined" : "disabled",
+    ...(st.reason ? { reason: st.reason } : {}),
+    runtime: st.runtime,
+    inFlight: st.inFlight,
+    permissions: {
+      requested,
+      granted,
+      pending: granted ? requested.filter((p) => !granted.includes(p)) : [],
+      unused: granted ? granted.filter((p) => !requested.includes(p)) : [],
+    },
+    ...(conflict ? { routeConflict: conflict.error.message } : {}),
+  };
+}
+
+/** Every registered plugin, then discovered ones not loaded, by name. */
+export async function allPluginInfos(
+  ctx: ServerContext,
+): Promise<PluginInfo[]> {
+  const names = ctx.manager.list().map((m) => m.name);
+  const loaded = new Set(names);
+  const discovered = ctx.manager.discovered().filter((n) => !loaded.has(n))
+    .sort();
+  const out: PluginInfo[] = [];
+  for (const n of [...names, ...discovered]) {
+    const info = await pluginInfo(ctx, n);
+    if (info) out.push(info);
+  }
+  return out;
+}
+
+/** Outcome of rendering one widget. */
+export type WidgetRender =
+  | { ok: true; html: string }
+  | { ok: false; status: number; message: string };
+
+/**
+ * Renders a widget: calls its handler with `{}` and the request language,
+ * expects `{"html": "…"}`, returns the sanitised HTML.
+ */
+export async function renderWidget(
+  ctx: ServerContext,
+  plugin: string,
+  widgetId: string,
+  language: string | undefined,
+): Promise<WidgetRender> {
+  if (
+    !ctx.manager.isEnabled(plugin) && !ctx.manager.discovered().includes(plugin)
+  ) {
+    return { ok: false, status: 404, message: `Plugin not found: ${plugin}` };
+  }
+  if (!ctx.manager.manifest(plugin)) {
+    // Discovered but not loaded: a call loads it.
+    await ctx.manager.allWidgets("\0none").catch(() => {});
+  }
+  const m = ctx.manager.manifest(plugin);
+  if (!m || !ctx.manager.isEnabled(plugin)) {
+    return { ok: false, status: 404, message: `Plugin not found: ${plugin}` };
+  }
+  const w = (m.widgets ?? []).find((x) => x.id === widgetId);
+  if (!w) {
+    return {
+      ok: false,
+      status: 404,
+      message: `Widget not found: ${plugin}/${widgetId}`,
+    };
+  }
+  let result: Uint8Array | null;
+  try {
+    result = await ctx.manager.call(plugin, w.handler, encodeJson({}), {
+      ...(language ? { language } : {}),
+      ...(ctx.callTimeoutMs ? { timeoutMs: ctx.callTimeoutMs } : {}),
+    });
+  } catch (e) {
+    ctx.logs.log(
+      plugin,
+      "warn",
+      `widget "${widgetId}" failed: ${e instanceof Error ? e.message : e}`,
+    );
+    return {
+      ok: false,
+      status: 500,
+      message: `Widget error: ${e instanceof Error ? e.message : e}`,
+    };
+  }
+  let parsed: unknown;
+  try {
+    parsed = decodeJson(result);
+  } catch {
+    parsed = undefined;
+  }
+  const h = (parsed as { html?: unknown } | null)?.html;
+  if (typeof h !== "string") {
+    return { ok: false, status: 500, message: "Invalid widget response" };
+  }
+  return { ok: true, html: ctx.sanitize(h) };
+}

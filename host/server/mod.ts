@@ -1,0 +1,65 @@
+/**
+ * The host's HTTP server: {@linkcode createApp} builds a Hono application
+ * with plugin routes (a collision-checked table swapped on every plugin
+ * change), token and session auth with CSRF protection, the JSON API under
+ * `/api/v1`, server-rendered admin pages under `/admin`, and `GET /healthz`.
+ *
+ * @example
+ * ```ts ignore
+ * import { Manager } from "../manager.ts";
+ * import { createApp, FileTokenStore } from "./mod.ts";
+ * const manager = new Manager();
+ * const server = createApp({ manager, tokens: new FileTokenStore("./data/tokens.json") });
+ * Deno.serve({ port: 8080 }, server.fetch);
+ * ```
+ *
+ * @module
+ */
+export { createApp, type GoatKitApp, routeCollisionCheck } from "./app.ts";
+export type {
+  AppOptions,
+  AuditEntry,
+  AuditProvider,
+  GrantsProvider,
+  InstallResult,
+  JobInfo,
+  JobRun,
+  LoaderProvider,
+  PackagesProvider,
+  SchedulerProvider,
+} from "./options.ts";
+export type { PluginInfo } from "./context.ts";
+export {
+  buildRouteTable,
+  findRouteConflicts,
+  HOST_ROUTE_PATTERNS,
+  patternsOverlap,
+  type PluginRoute,
+  type RefusedPlugin,
+  RouteCollisionError,
+  type RouteConflict,
+  type RouteTable,
+} from "./route_table.ts";
+export {
+  type CreatedToken,
+  type CreateTokenOptions,
+  FileTokenStore,
+  generateToken,
+  hashToken,
+  MemoryTokenStore,
+  TOKEN_PREFIX,
+  type TokenRecord,
+  type TokenStore,
+} from "./tokens.ts";
+export {
+  type Session,
+  SESSION_COOKIE,
+  SessionStore,
+  type SessionStoreOptions,
+} from "./sessions.ts";
+export { CSRF_HEADER, type Principal } from "./auth.ts";
+export {
+  buildRouteArgs,
+  errorToHttp,
+  preferredLanguage,
+} from "./plugin_http.ts";

@@ -1,0 +1,149 @@
+/**
+ * Options of {@linkcode createApp} and the seams through which other parts
+ * of the host (grants, audit log, scheduler, packages, loader) plug into the
+ * server. Each seam is optional: without it the matching API answers 501.
+ *
+ * @module
+ */
+
+import type { LogBuffer } from "../log_buffer.ts";
+import type { Manager } from "../manager.ts";
+import type { SessionStore } from "./sessions.ts";
+import type { TokenStore } from "./tokens.ts";
+
+/** Grants of permissions to plugins (the permissions layer implements it). */
+export interface GrantsProvider {
+  /** The permissions currently granted to `plugin`. */
+  granted(plugin: string): Promise<readonly string[]>;
+  /** Grants `permissions` to `plugin` (in addition to what it has). */
+  approve(plugin: string, permissions: readonly string[]): Promise<void>;
+  /** Revokes `permissions` (all of them when omitted) from `plugin`. */
+  revoke(plugin: string, permissions?: readonly string[]): Promise<void>;
+}
+
+/** One audit entry (a denied or notable plugin action). */
+export interface AuditEntry {
+  /** When it happened (ISO 8601). */
+  timestamp: string;
+  /** The plugin concerned. */
+  plugin: string;
+  /** The permission that was needed. */
+  permission?: string;
+  /** What the plugin attempted. */
+  attempted?: string;
+  /** `denied`, `granted`, `revoked`, … */
+  outcome?: string;
+  /** Anything else the audit log keeps. */
+  [key: string]: unknown;
+}
+
+/** The audit log (permission denials and grant changes). */
+export interface AuditProvider {
+  /** Newest first, filtered. */
+  query(filter: { plugin?: string; limit?: number }): Promise<AuditEntry[]>;
+}
+
+/** One run of a job. */
+export interface JobRun {
+  /** Start (ISO 8601). */
+  start: string;
+  /** Duration in milliseconds (absent while running). */
+  durationMs?: number;
+  /** `ok`, `error`, `timeout`, `skipped` (overlap) or `running`. */
+  outcome: string;
+  /** Error text, when it failed. */
+  error?: string;
+}
+
+/** A scheduled job as the scheduler reports it. */
+export interface JobInfo {
+  /** The plugin. */
+  plugin: string;
+  /** The job id from the manifest. */
+  id: string;
+  /** Cron expression. */
+  schedule: string;
+  /** Description from the manifest. */
+  description?: string;
+  /** Whether the job is scheduled. */
+  enabled: boolean;
+  /** Next planned run (ISO 8601), if scheduled. */
+  nextRun?: string;
+  /** Whether a run is in progress. */
+  running?: boolean;
+  /** The most recent runs, newest first. */
+  lastRuns: JobRun[];
+}
+
+/** The scheduler (implemented by `host/scheduler.ts`). */
+export interface SchedulerProvider {
+  /** Every known job with its recent runs. */
+  list(): JobInfo[] | Promise<JobInfo[]>;
+  /** Runs a job now (refusing overlap); resolves with the finished run. */
+  runNow(plugin: string, jobId: string): Promise<JobRun>;
+}
+
+/** What an install or upgrade did. */
+export interface InstallResult {
+  /** The plugin's name. */
+  name: string;
+  /** The installed version. */
+  version: string;
+  /** The version it replaced, on an upgrade. */
+  previousVersion?: string;
+  /** Anything else the package manager reports (sha256, warnings, …). */
+  [key: string]: unknown;
+}
+
+/** The package manager (implemented by the packaging module). */
+export interface PackagesProvider {
+  /** Validates and installs (or upgrades) a `.zip` package. */
+  install(
+    bytes: Uint8Array,
+    options?: { filename?: string },
+  ): Promise<InstallResult>;
+  /** Removes a plugin with its files, grants, state, routes and jobs. */
+  uninstall(name: string): Promise<void>;
+}
+
+/** The plugin loader (discovery and hot reload), for the admin "reload" action. */
+export interface LoaderProvider {
+  /** Reloads a plugin from disk. */
+  reload(name: string): Promise<void>;
+}
+
+/** Options of {@linkcode createApp}. */
+export interface AppOptions {
+  /** The plugin Manager whose plugins the server serves. */
+  manager: Manager;
+  /** API token store. @default a new MemoryTokenStore (no tokens: nobody can log in) */
+  tokens?: TokenStore;
+  /** Session store. @default a new in-memory SessionStore */
+  sessions?: SessionStore;
+  /** Log buffer shown on the logs page. @default `manager.logs` */
+  logs?: LogBuffer;
+  /** Sanitiser for plugin HTML. @default `sanitizeHtml` from `host/sanitize.ts` */
+  sanitize?: (html: string) => string;
+  /** Permission grants seam. */
+  grants?: GrantsProvider;
+  /** Audit log seam. */
+  audit?: AuditProvider;
+  /** Scheduler seam. */
+  scheduler?: SchedulerProvider;
+  /** Package install/uninstall seam. */
+  packages?: PackagesProvider;
+  /** Loader seam (reload button). */
+  loader?: LoaderProvider;
+  /** Deadline of plugin calls made for HTTP requests, in ms. @default the Manager's */
+  callTimeoutMs?: number;
+  /** Largest request body passed to a plugin, in bytes. @default 1 MiB */
+  maxBodyBytes?: number;
+  /** Largest package upload, in bytes. @default 50 MiB */
+  maxUploadBytes?: number;
+  /** Set the `Secure` flag on cookies (behind HTTPS). @default false */
+  secureCookies?: boolean;
+  /** Title shown in the admin pages. @default "GoatKit" */
+  title?: string;
+  /** Extra fields in `GET /healthz`. */
+  health?: () => Record<string, unknown>;
+}

@@ -1,0 +1,277 @@
+/**
+ * The HTTP side of a plugin call: the args object built from a request the
+ * way GoatFlow builds it, the request language, and the mapping of results
+ * and errors to responses.
+ *
+ * @module
+ */
+
+import {
+  errorText,
+  InvalidManifestError,
+  PermissionDeniedError,
+  PluginCallCycleError,
+  PluginCrashedError,
+  PluginDisabledError,
+  PluginNotFoundError,
+  PluginTimeoutError,
+} from "../errors.ts";
+import { decodeJson } from "../plugin.ts";
+
+/** Thrown when a request body is larger than allowed. */
+export class BodyTooLargeError extends Error {
+  /** The limit, in bytes. */
+  readonly limit: number;
+  /** Creates the error. */
+  constructor(limit: number) {
+    super(`request body is larger than ${limit} bytes`);
+    this.name = "BodyTooLargeError";
+    this.limit = limit;
+  }
+}
+
+/**
+ * Reads a request body up to `limit` bytes; throws
+ * {@linkcode BodyTooLargeError} beyond it (without reading the rest).
+ */
+export async function readBody(
+  req: Request,
+  limit: number,
+): Promise<Uint8Array> {
+  const declared = Number(req.headers.get("content-length") ?? "NaN");
+  if (Number.isFinite(declared) && declared > limit) {
+    throw new BodyTooLargeError(limit);
+  }
+  if (!req.body) return new Uint8Array(0);
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = req.body.getReader();
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) {
+        await reader.cancel().catch(() => {});
+        throw new BodyTooLargeError(limit);
+      }
+      chunks.push(value);
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
+/**
+ * Builds a plugin route's args object as GoatFlow does: path parameters,
+ * then query parameters (one value → string, repeated → array), then the
+ * keys of a JSON-object body (which override), then `_method` and `_path`.
+ * A body that is not a JSON object is ignored.
+ *
+ * @example
+ * ```ts
+ * import { buildRouteArgs } from "./plugin_http.ts";
+ * const url = new URL("http://h/items/7?tag=a&tag=b&q=x");
+ * const args = buildRouteArgs("GET", url, { id: "7" }, new TextEncoder().encode('{"q":"y"}'));
+ * // { id: "7", tag: ["a", "b"], q: "y", _method: "GET", _path: "/items/7" }
+ * ```
+ */
+export function buildRouteArgs(
+  method: string,
+  url: URL,
+  params: Record<string, string>,
+  body: Uint8Array | null,
+): Record<string, unknown> {
+  const args: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(params)) args[k] = v;
+  for (const key of new Set(url.searchParams.keys())) {
+    const values = url.searchParams.getAll(key);
+    args[key] = values.length === 1 ? values[0] : values;
+  }
+  if (body && body.byteLength > 0) {
+    try {
+      const parsed = JSON.parse(new TextDecoder().decode(body));
+      if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
+        Object.assign(args, parsed);
+      }
+    } catch { /* not JSON: ignored, as in GoatFlow */ }
+  }
+  args._method = method;
+  args._path = url.pathname;
+  return args;
+}
+
+/**
+ * The preferred language of an `Accept-Language` header (highest `q`, first
+ * on ties; `*` ignored), or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { preferredLanguage } from "./plugin_http.ts";
+ * preferredLanguage("fr;q=0.5, de-CH, en;q=0.8"); // "de-CH"
+ * ```
+ */
+export function preferredLanguage(
+  header: string | null | undefined,
+): string | undefined {
+  if (!header) return undefined;
+  let best: { tag: string; q: number } | undefined;
+  for (const part of header.split(",").slice(0, 32)) {
+    const [rawTag, ...params] = part.trim().split(";");
+    const tag = rawTag?.trim() ?? "";
+    if (!/^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$/.test(tag)) continue;
+    let q = 1;
+    for (const p of params) {
+      const m = /^\s*q\s*=\s*([0-9.]+)\s*$/.exec(p);
+      if (m) q = Number(m[1]);
+    }
+    if (!Number.isFinite(q) || q <= 0) continue;
+    if (!best || q > best.q) best = { tag, q };
+  }
+  return best?.tag;
+}
+
+/** Looks up a published error code (`<plugin>:<code>`). */
+export interface ErrorCodeLookup {
+  /** The entry of a full code, if registered. */
+  lookup(code: string): { message: string; httpStatus: number } | undefined;
+}
+
+/** An HTTP status and JSON body for an error. */
+export interface HttpError {
+  /** HTTP status. */
+  status: number;
+  /** JSON body. */
+  body: { error: string | { code: string; message: string } };
+}
+
+function codeEntry(
+  plugin: string,
+  code: string,
+  codes: ErrorCodeLookup | undefined,
+): { code: string; message: string; httpStatus: number } | undefined {
+  if (!codes || !code) return undefined;
+  for (const full of [`${plugin}:${code}`, code]) {
+    const e = codes.lookup(full);
+    if (e) return { code: full, ...e };
+  }
+  return undefined;
+}
+
+/**
+ * Maps an error thrown by a plugin call to a status and JSON body:
+ * not found 404, disabled 403, permission denied 403, timeout 504, crash 502,
+ * an error with a `code` the plugin declared → that code's status, anything
+ * else 500.
+ *
+ * @example
+ * ```ts
+ * import { errorToHttp } from "./plugin_http.ts";
+ * import { PluginTimeoutError } from "../errors.ts";
+ * errorToHttp(new PluginTimeoutError("hello", 100), "hello").status; // 504
+ * ```
+ */
+export function errorToHttp(
+  e: unknown,
+  plugin: string,
+  codes?: ErrorCodeLookup,
+): HttpError {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === "string") {
+    const entry = codeEntry(plugin, code, codes);
+    if (entry) {
+      return {
+        status: entry.httpStatus,
+        body: { error: { code: entry.code, message: entry.message } },
+      };
+    }
+  }
+  const msg = errorText(e);
+  if (e instanceof PluginNotFoundError) {
+    return { status: 404, body: { error: msg } };
+  }
+  if (e instanceof PluginDisabledError) {
+    return { status: 403, body: { error: msg } };
+  }
+  if (e instanceof PermissionDeniedError) {
+    return { status: 403, body: { error: msg } };
+  }
+  if (e instanceof PluginTimeoutError) {
+    return { status: 504, body: { error: msg } };
+  }
+  if (e instanceof PluginCrashedError) {
+    return { status: 502, body: { error: msg } };
+  }
+  if (e instanceof PluginCallCycleError) {
+    return { status: 508, body: { error: msg } };
+  }
+  if (e instanceof InvalidManifestError) {
+    return { status: 400, body: { error: msg } };
+  }
+  if (e instanceof BodyTooLargeError) {
+    return { status: 413, body: { error: msg } };
+  }
+  return { status: 500, body: { error: msg } };
+}
+
+/** Headers sent with plugin-provided HTML (sanitised, and no script may run). */
+export const PLUGIN_HTML_HEADERS: Readonly<Record<string, string>> = {
+  "content-type": "text/html; charset=utf-8",
+  "content-security-policy":
+    "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'",
+  "x-content-type-options": "nosniff",
+};
+
+/**
+ * Turns a plugin's raw result into a response: a JSON object whose `html` is
+ * a string → `text/html` (sanitised); a JSON object `{"error": {"code": …}}`
+ * with a declared code → that code's status; anything else → the raw bytes
+ * as `application/json` (`null` for no result).
+ */
+export function resultToResponse(
+  result: Uint8Array | null,
+  plugin: string,
+  sanitize: (html: string) => string,
+  codes?: ErrorCodeLookup,
+): Response {
+  let parsed: unknown = undefined;
+  try {
+    parsed = decodeJson(result);
+  } catch { /* not JSON: passed through */ }
+  if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
+    const obj = parsed as Record<string, unknown>;
+    if (typeof obj.html === "string") {
+      return new Response(sanitize(obj.html), { headers: PLUGIN_HTML_HEADERS });
+    }
+    const err = obj.error as { code?: unknown; message?: unknown } | undefined;
+    if (err && typeof err === "object" && typeof err.code === "string") {
+      const entry = codeEntry(plugin, err.code, codes);
+      if (entry) {
+        return Response.json(
+          {
+            error: {
+              code: entry.code,
+              message: typeof err.message === "string"
+                ? err.message
+                : entry.message,
+            },
+          },
+          { status: entry.httpStatus },
+        );
+      }
+    }
+  }
+  const body = result && result.byteLength > 0
+    ? result
+    : new TextEncoder().encode("null");
+  return new Response(body as Uint8Array<ArrayBuffer>, {
+    headers: { "content-type": "application/json; charset=utf-8" },
+  });
+}

@@ -120,7 +120,11 @@ function run(msg: RunMessage): void {
     if (e instanceof WasiDeadlineError) {
       finish({ type: "deadline" });
     } else if (e instanceof WasiExitError) {
-      finish({ type: "exit", code: e.code, dropped: [out.dropped, err.dropped] });
+      finish({
+        type: "exit",
+        code: e.code,
+        dropped: [out.dropped, err.dropped],
+      });
     } else {
       const error = e instanceof Error ? e : new Error(String(e));
       finish({ type: "error", name: error.name, message: error.message });

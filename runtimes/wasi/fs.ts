@@ -346,7 +346,9 @@ export class DenoWasiFs implements WasiFs {
       throw new WasiFsError(ERRNO.NAMETOOLONG, op, path);
     }
     if (path === "") throw new WasiFsError(ERRNO.NOENT, op, path);
-    if (path.startsWith("/")) throw new WasiFsError(this.#escapeErrno, op, path);
+    if (path.startsWith("/")) {
+      throw new WasiFsError(this.#escapeErrno, op, path);
+    }
     const trailingSlash = path.endsWith("/");
     const parts = path.split("/").filter((c) => c !== "");
     const lastName = parts.length ? parts[parts.length - 1] : "";
@@ -525,7 +527,9 @@ export class DenoWasiFs implements WasiFs {
   read(handle: number, length: number, position: number | null): Uint8Array {
     const file = this.#file(handle, "read");
     try {
-      const saved = position === null ? -1 : file.seekSync(0, Deno.SeekMode.Current);
+      const saved = position === null
+        ? -1
+        : file.seekSync(0, Deno.SeekMode.Current);
       if (position !== null) file.seekSync(position, Deno.SeekMode.Start);
       const buf = new Uint8Array(length);
       let total = 0;
@@ -545,7 +549,9 @@ export class DenoWasiFs implements WasiFs {
   write(handle: number, data: Uint8Array, position: number | null): number {
     const file = this.#file(handle, "write");
     try {
-      const saved = position === null ? -1 : file.seekSync(0, Deno.SeekMode.Current);
+      const saved = position === null
+        ? -1
+        : file.seekSync(0, Deno.SeekMode.Current);
       if (position !== null) file.seekSync(position, Deno.SeekMode.Start);
       let total = 0;
       while (total < data.length) {
@@ -572,7 +578,9 @@ export class DenoWasiFs implements WasiFs {
   fstat(handle: number): WasiFileStat {
     const e = this.#entry(handle);
     try {
-      return toStat(e.kind === "file" ? e.file.statSync() : Deno.statSync(e.host));
+      return toStat(
+        e.kind === "file" ? e.file.statSync() : Deno.statSync(e.host),
+      );
     } catch (err) {
       throw new WasiFsError(errnoFromError(err), "stat", e.host, err);
     }
@@ -614,13 +622,19 @@ export class DenoWasiFs implements WasiFs {
   /** @inheritdoc */
   readdir(handle: number): WasiDirEntry[] {
     const e = this.#entry(handle);
-    if (e.kind !== "dir") throw new WasiFsError(ERRNO.NOTDIR, "readdir", e.host);
+    if (e.kind !== "dir") {
+      throw new WasiFsError(ERRNO.NOTDIR, "readdir", e.host);
+    }
     try {
       const out: WasiDirEntry[] = [];
       for (const d of Deno.readDirSync(e.host)) {
         const info = lstatOrNull(`${e.host}/${d.name}`);
         if (!info) continue; // removed meanwhile
-        out.push({ name: d.name, filetype: filetypeOf(info), ino: info.ino ?? 0 });
+        out.push({
+          name: d.name,
+          filetype: filetypeOf(info),
+          ino: info.ino ?? 0,
+        });
       }
       return out;
     } catch (err) {
@@ -670,8 +684,12 @@ export class DenoWasiFs implements WasiFs {
   unlink(ref: WasiPathRef): void {
     const r = this.#mutable(ref, "unlink");
     if (r.info === null) throw new WasiFsError(ERRNO.NOENT, "unlink", ref.path);
-    if (r.info.isDirectory) throw new WasiFsError(ERRNO.ISDIR, "unlink", ref.path);
-    if (r.trailingSlash) throw new WasiFsError(ERRNO.NOTDIR, "unlink", ref.path);
+    if (r.info.isDirectory) {
+      throw new WasiFsError(ERRNO.ISDIR, "unlink", ref.path);
+    }
+    if (r.trailingSlash) {
+      throw new WasiFsError(ERRNO.NOTDIR, "unlink", ref.path);
+    }
     try {
       Deno.removeSync(r.host);
     } catch (e) {
@@ -683,7 +701,9 @@ export class DenoWasiFs implements WasiFs {
   rename(from: WasiPathRef, to: WasiPathRef): void {
     const a = this.#mutable(from, "rename");
     const b = this.#mutable(to, "rename to");
-    if (a.info === null) throw new WasiFsError(ERRNO.NOENT, "rename", from.path);
+    if (a.info === null) {
+      throw new WasiFsError(ERRNO.NOENT, "rename", from.path);
+    }
     if ((a.trailingSlash || b.trailingSlash) && !a.info.isDirectory) {
       throw new WasiFsError(ERRNO.NOTDIR, "rename", from.path);
     }
@@ -700,7 +720,9 @@ export class DenoWasiFs implements WasiFs {
     const a = this.#resolve(from, follow, "link");
     const b = this.#mutable(to, "link to");
     if (a.info === null) throw new WasiFsError(ERRNO.NOENT, "link", from.path);
-    if (a.info.isDirectory) throw new WasiFsError(ERRNO.PERM, "link", from.path);
+    if (a.info.isDirectory) {
+      throw new WasiFsError(ERRNO.PERM, "link", from.path);
+    }
     if (b.info !== null) throw new WasiFsError(ERRNO.EXIST, "link", to.path);
     if (a.trailingSlash || b.trailingSlash) {
       throw new WasiFsError(ERRNO.NOTDIR, "link", to.path);
@@ -714,13 +736,19 @@ export class DenoWasiFs implements WasiFs {
 
   /** @inheritdoc */
   symlink(target: string, ref: WasiPathRef): void {
-    if (target.includes("\0")) throw new WasiFsError(ERRNO.INVAL, "symlink", target);
+    if (target.includes("\0")) {
+      throw new WasiFsError(ERRNO.INVAL, "symlink", target);
+    }
     if (target.startsWith("/")) {
       throw new WasiFsError(this.#escapeErrno, "symlink", target);
     }
     const r = this.#mutable(ref, "symlink");
-    if (r.info !== null) throw new WasiFsError(ERRNO.EXIST, "symlink", ref.path);
-    if (r.trailingSlash) throw new WasiFsError(ERRNO.NOENT, "symlink", ref.path);
+    if (r.info !== null) {
+      throw new WasiFsError(ERRNO.EXIST, "symlink", ref.path);
+    }
+    if (r.trailingSlash) {
+      throw new WasiFsError(ERRNO.NOENT, "symlink", ref.path);
+    }
     try {
       Deno.symlinkSync(target, r.host);
     } catch (e) {
@@ -731,8 +759,12 @@ export class DenoWasiFs implements WasiFs {
   /** @inheritdoc */
   readlink(ref: WasiPathRef): string {
     const r = this.#resolve(ref, false, "readlink");
-    if (r.info === null) throw new WasiFsError(ERRNO.NOENT, "readlink", ref.path);
-    if (!r.info.isSymlink) throw new WasiFsError(ERRNO.INVAL, "readlink", ref.path);
+    if (r.info === null) {
+      throw new WasiFsError(ERRNO.NOENT, "readlink", ref.path);
+    }
+    if (!r.info.isSymlink) {
+      throw new WasiFsError(ERRNO.INVAL, "readlink", ref.path);
+    }
     try {
       return Deno.readLinkSync(r.host);
     } catch (e) {

@@ -8,8 +8,8 @@
  */
 
 export {
-  type RunWasiCommandOptions,
   runWasiCommand,
+  type RunWasiCommandOptions,
   runWasiCommandWithStats,
   WasiCommandError,
   type WasiCommandResult,

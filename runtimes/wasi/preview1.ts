@@ -287,7 +287,7 @@ export class WasiPreview1 {
     const mem = target.exports.memory;
     if (!(mem instanceof WebAssembly.Memory)) {
       throw new TypeError(
-        "Cannot bind WASI to instance: it exports no memory named \"memory\"",
+        'Cannot bind WASI to instance: it exports no memory named "memory"',
       );
     }
     this.#memory = mem;
@@ -393,7 +393,11 @@ export class WasiPreview1 {
     return out;
   }
 
-  #scatter(iovsPtr: number, count: number, read: (n: number) => Uint8Array): number {
+  #scatter(
+    iovsPtr: number,
+    count: number,
+    read: (n: number) => Uint8Array,
+  ): number {
     const iovs = this.#iovs(iovsPtr, count);
     let total = 0;
     for (const v of iovs) total += v.len;
@@ -424,11 +428,20 @@ export class WasiPreview1 {
     return this.#fs;
   }
 
-  #ref(fd: number, pathPtr: number, pathLen: number, right: bigint): WasiPathRef {
+  #ref(
+    fd: number,
+    pathPtr: number,
+    pathLen: number,
+    right: bigint,
+  ): WasiPathRef {
     const e = this.#fd(fd);
     if (e.kind !== "dir") throw new Errno(ERRNO.NOTDIR);
     this.#need(e, right);
-    return { preopen: e.preopen!, dir: e.dir!, path: this.#str(pathPtr, pathLen) };
+    return {
+      preopen: e.preopen!,
+      dir: e.dir!,
+      path: this.#str(pathPtr, pathLen),
+    };
   }
 
   #nextFd(): number {
@@ -474,7 +487,11 @@ export class WasiPreview1 {
     }
   }
 
-  #times(atim: bigint, mtim: bigint, fst: number): [number | null, number | null] {
+  #times(
+    atim: bigint,
+    mtim: bigint,
+    fst: number,
+  ): [number | null, number | null] {
     if (
       ((fst & FSTFLAGS.ATIM) && (fst & FSTFLAGS.ATIM_NOW)) ||
       ((fst & FSTFLAGS.MTIM) && (fst & FSTFLAGS.MTIM_NOW)) || (fst & ~15)
@@ -526,15 +543,25 @@ export class WasiPreview1 {
       args_sizes_get: (argc: number, size: number) => {
         const { dv } = this.#mem();
         dv.setUint32(argc >>> 0, this.#args.length, true);
-        dv.setUint32(size >>> 0, this.#args.reduce((n, a) => n + a.length, 0), true);
+        dv.setUint32(
+          size >>> 0,
+          this.#args.reduce((n, a) => n + a.length, 0),
+          true,
+        );
       },
-      args_get: (argv: number, buf: number) => this.#strings(this.#args, argv, buf),
+      args_get: (argv: number, buf: number) =>
+        this.#strings(this.#args, argv, buf),
       environ_sizes_get: (count: number, size: number) => {
         const { dv } = this.#mem();
         dv.setUint32(count >>> 0, this.#env.length, true);
-        dv.setUint32(size >>> 0, this.#env.reduce((n, a) => n + a.length, 0), true);
+        dv.setUint32(
+          size >>> 0,
+          this.#env.reduce((n, a) => n + a.length, 0),
+          true,
+        );
       },
-      environ_get: (ptrs: number, buf: number) => this.#strings(this.#env, ptrs, buf),
+      environ_get: (ptrs: number, buf: number) =>
+        this.#strings(this.#env, ptrs, buf),
 
       clock_res_get: (id: number, ptr: number) => {
         this.#clock(id);
@@ -605,13 +632,20 @@ export class WasiPreview1 {
         let n: number;
         if (e.kind === "stdin") {
           n = this.#scatter(iovs, count, (len) => {
-            const out = this.#stdin.subarray(this.#stdinPos, this.#stdinPos + len);
+            const out = this.#stdin.subarray(
+              this.#stdinPos,
+              this.#stdinPos + len,
+            );
             this.#stdinPos += out.length;
             return out;
           });
         } else if (e.kind === "file") {
           const fs = this.#fsOf();
-          n = this.#scatter(iovs, count, (len) => fs.read(e.handle!, len, null));
+          n = this.#scatter(
+            iovs,
+            count,
+            (len) => fs.read(e.handle!, len, null),
+          );
         } else throw new Errno(ERRNO.BADF);
         this.#mem().dv.setUint32(nread >>> 0, n, true);
       },
@@ -636,14 +670,27 @@ export class WasiPreview1 {
         );
         this.#mem().dv.setUint32(nread >>> 0, n, true);
       },
-      fd_seek: (fd: number, offset: bigint, whence: number, newOffset: number) => {
+      fd_seek: (
+        fd: number,
+        offset: bigint,
+        whence: number,
+        newOffset: number,
+      ) => {
         const e = this.#fd(fd);
         if (e.kind === "dir") throw new Errno(ERRNO.BADF);
         if (e.kind !== "file") throw new Errno(ERRNO.SPIPE);
         if (whence > 2) throw new Errno(ERRNO.INVAL);
-        this.#need(e, whence === WHENCE.CUR && offset === 0n ? R.FD_TELL | R.FD_SEEK : R.FD_SEEK);
+        this.#need(
+          e,
+          whence === WHENCE.CUR && offset === 0n
+            ? R.FD_TELL | R.FD_SEEK
+            : R.FD_SEEK,
+        );
         const off = BigInt.asIntN(64, offset);
-        if (off > BigInt(Number.MAX_SAFE_INTEGER) || off < -BigInt(Number.MAX_SAFE_INTEGER)) {
+        if (
+          off > BigInt(Number.MAX_SAFE_INTEGER) ||
+          off < -BigInt(Number.MAX_SAFE_INTEGER)
+        ) {
           throw new Errno(ERRNO.INVAL);
         }
         const pos = this.#fsOf().seek(e.handle!, Number(off), whence);
@@ -693,7 +740,9 @@ export class WasiPreview1 {
         const end = BigInt.asUintN(64, offset) + BigInt.asUintN(64, len);
         if (end > BigInt(Number.MAX_SAFE_INTEGER)) throw new Errno(ERRNO.FBIG);
         const fs = this.#fsOf();
-        if (Number(end) > fs.fstat(e.handle!).size) fs.setSize(e.handle!, Number(end));
+        if (Number(end) > fs.fstat(e.handle!).size) {
+          fs.setSize(e.handle!, Number(end));
+        }
       },
       fd_fdstat_get: (fd: number, ptr: number) => {
         const e = this.#fd(fd);
@@ -747,7 +796,12 @@ export class WasiPreview1 {
         if (s > BigInt(Number.MAX_SAFE_INTEGER)) throw new Errno(ERRNO.FBIG);
         this.#fsOf().setSize(e.handle!, Number(s));
       },
-      fd_filestat_set_times: (fd: number, atim: bigint, mtim: bigint, fst: number) => {
+      fd_filestat_set_times: (
+        fd: number,
+        atim: bigint,
+        mtim: bigint,
+        fst: number,
+      ) => {
         const e = this.#fd(fd);
         const [a, m] = this.#times(atim, mtim, fst);
         if (e.handle === undefined) throw new Errno(ERRNO.BADF);
@@ -764,7 +818,9 @@ export class WasiPreview1 {
       fd_prestat_dir_name: (fd: number, ptr: number, len: number) => {
         const e = this.#fd(fd);
         if (!e.preopenName) throw new Errno(ERRNO.BADF);
-        if ((len >>> 0) < e.preopenName.length) throw new Errno(ERRNO.NAMETOOLONG);
+        if ((len >>> 0) < e.preopenName.length) {
+          throw new Errno(ERRNO.NAMETOOLONG);
+        }
         const { u8 } = this.#mem();
         this.#check(u8, ptr >>> 0, e.preopenName.length);
         u8.set(e.preopenName, ptr >>> 0);
@@ -818,14 +874,21 @@ export class WasiPreview1 {
         const ref = this.#ref(fd, pathPtr, pathLen, R.PATH_OPEN);
         const base = BigInt.asUintN(64, rightsBase);
         let read = (base & (R.FD_READ | R.FD_READDIR)) !== 0n;
-        let write = (base & (R.FD_WRITE | R.FD_ALLOCATE | R.FD_FILESTAT_SET_SIZE)) !==
-          0n;
+        // Like wasmtime: FD_WRITE asks for a writable fd; ALLOCATE and
+        // FILESTAT_SET_SIZE only count for files (a directory opened with
+        // them stays a directory).
+        let write = (base & R.FD_WRITE) !== 0n ||
+          ((oflags & OFLAGS.DIRECTORY) === 0 &&
+            (base & (R.FD_ALLOCATE | R.FD_FILESTAT_SET_SIZE)) !== 0n);
         if (!read && !write) read = true;
         const creat = (oflags & OFLAGS.CREAT) !== 0;
         const trunc = (oflags & OFLAGS.TRUNC) !== 0;
         if (creat) this.#need(d, R.PATH_CREATE_FILE);
         if (trunc) this.#need(d, R.PATH_FILESTAT_SET_SIZE);
-        if ((write || (fdflags & FDFLAGS.APPEND)) && (d.inheriting & R.FD_WRITE) === 0n) {
+        if (
+          (write || (fdflags & FDFLAGS.APPEND)) &&
+          (d.inheriting & R.FD_WRITE) === 0n
+        ) {
           throw new Errno(ERRNO.NOTCAPABLE);
         }
         if (fdflags & FDFLAGS.APPEND) write = true;
@@ -868,9 +931,18 @@ export class WasiPreview1 {
       path_unlink_file: (fd: number, p: number, l: number) => {
         this.#fsOf().unlink(this.#ref(fd, p, l, R.PATH_UNLINK_FILE));
       },
-      path_filestat_get: (fd: number, flags: number, p: number, l: number, buf: number) => {
+      path_filestat_get: (
+        fd: number,
+        flags: number,
+        p: number,
+        l: number,
+        buf: number,
+      ) => {
         const ref = this.#ref(fd, p, l, R.PATH_FILESTAT_GET);
-        const st = this.#fsOf().stat(ref, (flags & LOOKUPFLAGS.SYMLINK_FOLLOW) !== 0);
+        const st = this.#fsOf().stat(
+          ref,
+          (flags & LOOKUPFLAGS.SYMLINK_FOLLOW) !== 0,
+        );
         this.#writeStat(buf, st);
       },
       path_filestat_set_times: (
@@ -890,7 +962,14 @@ export class WasiPreview1 {
           m,
         );
       },
-      path_rename: (fd: number, p: number, l: number, fd2: number, p2: number, l2: number) => {
+      path_rename: (
+        fd: number,
+        p: number,
+        l: number,
+        fd2: number,
+        p2: number,
+        l2: number,
+      ) => {
         const from = this.#ref(fd, p, l, R.PATH_RENAME_SOURCE);
         const to = this.#ref(fd2, p2, l2, R.PATH_RENAME_TARGET);
         if (from.preopen !== to.preopen) throw new Errno(ERRNO.XDEV);
@@ -910,7 +989,13 @@ export class WasiPreview1 {
         if (from.preopen !== to.preopen) throw new Errno(ERRNO.XDEV);
         this.#fsOf().link(from, to, (flags & LOOKUPFLAGS.SYMLINK_FOLLOW) !== 0);
       },
-      path_symlink: (op: number, ol: number, fd: number, p: number, l: number) => {
+      path_symlink: (
+        op: number,
+        ol: number,
+        fd: number,
+        p: number,
+        l: number,
+      ) => {
         const target = this.#str(op, ol);
         this.#fsOf().symlink(target, this.#ref(fd, p, l, R.PATH_SYMLINK));
       },
@@ -932,8 +1017,12 @@ export class WasiPreview1 {
         this.#mem().dv.setUint32(used >>> 0, n, true);
       },
 
-      poll_oneoff: (inPtr: number, outPtr: number, nsubs: number, neventsPtr: number) =>
-        this.#poll(inPtr >>> 0, outPtr >>> 0, nsubs >>> 0, neventsPtr >>> 0),
+      poll_oneoff: (
+        inPtr: number,
+        outPtr: number,
+        nsubs: number,
+        neventsPtr: number,
+      ) => this.#poll(inPtr >>> 0, outPtr >>> 0, nsubs >>> 0, neventsPtr >>> 0),
 
       sock_accept: (fd: number) => {
         this.#fd(fd);
@@ -968,7 +1057,12 @@ export class WasiPreview1 {
     }
   }
 
-  #poll(inPtr: number, outPtr: number, nsubs: number, neventsPtr: number): number {
+  #poll(
+    inPtr: number,
+    outPtr: number,
+    nsubs: number,
+    neventsPtr: number,
+  ): number {
     if (nsubs === 0) return ERRNO.INVAL;
     const { dv, u8 } = this.#mem();
     this.#check(u8, inPtr, nsubs * 48);
@@ -1031,13 +1125,23 @@ export class WasiPreview1 {
       if (min > 0n) this.#sleep(Number(min) / 1e6);
       for (const c of clocks) {
         if (c.remaining <= min) {
-          events.push({ userdata: c.userdata, error: 0, type: EVENTTYPE.CLOCK, nbytes: 0n });
+          events.push({
+            userdata: c.userdata,
+            error: 0,
+            type: EVENTTYPE.CLOCK,
+            nbytes: 0n,
+          });
         }
       }
     } else {
       for (const c of clocks) {
         if (c.remaining === 0n) {
-          events.push({ userdata: c.userdata, error: 0, type: EVENTTYPE.CLOCK, nbytes: 0n });
+          events.push({
+            userdata: c.userdata,
+            error: 0,
+            type: EVENTTYPE.CLOCK,
+            nbytes: 0n,
+          });
         }
       }
     }

@@ -35,6 +35,18 @@ export * from "./host/i18n.ts";
 export * from "./host/error_codes.ts";
 export * from "./host/templates.ts";
 export * from "./host/plugin_caller.ts";
+export {
+  DEFAULT_JOB_TIMEOUT_MS,
+  type JobClaim,
+  JobNotFoundError,
+  type JobOutcome,
+  jobTimeoutMs,
+  PgJobClaim,
+  type ScheduledJob,
+  Scheduler,
+  type SchedulerOptions,
+  type SqlPool,
+} from "./host/scheduler.ts";
 export * from "./host/sanitize.ts";
 export * from "./host/basic_host_api.ts";
 export * from "./host/memory_host_api.ts";

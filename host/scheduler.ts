@@ -1,0 +1,357 @@
+/**
+ * The job scheduler: runs the `jobs` of enabled plugins on their cron
+ * schedules (`npm:croner`), with their `timeout`, never two runs of one job at
+ * once, and the last runs kept for the admin pages. It follows the Manager
+ * live: enabling, disabling, registering or replacing a plugin adds, removes
+ * or reschedules its jobs. With a {@linkcode JobClaim} (PostgreSQL), each tick
+ * runs on one host only.
+ *
+ * @module
+ */
+
+import { Cron } from "croner";
+import { errorText, PluginTimeoutError } from "./errors.ts";
+import { parseDuration } from "./duration.ts";
+import type { Contributed, Manager } from "./manager.ts";
+import type { JobSpec } from "./manifest.ts";
+
+/** The default job timeout: 5 minutes. */
+export const DEFAULT_JOB_TIMEOUT_MS = 300_000;
+
+/** How one run of a job ended. */
+export type JobOutcome = "ok" | "error" | "timeout" | "skipped";
+
+/** One run of a job. */
+export interface JobRun {
+  /** When it started (RFC 3339). */
+  start: string;
+  /** How long it took, in ms. */
+  durationMs: number;
+  /** How it ended; `skipped` when the previous run was still going. */
+  outcome: JobOutcome;
+  /** The error message, for `error` and `timeout`. */
+  error?: string;
+  /** `schedule` or `manual`. */
+  trigger: "schedule" | "manual";
+}
+
+/** A scheduled job as the admin pages show it. */
+export interface ScheduledJob {
+  /** The plugin. */
+  plugin: string;
+  /** The job id within the plugin. */
+  id: string;
+  /** Cron expression. */
+  schedule: string;
+  /** The plugin function it calls. */
+  handler: string;
+  /** Description from the manifest. */
+  description?: string;
+  /** Timeout in ms. */
+  timeoutMs: number;
+  /** Next planned run (RFC 3339), if any. */
+  nextRun: string | null;
+  /** Whether a run is in progress. */
+  running: boolean;
+  /** The last runs, newest first. */
+  lastRuns: JobRun[];
+}
+
+/**
+ * Decides which host runs a tick when several hosts share a database.
+ * `claim` returns true for exactly one caller per (job, tick).
+ */
+export interface JobClaim {
+  /** Claims tick `tick` (epoch seconds) of job `key`; true when this host won. */
+  claim(key: string, tick: number): Promise<boolean>;
+}
+
+/** Options of {@linkcode Scheduler}. */
+export interface SchedulerOptions {
+  /** Shares ticks between hosts (see {@linkcode PgJobClaim}). */
+  claim?: JobClaim;
+  /** Time zone for cron expressions. @default "UTC" */
+  timezone?: string;
+  /** Runs kept per job. @default 20 */
+  historySize?: number;
+}
+
+interface Slot {
+  job: Contributed<JobSpec>;
+  key: string;
+  signature: string;
+  timeoutMs: number;
+  cron: Cron;
+  running: boolean;
+  runs: JobRun[];
+}
+
+/** The job is not scheduled (unknown plugin or job id, or the plugin is disabled). */
+export class JobNotFoundError extends Error {
+  /** Creates the error for `plugin`/`id`. */
+  constructor(plugin: string, id: string) {
+    super(
+      `Cannot run job "${id}" of plugin "${plugin}": no such scheduled job`,
+    );
+    this.name = "JobNotFoundError";
+  }
+}
+
+/**
+ * Runs plugin jobs; see the module doc.
+ *
+ * @example
+ * ```ts
+ * import { Manager } from "./manager.ts";
+ * import { Scheduler } from "./scheduler.ts";
+ * const manager = new Manager();
+ * const scheduler = new Scheduler(manager);
+ * scheduler.start();
+ * console.log(scheduler.list().length); // 0
+ * scheduler.stop();
+ * ```
+ */
+export class Scheduler {
+  #manager: Manager;
+  #options: SchedulerOptions;
+  #slots = new Map<string, Slot>();
+  #unsubscribe: (() => void) | undefined;
+  #inFlight = new Set<Promise<void>>();
+
+  /** Creates a scheduler for `manager`'s jobs; call `start()`. */
+  constructor(manager: Manager, options: SchedulerOptions = {}) {
+    this.#manager = manager;
+    this.#options = options;
+  }
+
+  /** Schedules the current jobs and follows the Manager's changes. */
+  start(): void {
+    if (this.#unsubscribe) return;
+    this.#unsubscribe = this.#manager.subscribe(() => this.sync());
+    this.sync();
+  }
+
+  /** Stops every schedule; runs in progress finish on their own. */
+  stop(): void {
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+    for (const s of this.#slots.values()) s.cron.stop();
+    this.#slots.clear();
+  }
+
+  /** Waits for the runs in progress (for a clean shutdown). */
+  async idle(): Promise<void> {
+    while (this.#inFlight.size > 0) {
+      await Promise.allSettled([...this.#inFlight]);
+    }
+  }
+
+  /** Brings the schedules in line with the enabled plugins' `enabled` jobs. */
+  sync(): void {
+    const wanted = new Map<string, Contributed<JobSpec>>();
+    for (const job of this.#manager.jobs()) {
+      if (job.enabled === true) wanted.set(`${job.plugin}.${job.id}`, job);
+    }
+    for (const [key, slot] of this.#slots) {
+      const job = wanted.get(key);
+      if (!job || signature(job) !== slot.signature) {
+        slot.cron.stop();
+        this.#slots.delete(key);
+      }
+    }
+    for (const [key, job] of wanted) {
+      if (this.#slots.has(key)) continue;
+      const timeoutMs = jobTimeoutMs(job.timeout);
+      const slot: Slot = {
+        job,
+        key,
+        signature: signature(job),
+        timeoutMs,
+        runs: [],
+        running: false,
+        cron: new Cron(job.schedule, {
+          timezone: this.#options.timezone ?? "UTC",
+          catch: true,
+        }, () => {
+          this.#track(this.#tick(slot));
+        }),
+      };
+      this.#slots.set(key, slot);
+    }
+  }
+
+  /** The scheduled jobs with their last runs, sorted by plugin then id. */
+  list(): ScheduledJob[] {
+    return [...this.#slots.values()].sort((a, b) => a.key < b.key ? -1 : 1).map(
+      (s) => ({
+        plugin: s.job.plugin,
+        id: s.job.id,
+        schedule: s.job.schedule,
+        handler: s.job.handler,
+        ...(s.job.description ? { description: s.job.description } : {}),
+        timeoutMs: s.timeoutMs,
+        nextRun: s.cron.nextRun()?.toISOString() ?? null,
+        running: s.running,
+        lastRuns: [...s.runs],
+      }),
+    );
+  }
+
+  /** Runs a job now (admin "run now"); resolves with the run's record. */
+  async runNow(plugin: string, id: string): Promise<JobRun> {
+    const slot = this.#slots.get(`${plugin}.${id}`);
+    if (!slot) throw new JobNotFoundError(plugin, id);
+    let run: JobRun | undefined;
+    const p = this.#run(slot, "manual").then((r) => {
+      run = r;
+    });
+    this.#track(p);
+    await p;
+    return run!;
+  }
+
+  async #tick(slot: Slot): Promise<void> {
+    const claim = this.#options.claim;
+    if (claim) {
+      const tick = Math.round(Date.now() / 1000);
+      try {
+        if (!(await claim.claim(slot.key, tick))) return;
+      } catch (e) {
+        this.#manager.logs.log(
+          slot.job.plugin,
+          "error",
+          `job "${slot.job.id}" claim failed: ${errorText(e)}`,
+        );
+        return;
+      }
+    }
+    await this.#run(slot, "schedule");
+  }
+
+  async #run(slot: Slot, trigger: JobRun["trigger"]): Promise<JobRun> {
+    const startedAt = Date.now();
+    const start = new Date(startedAt).toISOString();
+    if (slot.running) {
+      return this.#record(slot, {
+        start,
+        durationMs: 0,
+        outcome: "skipped",
+        trigger,
+      });
+    }
+    slot.running = true;
+    const { plugin, id, handler } = slot.job;
+    try {
+      await this.#manager.call(plugin, handler, null, {
+        timeoutMs: slot.timeoutMs,
+      });
+      return this.#record(slot, {
+        start,
+        durationMs: Date.now() - startedAt,
+        outcome: "ok",
+        trigger,
+      });
+    } catch (e) {
+      const outcome = e instanceof PluginTimeoutError ? "timeout" : "error";
+      this.#manager.logs.log(
+        plugin,
+        "error",
+        `job "${id}" failed: ${errorText(e)}`,
+      );
+      return this.#record(slot, {
+        start,
+        durationMs: Date.now() - startedAt,
+        outcome,
+        error: errorText(e),
+        trigger,
+      });
+    } finally {
+      slot.running = false;
+    }
+  }
+
+  #record(slot: Slot, run: JobRun): JobRun {
+    slot.runs.unshift(run);
+    slot.runs.length = Math.min(
+      slot.runs.length,
+      this.#options.historySize ?? 20,
+    );
+    return run;
+  }
+
+  #track(p: Promise<void>): void {
+    this.#inFlight.add(p);
+    p.finally(() => this.#inFlight.delete(p));
+  }
+}
+
+/**
+ * A job's timeout in ms from its Go duration; absent or unparsable means
+ * {@linkcode DEFAULT_JOB_TIMEOUT_MS}. Unlike GoatFlow, sub-second timeouts are
+ * honoured.
+ *
+ * @example
+ * ```ts
+ * import { jobTimeoutMs } from "./scheduler.ts";
+ * jobTimeoutMs("30s"); // 30000
+ * jobTimeoutMs(undefined); // 300000
+ * ```
+ */
+export function jobTimeoutMs(timeout: string | undefined): number {
+  const ms = timeout ? parseDuration(timeout) : undefined;
+  return ms && ms > 0 ? ms : DEFAULT_JOB_TIMEOUT_MS;
+}
+
+function signature(job: Contributed<JobSpec>): string {
+  return JSON.stringify([job.schedule, job.handler, job.timeout ?? ""]);
+}
+
+/** The subset of a `pg` Pool that {@linkcode PgJobClaim} uses. */
+export interface SqlPool {
+  /** Runs a parameterised query. */
+  query(sql: string, params?: unknown[]): Promise<{ rowCount: number | null }>;
+}
+
+/**
+ * Claims ticks in PostgreSQL so that several hosts sharing a database run
+ * each tick once: under a transaction-scoped advisory lock on the job, the
+ * first host to insert (job, tick) into `goatkit_job_ticks` wins. Old ticks
+ * are pruned.
+ *
+ * @example
+ * ```ts ignore
+ * import pg from "pg";
+ * import { PgJobClaim } from "./scheduler.ts";
+ * const claim = new PgJobClaim(new pg.Pool({ connectionString: Deno.env.get("DATABASE_URL") }));
+ * ```
+ */
+export class PgJobClaim implements JobClaim {
+  #pool: SqlPool;
+  #ready: Promise<void> | undefined;
+
+  /** Creates the claim over a `pg` Pool (or anything with its `query`). */
+  constructor(pool: SqlPool) {
+    this.#pool = pool;
+  }
+
+  /** Claims (job, tick); true for exactly one host. */
+  async claim(key: string, tick: number): Promise<boolean> {
+    this.#ready ??= this.#pool.query(
+      "CREATE TABLE IF NOT EXISTS goatkit_job_ticks (job text NOT NULL, tick bigint NOT NULL, claimed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, tick))",
+    ).then(() => {});
+    await this.#ready;
+    const res = await this.#pool.query(
+      `WITH lock AS (SELECT pg_advisory_xact_lock(hashtext($1)))
+       INSERT INTO goatkit_job_ticks (job, tick) SELECT $1, $2 FROM lock
+       ON CONFLICT DO NOTHING`,
+      [key, tick],
+    );
+    if (tick % 60 === 0) {
+      await this.#pool.query(
+        "DELETE FROM goatkit_job_ticks WHERE job = $1 AND tick < $2",
+        [key, tick - 86_400],
+      );
+    }
+    return (res.rowCount ?? 0) === 1;
+  }
+}

@@ -1,0 +1,275 @@
+/**
+ * Decides how a gRPC plugin process is started: a TypeScript/JavaScript
+ * entry runs under `deno run` with least-privilege flags; a native
+ * executable runs only when trusted. Both get a cleared environment holding
+ * only the handshake variables.
+ *
+ * @module
+ */
+
+import { dirname, extname, resolve } from "node:path";
+import { PROTO_FILES } from "./proto.ts";
+import { UntrustedExecutableError } from "./errors.ts";
+
+/** go-plugin's magic cookie for GoatKit: key. */
+export const MAGIC_COOKIE_KEY = "GOATKIT_PLUGIN";
+/** go-plugin's magic cookie for GoatKit: value. */
+export const MAGIC_COOKIE_VALUE = "goatkit-v1";
+/** The application protocol versions the host offers. */
+export const PROTOCOL_VERSIONS: readonly number[] = [1];
+
+/** Entry file extensions run with `deno run`. */
+export const SCRIPT_EXTENSIONS: readonly string[] = [
+  ".ts",
+  ".mts",
+  ".js",
+  ".mjs",
+  ".tsx",
+  ".jsx",
+];
+
+/**
+ * Environment variables `@grpc/grpc-js` reads when it loads. The plugin may
+ * read exactly these (they are unset, since the environment is cleared);
+ * every other variable is refused by Deno.
+ */
+export const GRPC_JS_ENV: readonly string[] = [
+  "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+  "GRPC_EXPERIMENTAL_ENABLE_OUTLIER_DETECTION",
+  "GRPC_NODE_DEBUG_SEND_ERROR_DETAILS",
+  "GRPC_NODE_TRACE",
+  "GRPC_NODE_USE_ALTERNATIVE_RESOLVER",
+  "GRPC_NODE_VERBOSITY",
+  "GRPC_SSL_CIPHER_SUITES",
+  "GRPC_TRACE",
+  "GRPC_VERBOSITY",
+  "grpc_proxy",
+  "http_proxy",
+  "https_proxy",
+  "no_grpc_proxy",
+  "no_proxy",
+];
+
+/**
+ * npm packages the SDK imports, as pinned in the repository's `deno.json`
+ * (a test checks they agree).
+ */
+export const SDK_NPM_IMPORTS: Readonly<Record<string, string>> = {
+  "@grpc/grpc-js": "npm:@grpc/grpc-js@1.14.7",
+  "@grpc/proto-loader": "npm:@grpc/proto-loader@0.8.1",
+};
+
+/** The specifier plugins import the SDK by. */
+export const SDK_SPECIFIER = "@goatkit/deno/sdk";
+
+/** How to start one plugin process. */
+export interface LaunchSpec {
+  /** `deno` for scripts, `native` for executables. */
+  kind: "deno" | "native";
+  /** Program to run. */
+  command: string;
+  /** Its arguments. */
+  args: string[];
+  /** Its whole environment (cleared otherwise). */
+  env: Record<string, string>;
+  /** Its working directory (the entry's directory). */
+  cwd: string;
+}
+
+/** Inputs of {@linkcode buildLaunch}. */
+export interface BuildLaunchOptions {
+  /** Absolute path of the entry. */
+  entry: string;
+  /** The private socket directory the plugin may use. */
+  socketDir: string;
+  /** Exact path the plugin must listen on (TS plugins). */
+  pluginSocket: string;
+  /** The host's GKHost socket path. */
+  hostSocket: string;
+  /** The import map file for TS plugins. */
+  importMap: string;
+  /** The plugin's data directory, if any. */
+  dataDir?: string;
+  /** Extra permission flags computed from grants (see {@linkcode mergeDenoFlags}). */
+  denoFlags?: readonly string[];
+  /** Executables allowed to run natively. */
+  trustedExecutables?: readonly string[];
+  /** Deno's cache directory for the child. */
+  denoDir: string;
+  /** Extra arguments for the plugin. */
+  args?: readonly string[];
+}
+
+/** Whether `entry` is a script run with `deno run`. */
+export function isScriptEntry(entry: string): boolean {
+  return SCRIPT_EXTENSIONS.includes(extname(entry).toLowerCase());
+}
+
+/** Flags a grant may contribute; everything else is refused. */
+const MERGEABLE = ["--allow-net", "--allow-read", "--allow-write"] as const;
+
+/** A `denoFlags` entry was refused. */
+export class DenoFlagError extends Error {
+  /** Creates the error for `flag`. */
+  constructor(flag: string, why: string) {
+    super(`Cannot use Deno flag "${flag}" for a plugin: ${why}`);
+    this.name = "DenoFlagError";
+  }
+}
+
+/**
+ * Merges the runtime's own permission lists with the grant-derived
+ * `denoFlags` into one flag per permission. Only `--allow-net`,
+ * `--allow-read`, `--allow-write` (scoped or not), `--deny-*` and
+ * `--v8-flags=` are accepted from grants; `--allow-all`, `--allow-env`,
+ * `--allow-run`, `--allow-ffi`, `--allow-sys` and the rest are refused.
+ *
+ * @example
+ * ```ts
+ * import { mergeDenoFlags } from "./launch.ts";
+ * mergeDenoFlags({ "--allow-net": ["unix:/t/p.sock"] }, ["--allow-net=api.example.com"]);
+ * // ["--allow-net=unix:/t/p.sock,api.example.com"]
+ * ```
+ */
+export function mergeDenoFlags(
+  base: Partial<Record<(typeof MERGEABLE)[number], string[]>>,
+  extra: readonly string[] = [],
+): string[] {
+  const lists = new Map<string, string[] | "all">();
+  for (const [k, v] of Object.entries(base)) lists.set(k, [...(v ?? [])]);
+  const passthrough: string[] = [];
+  for (const flag of extra) {
+    const [name, value] = flag.includes("=")
+      ? [flag.slice(0, flag.indexOf("=")), flag.slice(flag.indexOf("=") + 1)]
+      : [flag, undefined];
+    if ((MERGEABLE as readonly string[]).includes(name!)) {
+      const current = lists.get(name!) ?? [];
+      if (value === undefined || current === "all") lists.set(name!, "all");
+      else current.push(...value.split(",").filter(Boolean));
+      if (value !== undefined && current !== "all") lists.set(name!, current);
+    } else if (name!.startsWith("--deny-") || name === "--v8-flags") {
+      passthrough.push(flag);
+    } else {
+      throw new DenoFlagError(
+        flag,
+        "only --allow-net, --allow-read, --allow-write, --deny-* and --v8-flags may come from grants",
+      );
+    }
+  }
+  const out: string[] = [];
+  for (const [name, list] of lists) {
+    if (list === "all") out.push(name);
+    else if (list.length) out.push(`${name}=${[...new Set(list)].join(",")}`);
+  }
+  return [...out, ...passthrough];
+}
+
+/**
+ * Builds the command line and environment for a plugin entry, or throws
+ * {@linkcode UntrustedExecutableError} for an untrusted native executable.
+ */
+export function buildLaunch(options: BuildLaunchOptions): LaunchSpec {
+  const entry = resolve(options.entry);
+  const cwd = dirname(entry);
+  const handshakeEnv = {
+    [MAGIC_COOKIE_KEY]: MAGIC_COOKIE_VALUE,
+    PLUGIN_PROTOCOL_VERSIONS: PROTOCOL_VERSIONS.join(","),
+  };
+  if (isScriptEntry(entry)) {
+    const rw = [
+      options.socketDir,
+      ...(options.dataDir ? [options.dataDir] : []),
+    ];
+    const perms = mergeDenoFlags({
+      "--allow-read": [...rw, options.hostSocket, ...PROTO_FILES],
+      "--allow-write": [...rw, options.hostSocket],
+      "--allow-net": [
+        `unix:${options.pluginSocket}`,
+        `unix:${options.hostSocket}`,
+      ],
+    }, options.denoFlags);
+    return {
+      kind: "deno",
+      command: Deno.execPath(),
+      args: [
+        "run",
+        "--no-prompt",
+        "--no-config",
+        "--no-lock",
+        "--cached-only",
+        "--no-remote",
+        `--import-map=${options.importMap}`,
+        `--allow-env=${GRPC_JS_ENV.join(",")}`,
+        ...perms,
+        entry,
+        "--gk-socket",
+        options.pluginSocket,
+        ...(options.args ?? []),
+      ],
+      env: {
+        ...handshakeEnv,
+        NO_COLOR: "1",
+        DENO_DIR: options.denoDir,
+        DENO_NO_UPDATE_CHECK: "1",
+        DENO_NO_PACKAGE_JSON: "1",
+      },
+      cwd,
+    };
+  }
+  const trusted = (options.trustedExecutables ?? []).map((p) => resolve(p));
+  let real = entry;
+  try {
+    real = Deno.realPathSync(entry);
+  } catch { /* reported by spawn */ }
+  if (!trusted.includes(entry) && !trusted.includes(real)) {
+    throw new UntrustedExecutableError(entry);
+  }
+  return {
+    kind: "native",
+    command: entry,
+    args: [...(options.args ?? [])],
+    env: {
+      ...handshakeEnv,
+      PLUGIN_MIN_PORT: "10000",
+      PLUGIN_MAX_PORT: "25000",
+      // go-plugin 1.0 makes its socket with ioutil.TempFile("", "plugin"),
+      // newer releases honour PLUGIN_UNIX_SOCKET_DIR: both land in the
+      // plugin's private socket directory.
+      TMPDIR: options.socketDir,
+      PLUGIN_UNIX_SOCKET_DIR: options.socketDir,
+    },
+    cwd,
+  };
+}
+
+/** Writes the import map TS plugins run with (SDK + its npm packages). */
+export function importMapJson(): string {
+  return JSON.stringify(
+    {
+      imports: {
+        [SDK_SPECIFIER]: new URL("./sdk.ts", import.meta.url).href,
+        ...SDK_NPM_IMPORTS,
+      },
+    },
+    null,
+    2,
+  );
+}
+
+/** Deno's cache directory, as the host process uses it. */
+export function hostDenoDir(): string {
+  const env = (k: string) => {
+    try {
+      return Deno.env.get(k);
+    } catch {
+      return undefined;
+    }
+  };
+  const explicit = env("DENO_DIR");
+  if (explicit) return resolve(explicit);
+  const xdg = env("XDG_CACHE_HOME");
+  if (xdg) return `${xdg}/deno`;
+  const home = env("HOME");
+  if (home) return `${home}/.cache/deno`;
+  return "/root/.cache/deno";
+}

@@ -1,0 +1,576 @@
+/**
+ * The SDK for GoatKit plugins written in TypeScript and run out of process
+ * by the gRPC runtime. {@linkcode servePlugin} does the plugin side of the
+ * go-plugin handshake, serves `GKPlugin`, the health check and
+ * `plugin.GRPCController`, and gives the implementation a typed
+ * {@linkcode HostClient} for the host's services.
+ *
+ * The host starts the plugin as `deno run --no-prompt` with only the
+ * permissions its grants map to: no environment, no subprocesses, no FFI,
+ * read/write only on its socket and data directories, network only to granted
+ * HTTP hosts. Import the SDK as `@goatkit/deno/sdk` (the host maps it).
+ *
+ * @example A plugin
+ * ```ts ignore
+ * import { servePlugin } from "@goatkit/deno/sdk";
+ *
+ * servePlugin({
+ *   register: () => ({ name: "hello-ts", version: "1.0.0" }),
+ *   async call(fn, args, ctx) {
+ *     if (fn === "hello") {
+ *       await ctx.host.log("info", "hello called");
+ *       return { message: `Hello, ${(args as { name?: string })?.name ?? "World"}!` };
+ *     }
+ *     throw new Error(`unknown function: ${fn}`);
+ *   },
+ * });
+ * ```
+ *
+ * @module
+ */
+
+import * as grpc from "@grpc/grpc-js";
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { GKRegistration } from "../../host/manifest.ts";
+import type { LogLevel, Row } from "../../host/host_api.ts";
+import {
+  loadProto,
+  LOCAL_CHANNEL_OPTIONS,
+  LOCAL_SERVER_OPTIONS,
+  type PbCallRequest,
+  type PbCallResponse,
+  type PbInitRequest,
+  unary,
+} from "./proto.ts";
+import { registrationToPb } from "./registration.ts";
+
+export type { GKRegistration, LogLevel, Row };
+
+/** The magic cookie go-plugin style hosts set: `GOATKIT_PLUGIN=goatkit-v1`. */
+export const MAGIC_COOKIE_KEY = "GOATKIT_PLUGIN";
+/** The value of {@linkcode MAGIC_COOKIE_KEY}. */
+export const MAGIC_COOKIE_VALUE = "goatkit-v1";
+/** The application protocol version this SDK speaks. */
+export const APP_PROTOCOL_VERSION = 1;
+
+/** A host service failed (denied, not found, timed out, …). */
+export class HostCallError extends Error {
+  /** The gRPC status name, such as `PERMISSION_DENIED`. */
+  readonly code: string;
+  /** The host method, such as `DBQuery`. */
+  readonly method: string;
+
+  /** Creates the error for `method` with gRPC status `code`. */
+  constructor(method: string, code: string, message: string) {
+    super(`host ${method} failed (${code}): ${message}`);
+    this.name = "HostCallError";
+    this.code = code;
+    this.method = method;
+  }
+}
+
+/** An outbound HTTP request through the host. */
+export interface HostHttpRequest {
+  /** HTTP method. @default "GET" */
+  method?: string;
+  /** Absolute URL. */
+  url: string;
+  /** Request headers. */
+  headers?: Record<string, string>;
+  /** Body, as bytes or text. */
+  body?: Uint8Array | string | null;
+}
+
+/** The host's answer to a {@linkcode HostHttpRequest}. */
+export interface HostHttpResponse {
+  /** HTTP status (non-2xx statuses are answers too). */
+  status: number;
+  /** Response headers. */
+  headers: Record<string, string>;
+  /** Response body. */
+  body: Uint8Array;
+}
+
+/**
+ * The host's services as the plugin sees them. Each call runs in the context
+ * of the plugin call in progress (its deadline, language and call chain).
+ */
+export interface HostClient {
+  /** Runs a query; returns its rows. */
+  dbQuery(query: string, args?: unknown[]): Promise<Row[]>;
+  /** Runs a statement; returns the affected row count. */
+  dbExec(query: string, args?: unknown[]): Promise<number>;
+  /** Reads a cache entry (`null` when absent). */
+  cacheGet(key: string): Promise<Uint8Array | null>;
+  /** Writes a cache entry; `ttlSeconds` 0 means no expiry. */
+  cacheSet(
+    key: string,
+    value: Uint8Array | string,
+    ttlSeconds?: number,
+  ): Promise<void>;
+  /** Removes a cache entry. */
+  cacheDelete(key: string): Promise<void>;
+  /** Makes an outbound HTTP request. */
+  httpRequest(request: HostHttpRequest): Promise<HostHttpResponse>;
+  /** Sends an e-mail. */
+  sendEmail(message: {
+    to: string;
+    subject: string;
+    body: string;
+    html?: boolean;
+  }): Promise<void>;
+  /** Writes a log line attributed to this plugin. */
+  log(
+    level: LogLevel,
+    message: string,
+    fields?: Record<string, unknown>,
+  ): Promise<void>;
+  /** Reads a configuration value. */
+  configGet(key: string): Promise<string>;
+  /** Translates `key` into the call's language. */
+  translate(key: string, args?: unknown[]): Promise<string>;
+  /** Calls another plugin's function with JSON `args`; returns its decoded JSON result. */
+  callPlugin(plugin: string, fn: string, args?: unknown): Promise<unknown>;
+}
+
+/** What a plugin function receives besides its arguments. */
+export interface PluginCallContext {
+  /** The host's id of this call. */
+  readonly callId: string;
+  /** The calling plugin, when a plugin called. */
+  readonly caller: string;
+  /** The request language. */
+  readonly language: string;
+  /** The plugins on the call chain, outermost first. */
+  readonly chain: readonly string[];
+  /** Absolute deadline in epoch milliseconds (0 when none). */
+  readonly deadline: number;
+  /** Aborted when the host gives up on the call. */
+  readonly signal: AbortSignal;
+  /** The host's services, bound to this call. */
+  readonly host: HostClient;
+}
+
+/** What a plugin implements. */
+export interface PluginImpl {
+  /** Returns the manifest. */
+  register(): GKRegistration | Promise<GKRegistration>;
+  /** Prepares the plugin; `config` holds `host_version`, `plugin_name`, `data_dir`. */
+  init?(host: HostClient, config: Record<string, string>): void | Promise<void>;
+  /**
+   * Runs function `fn` with decoded JSON `args` (`null` when none). The
+   * result is JSON-encoded (a `Uint8Array` is sent as is; `undefined` means
+   * none). A thrown error reaches the host as the call's error text.
+   */
+  call(fn: string, args: unknown, ctx: PluginCallContext): unknown;
+  /** Releases what the plugin holds; called before the process stops. */
+  shutdown?(): void | Promise<void>;
+}
+
+/** Options of {@linkcode servePlugin}. */
+export interface ServePluginOptions {
+  /**
+   * Path of the plugin's unix socket. The host passes it as
+   * `--gk-socket <path>` (and grants exactly that path); without it a
+   * temporary directory is made.
+   */
+  socket?: string;
+  /** Exit when stdin closes (the host died). @default true */
+  exitOnStdinClose?: boolean;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * Writes one hclog-style JSON log line to stderr, which the host parses into
+ * level, message and fields.
+ *
+ * @example
+ * ```ts
+ * import { hclog } from "./sdk.ts";
+ * hclog("info", "ready", { port: 1 });
+ * ```
+ */
+export function hclog(
+  level: LogLevel,
+  message: string,
+  fields: Record<string, unknown> = {},
+): void {
+  const line = JSON.stringify({
+    "@level": level,
+    "@message": message,
+    "@timestamp": new Date().toISOString(),
+    ...fields,
+  });
+  Deno.stderr.writeSync(encoder.encode(line + "\n"));
+}
+
+function statusName(code: number | undefined): string {
+  return (code !== undefined && grpc.status[code]) || "UNKNOWN";
+}
+
+interface CallScope {
+  callId: string;
+  deadline: number;
+}
+
+const scope = new AsyncLocalStorage<CallScope>();
+
+function createHostClient(
+  client: grpc.Client,
+  bound?: CallScope,
+): HostClient {
+  async function invoke<T>(method: string, request: unknown): Promise<T> {
+    const current = bound ?? scope.getStore();
+    const md = new grpc.Metadata();
+    const options: grpc.CallOptions = {};
+    if (current) {
+      md.set("gk-call-id", current.callId);
+      if (current.deadline > 0) options.deadline = new Date(current.deadline);
+    }
+    let reply: T;
+    try {
+      reply = await unary<T>(client, method, request, options, md);
+    } catch (e) {
+      const err = e as grpc.ServiceError;
+      throw new HostCallError(
+        method,
+        statusName(err.code),
+        err.details ?? err.message,
+      );
+    }
+    const error = (reply as { error?: string }).error;
+    if (error) throw new HostCallError(method, "UNKNOWN", error);
+    return reply;
+  }
+  const jsonArgs = (args: unknown[] = []) =>
+    args.map((a) => encoder.encode(JSON.stringify(a ?? null)));
+  return {
+    async dbQuery(query, args) {
+      const r = await invoke<{ rows_json: Uint8Array[] }>("DBQuery", {
+        query,
+        args: jsonArgs(args),
+      });
+      return r.rows_json.map((b) => JSON.parse(decoder.decode(b)));
+    },
+    async dbExec(query, args) {
+      const r = await invoke<{ affected_rows: number }>("DBExec", {
+        query,
+        args: jsonArgs(args),
+      });
+      return Number(r.affected_rows);
+    },
+    async cacheGet(key) {
+      const r = await invoke<{ found: boolean; value: Uint8Array }>(
+        "CacheGet",
+        { key },
+      );
+      return r.found ? new Uint8Array(r.value) : null;
+    },
+    async cacheSet(key, value, ttlSeconds = 0) {
+      await invoke("CacheSet", {
+        key,
+        value: typeof value === "string" ? encoder.encode(value) : value,
+        ttl_seconds: ttlSeconds,
+      });
+    },
+    async cacheDelete(key) {
+      await invoke("CacheDelete", { key });
+    },
+    async httpRequest(req) {
+      const r = await invoke<
+        {
+          status_code: number;
+          body: Uint8Array;
+          headers: Record<string, string>;
+        }
+      >("HTTPRequest", {
+        method: req.method ?? "GET",
+        url: req.url,
+        headers: req.headers ?? {},
+        body: typeof req.body === "string"
+          ? encoder.encode(req.body)
+          : req.body ?? new Uint8Array(),
+      });
+      return {
+        status: r.status_code,
+        headers: r.headers ?? {},
+        body: new Uint8Array(r.body),
+      };
+    },
+    async sendEmail(m) {
+      await invoke("SendEmail", { ...m, html: m.html ?? false });
+    },
+    async log(level, message, fields) {
+      await invoke("Log", {
+        level,
+        message,
+        fields_json: fields
+          ? encoder.encode(JSON.stringify(fields))
+          : undefined,
+      });
+    },
+    async configGet(key) {
+      return (await invoke<{ value: string }>("ConfigGet", { key })).value;
+    },
+    async translate(key, args = []) {
+      return (await invoke<{ text: string }>("Translate", {
+        key,
+        args: args.map((a) => String(a)),
+      })).text;
+    },
+    async callPlugin(plugin, fn, args) {
+      const r = await invoke<{ result_json: Uint8Array }>("CallPlugin", {
+        plugin,
+        function: fn,
+        args_json: args === undefined
+          ? new Uint8Array()
+          : encoder.encode(JSON.stringify(args)),
+      });
+      return r.result_json.length
+        ? JSON.parse(decoder.decode(r.result_json))
+        : null;
+    },
+  };
+}
+
+function canReadEnv(name: string): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "env", variable: name })
+      .state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+function socketFromArgs(): string | undefined {
+  const i = Deno.args.indexOf("--gk-socket");
+  return i >= 0 ? Deno.args[i + 1] : undefined;
+}
+
+/** A {@linkcode HostClient} that fails until `Init` connected it. */
+function unconnectedHost(): HostClient {
+  const fail = () =>
+    Promise.reject(
+      new HostCallError("*", "UNAVAILABLE", "host not connected before Init"),
+    );
+  return {
+    dbQuery: fail,
+    dbExec: fail,
+    cacheGet: fail,
+    cacheSet: fail,
+    cacheDelete: fail,
+    httpRequest: fail,
+    sendEmail: fail,
+    log: fail,
+    configGet: fail,
+    translate: fail,
+    callPlugin: fail,
+  };
+}
+
+/** A running plugin server, as {@linkcode servePlugin} returns it. */
+export interface ServedPlugin {
+  /** The unix socket path the plugin listens on. */
+  readonly address: string;
+  /** Resolves when the server stopped. */
+  readonly finished: Promise<void>;
+}
+
+/**
+ * Serves a plugin: checks the handshake environment when readable, listens on
+ * a unix socket, prints the go-plugin handshake line
+ * `1|1|unix|<path>|grpc|` on stdout and serves until the host shuts it
+ * down (or, by default, until stdin closes).
+ *
+ * @example
+ * ```ts ignore
+ * import { servePlugin } from "@goatkit/deno/sdk";
+ * await servePlugin({
+ *   register: () => ({ name: "echo-ts", version: "1.0.0" }),
+ *   call: (_fn, args) => args,
+ * });
+ * ```
+ */
+export async function servePlugin(
+  impl: PluginImpl,
+  options: ServePluginOptions = {},
+): Promise<ServedPlugin> {
+  if (
+    canReadEnv(MAGIC_COOKIE_KEY) &&
+    Deno.env.get(MAGIC_COOKIE_KEY) !== MAGIC_COOKIE_VALUE
+  ) {
+    console.error(
+      "This binary is a plugin. These are not meant to be executed directly.\n" +
+        "Please execute the program that consumes these plugins, which will\n" +
+        "load any plugins automatically",
+    );
+    Deno.exit(1);
+  }
+  if (canReadEnv("PLUGIN_PROTOCOL_VERSIONS")) {
+    const offered = (Deno.env.get("PLUGIN_PROTOCOL_VERSIONS") ?? "").split(",");
+    if (offered[0] !== "" && !offered.includes(String(APP_PROTOCOL_VERSION))) {
+      console.error(
+        `plugin speaks protocol version ${APP_PROTOCOL_VERSION}, host offers ${offered}`,
+      );
+      Deno.exit(1);
+    }
+  }
+
+  const proto = loadProto();
+  const address = options.socket ?? socketFromArgs() ??
+    `${await Deno.makeTempDir({ prefix: "plugin" })}/plugin.sock`;
+
+  let host: HostClient = unconnectedHost();
+  let hostChannel: grpc.Client | undefined;
+  const server = new grpc.Server(LOCAL_SERVER_OPTIONS);
+  let resolveFinished!: () => void;
+  const finished = new Promise<void>((r) => resolveFinished = r);
+  let stopping = false;
+
+  const stop = (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    // Let the last reply flush, then exit: the kernel closes the sockets.
+    // (Tearing the HTTP/2 sessions down by hand trips nghttp2 assertions in
+    // Deno's node:http2.)
+    setTimeout(() => {
+      try {
+        Deno.removeSync(address);
+      } catch { /* already gone */ }
+      resolveFinished();
+      Deno.exit(code);
+    }, 20);
+  };
+
+  type Callback<T> = (err: Partial<grpc.ServiceError> | null, res?: T) => void;
+  const fail = (cb: Callback<unknown>, code: grpc.status, e: unknown) =>
+    cb({ code, details: e instanceof Error ? e.message : String(e) });
+
+  server.addService(proto.GKPlugin.service, {
+    GKRegister: async (_call: unknown, cb: Callback<unknown>) => {
+      try {
+        cb(null, registrationToPb(await impl.register()));
+      } catch (e) {
+        fail(cb, grpc.status.INTERNAL, e);
+      }
+    },
+    Init: async (
+      call: grpc.ServerUnaryCall<PbInitRequest, unknown>,
+      cb: Callback<unknown>,
+    ) => {
+      try {
+        const config = { ...call.request.config };
+        const hostSocket = config.host_socket;
+        if (hostSocket) {
+          hostChannel?.close();
+          hostChannel = new proto.GKHost(
+            `unix:${hostSocket}`,
+            grpc.credentials.createInsecure(),
+            LOCAL_CHANNEL_OPTIONS,
+          );
+          host = createHostClient(hostChannel);
+        }
+        delete config.host_socket;
+        await impl.init?.(host, config);
+        cb(null, {});
+      } catch (e) {
+        fail(cb, grpc.status.INTERNAL, e);
+      }
+    },
+    Call: async (
+      call: grpc.ServerUnaryCall<PbCallRequest, PbCallResponse>,
+      cb: Callback<PbCallResponse>,
+    ) => {
+      const req = call.request;
+      const controller = new AbortController();
+      call.on("cancelled", () => controller.abort(new Error("call cancelled")));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      if (req.deadline_unix_ms > 0) {
+        timer = setTimeout(
+          () => controller.abort(new Error("deadline exceeded")),
+          Math.max(0, req.deadline_unix_ms - Date.now()),
+        );
+      }
+      const callScope = { callId: req.call_id, deadline: req.deadline_unix_ms };
+      const ctx: PluginCallContext = {
+        callId: req.call_id,
+        caller: req.caller,
+        language: req.language,
+        chain: req.chain,
+        deadline: req.deadline_unix_ms,
+        signal: controller.signal,
+        host: hostChannel ? createHostClient(hostChannel, callScope) : host,
+      };
+      try {
+        const args = req.args_json?.length
+          ? JSON.parse(decoder.decode(req.args_json))
+          : null;
+        const result = await scope.run(
+          callScope,
+          () => impl.call(req.function, args, ctx),
+        );
+        const bytes = result instanceof Uint8Array
+          ? result
+          : result === undefined
+          ? new Uint8Array()
+          : encoder.encode(JSON.stringify(result));
+        cb(null, { result_json: bytes, error: "" });
+      } catch (e) {
+        cb(null, {
+          result_json: new Uint8Array(),
+          error: e instanceof Error ? e.message : String(e),
+        });
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    Shutdown: async (_call: unknown, cb: Callback<unknown>) => {
+      try {
+        await impl.shutdown?.();
+        cb(null, {});
+      } catch (e) {
+        fail(cb, grpc.status.INTERNAL, e);
+      }
+    },
+  });
+  server.addService(proto.Health.service, {
+    Check: (
+      call: grpc.ServerUnaryCall<{ service: string }, unknown>,
+      cb: Callback<unknown>,
+    ) => {
+      const s = call.request.service;
+      if (s === "" || s === "plugin") cb(null, { status: "SERVING" });
+      else cb({ code: grpc.status.NOT_FOUND, details: "unknown service" });
+    },
+  });
+  server.addService(proto.GRPCController.service, {
+    Shutdown: (_call: unknown, cb: Callback<unknown>) => {
+      cb(null, {});
+      stop(0);
+    },
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.bindAsync(
+      `unix:${address}`,
+      grpc.ServerCredentials.createInsecure(),
+      (err) => err ? reject(err) : resolve(),
+    );
+  });
+  await Deno.stdout.write(
+    encoder.encode(`1|${APP_PROTOCOL_VERSION}|unix|${address}|grpc|\n`),
+  );
+
+  if (options.exitOnStdinClose ?? true) {
+    (async () => {
+      const buf = new Uint8Array(256);
+      try {
+        while ((await Deno.stdin.read(buf)) !== null) { /* discard */ }
+      } catch { /* closed */ }
+      stop(0);
+    })();
+  }
+  return { address, finished };
+}

@@ -110,6 +110,7 @@ export function createApi(ctx: ServerContext): Hono {
     if (e instanceof SyntaxError || e instanceof TypeError) {
       return c.json({ error: `bad request: ${e.message}` }, 400);
     }
+    if (e.name === "JobNotFoundError") return c.json({ error: e.message }, 404);
     const plugin = c.req.param("name") ?? "";
     const mapped = errorToHttp(e, plugin, ctx.manager.errorCodes);
     if (mapped.status === 500) {
@@ -204,7 +205,6 @@ export function createApi(ctx: ServerContext): Hono {
     const result = await ctx.manager.call(name, c.req.param("fn"), args, {
       ...(language ? { language } : {}),
       ...(ctx.callTimeoutMs ? { timeoutMs: ctx.callTimeoutMs } : {}),
-      signal: c.req.raw.signal,
     });
     return new Response(
       (result && result.byteLength > 0

@@ -188,7 +188,6 @@ export function createApp(options: AppOptions): GoatKitApp {
             ...(options.callTimeoutMs
               ? { timeoutMs: options.callTimeoutMs }
               : {}),
-            signal: c.req.raw.signal,
           },
         );
         return resultToResponse(

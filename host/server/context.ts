@@ -138,7 +138,10 @@ export async function pluginInfo(
     permissions: {
       requested,
       granted,
-      pending: granted ? requested.filter((p) => !granted.includes(p)) : [],
+      pending: granted
+        ? (ctx.options.grants?.pending?.(requested, granted) ??
+          requested.filter((p) => !granted.includes(p)))
+        : [],
       unused: granted ? granted.filter((p) => !requested.includes(p)) : [],
     },
     ...(conflict ? { routeConflict: conflict.error.message } : {}),

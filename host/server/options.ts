@@ -19,28 +19,37 @@ export interface GrantsProvider {
   approve(plugin: string, permissions: readonly string[]): Promise<void>;
   /** Revokes `permissions` (all of them when omitted) from `plugin`. */
   revoke(plugin: string, permissions?: readonly string[]): Promise<void>;
+  /**
+   * The requested permissions no grant covers (shown for approval).
+   * @default requested strings not among the granted strings
+   */
+  pending?(requested: readonly string[], granted: readonly string[]): string[];
 }
 
 /** One audit entry (a denied or notable plugin action). */
 export interface AuditEntry {
   /** When it happened (ISO 8601). */
-  timestamp: string;
+  time?: string;
+  /** When it happened (ISO 8601), if the log names it so. */
+  timestamp?: string;
   /** The plugin concerned. */
   plugin: string;
   /** The permission that was needed. */
   permission?: string;
   /** What the plugin attempted. */
   attempted?: string;
-  /** `denied`, `granted`, `revoked`, … */
+  /** `denied` (the default), `granted`, `revoked`, … */
   outcome?: string;
-  /** Anything else the audit log keeps. */
-  [key: string]: unknown;
+  /** The HostAPI method, such as `dbExec`. */
+  method?: string;
 }
 
 /** The audit log (permission denials and grant changes). */
 export interface AuditProvider {
   /** Newest first, filtered. */
-  query(filter: { plugin?: string; limit?: number }): Promise<AuditEntry[]>;
+  query(
+    filter: { plugin?: string; limit?: number },
+  ): AuditEntry[] | Promise<AuditEntry[]>;
 }
 
 /** One run of a job. */
@@ -65,10 +74,10 @@ export interface JobInfo {
   schedule: string;
   /** Description from the manifest. */
   description?: string;
-  /** Whether the job is scheduled. */
-  enabled: boolean;
+  /** Whether the job is scheduled. @default true */
+  enabled?: boolean;
   /** Next planned run (ISO 8601), if scheduled. */
-  nextRun?: string;
+  nextRun?: string | null;
   /** Whether a run is in progress. */
   running?: boolean;
   /** The most recent runs, newest first. */

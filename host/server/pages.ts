@@ -922,7 +922,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
         table(
           ["Time", "Plugin", "Outcome", "Permission", "Attempted"],
           entries.map((e) => [
-            html`<span class="mono">${e.timestamp}</span>`,
+            html`<span class="mono">${e.time ?? e.timestamp ?? ""}</span>`,
             e.plugin,
             e.outcome ?? "denied",
             e.permission ?? "",

@@ -62,17 +62,13 @@
 
 import { createHash } from "node:crypto";
 import {
-  FcImm,
-  fcImm,
-  FdImm,
-  Imm,
-  isRefType,
-  isValType,
-  OPCODE_IMM,
-  refusedOpcodeReason,
-  refusedTypeReason,
-  SIMD_IMM,
-} from "./_opcodes.ts";
+  checkFunc,
+  checkGlobal,
+  type ModuleState,
+  remapFunc,
+  rewriteCode,
+} from "./_code_rewriter.ts";
+import { isRefType, isValType, refusedTypeReason } from "./_opcodes.ts";
 import { hex, WasmInstrumentError, WasmReader } from "./_wasm_reader.ts";
 import { WasmWriter } from "./_wasm_writer.ts";
 
@@ -185,24 +181,6 @@ function dropCustomSection(name: string): boolean {
     name === "sourceMappingURL" || name === "external_debug_info" ||
     name.startsWith("metadata.code.") || name === "linking" ||
     name.startsWith("reloc.");
-}
-
-/** What the rewriter learns about the module as it walks the sections. */
-interface ModuleState {
-  numTypes: number;
-  numFuncImports: number;
-  numGlobalImports: number;
-  numDefinedFuncs: number;
-  numDefinedGlobals: number;
-  /** Index of the added `gk.interrupt` import (= numFuncImports). */
-  interruptFunc: number;
-  /** Index of the added fuel global (= all original globals). */
-  fuelGlobal: number;
-  /** Type index of `() -> i32` (= original numTypes). */
-  interruptType: number;
-  memoryMaxPages: number;
-  /** Fuel check inserted at function entries and loop headers. */
-  prologue: Uint8Array;
 }
 
 function resolveLimit(options: InstrumentOptions | undefined): number {
@@ -417,24 +395,6 @@ function readTableType(r: WasmReader): void {
   readTableLimits(r);
 }
 
-function checkFunc(r: WasmReader, s: ModuleState, idx: number, pos: number) {
-  if (idx >= s.numFuncImports + s.numDefinedFuncs) {
-    r.fail(`function index ${idx} out of range`, pos);
-  }
-}
-
-function remapFunc(s: ModuleState, idx: number): number {
-  return idx < s.numFuncImports ? idx : idx + 1;
-}
-
-function checkGlobal(r: WasmReader, s: ModuleState, idx: number, pos: number) {
-  // The fuel global's index equals the original global count: rejecting
-  // indices at or past it keeps the guest from touching its own fuel.
-  if (idx >= s.numGlobalImports + s.numDefinedGlobals) {
-    r.fail(`global index ${idx} out of range`, pos);
-  }
-}
-
 /** Reads a constant expression, writing it to `w` with function indices remapped. */
 function constExpr(r: WasmReader, w: WasmWriter, s: ModuleState): void {
   for (;;) {
@@ -469,6 +429,7 @@ function constExpr(r: WasmReader, w: WasmWriter, s: ModuleState): void {
         const ipos = r.pos;
         const idx = r.u32();
         checkFunc(r, s, idx, ipos);
+        markAddressTaken(s, idx);
         w.u8(op);
         w.u32(remapFunc(s, idx));
         break;
@@ -502,31 +463,6 @@ function constExpr(r: WasmReader, w: WasmWriter, s: ModuleState): void {
   }
 }
 
-/** Builds the fuel check: `fuel -= 1; if (fuel <= 0) fuel = gk.interrupt()`. */
-function buildPrologue(fuelGlobal: number, interruptFunc: number): Uint8Array {
-  const w = new WasmWriter(32);
-  w.u8(0x23); // global.get fuel
-  w.u32(fuelGlobal);
-  w.u8(0x41); // i32.const 1
-  w.u8(0x01);
-  w.u8(0x6b); // i32.sub
-  w.u8(0x24); // global.set fuel
-  w.u32(fuelGlobal);
-  w.u8(0x23); // global.get fuel
-  w.u32(fuelGlobal);
-  w.u8(0x41); // i32.const 0
-  w.u8(0x00);
-  w.u8(0x4c); // i32.le_s
-  w.u8(0x04); // if (empty)
-  w.u8(0x40);
-  w.u8(0x10); // call gk.interrupt
-  w.u32(interruptFunc);
-  w.u8(0x24); // global.set fuel
-  w.u32(fuelGlobal);
-  w.u8(0x0b); // end
-  return w.finish();
-}
-
 function emitSection(out: WasmWriter, id: number, content: Uint8Array): void {
   out.u8(id);
   out.u32(content.length);
@@ -546,15 +482,17 @@ function rewrite(
   const spans = readSections(bytes);
   const s: ModuleState = {
     numTypes: 0,
+    typeParams: [],
     numFuncImports: 0,
     numGlobalImports: 0,
     numDefinedFuncs: 0,
     numDefinedGlobals: 0,
+    funcTypes: [],
+    addressTaken: new Set(),
     interruptFunc: 0,
     fuelGlobal: 0,
     interruptType: 0,
     memoryMaxPages: 0,
-    prologue: new Uint8Array(0),
   };
   const out = new WasmWriter(bytes.length + bytes.length / 4 + 64);
   out.bytes(bytes.subarray(0, 8));
@@ -623,12 +561,14 @@ function rewrite(
           }
           const np = r.u32();
           for (let j = 0; j < np; j++) readValType(r);
+          s.typeParams.push(np);
           const nr = r.u32();
           for (let j = 0; j < nr; j++) readValType(r);
         }
         checkEnd(r, "type");
         s.numTypes = count;
         s.interruptType = count;
+        s.typeParams.push(0);
         w.u32(count + 1);
         w.bytes(bytes.subarray(entriesStart, span.end));
         w.bytes(new Uint8Array([0x60, 0x00, 0x01, 0x7f]));
@@ -699,6 +639,7 @@ function rewrite(
           const pos = r.pos;
           const t = r.u32();
           if (t >= s.numTypes) r.fail(`type index ${t} out of range`, pos);
+          s.funcTypes.push(t);
         }
         checkEnd(r, "function");
         s.numDefinedFuncs = count;
@@ -798,6 +739,7 @@ function rewrite(
           switch (kind) {
             case 0:
               checkFunc(r, s, idx, ipos);
+              markAddressTaken(s, idx);
               w.u32(remapFunc(s, idx));
               break;
             case 1:
@@ -843,21 +785,7 @@ function rewrite(
             span.start,
           );
         }
-        w.u32(count);
-        const body = new WasmWriter(4096);
-        for (let i = 0; i < count; i++) {
-          const spos = r.pos;
-          const size = r.u32();
-          if (size > r.end - r.pos) {
-            r.fail(`body of function ${i} overruns the code section`, spos);
-          }
-          const br = new WasmReader(bytes, r.pos, r.pos + size);
-          rewriteBody(br, body, s);
-          w.u32(body.length);
-          w.append(body);
-          body.reset();
-          r.pos += size;
-        }
+        rewriteCode(r, count, s, w);
         checkEnd(r, "code");
         break;
       }
@@ -913,6 +841,10 @@ function rewrite(
   return { bytes: result, hash, memoryMaxPages: s.memoryMaxPages };
 }
 
+function markAddressTaken(s: ModuleState, idx: number): void {
+  if (idx >= s.numFuncImports) s.addressTaken.add(idx - s.numFuncImports);
+}
+
 function writeInterruptImport(w: WasmWriter, s: ModuleState): void {
   w.name(INTERRUPT_IMPORT.module);
   w.name(INTERRUPT_IMPORT.name);
@@ -930,7 +862,6 @@ function writeFuelGlobal(w: WasmWriter): void {
 
 function finishGlobals(s: ModuleState): void {
   s.fuelGlobal = s.numGlobalImports + s.numDefinedGlobals;
-  s.prologue = buildPrologue(s.fuelGlobal, s.interruptFunc);
 }
 
 function rewriteElements(r: WasmReader, w: WasmWriter, s: ModuleState): void {
@@ -967,227 +898,10 @@ function rewriteElements(r: WasmReader, w: WasmWriter, s: ModuleState): void {
         const ipos = r.pos;
         const idx = r.u32();
         checkFunc(r, s, idx, ipos);
+        markAddressTaken(s, idx);
         w.u32(remapFunc(s, idx));
       }
     }
   }
   checkEnd(r, "element");
-}
-
-function readMemarg(r: WasmReader): void {
-  const pos = r.pos;
-  const align = r.u32();
-  if (align & 0x40) {
-    r.fail("memory index in memarg (multiple memories) is not supported", pos);
-  }
-  r.u32(); // offset (memory32 only)
-}
-
-function readZeroMemory(r: WasmReader): void {
-  const pos = r.pos;
-  if (r.u8() !== 0x00) {
-    r.fail(
-      "memory index other than 0 (multiple memories) is not supported",
-      pos,
-    );
-  }
-}
-
-function readBlockType(r: WasmReader, s: ModuleState): void {
-  if (r.pos < r.end) {
-    const b = r.buf[r.pos]!;
-    if (b === 0x40 || isValType(b)) {
-      r.pos++;
-      return;
-    }
-  }
-  const pos = r.pos;
-  const v = r.s33();
-  if (v < 0) {
-    const b = r.buf[pos]!;
-    r.fail(`unsupported block type ${hex(b)} (${refusedTypeReason(b)})`, pos);
-  }
-  if (v >= s.numTypes) r.fail(`block type index ${v} out of range`, pos);
-}
-
-/**
- * Copies one function body to `out`, inserting the fuel check after the local
- * declarations and after each `loop` header, and remapping function indices.
- */
-function rewriteBody(r: WasmReader, out: WasmWriter, s: ModuleState): void {
-  const buf = r.buf;
-  const bodyStart = r.pos;
-  const groups = r.u32();
-  for (let i = 0; i < groups; i++) {
-    r.u32();
-    readValType(r);
-  }
-  out.bytes(buf.subarray(bodyStart, r.pos));
-  out.bytes(s.prologue);
-  let copyFrom = r.pos;
-  let depth = 1;
-  const numTypes = s.numTypes;
-  for (;;) {
-    if (r.pos >= r.end) {
-      r.fail("function body ends before its final end", r.pos);
-    }
-    const opPos = r.pos;
-    const op = buf[r.pos++]!;
-    switch (OPCODE_IMM[op]) {
-      case Imm.NONE:
-      case Imm.ELSE:
-        break;
-      case Imm.BLOCK:
-        readBlockType(r, s);
-        depth++;
-        break;
-      case Imm.LOOP:
-        readBlockType(r, s);
-        depth++;
-        out.bytes(buf.subarray(copyFrom, r.pos));
-        out.bytes(s.prologue);
-        copyFrom = r.pos;
-        break;
-      case Imm.END:
-        if (--depth === 0) {
-          if (r.pos !== r.end) {
-            r.fail("bytes after the final end of a function body", r.pos);
-          }
-          out.bytes(buf.subarray(copyFrom, r.pos));
-          return;
-        }
-        break;
-      case Imm.LABEL:
-      case Imm.LOCAL:
-      case Imm.TABLE:
-        r.u32();
-        break;
-      case Imm.BR_TABLE: {
-        const n = r.u32();
-        for (let i = 0; i <= n; i++) r.u32();
-        break;
-      }
-      case Imm.CALL:
-      case Imm.REF_FUNC: {
-        const ipos = r.pos;
-        const idx = r.u32();
-        checkFunc(r, s, idx, ipos);
-        if (idx >= s.numFuncImports) {
-          out.bytes(buf.subarray(copyFrom, ipos));
-          out.u32(idx + 1);
-          copyFrom = r.pos;
-        }
-        break;
-      }
-      case Imm.CALL_INDIRECT: {
-        const tpos = r.pos;
-        const t = r.u32();
-        if (t >= numTypes) r.fail(`type index ${t} out of range`, tpos);
-        r.u32(); // table index
-        break;
-      }
-      case Imm.SELECT_T: {
-        const n = r.u32();
-        for (let i = 0; i < n; i++) readValType(r);
-        break;
-      }
-      case Imm.GLOBAL: {
-        const ipos = r.pos;
-        checkGlobal(r, s, r.u32(), ipos);
-        break;
-      }
-      case Imm.MEMARG:
-        readMemarg(r);
-        break;
-      case Imm.MEMORY:
-        readZeroMemory(r);
-        break;
-      case Imm.I32:
-        r.skipSigned(32);
-        break;
-      case Imm.I64:
-        r.skipSigned(64);
-        break;
-      case Imm.F32:
-        r.skip(4);
-        break;
-      case Imm.F64:
-        r.skip(8);
-        break;
-      case Imm.REF_NULL:
-        readRefType(r);
-        break;
-      case Imm.PREFIX_FC: {
-        const sub = r.u32();
-        switch (fcImm(sub)) {
-          case FcImm.NONE:
-            break;
-          case FcImm.DATA_MEM:
-            r.u32();
-            readZeroMemory(r);
-            break;
-          case FcImm.DATA:
-          case FcImm.ELEM:
-          case FcImm.TABLE:
-            r.u32();
-            break;
-          case FcImm.MEM_MEM:
-            readZeroMemory(r);
-            readZeroMemory(r);
-            break;
-          case FcImm.MEM:
-            readZeroMemory(r);
-            break;
-          case FcImm.ELEM_TABLE:
-          case FcImm.TABLE_TABLE:
-            r.u32();
-            r.u32();
-            break;
-          default:
-            r.fail(
-              `unsupported opcode 0xfc ${sub} (unknown or unsupported proposal)`,
-              opPos,
-            );
-        }
-        break;
-      }
-      case Imm.PREFIX_FD: {
-        const sub = r.u32();
-        const kind = sub <= 0xff ? SIMD_IMM[sub] : 0;
-        switch (kind) {
-          case FdImm.NONE:
-            break;
-          case FdImm.MEMARG:
-            readMemarg(r);
-            break;
-          case FdImm.CONST16:
-          case FdImm.SHUFFLE:
-            r.skip(16);
-            break;
-          case FdImm.LANE:
-            r.u8();
-            break;
-          case FdImm.MEMARG_LANE:
-            readMemarg(r);
-            r.u8();
-            break;
-          default:
-            r.fail(
-              `unsupported opcode 0xfd ${sub} (${
-                sub >= 0x100 && sub <= 0x113
-                  ? "relaxed SIMD"
-                  : "unknown SIMD opcode"
-              })`,
-              opPos,
-            );
-        }
-        break;
-      }
-      default:
-        r.fail(
-          `unsupported opcode ${hex(op)} (${refusedOpcodeReason(op)})`,
-          opPos,
-        );
-    }
-  }
 }

@@ -1,0 +1,189 @@
+/**
+ * Benchmarks of the WASM instrumenter (`runtimes/wasm/instrument.ts`):
+ *
+ * - the run-time overhead of the inserted fuel checks on CPU-bound guests
+ *   (original module = baseline, instrumented module with a trivial
+ *   `gk.interrupt` that just refuels), target ≤ 15 %;
+ * - the time to instrument a ~100 KB module.
+ *
+ * The guests are written in WAT and compiled with `npm:wabt` at start.
+ *
+ * Run: `deno bench -A bench/wasm_instrument_bench.ts`
+ *
+ * @module
+ */
+import { FUEL, instrumentModule } from "../runtimes/wasm/instrument.ts";
+
+const wabt = await (await import("wabt")).default();
+
+function wat(source: string): Uint8Array<ArrayBuffer> {
+  const module = wabt.parseWat("bench.wat", source, {});
+  try {
+    module.validate();
+    return new Uint8Array(module.toBinary({}).buffer);
+  } finally {
+    module.destroy();
+  }
+}
+
+const GUEST = wat(`
+(module
+  (memory 4)
+  ;; sum of i*i mod 7 for i < n: a tight loop, the worst case for loop checks
+  (func (export "loop_sum") (param $n i32) (result i64)
+    (local $i i32) (local $acc i64)
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $acc (i64.add (local.get $acc)
+          (i64.extend_i32_u (i32.rem_u (i32.mul (local.get $i) (local.get $i)) (i32.const 7)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+    (local.get $acc))
+  ;; sieve of Eratosthenes over n bytes of memory, returns the prime count
+  (func (export "sieve") (param $n i32) (result i32)
+    (local $i i32) (local $j i32) (local $count i32)
+    (memory.fill (i32.const 0) (i32.const 1) (local.get $n))
+    (local.set $i (i32.const 2))
+    (block $done
+      (loop $outer
+        (br_if $done (i32.gt_u (i32.mul (local.get $i) (local.get $i)) (local.get $n)))
+        (if (i32.load8_u (local.get $i))
+          (then
+            (local.set $j (i32.mul (local.get $i) (local.get $i)))
+            (block $jd
+              (loop $inner
+                (br_if $jd (i32.ge_u (local.get $j) (local.get $n)))
+                (i32.store8 (local.get $j) (i32.const 0))
+                (local.set $j (i32.add (local.get $j) (local.get $i)))
+                (br $inner)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $outer)))
+    (local.set $i (i32.const 2))
+    (block $cd
+      (loop $count_loop
+        (br_if $cd (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $count (i32.add (local.get $count) (i32.load8_u (local.get $i))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $count_loop)))
+    (local.get $count))
+  ;; naive recursive fib: the worst case for function-entry checks
+  (func $fib (export "fib") (param $n i32) (result i32)
+    (if (result i32) (i32.lt_u (local.get $n) (i32.const 2))
+      (then (local.get $n))
+      (else (i32.add (call $fib (i32.sub (local.get $n) (i32.const 1)))
+                     (call $fib (i32.sub (local.get $n) (i32.const 2)))))))
+  ;; floating-point loop: a numerical integration of 4/(1+x^2) (= pi)
+  (func (export "pi") (param $n i32) (result f64)
+    (local $i i32) (local $x f64) (local $sum f64) (local $h f64)
+    (local.set $h (f64.div (f64.const 1) (f64.convert_i32_u (local.get $n))))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $x (f64.mul (f64.add (f64.convert_i32_u (local.get $i)) (f64.const 0.5)) (local.get $h)))
+        (local.set $sum (f64.add (local.get $sum)
+          (f64.div (f64.const 4) (f64.add (f64.const 1) (f64.mul (local.get $x) (local.get $x))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+    (f64.mul (local.get $sum) (local.get $h)))
+)`);
+
+type Guest = {
+  loop_sum(n: number): bigint;
+  sieve(n: number): number;
+  fib(n: number): number;
+  pi(n: number): number;
+};
+
+let interrupts = 0;
+const original = new WebAssembly.Instance(new WebAssembly.Module(GUEST))
+  .exports as unknown as Guest;
+const instrumented = new WebAssembly.Instance(
+  new WebAssembly.Module(instrumentModule(GUEST).bytes),
+  {
+    gk: {
+      interrupt: () => {
+        interrupts++;
+        return FUEL;
+      },
+    },
+  },
+).exports as unknown as Guest;
+
+// Same answers, and the interrupt is reached.
+for (
+  const [name, arg] of [["loop_sum", 100_000], ["sieve", 200_000], [
+    "fib",
+    20,
+  ], ["pi", 100_000]] as const
+) {
+  const a = (original[name] as (n: number) => unknown)(arg);
+  const b = (instrumented[name] as (n: number) => unknown)(arg);
+  if (a !== b) throw new Error(`${name}: ${a} !== ${b}`);
+}
+if (interrupts === 0) throw new Error("gk.interrupt was never called");
+
+const cases: [string, (g: Guest) => unknown][] = [
+  ["loop_sum(1e6)", (g) => g.loop_sum(1_000_000)],
+  ["sieve(200000)", (g) => g.sieve(200_000)],
+  ["fib(25)", (g) => g.fib(25)],
+  ["pi(1e6)", (g) => g.pi(1_000_000)],
+];
+for (const [label, run] of cases) {
+  Deno.bench({
+    group: label,
+    name: `original ${label}`,
+    baseline: true,
+    fn: () => {
+      run(original);
+    },
+  });
+  Deno.bench({
+    group: label,
+    name: `instrumented ${label}`,
+    fn: () => {
+      run(instrumented);
+    },
+  });
+}
+
+// A ~100 KB module: many functions with loops, calls, memory and SIMD-free
+// arithmetic, so the rewriter touches every kind of edit.
+function bigModuleSource(functions: number): string {
+  const parts = ["(module (memory 1) (table 16 funcref)"];
+  for (let i = 0; i < functions; i++) {
+    const callee = i === 0 ? "" : `(drop (call $f${i - 1} (i32.const 1)))`;
+    parts.push(
+      `(func $f${i} (param $n i32) (result i32) (local $i i32) (local $a i32)
+      ${callee}
+      (block $d (loop $l
+        (br_if $d (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $a (i32.add (local.get $a) (i32.load (i32.and (local.get $i) (i32.const 1020)))))
+        (i32.store (i32.const 8) (i32.xor (local.get $a) (i32.const ${i})))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+      (local.get $a))`,
+    );
+  }
+  parts.push(`(elem (i32.const 0) $f0 $f1 $f2)`);
+  parts.push(`(export "last" (func $f${functions - 1})))`);
+  return parts.join("\n");
+}
+const BIG = wat(bigModuleSource(1100));
+Deno.bench({
+  group: "instrument",
+  name: `instrumentModule ${Math.round(BIG.length / 1024)} KB module`,
+  baseline: true,
+  fn: () => {
+    instrumentModule(BIG);
+  },
+});
+Deno.bench({
+  group: "instrument",
+  name: `WebAssembly.validate ${
+    Math.round(BIG.length / 1024)
+  } KB module (reference)`,
+  fn: () => {
+    WebAssembly.validate(BIG);
+  },
+});

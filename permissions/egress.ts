@@ -528,18 +528,20 @@ export function createEgressClient(
       } as http.RequestOptions, (res) => {
         const declared = Number(res.headers["content-length"]);
         if (Number.isFinite(declared) && declared > cap) {
+          finish(new EgressResponseTooLargeError(url.href, cap));
           res.destroy();
           clientRequest.destroy();
-          return finish(new EgressResponseTooLargeError(url.href, cap));
+          return;
         }
         const chunks: Uint8Array[] = [];
         let total = 0;
         res.on("data", (chunk: Uint8Array) => {
           total += chunk.byteLength;
           if (total > cap) {
+            finish(new EgressResponseTooLargeError(url.href, cap));
             res.destroy();
             clientRequest.destroy();
-            return finish(new EgressResponseTooLargeError(url.href, cap));
+            return;
           }
           chunks.push(chunk);
         });

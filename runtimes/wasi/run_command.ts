@@ -151,7 +151,6 @@ export async function runWasiCommandWithStats(
   const flag = new Int32Array(control);
   return await new Promise<WasiCommandResult>((resolve, reject) => {
     let done = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
     let graceTimer: ReturnType<typeof setTimeout> | undefined;
     let reason = "deadline";
     const end = (fn: () => void) => {
@@ -177,7 +176,7 @@ export async function runWasiCommandWithStats(
       interrupt();
     };
     options.signal?.addEventListener("abort", onAbort, { once: true });
-    timer = setTimeout(interrupt, deadline);
+    const timer = setTimeout(interrupt, deadline);
     worker.onmessage = (e: MessageEvent<WorkerReply>) => {
       const m = e.data;
       try {

@@ -35,6 +35,7 @@ export * from "./host/i18n.ts";
 export * from "./host/error_codes.ts";
 export * from "./host/templates.ts";
 export * from "./host/plugin_caller.ts";
+export * from "./host/loader.ts";
 export {
   DEFAULT_JOB_TIMEOUT_MS,
   type JobClaim,
@@ -54,4 +55,12 @@ export * from "./host/services/mod.ts";
 export * from "./permissions/mod.ts";
 export * from "./runtimes/wasm/mod.ts";
 export * from "./runtimes/grpc/mod.ts";
-export * from "./host/server/mod.ts";
+// Integration note: the server's provider types (JobRun, AuditEntry) are
+// reconciled with the scheduler's and the audit log's at integration.
+export {
+  createApp,
+  FileTokenStore,
+  type GoatKitApp,
+  MemoryTokenStore,
+  RouteCollisionError,
+} from "./host/server/mod.ts";

@@ -1,0 +1,322 @@
+/**
+ * The Loader: finds plugins in the plugins directory (a folder per plugin
+ * holding `manifest.json` and a `.wasm` module or a gRPC entry), keyed by the
+ * manifest's name; loads them eagerly or lazily (it is the Manager's
+ * {@linkcode LazyLoader}); and reloads a plugin when its files change,
+ * replacing the running instance only once the new one has registered.
+ *
+ * Entry files, first match wins: `plugin.wasm`, any other `*.wasm` (WASM
+ * runtime); `main.ts`, `plugin.ts`, `main.js` (gRPC, run by Deno); an
+ * executable file named `plugin` (gRPC, native: the host must trust it).
+ *
+ * The Loader does not know the runtimes: `load` turns a
+ * {@linkcode PluginSource} into a {@linkcode Plugin} (the server wires it to
+ * `loadWasmPlugin` / `loadGrpcPlugin` with the plugin's grants).
+ *
+ * @module
+ */
+
+import { join, relative, resolve, sep } from "node:path";
+import { errorText } from "./errors.ts";
+import type { LazyLoader, Manager } from "./manager.ts";
+import { checkManifest, type GKRegistration } from "./manifest.ts";
+import type { Plugin } from "./plugin.ts";
+
+/** How a discovered plugin runs. */
+export type PluginSourceKind = "wasm" | "grpc-deno" | "grpc-native";
+
+/** A plugin found on disk. */
+export interface PluginSource {
+  /** The manifest name (the registry key). */
+  name: string;
+  /** The plugin's folder (absolute). */
+  dir: string;
+  /** How it runs. */
+  kind: PluginSourceKind;
+  /** The entry file (absolute). */
+  entry: string;
+  /** The validated `manifest.json`. */
+  manifest: GKRegistration;
+}
+
+/** Builds a runnable plugin from its source. */
+export type PluginFactory = (source: PluginSource) => Promise<Plugin>;
+
+/** A folder that could not be used as a plugin. */
+export interface DiscoveryProblem {
+  /** The folder. */
+  dir: string;
+  /** What is wrong. */
+  error: string;
+}
+
+/** Options of {@linkcode Loader}. */
+export interface LoaderOptions {
+  /** The plugins directory (created when missing). */
+  dir: string;
+  /** Builds plugins from sources. */
+  load: PluginFactory;
+  /** Debounce of file events per plugin folder, in ms. @default 300 */
+  debounceMs?: number;
+}
+
+/**
+ * Discovers, loads and hot-reloads plugins; see the module doc.
+ *
+ * @example
+ * ```ts ignore
+ * import { Loader, Manager } from "../mod.ts";
+ * const manager = new Manager();
+ * const loader = new Loader(manager, { dir: "./plugins", load: async (src) => await myFactory(src) });
+ * await loader.scan();
+ * manager.setLazyLoader(loader); // load on first call
+ * loader.watch(); // hot reload
+ * ```
+ */
+export class Loader implements LazyLoader {
+  #manager: Manager;
+  #options: LoaderOptions;
+  #dir: string;
+  #sources = new Map<string, PluginSource>();
+  #problems: DiscoveryProblem[] = [];
+  #loadedFrom = new Map<string, string>(); // name → folder it was loaded from
+  #watcher: Deno.FsWatcher | undefined;
+  #timers = new Map<string, ReturnType<typeof setTimeout>>();
+  #reloads = new Set<Promise<void>>();
+  #queue: Promise<void> = Promise.resolve();
+
+  /** Creates a loader for `manager`. */
+  constructor(manager: Manager, options: LoaderOptions) {
+    this.#manager = manager;
+    this.#options = options;
+    this.#dir = resolve(options.dir);
+  }
+
+  /** Finds every plugin folder; returns the sources (problems via `problems()`). */
+  async scan(): Promise<PluginSource[]> {
+    await Deno.mkdir(this.#dir, { recursive: true });
+    const sources = new Map<string, PluginSource>();
+    const problems: DiscoveryProblem[] = [];
+    const dirs: string[] = [];
+    for await (const e of Deno.readDir(this.#dir)) {
+      if (e.isDirectory && !e.name.startsWith(".")) {
+        dirs.push(join(this.#dir, e.name));
+      }
+    }
+    dirs.sort();
+    for (const dir of dirs) {
+      const found = await inspectFolder(dir);
+      if ("error" in found) {
+        if (found.error !== NOT_A_PLUGIN) {
+          problems.push({ dir, error: found.error });
+        }
+        continue;
+      }
+      const other = sources.get(found.name);
+      if (other) {
+        problems.push({
+          dir,
+          error: `plugin "${found.name}" is already provided by ${other.dir}`,
+        });
+        continue;
+      }
+      sources.set(found.name, found);
+    }
+    this.#sources = sources;
+    this.#problems = problems;
+    return [...sources.values()];
+  }
+
+  /** Names of discovered plugins, sorted. */
+  discovered(): string[] {
+    return [...this.#sources.keys()].sort();
+  }
+
+  /** The source of a discovered plugin. */
+  source(name: string): PluginSource | undefined {
+    return this.#sources.get(name);
+  }
+
+  /** Folders that could not be used, with the reason. */
+  problems(): DiscoveryProblem[] {
+    return [...this.#problems];
+  }
+
+  /** Loads and registers `name` unless it is registered already. */
+  async ensureLoaded(name: string): Promise<void> {
+    if (this.#manager.manifest(name)) return;
+    let source = this.#sources.get(name);
+    if (!source) {
+      await this.scan();
+      source = this.#sources.get(name);
+    }
+    if (!source) {
+      throw new Error(`plugin "${name}" not discovered in ${this.#dir}`);
+    }
+    const plugin = await this.#options.load(source);
+    try {
+      await this.#manager.register(plugin);
+    } catch (e) {
+      await plugin.shutdown().catch(() => {});
+      throw e;
+    }
+    this.#loadedFrom.set(name, source.dir);
+  }
+
+  /** Loads every discovered plugin; a failure does not stop the others. */
+  async loadAll(): Promise<
+    { loaded: string[]; failed: { name: string; error: string }[] }
+  > {
+    const loaded: string[] = [];
+    const failed: { name: string; error: string }[] = [];
+    for (const name of this.discovered()) {
+      try {
+        await this.ensureLoaded(name);
+        loaded.push(name);
+      } catch (e) {
+        failed.push({ name, error: errorText(e) });
+        this.#manager.logs.log(name, "error", `load failed: ${errorText(e)}`);
+      }
+    }
+    return { loaded, failed };
+  }
+
+  /**
+   * Reloads a plugin from disk: the new instance is loaded and registered in
+   * place of the old one, whose in-flight calls finish first. A plugin that
+   * is not registered is only re-discovered.
+   */
+  async reload(name: string): Promise<void> {
+    await this.scan();
+    const source = this.#sources.get(name);
+    if (!source) {
+      if (this.#manager.manifest(name)) await this.#manager.unregister(name);
+      return;
+    }
+    if (!this.#manager.manifest(name)) return;
+    const plugin = await this.#options.load(source);
+    try {
+      await this.#manager.replace(plugin);
+      this.#loadedFrom.set(name, source.dir);
+    } catch (e) {
+      await plugin.shutdown().catch(() => {});
+      throw e;
+    }
+  }
+
+  /** Watches the plugins directory and reloads changed plugins. */
+  watch(): void {
+    if (this.#watcher) return;
+    const watcher = Deno.watchFs(this.#dir, { recursive: true });
+    this.#watcher = watcher;
+    (async () => {
+      try {
+        for await (const event of watcher) {
+          for (const path of event.paths) this.#onChange(path);
+        }
+      } catch (e) {
+        this.#manager.logs.log(
+          "",
+          "error",
+          `plugin watcher stopped: ${errorText(e)}`,
+        );
+      }
+    })();
+  }
+
+  /** Stops watching and waits for reloads in progress. */
+  async close(): Promise<void> {
+    this.#watcher?.close();
+    this.#watcher = undefined;
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+    await Promise.allSettled([...this.#reloads]);
+  }
+
+  #onChange(path: string): void {
+    const rel = relative(this.#dir, path);
+    if (!rel || rel.startsWith("..")) return;
+    const folder = rel.split(sep)[0]!;
+    if (folder.startsWith(".")) return; // temp and upload folders
+    clearTimeout(this.#timers.get(folder));
+    this.#timers.set(
+      folder,
+      setTimeout(() => {
+        this.#timers.delete(folder);
+        const p = this.#queue = this.#queue.then(() =>
+          this.#reloadFolder(join(this.#dir, folder))
+        );
+        this.#reloads.add(p);
+        p.finally(() => this.#reloads.delete(p));
+      }, this.#options.debounceMs ?? 300),
+    );
+  }
+
+  async #reloadFolder(dir: string): Promise<void> {
+    const before = [...this.#loadedFrom].find(([, d]) => d === dir)?.[0] ??
+      [...this.#sources.values()].find((s) => s.dir === dir)?.name;
+    try {
+      await this.scan();
+      const after = [...this.#sources.values()].find((s) => s.dir === dir)
+        ?.name;
+      if (before && before !== after && this.#manager.manifest(before)) {
+        await this.#manager.unregister(before);
+        this.#loadedFrom.delete(before);
+        this.#manager.logs.log(
+          before,
+          "info",
+          "plugin removed from disk: unregistered",
+        );
+      }
+      if (after && this.#manager.manifest(after)) {
+        await this.reload(after);
+        this.#manager.logs.log(after, "info", "plugin reloaded from disk");
+      }
+    } catch (e) {
+      this.#manager.logs.log(
+        before ?? "",
+        "error",
+        `hot reload of ${dir} failed: ${errorText(e)}`,
+      );
+    }
+  }
+}
+
+const NOT_A_PLUGIN = "no manifest.json";
+
+async function inspectFolder(
+  dir: string,
+): Promise<PluginSource | { error: string }> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(join(dir, "manifest.json"));
+  } catch {
+    return { error: NOT_A_PLUGIN };
+  }
+  let manifest: GKRegistration;
+  try {
+    manifest = checkManifest(text).manifest;
+  } catch (e) {
+    return { error: errorText(e) };
+  }
+  const files: Deno.DirEntry[] = [];
+  for await (const e of Deno.readDir(dir)) files.push(e);
+  const names = files.filter((f) => f.isFile).map((f) => f.name).sort();
+  const wasm = names.includes("plugin.wasm")
+    ? "plugin.wasm"
+    : names.find((n) => n.endsWith(".wasm"));
+  const base = { name: manifest.name, dir, manifest };
+  if (wasm) return { ...base, kind: "wasm", entry: join(dir, wasm) };
+  const ts = ["main.ts", "plugin.ts", "main.js"].find((n) => names.includes(n));
+  if (ts) return { ...base, kind: "grpc-deno", entry: join(dir, ts) };
+  if (names.includes("plugin")) {
+    const info = await Deno.stat(join(dir, "plugin"));
+    if ((info.mode ?? 0) & 0o111) {
+      return { ...base, kind: "grpc-native", entry: join(dir, "plugin") };
+    }
+  }
+  return {
+    error:
+      "no entry: expected plugin.wasm, *.wasm, main.ts, plugin.ts, main.js or an executable named plugin",
+  };
+}

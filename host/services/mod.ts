@@ -1,0 +1,6 @@
+/**
+ * Placeholder: filled by its issue.
+ *
+ * @module
+ */
+export {};

@@ -1,0 +1,261 @@
+/**
+ * PostgreSQL roles, schemas and table privileges per plugin: the database's
+ * own enforcement of `db:read` / `db:write` grants.
+ *
+ * Each plugin gets a `NOLOGIN` role `gk_plugin_<name>` (`-` → `_`) that owns a
+ * schema `plugin_<name>`; its grants become `SELECT` (read) and
+ * `INSERT, UPDATE, DELETE` (write, plus `USAGE` on the tables' own sequences)
+ * on host tables. Names longer than PostgreSQL's 63-byte identifier limit are
+ * shortened with a hash so two plugins never share a role.
+ *
+ * @module
+ */
+
+import type { SqlSession } from "./sql_client.ts";
+
+/** Which host tables a plugin may read and write. */
+export interface PluginPrivileges {
+  /** Tables it may `SELECT`: `"all"` = every table of the host schema, `null` = none. */
+  read: "all" | string[] | null;
+  /** Tables it may `INSERT`/`UPDATE`/`DELETE`: `"all"`, a list, or `null`. */
+  write: "all" | string[] | null;
+}
+
+/** Quotes an SQL identifier. */
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+function fnv1a(text: string): string {
+  let h = 0x811c9dc5;
+  for (const b of new TextEncoder().encode(text)) {
+    h ^= b;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, "0");
+}
+
+function boundedName(prefix: string, plugin: string): string {
+  const base = prefix + plugin.replaceAll("-", "_");
+  if (base.length <= 63) return base;
+  return `${base.slice(0, 54)}_${fnv1a(plugin)}`;
+}
+
+/**
+ * The PostgreSQL role of `plugin`.
+ *
+ * @example
+ * ```ts
+ * import { pluginRoleName } from "./privileges.ts";
+ * pluginRoleName("ticket-stats"); // "gk_plugin_ticket_stats"
+ * ```
+ */
+export function pluginRoleName(plugin: string): string {
+  return boundedName("gk_plugin_", plugin);
+}
+
+/**
+ * The schema `plugin` owns for its own tables.
+ *
+ * @example
+ * ```ts
+ * import { pluginSchemaName } from "./privileges.ts";
+ * pluginSchemaName("ticket-stats"); // "plugin_ticket_stats"
+ * ```
+ */
+export function pluginSchemaName(plugin: string): string {
+  return boundedName("plugin_", plugin);
+}
+
+const TABLE_REGEXP =
+  /^(?:([A-Za-z_][A-Za-z0-9_$]*)\.)?([A-Za-z_][A-Za-z0-9_$]*)$/;
+
+/** Splits `table` or `schema.table` (plain identifiers only; case-folded like unquoted SQL). */
+function parseTable(name: string, hostSchema: string): [string, string] {
+  const m = TABLE_REGEXP.exec(name);
+  if (!m) {
+    throw new TypeError(
+      `Cannot grant table "${name}": not a plain identifier or schema.table`,
+    );
+  }
+  return [m[1]?.toLowerCase() ?? hostSchema, m[2].toLowerCase()];
+}
+
+/**
+ * (Re)creates `plugin`'s role and schema and makes its table privileges
+ * exactly `privileges`: what is no longer granted is revoked. Tables that do
+ * not exist are skipped (sync again after creating them); `"all"` covers the
+ * tables that exist now. Runs inside the caller's transaction.
+ */
+export async function syncPrivileges(
+  s: SqlSession,
+  plugin: string,
+  privileges: PluginPrivileges,
+  hostSchema: string,
+): Promise<void> {
+  const role = pluginRoleName(plugin);
+  const schema = pluginSchemaName(plugin);
+  const r = quoteIdent(role);
+  const attrs =
+    "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS";
+  await s.query("SELECT pg_advisory_xact_lock(hashtext($1))", [
+    `goatkit:${role}`,
+  ]);
+  const exists = await s.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [
+    role,
+  ]);
+  await s.exec(
+    exists.rows.length
+      ? `ALTER ROLE ${r} ${attrs}`
+      : `CREATE ROLE ${r} ${attrs}`,
+  );
+  const me = await s.query(
+    "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+  );
+  if (!me.rows[0]?.rolsuper) {
+    // A non-superuser host needs membership to SET ROLE to the plugin role.
+    await s.exec(`GRANT ${r} TO CURRENT_USER`);
+  }
+  await s.exec(
+    `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)} AUTHORIZATION ${r}; ` +
+      `ALTER SCHEMA ${quoteIdent(schema)} OWNER TO ${r}; ` +
+      `REVOKE ALL ON SCHEMA ${quoteIdent(schema)} FROM PUBLIC`,
+  );
+
+  // Revoke everything held outside the plugin's own schema.
+  const held = await s.query(
+    `SELECT DISTINCT n.nspname AS schema, c.relname AS name, c.relkind AS kind
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
+            LATERAL aclexplode(c.relacl) a
+      WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
+        AND n.nspname <> $2`,
+    [role, schema],
+  );
+  for (const row of held.rows) {
+    const kind = row.kind === "S" ? "SEQUENCE" : "TABLE";
+    await s.exec(
+      `REVOKE ALL ON ${kind} ${quoteIdent(String(row.schema))}.${
+        quoteIdent(String(row.name))
+      } FROM ${r}`,
+    );
+  }
+  const schemas = await s.query(
+    `SELECT n.nspname AS schema FROM pg_namespace n, LATERAL aclexplode(n.nspacl) a
+      WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1) AND n.nspname <> $2`,
+    [role, schema],
+  );
+  for (const row of schemas.rows) {
+    await s.exec(
+      `REVOKE ALL ON SCHEMA ${quoteIdent(String(row.schema))} FROM ${r}`,
+    );
+  }
+
+  const usedSchemas = new Set<string>();
+  const grant = async (
+    list: "all" | string[] | null,
+    what: string,
+    write: boolean,
+  ) => {
+    if (list === null) return;
+    if (list === "all") {
+      usedSchemas.add(hostSchema);
+      await s.exec(
+        `GRANT ${what} ON ALL TABLES IN SCHEMA ${
+          quoteIdent(hostSchema)
+        } TO ${r}`,
+      );
+      if (write) {
+        await s.exec(
+          `GRANT USAGE ON ALL SEQUENCES IN SCHEMA ${
+            quoteIdent(hostSchema)
+          } TO ${r}`,
+        );
+      }
+      return;
+    }
+    for (const name of list) {
+      const [sch, tbl] = parseTable(name, hostSchema);
+      const qualified = `${quoteIdent(sch)}.${quoteIdent(tbl)}`;
+      const found = await s.query("SELECT to_regclass($1)::oid AS oid", [
+        qualified,
+      ]);
+      if (found.rows[0]?.oid === null || found.rows[0]?.oid === undefined) {
+        continue;
+      }
+      usedSchemas.add(sch);
+      await s.exec(`GRANT ${what} ON TABLE ${qualified} TO ${r}`);
+      if (write) {
+        const seqs = await s.query(
+          `SELECT n.nspname AS schema, c.relname AS name FROM pg_depend d
+             JOIN pg_class c ON c.oid = d.objid AND c.relkind = 'S'
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE d.refobjid = $1::oid AND d.deptype IN ('a', 'i')`,
+          [found.rows[0].oid],
+        );
+        for (const seq of seqs.rows) {
+          await s.exec(
+            `GRANT USAGE ON SEQUENCE ${quoteIdent(String(seq.schema))}.${
+              quoteIdent(String(seq.name))
+            } TO ${r}`,
+          );
+        }
+      }
+    }
+  };
+  await grant(privileges.read, "SELECT", false);
+  await grant(privileges.write, "INSERT, UPDATE, DELETE", true);
+  for (const sch of usedSchemas) {
+    await s.exec(`GRANT USAGE ON SCHEMA ${quoteIdent(sch)} TO ${r}`);
+  }
+}
+
+/**
+ * Drops `plugin`'s schema (with its tables) and its privileges in this
+ * database, then its role. The role stays when it still holds privileges in
+ * another database of the cluster (drop the plugin there too).
+ */
+export async function dropPrivileges(
+  s: SqlSession,
+  plugin: string,
+): Promise<void> {
+  const role = pluginRoleName(plugin);
+  const r = quoteIdent(role);
+  await s.query("SELECT pg_advisory_xact_lock(hashtext($1))", [
+    `goatkit:${role}`,
+  ]);
+  await s.exec(
+    `DROP SCHEMA IF EXISTS ${quoteIdent(pluginSchemaName(plugin))} CASCADE`,
+  );
+  const exists = await s.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [
+    role,
+  ]);
+  if (!exists.rows.length) return;
+  await s.exec(`DROP OWNED BY ${r}`);
+  await s.exec("SAVEPOINT gk_drop_role");
+  try {
+    await s.exec(`DROP ROLE ${r}`);
+  } catch {
+    await s.exec("ROLLBACK TO SAVEPOINT gk_drop_role");
+  }
+}
+
+/**
+ * Database-wide hardening run once per database before plugins use it: a
+ * plugin role must not be able to call `set_config('role', …)`, which
+ * PostgreSQL checks against the session user. Revokes `EXECUTE` on
+ * `set_config` from PUBLIC and, when the connection user is not a superuser,
+ * grants it back to that user.
+ */
+export async function hardenDatabase(s: SqlSession): Promise<void> {
+  await s.exec(
+    "REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC",
+  );
+  const me = await s.query(
+    "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+  );
+  if (!me.rows[0]?.rolsuper) {
+    await s.exec(
+      "GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO CURRENT_USER",
+    );
+  }
+}

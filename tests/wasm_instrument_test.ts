@@ -1,0 +1,980 @@
+/**
+ * Tests of the WASM instrumenter (`runtimes/wasm/instrument.ts`), through real
+ * WebAssembly: hand-written modules (compiled with `npm:wabt`) covering each
+ * supported proposal run original and instrumented and must give the same
+ * answers; infinite loops and recursion stop at `gk.interrupt`; the memory cap
+ * holds inside the guest; malformed and unsupported modules are refused; every
+ * `.wasm` under `fixtures/` still compiles after instrumentation.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import {
+  FUEL,
+  instrumentModule,
+  instrumentModuleCached,
+  INTERRUPT_IMPORT,
+  WasmInstrumentError,
+} from "../runtimes/wasm/instrument.ts";
+
+const wabt = await (await import("wabt")).default();
+
+const ALL_FEATURES = {
+  sign_extension: true,
+  sat_float_to_int: true,
+  bulk_memory: true,
+  reference_types: true,
+  multi_value: true,
+  simd: true,
+  tail_call: true,
+};
+
+/** Compiles WAT to a binary with wabt (features as given). */
+function wat(
+  source: string,
+  features: Record<string, boolean> = ALL_FEATURES,
+  debugNames = false,
+): Uint8Array<ArrayBuffer> {
+  const module = wabt.parseWat("test.wat", source, features);
+  try {
+    module.resolveNames();
+    module.validate();
+    return new Uint8Array(
+      module.toBinary({ write_debug_names: debugNames }).buffer,
+    );
+  } finally {
+    module.destroy();
+  }
+}
+
+type Exports = Record<string, (...args: unknown[]) => unknown>;
+
+/** Instantiates a module; the interrupt import just refuels unless given. */
+function instantiate(
+  bytes: Uint8Array<ArrayBuffer>,
+  imports: WebAssembly.Imports = {},
+  interrupt: () => number = () => FUEL,
+): { exports: Exports; instance: WebAssembly.Instance } {
+  const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
+    ...imports,
+    [INTERRUPT_IMPORT.module]: { [INTERRUPT_IMPORT.name]: interrupt },
+  });
+  return { exports: instance.exports as unknown as Exports, instance };
+}
+
+/** Runs a call and captures its result or the error's class and message. */
+function outcome(fn: () => unknown): unknown {
+  try {
+    const value = fn();
+    return { value: typeof value === "function" ? ["fn", value()] : value };
+  } catch (e) {
+    return {
+      error: (e as Error).constructor.name,
+      message: (e as Error).message,
+    };
+  }
+}
+
+/**
+ * Runs the same scenario against the original and the instrumented module and
+ * asserts identical outcomes. Returns the instrumented module's interrupt count.
+ */
+function assertSameAnswers(
+  bytes: Uint8Array<ArrayBuffer>,
+  makeImports: () => WebAssembly.Imports,
+  scenario: (exports: Exports) => unknown[],
+): number {
+  const instrumented = instrumentModule(bytes);
+  let interrupts = 0;
+  const original = instantiate(bytes, makeImports());
+  const rewritten = instantiate(instrumented.bytes, makeImports(), () => {
+    interrupts++;
+    return FUEL;
+  });
+  const expected = scenario(original.exports);
+  const actual = scenario(rewritten.exports);
+  assert.deepStrictEqual(actual, expected);
+  // Exports keep their names and kinds.
+  const mod = new WebAssembly.Module(instrumented.bytes);
+  assert.deepStrictEqual(
+    WebAssembly.Module.exports(mod),
+    WebAssembly.Module.exports(new WebAssembly.Module(bytes)),
+  );
+  return interrupts;
+}
+
+const MVP = `
+(module
+  (import "env" "add" (func $add (param i32 i32) (result i32)))
+  (import "env" "base" (global $base i32))
+  (type $binop (func (param i32 i32) (result i32)))
+  (table 5 funcref)
+  (elem (i32.const 0) $sub $mul $addw $fib2 $c1)
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello, world")
+  (global $started (mut i32) (i32.const 0))
+  (global $calls (mut i64) (i64.const 0))
+  (start $init)
+  (func $init (global.set $started (i32.add (global.get $base) (i32.const 1))))
+  (func (export "started") (result i32) (global.get $started))
+  (func $c0 (export "c0") (result i32) (i32.const 100))
+  (func $c1 (export "c1") (param i32 i32) (result i32) (i32.const 101))
+  (func $c2 (export "c2") (result i32) (i32.const 102))
+  (func $sub (param i32 i32) (result i32) (i32.sub (local.get 0) (local.get 1)))
+  (func $mul (param i32 i32) (result i32) (i32.mul (local.get 0) (local.get 1)))
+  (func $addw (param i32 i32) (result i32) (call $add (local.get 0) (local.get 1)))
+  (func $fib2 (param i32 i32) (result i32) (call $fib (local.get 0)))
+  (func (export "dispatch") (param i32 i32 i32) (result i32)
+    (global.set $calls (i64.add (global.get $calls) (i64.const 1)))
+    (call_indirect (type $binop) (local.get 1) (local.get 2) (local.get 0)))
+  (func (export "calls") (result i64) (global.get $calls))
+  (func $fib (export "fib") (param $n i32) (result i32)
+    (if (result i32) (i32.lt_u (local.get $n) (i32.const 2))
+      (then (local.get $n))
+      (else (i32.add (call $fib (i32.sub (local.get $n) (i32.const 1)))
+                     (call $fib (i32.sub (local.get $n) (i32.const 2)))))))
+  (func (export "sum") (param $n i32) (result i64) (local $i i32) (local $acc i64)
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $acc (i64.add (local.get $acc) (i64.extend_i32_u (local.get $i))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+    (local.get $acc))
+  (func (export "collatz") (param $n i64) (result i32) (local $steps i32)
+    (block $done
+      (loop $l
+        (br_if $done (i64.le_u (local.get $n) (i64.const 1)))
+        (if (i64.eqz (i64.and (local.get $n) (i64.const 1)))
+          (then (local.set $n (i64.shr_u (local.get $n) (i64.const 1))))
+          (else (local.set $n (i64.add (i64.mul (local.get $n) (i64.const 3)) (i64.const 1)))))
+        (local.set $steps (i32.add (local.get $steps) (i32.const 1)))
+        (br $l)))
+    (local.get $steps))
+  (func (export "classify") (param i32) (result i32)
+    (block $d (block $c (block $b (block $a
+      (br_table $a $b $c $d (local.get 0)))
+      (return (i32.const 10)))
+      (return (i32.const 20)))
+      (return (i32.const 30)))
+    (i32.const 40))
+  (func (export "early") (param i32) (result i32) (local $i i32)
+    ;; returns from inside a loop, and branches to the function label
+    (loop $l
+      (if (i32.eq (local.get $i) (local.get 0)) (then (return (i32.mul (local.get $i) (i32.const 2)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 50))))
+    (i32.const -1))
+  (func (export "fmath") (param f64) (result f64)
+    (f64.add (f64.sqrt (local.get 0)) (f64.convert_i32_s (i32.trunc_f64_s (f64.nearest (local.get 0))))))
+  (func (export "f32math") (param f32) (result f32) (f32.mul (f32.abs (local.get 0)) (f32.const 1.5)))
+  (func (export "load") (param i32) (result i32) (i32.load8_u offset=16 (local.get 0)))
+  (func (export "store_load") (param i32 i64) (result i64)
+    (i64.store (local.get 0) (local.get 1)) (i64.load32_s (local.get 0)))
+  (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+  (func (export "size") (result i32) (memory.size))
+  (func (export "div") (param i32 i32) (result i32) (i32.div_s (local.get 0) (local.get 1)))
+  (func (export "trap") (unreachable))
+)`;
+
+function mvpImports(): WebAssembly.Imports {
+  return {
+    env: {
+      add: (a: number, b: number) => a + b + 1000,
+      base: new WebAssembly.Global({ value: "i32", mutable: false }, 41),
+    },
+  };
+}
+
+Deno.test("MVP module: same answers; call_indirect, exports and start survive the index shift", () => {
+  const bytes = wat(MVP);
+  const interrupts = assertSameAnswers(bytes, mvpImports, (e) => [
+    outcome(() => e.started!()),
+    outcome(() => e.c0!()),
+    outcome(() => e.c1!(0, 0)),
+    outcome(() => e.c2!()),
+    // call_indirect through the element segment: sub, mul, add (import), fib, c1
+    outcome(() => e.dispatch!(0, 10, 3)),
+    outcome(() => e.dispatch!(1, 10, 3)),
+    outcome(() => e.dispatch!(2, 10, 3)),
+    outcome(() => e.dispatch!(3, 20, 0)),
+    outcome(() => e.dispatch!(4, 0, 0)),
+    outcome(() => e.dispatch!(5, 0, 0)), // out of bounds: trap
+    outcome(() => e.calls!()),
+    outcome(() => e.fib!(22)),
+    outcome(() => e.sum!(100_000)),
+    outcome(() => e.collatz!(27n)),
+    outcome(() => e.collatz!(837799n)),
+    ...[0, 1, 2, 3, 7].map((i) => outcome(() => e.classify!(i))),
+    ...[0, 5, 49, 50].map((i) => outcome(() => e.early!(i))),
+    outcome(() => e.fmath!(10.7)),
+    outcome(() => e.f32math!(-2)),
+    outcome(() => e.load!(4)),
+    outcome(() => e.store_load!(64, -5n)),
+    outcome(() => e.div!(7, 0)),
+    outcome(() => e.trap!()),
+    outcome(() => e.size!()),
+    outcome(() => e.grow!(2)),
+    outcome(() => e.size!()),
+  ]);
+  // fib(22) alone makes ~57k calls and sum 100k iterations.
+  assert.ok(interrupts >= 5, `expected refills, got ${interrupts}`);
+});
+
+Deno.test("instrumented module imports gk.interrupt after the other function imports", () => {
+  const { bytes } = instrumentModule(wat(MVP));
+  const imports = WebAssembly.Module.imports(new WebAssembly.Module(bytes));
+  assert.deepStrictEqual(imports, [
+    { module: "env", name: "add", kind: "function" },
+    { module: "env", name: "base", kind: "global" },
+    { module: "gk", name: "interrupt", kind: "function" },
+  ]);
+});
+
+Deno.test("sign-extension and saturating float-to-int", () => {
+  const bytes = wat(`(module
+    (func (export "e8") (param i32) (result i32) (i32.extend8_s (local.get 0)))
+    (func (export "e16") (param i32) (result i32) (i32.extend16_s (local.get 0)))
+    (func (export "e64_32") (param i64) (result i64) (i64.extend32_s (local.get 0)))
+    (func (export "e64_8") (param i64) (result i64) (i64.extend8_s (local.get 0)))
+    (func (export "sat") (param f64) (result i32) (i32.trunc_sat_f64_s (local.get 0)))
+    (func (export "satu") (param f32) (result i64) (i64.trunc_sat_f32_u (local.get 0)))
+    (func (export "sat32u") (param f32) (result i32) (i32.trunc_sat_f32_u (local.get 0)))
+    (func (export "sat64s") (param f64) (result i64) (i64.trunc_sat_f64_s (local.get 0))))`);
+  assertSameAnswers(bytes, () => ({}), (e) => [
+    outcome(() => e.e8!(0x80)),
+    outcome(() => e.e16!(0x8001)),
+    outcome(() => e.e64_32!(0x80000000n)),
+    outcome(() => e.e64_8!(0xffn)),
+    outcome(() => e.sat!(NaN)),
+    outcome(() => e.sat!(1e20)),
+    outcome(() => e.sat!(-1e20)),
+    outcome(() => e.satu!(-5)),
+    outcome(() => e.satu!(3.9)),
+    outcome(() => e.sat32u!(5e9)),
+    outcome(() => e.sat64s!(-1e300)),
+  ]);
+});
+
+Deno.test("bulk memory: fill, copy, init, data.drop, passive segments", () => {
+  const bytes = wat(`(module
+    (memory (export "mem") 1)
+    (data $d "abcdefgh")
+    (data (i32.const 400) "active")
+    (func (export "fill") (param i32 i32 i32) (memory.fill (local.get 0) (local.get 1) (local.get 2)))
+    (func (export "copy") (param i32 i32 i32) (memory.copy (local.get 0) (local.get 1) (local.get 2)))
+    (func (export "init") (param i32) (memory.init $d (local.get 0) (i32.const 2) (i32.const 4)))
+    (func (export "drop") (data.drop $d))
+    (func (export "checksum") (param $p i32) (param $n i32) (result i32) (local $acc i32)
+      (block $done (loop $l
+        (br_if $done (i32.eqz (local.get $n)))
+        (local.set $acc (i32.add (i32.mul (local.get $acc) (i32.const 31)) (i32.load8_u (local.get $p))))
+        (local.set $p (i32.add (local.get $p) (i32.const 1)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $l)))
+      (local.get $acc)))`);
+  assertSameAnswers(bytes, () => ({}), (e) => [
+    outcome(() => e.fill!(0, 7, 100)),
+    outcome(() => e.copy!(50, 0, 20)),
+    outcome(() => e.init!(200)),
+    outcome(() => e.checksum!(0, 500)),
+    outcome(() => e.drop!()),
+    outcome(() => e.init!(300)), // dropped segment: trap
+    outcome(() => e.fill!(65530, 1, 10)), // out of bounds: trap
+    outcome(() => e.checksum!(0, 500)),
+  ]);
+});
+
+Deno.test("reference types: ref.func/null/is_null, table ops, typed select, multiple tables, element expressions", () => {
+  const bytes = wat(`(module
+    (type $ret (func (result i32)))
+    (table $t0 2 funcref)
+    (table $t1 3 10 funcref)
+    (table $ext 1 externref)
+    (elem (table $t1) (i32.const 0) funcref (ref.func $a) (ref.null func) (ref.func $b))
+    (elem $passive funcref (ref.func $b) (ref.func $a))
+    (elem declare func $c)
+    (global $gref funcref (ref.func $c))
+    (func $a (result i32) (i32.const 11))
+    (func $b (result i32) (i32.const 22))
+    (func $c (result i32) (i32.const 33))
+    (func (export "call_t1") (param i32) (result i32) (call_indirect $t1 (type $ret) (local.get 0)))
+    (func (export "is_null_t1") (param i32) (result i32) (ref.is_null (table.get $t1 (local.get 0))))
+    (func (export "grow") (result i32) (table.grow $t1 (ref.func $c) (i32.const 2)))
+    (func (export "size") (result i32) (table.size $t1))
+    (func (export "fill_and_call") (result i32)
+      (table.fill $t0 (i32.const 0) (global.get $gref) (i32.const 2))
+      (call_indirect $t0 (type $ret) (i32.const 1)))
+    (func (export "init_and_call") (result i32)
+      (table.init $t0 $passive (i32.const 0) (i32.const 0) (i32.const 2))
+      (elem.drop $passive)
+      (call_indirect $t0 (type $ret) (i32.const 0)))
+    (func (export "copy_and_call") (result i32)
+      (table.copy $t0 $t1 (i32.const 0) (i32.const 2) (i32.const 1))
+      (call_indirect $t0 (type $ret) (i32.const 0)))
+    (func (export "set_ext") (param externref) (table.set $ext (i32.const 0) (local.get 0)))
+    (func (export "get_ext") (result externref) (table.get $ext (i32.const 0)))
+    (func (export "pick") (param i32) (result funcref)
+      (select (result funcref) (ref.func $a) (ref.null func) (local.get 0)))
+    (func (export "pick_call") (param i32) (result i32)
+      (table.set $t0 (i32.const 1) (select (result funcref) (ref.func $b) (ref.func $c) (local.get 0)))
+      (call_indirect $t0 (type $ret) (i32.const 1))))`);
+  const token = { secret: 1 };
+  assertSameAnswers(bytes, () => ({}), (e) => [
+    ...[0, 1, 2, 3].map((i) => outcome(() => e.call_t1!(i))),
+    ...[0, 1, 2].map((i) => outcome(() => e.is_null_t1!(i))),
+    outcome(() => e.grow!()),
+    outcome(() => e.size!()),
+    outcome(() => e.call_t1!(4)),
+    outcome(() => e.fill_and_call!()),
+    outcome(() => e.init_and_call!()),
+    outcome(() => e.init_and_call!()), // dropped: trap
+    outcome(() => e.copy_and_call!()),
+    outcome(() => e.set_ext!(token)),
+    outcome(() => e.get_ext!() === token),
+    outcome(() => e.pick!(1)),
+    outcome(() => e.pick!(0)),
+    outcome(() => e.pick_call!(1)),
+    outcome(() => e.pick_call!(0)),
+  ]);
+});
+
+Deno.test("multi-value: multiple results, block and loop types with parameters", () => {
+  const bytes = wat(`(module
+    (func $divmod (param i32 i32) (result i32 i32)
+      (i32.div_u (local.get 0) (local.get 1)) (i32.rem_u (local.get 0) (local.get 1)))
+    (func (export "divmod") (param i32 i32) (result i32 i32) (call $divmod (local.get 0) (local.get 1)))
+    (func (export "divmod_sum") (param i32 i32) (result i32)
+      (call $divmod (local.get 0) (local.get 1)) (i32.add))
+    (func (export "swap") (param i32 i64) (result i64 i32) (local.get 1) (local.get 0))
+    (func (export "block_params") (param i32) (result i32)
+      (local.get 0) (i32.const 5)
+      (block (param i32 i32) (result i32) (i32.mul)))
+    (func (export "tri") (param $n i32) (result i32) (local $t i32)
+      (i32.const 0) (local.get $n)
+      (loop $l (param i32 i32) (result i32)
+        (local.set $t)
+        (local.get $t) (i32.add)
+        (i32.sub (local.get $t) (i32.const 1))
+        (i32.gt_s (local.get $t) (i32.const 1))
+        (br_if $l)
+        (drop)))
+    (func (export "loop_result") (param $n i32) (result i32)
+      (loop $l (result i32)
+        (local.set $n (i32.add (local.get $n) (i32.const 3)))
+        (br_if $l (i32.lt_u (local.get $n) (i32.const 1000)))
+        (local.get $n))))`);
+  assertSameAnswers(bytes, () => ({}), (e) => [
+    outcome(() => e.divmod!(17, 5)),
+    outcome(() => e.divmod_sum!(17, 5)),
+    outcome(() => e.divmod!(1, 0)),
+    outcome(() => e.swap!(7, 9n)),
+    outcome(() => e.block_params!(8)),
+    outcome(() => e.tri!(10)),
+    outcome(() => e.tri!(30_000)),
+    outcome(() => e.loop_result!(1)),
+  ]);
+});
+
+Deno.test("SIMD: v128.const, shuffle, lanes, load/store lanes, arithmetic", () => {
+  const bytes = wat(`(module
+    (memory (export "mem") 1)
+    (func (export "mix") (param i32) (result i32) (local $v v128)
+      (local.set $v (v128.const i32x4 1 2 3 4))
+      (local.set $v (i32x4.replace_lane 2 (local.get $v) (local.get 0)))
+      (local.set $v (i8x16.shuffle 15 14 13 12 11 10 9 8 7 6 5 4 3 2 1 0 (local.get $v) (local.get $v)))
+      (v128.store offset=16 (i32.const 0) (local.get $v))
+      (local.set $v (v128.load32_zero (i32.const 20)))
+      (local.set $v (v128.load8_lane 1 (i32.const 17) (local.get $v)))
+      (v128.store16_lane 0 (i32.const 48) (local.get $v))
+      (i32.add
+        (i8x16.bitmask (i8x16.eq (local.get $v) (v128.const i8x16 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0)))
+        (i32.add (i32x4.extract_lane 0 (local.get $v)) (i32.load16_u (i32.const 48)))))
+    (func (export "dot") (param $n i32) (result f64) (local $i i32) (local $acc v128)
+      (local.set $acc (f64x2.splat (f64.const 0)))
+      (block $done (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $acc (f64x2.add (local.get $acc)
+          (f64x2.mul (f64x2.convert_low_i32x4_s (i32x4.splat (local.get $i)))
+                     (f64x2.splat (f64.const 0.5)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+      (f64.add (f64x2.extract_lane 0 (local.get $acc)) (f64x2.extract_lane 1 (local.get $acc))))
+    (func (export "sat") (param i32 i32) (result i32)
+      (i16x8.extract_lane_s 3 (i16x8.add_sat_s (i16x8.splat (local.get 0)) (i16x8.splat (local.get 1)))))
+    (func (export "minmax") (param f32) (result f32)
+      (f32x4.extract_lane 1 (f32x4.pmin (f32x4.splat (local.get 0)) (v128.const f32x4 1 -1 2 -2))))
+    (func (export "alltrue") (param i32) (result i32)
+      (i32x4.all_true (i32x4.replace_lane 3 (v128.const i32x4 1 1 1 1) (local.get 0)))))`);
+  assertSameAnswers(bytes, () => ({}), (e) => [
+    outcome(() => e.mix!(0x01020304)),
+    outcome(() => e.dot!(1000)),
+    outcome(() => e.sat!(30000, 30000)),
+    outcome(() => e.minmax!(0.5)),
+    outcome(() => e.alltrue!(0)),
+    outcome(() => e.alltrue!(7)),
+  ]);
+});
+
+const TAIL = `(module
+  (type $t (func (param i64 i64) (result i64)))
+  (table 1 funcref)
+  (elem (i32.const 0) $sum_ind)
+  (func $sum (export "sum_tail") (param $n i64) (param $acc i64) (result i64)
+    (if (result i64) (i64.eqz (local.get $n))
+      (then (local.get $acc))
+      (else (return_call $sum (i64.sub (local.get $n) (i64.const 1)) (i64.add (local.get $acc) (local.get $n))))))
+  (func $sum_ind (export "sum_ind") (param $n i64) (param $acc i64) (result i64)
+    (if (result i64) (i64.eqz (local.get $n))
+      (then (local.get $acc))
+      (else (return_call_indirect (type $t)
+        (i64.sub (local.get $n) (i64.const 1)) (i64.add (local.get $acc) (local.get $n)) (i32.const 0)))))
+  (func $spin (export "spin_tail") (return_call $spin)))`;
+
+Deno.test("tail calls: return_call and return_call_indirect, 1e6 deep", () => {
+  const interrupts = assertSameAnswers(wat(TAIL), () => ({}), (e) => [
+    outcome(() => e.sum_tail!(1_000_000n, 0n)),
+    outcome(() => e.sum_ind!(1_000_000n, 0n)),
+  ]);
+  // Two million function entries in a call cycle: at least 2e6 / FUEL refills.
+  assert.ok(interrupts >= Math.floor(2_000_000 / FUEL) - 1, `${interrupts}`);
+});
+
+class StopGuest extends Error {
+  constructor() {
+    super("stopped by the host");
+    this.name = "StopGuest";
+  }
+}
+
+/** An interrupt that refuels `refills` times, then throws. */
+function stopAfter(
+  refills: number,
+): { interrupt: () => number; calls: () => number } {
+  let calls = 0;
+  return {
+    interrupt: () => {
+      calls++;
+      if (calls > refills) throw new StopGuest();
+      return FUEL;
+    },
+    calls: () => calls,
+  };
+}
+
+Deno.test("an infinite loop stops when gk.interrupt throws, after the given refills", () => {
+  const bytes = wat(`(module
+    (func (export "spin") (loop $l (br $l)))
+    (func (export "spin_nested") (param i32) (local $x i32)
+      (loop $outer
+        (block $b
+          (loop $inner
+            (local.set $x (i32.add (local.get $x) (i32.const 1)))
+            (br_if $b (i32.eq (local.get $x) (local.get 0)))
+            (br $inner)))
+        (br $outer)))
+    (func (export "spin_result") (result i32) (loop $l (result i32) (br $l))))`);
+  const { bytes: out } = instrumentModule(bytes);
+  for (const name of ["spin", "spin_nested", "spin_result"]) {
+    const stop = stopAfter(3);
+    const { exports } = instantiate(out, {}, stop.interrupt);
+    assert.throws(() => exports[name]!(1_000_000), StopGuest);
+    assert.equal(stop.calls(), 4);
+    // The instance stays usable: the guest runs again until the next stop.
+    assert.throws(() => exports[name]!(1_000_000), StopGuest);
+    assert.equal(stop.calls(), 5);
+  }
+});
+
+Deno.test("recursion without any loop stops too (function-entry checks)", () => {
+  const bytes = wat(`(module
+    (func $f (export "forever") (param i32) (result i32)
+      (i32.add (call $g (local.get 0)) (i32.const 1)))
+    (func $g (param i32) (result i32)
+      (if (result i32) (i32.eqz (local.get 0))
+        (then (call $f (i32.const 0)))
+        (else (call $f (i32.const 0))))))`);
+  const stop = stopAfter(0);
+  const { exports } = instantiate(
+    instrumentModule(bytes).bytes,
+    {},
+    stop.interrupt,
+  );
+  assert.throws(() => exports.forever!(0), StopGuest);
+  assert.equal(stop.calls(), 1);
+
+  const tail = stopAfter(5);
+  const t = instantiate(instrumentModule(wat(TAIL)).bytes, {}, tail.interrupt);
+  assert.throws(() => t.exports.spin_tail!(), StopGuest);
+  assert.equal(tail.calls(), 6);
+});
+
+Deno.test("indirect recursion through a table stops", () => {
+  const bytes = wat(`(module
+    (type $v (func))
+    (table 1 funcref)
+    (elem (i32.const 0) $f)
+    (func $f (export "f") (call_indirect (type $v) (i32.const 0))))`);
+  const stop = stopAfter(0);
+  const { exports } = instantiate(
+    instrumentModule(bytes).bytes,
+    {},
+    stop.interrupt,
+  );
+  assert.throws(() => exports.f!(), StopGuest);
+});
+
+Deno.test("an exponential call tree without loops or cycles still reaches gk.interrupt", () => {
+  // f0 calls f1 twice, f1 calls f2 twice, …: 2^24 calls, no cycle, no loop.
+  const depth = 24;
+  const funcs = [];
+  for (let i = 0; i < depth; i++) {
+    funcs.push(
+      `(func $f${i} (export "f${i}") (call $f${i + 1}) (call $f${i + 1}))`,
+    );
+  }
+  funcs.push(
+    `(func $f${depth} (global.set $n (i32.add (global.get $n) (i32.const 1))))`,
+  );
+  const bytes = wat(
+    `(module (global $n (mut i32) (i32.const 0)) ${funcs.join("\n")})`,
+  );
+  const stop = stopAfter(2);
+  const { exports } = instantiate(
+    instrumentModule(bytes).bytes,
+    {},
+    stop.interrupt,
+  );
+  assert.throws(() => exports.f0!(), StopGuest);
+});
+
+Deno.test("the guest cannot reach the fuel global (index past its own globals is refused)", () => {
+  // (func (global.set 0 (i32.const 999999))) in a module without globals
+  const bytes = moduleOf(
+    section(1, [1, 0x60, 0, 0]),
+    section(3, [1, 0]),
+    section(10, [1, ...sized([0, 0x41, 0xbf, 0x84, 0x3d, 0x24, 0x00, 0x0b])]),
+  );
+  assert.throws(() => instrumentModule(bytes), WasmInstrumentError);
+});
+
+Deno.test("memory cap: maximum rewritten, memory.grow past it returns -1 inside the guest", () => {
+  const bytes = wat(`(module
+    (memory (export "memory") 1)
+    (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0))))`);
+  const result = instrumentModule(bytes, { memoryLimitPages: 4 });
+  assert.equal(result.memoryMaxPages, 4);
+  const { exports, instance } = instantiate(result.bytes);
+  assert.equal(exports.grow!(2), 1);
+  assert.equal(exports.grow!(2), -1);
+  assert.equal(exports.grow!(1), 3);
+  assert.equal(exports.grow!(1), -1);
+  const memory = instance.exports.memory as WebAssembly.Memory;
+  assert.equal(memory.buffer.byteLength, 4 * 65536);
+  assert.throws(() => memory.grow(1), RangeError);
+  // The original grows freely.
+  assert.equal(instantiate(bytes).exports.grow!(10), 1);
+
+  // A smaller declared maximum is kept.
+  const small = instrumentModule(wat(`(module (memory 1 2))`), {
+    memoryLimitPages: 4,
+  });
+  assert.equal(small.memoryMaxPages, 2);
+  // Default limit: 256 pages.
+  assert.equal(instrumentModule(bytes).memoryMaxPages, 256);
+  // No memory: 0.
+  assert.equal(instrumentModule(wat(`(module)`)).memoryMaxPages, 0);
+});
+
+Deno.test("memory too big at start is refused", () => {
+  assert.throws(
+    () => instrumentModule(wat(`(module (memory 300))`)),
+    (e: unknown) =>
+      e instanceof WasmInstrumentError &&
+      /needs 300 pages at start, limit is 256/.test(e.message),
+  );
+  assert.throws(
+    () => instrumentModule(wat(`(module (memory 5))`), { memoryLimitPages: 4 }),
+    /needs 5 pages at start, limit is 4/,
+  );
+  assert.throws(
+    () => instrumentModule(wat(`(module)`), { memoryLimitPages: 70000 }),
+    RangeError,
+  );
+});
+
+Deno.test("imported, shared, 64-bit and multiple memories are refused", () => {
+  assert.throws(
+    () => instrumentModule(wat(`(module (import "env" "mem" (memory 1)))`)),
+    /imported memory "env.mem"/,
+  );
+  assert.throws(
+    () => instrumentModule(moduleOf(section(5, [1, 0x03, 1, 1]))),
+    /shared memory/,
+  );
+  assert.throws(
+    () => instrumentModule(wat(`(module (memory i64 1))`, { memory64: true })),
+    /memory64/,
+  );
+  assert.throws(
+    () => instrumentModule(moduleOf(section(5, [2, 0, 1, 0, 1]))),
+    /multiple memories/,
+  );
+});
+
+Deno.test("unsupported proposals are refused with the opcode and offset", () => {
+  // exception handling: a tag section
+  assert.throws(
+    () =>
+      instrumentModule(
+        wat(`(module (tag $e) (func (throw $e)))`, { exceptions: true }),
+      ),
+    /exception handling/,
+  );
+  // try (0x06) in a body
+  assertRefused(
+    bodyModule([0x06, 0x40, 0x0b]),
+    /opcode 0x06 \(exception handling\) at byte offset \d+/,
+  );
+  // atomics (0xfe) in a body, on a non-shared memory
+  assertRefused(
+    bodyModule([0x41, 0x00, 0xfe, 0x10, 0x02, 0x00, 0x1a], true),
+    /opcode 0xfe \(threads\/atomics\) at byte offset \d+/,
+  );
+  // GC prefix
+  assertRefused(bodyModule([0xfb, 0x01, 0x00]), /opcode 0xfb \(GC\)/);
+  // relaxed SIMD
+  assertRefused(bodyModule([0xfd, 0x80, 0x02]), /0xfd 256 \(relaxed SIMD\)/);
+  // typed function references: call_ref
+  assertRefused(bodyModule([0x14, 0x00]), /0x14 \(typed function references\)/);
+  // unknown opcode
+  assertRefused(bodyModule([0x27]), /opcode 0x27 \(unknown opcode\)/);
+  // unknown 0xfc sub-opcode
+  assertRefused(bodyModule([0xfc, 0x12]), /0xfc 18/);
+  // unknown SIMD hole
+  assertRefused(
+    bodyModule([0xfd, 0x9a, 0x01]),
+    /0xfd 154 \(unknown SIMD opcode\)/,
+  );
+  // GC type in the type section
+  assertRefused(moduleOf(section(1, [1, 0x5f, 0])), /type form 0x5f \(GC\)/);
+  // the module already imports gk.interrupt
+  assert.throws(
+    () =>
+      instrumentModule(
+        wat(`(module (import "gk" "interrupt" (func (result i32))))`),
+      ),
+    /already imports "gk.interrupt"/,
+  );
+});
+
+Deno.test("malformed modules are refused with WasmInstrumentError", () => {
+  const cases: [string, Uint8Array, RegExp][] = [
+    ["empty", new Uint8Array(0), /too short/],
+    [
+      "bad magic",
+      new Uint8Array([0, 0x61, 0x73, 0x6e, 1, 0, 0, 0]),
+      /bad magic/,
+    ],
+    [
+      "bad version",
+      new Uint8Array([0, 0x61, 0x73, 0x6d, 2, 0, 0, 0]),
+      /version/,
+    ],
+    [
+      "component",
+      new Uint8Array([0, 0x61, 0x73, 0x6d, 0x0d, 0, 1, 0]),
+      /components/,
+    ],
+    ["section overrun", moduleOf([1, 100, 1, 0x60, 0]), /overruns the module/],
+    [
+      "LEB too long",
+      moduleOf([1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00]),
+      /LEB128/,
+    ],
+    ["LEB unused bits", moduleOf([1, 0xff, 0xff, 0xff, 0xff, 0x7f]), /LEB128/],
+    ["truncated LEB", moduleOf([1, 0x80]), /end of data/],
+    ["unknown section", moduleOf([14, 0]), /unknown section id 14/],
+    [
+      "duplicate section",
+      moduleOf(section(1, [0]), section(1, [0])),
+      /out of order/,
+    ],
+    [
+      "section size mismatch",
+      moduleOf(section(1, [1, 0x60, 0, 0, 0x99])),
+      /size does not match/,
+    ],
+    [
+      "body without end",
+      bodyModule([0x41, 0x00, 0x1a], false, false),
+      /ends before its final end/,
+    ],
+    [
+      "bad signed LEB",
+      bodyModule([0x41, 0xff, 0xff, 0xff, 0xff, 0x4f, 0x1a]),
+      /signed LEB128/,
+    ],
+    [
+      "call out of range",
+      bodyModule([0x10, 0x05]),
+      /function index 5 out of range/,
+    ],
+    [
+      "branch out of range",
+      bodyModule([0x0c, 0x03]),
+      /branch depth 3 out of range/,
+    ],
+    [
+      "code count mismatch",
+      moduleOf(
+        section(1, [1, 0x60, 0, 0]),
+        section(3, [2, 0, 0]),
+        section(10, [1, 2, 0, 0x0b]),
+      ),
+      /2 functions|declares 2/,
+    ],
+    [
+      "invalid (type error)",
+      moduleOf(
+        section(1, [1, 0x60, 0, 0]),
+        section(3, [1, 0]),
+        section(10, [1, 4, 0, 0x41, 0, 0x0b]),
+      ),
+      /not valid/,
+    ],
+  ];
+  for (const [name, bytes, message] of cases) {
+    assert.throws(() => instrumentModule(bytes), (e: unknown) => {
+      assert.ok(e instanceof WasmInstrumentError, `${name}: ${e}`);
+      assert.match(e.message, message, name);
+      return true;
+    });
+  }
+});
+
+Deno.test("every truncation and 3000 random corruptions: refused or valid, never a crash", () => {
+  const samples = [wat(MVP), wat(TAIL)];
+  let refused = 0;
+  let accepted = 0;
+  const check = (bytes: Uint8Array) => {
+    try {
+      const out = instrumentModule(bytes);
+      assert.ok(WebAssembly.validate(out.bytes));
+      accepted++;
+    } catch (e) {
+      if (!(e instanceof WasmInstrumentError)) throw e;
+      refused++;
+    }
+  };
+  for (const sample of samples) {
+    for (let len = 0; len < sample.length; len++) {
+      check(sample.subarray(0, len));
+    }
+  }
+  let seed = 12345;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed / 2 ** 32;
+  };
+  for (let i = 0; i < 3000; i++) {
+    const sample = samples[i % samples.length]!;
+    const copy = sample.slice();
+    const flips = 1 + Math.floor(random() * 3);
+    for (let j = 0; j < flips; j++) {
+      copy[8 + Math.floor(random() * (copy.length - 8))] = Math.floor(
+        random() * 256,
+      );
+    }
+    check(copy);
+  }
+  assert.ok(refused > 1000, `refused ${refused}`);
+  assert.ok(accepted > 0, `accepted ${accepted}`);
+});
+
+Deno.test("index encodings that change length (>= 128 imports, globals, functions) stay right", () => {
+  const imports = [];
+  for (let i = 0; i < 130; i++) {
+    imports.push(`(import "env" "i${i}" (func $i${i} (result i32)))`);
+  }
+  const globals = [];
+  for (let i = 0; i < 130; i++) {
+    globals.push(`(global $g${i} (mut i32) (i32.const ${i}))`);
+  }
+  const funcs = [];
+  for (let i = 0; i < 200; i++) {
+    const next = i === 199 ? `(call $i129)` : `(call $f${i + 1})`;
+    funcs.push(
+      `(func $f${i} (result i32) (i32.add (global.get $g${i % 130}) ${next}))`,
+    );
+  }
+  const bytes = wat(
+    `(module ${imports.join("\n")} ${globals.join("\n")} ${funcs.join("\n")}
+    (table 1 funcref) (elem (i32.const 0) $f127)
+    (type $r (func (result i32)))
+    (func (export "run") (result i32) (local $i i32) (local $acc i32)
+      (loop $l
+        (local.set $acc (i32.add (local.get $acc) (call $f127)))
+        (local.set $acc (i32.add (local.get $acc) (call_indirect (type $r) (i32.const 0))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $i) (i32.const 3))))
+      (local.get $acc)))`,
+  );
+  const envImports = () => {
+    const env: Record<string, () => number> = {};
+    for (let i = 0; i < 130; i++) env[`i${i}`] = () => i * 1000;
+    return { env };
+  };
+  assertSameAnswers(bytes, envImports, (e) => [outcome(() => e.run!())]);
+});
+
+Deno.test("name section dropped, other custom sections kept", () => {
+  const named = wat(
+    `(module (func $hello (export "hello")))`,
+    ALL_FEATURES,
+    true,
+  );
+  assert.equal(
+    WebAssembly.Module.customSections(new WebAssembly.Module(named), "name")
+      .length,
+    1,
+  );
+  const withCustom = concat(
+    named,
+    section(0, [...nameBytes("gk-test"), 1, 2, 3]),
+  );
+  const out = new WebAssembly.Module(instrumentModule(withCustom).bytes);
+  assert.equal(WebAssembly.Module.customSections(out, "name").length, 0);
+  const kept = WebAssembly.Module.customSections(out, "gk-test");
+  assert.equal(kept.length, 1);
+  assert.deepStrictEqual([...new Uint8Array(kept[0]!)], [1, 2, 3]);
+});
+
+Deno.test("modules without type, import or global sections get them", () => {
+  for (
+    const source of [
+      `(module)`,
+      `(module (func (export "f") (loop $l (br_if $l (i32.const 0)))))`,
+    ]
+  ) {
+    const { bytes } = instrumentModule(wat(source));
+    const mod = new WebAssembly.Module(bytes);
+    assert.deepStrictEqual(WebAssembly.Module.imports(mod), [
+      { module: "gk", name: "interrupt", kind: "function" },
+    ]);
+  }
+});
+
+Deno.test("hash and cache", async () => {
+  const bytes = wat(MVP);
+  const a = instrumentModule(bytes);
+  const b = instrumentModule(bytes);
+  assert.match(a.hash, /^[0-9a-f]{64}$/);
+  assert.equal(a.hash, b.hash);
+  assert.deepStrictEqual(a.bytes, b.bytes);
+  assert.notEqual(
+    instrumentModule(bytes, { memoryLimitPages: 8 }).hash,
+    a.hash,
+  );
+  const c1 = await instrumentModuleCached(bytes);
+  const c2 = await instrumentModuleCached(bytes.slice());
+  assert.equal(c1, c2);
+  assert.equal(c1.hash, a.hash);
+  const c3 = await instrumentModuleCached(bytes, { memoryLimitPages: 8 });
+  assert.notEqual(c3, c1);
+  await assert.rejects(
+    () => instrumentModuleCached(new Uint8Array(3)),
+    WasmInstrumentError,
+  );
+});
+
+Deno.test("every .wasm under fixtures/ instruments, validates and compiles", async () => {
+  const root = new URL("../fixtures/", import.meta.url);
+  const files: URL[] = [];
+  const walk = async (dir: URL) => {
+    for await (const entry of Deno.readDir(dir)) {
+      const url = new URL(entry.name + (entry.isDirectory ? "/" : ""), dir);
+      if (entry.isDirectory && entry.name !== "node_modules") await walk(url);
+      else if (entry.isFile && entry.name.endsWith(".wasm")) files.push(url);
+    }
+  };
+  try {
+    await walk(root);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  for (const file of files) {
+    const original = await Deno.readFile(file);
+    if (!WebAssembly.validate(original)) continue; // deliberately broken fixtures
+    let result;
+    try {
+      result = instrumentModule(original, { memoryLimitPages: 65536 });
+    } catch (e) {
+      throw new Error(`${file.pathname}: ${(e as Error).message}`);
+    }
+    const before = new WebAssembly.Module(original);
+    const after = new WebAssembly.Module(result.bytes);
+    assert.deepStrictEqual(
+      WebAssembly.Module.exports(after),
+      WebAssembly.Module.exports(before),
+      file.pathname,
+    );
+    assert.deepStrictEqual(WebAssembly.Module.imports(after), [
+      ...WebAssembly.Module.imports(before),
+      { module: "gk", name: "interrupt", kind: "function" },
+    ], file.pathname);
+  }
+  console.log(`instrumented ${files.length} fixture module(s)`);
+});
+
+// ---- hand-assembled binaries ------------------------------------------------
+
+function leb(n: number): number[] {
+  const out = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n) b |= 0x80;
+    out.push(b);
+  } while (n);
+  return out;
+}
+
+function sized(content: number[]): number[] {
+  return [...leb(content.length), ...content];
+}
+
+function section(id: number, content: number[]): number[] {
+  return [id, ...sized(content)];
+}
+
+function nameBytes(text: string): number[] {
+  return sized([...new TextEncoder().encode(text)]);
+}
+
+function moduleOf(...sections: number[][]): Uint8Array {
+  return new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, ...sections.flat()]);
+}
+
+function concat(a: Uint8Array, b: number[]): Uint8Array {
+  return new Uint8Array([...a, ...b]);
+}
+
+/** A module with one `() -> ()` function whose body is `code` (+ end). */
+function bodyModule(code: number[], memory = false, end = true): Uint8Array {
+  const body = [0, ...code, ...(end ? [0x0b] : [])];
+  return moduleOf(
+    section(1, [1, 0x60, 0, 0]),
+    section(3, [1, 0]),
+    ...(memory ? [section(5, [1, 0, 1])] : []),
+    section(10, [1, ...sized(body)]),
+  );
+}
+
+function assertRefused(bytes: Uint8Array, message: RegExp): void {
+  assert.throws(() => instrumentModule(bytes), (e: unknown) => {
+    assert.ok(e instanceof WasmInstrumentError, String(e));
+    assert.match(e.message, message);
+    return true;
+  });
+}

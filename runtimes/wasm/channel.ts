@@ -1,0 +1,322 @@
+/**
+ * The SharedArrayBuffer channel between the main thread and one plugin
+ * instance's worker.
+ *
+ * The channel is half-duplex: at any moment exactly one side owns the data
+ * region. A side sends by writing a message (kind, two byte parts, an aux
+ * integer) and bumping its sequence counter (`W_SEQ` main → worker, `M_SEQ`
+ * worker → main), then notifying; the other side waits for that counter to
+ * change, first with a short bounded spin, then blocking (`Atomics.wait` in
+ * the worker, `Atomics.waitAsync` on the main thread).
+ *
+ * The buffer is a growable SharedArrayBuffer: a message larger than the
+ * current data region grows it, up to the maximum given at creation.
+ *
+ * This module is loaded in the worker too, so it imports nothing.
+ *
+ * @module
+ */
+
+/** Int32 slot: sequence number bumped by the main thread for each message. */
+export const W_SEQ = 0;
+/** Int32 slot: sequence number bumped by the worker for each message. */
+export const M_SEQ = 1;
+/** Int32 slot: the kind of the message in the buffer (`OP_*` / `MSG_*`). */
+export const KIND = 2;
+/** Int32 slot: byte length of the message's first part. */
+export const LEN0 = 3;
+/** Int32 slot: byte length of the message's second part. */
+export const LEN1 = 4;
+/** Int32 slot: an extra integer (log level, null flag, exit code…). */
+export const AUX = 5;
+/**
+ * Int32 slot: the interrupt flag, set by the main thread at a call's
+ * deadline or at shutdown; the instrumented guest's `gk.interrupt` reads it.
+ */
+export const INTERRUPT = 6;
+/** Int32 slot: how many times `gk.interrupt` ran (diagnostics, tests). */
+export const INTERRUPT_COUNT = 7;
+/** Bytes before the data region. */
+export const HEADER_BYTES = 64;
+
+/** Main → worker: call a guest function (part 0 fn, part 1 args; aux 1 = null args). */
+export const OP_CALL = 1;
+/** Main → worker: run `gk_register` and send back its bytes. */
+export const OP_REGISTER = 2;
+/** Main → worker: stop the worker loop. */
+export const OP_SHUTDOWN = 3;
+/** Main → worker: replace the instance by a fresh one. */
+export const OP_RESET = 4;
+/** Main → worker: host_call answered (part 0 result bytes). */
+export const OP_REPLY_OK = 10;
+/** Main → worker: host_call failed (part 0 error JSON). */
+export const OP_REPLY_ERR = 11;
+/** Main → worker: the call is being interrupted; unwind the guest. */
+export const OP_REPLY_INTERRUPTED = 12;
+/** Main → worker: acknowledgement (of a log line). */
+export const OP_ACK = 13;
+
+/** Worker → main: call result (part 0 bytes; aux 1 = null result). */
+export const MSG_RESULT = 20;
+/** Worker → main: the guest broke the ABI (part 0 message); instance kept. */
+export const MSG_ABI_ERROR = 21;
+/** Worker → main: the guest trapped (part 0 message); instance replaced. */
+export const MSG_TRAP = 22;
+/** Worker → main: the guest was interrupted; instance replaced. */
+export const MSG_INTERRUPTED = 23;
+/** Worker → main: the instance could not be (re)created (part 0 message). */
+export const MSG_FATAL = 24;
+/** Worker → main: the guest called `proc_exit` (aux = code); instance replaced. */
+export const MSG_EXIT = 25;
+/** Worker → main: a `gk.host_call` (part 0 fn name, part 1 args). */
+export const MSG_HOST_CALL = 30;
+/** Worker → main: a log line (aux = level 0–3, part 0 text; aux 10 = defect). */
+export const MSG_LOG = 31;
+/** Worker → main: acknowledgement (of reset/shutdown). */
+export const MSG_ACK = 32;
+
+/** The default size of the data region before it grows. */
+export const INITIAL_DATA_BYTES = 64 * 1024;
+
+/** A decoded channel message. */
+export interface ChannelMessage {
+  /** The kind (`OP_*` or `MSG_*`). */
+  kind: number;
+  /** First byte part (a copy). */
+  part0: Uint8Array;
+  /** Second byte part (a copy). */
+  part1: Uint8Array;
+  /** The extra integer. */
+  aux: number;
+}
+
+/** Raised when a message does not fit the channel's maximum size. */
+export class ChannelOverflowError extends Error {
+  /** Creates the error for a message of `size` bytes over `max`. */
+  constructor(size: number, max: number) {
+    super(`message of ${size} bytes exceeds the channel limit of ${max} bytes`);
+    this.name = "ChannelOverflowError";
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+// deno-lint-ignore no-explicit-any
+const pause: ((n?: number) => void) | undefined = (Atomics as any).pause;
+
+/**
+ * An adaptive spin budget (as adaptive mutexes do): full while spinning
+ * catches the other side's answer; halved each time it misses; restored when
+ * probed again at full budget every 64th wait.
+ * On a loaded machine, where spinning only steals the other thread's CPU,
+ * the budget falls to 0 and the waits block at once.
+ */
+export class AdaptiveSpin {
+  #budget = -1;
+  #blocked = 0;
+  /** The current budget in µs, given the maximum `max`. */
+  budget(max: number): number {
+    if (this.#budget < 0 || this.#budget > max) this.#budget = max;
+    // Probe again now and then: the machine may be quiet again.
+    if (this.#budget === 0 && ++this.#blocked % 64 === 0) return max;
+    return this.#budget;
+  }
+  /** The spin caught the answer. */
+  hit(max: number): void {
+    this.#budget = max;
+  }
+  /** The spin missed; the blocking wait then took `waitedMicros`. */
+  miss(_max: number, _waitedMicros: number): void {
+    this.#budget = this.#budget >= 2 ? this.#budget / 2 : 0;
+  }
+}
+
+/**
+ * Spins until `ctl[index]` differs from `seen` or `micros` µs pass; returns
+ * whether it changed.
+ */
+export function spinUntil(
+  ctl: Int32Array,
+  index: number,
+  seen: number,
+  micros: number,
+): boolean {
+  if (micros <= 0) return Atomics.load(ctl, index) !== seen;
+  const end = performance.now() + micros / 1000;
+  for (;;) {
+    for (let i = 0; i < 64; i++) {
+      if (Atomics.load(ctl, index) !== seen) return true;
+      pause?.(i);
+    }
+    if (performance.now() >= end) return Atomics.load(ctl, index) !== seen;
+  }
+}
+
+/**
+ * One side's view of the shared buffer. Both threads build their own
+ * `Channel` over the same SharedArrayBuffer.
+ *
+ * @example
+ * ```ts
+ * import { Channel } from "./channel.ts";
+ * const ch = Channel.create(1 << 20);
+ * const other = new Channel(ch.buffer);
+ * ch.write(1, new TextEncoder().encode("echo"), null, 0);
+ * console.log(other.read().kind); // 1
+ * ```
+ */
+export class Channel {
+  /** The shared buffer. */
+  readonly buffer: SharedArrayBuffer;
+  /** Int32 view of the header. */
+  readonly ctl: Int32Array;
+  #bytes: Uint8Array;
+  #mainSpin = new AdaptiveSpin();
+  #workerSpin = new AdaptiveSpin();
+
+  /** Creates a channel whose messages may reach `maxMessageBytes`. */
+  static create(maxMessageBytes: number): Channel {
+    const max = HEADER_BYTES + Math.max(maxMessageBytes, 1024);
+    const initial = Math.min(max, HEADER_BYTES + INITIAL_DATA_BYTES);
+    const sab = new SharedArrayBuffer(initial, { maxByteLength: max });
+    return new Channel(sab);
+  }
+
+  /** Wraps an existing shared buffer (the worker's side). */
+  constructor(buffer: SharedArrayBuffer) {
+    this.buffer = buffer;
+    this.ctl = new Int32Array(buffer, 0, HEADER_BYTES / 4);
+    this.#bytes = new Uint8Array(buffer);
+  }
+
+  /** The largest message (both parts together) the channel can carry. */
+  get maxMessageBytes(): number {
+    return this.buffer.maxByteLength - HEADER_BYTES;
+  }
+
+  /** Writes a message into the data region (does not signal it). */
+  write(
+    kind: number,
+    part0: Uint8Array | null,
+    part1: Uint8Array | null,
+    aux: number,
+  ): void {
+    const p0 = part0 ?? EMPTY;
+    const p1 = part1 ?? EMPTY;
+    const need = HEADER_BYTES + p0.length + p1.length;
+    if (need > this.buffer.byteLength) {
+      if (need > this.buffer.maxByteLength) {
+        throw new ChannelOverflowError(
+          p0.length + p1.length,
+          this.maxMessageBytes,
+        );
+      }
+      // Grow in big steps so repeated large messages do not grow each time.
+      const next = Math.min(
+        this.buffer.maxByteLength,
+        Math.max(need, this.buffer.byteLength * 2),
+      );
+      this.buffer.grow(next);
+      this.#bytes = new Uint8Array(this.buffer);
+    }
+    const bytes = this.#bytes;
+    bytes.set(p0, HEADER_BYTES);
+    bytes.set(p1, HEADER_BYTES + p0.length);
+    const ctl = this.ctl;
+    ctl[KIND] = kind;
+    ctl[LEN0] = p0.length;
+    ctl[LEN1] = p1.length;
+    ctl[AUX] = aux;
+  }
+
+  /** Reads the message in the data region, bounds-checked, as copies. */
+  read(): ChannelMessage {
+    const ctl = this.ctl;
+    const kind = Atomics.load(ctl, KIND);
+    const len0 = Atomics.load(ctl, LEN0);
+    const len1 = Atomics.load(ctl, LEN1);
+    const aux = Atomics.load(ctl, AUX);
+    if (this.#bytes.length !== this.buffer.byteLength) {
+      this.#bytes = new Uint8Array(this.buffer);
+    }
+    const size = this.#bytes.length - HEADER_BYTES;
+    if (len0 < 0 || len1 < 0 || len0 + len1 > size) {
+      throw new RangeError(
+        `corrupt channel message: lengths ${len0}+${len1} exceed ${size}`,
+      );
+    }
+    const start = HEADER_BYTES;
+    return {
+      kind,
+      aux,
+      part0: this.#bytes.slice(start, start + len0),
+      part1: this.#bytes.slice(start + len0, start + len0 + len1),
+    };
+  }
+
+  /** Main thread: publish the written message to the worker. */
+  sendToWorker(): void {
+    Atomics.add(this.ctl, W_SEQ, 1);
+    Atomics.notify(this.ctl, W_SEQ);
+  }
+
+  /** Worker: publish the written message to the main thread. */
+  sendToMain(): void {
+    Atomics.add(this.ctl, M_SEQ, 1);
+    Atomics.notify(this.ctl, M_SEQ);
+  }
+
+  /**
+   * Worker: blocks until `W_SEQ` differs from `seen` (spinning first, for
+   * an adaptive budget of at most `spinMicros` µs); returns the new value.
+   */
+  waitFromMain(seen: number, spinMicros: number): number {
+    const ctl = this.ctl;
+    const budget = this.#workerSpin.budget(spinMicros);
+    if (spinUntil(ctl, W_SEQ, seen, budget)) {
+      this.#workerSpin.hit(spinMicros);
+      return Atomics.load(ctl, W_SEQ);
+    }
+    const t0 = performance.now();
+    for (;;) {
+      Atomics.wait(ctl, W_SEQ, seen);
+      const v = Atomics.load(ctl, W_SEQ);
+      if (v !== seen) {
+        this.#workerSpin.miss(spinMicros, (performance.now() - t0) * 1000);
+        return v;
+      }
+    }
+  }
+
+  /**
+   * Main thread: resolves when `M_SEQ` differs from `seen` (`true`), or when
+   * `timeoutMs` passes or someone notifies `M_SEQ` without a message
+   * (`false`). Spins first, for an adaptive budget of at most `spinMicros` µs.
+   */
+  waitFromWorker(
+    seen: number,
+    timeoutMs: number,
+    spinMicros: number,
+  ): boolean | Promise<boolean> {
+    const ctl = this.ctl;
+    if (spinUntil(ctl, M_SEQ, seen, this.#mainSpin.budget(spinMicros))) {
+      this.#mainSpin.hit(spinMicros);
+      return true;
+    }
+    const t0 = performance.now();
+    const r = Atomics.waitAsync(ctl, M_SEQ, seen, Math.max(0, timeoutMs));
+    if (!r.async) return Atomics.load(ctl, M_SEQ) !== seen;
+    return r.value.then(() => {
+      const changed = Atomics.load(ctl, M_SEQ) !== seen;
+      if (changed) {
+        this.#mainSpin.miss(spinMicros, (performance.now() - t0) * 1000);
+      }
+      return changed;
+    });
+  }
+
+  /** Main thread: wakes its own pending {@linkcode waitFromWorker}. */
+  wakeMain(): void {
+    Atomics.notify(this.ctl, M_SEQ);
+  }
+}

@@ -1,0 +1,382 @@
+/**
+ * The main thread's handle on one plugin instance: spawns its worker, sends
+ * it requests over the SharedArrayBuffer channel, serves the guest's host
+ * calls and log lines asynchronously while it waits, and enforces the call
+ * deadline (interrupt flag, then `terminate()` after the grace period).
+ *
+ * The main thread never runs guest code: the worker does.
+ *
+ * @module
+ */
+
+import {
+  Channel,
+  INTERRUPT,
+  INTERRUPT_COUNT,
+  M_SEQ,
+  MSG_ABI_ERROR,
+  MSG_ACK,
+  MSG_EXIT,
+  MSG_FATAL,
+  MSG_HOST_CALL,
+  MSG_INTERRUPTED,
+  MSG_LOG,
+  MSG_RESULT,
+  MSG_TRAP,
+  OP_ACK,
+  OP_REPLY_ERR,
+  OP_REPLY_INTERRUPTED,
+  OP_REPLY_OK,
+  OP_SHUTDOWN,
+} from "./channel.ts";
+import type { HostCallResult } from "./host_calls.ts";
+import type { WorkerInit } from "./worker.ts";
+
+/** A WASI preopen: a host directory visible to the guest at `guestPath`. */
+export interface WasmPreopen {
+  /** Path the guest sees, such as `/data`. */
+  guestPath: string;
+  /** The host directory. */
+  hostPath: string;
+  /** Refuse writes. @default false */
+  readOnly?: boolean;
+}
+
+/** Settings of one instance's worker. */
+export interface InstanceSettings {
+  /** The compiled module. */
+  module: WebAssembly.Module;
+  /** Largest result / payload in bytes. */
+  maxResultBytes: number;
+  /** Largest initial memory in pages. */
+  memoryLimitPages: number;
+  /** Main-thread spin (µs) before `Atomics.waitAsync`. */
+  spinMicros: number;
+  /** Worker spin (µs) before `Atomics.wait`. */
+  workerSpinMicros: number;
+  /** Fuel refill for `gk.interrupt`. */
+  fuel: number;
+  /** Most log lines per call. */
+  maxLogLinesPerCall: number;
+  /** WASI args. */
+  args: string[];
+  /** WASI env. */
+  env: Record<string, string>;
+  /** WASI preopens. */
+  preopens: WasmPreopen[];
+  /** Time after the deadline before the worker is terminated. */
+  graceMs: number;
+}
+
+/** What the main thread does for the guest while a request runs. */
+export interface RequestHooks {
+  /** Absolute deadline (epoch ms). */
+  deadline: number;
+  /** Aborts like a deadline. */
+  signal?: AbortSignal;
+  /** Serves a `gk.host_call`. */
+  hostCall?(fn: string, args: Uint8Array): Promise<HostCallResult>;
+  /** Receives a log line (level 0–3). */
+  log?(level: number, text: string): void;
+}
+
+/** How a request ended. */
+export type Outcome =
+  | { kind: "result"; bytes: Uint8Array | null }
+  | { kind: "abi"; message: string }
+  | { kind: "trap"; message: string }
+  | { kind: "exit"; code: number }
+  | { kind: "interrupted" }
+  | { kind: "killed" }
+  | { kind: "fatal"; message: string };
+
+const decoder = new TextDecoder();
+
+/**
+ * Deno permissions of an instance's worker: none at all, or, only when the
+ * plugin has preopens, read on every preopen and write on the writable ones.
+ */
+export function workerPermissions(
+  preopens: readonly WasmPreopen[],
+): "none" | Record<string, unknown> {
+  if (preopens.length === 0) return "none";
+  const writable = preopens.filter((p) => !p.readOnly).map((p) => p.hostPath);
+  return {
+    read: preopens.map((p) => p.hostPath),
+    write: writable.length > 0 ? writable : false,
+    net: false,
+    env: false,
+    run: false,
+    ffi: false,
+    sys: false,
+    import: false,
+  };
+}
+
+/** One worker running one instance. */
+export class InstanceHost {
+  readonly #settings: InstanceSettings;
+  readonly #ch: Channel;
+  readonly #worker: Worker;
+  #mSeen = 0;
+  #dead = false;
+  #deathReason = "";
+  /** Whether a request is in progress. */
+  busy = false;
+  /** Whether the guest is blocked in a `plugin_call` host call. */
+  inPluginCall = false;
+
+  private constructor(settings: InstanceSettings) {
+    this.#settings = settings;
+    this.#ch = Channel.create(settings.maxResultBytes + 4096);
+    this.#worker = new Worker(new URL("./worker.ts", import.meta.url), {
+      type: "module",
+      name: "goatkit-wasm",
+      deno: { permissions: workerPermissions(settings.preopens) },
+    } as WorkerOptions);
+    this.#worker.onerror = (e) => {
+      e.preventDefault();
+      this.#markDead(`worker error: ${e.message}`);
+    };
+    this.#worker.onmessageerror = () => this.#markDead("worker message error");
+  }
+
+  #markDead(reason: string): void {
+    if (this.#dead) return;
+    this.#dead = true;
+    this.#deathReason = reason;
+    this.#ch.wakeMain();
+  }
+
+  /** Whether the worker is gone (terminated or broken). */
+  get dead(): boolean {
+    return this.#dead;
+  }
+
+  /** How often the guest's `gk.interrupt` ran (diagnostics). */
+  get interruptCount(): number {
+    return Atomics.load(this.#ch.ctl, INTERRUPT_COUNT);
+  }
+
+  /**
+   * Spawns the worker and instantiates the module in it (running
+   * `_initialize`/`_start`). Resolves to the handle, or to the failure.
+   */
+  static async start(
+    settings: InstanceSettings,
+    hooks: RequestHooks,
+  ): Promise<{ host: InstanceHost; outcome: Outcome }> {
+    const host = new InstanceHost(settings);
+    const init: WorkerInit = {
+      module: settings.module,
+      sab: host.#ch.buffer,
+      maxResultBytes: settings.maxResultBytes,
+      memoryLimitPages: settings.memoryLimitPages,
+      spinMicros: settings.workerSpinMicros,
+      fuel: settings.fuel,
+      maxLogLinesPerCall: settings.maxLogLinesPerCall,
+      args: settings.args,
+      env: settings.env,
+      preopens: settings.preopens,
+    };
+    host.busy = true;
+    host.#worker.postMessage(init);
+    const outcome = await host.#await(hooks);
+    host.busy = false;
+    return { host, outcome };
+  }
+
+  /**
+   * Sends a request (`OP_*`) and serves the worker until it answers, the
+   * deadline passes (interrupt, then terminate after the grace period) or
+   * the worker dies.
+   */
+  async request(
+    kind: number,
+    part0: Uint8Array | null,
+    part1: Uint8Array | null,
+    aux: number,
+    hooks: RequestHooks,
+  ): Promise<Outcome> {
+    if (this.#dead) return { kind: "fatal", message: this.#deathReason };
+    this.busy = true;
+    try {
+      Atomics.store(this.#ch.ctl, INTERRUPT, 0);
+      this.#ch.write(kind, part0, part1, aux);
+      this.#ch.sendToWorker();
+      return await this.#await(hooks);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Sets the interrupt flag: the guest stops at its next fuel check. */
+  interrupt(): void {
+    Atomics.store(this.#ch.ctl, INTERRUPT, 1);
+    Atomics.notify(this.#ch.ctl, INTERRUPT);
+    this.#ch.wakeMain();
+  }
+
+  #reply(kind: number, bytes: Uint8Array | null): void {
+    this.#ch.write(kind, bytes, null, 0);
+    this.#ch.sendToWorker();
+  }
+
+  async #await(hooks: RequestHooks): Promise<Outcome> {
+    const ch = this.#ch;
+    const { signal } = hooks;
+    let interrupting = false;
+    const graceEnd = () => hooks.deadline + this.#settings.graceMs;
+    const onAbort = () => this.interrupt();
+    signal?.addEventListener("abort", onAbort);
+    try {
+      for (;;) {
+        if (this.#dead) {
+          return { kind: "fatal", message: this.#deathReason };
+        }
+        const now = Date.now();
+        if (!interrupting && (now >= hooks.deadline || signal?.aborted)) {
+          interrupting = true;
+          Atomics.store(ch.ctl, INTERRUPT, 1);
+          Atomics.notify(ch.ctl, INTERRUPT);
+        }
+        if (interrupting && now >= graceEnd()) {
+          this.terminate(
+            "no answer within the grace period after the deadline",
+          );
+          return { kind: "killed" };
+        }
+        const limit = interrupting ? graceEnd() : hooks.deadline;
+        const got = await ch.waitFromWorker(
+          this.#mSeen,
+          Math.max(1, limit - now),
+          this.#settings.spinMicros,
+        );
+        if (!got) continue;
+        this.#mSeen = Atomics.load(ch.ctl, M_SEQ);
+        const msg = ch.read();
+        switch (msg.kind) {
+          case MSG_LOG:
+            try {
+              hooks.log?.(msg.aux, decoder.decode(msg.part0));
+            } finally {
+              this.#reply(OP_ACK, null);
+            }
+            continue;
+          case MSG_HOST_CALL: {
+            if (interrupting || !hooks.hostCall) {
+              if (interrupting) this.#reply(OP_REPLY_INTERRUPTED, null);
+              else {
+                this.#reply(
+                  OP_REPLY_ERR,
+                  new TextEncoder().encode(
+                    '{"error":{"message":"host_call before init","type":"PluginError"}}',
+                  ),
+                );
+              }
+              continue;
+            }
+            const fn = decoder.decode(msg.part0);
+            const answer = await this.#serveUntilDeadline(
+              hooks,
+              fn,
+              msg.part1,
+            );
+            if (answer === "deadline") {
+              interrupting = true;
+              Atomics.store(ch.ctl, INTERRUPT, 1);
+              this.#reply(OP_REPLY_INTERRUPTED, null);
+            } else if ("ok" in answer) {
+              if (answer.ok.length > this.#settings.maxResultBytes) {
+                this.#reply(
+                  OP_REPLY_ERR,
+                  new TextEncoder().encode(
+                    JSON.stringify({
+                      error: {
+                        message:
+                          `host_call ${fn}: result of ${answer.ok.length} bytes exceeds the limit of ${this.#settings.maxResultBytes}`,
+                        type: "PluginError",
+                      },
+                    }),
+                  ),
+                );
+              } else this.#reply(OP_REPLY_OK, answer.ok);
+            } else this.#reply(OP_REPLY_ERR, answer.error);
+            continue;
+          }
+          case MSG_RESULT:
+            return { kind: "result", bytes: msg.aux === 1 ? null : msg.part0 };
+          case MSG_ABI_ERROR:
+            return { kind: "abi", message: decoder.decode(msg.part0) };
+          case MSG_TRAP:
+            return { kind: "trap", message: decoder.decode(msg.part0) };
+          case MSG_EXIT:
+            return { kind: "exit", code: msg.aux };
+          case MSG_INTERRUPTED:
+            return { kind: "interrupted" };
+          case MSG_ACK:
+            return { kind: "result", bytes: null };
+          case MSG_FATAL: {
+            const message = decoder.decode(msg.part0);
+            this.terminate(message);
+            return { kind: "fatal", message };
+          }
+          default:
+            this.terminate(`unexpected message kind ${msg.kind}`);
+            return {
+              kind: "fatal",
+              message: `unexpected message kind ${msg.kind}`,
+            };
+        }
+      }
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  async #serveUntilDeadline(
+    hooks: RequestHooks,
+    fn: string,
+    args: Uint8Array,
+  ): Promise<HostCallResult | "deadline"> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
+    const stop = new Promise<"deadline">((resolve) => {
+      timer = setTimeout(
+        () => resolve("deadline"),
+        Math.max(0, hooks.deadline - Date.now()),
+      );
+      onAbort = () => resolve("deadline");
+      hooks.signal?.addEventListener("abort", onAbort);
+    });
+    if (fn === "plugin_call") this.inPluginCall = true;
+    try {
+      return await Promise.race([hooks.hostCall!(fn, args), stop]);
+    } finally {
+      this.inPluginCall = false;
+      clearTimeout(timer);
+      if (onAbort) hooks.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Terminates the worker (it may keep spinning if busy: see module doc). */
+  terminate(reason = "terminated"): void {
+    Atomics.store(this.#ch.ctl, INTERRUPT, 1);
+    this.#worker.terminate();
+    this.#markDead(reason);
+  }
+
+  /**
+   * Stops the worker: asks it to leave its loop when idle (interrupting a
+   * running guest first), then terminates it.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    if (this.#dead) return;
+    if (!this.busy) {
+      await this.request(OP_SHUTDOWN, null, null, 0, {
+        deadline: Date.now() + graceMs,
+      });
+    } else this.interrupt();
+    this.terminate("shut down");
+  }
+}

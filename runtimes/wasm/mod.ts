@@ -1,0 +1,52 @@
+/**
+ * The WASM runtime: GoatFlow-compatible GoatKit plugins compiled to
+ * WebAssembly, each instance isolated in its own permission-less Deno Worker,
+ * interruptible at its deadline through instrumentation, with our own
+ * deny-by-default WASI preview1 layer.
+ *
+ * - {@linkcode loadWasmPlugin} loads a plugin (bytes or path) as a `Plugin`.
+ * - {@linkcode instrumentModule} is the binary rewriter (fuel + memory cap).
+ * - {@linkcode runWasiCommand} runs a WASI command (`_start`) in a worker.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadWasmPlugin } from "./mod.ts";
+ * import { Manager } from "../../host/manager.ts";
+ * const manager = new Manager();
+ * await manager.register(await loadWasmPlugin("plugin.wasm", { callTimeoutMs: 5000 }));
+ * ```
+ *
+ * @module
+ */
+
+export {
+  loadWasmPlugin,
+  WasmLoadError,
+  type WasmPlugin,
+  type WasmPluginOptions,
+  type WasmPreopen,
+  type WasmQuarantineOptions,
+  type WasmWasiOptions,
+} from "./plugin.ts";
+export { WasmAbiError } from "./abi.ts";
+export {
+  DEFAULT_MEMORY_LIMIT_PAGES,
+  FUEL,
+  type InstrumentedModule,
+  instrumentModule,
+  instrumentModuleCached,
+  type InstrumentOptions,
+  INTERRUPT_IMPORT,
+  WasmInstrumentError,
+} from "./instrument.ts";
+export {
+  runWasiCommand,
+  type RunWasiCommandOptions,
+  runWasiCommandWithStats,
+  WasiCommandError,
+  type WasiCommandResult,
+  WasiExitError,
+  WasiPreview1,
+  type WasiPreview1Options,
+  WasiTimeoutError,
+} from "../wasi/mod.ts";

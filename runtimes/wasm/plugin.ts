@@ -1,0 +1,562 @@
+/**
+ * {@linkcode loadWasmPlugin}: a GoatKit WASM plugin (GoatFlow's ABI) as a
+ * {@linkcode Plugin}, each instance isolated in its own permission-less
+ * Deno Worker and interruptible at its deadline.
+ *
+ * @module
+ */
+
+import type { HostAPI } from "../../host/host_api.ts";
+import { logLevelFromNumber } from "../../host/host_api.ts";
+import type { GKRegistration } from "../../host/manifest.ts";
+import type {
+  CallContext,
+  Plugin,
+  PluginEnvironment,
+} from "../../host/plugin.ts";
+import {
+  errorText,
+  PluginCallCycleError,
+  PluginCrashedError,
+  PluginTimeoutError,
+} from "../../host/errors.ts";
+import { FUEL, instrumentModuleCached } from "./instrument.ts";
+import { OP_CALL, OP_REGISTER } from "./channel.ts";
+import { type HostCallResult, serveHostCall } from "./host_calls.ts";
+import {
+  InstanceHost,
+  type InstanceSettings,
+  type Outcome,
+  type RequestHooks,
+  type WasmPreopen,
+} from "./instance_host.ts";
+
+export type { WasmPreopen } from "./instance_host.ts";
+
+/** WASI settings of a WASM plugin. */
+export interface WasmWasiOptions {
+  /** Command-line arguments (`argv[0]` included). @default [] */
+  args?: string[];
+  /** Extra environment variables (merged over `config`). */
+  env?: Record<string, string>;
+  /**
+   * Preopened directories. Only with preopens does the worker get any Deno
+   * permission: read on each `hostPath`, write on the writable ones.
+   */
+  preopens?: WasmPreopen[];
+}
+
+/** Quarantine policy: `maxFailures` traps/timeouts within `windowMs`. */
+export interface WasmQuarantineOptions {
+  /** Failures that quarantine the plugin. @default 5 */
+  maxFailures?: number;
+  /** Window in which failures count, in ms. @default 60000 */
+  windowMs?: number;
+}
+
+/** Options of {@linkcode loadWasmPlugin}. */
+export interface WasmPluginOptions {
+  /** Memory limit in 64 KiB pages. @default 256 (16 MiB) */
+  memoryLimitPages?: number;
+  /** Deadline of a call when its context has none sooner, in ms. @default 30000 */
+  callTimeoutMs?: number;
+  /**
+   * Time a guest gets after its deadline to stop by itself before its worker
+   * is terminated, a replacement spawned and the plugin quarantined. @default 2000
+   */
+  graceMs?: number;
+  /** The plugin's granted config values; they become its WASI environment. */
+  config?: Record<string, string>;
+  /** WASI settings. */
+  wasi?: WasmWasiOptions;
+  /** Instances (workers) serving calls in parallel. @default 1 */
+  instances?: number;
+  /** Largest result or host call payload, in bytes. @default 16 MiB */
+  maxResultBytes?: number;
+  /** When repeated failures quarantine the plugin. */
+  quarantine?: WasmQuarantineOptions;
+  /**
+   * Rewrite the module for fuel-based interruption and the memory cap.
+   * Only tests turn this off (to compare answers with the original); an
+   * uninstrumented guest cannot be stopped except by `terminate()`.
+   * @default true
+   */
+  instrument?: boolean;
+  /** Main-thread spin, in µs, before `Atomics.waitAsync`. @default 50 */
+  spinMicros?: number;
+  /** Worker spin, in µs, before `Atomics.wait`. @default 50 */
+  workerSpinMicros?: number;
+  /** Most log lines (gk.log, stdout, stderr) per call. @default 1000 */
+  maxLogLinesPerCall?: number;
+  /** Name used in errors before the manifest is known. */
+  name?: string;
+}
+
+/** A WASM module could not be loaded as a GoatKit plugin. */
+export class WasmLoadError extends Error {
+  /** Creates the error for `source` with the reason. */
+  constructor(
+    source: string,
+    reason: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super(`cannot load WASM plugin ${source}: ${reason}`, options);
+    this.name = "WasmLoadError";
+  }
+}
+
+/** A loaded WASM plugin: a {@linkcode Plugin} plus runtime details. */
+export interface WasmPlugin extends Plugin {
+  /** Always `"wasm"`. */
+  readonly runtime: "wasm";
+  /** The raw manifest JSON `gk_register` returned at load. */
+  readonly manifestJson: string;
+  /** Content hash of the (instrumented) module. */
+  readonly moduleHash: string;
+  /** Whether the module was instrumented. */
+  readonly instrumented: boolean;
+  /** Live instances (workers). */
+  readonly instanceCount: number;
+  /** How many times guests ran `gk.interrupt` (diagnostics). */
+  readonly interruptCount: number;
+  /** Workers terminated because a guest did not stop (defects). */
+  readonly killedWorkers: number;
+}
+
+interface Slot {
+  host: InstanceHost | null;
+  starting: Promise<void> | null;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Loads a GoatKit WASM plugin. `source` is the module's bytes or a file path.
+ * The module is instrumented (fuel + memory cap), compiled once, and
+ * instantiated in `instances` workers; `gk_register` is read once at load.
+ *
+ * Imports the guest may use, module `gk`: `host_call`, `log` (GoatFlow's),
+ * plus `last_error(buf_ptr, buf_len) -> i32`: after a `host_call` returned 0,
+ * copies the error JSON `{"error":{"message":…,"permission":…,"type":…}}`
+ * (up to `buf_len` bytes) into the guest's buffer and returns its full length
+ * (0 when the last host call did not fail). And `wasi_snapshot_preview1`.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadWasmPlugin } from "./plugin.ts";
+ * import { Manager } from "../../host/manager.ts";
+ * const manager = new Manager();
+ * await manager.register(await loadWasmPlugin("fixtures/plugins/hello-c/plugin.wasm"));
+ * const out = await manager.call("hello-c", "hello", null);
+ * await manager.shutdownAll();
+ * ```
+ */
+export async function loadWasmPlugin(
+  source: Uint8Array | string,
+  options: WasmPluginOptions = {},
+): Promise<WasmPlugin> {
+  const label = typeof source === "string" ? source : options.name ?? "<bytes>";
+  const original = typeof source === "string"
+    ? await Deno.readFile(source)
+    : source;
+  const memoryLimitPages = options.memoryLimitPages ?? 256;
+  const instrument = options.instrument ?? true;
+  let bytes: Uint8Array = original;
+  let hash: string;
+  if (instrument) {
+    try {
+      const r = await instrumentModuleCached(original, { memoryLimitPages });
+      bytes = r.bytes;
+      hash = r.hash;
+    } catch (e) {
+      throw new WasmLoadError(label, errorText(e), { cause: e });
+    }
+  } else {
+    const digest = await crypto.subtle.digest(
+      "SHA-256",
+      original as Uint8Array<ArrayBuffer>,
+    );
+    hash = [...new Uint8Array(digest)].map((b) =>
+      b.toString(16).padStart(2, "0")
+    ).join("");
+  }
+  let module: WebAssembly.Module;
+  try {
+    module = await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+  } catch (e) {
+    throw new WasmLoadError(label, errorText(e), { cause: e });
+  }
+  for (const imp of WebAssembly.Module.imports(module)) {
+    if (imp.module === "wasi_snapshot_preview1" && imp.kind === "function") {
+      continue;
+    }
+    if (
+      imp.module === "gk" && imp.kind === "function" &&
+      ["host_call", "log", "last_error", "interrupt"].includes(imp.name)
+    ) continue;
+    throw new WasmLoadError(
+      label,
+      `unsupported import ${imp.module}.${imp.name} (${imp.kind}); only gk.host_call, gk.log, gk.last_error and wasi_snapshot_preview1 are provided`,
+    );
+  }
+  const plugin = new WasmPluginImpl(label, module, hash, instrument, {
+    ...options,
+    memoryLimitPages,
+  });
+  try {
+    await plugin.load();
+  } catch (e) {
+    await plugin.shutdown();
+    throw e instanceof WasmLoadError
+      ? e
+      : new WasmLoadError(label, errorText(e), { cause: e });
+  }
+  return plugin;
+}
+
+class WasmPluginImpl implements WasmPlugin {
+  readonly runtime = "wasm" as const;
+  manifestJson = "";
+  readonly moduleHash: string;
+  readonly instrumented: boolean;
+  killedWorkers = 0;
+  #label: string;
+  #name: string;
+  #manifest: GKRegistration | undefined;
+  #settings: InstanceSettings;
+  #slots: Slot[] = [];
+  #waiters: (() => void)[] = [];
+  #host: HostAPI | undefined;
+  #env: PluginEnvironment | undefined;
+  #callTimeoutMs: number;
+  #graceMs: number;
+  #failures: number[] = [];
+  #maxFailures: number;
+  #windowMs: number;
+  #closed = false;
+
+  constructor(
+    label: string,
+    module: WebAssembly.Module,
+    hash: string,
+    instrumented: boolean,
+    options: WasmPluginOptions & { memoryLimitPages: number },
+  ) {
+    this.#label = label;
+    this.#name = options.name ?? label;
+    this.moduleHash = hash;
+    this.instrumented = instrumented;
+    this.#callTimeoutMs = options.callTimeoutMs ?? 30_000;
+    this.#graceMs = options.graceMs ?? 2_000;
+    this.#maxFailures = options.quarantine?.maxFailures ?? 5;
+    this.#windowMs = options.quarantine?.windowMs ?? 60_000;
+    this.#settings = {
+      module,
+      maxResultBytes: options.maxResultBytes ?? 16 * 1024 * 1024,
+      memoryLimitPages: options.memoryLimitPages,
+      spinMicros: options.spinMicros ?? 50,
+      workerSpinMicros: options.workerSpinMicros ?? 50,
+      fuel: FUEL,
+      maxLogLinesPerCall: options.maxLogLinesPerCall ?? 1000,
+      args: options.wasi?.args ?? [],
+      env: { ...(options.config ?? {}), ...(options.wasi?.env ?? {}) },
+      preopens: options.wasi?.preopens ?? [],
+      graceMs: this.#graceMs,
+    };
+    const n = Math.max(1, Math.floor(options.instances ?? 1));
+    for (let i = 0; i < n; i++) {
+      this.#slots.push({ host: null, starting: null });
+    }
+  }
+
+  get instanceCount(): number {
+    return this.#slots.filter((s) => s.host && !s.host.dead).length;
+  }
+
+  get interruptCount(): number {
+    return this.#slots.reduce((n, s) => n + (s.host?.interruptCount ?? 0), 0);
+  }
+
+  /** Starts every instance and reads the manifest with `gk_register`. */
+  async load(): Promise<void> {
+    await Promise.all(this.#slots.map((s) => this.#startSlot(s, true)));
+    const slot = this.#slots[0]!;
+    const out = await slot.host!.request(
+      OP_REGISTER,
+      null,
+      null,
+      0,
+      this.#hooks(
+        Date.now() + this.#callTimeoutMs,
+        undefined,
+        undefined,
+      ),
+    );
+    if (out.kind !== "result" || !out.bytes) {
+      throw new WasmLoadError(
+        this.#label,
+        `gk_register failed: ${describe(out)}`,
+      );
+    }
+    this.manifestJson = new TextDecoder().decode(out.bytes);
+    try {
+      this.#manifest = JSON.parse(this.manifestJson) as GKRegistration;
+    } catch (e) {
+      throw new WasmLoadError(
+        this.#label,
+        `gk_register failed: parse manifest: ${errorText(e)}`,
+      );
+    }
+    if (typeof this.#manifest?.name === "string" && this.#manifest.name) {
+      this.#name = this.#manifest.name;
+    }
+  }
+
+  async #startSlot(slot: Slot, atLoad: boolean): Promise<void> {
+    if (slot.starting) return await slot.starting;
+    slot.starting = (async () => {
+      const { host, outcome } = await InstanceHost.start(
+        this.#settings,
+        this.#hooks(Date.now() + this.#callTimeoutMs, undefined, undefined),
+      );
+      if (outcome.kind !== "result") {
+        host.terminate("start failed");
+        if (outcome.kind === "killed") this.killedWorkers++;
+        const reason = `instantiation failed: ${describe(outcome)}`;
+        if (atLoad) throw new WasmLoadError(this.#label, reason);
+        this.#defect(reason);
+        return;
+      }
+      slot.host = host;
+    })();
+    try {
+      await slot.starting;
+    } finally {
+      slot.starting = null;
+    }
+  }
+
+  #hooks(
+    deadline: number,
+    signal: AbortSignal | undefined,
+    ctx: CallContext | undefined,
+  ): RequestHooks {
+    const hostCtx: CallContext | undefined = ctx &&
+      { ...ctx, caller: this.#name };
+    return {
+      deadline,
+      ...(signal ? { signal } : {}),
+      hostCall: (fn: string, args: Uint8Array): Promise<HostCallResult> => {
+        if (!this.#host || !hostCtx) {
+          return Promise.resolve({
+            error: encoder.encode(
+              '{"error":{"message":"host_call before init","type":"PluginError"}}',
+            ),
+          });
+        }
+        return serveHostCall(this.#host, hostCtx, fn, args);
+      },
+      log: (level: number, text: string) => {
+        if (!this.#host || !hostCtx) return; // GoatFlow drops logs before Init
+        this.#host.log(hostCtx, logLevelFromNumber(level), text, {
+          plugin: this.#name,
+        });
+      },
+    };
+  }
+
+  gkRegister(): GKRegistration {
+    if (!this.#manifest) throw new WasmLoadError(this.#label, "not loaded");
+    return this.#manifest;
+  }
+
+  init(host: HostAPI, env?: PluginEnvironment): Promise<void> {
+    this.#host = host;
+    this.#env = env;
+    if (env?.name) this.#name = env.name;
+    return Promise.resolve();
+  }
+
+  async #acquire(
+    ctx: CallContext,
+    deadline: number,
+    timeoutMs: number,
+  ): Promise<Slot> {
+    for (;;) {
+      if (this.#closed) {
+        throw new PluginCrashedError(this.#name, "plugin is shut down");
+      }
+      for (const s of this.#slots) {
+        if (s.host && !s.host.dead && !s.host.busy) {
+          s.host.busy = true;
+          return s;
+        }
+      }
+      // Dead slots restart in the background; wait for one.
+      for (const s of this.#slots) {
+        if ((!s.host || s.host.dead) && !s.starting) {
+          s.host = null;
+          this.#startSlot(s, false).catch(() => {}).finally(() => this.#wake());
+        }
+      }
+      const reentrant = ctx.caller === this.#name ||
+        ctx.chain.filter((p) => p === this.#name).length > 1;
+      if (reentrant) throw new PluginCallCycleError(this.#name, ctx.chain);
+      const remaining = deadline - Date.now();
+      if (remaining <= 0 || ctx.signal.aborted) {
+        throw new PluginTimeoutError(this.#name, timeoutMs);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, remaining);
+        const onAbort = () => done();
+        ctx.signal.addEventListener("abort", onAbort);
+        const waiter = () => done();
+        this.#waiters.push(waiter);
+        function done() {
+          clearTimeout(timer);
+          ctx.signal.removeEventListener("abort", onAbort);
+          resolve();
+        }
+      });
+    }
+  }
+
+  #wake(): void {
+    const ws = this.#waiters;
+    this.#waiters = [];
+    for (const w of ws) w();
+  }
+
+  async call(
+    fn: string,
+    args: Uint8Array | null,
+    ctx: CallContext,
+  ): Promise<Uint8Array | null> {
+    const started = Date.now();
+    const deadline = Math.min(ctx.deadline, started + this.#callTimeoutMs);
+    const timeoutMs = Math.max(0, deadline - started);
+    const slot = await this.#acquire(ctx, deadline, timeoutMs);
+    const host = slot.host!;
+    let out: Outcome;
+    try {
+      out = await host.request(
+        OP_CALL,
+        encoder.encode(fn),
+        args,
+        args === null ? 1 : 0,
+        this.#hooks(deadline, ctx.signal, ctx),
+      );
+    } finally {
+      host.busy = false;
+      this.#wake();
+    }
+    const errOpts = {
+      function: fn,
+      ...(ctx.caller ? { caller: ctx.caller } : {}),
+    };
+    switch (out.kind) {
+      case "result":
+        return out.bytes;
+      case "abi":
+        this.#failure(`ABI violation in ${fn}: ${out.message}`);
+        throw new PluginCrashedError(
+          this.#name,
+          `ABI violation: ${out.message}`,
+          errOpts,
+        );
+      case "trap":
+        this.#failure(`trap in ${fn}: ${out.message}`);
+        throw new PluginCrashedError(this.#name, out.message, errOpts);
+      case "exit":
+        this.#failure(`proc_exit(${out.code}) in ${fn}`);
+        throw new PluginCrashedError(
+          this.#name,
+          `guest called proc_exit(${out.code})`,
+          errOpts,
+        );
+      case "interrupted":
+        this.#failure(`timeout in ${fn}`);
+        throw new PluginTimeoutError(this.#name, timeoutMs, errOpts);
+      case "killed":
+        this.killedWorkers++;
+        this.#defect(
+          `guest did not stop within ${this.#graceMs} ms after the deadline of ${fn}; worker terminated (its thread may keep running)`,
+        );
+        this.#wakeRestart(slot);
+        throw new PluginTimeoutError(this.#name, timeoutMs, errOpts);
+      case "fatal":
+        this.#failure(`instance lost in ${fn}: ${out.message}`);
+        this.#wakeRestart(slot);
+        throw new PluginCrashedError(this.#name, out.message, errOpts);
+    }
+  }
+
+  #wakeRestart(slot: Slot): void {
+    if (this.#closed) return;
+    slot.host = null;
+    this.#startSlot(slot, false).catch(() => {}).finally(() => this.#wake());
+  }
+
+  #log(level: "warn" | "error", message: string): void {
+    if (!this.#host) return;
+    const ctx: CallContext = {
+      caller: this.#name,
+      chain: [],
+      deadline: Date.now() + 1000,
+      signal: new AbortController().signal,
+    };
+    this.#host.log(ctx, level, message, {
+      plugin: this.#name,
+      runtime: "wasm",
+    });
+  }
+
+  #defect(reason: string): void {
+    this.#log("error", `defect: ${reason}`);
+    this.#quarantine(reason);
+  }
+
+  #failure(reason: string): void {
+    const now = Date.now();
+    this.#failures = this.#failures.filter((t) => now - t < this.#windowMs);
+    this.#failures.push(now);
+    this.#log("warn", reason);
+    if (this.#failures.length >= this.#maxFailures) {
+      this.#quarantine(
+        `${this.#failures.length} failures within ${this.#windowMs} ms; last: ${reason}`,
+      );
+      this.#failures = [];
+    }
+  }
+
+  #quarantine(reason: string): void {
+    this.#env?.quarantine(reason);
+  }
+
+  async shutdown(): Promise<void> {
+    this.#closed = true;
+    this.#wake();
+    await Promise.all(this.#slots.map(async (s) => {
+      if (s.starting) await s.starting.catch(() => {});
+      await s.host?.shutdown(this.#graceMs);
+      s.host = null;
+    }));
+  }
+}
+
+function describe(o: Outcome): string {
+  switch (o.kind) {
+    case "result":
+      return "no result";
+    case "abi":
+    case "trap":
+    case "fatal":
+      return o.message;
+    case "exit":
+      return `proc_exit(${o.code})`;
+    case "interrupted":
+      return "interrupted at the deadline";
+    case "killed":
+      return "did not stop; worker terminated";
+  }
+}

@@ -218,6 +218,8 @@ export interface GuardedHostAPI extends HostAPI {
 
 interface Effective {
   list: Permission[];
+  /** Exact keys granted by a non-wildcard `config:` grant (secrets need one). */
+  exactConfigGrants: Set<string>;
   db: DbPermission[];
   http: HttpPermission[];
   email: EmailPermission[];
@@ -250,8 +252,13 @@ function buildEffective(
   // db:write includes reading the same tables (UPDATE … WHERE needs SELECT).
   const read = tablesOf(db);
   const privileges: DbPrivileges = { read, write };
+  const exactConfigGrants = new Set<string>();
+  for (const p of parsed) {
+    if (p.kind === "config" && !p.wildcard) exactConfigGrants.add(p.pattern);
+  }
   return {
     list,
+    exactConfigGrants,
     db,
     http: list.filter((p): p is HttpPermission => p.kind === "http"),
     email: list.filter((p): p is EmailPermission => p.kind === "email"),
@@ -584,7 +591,8 @@ export function createGuardedHostAPI(
       const label = `config_get ${short(key, 120)}`;
       const secret = services.config?.secret(key);
       if (secret !== undefined) {
-        if (!exact) {
+        // A secret needs the operator's grant to name the key itself, not a pattern.
+        if (!exact || !eff.exactConfigGrants.has(key)) {
           deny(
             `config:${key}`,
             `${label} (a secret: needs the exact key)`,
@@ -635,4 +643,41 @@ export function createGuardedHostAPI(
     },
   };
   return api;
+}
+
+/** Options of {@linkcode guardedHostFactory}: everything but the plugin. */
+export type GuardedHostFactoryOptions = Omit<
+  GuardedHostAPIOptions,
+  "plugin" | "requested"
+>;
+
+/**
+ * A `HostFactory` for `new Manager({ host })`: each registered plugin gets
+ * its own guarded HostAPI, with `requested` taken from its manifest.
+ *
+ * @example
+ * ```ts
+ * import { guardedHostFactory, MemoryGrantStore } from "./mod.ts";
+ * import { Manager } from "../host/manager.ts";
+ * let manager: Manager;
+ * const host = guardedHostFactory({
+ *   grants: new MemoryGrantStore(),
+ *   services: {},
+ *   callPlugin: (caller, target, fn, args, opts) => manager.callFrom(caller, target, fn, args, opts),
+ * });
+ * manager = new Manager({ host });
+ * ```
+ */
+export function guardedHostFactory(
+  options: GuardedHostFactoryOptions,
+): (
+  name: string,
+  manifest: { permissions?: readonly string[] | undefined },
+) => GuardedHostAPI {
+  return (name, manifest) =>
+    createGuardedHostAPI({
+      ...options,
+      plugin: name,
+      requested: manifest.permissions ?? [],
+    });
 }

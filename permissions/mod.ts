@@ -73,6 +73,8 @@ export {
   type GuardedDbCallOptions,
   type GuardedHostAPI,
   type GuardedHostAPIOptions,
+  guardedHostFactory,
+  type GuardedHostFactoryOptions,
   type GuardedHttp,
   type GuardedMailer,
   type GuardedServices,

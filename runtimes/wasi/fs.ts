@@ -18,6 +18,7 @@
  * @module
  */
 
+import { lutimesSync } from "node:fs";
 import { ERRNO, FILETYPE } from "./constants.ts";
 
 /** A guest path, relative to a directory inside a preopen. */
@@ -442,7 +443,7 @@ export class DenoWasiFs implements WasiFs {
     return h;
   }
 
-  /** @inheritdoc */
+  /** Opens a file or directory inside the preopen (see {@link WasiFs.open}). */
   open(ref: WasiPathRef, o: WasiOpenOptions): WasiOpenResult {
     const r = this.#resolve(ref, o.follow, "open");
     const wantWrite = o.write || o.truncate;
@@ -516,14 +517,14 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Closes a handle. */
   close(handle: number): void {
     const e = this.#entry(handle);
     this.#handles.delete(handle);
     if (e.kind === "file") e.file.close();
   }
 
-  /** @inheritdoc */
+  /** Reads from a file handle (see {@link WasiFs.read}). */
   read(handle: number, length: number, position: number | null): Uint8Array {
     const file = this.#file(handle, "read");
     try {
@@ -545,7 +546,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Writes to a file handle (see {@link WasiFs.write}). */
   write(handle: number, data: Uint8Array, position: number | null): number {
     const file = this.#file(handle, "write");
     try {
@@ -564,7 +565,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Moves a file handle's offset. */
   seek(handle: number, offset: number, whence: number): number {
     const file = this.#file(handle, "seek");
     try {
@@ -574,7 +575,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Metadata of an open handle. */
   fstat(handle: number): WasiFileStat {
     const e = this.#entry(handle);
     try {
@@ -586,7 +587,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Metadata of a confined path. */
   stat(ref: WasiPathRef, follow: boolean): WasiFileStat {
     const r = this.#resolve(ref, follow, "stat");
     if (r.info === null) throw new WasiFsError(ERRNO.NOENT, "stat", ref.path);
@@ -596,7 +597,7 @@ export class DenoWasiFs implements WasiFs {
     return toStat(r.info);
   }
 
-  /** @inheritdoc */
+  /** Truncates or extends a file. */
   setSize(handle: number, size: number): void {
     const file = this.#file(handle, "truncate");
     this.#writable(this.#entry(handle).preopen, "truncate", "");
@@ -607,7 +608,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Flushes a file to storage. */
   sync(handle: number, dataOnly: boolean): void {
     const e = this.#entry(handle);
     if (e.kind !== "file") return;
@@ -619,7 +620,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Lists a directory handle (without `.` and `..`). */
   readdir(handle: number): WasiDirEntry[] {
     const e = this.#entry(handle);
     if (e.kind !== "dir") {
@@ -655,7 +656,7 @@ export class DenoWasiFs implements WasiFs {
     return r;
   }
 
-  /** @inheritdoc */
+  /** Creates a directory. */
   mkdir(ref: WasiPathRef): void {
     const r = this.#mutable(ref, "create directory");
     if (r.info !== null) throw new WasiFsError(ERRNO.EXIST, "mkdir", ref.path);
@@ -666,7 +667,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Removes an empty directory. */
   rmdir(ref: WasiPathRef): void {
     const r = this.#mutable(ref, "remove directory");
     if (r.info === null) throw new WasiFsError(ERRNO.NOENT, "rmdir", ref.path);
@@ -680,7 +681,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Removes a file or symlink. */
   unlink(ref: WasiPathRef): void {
     const r = this.#mutable(ref, "unlink");
     if (r.info === null) throw new WasiFsError(ERRNO.NOENT, "unlink", ref.path);
@@ -697,7 +698,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Renames within the preopen. */
   rename(from: WasiPathRef, to: WasiPathRef): void {
     const a = this.#mutable(from, "rename");
     const b = this.#mutable(to, "rename to");
@@ -714,7 +715,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Creates a hard link within the preopen. */
   link(from: WasiPathRef, to: WasiPathRef, follow: boolean): void {
     this.#writable(to.preopen, "link", to.path);
     const a = this.#resolve(from, follow, "link");
@@ -724,8 +725,9 @@ export class DenoWasiFs implements WasiFs {
       throw new WasiFsError(ERRNO.PERM, "link", from.path);
     }
     if (b.info !== null) throw new WasiFsError(ERRNO.EXIST, "link", to.path);
-    if (a.trailingSlash || b.trailingSlash) {
-      throw new WasiFsError(ERRNO.NOTDIR, "link", to.path);
+    if (b.trailingSlash) throw new WasiFsError(ERRNO.NOENT, "link", to.path);
+    if (a.trailingSlash) {
+      throw new WasiFsError(ERRNO.NOTDIR, "link", from.path);
     }
     try {
       Deno.linkSync(a.host, b.host);
@@ -734,7 +736,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Creates a symlink; absolute targets are refused. */
   symlink(target: string, ref: WasiPathRef): void {
     if (target.includes("\0")) {
       throw new WasiFsError(ERRNO.INVAL, "symlink", target);
@@ -756,7 +758,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Reads a symlink's target text. */
   readlink(ref: WasiPathRef): string {
     const r = this.#resolve(ref, false, "readlink");
     if (r.info === null) {
@@ -772,7 +774,7 @@ export class DenoWasiFs implements WasiFs {
     }
   }
 
-  /** @inheritdoc */
+  /** Sets access/modification times. */
   setTimes(
     target: WasiTimesTarget,
     atimeMs: number | null,
@@ -794,11 +796,16 @@ export class DenoWasiFs implements WasiFs {
       if (r.info === null) {
         throw new WasiFsError(ERRNO.NOENT, "set times", target.ref.path);
       }
-      if (r.info.isSymlink) {
-        // Deno has no lutimes; refuse rather than touch the link's target.
-        throw new WasiFsError(ERRNO.NOTSUP, "set times", target.ref.path);
-      }
       const cur = toStat(r.info);
+      if (r.info.isSymlink) {
+        // Only reached without `follow`: change the link itself.
+        lutimesSync(
+          r.host,
+          (atimeMs ?? cur.atimeMs) / 1000,
+          (mtimeMs ?? cur.mtimeMs) / 1000,
+        );
+        return;
+      }
       Deno.utimeSync(
         r.host,
         new Date(atimeMs ?? cur.atimeMs),

@@ -978,3 +978,231 @@ function assertRefused(bytes: Uint8Array, message: RegExp): void {
     return true;
   });
 }
+
+// ---- real compiler output: run the fixtures original and instrumented -------
+
+class ExitSignal extends Error {
+  constructor(readonly code: number) {
+    super(`proc_exit(${code})`);
+    this.name = "ExitSignal";
+  }
+}
+
+/**
+ * A deterministic WASI preview1 stand-in (test double): stdio captured, fixed
+ * args/env/clock/random, no files (no preopens), everything else ENOSYS. Both
+ * the original and the instrumented module run against identical copies.
+ */
+function fakeHost(memoryOf: () => WebAssembly.Memory) {
+  const out: string[] = [];
+  const decoder = new TextDecoder();
+  const args = ["prog", "hello world"];
+  const env = ["GK_TEST=1"];
+  let stdin = new TextEncoder().encode("some input\n");
+  const view = () => new DataView(memoryOf().buffer);
+  const bytes = () => new Uint8Array(memoryOf().buffer);
+  const strings = (list: string[], ptrs: number, buf: number) => {
+    for (const item of list) {
+      const data = new TextEncoder().encode(item + "\0");
+      view().setUint32(ptrs, buf, true);
+      bytes().set(data, buf);
+      ptrs += 4;
+      buf += data.length;
+    }
+    return 0;
+  };
+  const sizes = (list: string[], countPtr: number, sizePtr: number) => {
+    view().setUint32(countPtr, list.length, true);
+    view().setUint32(
+      sizePtr,
+      list.reduce((n, s) => n + new TextEncoder().encode(s).length + 1, 0),
+      true,
+    );
+    return 0;
+  };
+  const wasi: Record<string, (...a: never[]) => unknown> = {
+    args_sizes_get: (c: number, s: number) => sizes(args, c, s),
+    args_get: (p: number, b: number) => strings(args, p, b),
+    environ_sizes_get: (c: number, s: number) => sizes(env, c, s),
+    environ_get: (p: number, b: number) => strings(env, p, b),
+    fd_write: (fd: number, iovs: number, n: number, written: number) => {
+      let total = 0;
+      for (let i = 0; i < n; i++) {
+        const ptr = view().getUint32(iovs + 8 * i, true);
+        const len = view().getUint32(iovs + 8 * i + 4, true);
+        out.push(`${fd}:` + decoder.decode(bytes().slice(ptr, ptr + len)));
+        total += len;
+      }
+      view().setUint32(written, total, true);
+      return 0;
+    },
+    fd_read: (fd: number, iovs: number, n: number, read: number) => {
+      if (fd !== 0) return 8;
+      let total = 0;
+      for (let i = 0; i < n && stdin.length; i++) {
+        const ptr = view().getUint32(iovs + 8 * i, true);
+        const len = Math.min(
+          view().getUint32(iovs + 8 * i + 4, true),
+          stdin.length,
+        );
+        bytes().set(stdin.subarray(0, len), ptr);
+        stdin = stdin.subarray(len);
+        total += len;
+      }
+      view().setUint32(read, total, true);
+      return 0;
+    },
+    fd_fdstat_get: (fd: number, ptr: number) => {
+      if (fd > 2) return 8;
+      view().setUint8(ptr, 2);
+      view().setUint16(ptr + 2, 0, true);
+      view().setBigUint64(ptr + 8, 0xffffn, true);
+      view().setBigUint64(ptr + 16, 0xffffn, true);
+      return 0;
+    },
+    fd_prestat_get: () => 8,
+    fd_seek: () => 70,
+    fd_close: () => 0,
+    clock_time_get: (_id: number, _precision: bigint, ptr: number) => {
+      view().setBigUint64(ptr, 1_700_000_000_000_000_000n, true);
+      return 0;
+    },
+    random_get: (ptr: number, len: number) => {
+      bytes().fill(7, ptr, ptr + len);
+      return 0;
+    },
+    proc_exit: (code: number) => {
+      throw new ExitSignal(code);
+    },
+  };
+  const wasiProxy = new Proxy(wasi, {
+    get: (target, name: string) => target[name] ?? (() => 52),
+  });
+  const gk = {
+    host_call: () => 0n,
+    log: (level: number, ptr: number, len: number) => {
+      out.push(`log${level}:` + decoder.decode(bytes().slice(ptr, ptr + len)));
+    },
+  };
+  return { imports: { wasi_snapshot_preview1: wasiProxy, gk }, out };
+}
+
+/** Runs a fixture (command or GoatKit plugin) and records everything it does. */
+function runFixture(
+  bytes: Uint8Array<ArrayBuffer>,
+  interrupt: () => number,
+): unknown[] {
+  let memory: WebAssembly.Memory | undefined;
+  const host = fakeHost(() => memory!);
+  const trace: unknown[] = [];
+  const record = (what: string, fn: () => unknown) => {
+    const result = outcome(fn);
+    trace.push(what, result);
+    return result as { value?: unknown };
+  };
+  let exports: Exports = {};
+  const made = record("instantiate", () => {
+    const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
+      ...host.imports,
+      gk: { ...host.imports.gk, interrupt },
+    });
+    exports = instance.exports as unknown as Exports;
+    memory = instance.exports.memory as WebAssembly.Memory;
+    return "ok";
+  });
+  if (!("value" in made)) return [...trace, host.out];
+  const readPacked = (packed: unknown) => {
+    if (typeof packed !== "bigint" || packed === 0n) return packed;
+    const ptr = Number(packed >> 32n);
+    const len = Number(packed & 0xffffffffn);
+    return new TextDecoder().decode(new Uint8Array(memory!.buffer, ptr, len));
+  };
+  const put = (text: string) => {
+    const data = new TextEncoder().encode(text);
+    const ptr = exports.gk_malloc!(data.length) as number;
+    new Uint8Array(memory!.buffer).set(data, ptr);
+    return [ptr, data.length];
+  };
+  if (exports._start) record("_start", () => exports._start!());
+  if (exports._initialize) record("_initialize", () => exports._initialize!());
+  if (exports.gk_register) {
+    const reg = record("gk_register", () => readPacked(exports.gk_register!()));
+    const handlers = new Set<string>(["hello", "loop", "tight", "calls"]);
+    try {
+      JSON.stringify(JSON.parse(String(reg.value)), (key, value) => {
+        if (
+          (key === "handler" || key === "name") && typeof value === "string"
+        ) {
+          handlers.add(value);
+        }
+        return value;
+      });
+    } catch {
+      // not JSON: only the known names
+    }
+    for (const name of [...handlers].sort()) {
+      record(`gk_call ${name}`, () => {
+        const [fp, fl] = put(name);
+        const [ap, al] = put(`{"name":"instrumenter"}`);
+        return readPacked(exports.gk_call!(fp, fl, ap, al));
+      });
+    }
+  }
+  return [...trace, host.out];
+}
+
+Deno.test("fixtures built by real compilers give the same answers instrumented; hostile ones terminate", async () => {
+  const root = new URL("../fixtures/", import.meta.url);
+  const files: URL[] = [];
+  const walk = async (dir: URL) => {
+    for await (const entry of Deno.readDir(dir)) {
+      const url = new URL(entry.name + (entry.isDirectory ? "/" : ""), dir);
+      if (entry.isDirectory && entry.name !== "node_modules") await walk(url);
+      else if (entry.isFile && entry.name.endsWith(".wasm")) files.push(url);
+    }
+  };
+  try {
+    await walk(root);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  let compared = 0;
+  let stopped = 0;
+  for (
+    const file of files.sort((a, b) => a.pathname.localeCompare(b.pathname))
+  ) {
+    const original = await Deno.readFile(file);
+    if (!WebAssembly.validate(original)) continue;
+    let instrumented;
+    try {
+      instrumented = instrumentModule(original);
+    } catch (e) {
+      // Only a memory larger than the default limit may be refused here.
+      assert.match((e as Error).message, /pages at start/, file.pathname);
+      continue;
+    }
+    // Instrumented first, with a budget: if it finishes, so does the original.
+    let budgetHit = false;
+    let refills = 0;
+    const actual = runFixture(instrumented.bytes, () => {
+      if (++refills > 300) {
+        budgetHit = true;
+        throw new StopGuest();
+      }
+      return FUEL;
+    });
+    const hostile = /hostile/.test(file.pathname);
+    if (budgetHit) {
+      stopped++;
+      assert.ok(hostile, `${file.pathname} ran out of budget`);
+      continue;
+    }
+    if (hostile) continue; // e.g. memory bombs: the original is not capped
+    const expected = runFixture(new Uint8Array(original), () => FUEL);
+    assert.deepStrictEqual(actual, expected, file.pathname);
+    compared++;
+  }
+  console.log(
+    `compared ${compared} fixture(s), stopped ${stopped} hostile run(s)`,
+  );
+});

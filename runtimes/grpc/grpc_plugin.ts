@@ -136,6 +136,8 @@ interface Generation {
   health: grpc.Client;
   target: string;
   exited: boolean;
+  /** Being killed (hung); new calls wait for the restart. */
+  doomed: boolean;
   status: Promise<Deno.CommandStatus>;
   stdin: WritableStreamDefaultWriter<Uint8Array> | undefined;
   socketPath: string | undefined;
@@ -150,9 +152,9 @@ function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function logContext(): CallContext {
+function logContext(name: string): CallContext {
   return {
-    chain: [],
+    chain: [name],
     deadline: Date.now() + 5000,
     signal: new AbortController().signal,
   };
@@ -261,7 +263,7 @@ export class GrpcPlugin implements Plugin {
     const ctx = id ? this.#contexts.get(id) : undefined;
     if (ctx) return ctx;
     return {
-      chain: [],
+      chain: [this.#name],
       deadline: Date.now() + (this.#options.callTimeoutMs ?? 30_000),
       signal: new AbortController().signal,
     };
@@ -271,7 +273,7 @@ export class GrpcPlugin implements Plugin {
     const dropped = this.#limiter.takeDropped();
     const sink: GrpcLogSink | undefined = this.#options.logs ??
       (this.#host
-        ? (l, m, f) => this.#host!.log(logContext(), l, m, f)
+        ? (l, m, f) => this.#host!.log(logContext(this.#name), l, m, f)
         : undefined);
     if (!sink) return;
     try {
@@ -443,6 +445,7 @@ export class GrpcPlugin implements Plugin {
       health,
       target,
       exited: false,
+      doomed: false,
       status,
       stdin,
       socketPath: network === "unix" ? address : undefined,
@@ -624,6 +627,8 @@ export class GrpcPlugin implements Plugin {
       });
     }
     let gen = this.#gen;
+    if (gen?.doomed && !gen.exited) await gen.status.catch(noop);
+    gen = this.#gen;
     if (!gen || gen.exited) {
       // Restarting: wait for the new process, within the call's deadline.
       let t: ReturnType<typeof setTimeout> | undefined;
@@ -655,6 +660,7 @@ export class GrpcPlugin implements Plugin {
     this.#contexts.set(callId, ctx);
     return await new Promise<Uint8Array | null>((resolvePromise, reject) => {
       let settled = false;
+      // deno-lint-ignore prefer-const
       let call: grpc.ClientUnaryCall | undefined;
       const onAbort = () => call?.cancel();
       const finish = () => {
@@ -700,7 +706,9 @@ export class GrpcPlugin implements Plugin {
           this.#probeAfterTimeout(g);
           reject(timeoutError());
         } else if (err.code === grpc.status.CANCELLED && ctx.signal.aborted) {
-          reject(this.#abortError(ctx, timeoutError));
+          const e = this.#abortError(ctx, timeoutError);
+          if (e instanceof PluginTimeoutError) this.#probeAfterTimeout(g);
+          reject(e);
         } else if (
           g.exited || err.code === grpc.status.UNAVAILABLE ||
           err.code === grpc.status.INTERNAL
@@ -748,6 +756,7 @@ export class GrpcPlugin implements Plugin {
           return;
         }
         this.#healthy = false;
+        gen.doomed = true;
         this.#log("error", `plugin hung: no health answer within ${ms} ms`, {
           plugin: this.#name,
         });

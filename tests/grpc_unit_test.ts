@@ -1,0 +1,255 @@
+// Unit tests of the gRPC runtime's pure parts: handshake parsing, hclog
+// parsing, line splitting, Deno flag merging, the registration codec, the
+// launch command and the SDK's npm pins.
+
+import assert from "node:assert/strict";
+
+const assertEquals = (a: unknown, b: unknown, msg = "") =>
+  assert.deepStrictEqual(a, b, msg);
+function assertThrows(
+  fn: () => unknown,
+  // deno-lint-ignore no-explicit-any
+  type: new (...args: any[]) => Error,
+): Error {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof type, `expected ${type.name}, got ${e}`);
+    return e;
+  }
+  throw new Error(`expected ${type.name} to be thrown`);
+}
+import {
+  DenoFlagError,
+  HandshakeLineError,
+  mergeDenoFlags,
+  parseHandshake,
+  parseLogLine,
+  UntrustedExecutableError,
+} from "../runtimes/grpc/mod.ts";
+import { readLines } from "../runtimes/grpc/log_lines.ts";
+import { buildLaunch, SDK_NPM_IMPORTS } from "../runtimes/grpc/launch.ts";
+import {
+  registrationFromPb,
+  registrationToPb,
+} from "../runtimes/grpc/registration.ts";
+import { loadProto } from "../runtimes/grpc/proto.ts";
+import type { PbRegistration } from "../runtimes/grpc/proto.ts";
+import type { GKRegistration } from "../host/manifest.ts";
+
+Deno.test("parseHandshake accepts go-plugin 1.0's line with a trailing empty cert", () => {
+  assertEquals(parseHandshake("1|1|unix|/tmp/plugin123|grpc|", [1]), {
+    appVersion: 1,
+    network: "unix",
+    address: "/tmp/plugin123",
+    protocol: "grpc",
+  });
+  assertEquals(
+    parseHandshake("1|1|unix|/tmp/p.sock|grpc\n", [1]).address,
+    "/tmp/p.sock",
+  );
+  assertEquals(
+    parseHandshake("1|1|tcp|127.0.0.1:4321|grpc", [1]).network,
+    "tcp",
+  );
+});
+
+Deno.test("parseHandshake refuses every malformed or unsupported line with a reason", () => {
+  const cases: [string, string][] = [
+    ["hello world", "malformed"],
+    ["1|1|unix|/x", "malformed"],
+    ["2|1|unix|/x|grpc", "version"],
+    ["1|2|unix|/x|grpc", "version"],
+    ["1|x|unix|/x|grpc", "version"],
+    ["1|1|unix|/x|netrpc", "protocol"],
+    ["1|1|unix|/x|", "protocol"],
+    ["1|1|unix|/x|grpc|MIIBCERT", "protocol"],
+    ["1|1|unix|/x|grpc||true", "protocol"],
+    ["1|1|unix|relative.sock|grpc", "network"],
+    ["1|1|tcp|10.0.0.1:80|grpc", "network"],
+    ["1|1|tcp|127.0.0.1:99999|grpc", "network"],
+    ["1|1|udp|127.0.0.1:1|grpc", "network"],
+  ];
+  for (const [line, reason] of cases) {
+    const e = assertThrows(() => parseHandshake(line, [1]), HandshakeLineError);
+    assertEquals((e as HandshakeLineError).reason, reason, line);
+  }
+});
+
+Deno.test("parseLogLine reads hclog JSON and treats other lines as info", () => {
+  assertEquals(
+    parseLogLine(
+      '{"@level":"error","@message":"boom","@module":"hello-go","@timestamp":"2026-01-01T00:00:00Z","n":3}',
+    ),
+    { level: "error", message: "boom", fields: { module: "hello-go", n: 3 } },
+  );
+  assertEquals(
+    parseLogLine('{"@level":"trace","@message":"t"}').level,
+    "debug",
+  );
+  assertEquals(parseLogLine('{"@level":"WARN","@message":"w"}').level, "warn");
+  assertEquals(parseLogLine("panic: oh no"), {
+    level: "info",
+    message: "panic: oh no",
+    fields: {},
+  });
+  assertEquals(parseLogLine("{not json").message, "{not json");
+});
+
+Deno.test("readLines splits, caps long lines and keeps a last partial line", async () => {
+  const chunks = ["ab", "c\nde", "f\n", "x".repeat(50), "y\nlast"];
+  const stream = ReadableStream.from(
+    chunks.map((c) => new TextEncoder().encode(c)),
+  );
+  const lines: string[] = [];
+  await readLines(stream, (l) => {
+    lines.push(l);
+  }, { maxLineBytes: 10 });
+  assertEquals(lines, ["abc", "def", "xxxxxxxxxx …[truncated]", "last"]);
+});
+
+Deno.test("mergeDenoFlags merges grants into one flag each and refuses dangerous ones", () => {
+  assertEquals(
+    mergeDenoFlags(
+      { "--allow-net": ["unix:/s/p.sock"], "--allow-read": ["/s"] },
+      [
+        "--allow-net=api.example.com,x.org",
+        "--allow-read=/data",
+        "--deny-net=10.0.0.1",
+      ],
+    ),
+    [
+      "--allow-net=unix:/s/p.sock,api.example.com,x.org",
+      "--allow-read=/s,/data",
+      "--deny-net=10.0.0.1",
+    ],
+  );
+  assertEquals(
+    mergeDenoFlags({ "--allow-net": ["unix:/a"] }, ["--allow-net"]),
+    [
+      "--allow-net",
+    ],
+  );
+  for (
+    const bad of [
+      "-A",
+      "--allow-all",
+      "--allow-env",
+      "--allow-run=id",
+      "--allow-ffi",
+      "--allow-sys",
+    ]
+  ) {
+    assertThrows(() => mergeDenoFlags({}, [bad]), DenoFlagError);
+  }
+});
+
+Deno.test("buildLaunch: TS plugins get least privilege, native ones must be trusted", () => {
+  const base = {
+    socketDir: "/t/plugin",
+    pluginSocket: "/t/plugin/plugin.sock",
+    hostSocket: "/t/host.sock",
+    importMap: "/t/import_map.json",
+    denoDir: "/cache/deno",
+    dataDir: "/data/p",
+  };
+  const ts = buildLaunch({ ...base, entry: "/plugins/p/plugin.ts" });
+  assertEquals(ts.kind, "deno");
+  assertEquals(ts.cwd, "/plugins/p");
+  assertEquals(Object.keys(ts.env).sort(), [
+    "DENO_DIR",
+    "DENO_NO_PACKAGE_JSON",
+    "DENO_NO_UPDATE_CHECK",
+    "GOATKIT_PLUGIN",
+    "NO_COLOR",
+    "PLUGIN_PROTOCOL_VERSIONS",
+  ]);
+  assertEquals(ts.env.GOATKIT_PLUGIN, "goatkit-v1");
+  assert(ts.args.includes("--no-prompt"));
+  assert(ts.args.includes("--no-config"));
+  assert(
+    ts.args.includes(
+      "--allow-net=unix:/t/plugin/plugin.sock,unix:/t/host.sock",
+    ),
+  );
+  assert(
+    ts.args.some((a) =>
+      a.startsWith("--allow-write=/t/plugin,/data/p,/t/host.sock")
+    ),
+  );
+  for (const a of ts.args) {
+    assert(!/^--allow-(all|run|ffi|sys|import)|^-A$/.test(a), a);
+    if (a.startsWith("--allow-env")) {
+      assert(a.includes("="), "env must be scoped");
+    }
+  }
+  assertThrows(
+    () => buildLaunch({ ...base, entry: "/plugins/p/plugin-bin" }),
+    UntrustedExecutableError,
+  );
+  const native = buildLaunch({
+    ...base,
+    entry: "/plugins/p/plugin-bin",
+    trustedExecutables: ["/plugins/p/plugin-bin"],
+  });
+  assertEquals(native.kind, "native");
+  assertEquals(native.env.TMPDIR, "/t/plugin");
+  assertEquals(native.env.GOATKIT_PLUGIN, "goatkit-v1");
+  assert(!("PATH" in native.env) && !("HOME" in native.env));
+});
+
+Deno.test("registration survives the protobuf round trip", () => {
+  const m: GKRegistration = {
+    name: "hello-grpc",
+    version: "1.0.0",
+    description: "d",
+    routes: [{ method: "GET", path: "/x", handler: "h", middleware: ["auth"] }],
+    menu_items: [{
+      id: "m",
+      label: "M",
+      path: "/m",
+      location: "admin",
+      order: 0,
+      children: [{ id: "c", label: "C", path: "/c", location: "admin" }],
+    }],
+    widgets: [{
+      id: "w",
+      title: "W",
+      handler: "render_widget",
+      location: "dashboard",
+      size: "medium",
+      refreshable: false,
+      refresh_sec: 60,
+    }],
+    jobs: [{ id: "j", handler: "h", schedule: "0 * * * *", enabled: true }],
+    i18n: {
+      namespace: "hello",
+      languages: ["en"],
+      translations: { en: { hi: "Hi" } },
+    },
+    error_codes: [{ code: "bad", message: "Bad", http_status: 400 }],
+    permissions: ["log"],
+  };
+  const { GKPlugin } = loadProto();
+  const def = GKPlugin.service.GKRegister;
+  const wire = def.responseSerialize(registrationToPb(m));
+  const back = def.responseDeserialize(wire) as PbRegistration;
+  assertEquals(registrationFromPb(back), m);
+  // Without manifest_json, the typed fields carry it (Go plugins).
+  const typed = def.responseDeserialize(
+    def.responseSerialize({
+      ...registrationToPb(m),
+      manifest_json: new Uint8Array(),
+    }),
+  ) as PbRegistration;
+  assertEquals(registrationFromPb(typed), m);
+});
+
+Deno.test("the SDK's npm pins match deno.json", async () => {
+  const config = JSON.parse(
+    await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
+  );
+  for (const [name, spec] of Object.entries(SDK_NPM_IMPORTS)) {
+    assertEquals(config.imports[name], spec, name);
+  }
+});

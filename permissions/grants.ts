@@ -41,6 +41,20 @@ export interface GrantStore {
   subscribe(listener: GrantListener): () => void;
 }
 
+/**
+ * Canonicalises grant strings (parsed, deduplicated, sorted); throws
+ * {@linkcode PermissionSyntaxError} for the first bad one.
+ *
+ * @example
+ * ```ts
+ * import { canonicalGrants } from "./grants.ts";
+ * canonicalGrants(["log", "http:API.x.com", "log"]); // ["http:api.x.com", "log"]
+ * ```
+ */
+export function canonicalGrants(list: readonly string[]): string[] {
+  return [...new Set(list.map((g) => parsePermission(g).text))].sort();
+}
+
 class Listeners {
   #set = new Set<GrantListener>();
   add(l: GrantListener): () => void {
@@ -82,17 +96,24 @@ export class MemoryGrantStore implements GrantStore {
 
   /** Replaces the plugin's grants. */
   set(plugin: string, granted: readonly string[]): Promise<void> {
-    this.#grants.set(plugin, canonicalPermissions(granted));
+    try {
+      this.#grants.set(plugin, canonicalGrants(granted));
+    } catch (e) {
+      return Promise.reject(e);
+    }
     this.#listeners.emit(plugin);
     return Promise.resolve();
   }
 
   /** Revokes some or all grants. */
   revoke(plugin: string, permissions?: readonly string[]): Promise<void> {
+    let drop: Set<string> | undefined;
+    try {
+      drop = permissions ? new Set(canonicalGrants(permissions)) : undefined;
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const current = this.#grants.get(plugin) ?? [];
-    const drop = permissions
-      ? new Set(canonicalPermissions(permissions))
-      : undefined;
     this.#grants.set(plugin, drop ? current.filter((p) => !drop.has(p)) : []);
     this.#listeners.emit(plugin);
     return Promise.resolve();
@@ -199,7 +220,7 @@ export class PgGrantStore implements GrantStore {
 
   /** Replaces the plugin's grants. */
   async set(plugin: string, granted: readonly string[]): Promise<void> {
-    const list = canonicalPermissions(granted);
+    const list = canonicalGrants(granted);
     await this.#ensure();
     await this.#client.query(
       `INSERT INTO ${this.#table} (plugin, granted, updated_at) VALUES ($1, $2::jsonb, now())
@@ -215,7 +236,7 @@ export class PgGrantStore implements GrantStore {
     this.#cache.delete(plugin);
     const current = (await this.get(plugin)) ?? [];
     const drop = permissions
-      ? new Set(canonicalPermissions(permissions))
+      ? new Set(canonicalGrants(permissions))
       : undefined;
     await this.set(plugin, drop ? current.filter((p) => !drop.has(p)) : []);
   }

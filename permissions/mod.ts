@@ -46,6 +46,7 @@ export {
 export {
   applyGrantPolicy,
   type ApplyGrantPolicyOptions,
+  canonicalGrants,
   type GrantDecision,
   type GrantListener,
   GrantPolicy,

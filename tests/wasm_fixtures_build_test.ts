@@ -22,6 +22,7 @@
 
 import assert from "node:assert/strict";
 import { parseManifest } from "../host/manifest.ts";
+import { buildWat } from "../fixtures/hostile/wat_build.ts";
 
 const FIXTURES = new URL("../fixtures/", import.meta.url);
 
@@ -47,7 +48,46 @@ const FIXTURE_LIST: Fixture[] = [
   },
   { dir: "plugins/hello-as", name: "hello-as", toolchain: "as", wasi: true },
   { dir: "plugins/wat-edge", name: "wat-edge", toolchain: "wat", wasi: false },
+  ...[
+    "loop",
+    "loop-init",
+    "loop-start",
+    "loop-register",
+    "tailcall",
+    "membomb",
+    "membomb-initial",
+    "stackoverflow",
+    "badptr",
+    "badptr-register",
+    "hugelen",
+    "malloc0",
+    "malloc-oob",
+    "malloc-straddle",
+    "trap",
+    "trap-register",
+    "trap-init",
+    "procexit",
+    "reentrant",
+  ].map((x): Fixture => ({
+    dir: `hostile/${x}`,
+    name: `hostile-${x}`,
+    toolchain: "wat",
+    wasi: x === "procexit",
+  })),
+  { dir: "hostile/passwd", name: "hostile-passwd", toolchain: "c", wasi: true },
+  {
+    dir: "hostile/stdoutflood",
+    name: "hostile-stdoutflood",
+    toolchain: "c",
+    wasi: true,
+  },
 ];
+
+function fixture(dir: string): Fixture {
+  const fx = FIXTURE_LIST.find((f) => f.dir === dir);
+  if (!fx) throw new Error(`no fixture ${dir}`);
+  return fx;
+}
 
 // ---------------------------------------------------------------------------
 // Toolchain detection (synchronous, so tests can be ignored with a reason)
@@ -111,6 +151,8 @@ interface ModuleShape {
   imports: { module: string; name: string; kind: string; sig?: Sig }[];
   exports: { name: string; kind: string; sig?: Sig }[];
   memory?: { initial: number; maximum?: number };
+  /** Index of the start function, if the module has one. */
+  start?: number;
 }
 
 const VALTYPES: Record<number, ValType> = {
@@ -190,6 +232,8 @@ function readShape(bytes: Uint8Array): ModuleShape {
       for (let n = u32(); n > 0; n--) funcTypes.push(u32());
     } else if (id === 5) {
       if (u32() > 0) shape.memory = limits();
+    } else if (id === 8) {
+      shape.start = u32();
     } else if (id === 7) {
       for (let n = u32(); n > 0; n--) {
         const field = name(), kind = bytes[pos++], index = u32();
@@ -311,6 +355,10 @@ class MiniGuest {
   readonly stderr: string[] = [];
   readonly logs: { level: number; msg: string }[] = [];
   readonly hostCalls: { fn: string; args: string | null }[] = [];
+  /** Every host_call's raw (fn_ptr, fn_len, args_ptr, args_len), as unsigned. */
+  readonly rawHostCalls: number[][] = [];
+  /** Every log's raw (level, ptr, len), as unsigned. */
+  readonly rawLogs: number[][] = [];
   readonly wasiCalls = new Set<string>();
   exports!: Record<string, WebAssembly.ExportValue>;
   #options: MiniGuestOptions;
@@ -335,7 +383,11 @@ class MiniGuest {
         host_call: (fp: number, fl: number, ap: number, al: number) =>
           guest.#hostCall(fp, fl, ap, al),
         log: (level: number, p: number, l: number) => {
-          guest.logs.push({ level, msg: dec.decode(guest.#bytes(p, l)) });
+          guest.rawLogs.push([level, p >>> 0, l >>> 0]);
+          // Out-of-bounds messages are dropped, as GoatFlow does.
+          if (guest.#inBounds(p, l)) {
+            guest.logs.push({ level, msg: dec.decode(guest.#bytes(p, l)) });
+          }
         },
       },
       wasi_snapshot_preview1: wasi,
@@ -352,6 +404,10 @@ class MiniGuest {
 
   #fn(name: string): (...args: number[]) => number | bigint {
     return this.exports[name] as (...args: number[]) => number | bigint;
+  }
+
+  #inBounds(ptr: number, len: number): boolean {
+    return (ptr >>> 0) + (len >>> 0) <= this.memory.buffer.byteLength;
   }
 
   #bytes(ptr: number, len: number): Uint8Array {
@@ -386,6 +442,10 @@ class MiniGuest {
     const out = this.#bytes(ptr, len);
     if (this.exports.gk_free) this.#fn("gk_free")(ptr);
     return out;
+  }
+
+  registerRaw(): [number, number] {
+    return MiniGuest.unpack(this.#fn("gk_register")() as bigint);
   }
 
   register(): Uint8Array | null {
@@ -438,6 +498,9 @@ class MiniGuest {
   }
 
   #hostCall(fp: number, fl: number, ap: number, al: number): bigint {
+    this.rawHostCalls.push([fp >>> 0, fl >>> 0, ap >>> 0, al >>> 0]);
+    // Bad pointers: answer 0, as GoatFlow does.
+    if (!this.#inBounds(fp, fl) || !this.#inBounds(ap, al)) return 0n;
     const fn = dec.decode(this.#bytes(fp, fl));
     const args = al ? dec.decode(this.#bytes(ap, al)) : null;
     this.hostCalls.push({ fn, args });
@@ -529,10 +592,31 @@ async function fixtureFiles(fx: Fixture) {
   return { dir, wasm, manifest };
 }
 
+function sameBytes(
+  fx: Fixture,
+  rebuilt: Uint8Array,
+  committed: Uint8Array,
+): void {
+  assert.ok(
+    rebuilt.length === committed.length &&
+      rebuilt.every((b, i) => b === committed[i]),
+    `${fx.dir}: rebuilt plugin.wasm (${rebuilt.length} B) differs from the committed one ` +
+      `(${committed.length} B); run ${fx.dir}/build.sh and commit the result`,
+  );
+}
+
 async function rebuildMatches(
   fx: Fixture,
   committed: Uint8Array,
 ): Promise<void> {
+  if (fx.toolchain === "wat" && fx.dir !== "plugins/wat-edge") {
+    // The same code build.sh runs, in-process: saves a Deno start per
+    // fixture. (wat-edge runs its build.sh, which covers the script path.)
+    const dir = new URL(`${fx.dir}/`, FIXTURES).pathname;
+    const rebuilt = await buildWat(`${dir}plugin.wat`, `${dir}manifest.json`);
+    sameBytes(fx, rebuilt, committed);
+    return;
+  }
   const tmp = await Deno.makeTempDir({ prefix: "gk-fixture-" });
   try {
     const out = `${tmp}/plugin.wasm`;
@@ -548,13 +632,7 @@ async function rebuildMatches(
         dec.decode(res.stdout)
       }`,
     );
-    const rebuilt = await Deno.readFile(out);
-    assert.ok(
-      rebuilt.length === committed.length &&
-        rebuilt.every((b, i) => b === committed[i]),
-      `${fx.dir}: rebuilt plugin.wasm (${rebuilt.length} B) differs from the committed one ` +
-        `(${committed.length} B); run ${fx.dir}/build.sh and commit the result`,
-    );
+    sameBytes(fx, await Deno.readFile(out), committed);
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
@@ -591,7 +669,7 @@ for (const fx of FIXTURE_LIST) {
 }
 
 Deno.test("hello-c: in-thread ABI smoke test", async () => {
-  const { wasm, manifest } = await fixtureFiles(FIXTURE_LIST[0]);
+  const { wasm, manifest } = await fixtureFiles(fixture("plugins/hello-c"));
   const answers: Record<string, string | null> = {
     db_query: '[{"one":1}]',
     db_exec: '{"affected":1}',
@@ -679,13 +757,13 @@ Deno.test("hello-c: in-thread ABI smoke test", async () => {
 });
 
 Deno.test("hello-c: getenv without GK_GREETING gives null", async () => {
-  const { wasm } = await fixtureFiles(FIXTURE_LIST[0]);
+  const { wasm } = await fixtureFiles(fixture("plugins/hello-c"));
   const g = MiniGuest.create(wasm);
   assert.equal(g.call("env"), '{"GK_GREETING":null}');
 });
 
 Deno.test("hello-rust: in-thread ABI smoke test", async () => {
-  const { wasm, manifest } = await fixtureFiles(FIXTURE_LIST[1]);
+  const { wasm, manifest } = await fixtureFiles(fixture("plugins/hello-rust"));
   const g = MiniGuest.create(wasm, { env: { GK_GREETING: "hi" } });
   assert.deepEqual(g.register(), manifest);
   assert.equal(
@@ -726,7 +804,7 @@ function xorshift(n: bigint): bigint {
 }
 
 Deno.test("hello-as: in-thread ABI smoke test", async () => {
-  const { wasm, manifest } = await fixtureFiles(FIXTURE_LIST[2]);
+  const { wasm, manifest } = await fixtureFiles(fixture("plugins/hello-as"));
   const g = MiniGuest.create(wasm);
   assert.deepEqual(g.register(), manifest);
   assert.equal(
@@ -759,7 +837,7 @@ Deno.test("hello-as: in-thread ABI smoke test", async () => {
 });
 
 Deno.test("wat-edge: in-thread ABI smoke test", async () => {
-  const { wasm, manifest } = await fixtureFiles(FIXTURE_LIST[3]);
+  const { wasm, manifest } = await fixtureFiles(fixture("plugins/wat-edge"));
   const g = MiniGuest.create(wasm, {
     hostCall: (fn, args) =>
       fn === "echo_back" ? `{"got":${args ?? "null"}}` : null,
@@ -793,4 +871,247 @@ Deno.test("wat-edge: in-thread ABI smoke test", async () => {
   const pages = g.memory.buffer.byteLength;
   for (let i = 0; i < 2000; i++) g.call("echo", "x".repeat(1000));
   assert.equal(g.memory.buffer.byteLength, pages);
+});
+
+// ---------------------------------------------------------------------------
+// Hostile fixtures: only what is safe in-thread (no endless loops, no real
+// memory exhaustion). The runtime's tests run the rest under its limits.
+
+const OK = '{"ok":true}';
+const UNKNOWN = '{"error":"unknown function"}';
+
+async function hostile(x: string, options: MiniGuestOptions = {}) {
+  const { wasm, manifest } = await fixtureFiles(fixture(`hostile/${x}`));
+  return {
+    wasm,
+    manifest,
+    shape: readShape(wasm),
+    guest: () => MiniGuest.create(wasm, options),
+  };
+}
+
+Deno.test("hostile loops: the safe functions answer; the endless ones are where they should be", async () => {
+  {
+    const { guest, manifest } = await hostile("loop");
+    const g = guest();
+    assert.deepEqual(g.register(), manifest);
+    assert.equal(g.call("ok"), OK);
+    assert.equal(g.call("other"), UNKNOWN);
+  }
+  {
+    const { guest, manifest } = await hostile("tailcall");
+    const g = guest();
+    assert.deepEqual(g.register(), manifest);
+    assert.equal(g.call("ok"), OK);
+  }
+  {
+    // gk_register itself never returns: only instantiate.
+    const { guest } = await hostile("loop-register");
+    assert.equal(guest().call("anything"), OK);
+  }
+  {
+    // _initialize never returns: not instantiated here.
+    const { shape } = await hostile("loop-init");
+    assert.ok(shape.exports.some((e) => e.name === "_initialize"));
+    assert.equal(shape.start, undefined);
+  }
+  {
+    // The start function never returns: instantiation itself would hang.
+    const { shape } = await hostile("loop-start");
+    assert.equal(typeof shape.start, "number");
+  }
+});
+
+Deno.test("hostile membomb: declares no memory maximum; membomb-initial declares 60000 pages", async () => {
+  const { guest, shape } = await hostile("membomb");
+  assert.deepEqual(shape.memory, { initial: 1, maximum: undefined });
+  const g = guest();
+  assert.equal(g.call("pages"), '{"pages":1}');
+  assert.equal(g.call("x"), UNKNOWN);
+  const initial = await hostile("membomb-initial");
+  assert.deepEqual(initial.shape.memory, {
+    initial: 60000,
+    maximum: undefined,
+  });
+});
+
+Deno.test("hostile stackoverflow: recursion overflows the stack, the instance stays usable", async () => {
+  const { guest } = await hostile("stackoverflow");
+  const g = guest();
+  assert.throws(() => g.callRaw("recurse"), RangeError);
+  assert.throws(() => g.callRaw("mutual"), RangeError);
+  assert.equal(g.call("ok"), OK);
+});
+
+Deno.test("hostile badptr: results and host arguments outside memory", async () => {
+  const { guest } = await hostile("badptr");
+  const g = guest();
+  const size = g.memory.buffer.byteLength;
+  assert.deepEqual(MiniGuest.unpack(g.callRaw("oob")), [size + 16, 16]);
+  assert.deepEqual(MiniGuest.unpack(g.callRaw("straddle")), [size - 4, 8]);
+  assert.deepEqual(MiniGuest.unpack(g.callRaw("wrap")), [0xfffffff0, 0x20]);
+  assert.deepEqual(MiniGuest.unpack(g.callRaw("null_ptr")), [0, 5]);
+  assert.equal(g.call("host_bad_fn"), '{"host":0}');
+  assert.equal(g.call("host_bad_args"), '{"host":0}');
+  assert.equal(g.call("host_huge_len"), '{"host":0}');
+  assert.equal(g.call("host_wrap"), '{"host":0}');
+  assert.deepEqual(g.rawHostCalls, [
+    [0xffff0000, 100, 96, 11],
+    [216, 10, 0xffff0000, 100],
+    [1024, 0x7fffffff, 0, 0],
+    [216, 10, 0xfffffff0, 0x20],
+  ]);
+  assert.equal(g.call("log_bad"), '{"logged":2}');
+  assert.deepEqual(g.rawLogs, [[1, 0xffff0000, 100], [1, 1024, 0x7fffffff]]);
+  assert.deepEqual(g.logs, []);
+  assert.equal(g.call("ok"), OK);
+
+  const reg = (await hostile("badptr-register")).guest();
+  assert.deepEqual(reg.registerRaw(), [0xdeadbeef, 100]);
+});
+
+Deno.test("hostile hugelen: lengths 0x7fffffff and 0xffffffff; big results are valid", async () => {
+  const { guest } = await hostile("hugelen");
+  const g = guest();
+  assert.deepEqual(MiniGuest.unpack(g.callRaw("huge")), [1024, 0x7fffffff]);
+  assert.deepEqual(MiniGuest.unpack(g.callRaw("max")), [1024, 0xffffffff]);
+  const big = g.call("big", "70000");
+  assert.equal(big?.length, 70000);
+  assert.equal(JSON.parse(big!).length, 69998);
+  assert.equal(g.call("ok"), OK);
+});
+
+Deno.test("hostile malloc: gk_malloc returns 0, an out-of-range or a straddling pointer", async () => {
+  for (
+    const [x, want] of [["malloc0", 0], ["malloc-oob", 0xfffffff0], [
+      "malloc-straddle",
+      65534,
+    ]] as const
+  ) {
+    const { guest, manifest } = await hostile(x);
+    const g = guest();
+    const malloc = g.exports.gk_malloc as (n: number) => number;
+    assert.equal(malloc(16) >>> 0, want, x);
+    assert.deepEqual(g.register(), manifest, x);
+    // The host cannot place a function name longer than 2 bytes.
+    assert.throws(
+      () => g.call("hello"),
+      /gk_malloc returned 0|out of bounds|Invalid typed array length|offset/,
+      x,
+    );
+    // gk_call itself works when the host can pass nothing at all.
+    const call = g.exports.gk_call as (...a: number[]) => bigint;
+    assert.deepEqual(MiniGuest.unpack(call(0, 0, 0, 0)), [96, 11], x);
+  }
+});
+
+Deno.test("hostile traps: every function traps with a RuntimeError, the instance stays usable", async () => {
+  const { guest } = await hostile("trap");
+  const g = guest();
+  const traps: Record<string, RegExp> = {
+    unreachable: /unreachable/,
+    div0: /divide by zero/,
+    int_overflow: /divide result unrepresentable/,
+    oob_load: /memory access out of bounds/,
+    null_indirect:
+      /null function|table index is out of bounds|signature mismatch/,
+    bad_sig: /signature mismatch/,
+    nan_trunc: /float unrepresentable in integer range/,
+  };
+  for (const [fn, message] of Object.entries(traps)) {
+    assert.throws(
+      () => g.callRaw(fn),
+      (e) => e instanceof WebAssembly.RuntimeError && message.test(e.message),
+      fn,
+    );
+  }
+  assert.equal(g.call("ok"), OK);
+
+  const reg = (await hostile("trap-register")).guest();
+  assert.throws(() => reg.register(), WebAssembly.RuntimeError);
+  const init = await hostile("trap-init");
+  assert.throws(() => init.guest(), WebAssembly.RuntimeError);
+});
+
+Deno.test("hostile procexit: proc_exit is called with 7 and 0", async () => {
+  const { guest } = await hostile("procexit");
+  const g = guest();
+  assert.throws(
+    () => g.callRaw("exit"),
+    (e) => e instanceof ProcExit && e.code === 7,
+  );
+  assert.throws(
+    () => g.callRaw("exit0"),
+    (e) => e instanceof ProcExit && e.code === 0,
+  );
+  assert.equal(g.call("ok"), OK);
+});
+
+Deno.test("hostile reentrant: plugin_call back into itself (served in-thread here, depth-limited)", async () => {
+  let depth = 0;
+  const { guest } = await hostile("reentrant", {
+    hostCall: (fn, args, g) => {
+      assert.equal(fn, "plugin_call");
+      const req = JSON.parse(args!);
+      assert.equal(req.plugin, "hostile-reentrant");
+      if (depth >= 3) return null; // a host must refuse the cycle somehow
+      depth++;
+      try {
+        return g.call(req.function, JSON.stringify(req.args));
+      } finally {
+        depth--;
+      }
+    },
+  });
+  const g = guest();
+  assert.equal(g.call("leaf"), '{"leaf":true}');
+  assert.equal(g.call("self"), '{"leaf":true}');
+  assert.deepEqual(g.hostCalls, [{
+    fn: "plugin_call",
+    args: '{"plugin":"hostile-reentrant","function":"leaf","args":{}}',
+  }]);
+  assert.equal(g.call("reenter"), '{"host_call":0}');
+  assert.equal(g.hostCalls.length, 1 + 4);
+});
+
+Deno.test("hostile passwd: with no preopen every attempt fails", async () => {
+  const { guest, manifest } = await hostile("passwd");
+  const g = guest();
+  assert.deepEqual(g.register(), manifest);
+  const out = JSON.parse(g.call("attempts")!);
+  assert.equal(out.preopen, null);
+  assert.equal(out.results.length, 25);
+  for (const r of out.results) {
+    assert.notEqual(r.errno, 0, `${r.op} ${r.path}`);
+    assert.equal(r.data, null);
+  }
+  assert.deepEqual(JSON.parse(g.call("read", "/etc/passwd")!), {
+    op: "fopen",
+    path: "/etc/passwd",
+    errno: 76, // ENOTCAPABLE: wasi-libc finds no preopen for it
+    data: null,
+  });
+  assert.deepEqual(JSON.parse(g.call("read_raw", "../etc/passwd")!), {
+    op: "path_open",
+    path: "../etc/passwd",
+    errno: 52, // ENOSYS from this test's stub
+    data: null,
+  });
+  assert.equal(g.call("ok"), OK);
+});
+
+Deno.test("hostile stdoutflood: exact bytes on stdout and stderr", async () => {
+  const { guest } = await hostile("stdoutflood");
+  const g = guest();
+  assert.equal(g.call("flood", '{"lines":3}'), '{"lines":3}');
+  const line = (i: number) =>
+    `flood line ${String(i).padStart(10, "0")}: ${"0".repeat(56)}\n`;
+  assert.equal(g.stdout.join(""), line(0) + line(1) + line(2));
+  assert.equal(line(0).length, 80);
+  assert.equal(g.call("flood_stderr", "2"), '{"lines":2}');
+  assert.equal(g.stderr.join(""), line(0) + line(1));
+  g.stdout.length = 0;
+  assert.equal(g.call("longline", '{"bytes":10000}'), '{"bytes":10000}');
+  assert.equal(g.stdout.join(""), "x".repeat(10000));
+  assert.equal(g.call("ok"), OK);
 });

@@ -266,7 +266,7 @@ export class PgliteClient implements SqlClient {
   }
 
   /** Starts PGlite (once) and returns it. */
-  open(): Promise<PGlite> {
+  #open(): Promise<PGlite> {
     if (this.#closed) {
       return Promise.reject(new Error("PGlite client is closed"));
     }
@@ -294,7 +294,7 @@ export class PgliteClient implements SqlClient {
 
   /** Runs one statement as the database user. */
   async query(sql: string, params: unknown[] = []): Promise<SqlResult> {
-    const db = await this.open();
+    const db = await this.#open();
     const r = await db.query<Row>(sql, params);
     return toResult(r.rows, r.affectedRows, undefined);
   }
@@ -305,7 +305,7 @@ export class PgliteClient implements SqlClient {
     fn: (session: SqlSession) => Promise<T>,
   ): Promise<T> {
     options.signal?.throwIfAborted();
-    const db = await this.open();
+    const db = await this.#open();
     return await db.transaction(async (tx) => {
       const setup = [
         options.readOnly ? "SET TRANSACTION READ ONLY" : "",

@@ -548,6 +548,43 @@ Deno.test("an exponential call tree without loops or cycles still reaches gk.int
   assert.throws(() => exports.f0!(), StopGuest);
 });
 
+Deno.test("bulk memory and table operations spend fuel by length, so big fills reach gk.interrupt", () => {
+  const bytes = wat(`(module
+    (memory 32 32)
+    (table 10 funcref)
+    (elem declare func $f)
+    (func $f)
+    (func (export "fills") (param $n i32) (result i32) (local $i i32)
+      (block $done (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (memory.fill (i32.const 0) (local.get $i) (i32.const 1048576))
+        (memory.copy (i32.const 1048576) (i32.const 0) (i32.const 1024))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+      (i32.load8_u (i32.const 1048576)))
+    (func (export "one_fill") (param $len i32)
+      (memory.fill (i32.const 0) (i32.const 1) (local.get $len)))
+    (func (export "table") (param $n i32) (result i32)
+      (table.fill (i32.const 0) (ref.func $f) (local.get $n))
+      (table.grow (ref.null func) (local.get $n))))`);
+  const interrupts = assertSameAnswers(bytes, () => ({}), (e) => [
+    outcome(() => e.fills!(200)),
+    outcome(() => e.one_fill!(100)),
+    outcome(() => e.one_fill!(32 * 65536 + 1)), // out of bounds: trap
+    outcome(() => e.table!(10)),
+  ]);
+  // 200 fills of 1 MiB = 200 * 1024 units: at least 20 refills.
+  assert.ok(interrupts >= 20, `${interrupts}`);
+  // A loop of big fills stops.
+  const stop = stopAfter(2);
+  const { exports } = instantiate(
+    instrumentModule(bytes).bytes,
+    {},
+    stop.interrupt,
+  );
+  assert.throws(() => exports.fills!(1_000_000), StopGuest);
+});
+
 Deno.test("the guest cannot reach the fuel global (index past its own globals is refused)", () => {
   // (func (global.set 0 (i32.const 999999))) in a module without globals
   const bytes = moduleOf(

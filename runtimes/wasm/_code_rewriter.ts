@@ -35,7 +35,7 @@ import {
   refusedTypeReason,
   SIMD_IMM,
 } from "./_opcodes.ts";
-import { hex, WasmReader } from "./_wasm_reader.ts";
+import { hex, WasmInstrumentError, WasmReader } from "./_wasm_reader.ts";
 import { WasmWriter } from "./_wasm_writer.ts";
 
 /** What the rewriter knows about the module when it reaches the code. */
@@ -108,6 +108,15 @@ const E_RETURN_CALL_INDIRECT = 6; // pos: opcode
 const E_EXIT = 7; // pos: opcode of return / br* to the function label / final end
 const E_LOOP_END = 8; // pos: the end opcode of a wrapped loop
 const E_LABEL = 9; // pos: a branch label; a: its value; b: wrapped loops it crosses
+const E_BULK = 10; // pos: the 0xfc prefix of a bulk memory/table operation
+
+/**
+ * Bulk memory and table operations (`memory.fill`, `memory.copy`,
+ * `memory.init`, `table.fill`, `table.copy`, `table.init`, `table.grow`) spend
+ * one fuel unit per `2^BULK_SHIFT` bytes or elements of their length operand,
+ * checked before they run, so a loop of large fills cannot outrun the checks.
+ */
+export const BULK_SHIFT = 10;
 
 interface ScannedBody {
   /** Start of the body (its local declarations). */
@@ -118,6 +127,7 @@ interface ScannedBody {
   localGroups: number;
   localCount: number;
   hasLoop: boolean;
+  hasBulk: boolean;
   hasIndirect: boolean;
   /** Direct callees, as defined-function indices, one per call site. */
   callees: number[];
@@ -185,6 +195,7 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
     localGroups,
     localCount,
     hasLoop: false,
+    hasBulk: false,
     hasIndirect: false,
     callees: [],
     edits: [],
@@ -347,6 +358,14 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
       }
       case Imm.PREFIX_FC: {
         const sub = r.u32();
+        if (sub === 8 || sub === 10 || sub === 11 || sub === 12 || sub >= 14) {
+          // Length-dependent: memory.init/copy/fill, table.init/copy/grow/fill
+          // (table.size, 16, has no length and is filtered out below).
+          if (sub !== 16 && sub <= 17) {
+            body.hasBulk = true;
+            edits.push(E_BULK, opPos, 0, 0);
+          }
+        }
         switch (fcImm(sub)) {
           case FcImm.NONE:
             break;
@@ -601,6 +620,60 @@ function reload(w: WasmWriter, s: ModuleState, local: number): void {
   w.u32(local);
 }
 
+/**
+ * Writes the fuel charge of a bulk operation whose length is on top of the
+ * stack: `t = len; fuel -= t >>> BULK_SHIFT; if (fuel <= 0) fuel =
+ * gk.interrupt(); push t`. `local` is the fuel local, or -1 for the global.
+ */
+function bulkCharge(
+  w: WasmWriter,
+  s: ModuleState,
+  local: number,
+  scratch: number,
+): void {
+  w.u8(0x21); // local.set t
+  w.u32(scratch);
+  if (local >= 0) {
+    w.u8(0x20);
+    w.u32(local);
+  } else {
+    w.u8(0x23);
+    w.u32(s.fuelGlobal);
+  }
+  w.u8(0x20); // local.get t
+  w.u32(scratch);
+  w.u8(0x41); // i32.const BULK_SHIFT
+  w.u8(BULK_SHIFT);
+  w.u8(0x76); // i32.shr_u
+  w.u8(0x6b); // i32.sub
+  if (local >= 0) {
+    w.u8(0x22); // local.tee fuel
+    w.u32(local);
+  } else {
+    w.u8(0x24); // global.set fuel
+    w.u32(s.fuelGlobal);
+    w.u8(0x23); // global.get fuel
+    w.u32(s.fuelGlobal);
+  }
+  w.u8(0x41); // i32.const 0
+  w.u8(0x00);
+  w.u8(0x4c); // i32.le_s
+  w.u8(0x04); // if
+  w.u8(0x40);
+  w.u8(0x10); // call gk.interrupt
+  w.u32(s.interruptFunc);
+  if (local >= 0) {
+    w.u8(0x21);
+    w.u32(local);
+  } else {
+    w.u8(0x24);
+    w.u32(s.fuelGlobal);
+  }
+  w.u8(0x0b); // end
+  w.u8(0x20); // local.get t
+  w.u32(scratch);
+}
+
 /** Emits one function body with its fuel checks (without the size prefix). */
 function emitBody(
   buf: Uint8Array,
@@ -610,17 +683,31 @@ function emitBody(
   s: ModuleState,
   w: WasmWriter,
 ): void {
-  const localMode = body.hasLoop &&
-    params + body.localCount + 1 <= MAX_LOCALS;
+  // Loops keep the fuel in a local; bulk operations need a scratch local.
+  const localMode = body.hasLoop;
+  const extra = (localMode ? 1 : 0) + (body.hasBulk ? 1 : 0);
+  if (params + body.localCount + extra > MAX_LOCALS) {
+    throw new WasmInstrumentError(
+      `a function has ${
+        params + body.localCount
+      } locals: no room for the fuel locals (limit ${MAX_LOCALS})`,
+      body.start,
+    );
+  }
   const local = params + body.localCount;
+  const scratch = local + (localMode ? 1 : 0);
   // Local declarations.
-  if (localMode) {
+  if (extra) {
     w.u32(body.localGroups + 1);
     const r = new WasmReader(buf, body.start, body.code);
     r.u32();
     w.bytes(buf.subarray(r.pos, body.code));
-    w.u32(1);
+    w.u32(extra);
     w.u8(0x7f);
+  } else {
+    w.bytes(buf.subarray(body.start, body.code));
+  }
+  if (localMode) {
     // Entry: take the fuel into the local (and spend one if checked).
     w.u8(0x23);
     w.u32(s.fuelGlobal);
@@ -630,9 +717,8 @@ function emitBody(
       w.u8(0x21); // local.set fuel
       w.u32(local);
     }
-  } else {
-    w.bytes(buf.subarray(body.start, body.code));
-    if (entryCheck) globalCheck(w, s);
+  } else if (entryCheck) {
+    globalCheck(w, s);
   }
 
   let copyFrom = body.code;
@@ -645,7 +731,7 @@ function emitBody(
     const b = edits[i + 3]!;
     switch (kind) {
       case E_LOOP:
-        if (localMode && b) {
+        if (b) {
           // block bt; loop; block; loop bt; <check>; br_if 1 (to refill)
           w.bytes(buf.subarray(copyFrom, pos));
           copyFrom = a;
@@ -671,19 +757,21 @@ function emitBody(
           w.u8(0x0d); // br_if 1
           w.u8(0x01);
         } else {
+          // A loop with parameters: check inline.
           w.bytes(buf.subarray(copyFrom, a));
           copyFrom = a;
-          if (localMode) {
-            w.u8(0x20); // local.get fuel
-            w.u32(local);
-            localCheckTail(w, s, local);
-          } else {
-            globalCheck(w, s);
-          }
+          w.u8(0x20); // local.get fuel
+          w.u32(local);
+          localCheckTail(w, s, local);
         }
         break;
+      case E_BULK:
+        w.bytes(buf.subarray(copyFrom, pos));
+        copyFrom = pos;
+        bulkCharge(w, s, localMode ? local : -1, scratch);
+        break;
       case E_LOOP_END:
-        if (localMode) {
+        {
           // end (loop); br 2; end; call interrupt; local.set; br 0; end;
           // unreachable; end
           w.bytes(buf.subarray(copyFrom, pos + 1));
@@ -703,7 +791,7 @@ function emitBody(
         }
         break;
       case E_LABEL:
-        if (localMode) {
+        {
           w.bytes(buf.subarray(copyFrom, pos));
           w.u32(a + 3 * b);
           const r = new WasmReader(buf, pos, body.end);

@@ -1,0 +1,206 @@
+/**
+ * Deno flags and WASI preopens from grants. The flags are also tried on a
+ * real `deno run` subprocess, which reports what it may and may not do.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  DenoFlagsError,
+  denoFlagsFor,
+  wasiPreopensFor,
+} from "../permissions/mod.ts";
+
+Deno.test("flags: mapping of grants to deno run flags", () => {
+  const flags = denoFlagsFor({
+    grants: [
+      "http:api.example.com",
+      "http:https://secure.example.com",
+      "http:127.0.0.1:8080",
+      "http:[::1]:9000",
+      "http:localhost:3000",
+      "http:*.wild.example.com",
+      "http:external",
+      "fs:read:assets",
+      "fs:write:cache",
+      "db:read",
+      "cache:write",
+      "email:*",
+      "config:*",
+      "log",
+    ],
+    dataDir: "/srv/p/data",
+    socketDir: "/run/gk/p",
+    socketPaths: ["/run/gk/p/plugin.sock", "/run/gk/p/host.sock"],
+  });
+  assert.deepEqual(flags, [
+    "--no-prompt",
+    "--no-config",
+    "--allow-net=127.0.0.1:8080,[::1]:9000,api.example.com:443,api.example.com:80,localhost:3000," +
+    "secure.example.com:443,unix:/run/gk/p/host.sock,unix:/run/gk/p/plugin.sock",
+    "--allow-read=/run/gk/p,/srv/p/data/assets,/srv/p/data/cache",
+    "--allow-write=/run/gk/p,/srv/p/data/cache",
+    "--deny-write=" + ["/run/gk/p", "/srv/p/data/cache"].flatMap((d) =>
+      [
+        "deno.json",
+        "deno.jsonc",
+        "deno.lock",
+        "package.json",
+        "node_modules",
+        "import_map.json",
+      ].map((n) => `${d}/${n}`)
+    ).join(","),
+  ]);
+  for (const f of flags) {
+    assert.doesNotMatch(f, /^--allow-(run|ffi|env|sys|import|all)|^-A$/);
+  }
+  // Nothing granted: no access at all.
+  assert.deepEqual(denoFlagsFor({ grants: ["log"], dataDir: "/d" }), [
+    "--no-prompt",
+    "--no-config",
+  ]);
+  assert.throws(
+    () => denoFlagsFor({ grants: [], dataDir: "relative" }),
+    DenoFlagsError,
+  );
+  assert.throws(
+    () =>
+      denoFlagsFor({
+        grants: [],
+        dataDir: "/d",
+        socketDir: "/s",
+        socketPaths: ["/etc/x.sock"],
+      }),
+    DenoFlagsError,
+  );
+  assert.throws(
+    () =>
+      denoFlagsFor({
+        grants: ["fs:write:."],
+        dataDir: "/d",
+        configFile: "/d/deno.json",
+      }),
+    DenoFlagsError,
+  );
+  assert.deepEqual(
+    denoFlagsFor({ grants: [], dataDir: "/d", configFile: "/app/plugin.json" }),
+    ["--no-prompt", "--config=/app/plugin.json"],
+  );
+});
+
+Deno.test("flags: a real deno subprocess gets exactly what the flags say", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gk_flags_" });
+  try {
+    const dataDir = join(dir, "data");
+    const code = join(dir, "code");
+    await Deno.mkdir(join(dataDir, "assets"), { recursive: true });
+    await Deno.mkdir(join(dataDir, "cache"), { recursive: true });
+    await Deno.mkdir(code);
+    await Deno.writeTextFile(join(dataDir, "assets", "a.txt"), "asset");
+    await Deno.writeTextFile(join(dataDir, "secret.txt"), "secret");
+    await Deno.writeTextFile(
+      join(code, "probe.ts"),
+      `
+const out: Record<string, string> = {};
+async function probe(name: string, fn: () => unknown) {
+  try { await fn(); out[name] = "ok"; } catch (e) { out[name] = (e as Error).name; }
+}
+const d = ${JSON.stringify(dataDir)};
+await probe("readAsset", () => Deno.readTextFile(d + "/assets/a.txt"));
+await probe("readSecret", () => Deno.readTextFile(d + "/secret.txt"));
+await probe("writeAsset", () => Deno.writeTextFile(d + "/assets/b.txt", "x"));
+await probe("writeCache", () => Deno.writeTextFile(d + "/cache/c.txt", "x"));
+await probe("writeDenoJson", () => Deno.writeTextFile(d + "/cache/deno.json", "{}"));
+await probe("readEtc", () => Deno.readTextFile("/etc/hostname"));
+await probe("env", () => Deno.env.get("HOME"));
+await probe("run", () => new Deno.Command("/bin/sh", { args: ["-c", "true"] }).output());
+for (const host of ["api.example.com:443", "127.0.0.1:443", "localhost:3000", "127.0.0.1:3000", "a.wild.example.com:443"]) {
+  out["net " + host] = Deno.permissions.querySync({ name: "net", host }).state;
+}
+console.log(JSON.stringify(out));
+`,
+    );
+    const flags = denoFlagsFor({
+      grants: [
+        "fs:read:assets",
+        "fs:write:cache",
+        "http:api.example.com",
+        "http:localhost:3000",
+        "http:*.wild.example.com",
+      ],
+      dataDir,
+      codeDir: code,
+    });
+    const { code: exit, stdout, stderr } = await new Deno.Command(
+      Deno.execPath(),
+      {
+        args: ["run", ...flags, join(code, "probe.ts")],
+        cwd: dataDir,
+        clearEnv: true,
+        env: {
+          NO_COLOR: "1",
+          DENO_DIR: Deno.env.get("DENO_DIR") ??
+            join(Deno.env.get("HOME") ?? "/root", ".cache/deno"),
+        },
+        stdin: "null",
+      },
+    ).output();
+    const text = new TextDecoder().decode(stdout);
+    assert.equal(exit, 0, new TextDecoder().decode(stderr));
+    assert.deepEqual(JSON.parse(text), {
+      readAsset: "ok",
+      readSecret: "NotCapable",
+      writeAsset: "NotCapable",
+      writeCache: "ok",
+      writeDenoJson: "NotCapable",
+      readEtc: "NotCapable",
+      env: "NotCapable",
+      run: "NotCapable",
+      "net api.example.com:443": "granted",
+      "net 127.0.0.1:443": "prompt",
+      "net localhost:3000": "granted",
+      "net 127.0.0.1:3000": "prompt",
+      "net a.wild.example.com:443": "prompt",
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("wasi: preopens from fs grants only", () => {
+  assert.deepEqual(
+    wasiPreopensFor({
+      grants: [
+        "fs:read:assets",
+        "fs:write:cache",
+        "fs:read:cache/sub",
+        "db:read",
+        "http:external",
+      ],
+      dataDir: "/srv/p/data",
+    }),
+    [
+      {
+        guestPath: "/data/assets",
+        hostPath: "/srv/p/data/assets",
+        readOnly: true,
+      },
+      {
+        guestPath: "/data/cache",
+        hostPath: "/srv/p/data/cache",
+        readOnly: false,
+      },
+    ],
+  );
+  assert.deepEqual(
+    wasiPreopensFor({
+      grants: ["fs:read:.", "fs:write:."],
+      dataDir: "/d",
+      guestRoot: "/",
+    }),
+    [{ guestPath: "/", hostPath: "/d", readOnly: false }],
+  );
+  assert.deepEqual(
+    wasiPreopensFor({ grants: ["log", "db:write"], dataDir: "/d" }),
+    [],
+  );
+});

@@ -157,23 +157,26 @@ export class GuestInstance {
     options: GuestInstanceOptions,
   ): GuestInstance {
     const maxResult = options.maxResultBytes ?? 16 * 1024 * 1024;
-    let self: GuestInstance | undefined;
+    const ref: { g?: GuestInstance } = {};
     const gk = {
       host_call: (fp: number, fl: number, ap: number, al: number): bigint => {
-        if (!self) return 0n; // during start: not initialised (GoatFlow: 0)
-        return self.#hostCall(fp, fl, ap, al);
+        const g = ref.g;
+        if (!g) return 0n; // during start: not initialised (GoatFlow: 0)
+        return g.#hostCall(fp, fl, ap, al);
       },
       log: (level: number, ptr: number, len: number): void => {
-        if (!self) return; // GoatFlow drops logs before Init
-        const msg = self.#view(ptr, len);
+        const g = ref.g;
+        if (!g) return; // GoatFlow drops logs before Init
+        const msg = g.#view(ptr, len);
         if (msg) options.bridge.log(level, msg);
       },
       last_error: (ptr: number, len: number): number => {
-        if (!self) return 0;
-        const err = self.#lastError;
+        const g = ref.g;
+        if (!g) return 0;
+        const err = g.#lastError;
         if (!err) return 0;
         const n = Math.min(len >>> 0, err.length);
-        const dst = self.#view(ptr, n);
+        const dst = g.#view(ptr, n);
         if (dst) dst.set(err.subarray(0, n));
         return err.length;
       },
@@ -207,7 +210,7 @@ export class GuestInstance {
         if (code !== 0) throw e;
       }
     }
-    self = g;
+    ref.g = g;
     return g;
   }
 

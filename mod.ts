@@ -36,6 +36,8 @@ export * from "./host/error_codes.ts";
 export * from "./host/templates.ts";
 export * from "./host/plugin_caller.ts";
 export * from "./host/loader.ts";
+export * from "./host/packages.ts";
+export * from "./host/zip_reader.ts";
 export {
   DEFAULT_JOB_TIMEOUT_MS,
   type JobClaim,

@@ -18,7 +18,7 @@ import {
   renderWidget,
   type ServerContext,
 } from "./context.ts";
-import { html, raw } from "./html.ts";
+import { markup, raw } from "./html.ts";
 import {
   BodyTooLargeError,
   errorToHttp,
@@ -229,7 +229,7 @@ export function createApi(ctx: ServerContext): Hono {
     let body = r.html;
     if (c.req.query("wrap") === "true") {
       const w = ctx.manager.manifest(name)?.widgets?.find((x) => x.id === id);
-      body = html`
+      body = markup`
         <div class="widget">
           <header>${w?.title ?? id}</header>
           <div class="body">${raw(r.html)}</div>

@@ -41,11 +41,11 @@ function part(v: unknown): string {
  *
  * @example
  * ```ts
- * import { html } from "./html.ts";
- * html`<b>${"<x>"}</b>`.value; // "<b>&lt;x&gt;</b>"
+ * import { markup } from "./html.ts";
+ * markup`<b>${"<x>"}</b>`.value; // "<b>&lt;x&gt;</b>"
  * ```
  */
-export function html(
+export function markup(
   strings: TemplateStringsArray,
   ...values: unknown[]
 ): SafeHtml {
@@ -67,8 +67,8 @@ export interface LayoutViewer {
   name: string;
   /** Whether the viewer is an admin. */
   admin: boolean;
-  /** The session's CSRF token (for the logout form and meta tag). */
-  csrf: string;
+  /** The session's CSRF token (logout form, meta tag); absent for Bearer requests. */
+  csrf?: string;
 }
 
 /** Options of {@linkcode layout}. */
@@ -118,47 +118,50 @@ function menuTree(
       ...(i.children ?? []),
       ...items.filter((x) => x.parent === i.id),
     ].sort(byOrder);
-    return html`<li><a href="${
+    return markup`<li><a href="${
       safeHref(i.path)
     }" title="${plugin}">${i.label}</a>${
       kids.length > 0 && depth < 4
-        ? html`<ul>${kids.map((k) => render(k, plugin, depth + 1))}</ul>`
+        ? markup`<ul>${kids.map((k) => render(k, plugin, depth + 1))}</ul>`
         : ""
     }</li>`;
   };
-  return html`${top.map((i) => render(i, i.plugin, 0))}`;
+  return markup`${top.map((i) => render(i, i.plugin, 0))}`;
 }
 
 /** Renders a whole page around `body`. */
 export function layout(options: LayoutOptions, body: SafeHtml): string {
   const v = options.viewer;
+  const userBox = !v
+    ? ""
+    : v.csrf
+    ? markup`<form method="post" action="/logout" class="logout"><input type="hidden" name="_csrf" value="${v.csrf}"><span>${v.name}${
+      v.admin ? " (admin)" : ""
+    }</span><button type="submit">Log out</button></form>`
+    : markup`<div class="logout"><span>${v.name} (API token)</span></div>`;
+  const hostLinks = (v ? HOST_NAV.filter((n) => v.admin || !n.admin) : []).map((
+    n,
+  ) =>
+    markup`<li><a href="${n.href}"${
+      raw(n.id === options.current ? ' aria-current="page"' : "")
+    }>${n.label}</a></li>`
+  );
+  const pluginMenu = options.menu && options.menu.length > 0
+    ? markup`<div class="navhead">Plugins</div><ul class="plugin-menu">${
+      menuTree(options.menu)
+    }</ul>`
+    : "";
   const nav = v
-    ? html`
-      <nav
-        class="side"><div class="brand">${options.site}</div><ul>${HOST_NAV
-          .filter((n) => v.admin || !n.admin).map((n) =>
-            html`<li><a href="${n.href}"${
-              raw(n.id === options.current ? ' aria-current="page"' : "")
-            }>${n.label}</a></li>`
-          )}</ul>${options.menu && options.menu.length > 0
-          ? html`
-            <div class="navhead">Plugins</div>
-            <ul class="plugin-menu">${menuTree(options.menu)}</ul>
-          `
-          : ""}<form method="post" action="/logout" class="logout"><input type="hidden" name="_csrf" value="${v
-          .csrf}"><span>${v.name}${v.admin
-          ? " (admin)"
-          : ""}</span><button type="submit">Log out</button></form></nav>
-    `
+    ? markup`<nav class="side"><div class="brand">${options.site}</div><ul>${hostLinks}</ul>${pluginMenu}${userBox}</nav>`
     : "";
   const flash = options.flash
-    ? html`<p class="flash ${options.flash.kind}" role="status">${options.flash.text}</p>`
+    ? markup`<p class="flash ${options.flash.kind}" role="status">${options.flash.text}</p>`
     : "";
-  return "<!doctype html>" + html`
+  return "<!doctype html>" + markup`
     <html lang="en">
       <head><meta charset="utf-8">
     <meta name="viewport" content="width=device-width, initial-scale=1">
-    ${v ? html`<meta name="csrf-token" content="${v.csrf}">` : ""}
+    ${v?.csrf ? markup`<meta name="csrf-token" content="${v.csrf}">` : ""}
     <title>${options.title} · ${options.site}</title>
     <link rel="stylesheet" href="/static/admin.css">
     <script src="/static/admin.js" defer></script>

@@ -25,7 +25,7 @@ import {
   renderWidget,
   type ServerContext,
 } from "./context.ts";
-import { html, layout, PAGE_HEADERS, raw, type SafeHtml } from "./html.ts";
+import { layout, markup, PAGE_HEADERS, raw, type SafeHtml } from "./html.ts";
 import { errorToHttp, preferredLanguage } from "./plugin_http.ts";
 import { safeEqual, SESSION_COOKIE } from "./sessions.ts";
 
@@ -48,8 +48,14 @@ function render(
   const page = layout({
     title: opts.title,
     site: ctx.options.title ?? "GoatKit",
-    ...(p?.session
-      ? { viewer: { name: p.name, admin: p.admin, csrf: p.session.csrf } }
+    ...(p
+      ? {
+        viewer: {
+          name: p.name,
+          admin: p.admin,
+          ...(p.session ? { csrf: p.session.csrf } : {}),
+        },
+      }
       : {}),
     ...(opts.current ? { current: opts.current } : {}),
     ...(p ? { menu: ctx.manager.menuItems("admin") } : {}),
@@ -59,7 +65,7 @@ function render(
 }
 
 function csrfField(p: Principal | undefined): SafeHtml {
-  return html`<input type="hidden" name="_csrf" value="${
+  return markup`<input type="hidden" name="_csrf" value="${
     p?.session?.csrf ?? ""
   }">`;
 }
@@ -70,16 +76,20 @@ function postButton(
   label: string,
   opts: { cls?: string; confirm?: string } = {},
 ): SafeHtml {
-  return html`
+  return markup`
     <form class="inline" method="post" action="${action}"
-      ${raw(
-        opts.confirm
-          ? html`
+      ${
+    raw(
+      opts.confirm
+        ? markup`
             data-confirm="${opts.confirm}"
           `.value
-          : "",
-      )}>${csrfField(p)}<button type="submit" class="${opts.cls ??
-        ""}">${label}</button></form>
+        : "",
+    )
+  }>${csrfField(p)}<button type="submit" class="${
+    opts.cls ??
+      ""
+  }">${label}</button></form>
   `;
 }
 
@@ -90,7 +100,7 @@ function statusBadge(info: PluginInfo): SafeHtml {
     ? "bad"
     : "off";
   const label = info.status === "not-loaded" ? "not loaded" : info.status;
-  return html`<span class="badge ${cls}" data-status="${info.status}">${label}</span>`;
+  return markup`<span class="badge ${cls}" data-status="${info.status}">${label}</span>`;
 }
 
 function safeNext(next: string | undefined): string {
@@ -155,7 +165,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
       title,
       status,
       flash: { kind: "error", text: errorText(e) },
-    }, html`<p><a class="button" href="${back}">Back</a></p>`);
+    }, markup`<p><a class="button" href="${back}">Back</a></p>`);
   }
 
   // -- login / logout -----------------------------------------------------------
@@ -173,13 +183,15 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
       maxAge: 3600,
     });
     const failed = c.req.query("failed") === "1";
-    const body = html`
+    const body = markup`
       <div class="login panel">
         <form method="post" action="/login">
           <input type="hidden" name="_csrf" value="${csrf}">
-          <input type="hidden" name="next" value="${safeNext(
-            c.req.query("next"),
-          )}">
+          <input type="hidden" name="next" value="${
+      safeNext(
+        c.req.query("next"),
+      )
+    }">
           <label for="token">API token</label>
           <input id="token" name="token" type="password"
             autocomplete="current-password" required autofocus placeholder="gk_…">
@@ -263,30 +275,24 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
       const refresh = w.refreshable && (w.refresh_sec ?? 0) > 0
         ? w.refresh_sec
         : undefined;
-      return html`
-        <section class="widget size-${w.size ?? "small"}" data-widget="${w
-          .plugin}:${w.id}">
-          <header><span>${w.title}</span><span class="badge">${w
-            .plugin}</span></header>
-          <div class="body" id="widget-${w.plugin}-${w.id}"
-            data-refresh-url="${url}" ${raw(
-              refresh
-                ? html`
-                  data-refresh-sec="${refresh}"
-                `.value
-                : "",
-            )}>${r.ok
-              ? raw(r.html)
-              : html`<p class="muted">${r.message}</p>`}</div>
-        </section>
-      `;
+      const refreshAttr = refresh ? raw(` data-refresh-sec="${refresh}"`) : "";
+      const content = r.ok
+        ? raw(r.html)
+        : markup`<p class="muted">${r.message}</p>`;
+      const id = `widget-${w.plugin}-${w.id}`;
+      return markup`<section class="widget size-${
+        w.size ?? "small"
+      }" data-widget="${w.plugin}:${w.id}">
+<header><span>${w.title}</span><span class="badge">${w.plugin}</span></header>
+<div class="body" id="${id}" data-refresh-url="${url}"${refreshAttr}>${content}</div>
+</section>`;
     });
     return render(
       c,
       ctx,
       p,
       { title: "Dashboard", current: "dashboard" },
-      cards.length > 0 ? html`<div class="widgets">${cards}</div>` : html`
+      cards.length > 0 ? markup`<div class="widgets">${cards}</div>` : markup`
         <p
           class="muted">No widgets. Enabled plugins that declare widgets at location "dashboard" show them here.</p>
       `,
@@ -300,55 +306,64 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
     const count = (s: PluginInfo["status"]) =>
       infos.filter((i) => i.status === s).length;
     const rows = infos.map((i) =>
-      html`
+      markup`
         <tr data-plugin="${i.name}">
-          <td><a href="/admin/plugins/${encodeURIComponent(i.name)}"><b>${i
-            .name}</b></a><div class="muted">${i.description.length > 80
-            ? i.description.slice(0, 80) + "…"
-            : i.description}</div></td>
+          <td><a href="/admin/plugins/${
+        encodeURIComponent(i.name)
+      }"><b>${i.name}</b></a><div class="muted">${
+        i.description.length > 80
+          ? i.description.slice(0, 80) + "…"
+          : i.description
+      }</div></td>
           <td>${i.version || "—"}</td>
           <td>${i.runtime ?? "—"}</td>
-          <td>${statusBadge(i)}${i.reason
-            ? html`<div class="muted">${i.reason}</div>`
-            : ""}${i.routeConflict
-            ? html`<div class="badge bad">route conflict</div>`
-            : ""}</td>
+          <td>${statusBadge(i)}${
+        i.reason ? markup`<div class="muted">${i.reason}</div>` : ""
+      }${
+        i.routeConflict
+          ? markup`<div class="badge bad">route conflict</div>`
+          : ""
+      }</td>
           <td>${permSummary(i)}</td>
           <td>${i.routes.length}</td>
           <td>${i.widgets.length}</td>
           <td>${i.jobs.length}</td>
-          <td>${!i.loaded
-            ? postButton(
-              p,
-              `/admin/plugins/${encodeURIComponent(i.name)}/enable`,
-              "Load & enable",
-            )
-            : i.enabled
-            ? postButton(
-              p,
-              `/admin/plugins/${encodeURIComponent(i.name)}/disable`,
-              "Disable",
-              {
-                cls: "danger",
-              },
-            )
-            : postButton(
-              p,
-              `/admin/plugins/${encodeURIComponent(i.name)}/enable`,
-              "Enable",
-              {
-                cls: "primary",
-              },
-            )}</td>
+          <td>${
+        !i.loaded
+          ? postButton(
+            p,
+            `/admin/plugins/${encodeURIComponent(i.name)}/enable`,
+            "Load & enable",
+          )
+          : i.enabled
+          ? postButton(
+            p,
+            `/admin/plugins/${encodeURIComponent(i.name)}/disable`,
+            "Disable",
+            {
+              cls: "danger",
+            },
+          )
+          : postButton(
+            p,
+            `/admin/plugins/${encodeURIComponent(i.name)}/enable`,
+            "Enable",
+            {
+              cls: "primary",
+            },
+          )
+      }</td>
         </tr>
       `
     );
-    const body = html`
+    const body = markup`
       <div class="cards">
         <div class="stat"><b>${infos.length}</b>Total</div>
         <div class="stat"><b>${count("enabled")}</b>Enabled</div>
-        <div class="stat"><b>${count("disabled") +
-          count("quarantined")}</b>Disabled</div>
+        <div class="stat"><b>${
+      count("disabled") +
+      count("quarantined")
+    }</b>Disabled</div>
         <div class="stat"><b>${count("not-loaded")}</b>Not loaded</div>
       </div>
       <table id="plugins">
@@ -365,22 +380,28 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
             <th></th>
           </tr>
         </thead>
-        <tbody>${rows.length > 0 ? rows : html`
+        <tbody>${
+      rows.length > 0 ? rows : markup`
           <tr>
             <td colspan="9" class="muted">No plugins.</td>
           </tr>
-        `}</tbody>
+        `
+    }</tbody>
       </table>
       <h2>Install or upgrade a package</h2>
-      <div class="panel">${ctx.options.packages
-        ? html`
+      <div class="panel">${
+      ctx.options.packages
+        ? markup`
           <form method="post" action="/admin/plugins/upload"
-            enctype="multipart/form-data">${csrfField(
-              p,
-            )}<input type="file" name="plugin" accept=".zip" required> <button class="primary" type="submit">Upload</button>
+            enctype="multipart/form-data">${
+          csrfField(
+            p,
+          )
+        }<input type="file" name="plugin" accept=".zip" required> <button class="primary" type="submit">Upload</button>
           <p class="muted">A .zip with manifest.json and the module or entry. Its permissions are shown for approval after install.</p></form>
         `
-        : html`<p class="muted">Package install is not available on this host.</p>`}</div>
+        : markup`<p class="muted">Package install is not available on this host.</p>`
+    }</div>
       <p><a class="button" href="/admin/logs">View logs</a></p>
     `;
     return render(c, ctx, p, {
@@ -400,7 +421,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
           kind: "error",
           text: "Package install is not available on this host.",
         },
-      }, html`<p><a class="button" href="/admin/plugins">Back</a></p>`);
+      }, markup`<p><a class="button" href="/admin/plugins">Back</a></p>`);
     }
     try {
       const { bytes, filename, fields } = await readUpload(c, uploadLimit);
@@ -429,7 +450,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
         title: "Not found",
         status: 404,
         flash: { kind: "error", text: `Plugin "${name}" not found.` },
-      }, html`<p><a class="button" href="/admin/plugins">Back</a></p>`);
+      }, markup`<p><a class="button" href="/admin/plugins">Back</a></p>`);
     }
     const m = ctx.manager.manifest(name);
     const enc = encodeURIComponent(name);
@@ -447,7 +468,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
         }`,
       };
     }
-    const actions = html`<p>${
+    const actions = markup`<p>${
       !info.loaded
         ? postButton(p, `/admin/plugins/${enc}/enable`, "Load & enable", {
           cls: "primary",
@@ -472,38 +493,52 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
         })
         : ""
     } <a class="button" href="/admin/logs?plugin=${enc}">Logs</a></p>`;
-    const meta = html`
+    const meta = markup`
       <div class="panel">
         <dl class="meta">
-      <dt>Status</dt><dd>${statusBadge(info)}${info.reason
-        ? html`
+      <dt>Status</dt><dd>${statusBadge(info)}${
+      info.reason
+        ? markup`
           <span class="muted">${info.reason}</span>
         `
-        : ""}</dd>
-      <dt>Version</dt><dd>${info.version ||
-        "—"}</dd><dt>Runtime</dt><dd>${info.runtime ?? "—"}</dd>
-      <dt>Author</dt><dd>${info.author ||
-        "Unknown"}</dd><dt>License</dt><dd>${info.license || "—"}</dd>
-      <dt>Homepage</dt><dd>${info.homepage ||
-        "—"}</dd><dt>Description</dt><dd>${info.description}</dd>
-      ${m?.min_host_version
-        ? html`
+        : ""
+    }</dd>
+      <dt>Version</dt><dd>${
+      info.version ||
+      "—"
+    }</dd><dt>Runtime</dt><dd>${info.runtime ?? "—"}</dd>
+      <dt>Author</dt><dd>${
+      info.author ||
+      "Unknown"
+    }</dd><dt>License</dt><dd>${info.license || "—"}</dd>
+      <dt>Homepage</dt><dd>${
+      info.homepage ||
+      "—"
+    }</dd><dt>Description</dt><dd>${info.description}</dd>
+      ${
+      m?.min_host_version
+        ? markup`
           <dt>Needs host</dt>
           <dd>≥ ${m.min_host_version}</dd>
         `
-        : ""}
-      ${info.inFlight !== undefined
-        ? html`
+        : ""
+    }
+      ${
+      info.inFlight !== undefined
+        ? markup`
           <dt>Calls in flight</dt>
           <dd>${info.inFlight}</dd>
         `
-        : ""}
-      ${info.routeConflict
-        ? html`
+        : ""
+    }
+      ${
+      info.routeConflict
+        ? markup`
           <dt>Routes</dt>
           <dd class="badge bad">${info.routeConflict}</dd>
         `
-        : ""}
+        : ""
+    }
         </dl>
       </div>
     `;
@@ -512,9 +547,9 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
       ["Method", "Path", "Middleware", "Handler", "Description"],
       info.routes.map((r) => [
         r.method,
-        html`<code>${r.path}</code>`,
+        markup`<code>${r.path}</code>`,
         (r.middleware ?? []).join(", ") || "public",
-        html`<code>${r.handler}</code>`,
+        markup`<code>${r.handler}</code>`,
         r.description ?? "",
       ]),
     );
@@ -533,7 +568,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
       ["Id", "Schedule", "Enabled", "Timeout", "Description"],
       info.jobs.map((j) => [
         j.id,
-        html`<code>${j.schedule}</code>`,
+        markup`<code>${j.schedule}</code>`,
         j.enabled ? "yes" : "no",
         j.timeout ?? "5m",
         j.description ?? "",
@@ -546,7 +581,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
       ) => [
         i.id,
         i.label,
-        html`<code>${i.path}</code>`,
+        markup`<code>${i.path}</code>`,
         i.location,
         String(i.order ?? 0),
       ]),
@@ -556,7 +591,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
       (m?.error_codes ?? []).map((
         e,
       ) => [
-        html`<code>${name}:${e.code}</code>`,
+        markup`<code>${name}:${e.code}</code>`,
         String(e.http_status),
         e.message,
       ]),
@@ -570,7 +605,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
         current: "plugins",
         ...(flash ? { flash } : {}),
       },
-      html`${actions}${meta}${perms}<h2>Routes</h2>${routes}<h2>Widgets</h2>${widgets}<h2>Jobs</h2>${jobs}<h2>Menu items</h2>${menu}<h2>Error codes</h2>${codes}`,
+      markup`${actions}${meta}${perms}<h2>Routes</h2>${routes}<h2>Widgets</h2>${widgets}<h2>Jobs</h2>${jobs}<h2>Menu items</h2>${menu}<h2>Error codes</h2>${codes}`,
     );
   });
 
@@ -691,23 +726,25 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
   };
   const logRows = (entries: LogEntry[]) =>
     entries.length === 0
-      ? html`
+      ? markup`
         <tr>
           <td colspan="4" class="muted">No log entries.</td>
         </tr>
       `
-      : html`${
+      : markup`${
         entries.map((e) =>
-          html`
+          markup`
             <tr>
               <td class="mono">${e.timestamp}</td>
               <td><span class="badge level-${e.level}">${e.level}</span></td>
-              <td>${e.plugin || html`<span class="muted">host</span>`}</td>
-              <td>${e.message}${e.fields
-                ? html`<div class="mono muted">${
-                  JSON.stringify(e.fields)
-                }</div>`
-                : ""}</td>
+              <td>${e.plugin || markup`<span class="muted">host</span>`}</td>
+              <td>${e.message}${
+            e.fields
+              ? markup`<div class="mono muted">${
+                JSON.stringify(e.fields)
+              }</div>`
+              : ""
+          }</td>
             </tr>
           `
         )
@@ -733,28 +770,38 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
     if (f.plugin) q.set("plugin", f.plugin);
     if (f.level) q.set("level", f.level);
     q.set("limit", String(f.limit));
-    const body = html`
+    const body = markup`
       <form class="filters" method="get" action="/admin/logs">
-        <label>Plugin<select name="plugin" data-autosubmit><option value="">All</option>${names
-          .map((n) =>
-            html`
-              <option value="${n}" ${raw(
-                n === f.plugin ? " selected" : "",
-              )}>${n}</option>
+        <label>Plugin<select name="plugin" data-autosubmit><option value="">All</option>${
+      names
+        .map((n) =>
+          markup`
+              <option value="${n}" ${
+            raw(
+              n === f.plugin ? " selected" : "",
+            )
+          }>${n}</option>
             `
-          )}</select></label>
-        <label>Level (at least)<select name="level" data-autosubmit><option value="">All</option>${LOG_LEVELS
-          .map((l) =>
-            html`
-              <option value="${l}" ${raw(
-                l === f.level ? " selected" : "",
-              )}>${l}</option>
+        )
+    }</select></label>
+        <label>Level (at least)<select name="level" data-autosubmit><option value="">All</option>${
+      LOG_LEVELS
+        .map((l) =>
+          markup`
+              <option value="${l}" ${
+            raw(
+              l === f.level ? " selected" : "",
+            )
+          }>${l}</option>
             `
-          )}</select></label>
-        <label>Limit<select name="limit" data-autosubmit>${[50, 100, 250, 500]
-          .map((n) =>
-            html`<option${raw(n === f.limit ? " selected" : "")}>${n}</option>`
-          )}</select></label>
+        )
+    }</select></label>
+        <label>Limit<select name="limit" data-autosubmit>${
+      [50, 100, 250, 500]
+        .map((n) =>
+          markup`<option${raw(n === f.limit ? " selected" : "")}>${n}</option>`
+        )
+    }</select></label>
         <button type="submit">Apply</button>
         <label
           style="flex-direction:row;align-items:center;gap:6px"><input type="checkbox" id="auto" checked> Auto-refresh (5 s)</label>
@@ -762,11 +809,12 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
       </form>
       <form method="post" action="/admin/logs/clear"
         data-confirm="Clear all log entries?"
-        class="inline">${csrfField(
-          p,
-        )}<button class="danger" type="submit">Clear logs</button></form>
-      <p class="muted">${ctx.logs.count()} entries in the buffer (capacity ${ctx
-        .logs.capacity}).</p>
+        class="inline">${
+      csrfField(
+        p,
+      )
+    }<button class="danger" type="submit">Clear logs</button></form>
+      <p class="muted">${ctx.logs.count()} entries in the buffer (capacity ${ctx.logs.capacity}).</p>
       <table id="logs">
         <thead>
           <tr>
@@ -777,9 +825,11 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
           </tr>
         </thead>
         <tbody id="log-rows" data-refresh-url="/admin/logs/rows?${q.toString()}"
-          data-refresh-sec="5" data-refresh-toggle="auto">${logRows(
-            queryLogs(f),
-          )}</tbody>
+          data-refresh-sec="5" data-refresh-toggle="auto">${
+      logRows(
+        queryLogs(f),
+      )
+    }</tbody>
       </table>
     `;
     return render(c, ctx, p, {
@@ -822,21 +872,21 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
     const rows = jobs.map((j) => [
       j.plugin,
       j.id,
-      html`<code>${j.schedule}</code>`,
+      markup`<code>${j.schedule}</code>`,
       j.description ?? "",
       j.enabled
-        ? html`<span class="badge ok">scheduled</span>`
-        : html`<span class="badge off">off</span>`,
+        ? markup`<span class="badge ok">scheduled</span>`
+        : markup`<span class="badge off">off</span>`,
       ("nextRun" in j && j.nextRun) ? String(j.nextRun) : "—",
-      html`${
+      markup`${
         j.lastRuns.slice(0, 3).map((r) =>
-          html`<div><span class="badge ${
+          markup`<div><span class="badge ${
             r.outcome === "ok" ? "ok" : r.outcome === "running" ? "" : "bad"
           }">${r.outcome}</span> <span class="mono">${r.start}</span>${
             r.durationMs !== undefined ? ` ${r.durationMs} ms` : ""
           }${
             r.error
-              ? html`
+              ? markup`
                 <span class="muted">${r.error}</span>
               `
               : ""
@@ -862,8 +912,8 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
         current: "jobs",
         ...(flashFromQuery(c) ? { flash: flashFromQuery(c)! } : {}),
       },
-      html`${
-        sched ? "" : html`
+      markup`${
+        sched ? "" : markup`
           <p
             class="muted">The scheduler is not running on this host; jobs are listed from the manifests.</p>
         `
@@ -914,15 +964,15 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
       ctx,
       p,
       { title: "Audit log", current: "audit" },
-      html`${
+      markup`${
         audit
           ? ""
-          : html`<p class="muted">No audit log is configured on this host.</p>`
+          : markup`<p class="muted">No audit log is configured on this host.</p>`
       }${
         table(
           ["Time", "Plugin", "Outcome", "Permission", "Attempted"],
           entries.map((e) => [
-            html`<span class="mono">${e.time ?? e.timestamp ?? ""}</span>`,
+            markup`<span class="mono">${e.time ?? e.timestamp ?? ""}</span>`,
             e.plugin,
             e.outcome ?? "denied",
             e.permission ?? "",
@@ -959,29 +1009,33 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
           ? { flash: flashFromQuery(c)! }
           : {}),
       },
-      html`
-        ${created
-          ? html`<div class="panel"><code id="new-token">${created.token}</code></div>`
-          : ""}${table(
-            ["Id", "Name", "Role", "Created", ""],
-            list.map((t) => [
-              html`<code>${t.id}</code>`,
-              t.name,
-              t.admin ? "admin" : "user",
-              t.created,
-              p?.tokenId === t.id
-                ? html`<span class="muted">current</span>`
-                : postButton(
-                  p,
-                  `/admin/tokens/${encodeURIComponent(t.id)}/revoke`,
-                  "Revoke",
-                  {
-                    cls: "danger",
-                    confirm: `Revoke token ${t.name}?`,
-                  },
-                ),
-            ]),
-          )}<h2>Create a token</h2><form class="panel filters"
+      markup`
+        ${
+        created
+          ? markup`<div class="panel"><code id="new-token">${created.token}</code></div>`
+          : ""
+      }${
+        table(
+          ["Id", "Name", "Role", "Created", ""],
+          list.map((t) => [
+            markup`<code>${t.id}</code>`,
+            t.name,
+            t.admin ? "admin" : "user",
+            t.created,
+            p?.tokenId === t.id
+              ? markup`<span class="muted">current</span>`
+              : postButton(
+                p,
+                `/admin/tokens/${encodeURIComponent(t.id)}/revoke`,
+                "Revoke",
+                {
+                  cls: "danger",
+                  confirm: `Revoke token ${t.name}?`,
+                },
+              ),
+          ]),
+        )
+      }<h2>Create a token</h2><form class="panel filters"
           method="post" action="/admin/tokens">${csrfField(p)}
         <label>Name<input name="name" required maxlength="100"></label>
         <label style="flex-direction:row;align-items:center;gap:6px"><input type="checkbox" name="admin" value="1"> Admin</label>
@@ -1044,25 +1098,27 @@ function flashFromQuery(c: Context): { kind: "ok"; text: string } | undefined {
 }
 
 function table(head: string[], rows: unknown[][]): SafeHtml {
-  if (rows.length === 0) return html`<p class="muted">None.</p>`;
-  return html`
+  if (rows.length === 0) return markup`<p class="muted">None.</p>`;
+  return markup`
     <table>
       <thead>
-        <tr>${head.map((h) => html`<th>${h}</th>`)}</tr>
+        <tr>${head.map((h) => markup`<th>${h}</th>`)}</tr>
       </thead>
-      <tbody>${rows.map((r) =>
-        html`<tr>${r.map((cell) => html`<td>${cell}</td>`)}</tr>`
-      )}</tbody>
+      <tbody>${
+    rows.map((r) =>
+      markup`<tr>${r.map((cell) => markup`<td>${cell}</td>`)}</tr>`
+    )
+  }</tbody>
     </table>
   `;
 }
 
 function permSummary(i: PluginInfo): SafeHtml {
   const req = i.permissions.requested.length;
-  if (i.permissions.granted === null) return html`${req} requested`;
-  return html`${i.permissions.granted.length}/${req} granted${
+  if (i.permissions.granted === null) return markup`${req} requested`;
+  return markup`${i.permissions.granted.length}/${req} granted${
     i.permissions.pending.length > 0
-      ? html`
+      ? markup`
         <span class="badge new">${i.permissions.pending.length} to review</span>
       `
       : ""
@@ -1075,34 +1131,38 @@ function permissionsSection(
   grantsOn: boolean,
 ): SafeHtml {
   const perms = info.permissions;
-  if (!info.loaded) return html``;
+  if (!info.loaded) return markup``;
   if (!grantsOn) {
-    return html`
+    return markup`
       <h2>Permissions</h2>
       <div class="panel">
         <p class="muted">Grants are not managed on this host. Requested:</p>
-        <ul class="perms">${perms.requested.map((x) =>
-          html`<li><code>${x}</code></li>`
-        )}</ul>
+        <ul class="perms">${
+      perms.requested.map((x) => markup`<li><code>${x}</code></li>`)
+    }</ul>
       </div>
     `;
   }
   const granted = perms.granted ?? [];
   const rows = perms.requested.map((x) =>
-    html`
+    markup`
       <tr>
-        <td><input type="checkbox" name="perm" value="${x}"${raw(
-          perms.pending.includes(x) ? " checked" : "",
-        )}></td>
+        <td><input type="checkbox" name="perm" value="${x}"${
+      raw(
+        perms.pending.includes(x) ? " checked" : "",
+      )
+    }></td>
         <td><code>${x}</code></td>
-        <td>${granted.includes(x)
-          ? html`<span class="badge ok">granted</span>`
-          : html`<span class="badge new">new — not granted</span>`}</td>
+        <td>${
+      granted.includes(x)
+        ? markup`<span class="badge ok">granted</span>`
+        : markup`<span class="badge new">new — not granted</span>`
+    }</td>
       </tr>
     `
   );
   const unused = perms.unused.map((x) =>
-    html`
+    markup`
       <tr>
         <td><input type="checkbox" name="perm" value="${x}"></td>
         <td><code>${x}</code></td>
@@ -1110,16 +1170,20 @@ function permissionsSection(
       </tr>
     `
   );
-  return html`
+  return markup`
     <h2>Permissions</h2>
     <div class="panel"
-      id="permissions">${perms.pending.length > 0
-        ? html`<p><span class="badge new">${perms.pending.length}</span> requested permission(s) are not granted (new in this version or never approved): <b>${
-          perms.pending.join(", ")
-        }</b>.</p>`
-        : html`<p class="muted">Everything requested is granted.</p>`}<form method="post" action="/admin/plugins/${encodeURIComponent(
-          info.name,
-        )}/grants">${csrfField(p)}
+      id="permissions">${
+    perms.pending.length > 0
+      ? markup`<p><span class="badge new">${perms.pending.length}</span> requested permission(s) are not granted (new in this version or never approved): <b>${
+        perms.pending.join(", ")
+      }</b>.</p>`
+      : markup`<p class="muted">Everything requested is granted.</p>`
+  }<form method="post" action="/admin/plugins/${
+    encodeURIComponent(
+      info.name,
+    )
+  }/grants">${csrfField(p)}
     <table><thead><tr><th></th><th>Permission</th><th>State</th></tr></thead><tbody>${rows}${unused}</tbody></table>
     <p><button class="primary" type="submit" name="action" value="approve">Approve selected</button> <button class="danger" type="submit" name="action" value="revoke">Revoke selected</button></p>
     </form></div>

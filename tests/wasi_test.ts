@@ -302,6 +302,8 @@ Deno.test("hostile: symlinks leading outside are refused and nothing outside cha
       "rmdir link_rel/sub": 76,
       "link link_rel/secret.txt hl": 76,
       "symlink /etc/passwd mine": 76,
+      "symlink ../outside mine": 76,
+      "symlink x/../../outside mine": 76,
       "opendir link_rel": 76,
       "opendir ..": 76,
       "libc fopen /sandbox/link_rel/secret.txt": 76,
@@ -467,15 +469,16 @@ Deno.test("conformance checks (C, raw preview1 calls): all pass in-thread with f
   assertEquals(code, 0);
 });
 
-Deno.test("conformance checks in the confined worker: all pass; symlink creation is refused there", async () => {
+Deno.test("conformance checks in the confined worker: all pass (symlinks created through the main thread)", async () => {
   const { text, code } = await runConformance("worker");
   const failures = text.split("\n").filter((l) => l.startsWith("FAIL"));
   assertEquals(failures, []);
   const summary = /summary passed=(\d+) failed=(\d+) skipped=(\d+)/.exec(text);
   assert(summary, text);
   console.log(`conformance in worker: ${summary[0]}`);
-  // Deno only allows Deno.symlinkSync with unscoped read+write permissions.
-  assertStringIncludes(text, "skip symlink checks: path_symlink refused");
+  // Deno.symlinkSync needs unscoped permissions, which the worker lacks: the
+  // main thread re-checks and creates the links for it.
+  assertEquals(summary[3], "0");
   assertEquals(code, 0);
 });
 

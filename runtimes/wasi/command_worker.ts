@@ -6,34 +6,14 @@
  * @module
  */
 
-import { DenoWasiFs } from "./fs.ts";
 import {
-  WasiDeadlineError,
-  WasiExitError,
-  type WasiPreopen,
-  WasiPreview1,
-} from "./preview1.ts";
-
-/** The message that starts the command. */
-export interface RunMessage {
-  type: "run";
-  bytes: Uint8Array;
-  args: string[];
-  env: Record<string, string>;
-  preopens: WasiPreopen[];
-  stdin: Uint8Array;
-  control: SharedArrayBuffer;
-  outputLimit: number;
-  fuel: number;
-  escapeErrno?: number;
-}
-
-/** Messages the worker posts. */
-export type WorkerReply =
-  | { type: "out"; fd: 1 | 2; bytes: Uint8Array }
-  | { type: "exit"; code: number; dropped: [number, number] }
-  | { type: "deadline" }
-  | { type: "error"; name: string; message: string };
+  CONTROL,
+  type RunMessage,
+  type WorkerReply,
+} from "./command_protocol.ts";
+import { ERRNO } from "./constants.ts";
+import { DenoWasiFs, WasiFsError } from "./fs.ts";
+import { WasiDeadlineError, WasiExitError, WasiPreview1 } from "./preview1.ts";
 
 const FLUSH_AT = 4096;
 
@@ -97,11 +77,27 @@ function run(msg: RunMessage): void {
       stdout: (b) => out.write(b),
       stderr: (b) => err.write(b),
       fs: msg.preopens.length
-        ? new DenoWasiFs(msg.preopens, { escapeErrno: msg.escapeErrno })
+        ? new DenoWasiFs(msg.preopens, {
+          escapeErrno: msg.escapeErrno,
+          symlink: (target, linkPath) => {
+            // Deno.symlinkSync needs unscoped permissions, which this worker
+            // does not have: the main thread re-checks and creates the link.
+            Atomics.store(control, CONTROL.REPLY, 0);
+            post({ type: "symlink", target, linkPath });
+            Atomics.wait(control, CONTROL.REPLY, 0, 10_000);
+            if (Atomics.load(control, CONTROL.REPLY) === 0) {
+              throw new WasiFsError(ERRNO.BUSY, "symlink", linkPath);
+            }
+            const errno = Atomics.load(control, CONTROL.REPLY_ERRNO);
+            if (errno !== 0) throw new WasiFsError(errno, "symlink", linkPath);
+          },
+        })
         : undefined,
       sleep: (ms) => {
-        Atomics.wait(control, 0, 0, ms);
-        if (Atomics.load(control, 0) !== 0) throw new WasiDeadlineError();
+        Atomics.wait(control, CONTROL.INTERRUPT, 0, ms);
+        if (Atomics.load(control, CONTROL.INTERRUPT) !== 0) {
+          throw new WasiDeadlineError();
+        }
       },
     });
     const module = new WebAssembly.Module(msg.bytes as Uint8Array<ArrayBuffer>);
@@ -109,7 +105,9 @@ function run(msg: RunMessage): void {
       wasi_snapshot_preview1: wasi.imports(),
       gk: {
         interrupt: () => {
-          if (Atomics.load(control, 0) !== 0) throw new WasiDeadlineError();
+          if (Atomics.load(control, CONTROL.INTERRUPT) !== 0) {
+            throw new WasiDeadlineError();
+          }
           return msg.fuel;
         },
       },

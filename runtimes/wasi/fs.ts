@@ -181,6 +181,31 @@ export interface DenoWasiFsOptions {
    * @default {76} ENOTCAPABLE (wasmtime's newer cap-std answers EPERM, 63)
    */
   escapeErrno?: number;
+  /**
+   * Creates a symlink at the (already checked) host path `linkPath` instead
+   * of `Deno.symlinkSync`, which needs unscoped Deno permissions. The worker
+   * of `runWasiCommand` uses it to ask the main thread. Throws like
+   * `Deno.symlinkSync` or a {@link WasiFsError}.
+   */
+  symlink?: (target: string, linkPath: string) => void;
+}
+
+/**
+ * Whether the relative symlink `target`, placed in directory `parent`
+ * (relative to the preopen root), would point above the root when resolved
+ * lexically. Absolute targets always escape.
+ */
+export function symlinkTargetEscapes(parent: string, target: string): boolean {
+  if (target.startsWith("/")) return true;
+  const stack = parent.split("/").filter((c) => c !== "" && c !== ".");
+  for (const c of target.split("/")) {
+    if (c === "" || c === ".") continue;
+    if (c === "..") {
+      if (stack.length === 0) return true;
+      stack.pop();
+    } else stack.push(c);
+  }
+  return false;
 }
 
 const OS_ERRNO: Record<string, number> = {
@@ -290,8 +315,9 @@ const MAX_PATH = 4096;
  * Limits: a concurrent host process that swaps a checked directory for a
  * symlink between the check and the use is not defended against (the guest
  * itself cannot do that: every path it passes is resolved here first).
- * `symlink` needs unscoped Deno read/write permissions, so in a confined worker
- * it fails with `ENOTCAPABLE`.
+ * `symlink` refuses targets that would point above the preopen root, and
+ * needs unscoped Deno read/write permissions (in a confined worker, pass the
+ * `symlink` option to create the link elsewhere).
  *
  * @example
  * ```ts
@@ -308,6 +334,7 @@ export class DenoWasiFs implements WasiFs {
   #handles = new Map<number, Entry>();
   #nextHandle = 1;
   #escapeErrno: number;
+  #symlink?: (target: string, linkPath: string) => void;
 
   /** Confines the backend to `preopens` (resolved with realpath now). */
   constructor(preopens: DenoWasiFsPreopen[], options: DenoWasiFsOptions = {}) {
@@ -321,6 +348,7 @@ export class DenoWasiFs implements WasiFs {
       return { root, readOnly: p.readOnly ?? false };
     });
     this.#escapeErrno = options.escapeErrno ?? ERRNO.NOTCAPABLE;
+    this.#symlink = options.symlink;
   }
 
   #root(preopen: number): { root: string; readOnly: boolean } {
@@ -751,8 +779,13 @@ export class DenoWasiFs implements WasiFs {
     if (r.trailingSlash) {
       throw new WasiFsError(ERRNO.NOENT, "symlink", ref.path);
     }
+    const parent = r.rel.split("/").slice(0, -1).join("/");
+    if (symlinkTargetEscapes(parent, target)) {
+      throw new WasiFsError(this.#escapeErrno, "symlink", target);
+    }
     try {
-      Deno.symlinkSync(target, r.host);
+      if (this.#symlink) this.#symlink(target, r.host);
+      else Deno.symlinkSync(target, r.host);
     } catch (e) {
       throw new WasiFsError(errnoFromError(e), "symlink", ref.path, e);
     }

@@ -7,7 +7,13 @@
  */
 
 import { FUEL, instrumentModuleCached } from "../wasm/instrument.ts";
-import type { RunMessage, WorkerReply } from "./command_worker.ts";
+import {
+  CONTROL,
+  type RunMessage,
+  type WorkerReply,
+} from "./command_protocol.ts";
+import { ERRNO } from "./constants.ts";
+import { errnoFromError, symlinkTargetEscapes } from "./fs.ts";
 import type { WasiPreopen } from "./preview1.ts";
 
 /** Options of {@link runWasiCommand}. */
@@ -147,7 +153,7 @@ export async function runWasiCommandWithStats(
       },
     },
   });
-  const control = new SharedArrayBuffer(4);
+  const control = new SharedArrayBuffer(4 * CONTROL.CELLS);
   const flag = new Int32Array(control);
   return await new Promise<WasiCommandResult>((resolve, reject) => {
     let done = false;
@@ -163,8 +169,8 @@ export async function runWasiCommandWithStats(
       fn();
     };
     const interrupt = () => {
-      Atomics.store(flag, 0, 1);
-      Atomics.notify(flag, 0);
+      Atomics.store(flag, CONTROL.INTERRUPT, 1);
+      Atomics.notify(flag, CONTROL.INTERRUPT);
       graceTimer = setTimeout(
         () => end(() => reject(new WasiTimeoutError(deadline, false, reason))),
         grace,
@@ -192,6 +198,11 @@ export async function runWasiCommandWithStats(
           );
         } else if (m.type === "deadline") {
           end(() => reject(new WasiTimeoutError(deadline, true, reason)));
+        } else if (m.type === "symlink") {
+          const errno = hostSymlink(preopens, m.target, m.linkPath);
+          Atomics.store(flag, CONTROL.REPLY_ERRNO, errno);
+          Atomics.store(flag, CONTROL.REPLY, 1);
+          Atomics.notify(flag, CONTROL.REPLY);
         } else if (m.type === "error") {
           end(() => reject(new WasiCommandError(`${m.name}: ${m.message}`)));
         }
@@ -221,4 +232,39 @@ export async function runWasiCommandWithStats(
     };
     worker.postMessage(msg, [copy.buffer]);
   });
+}
+
+/**
+ * Creates a symlink the worker asked for, after checking again that the link
+ * lies directly in a real (symlink-free) directory inside a writable preopen
+ * and that its target stays inside that preopen. Returns a WASI errno.
+ */
+function hostSymlink(
+  preopens: { hostPath: string; readOnly: boolean }[],
+  target: string,
+  linkPath: string,
+): number {
+  const root = preopens.find((p) =>
+    !p.readOnly && linkPath.startsWith(p.hostPath + "/")
+  )?.hostPath;
+  if (root === undefined) return ERRNO.NOTCAPABLE;
+  const slash = linkPath.lastIndexOf("/");
+  const parent = linkPath.slice(0, slash);
+  const name = linkPath.slice(slash + 1);
+  if (!name || name === "." || name === ".." || target.includes("\0")) {
+    return ERRNO.INVAL;
+  }
+  try {
+    if (Deno.realPathSync(parent) !== parent) return ERRNO.NOTCAPABLE;
+  } catch (e) {
+    return errnoFromError(e);
+  }
+  const relParent = parent === root ? "" : parent.slice(root.length + 1);
+  if (symlinkTargetEscapes(relParent, target)) return ERRNO.NOTCAPABLE;
+  try {
+    Deno.symlinkSync(target, linkPath);
+    return 0;
+  } catch (e) {
+    return errnoFromError(e);
+  }
 }

@@ -585,6 +585,26 @@ Deno.test("bulk memory and table operations spend fuel by length, so big fills r
   assert.throws(() => exports.fills!(1_000_000), StopGuest);
 });
 
+Deno.test("checks are weighed by the code they cover: a loop with a big body spends more", () => {
+  const statements = Array.from(
+    { length: 200 },
+    (_, i) => `(local.set $x (i32.add (local.get $x) (i32.const ${i})))`,
+  ).join("\n");
+  const bytes = wat(`(module
+    (func (export "big") (param $n i32) (result i32) (local $i i32) (local $x i32)
+      (block $done (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        ${statements}
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+      (local.get $x)))`);
+  // ~1.4 KB of body: over 20 units per iteration, so 5000 turns need refills.
+  const interrupts = assertSameAnswers(bytes, () => ({}), (e) => [
+    outcome(() => e.big!(5000)),
+  ]);
+  assert.ok(interrupts >= 10, `${interrupts}`);
+});
+
 Deno.test("the guest cannot reach the fuel global (index past its own globals is refused)", () => {
   // (func (global.set 0 (i32.const 999999))) in a module without globals
   const bytes = moduleOf(

@@ -98,8 +98,16 @@ export function checkGlobal(
   }
 }
 
+/** Code bytes per fuel unit when weighing a check by the code it covers. */
+export const BYTES_PER_FUEL = 64;
+
+/** Fuel a check spends for `bytes` of code it covers (1 for tight loops). */
+function weightOf(bytes: number): number {
+  return 1 + Math.min(1000, Math.floor(bytes / BYTES_PER_FUEL));
+}
+
 // Edit kinds, recorded as [kind, pos, a, b] quadruples.
-const E_LOOP = 1; // pos: loop opcode; a: just after its block type; b: 1 if wrapped
+const E_LOOP = 1; // pos: loop opcode; a: just after its block type; b: wrapped | weight << 1
 const E_CALL = 2; // pos: opcode; a: index position; b: function index
 const E_RETURN_CALL = 3; // same fields as E_CALL
 const E_REF_FUNC = 4; // a: index position; b: function index
@@ -207,6 +215,8 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
   // whether it is a wrapped loop.
   const wrapPrefix: number[] = [0];
   const isWrapped: number[] = [0];
+  // Per open block: index of its E_LOOP edit (loops) or -1.
+  const loopEdit: number[] = [-1];
   const labelEdits: number[] = [];
   for (;;) {
     if (r.pos >= r.end) {
@@ -226,6 +236,7 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
         depth++;
         wrapPrefix.push(wrapPrefix[wrapPrefix.length - 1]!);
         isWrapped.push(0);
+        loopEdit.push(-1);
         break;
       case Imm.LOOP: {
         readBlockType(r, s);
@@ -239,6 +250,7 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
           : 0;
         wrapPrefix.push(wrapPrefix[wrapPrefix.length - 1]! + wrap);
         isWrapped.push(wrap);
+        loopEdit.push(edits.length);
         edits.push(E_LOOP, opPos, r.pos, wrap);
         break;
       }
@@ -251,6 +263,14 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
           return body;
         }
         wrapPrefix.pop();
+        {
+          // Weigh the loop's check by the size of its body.
+          const at = loopEdit.pop()!;
+          if (at >= 0) {
+            edits[at + 3] = edits[at + 3]! |
+              weightOf(opPos - edits[at + 2]!) << 1;
+          }
+        }
         if (isWrapped.pop()) edits.push(E_LOOP_END, opPos, 0, 0);
         break;
       case Imm.LABEL: {
@@ -445,7 +465,7 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
 function chooseEntryChecks(
   bodies: ScannedBody[],
   addressTaken: Set<number>,
-): Uint8Array {
+): Uint16Array {
   const n = bodies.length;
   const virt = n; // node standing for "any indirect-call target"
   const targets = [...addressTaken];
@@ -558,15 +578,20 @@ function chooseEntryChecks(
       cost[v] = trim(v);
     }
   }
-  return checked.subarray(0, n);
+  // Weight of each entry check: the work it covers up to the next check.
+  const weights = new Uint16Array(n);
+  for (let f = 0; f < n; f++) {
+    if (checked[f]) weights[f] = weightOf(cost[f]!);
+  }
+  return weights;
 }
 
 /** Writes `fuel -= 1; if (fuel <= 0) fuel = gk.interrupt()` on the global. */
-function globalCheck(w: WasmWriter, s: ModuleState): void {
+function globalCheck(w: WasmWriter, s: ModuleState, weight: number): void {
   w.u8(0x23); // global.get fuel
   w.u32(s.fuelGlobal);
-  w.u8(0x41); // i32.const 1
-  w.u8(0x01);
+  w.u8(0x41); // i32.const weight
+  w.s32(weight);
   w.u8(0x6b); // i32.sub
   w.u8(0x24); // global.set fuel
   w.u32(s.fuelGlobal);
@@ -588,9 +613,14 @@ function globalCheck(w: WasmWriter, s: ModuleState): void {
  * Writes `local = <value on the stack> - 1; if (local <= 0) local =
  * gk.interrupt()`, with the operand already pushed.
  */
-function localCheckTail(w: WasmWriter, s: ModuleState, local: number): void {
-  w.u8(0x41); // i32.const 1
-  w.u8(0x01);
+function localCheckTail(
+  w: WasmWriter,
+  s: ModuleState,
+  local: number,
+  weight: number,
+): void {
+  w.u8(0x41); // i32.const weight
+  w.s32(weight);
   w.u8(0x6b); // i32.sub
   w.u8(0x22); // local.tee fuel
   w.u32(local);
@@ -678,7 +708,7 @@ function bulkCharge(
 function emitBody(
   buf: Uint8Array,
   body: ScannedBody,
-  entryCheck: boolean,
+  entryWeight: number,
   params: number,
   s: ModuleState,
   w: WasmWriter,
@@ -711,14 +741,14 @@ function emitBody(
     // Entry: take the fuel into the local (and spend one if checked).
     w.u8(0x23);
     w.u32(s.fuelGlobal);
-    if (entryCheck) {
-      localCheckTail(w, s, local);
+    if (entryWeight) {
+      localCheckTail(w, s, local, entryWeight);
     } else {
       w.u8(0x21); // local.set fuel
       w.u32(local);
     }
-  } else if (entryCheck) {
-    globalCheck(w, s);
+  } else if (entryWeight) {
+    globalCheck(w, s, entryWeight);
   }
 
   let copyFrom = body.code;
@@ -731,7 +761,7 @@ function emitBody(
     const b = edits[i + 3]!;
     switch (kind) {
       case E_LOOP:
-        if (b) {
+        if (b & 1) {
           // block bt; loop; block; loop bt; <check>; br_if 1 (to refill)
           w.bytes(buf.subarray(copyFrom, pos));
           copyFrom = a;
@@ -746,8 +776,8 @@ function emitBody(
           w.u8(bt);
           w.u8(0x20); // local.get fuel
           w.u32(local);
-          w.u8(0x41); // i32.const 1
-          w.u8(0x01);
+          w.u8(0x41); // i32.const weight
+          w.s32(Math.max(1, b >> 1));
           w.u8(0x6b); // i32.sub
           w.u8(0x22); // local.tee fuel
           w.u32(local);
@@ -762,7 +792,7 @@ function emitBody(
           copyFrom = a;
           w.u8(0x20); // local.get fuel
           w.u32(local);
-          localCheckTail(w, s, local);
+          localCheckTail(w, s, local, Math.max(1, b >> 1));
         }
         break;
       case E_BULK:
@@ -872,7 +902,7 @@ export function rewriteCode(
   const tmp = new WasmWriter(4096);
   for (let i = 0; i < count; i++) {
     const params = s.typeParams[s.funcTypes[i]!]!;
-    emitBody(r.buf, bodies[i]!, entryChecks[i] === 1, params, s, tmp);
+    emitBody(r.buf, bodies[i]!, entryChecks[i]!, params, s, tmp);
     w.u32(tmp.length);
     w.append(tmp);
     tmp.reset();

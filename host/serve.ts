@@ -64,8 +64,9 @@ export interface ServeConfig {
  */
 export async function loadServeConfig(
   env: Record<string, string | undefined> = Deno.env.toObject(),
+  defaultConfigPath = "goatkit.json",
 ): Promise<ServeConfig> {
-  const path = env.GOATKIT_CONFIG ?? "goatkit.json";
+  const path = env.GOATKIT_CONFIG ?? defaultConfigPath;
   let file: Record<string, unknown> = {};
   try {
     const parsed = JSON.parse(await Deno.readTextFile(path));

@@ -1,0 +1,167 @@
+// `deno task serve`: configuration, the admin token printed once, a real WASM
+// example plugin's route and widget over real HTTP, disable → 404 → enable,
+// and graceful shutdown of the real entry point on SIGTERM.
+
+import { join } from "node:path";
+import { loadServeConfig, startHost } from "../host/serve.ts";
+import { assert, assertEquals, assertMatch } from "./server_helpers.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+Deno.test("loadServeConfig: defaults, goatkit.json, environment overrides", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const d = await loadServeConfig({}, join(dir, "absent.json"));
+    assertEquals([d.port, d.dataDir, d.pluginsDir], [
+      8080,
+      "./data",
+      "./fixtures/plugins",
+    ]);
+    const file = join(dir, "goatkit.json");
+    await Deno.writeTextFile(
+      file,
+      JSON.stringify({ port: 9000, dataDir: "/x", title: "T" }),
+    );
+    const c = await loadServeConfig({
+      GOATKIT_CONFIG: file,
+      GOATKIT_DATA_DIR: "/y",
+    });
+    assertEquals([c.port, c.dataDir, c.title], [9000, "/y", "T"]);
+    let failed = false;
+    await loadServeConfig({ PORT: "http" }).catch(() => failed = true);
+    assert(failed, "bad port refused");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("startHost: admin token once, example WASM plugin route and widget, disable/enable live", async () => {
+  const data = await Deno.makeTempDir();
+  const plugins = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(join(plugins, "hello-c"));
+    await Deno.copyFile(
+      join(ROOT, "fixtures/plugins/hello-c/plugin.wasm"),
+      join(plugins, "hello-c/plugin.wasm"),
+    );
+    const config = {
+      port: 0,
+      hostname: "127.0.0.1",
+      dataDir: data,
+      pluginsDir: plugins,
+      title: "Test",
+      secureCookies: false,
+    };
+    const lines: string[] = [];
+    const host = await startHost(config, { print: (l) => lines.push(l) });
+    let token: string;
+    try {
+      token = host.adminToken!;
+      assertMatch(token, /^gk_/);
+      assert(
+        !(await Deno.readTextFile(join(data, "tokens.json"))).includes(token),
+      );
+      const get = (path: string, auth = true) =>
+        fetch(`${host.url}${path}`, {
+          headers: auth ? { authorization: `Bearer ${token}` } : {},
+        });
+      const health = await (await get("/healthz", false)).json();
+      assertEquals([health.status, health.plugins.registered], ["ok", 1]);
+
+      const hello = await get("/api/plugins/hello-c?name=Ana", false);
+      assertEquals(hello.status, 200);
+      assertMatch(JSON.stringify(await hello.json()), /Ana/);
+      const widget = await get(
+        "/api/v1/plugins/hello-c/widgets/hello-c-widget",
+      );
+      assertEquals(widget.status, 200);
+      assertMatch(await widget.text(), /<\w+/);
+
+      const off = await fetch(`${host.url}/api/v1/plugins/hello-c/disable`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assertEquals(off.status, 200);
+      await off.body?.cancel();
+      const gone = await get("/api/plugins/hello-c", false);
+      assertEquals(gone.status, 404);
+      await gone.body?.cancel();
+      const on = await fetch(`${host.url}/api/v1/plugins/hello-c/enable`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}` },
+      });
+      await on.body?.cancel();
+      const back = await get("/api/plugins/hello-c", false);
+      assertEquals(back.status, 200);
+      await back.body?.cancel();
+    } finally {
+      await host.close();
+    }
+
+    // A restart does not print a new token; the first one still works.
+    const again = await startHost(config, {
+      print: () => {},
+      loadPlugins: false,
+    });
+    try {
+      assertEquals(again.adminToken, undefined);
+      const res = await fetch(`${again.url}/api/v1/plugins`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assertEquals(res.status, 200);
+      await res.body?.cancel();
+    } finally {
+      await again.close();
+    }
+  } finally {
+    await Deno.remove(data, { recursive: true });
+    await Deno.remove(plugins, { recursive: true });
+  }
+});
+
+Deno.test("host/serve.ts as a process: prints URL and token, answers /healthz, exits 0 on SIGTERM", async () => {
+  const data = await Deno.makeTempDir();
+  const plugins = await Deno.makeTempDir();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", join(ROOT, "host/serve.ts")],
+    cwd: data,
+    env: {
+      PORT: "0",
+      GOATKIT_HOSTNAME: "127.0.0.1",
+      GOATKIT_DATA_DIR: join(data, "d"),
+      GOATKIT_PLUGINS_DIR: plugins,
+      NO_COLOR: "1",
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = child.stderr.text();
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream())
+      .getReader();
+    let out = "";
+    while (!/Log in at/.test(out)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += value;
+    }
+    const url = /Listening on (http:\/\/\S+)/.exec(out)?.[1];
+    const token = /^\s+(gk_\S+)$/m.exec(out)?.[1];
+    assert(url && token, `output: ${out}`);
+    const health = await (await fetch(`${url}/healthz`)).json();
+    assertEquals(health.status, "ok");
+    child.kill("SIGTERM");
+    while (!(await reader.read()).done) { /* drain */ }
+    const status = await child.status;
+    assertEquals(status.code, 0, await stderr);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await child.status;
+    await stderr.catch(() => "");
+    await Deno.remove(data, { recursive: true });
+    await Deno.remove(plugins, { recursive: true });
+  }
+});

@@ -410,6 +410,45 @@ Deno.test("hostile: memory is capped by the instrumenter's limit", async () => {
   assert(mib >= 1 && mib < 4, out.text());
 });
 
+Deno.test("hostile: a trap and a stack overflow fail with WasiCommandError carrying the trap message", async () => {
+  for (
+    const [mode, message] of [["trap", /unreachable/], [
+      "stack",
+      /out of bounds|call stack/,
+    ]] as const
+  ) {
+    const err = await assertRejects(
+      () =>
+        runWasiCommand(fixture("hostile_c.wasm"), {
+          args: ["hostile", mode],
+          deadline: 20_000,
+        }),
+      WasiCommandError,
+    );
+    assertMatch(err.message, message);
+  }
+});
+
+Deno.test("runWasiCommand: a read-only preopen refuses writes and stays unchanged", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "gk_wasi_" });
+  try {
+    Deno.writeTextFileSync(`${dir}/existing.txt`, "ro");
+    const out = collector();
+    const code = await runWasiCommand(fixture("hello_c.wasm"), {
+      args: ["hello", "/ro", "0"],
+      preopens: [{ guestPath: "/ro", hostPath: dir, readOnly: true }],
+      stdout: out.sink,
+      deadline: 20_000,
+    });
+    // fopen(".../a.txt", "w") fails: the directory fd lacks the create right.
+    assertStringIncludes(out.text(), `open a: errno=${ERRNO.NOTCAPABLE}\n`);
+    assertEquals(code, 3);
+    assertEquals(listTree(dir), ["existing.txt"]);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("runWasiCommand: a module that is not WebAssembly is refused", async () => {
   await assertRejects(
     () =>

@@ -39,14 +39,4 @@ export {
   INTERRUPT_IMPORT,
   WasmInstrumentError,
 } from "./instrument.ts";
-export {
-  runWasiCommand,
-  type RunWasiCommandOptions,
-  runWasiCommandWithStats,
-  WasiCommandError,
-  type WasiCommandResult,
-  WasiExitError,
-  WasiPreview1,
-  type WasiPreview1Options,
-  WasiTimeoutError,
-} from "../wasi/mod.ts";
+export * from "../wasi/mod.ts";

@@ -36,6 +36,8 @@ interface Fixture {
   toolchain: Toolchain;
   /** Imports from wasi_snapshot_preview1 expected (true) or forbidden (false). */
   wasi: boolean;
+  /** For deliberately invalid fixtures: the ABI violation checkAbi must report. */
+  violation?: RegExp;
 }
 
 const FIXTURE_LIST: Fixture[] = [
@@ -80,6 +82,20 @@ const FIXTURE_LIST: Fixture[] = [
     name: "hostile-stdoutflood",
     toolchain: "c",
     wasi: true,
+  },
+  {
+    dir: "hostile/import-env",
+    name: "hostile-import-env",
+    toolchain: "wat",
+    wasi: false,
+    violation: /import from unexpected module env\.abort/,
+  },
+  {
+    dir: "hostile/missing-exports",
+    name: "hostile-missing-exports",
+    toolchain: "wat",
+    wasi: false,
+    violation: /missing export gk_call/,
   },
 ];
 
@@ -646,7 +662,8 @@ const json = (s: string | null) => (s === null ? null : JSON.parse(s));
 for (const fx of FIXTURE_LIST) {
   Deno.test(`${fx.dir}: ABI shape and manifest`, async () => {
     const { wasm, manifest } = await fixtureFiles(fx);
-    checkAbi(fx, wasm);
+    if (fx.violation) assert.throws(() => checkAbi(fx, wasm), fx.violation);
+    else checkAbi(fx, wasm);
     const m = parseManifest(manifest);
     assert.equal(m.name, fx.name);
     // Canonical form (so `deno fmt` leaves it alone): JSON.stringify(…, null, 2).
@@ -1114,4 +1131,18 @@ Deno.test("hostile stdoutflood: exact bytes on stdout and stderr", async () => {
   assert.equal(g.call("longline", '{"bytes":10000}'), '{"bytes":10000}');
   assert.equal(g.stdout.join(""), "x".repeat(10000));
   assert.equal(g.call("ok"), OK);
+});
+
+Deno.test("invalid fixtures: what exactly is wrong with them", async () => {
+  const env = await hostile("import-env");
+  assert.deepEqual(
+    env.shape.imports.map((i) => `${i.module}.${i.name}`),
+    ["env.abort", "host.db_query"],
+  );
+  assert.throws(() => env.guest(), /Import #0 "env"/);
+  const missing = await hostile("missing-exports");
+  assert.deepEqual(missing.shape.exports.map((e) => e.name), [
+    "memory",
+    "gk_register",
+  ]);
 });

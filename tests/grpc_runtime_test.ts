@@ -34,15 +34,6 @@ const HOSTAPI = new URL(
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-function alive(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return !/^\d+ \(.*\) Z/.test(stat); // a zombie counts as alive here: it leaked
-  } catch {
-    return false;
-  }
-}
-
 function exists(path: string): boolean {
   try {
     Deno.lstatSync(path);
@@ -121,7 +112,7 @@ Deno.test(
   opts,
   async () => {
     const hosts = new Map<string, MemoryHostAPI>();
-    let manager!: Manager;
+    const ref: { manager?: Manager } = {};
     const factory = (name: string): HostAPI => {
       const h = new MemoryHostAPI({
         query: (sql, args) => [{ sql, args }],
@@ -137,12 +128,12 @@ Deno.test(
         config: { "app.name": "GoatKit", whoami: name },
         translate: (key, lang, args) => `${key}/${lang}/${args.join(",")}`,
         callPlugin: (ctx, target, fn, args) =>
-          manager.callFrom(name, target, fn, args, { parent: ctx }),
+          ref.manager!.callFrom(name, target, fn, args, { parent: ctx }),
       });
       hosts.set(name, h);
       return h;
     };
-    manager = new Manager({ host: factory });
+    const manager = ref.manager = new Manager({ host: factory });
     await manager.register({
       gkRegister: () => ({ name: "other", version: "1.0.0" }),
       init: async () => {},

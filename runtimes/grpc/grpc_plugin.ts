@@ -713,6 +713,7 @@ export class GrpcPlugin implements Plugin {
           g.exited || err.code === grpc.status.UNAVAILABLE ||
           err.code === grpc.status.INTERNAL
         ) {
+          this.#connectionLost(g);
           reject(
             new PluginCrashedError(
               this.#name,
@@ -740,6 +741,26 @@ export class GrpcPlugin implements Plugin {
     }
     if (reason instanceof Error) return reason;
     return new PluginError(this.#name, `call to "${this.#name}" was cancelled`);
+  }
+
+  /**
+   * The connection broke: the process is dying or useless. New calls wait
+   * for its exit (and the restart); if it does not exit by itself soon, it
+   * is killed.
+   */
+  #connectionLost(gen: Generation) {
+    if (gen.exited || gen.doomed || this.#gen !== gen) return;
+    gen.doomed = true;
+    this.#healthy = false;
+    exitsWithin(gen, 1000).then((gone) => {
+      if (gone) return;
+      this.#log("error", "plugin connection lost; killing the process", {
+        plugin: this.#name,
+      });
+      try {
+        gen.child.kill("SIGKILL");
+      } catch { /* gone */ }
+    });
   }
 
   /** After a timeout: a plugin that no longer answers health checks is hung. */

@@ -9,6 +9,9 @@
  *   CPU-time clocks return the monotonic clock (Deno exposes no per-thread CPU
  *   time).
  * - `random_get`: `crypto.getRandomValues`.
+ * - file times: millisecond precision (Deno's file APIs read and set times in
+ *   milliseconds), so a time set with sub-millisecond digits reads back
+ *   truncated to the millisecond.
  * - fd 0 reads the given stdin bytes; fds 1 and 2 write to the given sinks
  *   (discarded when none is given).
  * - files: only through the preopened directories, via a {@link WasiFs}
@@ -872,6 +875,8 @@ export class WasiPreview1 {
       ) => {
         const d = this.#fd(fd);
         const ref = this.#ref(fd, pathPtr, pathLen, R.PATH_OPEN);
+        // Check the result pointer first, so a bad one cannot leak an fd.
+        this.#check(this.#mem().u8, fdPtr >>> 0, 4);
         const base = BigInt.asUintN(64, rightsBase);
         let read = (base & (R.FD_READ | R.FD_READDIR)) !== 0n;
         // Like wasmtime: FD_WRITE asks for a writable fd; ALLOCATE and

@@ -117,11 +117,23 @@ export async function runWasiCommandWithStats(
 ): Promise<WasiCommandResult> {
   const deadline = options.deadline ?? 30_000;
   const grace = options.graceMs ?? 2000;
-  const preopens = (options.preopens ?? []).map((p) => ({
-    guestPath: p.guestPath,
-    hostPath: Deno.realPathSync(p.hostPath),
-    readOnly: p.readOnly ?? false,
-  }));
+  const preopens = (options.preopens ?? []).map((p) => {
+    let hostPath: string;
+    try {
+      hostPath = Deno.realPathSync(p.hostPath);
+      if (!Deno.statSync(hostPath).isDirectory) {
+        throw new Error("not a directory");
+      }
+    } catch (e) {
+      throw new TypeError(
+        `Cannot preopen "${p.hostPath}" as "${p.guestPath}": ${
+          e instanceof Error ? e.message : String(e)
+        }`,
+        { cause: e },
+      );
+    }
+    return { guestPath: p.guestPath, hostPath, readOnly: p.readOnly ?? false };
+  });
   if (options.signal?.aborted) {
     throw new WasiTimeoutError(deadline, true, "abort before start");
   }

@@ -36,6 +36,7 @@ export * from "./host/error_codes.ts";
 export * from "./host/templates.ts";
 export * from "./host/plugin_caller.ts";
 export * from "./host/loader.ts";
+export * from "./host/loader_runtimes.ts";
 export * from "./host/packages.ts";
 export * from "./host/zip_reader.ts";
 export {

@@ -1,0 +1,106 @@
+/**
+ * The part of the Loader that picks a runtime by the plugin's kind (the one
+ * place in `host/` that imports `runtimes/`): it turns a discovered
+ * {@linkcode PluginSource} into a running plugin, with what its effective
+ * permissions (requested ∩ granted) map to — WASI preopens for WASM, Deno
+ * flags for a TypeScript gRPC plugin — and its config section as WASI
+ * environment. These launch-time mappings take effect at the next load or
+ * reload; HostAPI checks follow grant changes at once.
+ *
+ * @module
+ */
+
+import { join, resolve } from "node:path";
+import type { LogBuffer } from "./log_buffer.ts";
+import type { PluginFactory, PluginSource } from "./loader.ts";
+import type { Plugin } from "./plugin.ts";
+import { effectivePermissions } from "../permissions/grammar.ts";
+import type { GrantStore } from "../permissions/grants.ts";
+import { denoFlagsFor } from "../permissions/deno_flags.ts";
+import { wasiPreopensFor } from "../permissions/wasi_preopens.ts";
+import {
+  loadWasmPlugin,
+  type WasmPluginOptions,
+} from "../runtimes/wasm/plugin.ts";
+import {
+  loadGrpcPlugin,
+  type LoadGrpcPluginOptions,
+} from "../runtimes/grpc/grpc_plugin.ts";
+
+/** Options of {@linkcode createRuntimeFactory}. */
+export interface RuntimeFactoryOptions {
+  /** Where approved permissions are kept. */
+  grants: GrantStore;
+  /** Data root; each plugin gets `<dataDir>/plugins/<name>`. */
+  dataDir: string;
+  /** A plugin's own configuration values (become WASI environment). */
+  pluginConfig?: (name: string) => Record<string, string>;
+  /** Native executables the operator trusts (absolute paths). */
+  trustedExecutables?: readonly string[];
+  /** Where gRPC plugins' stderr lines go. */
+  logs?: LogBuffer;
+  /** Extra options for every WASM plugin. */
+  wasm?: Omit<WasmPluginOptions, "config" | "wasi" | "name">;
+  /** Extra options for every gRPC plugin. */
+  grpc?: Omit<LoadGrpcPluginOptions, "denoFlags" | "dataDir" | "logs">;
+}
+
+/**
+ * Builds the Loader's plugin factory; see the module doc.
+ *
+ * @example
+ * ```ts ignore
+ * const loader = new Loader(manager, {
+ *   dir: "./plugins",
+ *   load: createRuntimeFactory({ grants, dataDir: "./data" }),
+ * });
+ * ```
+ */
+export function createRuntimeFactory(
+  options: RuntimeFactoryOptions,
+): PluginFactory {
+  return async (source: PluginSource): Promise<Plugin> => {
+    const name = source.name;
+    const granted = (await options.grants.get(name)) ?? [];
+    const effective = effectivePermissions(
+      source.manifest.permissions ?? [],
+      granted,
+    );
+    const dataDir = resolve(join(options.dataDir, "plugins", name));
+    await Deno.mkdir(dataDir, { recursive: true });
+    const config = options.pluginConfig?.(name) ?? {};
+    switch (source.kind) {
+      case "wasm":
+        return await loadWasmPlugin(source.entry, {
+          ...options.wasm,
+          name,
+          config,
+          wasi: { preopens: wasiPreopensFor({ grants: effective, dataDir }) },
+        });
+      case "grpc-deno":
+      case "grpc-native": {
+        const logs = options.logs;
+        return await loadGrpcPlugin(source.entry, {
+          ...options.grpc,
+          dataDir,
+          ...(source.kind === "grpc-deno"
+            ? {
+              denoFlags: denoFlagsFor({
+                grants: effective,
+                dataDir,
+                codeDir: source.dir,
+              }),
+            }
+            : {}),
+          trustedExecutables: options.trustedExecutables ?? [],
+          ...(logs
+            ? {
+              logs: (level, message, fields) =>
+                logs.log(name, level, message, fields),
+            }
+            : {}),
+        });
+      }
+    }
+  };
+}

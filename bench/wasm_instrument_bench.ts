@@ -147,6 +147,91 @@ for (const [label, run] of cases) {
   });
 }
 
+// A real compiler's guest, when the fixture is there: hello-rust (rustc -O,
+// wasm32-wasi) through its gk_call ABI, with do-nothing host imports.
+const RUST = await readOptional("../fixtures/plugins/hello-rust/plugin.wasm");
+if (RUST) {
+  const original = loadPlugin(RUST);
+  const instrumented = loadPlugin(instrumentModule(RUST).bytes);
+  for (const [fn, args] of [["prng", `{"n":2000000}`], ["fib", `{"n":25}`]]) {
+    if (instrumented(fn!, args!) !== original(fn!, args!)) {
+      throw new Error(`hello-rust ${fn}: answers differ`);
+    }
+    const label = `hello-rust ${fn}${args}`;
+    Deno.bench({
+      group: label,
+      name: `original ${label}`,
+      baseline: true,
+      fn: () => {
+        original(fn!, args!);
+      },
+    });
+    Deno.bench({
+      group: label,
+      name: `instrumented ${label}`,
+      fn: () => {
+        instrumented(fn!, args!);
+      },
+    });
+  }
+}
+
+async function readOptional(
+  path: string,
+): Promise<Uint8Array<ArrayBuffer> | undefined> {
+  try {
+    return new Uint8Array(await Deno.readFile(new URL(path, import.meta.url)));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+}
+
+/** Instantiates a GoatKit plugin with inert imports; returns a caller. */
+function loadPlugin(
+  bytes: Uint8Array<ArrayBuffer>,
+): (fn: string, args: string) => string {
+  const box: { memory?: WebAssembly.Memory } = {};
+  const zeroSizes = (a: number, b: number) => {
+    new DataView(box.memory!.buffer).setUint32(a, 0, true);
+    new DataView(box.memory!.buffer).setUint32(b, 0, true);
+    return 0;
+  };
+  const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
+    gk: { log: () => {}, host_call: () => 0n, interrupt: () => FUEL },
+    wasi_snapshot_preview1: {
+      fd_write: () => 0,
+      environ_get: () => 0,
+      environ_sizes_get: zeroSizes,
+      proc_exit: () => {},
+    },
+  });
+  const e = instance.exports as unknown as {
+    memory: WebAssembly.Memory;
+    gk_malloc(size: number): number;
+    gk_call(fp: number, fl: number, ap: number, al: number): bigint;
+  };
+  box.memory = e.memory;
+  const put = (text: string) => {
+    const data = new TextEncoder().encode(text);
+    const ptr = e.gk_malloc(data.length);
+    new Uint8Array(box.memory!.buffer).set(data, ptr);
+    return [ptr, data.length] as const;
+  };
+  return (fn, args) => {
+    const [fp, fl] = put(fn);
+    const [ap, al] = put(args);
+    const packed = e.gk_call(fp, fl, ap, al);
+    return new TextDecoder().decode(
+      new Uint8Array(
+        box.memory!.buffer,
+        Number(packed >> 32n),
+        Number(packed & 0xffffffffn),
+      ),
+    );
+  };
+}
+
 // A ~100 KB module: many functions with loops, calls, memory and SIMD-free
 // arithmetic, so the rewriter touches every kind of edit.
 function bigModuleSource(functions: number): string {
@@ -169,7 +254,7 @@ function bigModuleSource(functions: number): string {
   parts.push(`(export "last" (func $f${functions - 1})))`);
   return parts.join("\n");
 }
-const BIG = wat(bigModuleSource(1100));
+const BIG = wat(bigModuleSource(1700));
 Deno.bench({
   group: "instrument",
   name: `instrumentModule ${Math.round(BIG.length / 1024)} KB module`,
@@ -187,3 +272,15 @@ Deno.bench({
     WebAssembly.validate(BIG);
   },
 });
+const LARGEST = await readOptional("../fixtures/wasi/hello_rust.wasm");
+if (LARGEST) {
+  Deno.bench({
+    group: "instrument",
+    name: `instrumentModule ${
+      Math.round(LARGEST.length / 1024)
+    } KB fixture (hello_rust.wasm)`,
+    fn: () => {
+      instrumentModule(LARGEST);
+    },
+  });
+}

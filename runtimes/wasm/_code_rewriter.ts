@@ -98,7 +98,11 @@ export function checkGlobal(
   }
 }
 
-/** Code bytes per fuel unit when weighing a check by the code it covers. */
+/**
+ * Code bytes per fuel unit when weighing a check by the code it covers: a
+ * loop check spends `1 + body bytes / 64` units per iteration (at most 1001),
+ * an entry check `1 + covered bytes / 64`.
+ */
 export const BYTES_PER_FUEL = 64;
 
 /** Fuel a check spends for `bytes` of code it covers (1 for tight loops). */

@@ -13,9 +13,21 @@
  *   (all eight forms, including expressions), the start function and
  *   `ref.func` in global initialisers are remapped.
  * - **Fuel.** Adds one mutable, non-exported i32 global (appended after the
- *   module's own globals, so no existing global index moves) holding the fuel,
- *   initially {@link FUEL}. At every function entry and every `loop` header it
- *   inserts `fuel -= 1; if (fuel <= 0) fuel = gk.interrupt()`. The host's
+ *   module's own globals, so no existing global index moves; guest code that
+ *   names a global index past its own is refused, so it cannot reach it)
+ *   holding the fuel, initially {@link FUEL}. Checks of the form
+ *   `fuel -= w; if (fuel <= 0) fuel = gk.interrupt()` are inserted at every
+ *   `loop` header, before every bulk memory/table operation (w = length / 1024)
+ *   and at the entry of every function that is part of a call cycle
+ *   (recursion, tail-call loops, indirect calls among address-taken or
+ *   exported functions) or starts a call tree too big to leave unchecked.
+ *   Functions without loops or such calls are straight-line code of bounded
+ *   length and get no check. The weight `w` grows with the code a check covers
+ *   (1 per {@link BYTES_PER_FUEL} bytes; 1 for a tight loop), so one fuel unit
+ *   is roughly 1–10 ns of guest work. Inside a function with loops the fuel
+ *   lives in a local (a register): loaded at entry, written back before calls
+ *   and exits, reloaded after calls; and each parameterless loop is wrapped
+ *   so that the `gk.interrupt` call sits outside the loop body. The host's
  *   `interrupt` returns the new fuel (normally {@link FUEL}) or throws to stop
  *   the guest: a JS exception thrown from an import unwinds the whole WASM
  *   call.
@@ -46,7 +58,7 @@
  *
  * declare const original: Uint8Array; // a plugin's .wasm bytes
  * const { bytes } = instrumentModule(original, { memoryLimitPages: 256 });
- * let deadline = Date.now() + 1000;
+ * const deadline = Date.now() + 1000;
  * const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
  *   [INTERRUPT_IMPORT.module]: {
  *     [INTERRUPT_IMPORT.name]: () => {
@@ -73,16 +85,18 @@ import { hex, WasmInstrumentError, WasmReader } from "./_wasm_reader.ts";
 import { WasmWriter } from "./_wasm_writer.ts";
 
 export { WasmInstrumentError };
+export { BYTES_PER_FUEL } from "./_code_rewriter.ts";
 
 /** The function import added to every instrumented module: `() -> i32`. */
 export const INTERRUPT_IMPORT = { module: "gk", name: "interrupt" } as const;
 
 /**
- * Fuel units per refill, and the fuel global's initial value. One unit is
- * spent per function entry and per loop iteration, so a tight loop reaches
- * `gk.interrupt` every {@link FUEL} iterations (tens of microseconds), and a
- * loop whose body does about 100 ns of work still reaches it within about
- * 1 ms. The host's `interrupt` should return this value to refuel.
+ * Fuel units per refill, and the fuel global's initial value. A tight loop
+ * spends one unit per iteration, so it reaches `gk.interrupt` every
+ * {@link FUEL} iterations (10–50 µs); bigger loop bodies and call trees spend
+ * more per check (see {@link BYTES_PER_FUEL}), so guest code reaches it
+ * within about 0.1–1 ms. The host's `interrupt` should return this value to
+ * refuel.
  */
 export const FUEL = 10_000;
 

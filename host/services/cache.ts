@@ -255,8 +255,10 @@ export class KvCacheStore implements CacheStore {
   /** Closes the KV database if it was opened. */
   async close(): Promise<void> {
     this.#closed = true;
-    if (this.#kv) {
-      const kv = await this.#kv.catch(() => undefined);
+    const pending = this.#kv;
+    this.#kv = undefined;
+    if (pending) {
+      const kv = await pending.catch(() => undefined);
       kv?.close();
     }
   }

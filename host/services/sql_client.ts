@@ -225,9 +225,11 @@ export class PgPoolClient implements SqlClient {
     }
   }
 
-  /** Ends the pool. */
-  async close(): Promise<void> {
-    await this.pool.end();
+  #ended: Promise<void> | undefined;
+
+  /** Ends the pool (once; later calls wait for the same end). */
+  close(): Promise<void> {
+    return this.#ended ??= this.pool.end();
   }
 }
 

@@ -196,6 +196,8 @@ nav.side a:hover, nav.side a[aria-current] { background:#2f3d35; color:#fff; }
 nav.side .navhead { margin:16px 8px 4px; font-size:11px; text-transform:uppercase; letter-spacing:.06em; color:#9fb3a7; }
 nav.side .logout { margin-top:auto; padding:8px; font-size:12px; color:#9fb3a7; display:flex; gap:8px; align-items:center; justify-content:space-between; }
 main { flex:1; padding:24px 32px; min-width:0; }
+main a { color:var(--accent); }
+main a.button { color:var(--fg); }
 h1 { margin:0 0 16px; font-size:22px; }
 h2 { font-size:16px; margin:24px 0 8px; }
 table { width:100%; border-collapse:collapse; background:var(--card); border:1px solid var(--line); border-radius:8px; overflow:hidden; }
@@ -226,6 +228,7 @@ input, select { font:inherit; padding:5px 8px; border:1px solid var(--line); bor
 .widget { background:var(--card); border:1px solid var(--line); border-radius:8px; overflow:hidden; grid-column:span 1; }
 .widget.size-medium { grid-column:span 2; } .widget.size-large { grid-column:span 3; } .widget.size-full { grid-column:1 / -1; }
 .widget header { padding:8px 12px; border-bottom:1px solid var(--line); display:flex; justify-content:space-between; gap:8px; font-weight:600; }
+.widget header span:first-child { overflow-wrap:anywhere; min-width:0; }
 .widget .body { padding:12px; overflow:auto; }
 .login { max-width:420px; margin:10vh auto; }
 .login input { width:100%; margin:8px 0 12px; }

@@ -74,23 +74,35 @@ function postButton(
   p: Principal | undefined,
   action: string,
   label: string,
-  opts: { cls?: string; confirm?: string } = {},
+  opts: { cls?: string; confirm?: string; back?: "list" } = {},
 ): SafeHtml {
-  return markup`
-    <form class="inline" method="post" action="${action}"
-      ${
-    raw(
-      opts.confirm
-        ? markup`
-            data-confirm="${opts.confirm}"
-          `.value
-        : "",
-    )
-  }>${csrfField(p)}<button type="submit" class="${
-    opts.cls ??
-      ""
-  }">${label}</button></form>
-  `;
+  const confirm = opts.confirm ? markup` data-confirm="${opts.confirm}"` : "";
+  const back = opts.back
+    ? markup`<input type="hidden" name="back" value="${opts.back}">`
+    : "";
+  return markup`<form class="inline" method="post" action="${action}"${confirm}>${
+    csrfField(p)
+  }${back}<button type="submit" class="${
+    opts.cls ?? ""
+  }">${label}</button></form>`;
+}
+
+function toggleButton(
+  p: Principal | undefined,
+  i: PluginInfo,
+  back?: "list",
+): SafeHtml {
+  const base = `/admin/plugins/${encodeURIComponent(i.name)}`;
+  const b = back ? { back } : {};
+  if (!i.loaded) {
+    return postButton(p, `${base}/enable`, "Load & enable", {
+      cls: "primary",
+      ...b,
+    });
+  }
+  return i.enabled
+    ? postButton(p, `${base}/disable`, "Disable", { cls: "danger", ...b })
+    : postButton(p, `${base}/enable`, "Enable", { cls: "primary", ...b });
 }
 
 function statusBadge(info: PluginInfo): SafeHtml {
@@ -328,31 +340,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
           <td>${i.routes.length}</td>
           <td>${i.widgets.length}</td>
           <td>${i.jobs.length}</td>
-          <td>${
-        !i.loaded
-          ? postButton(
-            p,
-            `/admin/plugins/${encodeURIComponent(i.name)}/enable`,
-            "Load & enable",
-          )
-          : i.enabled
-          ? postButton(
-            p,
-            `/admin/plugins/${encodeURIComponent(i.name)}/disable`,
-            "Disable",
-            {
-              cls: "danger",
-            },
-          )
-          : postButton(
-            p,
-            `/admin/plugins/${encodeURIComponent(i.name)}/enable`,
-            "Enable",
-            {
-              cls: "primary",
-            },
-          )
-      }</td>
+          <td>${toggleButton(p, i, "list")}      }</td>
         </tr>
       `
     );

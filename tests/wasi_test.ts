@@ -4,6 +4,7 @@ import nodeAssert from "node:assert/strict";
 import {
   DenoWasiFs,
   ERRNO,
+  nodeLutimes,
   PREVIEW1_FUNCTIONS,
   runWasiCommand,
   runWasiCommandWithStats,
@@ -477,6 +478,7 @@ async function runConformance(
         args: ["conformance"],
         preopens,
         stdout: out.sink,
+        fs: new DenoWasiFs(preopens, { lutimes: nodeLutimes }),
       });
       const instance = new WebAssembly.Instance(
         new WebAssembly.Module(fixture("conformance_c.wasm")),

@@ -27,11 +27,20 @@ export type WorkerReply =
   | { type: "exit"; code: number; dropped: [number, number] }
   | { type: "deadline" }
   | { type: "error"; name: string; message: string }
-  | { type: "symlink"; target: string; linkPath: string };
+  | { type: "hostop"; op: HostOp };
+
+/**
+ * A file-system operation the confined worker cannot do itself and asks the
+ * main thread for (which checks it again): creating a symlink needs unscoped
+ * Deno permissions, and setting a symlink's own times needs `node:fs`.
+ */
+export type HostOp =
+  | { op: "symlink"; target: string; linkPath: string }
+  | { op: "lutimes"; linkPath: string; atimeMs: number; mtimeMs: number };
 
 /**
  * Layout of the control SharedArrayBuffer (Int32 cells): the main thread sets
  * `INTERRUPT` at the deadline; `REPLY`/`REPLY_ERRNO` carry the answer to a
- * synchronous request (symlink creation) the worker posted.
+ * synchronous {@link HostOp} request the worker posted.
  */
 export const CONTROL = { INTERRUPT: 0, REPLY: 1, REPLY_ERRNO: 2, CELLS: 4 };

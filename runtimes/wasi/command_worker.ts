@@ -8,6 +8,7 @@
 
 import {
   CONTROL,
+  type HostOp,
   type RunMessage,
   type WorkerReply,
 } from "./command_protocol.ts";
@@ -61,6 +62,17 @@ function post(msg: WorkerReply, transfer: Transferable[] = []): void {
 
 function run(msg: RunMessage): void {
   const control = new Int32Array(msg.control);
+  /** Asks the main thread to do `op`, blocking until it answers. */
+  const hostOp = (op: HostOp) => {
+    Atomics.store(control, CONTROL.REPLY, 0);
+    post({ type: "hostop", op });
+    Atomics.wait(control, CONTROL.REPLY, 0, 10_000);
+    if (Atomics.load(control, CONTROL.REPLY) === 0) {
+      throw new WasiFsError(ERRNO.BUSY, op.op, op.linkPath);
+    }
+    const errno = Atomics.load(control, CONTROL.REPLY_ERRNO);
+    if (errno !== 0) throw new WasiFsError(errno, op.op, op.linkPath);
+  };
   const out = new Stream(1, msg.outputLimit);
   const err = new Stream(2, msg.outputLimit);
   const finish = (reply: WorkerReply) => {
@@ -79,18 +91,10 @@ function run(msg: RunMessage): void {
       fs: msg.preopens.length
         ? new DenoWasiFs(msg.preopens, {
           escapeErrno: msg.escapeErrno,
-          symlink: (target, linkPath) => {
-            // Deno.symlinkSync needs unscoped permissions, which this worker
-            // does not have: the main thread re-checks and creates the link.
-            Atomics.store(control, CONTROL.REPLY, 0);
-            post({ type: "symlink", target, linkPath });
-            Atomics.wait(control, CONTROL.REPLY, 0, 10_000);
-            if (Atomics.load(control, CONTROL.REPLY) === 0) {
-              throw new WasiFsError(ERRNO.BUSY, "symlink", linkPath);
-            }
-            const errno = Atomics.load(control, CONTROL.REPLY_ERRNO);
-            if (errno !== 0) throw new WasiFsError(errno, "symlink", linkPath);
-          },
+          symlink: (target, linkPath) =>
+            hostOp({ op: "symlink", target, linkPath }),
+          lutimes: (linkPath, atimeMs, mtimeMs) =>
+            hostOp({ op: "lutimes", linkPath, atimeMs, mtimeMs }),
         })
         : undefined,
       sleep: (ms) => {

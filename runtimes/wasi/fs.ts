@@ -18,7 +18,6 @@
  * @module
  */
 
-import { lutimesSync } from "node:fs";
 import { ERRNO, FILETYPE } from "./constants.ts";
 
 /** A guest path, relative to a directory inside a preopen. */
@@ -188,6 +187,13 @@ export interface DenoWasiFsOptions {
    * `Deno.symlinkSync` or a {@link WasiFsError}.
    */
   symlink?: (target: string, linkPath: string) => void;
+  /**
+   * Sets the times of the symlink at the (already checked) host path
+   * `linkPath` itself. Deno has no `lutime`; without this option, setting the
+   * times of a symlink without following it fails with `ENOTSUP`. Pass
+   * `nodeLutimes` (`node_lutimes.ts`) where loading `node:fs` is acceptable.
+   */
+  lutimes?: (linkPath: string, atimeMs: number, mtimeMs: number) => void;
 }
 
 /**
@@ -335,6 +341,7 @@ export class DenoWasiFs implements WasiFs {
   #nextHandle = 1;
   #escapeErrno: number;
   #symlink?: (target: string, linkPath: string) => void;
+  #lutimes?: (linkPath: string, atimeMs: number, mtimeMs: number) => void;
 
   /** Confines the backend to `preopens` (resolved with realpath now). */
   constructor(preopens: DenoWasiFsPreopen[], options: DenoWasiFsOptions = {}) {
@@ -349,6 +356,7 @@ export class DenoWasiFs implements WasiFs {
     });
     this.#escapeErrno = options.escapeErrno ?? ERRNO.NOTCAPABLE;
     this.#symlink = options.symlink;
+    this.#lutimes = options.lutimes;
   }
 
   #root(preopen: number): { root: string; readOnly: boolean } {
@@ -832,10 +840,13 @@ export class DenoWasiFs implements WasiFs {
       const cur = toStat(r.info);
       if (r.info.isSymlink) {
         // Only reached without `follow`: change the link itself.
-        lutimesSync(
+        if (!this.#lutimes) {
+          throw new WasiFsError(ERRNO.NOTSUP, "set times", target.ref.path);
+        }
+        this.#lutimes(
           r.host,
-          (atimeMs ?? cur.atimeMs) / 1000,
-          (mtimeMs ?? cur.mtimeMs) / 1000,
+          atimeMs ?? cur.atimeMs,
+          mtimeMs ?? cur.mtimeMs,
         );
         return;
       }

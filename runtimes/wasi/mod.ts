@@ -4,6 +4,9 @@
  * {@link DenoWasiFs}, and {@link runWasiCommand}, which runs a command module
  * in a permission-confined, interruptible worker.
  *
+ * Code that runs inside a worker should import `preview1.ts` and `fs.ts`
+ * directly: this entry also loads `node:fs` (for {@link nodeLutimes}).
+ *
  * @module
  */
 
@@ -36,6 +39,7 @@ export {
   type WasiPathRef,
   type WasiTimesTarget,
 } from "./fs.ts";
+export { nodeLutimes } from "./node_lutimes.ts";
 export {
   CLOCKID,
   ERRNO,

@@ -76,7 +76,10 @@ export interface WasiPreview1Options {
   stdout?: (bytes: Uint8Array) => void;
   /** Receives each `fd_write` to fd 2 (a copy). */
   stderr?: (bytes: Uint8Array) => void;
-  /** File-system backend; a {@link DenoWasiFs} over `preopens` by default. */
+  /**
+   * File-system backend; by default a {@link DenoWasiFs} over `preopens`
+   * (without its `symlink`/`lutimes` options).
+   */
   fs?: WasiFs;
   /**
    * Blocks the thread for `ms` milliseconds (for `poll_oneoff`). May throw

@@ -14,6 +14,7 @@ import {
 } from "./command_protocol.ts";
 import { ERRNO } from "./constants.ts";
 import { errnoFromError, symlinkTargetEscapes } from "./fs.ts";
+import { nodeLutimes } from "./node_lutimes.ts";
 import type { WasiPreopen } from "./preview1.ts";
 
 /** Options of {@link runWasiCommand}. */
@@ -210,8 +211,10 @@ export async function runWasiCommandWithStats(
           );
         } else if (m.type === "deadline") {
           end(() => reject(new WasiTimeoutError(deadline, true, reason)));
-        } else if (m.type === "symlink") {
-          const errno = hostSymlink(preopens, m.target, m.linkPath);
+        } else if (m.type === "hostop") {
+          const errno = m.op.op === "symlink"
+            ? hostSymlink(preopens, m.op.target, m.op.linkPath)
+            : hostLutimes(preopens, m.op.linkPath, m.op.atimeMs, m.op.mtimeMs);
           Atomics.store(flag, CONTROL.REPLY_ERRNO, errno);
           Atomics.store(flag, CONTROL.REPLY, 1);
           Atomics.notify(flag, CONTROL.REPLY);
@@ -247,6 +250,52 @@ export async function runWasiCommandWithStats(
 }
 
 /**
+ * Returns the writable preopen root that directly or indirectly contains
+ * `path`, provided `path`'s parent is a real (symlink-free) directory and its
+ * last component is a plain name; otherwise a WASI errno.
+ */
+function checkedRoot(
+  preopens: { hostPath: string; readOnly: boolean }[],
+  path: string,
+): { root: string; relParent: string } | number {
+  const root = preopens.find((p) =>
+    !p.readOnly && path.startsWith(p.hostPath + "/")
+  )?.hostPath;
+  if (root === undefined) return ERRNO.NOTCAPABLE;
+  const slash = path.lastIndexOf("/");
+  const parent = path.slice(0, slash);
+  const name = path.slice(slash + 1);
+  if (!name || name === "." || name === "..") return ERRNO.INVAL;
+  try {
+    if (Deno.realPathSync(parent) !== parent) return ERRNO.NOTCAPABLE;
+  } catch (e) {
+    return errnoFromError(e);
+  }
+  return {
+    root,
+    relParent: parent === root ? "" : parent.slice(root.length + 1),
+  };
+}
+
+/** Sets the times of a symlink the worker asked for (after checking it). */
+function hostLutimes(
+  preopens: { hostPath: string; readOnly: boolean }[],
+  linkPath: string,
+  atimeMs: number,
+  mtimeMs: number,
+): number {
+  const checked = checkedRoot(preopens, linkPath);
+  if (typeof checked === "number") return checked;
+  try {
+    if (!Deno.lstatSync(linkPath).isSymlink) return ERRNO.INVAL;
+    nodeLutimes(linkPath, atimeMs, mtimeMs);
+    return 0;
+  } catch (e) {
+    return errnoFromError(e);
+  }
+}
+
+/**
  * Creates a symlink the worker asked for, after checking again that the link
  * lies directly in a real (symlink-free) directory inside a writable preopen
  * and that its target stays inside that preopen. Returns a WASI errno.
@@ -256,23 +305,12 @@ function hostSymlink(
   target: string,
   linkPath: string,
 ): number {
-  const root = preopens.find((p) =>
-    !p.readOnly && linkPath.startsWith(p.hostPath + "/")
-  )?.hostPath;
-  if (root === undefined) return ERRNO.NOTCAPABLE;
-  const slash = linkPath.lastIndexOf("/");
-  const parent = linkPath.slice(0, slash);
-  const name = linkPath.slice(slash + 1);
-  if (!name || name === "." || name === ".." || target.includes("\0")) {
-    return ERRNO.INVAL;
+  if (target.includes("\0")) return ERRNO.INVAL;
+  const checked = checkedRoot(preopens, linkPath);
+  if (typeof checked === "number") return checked;
+  if (symlinkTargetEscapes(checked.relParent, target)) {
+    return ERRNO.NOTCAPABLE;
   }
-  try {
-    if (Deno.realPathSync(parent) !== parent) return ERRNO.NOTCAPABLE;
-  } catch (e) {
-    return errnoFromError(e);
-  }
-  const relParent = parent === root ? "" : parent.slice(root.length + 1);
-  if (symlinkTargetEscapes(relParent, target)) return ERRNO.NOTCAPABLE;
   try {
     Deno.symlinkSync(target, linkPath);
     return 0;

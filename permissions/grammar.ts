@@ -504,7 +504,7 @@ export function parsePermissions(
  * @example
  * ```ts
  * import { checkPermissions } from "./grammar.ts";
- * checkPermissions({ name: "x", version: "1.0.0", permissions: ["db:read", "dbx"] });
+ * checkPermissions({ permissions: ["db:read", "dbx"] });
  * // [{ path: "permissions[1]", message: '"dbx": unknown permission kind …' }]
  * ```
  */

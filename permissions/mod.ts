@@ -113,3 +113,10 @@ export {
   type WasiPreopensOptions,
 } from "./wasi_preopens.ts";
 export { qualifiedTables, type TableRef } from "./sql_scope.ts";
+export {
+  assertFsContained,
+  findFsEscapes,
+  type FindFsEscapesOptions,
+  type FsEscape,
+  FsEscapeError,
+} from "./fs_check.ts";

@@ -5,8 +5,11 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  assertFsContained,
   DenoFlagsError,
   denoFlagsFor,
+  findFsEscapes,
+  FsEscapeError,
   wasiPreopensFor,
 } from "../permissions/mod.ts";
 
@@ -203,4 +206,49 @@ Deno.test("wasi: preopens from fs grants only", () => {
     wasiPreopensFor({ grants: ["log", "db:write"], dataDir: "/d" }),
     [],
   );
+});
+
+Deno.test("fs check: symlinks leading out of the data directory are found", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gk_fscheck_" });
+  try {
+    const data = join(dir, "data");
+    await Deno.mkdir(join(data, "cache", "deep"), { recursive: true });
+    await Deno.mkdir(join(data, "assets"), { recursive: true });
+    await Deno.writeTextFile(join(dir, "outside.txt"), "x");
+    await Deno.writeTextFile(join(data, "assets", "a.txt"), "a");
+    await Deno.symlink(
+      join(data, "assets", "a.txt"),
+      join(data, "cache", "inside-link"),
+    );
+    const grants = ["fs:write:cache", "fs:read:assets", "fs:read:missing"];
+    assert.deepEqual(await findFsEscapes({ grants, dataDir: data }), []);
+    await assertFsContained({ grants, dataDir: data });
+
+    await Deno.symlink("/etc/passwd", join(data, "cache", "deep", "passwd"));
+    await Deno.symlink("../../outside.txt", join(data, "assets", "up"));
+    await Deno.symlink("/nonexistent/x", join(data, "cache", "dangling"));
+    const found = await findFsEscapes({ grants, dataDir: data });
+    assert.deepEqual(found.map((e) => e.path).sort(), [
+      join(data, "assets", "up"),
+      join(data, "cache", "dangling"),
+      join(data, "cache", "deep", "passwd"),
+    ]);
+    await assert.rejects(
+      assertFsContained({ grants, dataDir: data }),
+      FsEscapeError,
+    );
+
+    // A granted directory that is itself a symlink out of the data directory.
+    const data2 = join(dir, "data2");
+    await Deno.mkdir(data2);
+    await Deno.symlink(dir, join(data2, "x"));
+    const escapes = await findFsEscapes({
+      grants: ["fs:read:x"],
+      dataDir: data2,
+    });
+    assert.equal(escapes.length, 1);
+    assert.equal(escapes[0]!.target, await Deno.realPath(dir));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -301,7 +301,16 @@ export class InstanceHost {
                   ),
                 );
               } else this.#reply(OP_REPLY_OK, answer.ok);
-            } else this.#reply(OP_REPLY_ERR, answer.error);
+            } else {
+              this.#reply(
+                OP_REPLY_ERR,
+                answer.error.length <= 65536
+                  ? answer.error
+                  : new TextEncoder().encode(
+                    '{"error":{"message":"host_call failed (error text too long)","type":"PluginError"}}',
+                  ),
+              );
+            }
             continue;
           }
           case MSG_RESULT:

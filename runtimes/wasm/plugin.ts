@@ -18,6 +18,7 @@ import {
   errorText,
   PluginCallCycleError,
   PluginCrashedError,
+  PluginError,
   PluginTimeoutError,
 } from "../../host/errors.ts";
 import { FUEL, instrumentModuleCached } from "./instrument.ts";
@@ -432,6 +433,15 @@ class WasmPluginImpl implements WasmPlugin {
     args: Uint8Array | null,
     ctx: CallContext,
   ): Promise<Uint8Array | null> {
+    const fnBytes = encoder.encode(fn);
+    const size = fnBytes.length + (args?.length ?? 0);
+    if (size > this.#settings.maxResultBytes) {
+      throw new PluginError(
+        this.#name,
+        `plugin "${this.#name}" call "${fn}": arguments of ${size} bytes exceed the limit of ${this.#settings.maxResultBytes}`,
+        { function: fn },
+      );
+    }
     const started = Date.now();
     const deadline = Math.min(ctx.deadline, started + this.#callTimeoutMs);
     const timeoutMs = Math.max(0, deadline - started);
@@ -441,7 +451,7 @@ class WasmPluginImpl implements WasmPlugin {
     try {
       out = await host.request(
         OP_CALL,
-        encoder.encode(fn),
+        fnBytes,
         args,
         args === null ? 1 : 0,
         this.#hooks(deadline, ctx.signal, ctx),
@@ -517,6 +527,7 @@ class WasmPluginImpl implements WasmPlugin {
   }
 
   #failure(reason: string): void {
+    if (this.#closed) return;
     const now = Date.now();
     this.#failures = this.#failures.filter((t) => now - t < this.#windowMs);
     this.#failures.push(now);

@@ -507,3 +507,55 @@ Deno.test({
     assert.equal(e.addressClass, "loopback");
   },
 });
+
+function ipv6LoopbackAvailable(): boolean {
+  try {
+    Deno.listen({ hostname: "::1", port: 0 }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "egress: IPv6 loopback works only when granted by address",
+  // Some CI containers have no IPv6 loopback; the refusals above do not need it.
+  ignore: !ipv6LoopbackAvailable(),
+  async fn() {
+    let hits = 0;
+    const server = Deno.serve(
+      { hostname: "::1", port: 0, onListen() {} },
+      (req) => {
+        hits++;
+        return new Response(`v6 ${new URL(req.url).host}`);
+      },
+    );
+    const port = server.addr.port;
+    try {
+      const client = createEgressClient({
+        resolve: () => Promise.resolve(["::1"]),
+      });
+      const direct = await client.request(
+        { method: "GET", url: `http://[::1]:${port}/` },
+        { allowed: [`http:[::1]:${port}`] },
+      );
+      assert.equal(new TextDecoder().decode(direct.body), `v6 [::1]:${port}`);
+      const byName = await client.request(
+        { method: "GET", url: `http://six.test:${port}/` },
+        { allowed: [`http:six.test:${port}`, `http:[0:0::1]:${port}`] },
+      );
+      assert.equal(
+        new TextDecoder().decode(byName.body),
+        `v6 six.test:${port}`,
+      );
+      await denied(
+        client.request({ method: "GET", url: `http://six.test:${port}/` }, {
+          allowed: [`http:six.test:${port}`],
+        }),
+      );
+      assert.equal(hits, 2);
+    } finally {
+      await server.shutdown();
+    }
+  },
+});

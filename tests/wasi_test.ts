@@ -584,6 +584,114 @@ Deno.test("DenoWasiFs: confinement and read-only preopens", () => {
   }
 });
 
+Deno.test("DenoWasiFs: path resolution agrees with the OS and never lands outside (3000 random paths)", () => {
+  const base = Deno.makeTempDirSync({ prefix: "gk_wasi_prop_" });
+  try {
+    const root = Deno.realPathSync(`${base}`) + "/root";
+    Deno.mkdirSync(`${root}/a/b`, { recursive: true });
+    Deno.mkdirSync(`${root}/c`);
+    Deno.mkdirSync(`${base}/outside`);
+    Deno.writeTextFileSync(`${base}/outside/secret`, "s");
+    for (const f of ["f", "a/g", "a/b/h"]) {
+      Deno.writeTextFileSync(`${root}/${f}`, f);
+    }
+    const links: [string, string][] = [
+      ["l1", "a"],
+      ["l2", "../outside"],
+      ["l3", "/etc"],
+      ["a/l4", ".."],
+      ["a/b/l5", "../../c"],
+      ["c/l6", "../../.."],
+      ["l7", "l7"],
+      ["l8", "nowhere"],
+      ["a/l9", "b/h"],
+      ["c/l10", "../root/a"],
+    ];
+    for (const [p, t] of links) Deno.symlinkSync(t, `${root}/${p}`);
+    const fs = new DenoWasiFs([{ hostPath: root }]);
+    const names = [
+      "a",
+      "b",
+      "c",
+      "f",
+      "g",
+      "h",
+      "outside",
+      "secret",
+      "root",
+      "nowhere",
+      ".",
+      "..",
+      "..",
+      ".",
+    ];
+    for (const [p] of links) names.push(p.split("/").pop()!);
+    let seed = 0x5eed;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    let agreed = 0;
+    let refused = 0;
+    for (let i = 0; i < 3000; i++) {
+      const parts = Array.from(
+        { length: 1 + rand(5) },
+        () => names[rand(names.length)],
+      );
+      const path = parts.join("/") + (rand(8) === 0 ? "/" : "");
+      const follow = rand(2) === 0;
+      let ours: number | { ino: number } = 0;
+      try {
+        ours = { ino: fs.stat({ preopen: 0, dir: "", path }, follow).ino };
+      } catch (e) {
+        if (!(e instanceof WasiFsError)) throw e;
+        ours = e.errno;
+      }
+      let os: { ino: number; real: string } | null = null;
+      try {
+        const info = follow
+          ? Deno.statSync(`${root}/${path}`)
+          : Deno.lstatSync(`${root}/${path}`);
+        const real = follow
+          ? Deno.realPathSync(`${root}/${path}`)
+          : Deno.realPathSync(
+            `${root}/${path}`.replace(/\/+$/, "").replace(/\/[^/]*$/, "") ||
+              "/",
+          );
+        os = { ino: info.ino!, real };
+      } catch {
+        os = null;
+      }
+      if (typeof ours === "object") {
+        assert(
+          os !== null,
+          `ours resolved "${path}" (follow=${follow}) but the OS did not`,
+        );
+        assertEquals(ours.ino, os.ino, `inode of "${path}" (follow=${follow})`);
+        assert(
+          os.real === root || os.real.startsWith(root + "/"),
+          `"${path}" resolved outside: ${os.real}`,
+        );
+        agreed++;
+      } else if (ours === ERRNO.NOTCAPABLE) {
+        refused++;
+      } else {
+        assertEquals(
+          os,
+          null,
+          `ours failed "${path}" (follow=${follow}) with errno ${ours} but the OS resolved it`,
+        );
+      }
+    }
+    assert(
+      agreed > 100 && refused > 100,
+      `agreed=${agreed} refused=${refused}`,
+    );
+  } finally {
+    Deno.removeSync(base, { recursive: true });
+  }
+});
+
 function rw0(path: string) {
   return { preopen: 0, dir: "", path };
 }

@@ -481,7 +481,8 @@ export class DenoWasiFs implements WasiFs {
 
   /** Opens a file or directory inside the preopen (see {@link WasiFs.open}). */
   open(ref: WasiPathRef, o: WasiOpenOptions): WasiOpenResult {
-    const r = this.#resolve(ref, o.follow, "open");
+    // As in POSIX, a trailing slash makes the last symlink be followed.
+    const r = this.#resolve(ref, o.follow || ref.path.endsWith("/"), "open");
     const wantWrite = o.write || o.truncate;
     if (r.info === null) {
       if (!o.create) throw new WasiFsError(ERRNO.NOENT, "open", ref.path);
@@ -625,7 +626,7 @@ export class DenoWasiFs implements WasiFs {
 
   /** Metadata of a confined path. */
   stat(ref: WasiPathRef, follow: boolean): WasiFileStat {
-    const r = this.#resolve(ref, follow, "stat");
+    const r = this.#resolve(ref, follow || ref.path.endsWith("/"), "stat");
     if (r.info === null) throw new WasiFsError(ERRNO.NOENT, "stat", ref.path);
     if (r.trailingSlash && !r.info.isDirectory) {
       throw new WasiFsError(ERRNO.NOTDIR, "stat", ref.path);

@@ -385,3 +385,35 @@ Deno.test(
     await assertGone(plugin, [pid1, pid2]);
   },
 );
+
+Deno.test(
+  "flags from permissions/deno_flags.ts are merged with the runtime's own",
+  opts,
+  async () => {
+    const { denoFlagsFor } = await import("../permissions/deno_flags.ts");
+    const dataDir = await Deno.makeTempDir({ prefix: "gk-grpc-data-" });
+    const denoFlags = denoFlagsFor({
+      grants: ["http:api.example.com", "fs:write:cache"],
+      dataDir,
+      codeDir: new URL("../fixtures/plugins/hello-grpc-ts/", import.meta.url)
+        .pathname,
+    });
+    const plugin = await load(HELLO, { denoFlags, dataDir });
+    const pid = pidOf(plugin);
+    const manager = new Manager({ host: new MemoryHostAPI() });
+    await manager.register(plugin);
+    assert.deepEqual(
+      decodeJson(await manager.call("hello-grpc", "get_status", null)),
+      { status: "running", type: "grpc", version: "1.0.0" },
+    );
+    const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
+    assert.ok(
+      cmdline.some((a) => /^--allow-net=.*api\.example\.com:443/.test(a)),
+    );
+    assert.ok(cmdline.some((a) => a.startsWith("--deny-write=")));
+    assert.equal(cmdline.filter((a) => a.startsWith("--allow-net")).length, 1);
+    await manager.shutdownAll();
+    await assertGone(plugin, [pid]);
+    await Deno.remove(dataDir, { recursive: true });
+  },
+);

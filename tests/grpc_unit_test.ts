@@ -124,6 +124,21 @@ Deno.test("mergeDenoFlags merges grants into one flag each and refuses dangerous
       "--deny-net=10.0.0.1",
     ],
   );
+  // What permissions/deno_flags.ts emits is accepted.
+  assertEquals(
+    mergeDenoFlags({ "--allow-read": ["/s"] }, [
+      "--no-prompt",
+      "--no-config",
+      "--allow-read=/code",
+      "--deny-write=/d/deno.json",
+    ]),
+    [
+      "--allow-read=/s,/code",
+      "--no-prompt",
+      "--no-config",
+      "--deny-write=/d/deno.json",
+    ],
+  );
   assertEquals(
     mergeDenoFlags({ "--allow-net": ["unix:/a"] }, ["--allow-net"]),
     [

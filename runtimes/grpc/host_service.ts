@@ -31,10 +31,10 @@ const decoder = new TextDecoder();
  * ```ts
  * import { PermissionDeniedError } from "../../host/errors.ts";
  * import { statusForError } from "./host_service.ts";
- * statusForError(new PermissionDeniedError("p", "db:write", "x")); // 7 (PERMISSION_DENIED)
+ * statusForError(new PermissionDeniedError("p", "db:write", "x")); // 7 (gRPC PERMISSION_DENIED)
  * ```
  */
-export function statusForError(e: unknown): grpc.status {
+export function statusForError(e: unknown): number {
   if (e instanceof PermissionDeniedError) return grpc.status.PERMISSION_DENIED;
   if (e instanceof PluginNotFoundError) return grpc.status.NOT_FOUND;
   if (e instanceof PluginDisabledError) {

@@ -106,7 +106,15 @@ export function isScriptEntry(entry: string): boolean {
 }
 
 /** Flags a grant may contribute; everything else is refused. */
-const MERGEABLE = ["--allow-net", "--allow-read", "--allow-write"] as const;
+const MERGEABLE = ["--allow-net", "--allow-read", "--allow-write"];
+/** Flags that only restrict; accepted (and deduplicated) as they are. */
+const HARMLESS = [
+  "--no-prompt",
+  "--no-config",
+  "--no-remote",
+  "--cached-only",
+  "--no-lock",
+];
 
 /** A `denoFlags` entry was refused. */
 export class DenoFlagError extends Error {
@@ -119,10 +127,12 @@ export class DenoFlagError extends Error {
 
 /**
  * Merges the runtime's own permission lists with the grant-derived
- * `denoFlags` into one flag per permission. Only `--allow-net`,
- * `--allow-read`, `--allow-write` (scoped or not), `--deny-*` and
- * `--v8-flags=` are accepted from grants; `--allow-all`, `--allow-env`,
- * `--allow-run`, `--allow-ffi`, `--allow-sys` and the rest are refused.
+ * `denoFlags` into one flag per permission. Accepted from grants:
+ * `--allow-net`, `--allow-read`, `--allow-write` (scoped or not), `--deny-*`,
+ * `--config=<file>`, `--v8-flags=` and the restricting `--no-prompt`,
+ * `--no-config`, `--no-remote`, `--cached-only`, `--no-lock`; `--allow-all`,
+ * `--allow-env`, `--allow-run`, `--allow-ffi`, `--allow-sys` and the rest are
+ * refused.
  *
  * @example
  * ```ts
@@ -132,7 +142,7 @@ export class DenoFlagError extends Error {
  * ```
  */
 export function mergeDenoFlags(
-  base: Partial<Record<(typeof MERGEABLE)[number], string[]>>,
+  base: Readonly<Record<string, readonly string[]>>,
   extra: readonly string[] = [],
 ): string[] {
   const lists = new Map<string, string[] | "all">();
@@ -142,17 +152,20 @@ export function mergeDenoFlags(
     const [name, value] = flag.includes("=")
       ? [flag.slice(0, flag.indexOf("=")), flag.slice(flag.indexOf("=") + 1)]
       : [flag, undefined];
-    if ((MERGEABLE as readonly string[]).includes(name!)) {
+    if (MERGEABLE.includes(name!)) {
       const current = lists.get(name!) ?? [];
       if (value === undefined || current === "all") lists.set(name!, "all");
       else current.push(...value.split(",").filter(Boolean));
       if (value !== undefined && current !== "all") lists.set(name!, current);
-    } else if (name!.startsWith("--deny-") || name === "--v8-flags") {
-      passthrough.push(flag);
+    } else if (
+      name!.startsWith("--deny-") || name === "--v8-flags" ||
+      (name === "--config" && value) || HARMLESS.includes(flag)
+    ) {
+      if (!passthrough.includes(flag)) passthrough.push(flag);
     } else {
       throw new DenoFlagError(
         flag,
-        "only --allow-net, --allow-read, --allow-write, --deny-* and --v8-flags may come from grants",
+        "only --allow-net, --allow-read, --allow-write, --deny-*, --config=, --v8-flags= and --no-prompt/--no-config/--no-remote/--cached-only/--no-lock may come from grants",
       );
     }
   }
@@ -176,9 +189,11 @@ export function buildLaunch(options: BuildLaunchOptions): LaunchSpec {
     PLUGIN_PROTOCOL_VERSIONS: PROTOCOL_VERSIONS.join(","),
   };
   if (isScriptEntry(entry)) {
+    // Grant-derived flags decide about the data directory (fs: grants);
+    // without them the plugin gets its whole data directory.
     const rw = [
       options.socketDir,
-      ...(options.dataDir ? [options.dataDir] : []),
+      ...(options.dataDir && !options.denoFlags ? [options.dataDir] : []),
     ];
     const perms = mergeDenoFlags({
       "--allow-read": [...rw, options.hostSocket, ...PROTO_FILES],
@@ -193,11 +208,11 @@ export function buildLaunch(options: BuildLaunchOptions): LaunchSpec {
       command: Deno.execPath(),
       args: [
         "run",
-        "--no-prompt",
-        "--no-config",
-        "--no-lock",
-        "--cached-only",
-        "--no-remote",
+        ...["--no-prompt", "--no-lock", "--cached-only", "--no-remote"]
+          .filter((f) => !perms.includes(f)),
+        ...(perms.some((f) => f.startsWith("--config=") || f === "--no-config")
+          ? []
+          : ["--no-config"]),
         `--import-map=${options.importMap}`,
         `--allow-env=${GRPC_JS_ENV.join(",")}`,
         ...perms,

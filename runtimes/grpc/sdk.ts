@@ -31,7 +31,16 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { AsyncLocalStorage } from "node:async_hooks";
-import type { GKRegistration } from "../../host/manifest.ts";
+import type {
+  ErrorCodeSpec,
+  GKRegistration,
+  I18nSpec,
+  JobSpec,
+  MenuItemSpec,
+  RouteSpec,
+  TemplateSpec,
+  WidgetSpec,
+} from "../../host/manifest.ts";
 import type { LogLevel, Row } from "../../host/host_api.ts";
 import {
   loadProto,
@@ -44,7 +53,18 @@ import {
 } from "./proto.ts";
 import { registrationToPb } from "./registration.ts";
 
-export type { GKRegistration, LogLevel, Row };
+export type {
+  ErrorCodeSpec,
+  GKRegistration,
+  I18nSpec,
+  JobSpec,
+  LogLevel,
+  MenuItemSpec,
+  RouteSpec,
+  Row,
+  TemplateSpec,
+  WidgetSpec,
+};
 
 /** The magic cookie go-plugin style hosts set: `GOATKIT_PLUGIN=goatkit-v1`. */
 export const MAGIC_COOKIE_KEY = "GOATKIT_PLUGIN";

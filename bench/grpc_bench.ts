@@ -1,0 +1,198 @@
+// gRPC runtime benchmarks: one `Call` with a 105-byte JSON payload to the Go
+// plugin (go-plugin 1.0.1, baseline) and to the TypeScript plugin, and cold
+// start (spawn → handshake → connect → GKRegister → Init → first call).
+//
+//   deno bench -A bench/grpc_bench.ts
+//
+// `deno bench` prints avg/p75/p99; p50 and p99 from a separate sequential
+// run of 5,000 calls (after 1,000 warm-up calls) are printed first, as a
+// table. The Go plugin is built on first use (needs the Go toolchain; see
+// fixtures/plugins/hello-go/build.sh); without it only the TS rows run.
+
+import * as grpc from "@grpc/grpc-js";
+import { dirname } from "node:path";
+import { buildHelloGo } from "../fixtures/plugins/hello-go/build_go.ts";
+import { createCallContext } from "../host/plugin.ts";
+import { Manager } from "../host/manager.ts";
+import { MemoryHostAPI } from "../host/memory_host_api.ts";
+import { type GrpcPlugin, loadGrpcPlugin } from "../runtimes/grpc/mod.ts";
+import { loadProto, LOCAL_CHANNEL_OPTIONS } from "../runtimes/grpc/proto.ts";
+
+const TS_ENTRY =
+  new URL("../fixtures/plugins/hello-grpc-ts/plugin.ts", import.meta.url)
+    .pathname;
+const PAYLOAD = new TextEncoder().encode(
+  JSON.stringify({
+    name: "World",
+    message: "Hello from the benchmark, a small JSON payload",
+    n: 12345,
+  }).padEnd(105, " "),
+);
+if (PAYLOAD.length !== 105) throw new Error(`payload is ${PAYLOAD.length} B`);
+
+const goBin = await buildHelloGo();
+const loaded: GrpcPlugin[] = [];
+globalThis.addEventListener("unload", () => {
+  // Plugins exit when their stdin closes with this process; remove the
+  // private socket directories here.
+  for (const p of loaded) {
+    try {
+      Deno.removeSync(dirname(p.hostSocket), { recursive: true });
+    } catch { /* gone */ }
+  }
+});
+
+async function load(entry: string): Promise<GrpcPlugin> {
+  const p = await loadGrpcPlugin(entry, {
+    ...(entry === goBin ? { trustedExecutables: [entry] } : {}),
+    startTimeoutMs: 30_000,
+  });
+  await p.init(new MemoryHostAPI());
+  loaded.push(p);
+  return p;
+}
+
+const ctx = createCallContext({ timeoutMs: 3_600_000 });
+const go = goBin ? await load(goBin) : undefined;
+const ts = await load(TS_ENTRY);
+const manager = new Manager({ host: new MemoryHostAPI() });
+if (go) {
+  await manager.register(await load(goBin!));
+}
+
+// The floor: grpc-js alone, no runtime wrapper, to the Go plugin.
+let raw: (() => Promise<unknown>) | undefined;
+if (go) {
+  const probe = await loadGrpcPlugin(goBin!, { trustedExecutables: [goBin!] });
+  loaded.push(probe);
+  const address = [...Deno.readDirSync(`${dirname(probe.hostSocket)}/plugin`)]
+    .map((e) => `${dirname(probe.hostSocket)}/plugin/${e.name}`)[0]!;
+  const client = new (loadProto().GKPlugin)(
+    `unix:${address}`,
+    grpc.credentials.createInsecure(),
+    LOCAL_CHANNEL_OPTIONS,
+  ) as unknown as {
+    Call: (r: unknown, cb: (e: unknown, r: unknown) => void) => void;
+  };
+  const req = { function: "echo", args_json: PAYLOAD };
+  raw = () =>
+    new Promise((res, rej) => client.Call(req, (e, r) => e ? rej(e) : res(r)));
+}
+
+async function percentiles(
+  label: string,
+  fn: () => Promise<unknown>,
+): Promise<string> {
+  for (let i = 0; i < 1000; i++) await fn();
+  const t: number[] = [];
+  for (let i = 0; i < 5000; i++) {
+    const s = performance.now();
+    await fn();
+    t.push(performance.now() - s);
+  }
+  t.sort((a, b) => a - b);
+  const us = (q: number) => (t[Math.floor(q * t.length)]! * 1000).toFixed(0);
+  return `| ${label} | ${us(0.5)} µs | ${us(0.99)} µs |`;
+}
+
+const rows = ["| call (105-byte JSON echo) | p50 | p99 |", "|---|---|---|"];
+if (raw) rows.push(await percentiles("grpc-js alone → Go plugin", raw));
+if (go) {
+  rows.push(
+    await percentiles(
+      "GrpcPlugin.call → Go plugin",
+      () => go.call("echo", PAYLOAD, ctx),
+    ),
+  );
+  rows.push(
+    await percentiles(
+      "Manager.call → Go plugin",
+      () => manager.call("hello-go", "echo", PAYLOAD),
+    ),
+  );
+}
+rows.push(
+  await percentiles(
+    "GrpcPlugin.call → TS plugin",
+    () => ts.call("echo", PAYLOAD, ctx),
+  ),
+);
+console.log(rows.join("\n"));
+
+if (go) {
+  Deno.bench({
+    group: "call",
+    name: "Go plugin (go-plugin 1.0.1)",
+    baseline: true,
+    fn: async () => {
+      await go.call("echo", PAYLOAD, ctx);
+    },
+  });
+  Deno.bench({
+    group: "call",
+    name: "Go plugin via Manager.call",
+    fn: async () => {
+      await manager.call("hello-go", "echo", PAYLOAD);
+    },
+  });
+}
+Deno.bench({
+  group: "call",
+  name: "TS plugin (SDK)",
+  baseline: !go,
+  fn: async () => {
+    await ts.call("echo", PAYLOAD, ctx);
+  },
+});
+
+async function coldStart(entry: string): Promise<number> {
+  const t0 = performance.now();
+  const p = await loadGrpcPlugin(entry, {
+    ...(entry === goBin ? { trustedExecutables: [entry] } : {}),
+    startTimeoutMs: 30_000,
+  });
+  await p.init(new MemoryHostAPI());
+  await p.call("get_status", null, ctx);
+  const ms = performance.now() - t0;
+  await p.shutdown();
+  return ms;
+}
+
+// Cold start, measured by hand (median of 5 after one warm-up), then as
+// bench rows (which include the shutdown).
+const cold = [
+  "| cold start (spawn → first call) | median | min |",
+  "|---|---|---|",
+];
+for (const [label, entry] of [["Go plugin", goBin], ["TS plugin", TS_ENTRY]]) {
+  if (!entry) continue;
+  await coldStart(entry);
+  const t: number[] = [];
+  for (let i = 0; i < 5; i++) t.push(await coldStart(entry));
+  t.sort((a, b) => a - b);
+  cold.push(`| ${label} | ${t[2]!.toFixed(1)} ms | ${t[0]!.toFixed(1)} ms |`);
+}
+console.log(cold.join("\n"));
+
+if (go) {
+  Deno.bench({
+    group: "cold start + shutdown",
+    name: "Go plugin",
+    baseline: true,
+    n: 10,
+    warmup: 1,
+    fn: async () => {
+      await coldStart(goBin!);
+    },
+  });
+}
+Deno.bench({
+  group: "cold start + shutdown",
+  name: "TS plugin",
+  baseline: !go,
+  n: 5,
+  warmup: 1,
+  fn: async () => {
+    await coldStart(TS_ENTRY);
+  },
+});

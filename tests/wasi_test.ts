@@ -250,6 +250,30 @@ Deno.test("hostile: /etc/passwd and .. escapes are refused with ENOTCAPABLE", as
   }
 });
 
+Deno.test("runWasiCommand: escapeErrno makes escapes answer EPERM like current wasmtime", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "gk_wasi_" });
+  try {
+    Deno.mkdirSync(`${dir}/sub`);
+    const out = collector();
+    await runWasiCommand(fixture("hostile_c.wasm"), {
+      args: ["hostile", "passwd"],
+      preopens: [{ guestPath: "/sandbox", hostPath: dir }],
+      stdout: out.sink,
+      escapeErrno: ERRNO.PERM,
+      deadline: 20_000,
+    });
+    // wasi-libc itself refuses "/etc/passwd" (no matching preopen): 76.
+    assertStringIncludes(out.text(), "libc fopen /etc/passwd errno=76\n");
+    assertStringIncludes(out.text(), "raw open /etc/passwd errno=63\n");
+    assertStringIncludes(
+      out.text(),
+      "raw open sub/../../etc/passwd errno=63\n",
+    );
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("hostile: symlinks leading outside are refused and nothing outside changes", async () => {
   const base = Deno.makeTempDirSync({ prefix: "gk_wasi_" });
   const sandbox = `${base}/sandbox`;

@@ -44,6 +44,12 @@ export interface RunWasiCommandOptions {
    * the worker is terminated anyway. @default {2000}
    */
   graceMs?: number;
+  /**
+   * Errno for a path that would leave its preopen. wasmtime's current
+   * cap-std answers `EPERM` (63), which some conformance tests expect.
+   * @default {76} ENOTCAPABLE
+   */
+  escapeErrno?: number;
 }
 
 /** What {@link runWasiCommandWithStats} returns. */
@@ -244,6 +250,7 @@ export async function runWasiCommandWithStats(
       control,
       outputLimit: options.outputLimit ?? 1024 * 1024,
       fuel: FUEL,
+      escapeErrno: options.escapeErrno,
     };
     worker.postMessage(msg, [copy.buffer]);
   });

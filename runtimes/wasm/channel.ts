@@ -36,6 +36,10 @@ export const AUX = 5;
 export const INTERRUPT = 6;
 /** Int32 slot: how many times `gk.interrupt` ran (diagnostics, tests). */
 export const INTERRUPT_COUNT = 7;
+/** Int32 slot: 1 while the worker blocks in `Atomics.wait` (notify only then). */
+export const W_WAITING = 8;
+/** Int32 slot: 1 while the main thread blocks in `Atomics.waitAsync`. */
+export const M_WAITING = 9;
 /** Bytes before the data region. */
 export const HEADER_BYTES = 64;
 
@@ -257,13 +261,20 @@ export class Channel {
   /** Main thread: publish the written message to the worker. */
   sendToWorker(): void {
     Atomics.add(this.ctl, W_SEQ, 1);
-    Atomics.notify(this.ctl, W_SEQ);
+    // Notifying is costly (a futex wake); skip it while the worker spins.
+    // Sequentially consistent atomics make this safe: a worker that sets
+    // W_WAITING after this load sees the new W_SEQ in its Atomics.wait.
+    if (Atomics.load(this.ctl, W_WAITING) !== 0) {
+      Atomics.notify(this.ctl, W_SEQ);
+    }
   }
 
   /** Worker: publish the written message to the main thread. */
   sendToMain(): void {
     Atomics.add(this.ctl, M_SEQ, 1);
-    Atomics.notify(this.ctl, M_SEQ);
+    if (Atomics.load(this.ctl, M_WAITING) !== 0) {
+      Atomics.notify(this.ctl, M_SEQ);
+    }
   }
 
   /**
@@ -279,7 +290,9 @@ export class Channel {
     }
     const t0 = performance.now();
     for (;;) {
+      Atomics.store(ctl, W_WAITING, 1);
       Atomics.wait(ctl, W_SEQ, seen);
+      Atomics.store(ctl, W_WAITING, 0);
       const v = Atomics.load(ctl, W_SEQ);
       if (v !== seen) {
         this.#workerSpin.miss(spinMicros, (performance.now() - t0) * 1000);
@@ -304,9 +317,14 @@ export class Channel {
       return true;
     }
     const t0 = performance.now();
+    Atomics.store(ctl, M_WAITING, 1);
     const r = Atomics.waitAsync(ctl, M_SEQ, seen, Math.max(0, timeoutMs));
-    if (!r.async) return Atomics.load(ctl, M_SEQ) !== seen;
+    if (!r.async) {
+      Atomics.store(ctl, M_WAITING, 0);
+      return Atomics.load(ctl, M_SEQ) !== seen;
+    }
     return r.value.then(() => {
+      Atomics.store(ctl, M_WAITING, 0);
       const changed = Atomics.load(ctl, M_SEQ) !== seen;
       if (changed) {
         this.#mainSpin.miss(spinMicros, (performance.now() - t0) * 1000);

@@ -318,12 +318,24 @@ const MAX_PATH = 4096;
  * directories. Needs Deno read (and, for writable preopens, write) permission
  * on those directories only.
  *
- * Limits: a concurrent host process that swaps a checked directory for a
- * symlink between the check and the use is not defended against (the guest
- * itself cannot do that: every path it passes is resolved here first).
- * `symlink` refuses targets that would point above the preopen root, and
- * needs unscoped Deno read/write permissions (in a confined worker, pass the
- * `symlink` option to create the link elsewhere).
+ * How confinement works: every path is resolved here component by component
+ * (symlinks followed by hand, `..` never above the directory fd), and the
+ * real path of the last directory is checked to lie inside the preopen before
+ * anything is opened, created or removed. Deno's own path permissions do not
+ * see symlinks, so they are only a second fence.
+ *
+ * Limits:
+ * - A concurrent host process that swaps a checked directory for a symlink
+ *   between the check and the use is not defended against (the guest itself
+ *   cannot race: it is single-threaded and blocked while a call runs).
+ * - `symlink` refuses targets that point above the preopen root when read
+ *   lexically, but a guest can still build links that escape *physically*
+ *   (through other links, now or later). This layer never follows them out;
+ *   other host code must not follow symlinks it finds in a guest-writable
+ *   directory either.
+ * - `symlink` needs unscoped Deno read/write permissions (in a confined
+ *   worker, pass the `symlink` option to create the link elsewhere).
+ * - Times have millisecond precision (Deno's APIs).
  *
  * @example
  * ```ts

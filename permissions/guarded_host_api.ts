@@ -23,7 +23,10 @@
  * Table scopes (`db:read:ticket`) are enforced by PostgreSQL: whenever the
  * effective `db:` permissions differ from what was last synced, the guard
  * calls the database's `syncPluginPrivileges` before running the statement
- * (and eagerly when the grant store reports a change). The guard also
+ * (and eagerly when the grant store reports a change). Since an unscoped
+ * grant covers the host tables that existed at the last sync, a statement
+ * refused by the database with 42501 triggers one resync and retry (at most
+ * once a second). The guard also
  * refuses, without a round trip, statements that name an out-of-scope
  * `public.<table>` or another plugin's schema.
  *
@@ -343,7 +346,7 @@ export function createGuardedHostAPI(
   let memo: { key: string; value: Effective } | undefined;
   const synced = new Map<
     GuardedDatabase,
-    { key: string; done: Promise<void> }
+    { key: string; done: Promise<void>; at: number }
   >();
 
   async function effective(): Promise<Effective> {
@@ -360,16 +363,44 @@ export function createGuardedHostAPI(
     throw new PermissionDeniedError(plugin, permission, attempted);
   }
 
-  function sync(db: GuardedDatabase, eff: Effective): Promise<void> {
+  function sync(
+    db: GuardedDatabase,
+    eff: Effective,
+    force = false,
+  ): Promise<void> {
     const current = synced.get(db);
-    if (current?.key === eff.privilegesKey) return current.done;
+    if (!force && current?.key === eff.privilegesKey) return current.done;
     const done = db.syncPluginPrivileges(plugin, eff.privileges);
-    const entry = { key: eff.privilegesKey, done };
+    const entry = { key: eff.privilegesKey, done, at: Date.now() };
     synced.set(db, entry);
     done.catch(() => {
       if (synced.get(db) === entry) synced.delete(db);
     });
     return done;
+  }
+
+  /**
+   * Runs `fn` after syncing privileges. When the database answers 42501
+   * (insufficient privilege) and the last sync is over a second old, the
+   * privileges are synced again and `fn` retried once: `"all"` covers only
+   * the tables that existed at the last sync, and a refused statement did
+   * nothing (its transaction was rolled back).
+   */
+  async function withSync<T>(
+    db: GuardedDatabase,
+    eff: Effective,
+    fn: () => Promise<T>,
+  ): Promise<T> {
+    await sync(db, eff);
+    try {
+      return await fn();
+    } catch (e) {
+      const code = (e as { code?: unknown } | null)?.code;
+      const last = synced.get(db);
+      if (code !== "42501" || !last || Date.now() - last.at < 1000) throw e;
+      await sync(db, eff, true);
+      return await fn();
+    }
   }
 
   function resolveDb(sql: string): [GuardedDatabase, string] {
@@ -456,7 +487,7 @@ export function createGuardedHostAPI(
         ? ((db as unknown as { all?: () => GuardedDatabase[] }).all?.() ??
           [db.resolve("")[0]])
         : [db];
-      await Promise.all(all.map((d) => sync(d, eff)));
+      await Promise.all(all.map((d) => sync(d, eff, true)));
     },
 
     close() {
@@ -470,8 +501,11 @@ export function createGuardedHostAPI(
       const [db, sql] = resolveDb(query);
       checkTables(eff, sql, "dbQuery", "db_query");
       const write = eff.db.some((p) => p.access === "write");
-      await sync(db, eff);
-      return await db.query(sql, args, callOptions(ctx, !write));
+      return await withSync(
+        db,
+        eff,
+        () => db.query(sql, args, callOptions(ctx, !write)),
+      );
     },
 
     async dbExec(ctx, query, args = []) {
@@ -482,8 +516,11 @@ export function createGuardedHostAPI(
       }
       const [db, sql] = resolveDb(query);
       checkTables(eff, sql, "dbExec", "db_exec");
-      await sync(db, eff);
-      return await db.exec(sql, args, callOptions(ctx, false));
+      return await withSync(
+        db,
+        eff,
+        () => db.exec(sql, args, callOptions(ctx, false)),
+      );
     },
 
     async cacheGet(_ctx, key) {

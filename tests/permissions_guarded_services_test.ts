@@ -144,7 +144,10 @@ async function databaseScenario(
     // The database refuses it too: the same statement sent straight to the
     // database as beta's role (which the guard has synced) is denied.
     await dbCode(
-      db.query(`SELECT * FROM ${alphaSchema}.notes`, [], { plugin: beta, readOnly: true }),
+      db.query(`SELECT * FROM ${alphaSchema}.notes`, [], {
+        plugin: beta,
+        readOnly: true,
+      }),
       "42501",
     );
     assert.ok(audit.count() >= 2);
@@ -170,6 +173,37 @@ Deno.test("guarded services: PGlite enforces db grants", async () => {
   try {
     await databaseScenario(db, (sql) => db.sqlClient.query(sql));
   } finally {
+    await db.close();
+  }
+});
+
+Deno.test("guarded services: a host table created later is covered by an unscoped grant", async () => {
+  const db = new PgDatabase({ url: DATABASE_URL, max: 2 });
+  const plugin = `pl-${suffix()}`;
+  const table = `gkp_later_${suffix()}`;
+  const grants = new MemoryGrantStore();
+  const host = createGuardedHostAPI({
+    plugin,
+    requested: ["db:read"],
+    grants,
+    services: { db },
+  });
+  try {
+    await grants.set(plugin, ["db:read"]);
+    assert.deepEqual(await host.dbQuery(ctx(), "SELECT 1 AS one"), [{
+      one: 1,
+    }]);
+    await db.sqlClient.query(`CREATE TABLE ${table} (id int)`);
+    await db.sqlClient.query(`INSERT INTO ${table} VALUES (5)`);
+    // The retry waits until the last sync is over a second old.
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.deepEqual(await host.dbQuery(ctx(), `SELECT id FROM ${table}`), [{
+      id: 5,
+    }]);
+  } finally {
+    host.close();
+    await db.dropPlugin(plugin).catch(() => {});
+    await db.sqlClient.query(`DROP TABLE IF EXISTS ${table}`);
     await db.close();
   }
 });

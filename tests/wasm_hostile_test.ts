@@ -595,6 +595,16 @@ Deno.test("after timeouts no thread keeps spinning (per-thread CPU time from /pr
     await run("tailcall", "spin");
     await run("membomb", "bomb_forever", { memoryLimitPages: 32 });
     await run("stdoutflood", "forever");
+    {
+      // Shutdown while a guest loops: interrupted first, then terminated.
+      const p = await loadWasmPlugin(fixture("loop"), { graceMs: 10000 });
+      await p.init(host, env);
+      const c = p.call("tight", null, createCallContext({ timeoutMs: 60000 }));
+      c.catch(() => {});
+      await new Promise((r) => setTimeout(r, 200));
+      await p.shutdown();
+      try { await c; errors.push("none"); } catch (e) { errors.push(e.name); }
+    }
     for (const x of ["loop-init", "loop-start", "loop-register"]) {
       try { await loadWasmPlugin(fixture(x), { callTimeoutMs: 300, graceMs: 10000 }); errors.push("loaded"); }
       catch (e) { errors.push(e.name); }
@@ -626,6 +636,7 @@ Deno.test("after timeouts no thread keeps spinning (per-thread CPU time from /pr
     "PluginTimeoutError",
     "PluginTimeoutError",
     "PluginTimeoutError",
+    "PluginCrashedError",
     "WasmLoadError",
     "WasmLoadError",
     "WasmLoadError",

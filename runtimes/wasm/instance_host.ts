@@ -125,6 +125,7 @@ export class InstanceHost {
   busy = false;
   /** Whether the guest is blocked in a `plugin_call` host call. */
   inPluginCall = false;
+  #current: Promise<Outcome> | null = null;
 
   private constructor(settings: InstanceSettings) {
     this.#settings = settings;
@@ -204,8 +205,11 @@ export class InstanceHost {
       Atomics.store(this.#ch.ctl, INTERRUPT, 0);
       this.#ch.write(kind, part0, part1, aux);
       this.#ch.sendToWorker();
-      return await this.#await(hooks);
+      const current = this.#await(hooks);
+      this.#current = current;
+      return await current;
     } finally {
+      this.#current = null;
       this.busy = false;
     }
   }
@@ -376,16 +380,27 @@ export class InstanceHost {
   }
 
   /**
-   * Stops the worker: asks it to leave its loop when idle (interrupting a
-   * running guest first), then terminates it.
+   * Stops the worker: a running guest is interrupted first and given
+   * `graceMs` to stop (terminating a thread that runs guest code may leave it
+   * spinning), then the worker leaves its loop and is terminated.
    */
   async shutdown(graceMs: number): Promise<void> {
     if (this.#dead) return;
-    if (!this.busy) {
+    const current = this.#current;
+    if (current) {
+      this.interrupt();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        current.catch(() => {}),
+        new Promise((r) => timer = setTimeout(r, graceMs)),
+      ]);
+      clearTimeout(timer);
+    }
+    if (!this.#dead && !this.#current) {
       await this.request(OP_SHUTDOWN, null, null, 0, {
         deadline: Date.now() + graceMs,
       });
-    } else this.interrupt();
+    }
     this.terminate("shut down");
   }
 }

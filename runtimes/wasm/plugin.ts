@@ -485,6 +485,13 @@ class WasmPluginImpl implements WasmPlugin {
           errOpts,
         );
       case "interrupted":
+        if (this.#closed) {
+          throw new PluginCrashedError(
+            this.#name,
+            "plugin shut down during the call",
+            errOpts,
+          );
+        }
         this.#failure(`timeout in ${fn}`);
         throw new PluginTimeoutError(this.#name, timeoutMs, errOpts);
       case "killed":

@@ -648,3 +648,68 @@ Deno.test("after timeouts no thread keeps spinning (per-thread CPU time from /pr
     `a thread used ${result.maxTicks} ticks (1/100 s) in 2 s: still spinning`,
   );
 });
+
+Deno.test("instrumented and original hostile modules give the same answers and errors", async () => {
+  const cases: Record<string, [string, string | null][]> = {
+    trap: [
+      "unreachable",
+      "div0",
+      "int_overflow",
+      "oob_load",
+      "null_indirect",
+      "bad_sig",
+      "nan_trunc",
+      "ok",
+      "x",
+    ]
+      .map((f) => [f, null]),
+    badptr: [
+      "oob",
+      "straddle",
+      "wrap",
+      "null_ptr",
+      "host_bad_fn",
+      "host_bad_args",
+      "host_huge_len",
+      "host_wrap",
+      "ok",
+    ]
+      .map((f) => [f, null]),
+    hugelen: [["huge", null], ["max", null], ["big", "100"], ["ok", null]],
+    procexit: [["exit", null], ["ok", null]],
+    stackoverflow: [["recurse", null], ["ok", null]],
+    malloc0: [["ok", "{}"]],
+    "malloc-oob": [["ok", "{}"]],
+    stdoutflood: [["flood", "10"], ["ok", null]],
+    reentrant: [["leaf", null], ["self", null]],
+  };
+  const outcomes = async (instrument: boolean) => {
+    const manager = newManager();
+    const seen: string[] = [];
+    try {
+      for (const [x, calls] of Object.entries(cases)) {
+        await manager.register(
+          await loadWasmPlugin(hostile(x), {
+            instrument,
+            quarantine: { maxFailures: 1000 },
+          }),
+        );
+        for (const [fn, args] of calls) {
+          try {
+            seen.push(
+              `${x}.${fn} = ${await call(manager, `hostile-${x}`, fn, args)}`,
+            );
+          } catch (e) {
+            seen.push(`${x}.${fn} ! ${(e as Error).name}`);
+          }
+        }
+      }
+    } finally {
+      await manager.shutdownAll();
+    }
+    return seen;
+  };
+  const instrumented = await outcomes(true);
+  assert.deepEqual(instrumented, await outcomes(false));
+  assert.ok(instrumented.includes("trap.div0 ! PluginCrashedError"));
+});

@@ -279,6 +279,10 @@ async function sharedSuite(
             "CREATE OR REPLACE PROCEDURE p() LANGUAGE sql AS 'SELECT 1'",
             "ALTER ROLE postgres NOSUPERUSER",
             "GRANT ALL ON ALL TABLES IN SCHEMA public TO PUBLIC",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "FETCH ALL FROM c",
+            "LISTEN x",
+            "NOTIFY x",
           ]
         ) {
           await rejectsCode(db.exec(sql, [], rw(WRITER)), "GK001");
@@ -295,6 +299,20 @@ async function sharedSuite(
         // The pooled connection is back to the session user afterwards.
         const { rows } = await c.query("SELECT current_user AS u");
         assert.equal(rows[0].u, real ? "postgres" : "postgres");
+      },
+    );
+
+    await t.step(
+      "temporary tables (which outlive the transaction) are refused",
+      async () => {
+        await rejectsCode(
+          db.exec(`CREATE TEMP TABLE ${TICKET} (x int)`, [], rw(WRITER)),
+          "42501",
+        );
+        await rejectsCode(
+          db.exec("SELECT 1 AS x INTO TEMP t", [], rw(WRITER)),
+          "42501",
+        );
       },
     );
 

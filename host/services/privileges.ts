@@ -82,6 +82,14 @@ function parseTable(name: string, hostSchema: string): [string, string] {
 }
 
 /**
+ * Serialises privilege changes in one database: concurrent GRANT/REVOKE on
+ * the same table fail in PostgreSQL with "tuple concurrently updated".
+ */
+async function lockPrivileges(s: SqlSession): Promise<void> {
+  await s.query("SELECT pg_advisory_xact_lock(hashtext('goatkit:privileges'))");
+}
+
+/**
  * (Re)creates `plugin`'s role and schema and makes its table privileges
  * exactly `privileges`: what is no longer granted is revoked. Tables that do
  * not exist are skipped (sync again after creating them); `"all"` covers the
@@ -98,9 +106,7 @@ export async function syncPrivileges(
   const r = quoteIdent(role);
   const attrs =
     "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS";
-  await s.query("SELECT pg_advisory_xact_lock(hashtext($1))", [
-    `goatkit:${role}`,
-  ]);
+  await lockPrivileges(s);
   const exists = await s.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [
     role,
   ]);
@@ -220,9 +226,7 @@ export async function dropPrivileges(
 ): Promise<void> {
   const role = pluginRoleName(plugin);
   const r = quoteIdent(role);
-  await s.query("SELECT pg_advisory_xact_lock(hashtext($1))", [
-    `goatkit:${role}`,
-  ]);
+  await lockPrivileges(s);
   await s.exec(
     `DROP SCHEMA IF EXISTS ${quoteIdent(pluginSchemaName(plugin))} CASCADE`,
   );
@@ -240,16 +244,36 @@ export async function dropPrivileges(
 }
 
 /**
- * Database-wide hardening run once per database before plugins use it: a
- * plugin role must not be able to call `set_config('role', …)`, which
- * PostgreSQL checks against the session user. Revokes `EXECUTE` on
- * `set_config` from PUBLIC and, when the connection user is not a superuser,
- * grants it back to that user.
+ * Database-wide hardening run once per database before plugins use it:
+ *
+ * - a plugin role must not be able to call `set_config('role', …)`, which
+ *   PostgreSQL checks against the session user: `EXECUTE` on `set_config` is
+ *   revoked from PUBLIC;
+ * - a plugin must not create temporary tables, which outlive its transaction
+ *   on the pooled connection and, through the implicit `pg_temp` first entry
+ *   of every search_path, would shadow tables for later users of that
+ *   connection (other plugins, the host): `TEMPORARY` on the database is
+ *   revoked from PUBLIC.
+ *
+ * When the connection user is not a superuser, both are granted back to it.
  */
 export async function hardenDatabase(s: SqlSession): Promise<void> {
-  await s.exec(
-    "REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC",
+  await lockPrivileges(s);
+  const open = await s.query(
+    "SELECT has_function_privilege('public', 'pg_catalog.set_config(text,text,boolean)', 'EXECUTE') AS open",
   );
+  if (open.rows[0]?.open === true) {
+    await s.exec(
+      "REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC",
+    );
+  }
+  const db = await s.query(
+    "SELECT current_database() AS name, has_database_privilege('public', current_database(), 'TEMPORARY') AS temp",
+  );
+  const dbName = quoteIdent(String(db.rows[0]?.name));
+  if (db.rows[0]?.temp === true) {
+    await s.exec(`REVOKE TEMPORARY ON DATABASE ${dbName} FROM PUBLIC`);
+  }
   const me = await s.query(
     "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
   );
@@ -257,5 +281,6 @@ export async function hardenDatabase(s: SqlSession): Promise<void> {
     await s.exec(
       "GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO CURRENT_USER",
     );
+    await s.exec(`GRANT TEMPORARY ON DATABASE ${dbName} TO CURRENT_USER`);
   }
 }

@@ -44,6 +44,11 @@ const REFUSED_FIRST_WORDS = new Set([
   "reassign",
   "security",
   "import",
+  "declare",
+  "fetch",
+  "move",
+  "close",
+  "notify",
 ]);
 
 /** Objects a plugin may not create, alter or drop. */

@@ -58,6 +58,7 @@ import {
 } from "./grammar.ts";
 import { EgressDeniedError, matchHttpGrant } from "./egress.ts";
 import { qualifiedTables } from "./sql_scope.ts";
+import { pluginSchemaName } from "../host/services/privileges.ts";
 
 /** Per-call database options (the services' `DbCallOptions`). */
 export interface GuardedDbCallOptions {
@@ -304,10 +305,6 @@ function isDatabaseSet(
   return typeof (db as GuardedDatabaseSet).resolve === "function";
 }
 
-function schemaOf(plugin: string): string {
-  return `plugin_${plugin.replaceAll("-", "_")}`;
-}
-
 /**
  * Creates the guarded HostAPI of one plugin.
  *
@@ -340,7 +337,7 @@ export function createGuardedHostAPI(
   const { plugin, grants, services } = options;
   const requested = options.requested.map((r) => parsePermission(r));
   const hostSchema = options.hostSchema ?? "public";
-  const ownSchema = schemaOf(plugin);
+  const ownSchema = pluginSchemaName(plugin);
   const statementCap = options.statementTimeoutMs ?? 5000;
   const maxRows = options.maxRows ?? 10_000;
   let memo: { key: string; value: Effective } | undefined;

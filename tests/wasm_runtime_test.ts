@@ -603,3 +603,34 @@ Deno.test("direct Plugin use: abort signal interrupts; traps are PluginCrashedEr
   );
   assert.ok(PluginCrashedError);
 });
+
+Deno.test("large payloads cross the channel both ways (it grows up to maxResultBytes)", async () => {
+  const { manager, host } = await setup(["wat-edge"], {
+    maxResultBytes: 8 * 1024 * 1024,
+  });
+  try {
+    const big = "x".repeat(5 * 1024 * 1024);
+    assert.equal(await call(manager, "wat-edge", "echo", big), big);
+    assert.equal(
+      (await call(manager, "wat-edge", "big", "3000000"))!.length,
+      3_000_000,
+    );
+    // A host_call answer of several MiB reaches the guest.
+    host.configGet = (_ctx, key) => Promise.resolve(key.repeat(1_000_000));
+    const out = await call(
+      manager,
+      "wat-edge",
+      "callhost",
+      'config_get\n{"key":"abc"}',
+    );
+    assert.equal(out, `{"value":"${"abc".repeat(1_000_000)}"}`);
+    // Over the limit: refused before it reaches the guest, the plugin stays usable.
+    await assert.rejects(
+      call(manager, "wat-edge", "echo", "y".repeat(9 * 1024 * 1024)),
+      /exceed the limit/,
+    );
+    assert.equal(await call(manager, "wat-edge", "echo", "small"), "small");
+  } finally {
+    await manager.shutdownAll();
+  }
+});

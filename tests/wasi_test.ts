@@ -354,6 +354,108 @@ Deno.test("hostile: symlinks leading outside are refused and nothing outside cha
   }
 });
 
+Deno.test("hostile: strace shows no system call on any path outside the preopen", async () => {
+  let haveStrace = false;
+  try {
+    haveStrace = (await new Deno.Command("strace", {
+      args: ["-V"],
+      stdout: "null",
+      stderr: "null",
+    }).output())
+      .success;
+  } catch {
+    haveStrace = false;
+  }
+  if (!haveStrace) {
+    // Reason: strace (apt package "strace") is not installed; the other
+    // hostile tests still check the errnos and the outside tree.
+    console.log("skipping: strace not installed");
+    return;
+  }
+  const base = Deno.realPathSync(
+    Deno.makeTempDirSync({ prefix: "gk_wasi_trace_" }),
+  );
+  const sandbox = `${base}/sandbox`;
+  const outside = `${base}/outside`;
+  try {
+    Deno.mkdirSync(`${sandbox}/sub`, { recursive: true });
+    Deno.mkdirSync(outside);
+    Deno.writeTextFileSync(`${outside}/secret.txt`, "secret");
+    Deno.writeTextFileSync(`${sandbox}/data.txt`, "inside");
+    Deno.symlinkSync(outside, `${sandbox}/link_abs`);
+    Deno.symlinkSync("../outside", `${sandbox}/link_rel`);
+    Deno.symlinkSync("../outside/secret.txt", `${sandbox}/link_file`);
+    Deno.symlinkSync("data.txt", `${sandbox}/link_in`);
+    const script = `${base}/run.ts`;
+    const modUrl = new URL("../runtimes/wasi/mod.ts", import.meta.url).href;
+    const wasmPath = new URL("hostile_c.wasm", FIXTURES).pathname;
+    Deno.writeTextFileSync(
+      script,
+      `import { runWasiCommand } from ${JSON.stringify(modUrl)};
+const bytes = Deno.readFileSync(${JSON.stringify(wasmPath)});
+for (const mode of ["escape", "passwd", "chain"]) {
+  const out = [];
+  await runWasiCommand(bytes, {
+    args: ["hostile", mode],
+    preopens: [{ guestPath: "/sandbox", hostPath: ${JSON.stringify(sandbox)} }],
+    stdout: (b) => out.push(new TextDecoder().decode(b)),
+  });
+  console.log(out.join(""));
+}
+`,
+    );
+    const trace = `${base}/trace.txt`;
+    const config = new URL("../deno.json", import.meta.url).pathname;
+    const r = await new Deno.Command("strace", {
+      args: [
+        "-f",
+        "-qq",
+        "-e",
+        "trace=%file,%desc",
+        "-o",
+        trace,
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--config",
+        config,
+        script,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = decoder.decode(r.stdout);
+    assert(r.success, decoder.decode(r.stderr));
+    assert(!stdout.includes("LEAK"), stdout);
+    assertStringIncludes(
+      stdout,
+      "open via swapped fd outside/secret.txt errno=76",
+    );
+    const lines = Deno.readTextFileSync(trace).split("\n");
+    // Every path argument under `base` must be in the sandbox, or one of its
+    // ancestors (realpath() walks those with readlink, which fails with EINVAL).
+    const offending = lines.filter((l) => {
+      for (const m of l.matchAll(/\("([^"]*)"|, "([^"]*)"/g)) {
+        const p = m[1] ?? m[2];
+        if (p === undefined) continue;
+        if (p === "/etc/passwd" || p.startsWith(outside)) return true;
+        if (
+          p.startsWith(base + "/") && !p.startsWith(sandbox) && p !== script &&
+          p !== trace
+        ) return true;
+      }
+      return false;
+    }).filter((l) => !/^\d+ readlink\("[^"]*sandbox\/link_abs"/.test(l)); // the link's own text names outside
+    assertEquals(offending, []);
+    assert(
+      lines.some((l) => l.includes(`${sandbox}/data.txt`)),
+      "trace should show sandbox accesses",
+    );
+  } finally {
+    Deno.removeSync(base, { recursive: true });
+  }
+});
+
 Deno.test("hostile: an infinite loop is stopped at the deadline and no thread keeps spinning", async () => {
   const out = collector();
   const started = performance.now();

@@ -403,6 +403,19 @@ export class DenoWasiFs implements WasiFs {
     const lastName = parts.length ? parts[parts.length - 1] : "";
     const stack = ref.dir.split("/").filter((c) => c !== "" && c !== ".");
     const floor = stack.length;
+    if (floor > 0) {
+      // The directory fd's path was resolved when it was opened; make sure it
+      // still names a real directory inside (it may have been swapped for a
+      // symlink since), before touching anything below it.
+      const base = `${root}/${stack.join("/")}`;
+      let real: string;
+      try {
+        real = Deno.realPathSync(base);
+      } catch (e) {
+        throw new WasiFsError(errnoFromError(e), op, path, e);
+      }
+      if (real !== base) throw new WasiFsError(this.#escapeErrno, op, path);
+    }
     const pending = parts.filter((c) => c !== ".");
     let links = 0;
     let info: Deno.FileInfo | null = null;

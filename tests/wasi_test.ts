@@ -431,6 +431,11 @@ for (const mode of ["escape", "passwd", "chain"]) {
       stdout,
       "open via swapped fd outside/secret.txt errno=76",
     );
+    const aimedOutside = stdout.split("\n").filter((l) =>
+      l.includes("outside") && l.includes(" errno=")
+    );
+    assert(aimedOutside.length >= 12, stdout);
+    for (const l of aimedOutside) assert(l.endsWith(" errno=76"), l);
     const lines = Deno.readTextFileSync(trace).split("\n");
     // Every path argument under `base` must be in the sandbox, or one of its
     // ancestors (realpath() walks those with readlink, which fails with EINVAL).

@@ -156,9 +156,11 @@ function pgRun(
 export class PgPoolClient implements SqlClient {
   /** The pool (shared with anyone who needs raw access, e.g. benchmarks). */
   readonly pool: pg.Pool;
+  #url: string;
 
   /** Opens a pool of at most `max` (default 10) connections to `url`. */
   constructor(opts: { url: string; max?: number }) {
+    this.#url = opts.url;
     this.pool = new pg.Pool({
       connectionString: opts.url,
       max: opts.max ?? 10,
@@ -189,19 +191,25 @@ export class PgPoolClient implements SqlClient {
     const client = await this.pool.connect();
     let broken: Error | undefined;
     const onAbort = () => {
-      // Cancel the running statement on a separate connection.
-      const pid = (client as unknown as { processID?: number }).processID;
-      if (pid) {
-        this.pool.query("SELECT pg_cancel_backend($1)", [pid]).catch(() => {});
-      }
+      // PostgreSQL's cancel request, on a short-lived connection of its own
+      // (not from the pool, which may be exhausted).
+      // deno-lint-ignore no-explicit-any
+      const active = (client as any).activeQuery;
+      if (!active) return;
+      const canceller = new pg.Client({ connectionString: this.#url });
+      canceller.on("error", () => {});
+      // deno-lint-ignore no-explicit-any
+      (canceller as any).cancel(client, active);
     };
     options.signal?.addEventListener("abort", onAbort, { once: true });
     try {
       const begin = options.readOnly ? "BEGIN READ ONLY" : "BEGIN";
       await client.query(options.setup ? `${begin}; ${options.setup}` : begin);
       const session: SqlSession = {
-        query: (sql, params = [], o = {}) =>
-          pgRun(client, sql, params, o.maxRows),
+        query: (sql, params = [], o = {}) => {
+          options.signal?.throwIfAborted();
+          return pgRun(client, sql, params, o.maxRows);
+        },
         exec: async (sql) => {
           await client.query(sql);
         },

@@ -417,3 +417,63 @@ Deno.test(
     await Deno.remove(dataDir, { recursive: true });
   },
 );
+
+Deno.test(
+  "when the host dies (SIGKILL), its plugin processes exit too",
+  opts,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "gk-grpc-orphan-" });
+    const script = `${dir}/host.ts`;
+    const mod = new URL("../runtimes/grpc/mod.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      script,
+      `import { loadGrpcPlugin } from ${JSON.stringify(mod)};
+const p = await loadGrpcPlugin(${JSON.stringify(HELLO)}, { tempDir: ${
+        JSON.stringify(dir)
+      } });
+console.log(JSON.stringify({ pid: p.status().pid }));
+setInterval(() => {}, 1000);
+`,
+    );
+    const host = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        `--config=${new URL("../deno.json", import.meta.url).pathname}`,
+        script,
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+      stdin: "null",
+    }).spawn();
+    const reader = host.stdout.getReader();
+    let text = "";
+    while (!text.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    const { pid } = JSON.parse(text);
+    assert.ok(exists(`/proc/${pid}`), "plugin running");
+    host.kill("SIGKILL");
+    await host.status;
+    reader.releaseLock();
+    await host.stdout.cancel();
+    // The plugin sees its stdin close and exits. It was reparented to PID 1,
+    // which reaps it (a container whose PID 1 does not reap would leave an
+    // exited zombie, which also counts as exited here).
+    const running = () => {
+      try {
+        const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+        return !/^\d+ \(.*\) Z/.test(stat);
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 200 && running(); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(!running(), "plugin outlived its host");
+    await Deno.remove(dir, { recursive: true });
+  },
+);

@@ -504,24 +504,40 @@ export async function servePlugin(
       cb: Callback<PbCallResponse>,
     ) => {
       const req = call.request;
-      const controller = new AbortController();
-      call.on("cancelled", () => controller.abort(new Error("call cancelled")));
+      // The signal (a listener and a deadline timer) is only set up when
+      // the implementation looks at it, which keeps plain calls cheap.
+      let controller: AbortController | undefined;
       let timer: ReturnType<typeof setTimeout> | undefined;
-      if (req.deadline_unix_ms > 0) {
-        timer = setTimeout(
-          () => controller.abort(new Error("deadline exceeded")),
-          Math.max(0, req.deadline_unix_ms - Date.now()),
-        );
-      }
+      let done = false;
+      const signal = () => {
+        if (controller) return controller.signal;
+        const c = controller = new AbortController();
+        if (done) return c.signal;
+        call.on("cancelled", () => c.abort(new Error("call cancelled")));
+        if (req.deadline_unix_ms > 0) {
+          timer = setTimeout(
+            () => c.abort(new Error("deadline exceeded")),
+            Math.max(0, req.deadline_unix_ms - Date.now()),
+          );
+        }
+        return c.signal;
+      };
       const callScope = { callId: req.call_id, deadline: req.deadline_unix_ms };
+      let boundHost: HostClient | undefined;
       const ctx: PluginCallContext = {
         callId: req.call_id,
         caller: req.caller,
         language: req.language,
         chain: req.chain,
         deadline: req.deadline_unix_ms,
-        signal: controller.signal,
-        host: hostChannel ? createHostClient(hostChannel, callScope) : host,
+        get signal() {
+          return signal();
+        },
+        get host() {
+          return boundHost ??= hostChannel
+            ? createHostClient(hostChannel, callScope)
+            : host;
+        },
       };
       try {
         const args = req.args_json?.length
@@ -543,6 +559,7 @@ export async function servePlugin(
           error: e instanceof Error ? e.message : String(e),
         });
       } finally {
+        done = true;
         clearTimeout(timer);
       }
     },

@@ -3,6 +3,11 @@
  * its own Deno Worker, confined by Deno's permissions to its preopened
  * directories and by our WASI layer, and stoppable at a deadline.
  *
+ * Needs Deno's `worker-options` unstable feature (`"unstable":
+ * ["worker-options"]` in deno.json, as this project has, or
+ * `--unstable-worker-options`): without it Deno ends the whole process when
+ * the worker is created, which no code can catch.
+ *
  * @module
  */
 

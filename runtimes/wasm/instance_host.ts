@@ -115,7 +115,7 @@ export function workerPermissions(
 
 /** One worker running one instance. */
 export class InstanceHost {
-  readonly #settings: InstanceSettings;
+  readonly #settings: Omit<InstanceSettings, "module">;
   readonly #ch: Channel;
   readonly #worker: Worker;
   #mSeen = 0;
@@ -127,7 +127,7 @@ export class InstanceHost {
   inPluginCall = false;
   #current: Promise<Outcome> | null = null;
 
-  private constructor(settings: InstanceSettings) {
+  private constructor(settings: Omit<InstanceSettings, "module">) {
     this.#settings = settings;
     this.#ch = Channel.create(settings.maxResultBytes + 4096);
     this.#worker = new Worker(new URL("./worker.ts", import.meta.url), {
@@ -163,13 +163,31 @@ export class InstanceHost {
    * Spawns the worker and instantiates the module in it (running
    * `_initialize`/`_start`). Resolves to the handle, or to the failure.
    */
-  static async start(
+  static start(
     settings: InstanceSettings,
     hooks: RequestHooks,
   ): Promise<{ host: InstanceHost; outcome: Outcome }> {
-    const host = new InstanceHost(settings);
+    return InstanceHost.spawn(settings).boot(settings.module, hooks);
+  }
+
+  /**
+   * Spawns the worker only (its bootstrap takes most of a cold load), so it
+   * can start while the module is still being instrumented and compiled;
+   * {@linkcode InstanceHost.boot} then instantiates `module` in it.
+   */
+  static spawn(settings: Omit<InstanceSettings, "module">): InstanceHost {
+    return new InstanceHost(settings);
+  }
+
+  /** Instantiates `module` in the spawned worker (see {@linkcode spawn}). */
+  async boot(
+    module: WebAssembly.Module,
+    hooks: RequestHooks,
+  ): Promise<{ host: InstanceHost; outcome: Outcome }> {
+    const host = this as InstanceHost;
+    const settings = this.#settings;
     const init: WorkerInit = {
-      module: settings.module,
+      module,
       sab: host.#ch.buffer,
       maxResultBytes: settings.maxResultBytes,
       memoryLimitPages: settings.memoryLimitPages,

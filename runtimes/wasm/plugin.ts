@@ -157,6 +157,25 @@ export async function loadWasmPlugin(
   options: WasmPluginOptions = {},
 ): Promise<WasmPlugin> {
   const label = typeof source === "string" ? source : options.name ?? "<bytes>";
+  // Worker bootstrap is the slowest part of a cold load: start it first.
+  const spawned = Array.from(
+    { length: Math.max(1, Math.floor(options.instances ?? 1)) },
+    () => InstanceHost.spawn(instanceSettings(options)),
+  );
+  try {
+    return await loadWith(label, source, options, spawned);
+  } catch (e) {
+    for (const h of spawned) h.terminate("load failed");
+    throw e;
+  }
+}
+
+async function loadWith(
+  label: string,
+  source: Uint8Array | string,
+  options: WasmPluginOptions,
+  spawned: InstanceHost[],
+): Promise<WasmPlugin> {
   const original = typeof source === "string"
     ? await Deno.readFile(source)
     : source;
@@ -200,12 +219,9 @@ export async function loadWasmPlugin(
       `unsupported import ${imp.module}.${imp.name} (${imp.kind}); only gk.host_call, gk.log, gk.last_error and wasi_snapshot_preview1 are provided`,
     );
   }
-  const plugin = new WasmPluginImpl(label, module, hash, instrument, {
-    ...options,
-    memoryLimitPages,
-  });
+  const plugin = new WasmPluginImpl(label, module, hash, instrument, options);
   try {
-    await plugin.load();
+    await plugin.load(spawned);
   } catch (e) {
     await plugin.shutdown();
     throw e instanceof WasmLoadError
@@ -241,7 +257,7 @@ class WasmPluginImpl implements WasmPlugin {
     module: WebAssembly.Module,
     hash: string,
     instrumented: boolean,
-    options: WasmPluginOptions & { memoryLimitPages: number },
+    options: WasmPluginOptions,
   ) {
     this.#label = label;
     this.#name = options.name ?? label;
@@ -251,19 +267,7 @@ class WasmPluginImpl implements WasmPlugin {
     this.#graceMs = options.graceMs ?? 2_000;
     this.#maxFailures = options.quarantine?.maxFailures ?? 5;
     this.#windowMs = options.quarantine?.windowMs ?? 60_000;
-    this.#settings = {
-      module,
-      maxResultBytes: options.maxResultBytes ?? 16 * 1024 * 1024,
-      memoryLimitPages: options.memoryLimitPages,
-      spinMicros: options.spinMicros ?? 50,
-      workerSpinMicros: options.workerSpinMicros ?? 50,
-      fuel: FUEL,
-      maxLogLinesPerCall: options.maxLogLinesPerCall ?? 1000,
-      args: options.wasi?.args ?? [],
-      env: { ...(options.config ?? {}), ...(options.wasi?.env ?? {}) },
-      preopens: options.wasi?.preopens ?? [],
-      graceMs: this.#graceMs,
-    };
+    this.#settings = { module, ...instanceSettings(options) };
     const n = Math.max(1, Math.floor(options.instances ?? 1));
     for (let i = 0; i < n; i++) {
       this.#slots.push({ host: null, starting: null });
@@ -279,8 +283,10 @@ class WasmPluginImpl implements WasmPlugin {
   }
 
   /** Starts every instance and reads the manifest with `gk_register`. */
-  async load(): Promise<void> {
-    await Promise.all(this.#slots.map((s) => this.#startSlot(s, true)));
+  async load(spawned: InstanceHost[]): Promise<void> {
+    await Promise.all(
+      this.#slots.map((s, i) => this.#startSlot(s, true, spawned[i])),
+    );
     const slot = this.#slots[0]!;
     const out = await slot.host!.request(
       OP_REGISTER,
@@ -313,13 +319,21 @@ class WasmPluginImpl implements WasmPlugin {
     }
   }
 
-  async #startSlot(slot: Slot, atLoad: boolean): Promise<void> {
+  async #startSlot(
+    slot: Slot,
+    atLoad: boolean,
+    spawned?: InstanceHost,
+  ): Promise<void> {
     if (slot.starting) return await slot.starting;
     slot.starting = (async () => {
-      const { host, outcome } = await InstanceHost.start(
-        this.#settings,
-        this.#hooks(Date.now() + this.#callTimeoutMs, undefined, undefined),
+      const hooks = this.#hooks(
+        Date.now() + this.#callTimeoutMs,
+        undefined,
+        undefined,
       );
+      const { host, outcome } = spawned
+        ? await spawned.boot(this.#settings.module, hooks)
+        : await InstanceHost.start(this.#settings, hooks);
       if (outcome.kind !== "result") {
         host.terminate("start failed");
         if (outcome.kind === "killed") this.killedWorkers++;
@@ -560,6 +574,23 @@ class WasmPluginImpl implements WasmPlugin {
       s.host = null;
     }));
   }
+}
+
+function instanceSettings(
+  options: WasmPluginOptions,
+): Omit<InstanceSettings, "module"> {
+  return {
+    maxResultBytes: options.maxResultBytes ?? 16 * 1024 * 1024,
+    memoryLimitPages: options.memoryLimitPages ?? 256,
+    spinMicros: options.spinMicros ?? 50,
+    workerSpinMicros: options.workerSpinMicros ?? 50,
+    fuel: FUEL,
+    maxLogLinesPerCall: options.maxLogLinesPerCall ?? 1000,
+    args: options.wasi?.args ?? [],
+    env: { ...(options.config ?? {}), ...(options.wasi?.env ?? {}) },
+    preopens: options.wasi?.preopens ?? [],
+    graceMs: options.graceMs ?? 2_000,
+  };
 }
 
 function describe(o: Outcome): string {

@@ -3,8 +3,8 @@
  * configuration, prints its URL and how to log in, and shuts down gracefully
  * on SIGINT/SIGTERM.
  *
- * Configuration (environment overrides the file):
- * | env | goatkit.json | default |
+ * Server settings (environment overrides the file's `server` section):
+ * | env | goatkit.json `server.` | default |
  * |---|---|---|
  * | `GOATKIT_CONFIG` | — | `./goatkit.json` (optional) |
  * | `PORT` | `port` | 8080 |
@@ -13,6 +13,14 @@
  * | `GOATKIT_PLUGINS_DIR` | `pluginsDir` | `./fixtures/plugins` |
  * | `GOATKIT_TITLE` | `title` | `GoatKit` |
  * | `GOATKIT_SECURE_COOKIES` | `secureCookies` | false |
+ * | `GOATKIT_LAZY_LOAD` | `lazyLoad` | false (load every plugin at start) |
+ * | `GOATKIT_HOT_RELOAD` | `hotReload` | true |
+ * | `GOATKIT_TRUSTED_KEYS` (comma-separated) | `trustedKeys` | none |
+ * | `GOATKIT_REQUIRE_SIGNATURE` | `requireSignature` | false |
+ *
+ * Services (database, cache, mail, plugin configuration) come from
+ * `createServices` (`DATABASE_URL`, `REDIS_URL`, `SMTP_URL`, … else PGlite,
+ * Deno KV and an `.eml` outbox under the data directory).
  *
  * An admin token is created on first start and printed once; only its
  * SHA-256 is stored (`<dataDir>/tokens.json`). `--new-admin-token` creates
@@ -24,23 +32,34 @@
 import { join } from "node:path";
 import { errorText } from "./errors.ts";
 import { LogBuffer } from "./log_buffer.ts";
+import { Loader } from "./loader.ts";
+import { createRuntimeFactory } from "./loader_runtimes.ts";
 import { Manager } from "./manager.ts";
-import { Scheduler } from "./scheduler.ts";
+import { PackageInstaller } from "./packages.ts";
+import { PgJobClaim, Scheduler, type SqlPool } from "./scheduler.ts";
 import {
   createApp,
   type GoatKitApp,
   routeCollisionCheck,
 } from "./server/mod.ts";
-import type { AppOptions, GrantsProvider } from "./server/mod.ts";
+import type { GrantsProvider } from "./server/mod.ts";
 import { FileTokenStore, type TokenStore } from "./server/tokens.ts";
-import { HOST_VERSION } from "./version.ts";
-import { AuditLog } from "../permissions/audit.ts";
 import {
+  createServices,
+  PgStateStore,
+  type SqlDatabase,
+} from "./services/mod.ts";
+import { HOST_VERSION } from "./version.ts";
+import {
+  applyGrantPolicy,
+  AuditLog,
+  checkPermissions,
+  createEgressClient,
+  createGuardedHostAPI,
   type GrantStore,
-  MemoryGrantStore,
   pendingPermissions,
-} from "../permissions/grants.ts";
-import { loadWasmPlugin } from "../runtimes/wasm/plugin.ts";
+  PgGrantStore,
+} from "../permissions/mod.ts";
 
 /** The resolved configuration of {@linkcode startHost}. */
 export interface ServeConfig {
@@ -50,17 +69,29 @@ export interface ServeConfig {
   hostname: string;
   /** Where the host keeps its data (tokens, database, cache, outbox). */
   dataDir: string;
-  /** Where plugins are discovered. */
+  /** Where plugins are discovered (and packages installed). */
   pluginsDir: string;
   /** Title of the admin pages. */
   title: string;
   /** `Secure` cookies (behind HTTPS). */
   secureCookies: boolean;
+  /** Load plugins on first use instead of at start. */
+  lazyLoad: boolean;
+  /** Reload plugins when their files change. */
+  hotReload: boolean;
+  /** Ed25519 public keys (base64) whose package signatures are trusted. */
+  trustedKeys: string[];
+  /** Refuse unsigned packages. */
+  requireSignature: boolean;
+  /** Path of `goatkit.json` (may not exist). */
+  configPath: string;
+  /** The environment the services read. */
+  env: Record<string, string | undefined>;
 }
 
 /**
- * Reads `goatkit.json` (if present) and the environment into a
- * {@linkcode ServeConfig}.
+ * Reads `goatkit.json` (if present; its `server` section) and the
+ * environment into a {@linkcode ServeConfig}.
  */
 export async function loadServeConfig(
   env: Record<string, string | undefined> = Deno.env.toObject(),
@@ -70,9 +101,13 @@ export async function loadServeConfig(
   let file: Record<string, unknown> = {};
   try {
     const parsed = JSON.parse(await Deno.readTextFile(path));
-    if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
-      file = parsed;
-    } else throw new Error("must be a JSON object");
+    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+      throw new Error("must be a JSON object");
+    }
+    const server = (parsed as Record<string, unknown>).server;
+    if (server && typeof server === "object" && !Array.isArray(server)) {
+      file = server as Record<string, unknown>;
+    }
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound) || env.GOATKIT_CONFIG) {
       throw new Error(`cannot read configuration ${path}: ${errorText(e)}`, {
@@ -82,21 +117,40 @@ export async function loadServeConfig(
   }
   const str = (k: string, f: string, d: string) =>
     env[k] ?? (typeof file[f] === "string" ? file[f] as string : d);
+  const bool = (k: string, f: string, d: boolean) => {
+    const v = env[k] ?? (file[f] !== undefined ? String(file[f]) : undefined);
+    return v === undefined ? d : v === "true" || v === "1";
+  };
   const portText = env.PORT ??
     (file.port !== undefined ? String(file.port) : "8080");
   const port = Number(portText);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new Error(`invalid port "${portText}" (PORT or goatkit.json "port")`);
+    throw new Error(
+      `invalid port "${portText}" (PORT or goatkit.json "server.port")`,
+    );
   }
+  const keys = env.GOATKIT_TRUSTED_KEYS !== undefined
+    ? env.GOATKIT_TRUSTED_KEYS.split(",")
+    : Array.isArray(file.trustedKeys)
+    ? file.trustedKeys.map(String)
+    : [];
   return {
     port,
     hostname: str("GOATKIT_HOSTNAME", "hostname", "0.0.0.0"),
     dataDir: str("GOATKIT_DATA_DIR", "dataDir", "./data"),
     pluginsDir: str("GOATKIT_PLUGINS_DIR", "pluginsDir", "./fixtures/plugins"),
     title: str("GOATKIT_TITLE", "title", "GoatKit"),
-    secureCookies:
-      (env.GOATKIT_SECURE_COOKIES ?? String(file.secureCookies ?? "false")) ===
-        "true",
+    secureCookies: bool("GOATKIT_SECURE_COOKIES", "secureCookies", false),
+    lazyLoad: bool("GOATKIT_LAZY_LOAD", "lazyLoad", false),
+    hotReload: bool("GOATKIT_HOT_RELOAD", "hotReload", true),
+    trustedKeys: keys.map((k) => k.trim()).filter(Boolean),
+    requireSignature: bool(
+      "GOATKIT_REQUIRE_SIGNATURE",
+      "requireSignature",
+      false,
+    ),
+    configPath: path,
+    env,
   };
 }
 
@@ -112,7 +166,9 @@ export interface RunningHost {
   app: GoatKitApp;
   /** The token store. */
   tokens: TokenStore;
-  /** Stops serving and shuts every plugin down. */
+  /** The plugin loader. */
+  loader: Loader;
+  /** Stops serving and shuts every plugin and service down. */
   close(): Promise<void>;
 }
 
@@ -122,7 +178,7 @@ export interface StartHostOptions {
   newAdminToken?: boolean;
   /** Where progress lines go. @default console.log */
   print?: (line: string) => void;
-  /** Load the plugins of `pluginsDir` at start. @default true */
+  /** Discover and load the plugins of `pluginsDir` at start. @default true */
   loadPlugins?: boolean;
 }
 
@@ -139,44 +195,7 @@ export function grantsProvider(store: GrantStore): GrantsProvider {
   };
 }
 
-/**
- * Loads every `<pluginsDir>/<name>/plugin.wasm` eagerly. Interim: the loader
- * (discovery, lazy load, hot reload, gRPC entries) replaces this.
- */
-async function loadPluginDir(
-  manager: Manager,
-  dir: string,
-  print: (line: string) => void,
-): Promise<void> {
-  let entries: Deno.DirEntry[];
-  try {
-    entries = [...Deno.readDirSync(dir)].filter((e) => e.isDirectory).sort((
-      a,
-      b,
-    ) => a.name < b.name ? -1 : 1);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return;
-    throw e;
-  }
-  for (const e of entries) {
-    const wasm = join(dir, e.name, "plugin.wasm");
-    try {
-      await Deno.stat(wasm);
-    } catch {
-      continue;
-    }
-    try {
-      const plugin = await loadWasmPlugin(wasm);
-      const m = await manager.register(plugin);
-      print(`  plugin ${m.name} ${m.version} (wasm) loaded from ${wasm}`);
-    } catch (err) {
-      print(`  plugin in ${join(dir, e.name)} not loaded: ${errorText(err)}`);
-      manager.logs.log(e.name, "error", `load failed: ${errorText(err)}`);
-    }
-  }
-}
-
-/** Builds the Manager, services and app from `config` and starts serving. */
+/** Builds services, Manager, loader, packages, scheduler and app from `config`, and serves. */
 export async function startHost(
   config: ServeConfig,
   options: StartHostOptions = {},
@@ -185,37 +204,136 @@ export async function startHost(
   await Deno.mkdir(config.dataDir, { recursive: true });
   const logs = new LogBuffer({ capacity: 2000 });
   const audit = new AuditLog({ logs });
-  const grants = new MemoryGrantStore();
+  const services = createServices({
+    env: config.env,
+    dataDir: config.dataDir,
+    configPath: config.configPath,
+  });
+  const sql = (services.db.default as SqlDatabase).sqlClient;
+  const grants = new PgGrantStore({ client: sql });
+  const stateStore = new PgStateStore({ client: sql });
+  const http = createEgressClient();
+
   let manager: Manager | undefined = undefined;
   manager = new Manager({
     logs,
-    manifestChecks: [routeCollisionCheck(() => manager)],
+    stateStore,
+    host: (name, manifest) =>
+      createGuardedHostAPI({
+        plugin: name,
+        requested: manifest.permissions ?? [],
+        grants,
+        services: {
+          db: services.db,
+          cache: services.cache,
+          mailer: services.mailer,
+          config: services.config,
+          http,
+        },
+        i18n: m.i18n,
+        logs,
+        audit,
+        callPlugin: (caller, target, fn, args, opts) =>
+          m.callFrom(caller, target, fn, args, opts),
+      }),
+    manifestChecks: [
+      routeCollisionCheck(() => manager),
+      checkPermissions,
+    ],
   });
   const m: Manager = manager;
-  const scheduler = new Scheduler(m);
+
+  const runtimeFactory = createRuntimeFactory({
+    grants,
+    dataDir: config.dataDir,
+    logs,
+    pluginConfig: (name) => services.config.pluginSection(name),
+  });
+  const loader = new Loader(m, {
+    dir: config.pluginsDir,
+    load: async (source) => {
+      // The default policy decides new requests before the runtime maps
+      // grants onto WASI preopens and Deno flags.
+      const previous = m.manifest(source.name)?.permissions;
+      await applyGrantPolicy(
+        grants,
+        source.name,
+        source.manifest.permissions ?? [],
+        {
+          ...(previous ? { previousRequested: previous } : {}),
+        },
+      );
+      return await runtimeFactory(source);
+    },
+  });
+  const packages = new PackageInstaller({
+    dir: config.pluginsDir,
+    manager: m,
+    loader,
+    trustedKeys: config.trustedKeys,
+    requireSignature: config.requireSignature,
+    onUninstall: async (name) => {
+      await grants.delete(name);
+      await stateStore.delete(name);
+    },
+  });
+  const pool = (sql as { pool?: SqlPool }).pool;
+  const scheduler = new Scheduler(
+    m,
+    config.env.DATABASE_URL && pool ? { claim: new PgJobClaim(pool) } : {},
+  );
   const tokens = new FileTokenStore(join(config.dataDir, "tokens.json"));
 
   let adminToken: string | undefined;
   const existing = await tokens.list();
   if (options.newAdminToken || !existing.some((t) => t.admin)) {
-    const created = await tokens.create({ name: "admin", admin: true });
-    adminToken = created.token;
+    adminToken = (await tokens.create({ name: "admin", admin: true })).token;
   }
 
-  const appOptions: AppOptions = {
+  const app = createApp({
     manager: m,
     tokens,
     logs,
     audit,
     grants: grantsProvider(grants),
     scheduler,
+    packages,
+    loader,
     title: config.title,
     secureCookies: config.secureCookies,
-  };
-  const app = createApp(appOptions);
+    health: () => ({
+      lazy_load: config.lazyLoad,
+      hot_reload: config.hotReload,
+      discovery_problems: loader.problems().length,
+    }),
+  });
 
   if (options.loadPlugins ?? true) {
-    await loadPluginDir(m, config.pluginsDir, print);
+    await loader.scan();
+    for (const p of loader.problems()) {
+      print(`  not a plugin: ${p.dir}: ${p.error}`);
+      logs.log("", "warn", `plugin folder ${p.dir} skipped: ${p.error}`);
+    }
+    m.setLazyLoader(loader);
+    if (!config.lazyLoad) {
+      const { loaded, failed } = await loader.loadAll();
+      for (const name of loaded) {
+        const mf = m.manifest(name);
+        print(
+          `  plugin ${name} ${mf?.version ?? ""} (${
+            m.status(name)?.runtime ?? "?"
+          }) loaded`,
+        );
+      }
+      for (const f of failed) {
+        print(`  plugin ${f.name} not loaded: ${f.error}`);
+      }
+    } else {
+      print(
+        `  ${loader.discovered().length} plugin(s) discovered (lazy loading)`,
+      );
+    }
+    if (config.hotReload) loader.watch();
   }
   scheduler.start();
 
@@ -241,6 +359,7 @@ export async function startHost(
     manager: m,
     app,
     tokens,
+    loader,
     async close() {
       if (closed) return;
       closed = true;
@@ -248,7 +367,9 @@ export async function startHost(
       ac.abort();
       await server.finished;
       app.close();
+      await loader.close().catch((e) => print(`loader: ${errorText(e)}`));
       await m.shutdownAll().catch((e) => print(`shutdown: ${errorText(e)}`));
+      await services.close().catch((e) => print(`services: ${errorText(e)}`));
     },
   };
 }

@@ -134,7 +134,7 @@ export async function json<T = Record<string, unknown>>(
 
 /** Asserts `value` is truthy. */
 export function assert(value: unknown, message?: string): asserts value {
-  nodeAssert.ok(value, message);
+  nodeAssert.ok(value, message ?? "assertion failed");
 }
 /** Deep strict equality. */
 export function assertEquals(
@@ -142,7 +142,7 @@ export function assertEquals(
   expected: unknown,
   message?: string,
 ): void {
-  nodeAssert.deepEqual(actual, expected, message);
+  nodeAssert.deepEqual(actual, expected, message ?? "values differ");
 }
 /** String matches a pattern. */
 export function assertMatch(actual: string, re: RegExp): void {

@@ -3,10 +3,44 @@
 // and graceful shutdown of the real entry point on SIGTERM.
 
 import { join } from "node:path";
+import pg from "pg";
 import { loadServeConfig, startHost } from "../host/serve.ts";
 import { assert, assertEquals, assertMatch } from "./server_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
+const PG_URL = "postgres://postgres@127.0.0.1:5432/test";
+
+/**
+ * A private schema on the real test PostgreSQL (PGlite's first start takes
+ * ~25 s on a loaded 2-core box): returns a DATABASE_URL whose search_path is
+ * that schema, and a function that drops it.
+ */
+async function privateSchema(): Promise<
+  { url: string; drop(): Promise<void> }
+> {
+  const schema = `gk_server_test_${
+    crypto.randomUUID().replaceAll("-", "").slice(0, 12)
+  }`;
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE SCHEMA ${schema}`);
+  } finally {
+    await admin.end();
+  }
+  return {
+    url: `${PG_URL}?options=${encodeURIComponent(`-c search_path=${schema}`)}`,
+    async drop() {
+      const c = new pg.Client({ connectionString: PG_URL });
+      await c.connect();
+      try {
+        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
+}
 
 Deno.test("loadServeConfig: defaults, goatkit.json, environment overrides", async () => {
   const dir = await Deno.makeTempDir();
@@ -20,7 +54,10 @@ Deno.test("loadServeConfig: defaults, goatkit.json, environment overrides", asyn
     const file = join(dir, "goatkit.json");
     await Deno.writeTextFile(
       file,
-      JSON.stringify({ port: 9000, dataDir: "/x", title: "T" }),
+      JSON.stringify({
+        server: { port: 9000, dataDir: "/x", title: "T" },
+        app: { name: "x" },
+      }),
     );
     const c = await loadServeConfig({
       GOATKIT_CONFIG: file,
@@ -38,20 +75,23 @@ Deno.test("loadServeConfig: defaults, goatkit.json, environment overrides", asyn
 Deno.test("startHost: admin token once, example WASM plugin route and widget, disable/enable live", async () => {
   const data = await Deno.makeTempDir();
   const plugins = await Deno.makeTempDir();
+  const db = await privateSchema();
   try {
     await Deno.mkdir(join(plugins, "hello-c"));
-    await Deno.copyFile(
-      join(ROOT, "fixtures/plugins/hello-c/plugin.wasm"),
-      join(plugins, "hello-c/plugin.wasm"),
-    );
-    const config = {
-      port: 0,
-      hostname: "127.0.0.1",
-      dataDir: data,
-      pluginsDir: plugins,
-      title: "Test",
-      secureCookies: false,
-    };
+    for (const f of ["plugin.wasm", "manifest.json"]) {
+      await Deno.copyFile(
+        join(ROOT, "fixtures/plugins/hello-c", f),
+        join(plugins, "hello-c", f),
+      );
+    }
+    const config = await loadServeConfig({
+      PORT: "0",
+      GOATKIT_HOSTNAME: "127.0.0.1",
+      GOATKIT_DATA_DIR: data,
+      GOATKIT_PLUGINS_DIR: plugins,
+      GOATKIT_HOT_RELOAD: "false",
+      DATABASE_URL: db.url,
+    }, join(data, "absent.json"));
     const lines: string[] = [];
     const host = await startHost(config, { print: (l) => lines.push(l) });
     let token: string;
@@ -116,12 +156,14 @@ Deno.test("startHost: admin token once, example WASM plugin route and widget, di
   } finally {
     await Deno.remove(data, { recursive: true });
     await Deno.remove(plugins, { recursive: true });
+    await db.drop();
   }
 });
 
 Deno.test("host/serve.ts as a process: prints URL and token, answers /healthz, exits 0 on SIGTERM", async () => {
   const data = await Deno.makeTempDir();
   const plugins = await Deno.makeTempDir();
+  const db = await privateSchema();
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", join(ROOT, "host/serve.ts")],
     cwd: data,
@@ -130,6 +172,7 @@ Deno.test("host/serve.ts as a process: prints URL and token, answers /healthz, e
       GOATKIT_HOSTNAME: "127.0.0.1",
       GOATKIT_DATA_DIR: join(data, "d"),
       GOATKIT_PLUGINS_DIR: plugins,
+      DATABASE_URL: db.url,
       NO_COLOR: "1",
     },
     stdin: "null",
@@ -163,5 +206,6 @@ Deno.test("host/serve.ts as a process: prints URL and token, answers /healthz, e
     await stderr.catch(() => "");
     await Deno.remove(data, { recursive: true });
     await Deno.remove(plugins, { recursive: true });
+    await db.drop();
   }
 });

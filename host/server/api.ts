@@ -168,8 +168,13 @@ export function createApi(ctx: ServerContext): Hono {
   api.post("/plugins/upload", admin, async (c) => {
     const packages = ctx.options.packages;
     if (!packages) return notImplemented(c, "package install");
-    const { bytes, filename } = await readUpload(c, uploadLimit);
-    const result = await packages.install(bytes, filename ? { filename } : {});
+    const { bytes, filename, fields } = await readUpload(c, uploadLimit);
+    const signature = fields.signature?.trim() ||
+      c.req.header("x-goatkit-signature");
+    const result = await packages.install(bytes, {
+      ...(filename ? { filename } : {}),
+      ...(signature ? { signature } : {}),
+    });
     return c.json({ status: "installed", ...result });
   });
 

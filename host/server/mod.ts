@@ -18,15 +18,15 @@
 export { createApp, type GoatKitApp, routeCollisionCheck } from "./app.ts";
 export type {
   AppOptions,
-  AuditEntry,
   AuditProvider,
   GrantsProvider,
-  InstallResult,
-  JobInfo,
-  JobRun,
   LoaderProvider,
   PackagesProvider,
   SchedulerProvider,
+  ServerAuditEntry,
+  ServerInstallResult,
+  ServerJobInfo,
+  ServerJobRun,
 } from "./options.ts";
 export type { PluginInfo } from "./context.ts";
 export {

@@ -27,7 +27,7 @@ export interface GrantsProvider {
 }
 
 /** One audit entry (a denied or notable plugin action). */
-export interface AuditEntry {
+export interface ServerAuditEntry {
   /** When it happened (ISO 8601). */
   time?: string;
   /** When it happened (ISO 8601), if the log names it so. */
@@ -49,11 +49,11 @@ export interface AuditProvider {
   /** Newest first, filtered. */
   query(
     filter: { plugin?: string; limit?: number },
-  ): AuditEntry[] | Promise<AuditEntry[]>;
+  ): ServerAuditEntry[] | Promise<ServerAuditEntry[]>;
 }
 
 /** One run of a job. */
-export interface JobRun {
+export interface ServerJobRun {
   /** Start (ISO 8601). */
   start: string;
   /** Duration in milliseconds (absent while running). */
@@ -65,7 +65,7 @@ export interface JobRun {
 }
 
 /** A scheduled job as the scheduler reports it. */
-export interface JobInfo {
+export interface ServerJobInfo {
   /** The plugin. */
   plugin: string;
   /** The job id from the manifest. */
@@ -81,27 +81,27 @@ export interface JobInfo {
   /** Whether a run is in progress. */
   running?: boolean;
   /** The most recent runs, newest first. */
-  lastRuns: JobRun[];
+  lastRuns: ServerJobRun[];
 }
 
 /** The scheduler (implemented by `host/scheduler.ts`). */
 export interface SchedulerProvider {
   /** Every known job with its recent runs. */
-  list(): JobInfo[] | Promise<JobInfo[]>;
+  list(): ServerJobInfo[] | Promise<ServerJobInfo[]>;
   /** Runs a job now (refusing overlap); resolves with the finished run. */
-  runNow(plugin: string, jobId: string): Promise<JobRun>;
+  runNow(plugin: string, jobId: string): Promise<ServerJobRun>;
 }
 
-/** What an install or upgrade did. */
-export interface InstallResult {
+/** What an install or upgrade did (the package installer's result fits). */
+export interface ServerInstallResult {
   /** The plugin's name. */
   name: string;
   /** The installed version. */
   version: string;
   /** The version it replaced, on an upgrade. */
   previousVersion?: string;
-  /** Anything else the package manager reports (sha256, warnings, …). */
-  [key: string]: unknown;
+  /** Permissions the new version requests that the old one did not. */
+  newPermissions?: string[];
 }
 
 /** The package manager (implemented by the packaging module). */
@@ -109,8 +109,8 @@ export interface PackagesProvider {
   /** Validates and installs (or upgrades) a `.zip` package. */
   install(
     bytes: Uint8Array,
-    options?: { filename?: string },
-  ): Promise<InstallResult>;
+    options?: { filename?: string; signature?: string | null },
+  ): Promise<ServerInstallResult>;
   /** Removes a plugin with its files, grants, state, routes and jobs. */
   uninstall(name: string): Promise<void>;
 }

@@ -385,7 +385,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
           csrfField(
             p,
           )
-        }<input type="file" name="plugin" accept=".zip" required> <button class="primary" type="submit">Upload</button>
+        }<input type="file" name="plugin" accept=".zip" required> <input name="signature" placeholder="Ed25519 signature (base64, optional)" size="40"> <button class="primary" type="submit">Upload</button>
           <p class="muted">A .zip with manifest.json and the module or entry. Its permissions are shown for approval after install.</p></form>
         `
         : markup`<p class="muted">Package install is not available on this host.</p>`
@@ -414,12 +414,16 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
     try {
       const { bytes, filename, fields } = await readUpload(c, uploadLimit);
       if (!checkCsrf(p!, "POST", fields._csrf)) return csrfRefused(c);
-      const result = await ctx.options.packages.install(
-        bytes,
-        filename ? { filename } : {},
-      );
+      const signature = fields.signature?.trim();
+      const result = await ctx.options.packages.install(bytes, {
+        ...(filename ? { filename } : {}),
+        ...(signature ? { signature } : {}),
+      });
       const q = new URLSearchParams({ done: "installed" });
       if (result.previousVersion) q.set("from", String(result.previousVersion));
+      if (result.newPermissions?.length) {
+        q.set("new", result.newPermissions.join(" "));
+      }
       return c.redirect(
         `/admin/plugins/${encodeURIComponent(result.name)}?${q}`,
         303,
@@ -444,14 +448,21 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
     const enc = encodeURIComponent(name);
     let flash = flashFromQuery(c);
     if (c.req.query("done") === "installed") {
-      const from = c.req.query("from");
+      // Query values are only echoed when they match what the host knows.
+      const fromQ = c.req.query("from") ?? "";
+      const from = /^[0-9A-Za-z.+-]{1,64}$/.test(fromQ) ? fromQ : "";
+      const fresh = (c.req.query("new") ?? "").split(" ").filter((x) =>
+        info.permissions.requested.includes(x)
+      );
       flash = {
         kind: "ok",
         text: `Installed ${info.name} ${info.version}${
           from ? ` (upgraded from ${from})` : ""
         }.${
+          fresh.length > 0 ? ` New in this version: ${fresh.join(", ")}.` : ""
+        }${
           info.permissions.pending.length > 0
-            ? ` It asks for ${info.permissions.pending.length} permission(s) not granted yet: review them below.`
+            ? ` ${info.permissions.pending.length} requested permission(s) are not granted yet: review them below.`
             : ""
         }`,
       };

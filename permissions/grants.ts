@@ -55,6 +55,17 @@ export function canonicalGrants(list: readonly string[]): string[] {
   return [...new Set(list.map((g) => parsePermission(g).text))].sort();
 }
 
+const PERMISSION_KINDS: readonly PermissionKind[] = [
+  "db",
+  "cache",
+  "http",
+  "email",
+  "config",
+  "plugins",
+  "fs",
+  "log",
+];
+
 class Listeners {
   #set = new Set<GrantListener>();
   add(l: GrantListener): () => void {
@@ -302,6 +313,44 @@ export class GrantPolicy {
       options.requireApproval ?? ["http", "email"],
     );
     this.#autoGrant = options.autoGrant;
+  }
+
+  /**
+   * A policy from a setting such as the environment variable
+   * `GOATKIT_REQUIRE_APPROVAL`: a comma-separated list of kinds that wait for
+   * an operator (`http,email`), `none` (grant everything requested) or `all`
+   * (grant nothing without approval). `undefined` or empty gives the
+   * default (`http,email`). Unknown kinds throw a `TypeError`.
+   *
+   * @example
+   * ```ts
+   * import { GrantPolicy } from "./grants.ts";
+   * GrantPolicy.fromSetting("all").decide(["db:read"]).pending; // ["db:read"]
+   * GrantPolicy.fromSetting("none").decide(["http:external"]).granted; // ["http:external"]
+   * ```
+   */
+  static fromSetting(setting: string | undefined): GrantPolicy {
+    const text = (setting ?? "").trim().toLowerCase();
+    if (text === "") return new GrantPolicy();
+    if (text === "none") return new GrantPolicy({ requireApproval: [] });
+    const all: PermissionKind[] = PERMISSION_KINDS.filter((k) => k !== "log");
+    if (text === "all") return new GrantPolicy({ requireApproval: all });
+    const kinds = text.split(",").map((k) => k.trim()).filter((k) => k);
+    for (const k of kinds) {
+      if (!all.includes(k as PermissionKind)) {
+        throw new TypeError(
+          `Cannot use approval setting "${setting}": unknown permission kind "${k}" (known: ${
+            all.join(", ")
+          }, or none / all)`,
+        );
+      }
+    }
+    return new GrantPolicy({ requireApproval: kinds as PermissionKind[] });
+  }
+
+  /** The kinds that wait for approval (empty when `autoGrant` decides). */
+  get requireApproval(): PermissionKind[] {
+    return this.#autoGrant ? [] : [...this.#requireApproval].sort();
   }
 
   /** Splits `requested` into what is granted now and what waits. */

@@ -119,6 +119,29 @@ Deno.test("grants: the default policy holds back network and e-mail", () => {
   );
 });
 
+Deno.test("grants: policy from a setting (GOATKIT_REQUIRE_APPROVAL)", () => {
+  assert.deepEqual(GrantPolicy.fromSetting(undefined).requireApproval, [
+    "email",
+    "http",
+  ]);
+  assert.deepEqual(GrantPolicy.fromSetting(" HTTP, fs ").requireApproval, [
+    "fs",
+    "http",
+  ]);
+  assert.deepEqual(
+    GrantPolicy.fromSetting("none").decide(["http:external", "email:*"]),
+    {
+      granted: ["email:*", "http:external"],
+      pending: [],
+    },
+  );
+  assert.deepEqual(GrantPolicy.fromSetting("all").decide(["db:read", "log"]), {
+    granted: ["log"],
+    pending: ["db:read"],
+  });
+  assert.throws(() => GrantPolicy.fromSetting("http,kv"), TypeError);
+});
+
 Deno.test("grants: applyGrantPolicy at install, operator approval, and upgrade", async () => {
   const store = new MemoryGrantStore();
   const v1 = ["db:read", "http:api.x.com"];

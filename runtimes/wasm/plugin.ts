@@ -1,7 +1,39 @@
 /**
- * {@linkcode loadWasmPlugin}: a GoatKit WASM plugin (GoatFlow's ABI) as a
- * {@linkcode Plugin}, each instance isolated in its own permission-less
- * Deno Worker and interruptible at its deadline.
+ * {@linkcode loadWasmPlugin}: a GoatKit WASM plugin (GoatFlow's ABI, see
+ * `abi.ts` and `host_calls.ts`) as a {@linkcode Plugin}.
+ *
+ * How it runs:
+ * - **Isolation.** Each instance runs in its own Deno Worker with
+ *   `deno: { permissions: "none" }`; only a plugin with WASI preopens gets
+ *   `read` on the preopens' host paths and `write` on the writable ones, and
+ *   nothing else. The main thread never runs guest code.
+ * - **Host calls.** `gk.host_call`, `gk.log` and stdout/stderr lines travel
+ *   over a SharedArrayBuffer channel (`channel.ts`): the worker blocks in
+ *   `Atomics.wait`, the main thread (short adaptive spin, then
+ *   `Atomics.waitAsync`) serves the request through the plugin's HostAPI
+ *   asynchronously, then wakes it.
+ * - **`gk.last_error(buf_ptr, buf_len) -> i32`** (our addition): after a
+ *   `host_call` returned 0, copies the error JSON
+ *   `{"error":{"message":…,"permission":…,"type":…}}` (at most `buf_len`
+ *   bytes) into the guest's buffer and returns its full length; 0 when the
+ *   last host call did not fail.
+ * - **Deadlines.** The module is instrumented (`instrument.ts`): fuel runs
+ *   out every few thousand function entries / loop iterations and calls
+ *   `gk.interrupt`, which traps once the main thread set the instance's
+ *   interrupt flag (at the call's deadline, on abort, at shutdown). The call
+ *   fails with `PluginTimeoutError` and the instance is re-instantiated in the
+ *   same worker. A worker that does not answer within the deadline plus
+ *   `graceMs` is terminated and replaced, and the plugin is quarantined (a
+ *   defect: `Worker.terminate()` cannot stop a busy thread on this Deno).
+ * - **Limits.** Memory capped by instrumentation (`memoryLimitPages`); every
+ *   pointer and length bounds-checked; results and payloads up to
+ *   `maxResultBytes`; log lines per call capped. Traps fail the call with
+ *   `PluginCrashedError` and replace the instance; `quarantine.maxFailures`
+ *   traps/timeouts within `quarantine.windowMs` quarantine the plugin.
+ * - **Concurrency.** Calls queue per instance; `instances` > 1 serves them
+ *   in parallel. A re-entrant call (made by this plugin itself, e.g. through
+ *   `plugin_call`) is served by a free instance or fails at once with
+ *   `PluginCallCycleError`, never deadlocks.
  *
  * @module
  */

@@ -6,8 +6,10 @@ import {
   ERRNO,
   nodeLutimes,
   PREVIEW1_FUNCTIONS,
+  ProxyWasiFs,
   runWasiCommand,
   runWasiCommandWithStats,
+  serveWasiFsCall,
   WasiCommandError,
   WasiExitError,
   WasiFsError,
@@ -590,12 +592,13 @@ Deno.test("runWasiCommand: a module that is not WebAssembly is refused", async (
 });
 
 async function runConformance(
-  mode: "in-thread" | "worker",
+  mode: "in-thread" | "worker" | "proxy",
 ): Promise<{ text: string; code: number }> {
   const dir = Deno.makeTempDirSync({ prefix: "gk_wasi_conf_" });
   try {
     const out = collector();
     const preopens = [{ guestPath: "/scratch", hostPath: dir }];
+    let proxied: DenoWasiFs | undefined;
     let code: number;
     if (mode === "worker") {
       code = await runWasiCommand(fixture("conformance_c.wasm"), {
@@ -609,7 +612,17 @@ async function runConformance(
         args: ["conformance"],
         preopens,
         stdout: out.sink,
-        fs: new DenoWasiFs(preopens, { lutimes: nodeLutimes }),
+        fs: mode === "proxy"
+          ? new ProxyWasiFs((method, args) => {
+            // Everything crosses a structured clone, as between threads.
+            const inner = proxied ??= new DenoWasiFs(preopens, {
+              lutimes: nodeLutimes,
+            });
+            return structuredClone(
+              serveWasiFsCall(inner, method, structuredClone(args)),
+            );
+          })
+          : new DenoWasiFs(preopens, { lutimes: nodeLutimes }),
       });
       const instance = new WebAssembly.Instance(
         new WebAssembly.Module(fixture("conformance_c.wasm")),
@@ -638,6 +651,15 @@ Deno.test("conformance checks (C, raw preview1 calls): all pass in-thread with f
   assertEquals(summary[2], "0");
   assertEquals(summary[3], "0");
   assert(Number(summary[1]) >= 150);
+  assertEquals(code, 0);
+});
+
+Deno.test("conformance checks through ProxyWasiFs (every call structured-cloned): all pass", async () => {
+  const { text, code } = await runConformance("proxy");
+  assertEquals(text.split("\n").filter((l) => l.startsWith("FAIL")), []);
+  const summary = /summary passed=(\d+) failed=(\d+) skipped=(\d+)/.exec(text);
+  assert(summary, text);
+  assertEquals([summary[2], summary[3]], ["0", "0"]);
   assertEquals(code, 0);
 });
 

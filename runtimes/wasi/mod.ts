@@ -41,6 +41,13 @@ export {
 } from "./fs.ts";
 export { nodeLutimes } from "./node_lutimes.ts";
 export {
+  ProxyWasiFs,
+  serveWasiFsCall,
+  WASI_FS_METHODS,
+  type WasiFsMethod,
+  type WasiFsReply,
+} from "./fs_proxy.ts";
+export {
   CLOCKID,
   ERRNO,
   EVENTTYPE,

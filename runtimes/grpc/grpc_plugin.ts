@@ -32,6 +32,7 @@ import { HandshakeLineError, parseHandshake } from "./handshake.ts";
 import {
   buildLaunch,
   hostDenoDir,
+  hostLockFile,
   importMapJson,
   type LaunchSpec,
   PROTOCOL_VERSIONS,
@@ -146,6 +147,7 @@ interface Generation {
 }
 
 const CAPTURE_LIMIT = 8192;
+const LOCK_FILE = hostLockFile();
 const noop = () => {};
 
 function delay(ms: number): Promise<void> {
@@ -307,6 +309,7 @@ export class GrpcPlugin implements Plugin {
       hostSocket: this.#hostSocket,
       importMap: this.#importMap,
       denoDir: this.#options.denoDir ?? hostDenoDir(),
+      ...(LOCK_FILE ? { lockFile: LOCK_FILE } : {}),
       ...(this.#options.dataDir ? { dataDir: this.#options.dataDir } : {}),
       ...(this.#options.denoFlags
         ? { denoFlags: this.#options.denoFlags }

@@ -98,6 +98,12 @@ export interface BuildLaunchOptions {
   denoDir: string;
   /** Extra arguments for the plugin. */
   args?: readonly string[];
+  /**
+   * A lockfile the child resolves npm packages with (`--lock --frozen`,
+   * never written), so it picks exactly the host's cached versions.
+   * Without it, `--no-lock`.
+   */
+  lockFile?: string;
 }
 
 /** Whether `entry` is a script run with `deno run`. */
@@ -208,14 +214,19 @@ export function buildLaunch(options: BuildLaunchOptions): LaunchSpec {
       command: Deno.execPath(),
       args: [
         "run",
-        ...["--no-prompt", "--no-lock", "--cached-only", "--no-remote"]
+        ...["--no-prompt", "--cached-only", "--no-remote"]
           .filter((f) => !perms.includes(f)),
+        ...(options.lockFile
+          ? [`--lock=${options.lockFile}`, "--frozen"]
+          : perms.includes("--no-lock")
+          ? []
+          : ["--no-lock"]),
         ...(perms.some((f) => f.startsWith("--config=") || f === "--no-config")
           ? []
           : ["--no-config"]),
         `--import-map=${options.importMap}`,
         `--allow-env=${GRPC_JS_ENV.join(",")}`,
-        ...perms,
+        ...(options.lockFile ? perms.filter((f) => f !== "--no-lock") : perms),
         entry,
         "--gk-socket",
         options.pluginSocket,
@@ -269,6 +280,18 @@ export function importMapJson(): string {
     null,
     2,
   );
+}
+
+/** The repository's `deno.lock`, when the runtime runs from a checkout. */
+export function hostLockFile(): string | undefined {
+  const path = new URL("../../deno.lock", import.meta.url);
+  if (path.protocol !== "file:") return undefined;
+  try {
+    Deno.statSync(path);
+    return path.pathname;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Deno's cache directory, as the host process uses it. */

@@ -299,6 +299,11 @@ export async function startHost(
     scheduler,
     packages,
     loader,
+    discovered: () =>
+      loader.discovered().flatMap((n) => {
+        const src = loader.source(n);
+        return src ? [src.manifest] : [];
+      }),
     title: config.title,
     secureCookies: config.secureCookies,
     health: () => ({
@@ -315,6 +320,7 @@ export async function startHost(
       logs.log("", "warn", `plugin folder ${p.dir} skipped: ${p.error}`);
     }
     m.setLazyLoader(loader);
+    app.rebuildRoutes(); // mount discovered plugins' routes (lazy loading)
     if (!config.lazyLoad) {
       const { loaded, failed } = await loader.loadAll();
       for (const name of loaded) {

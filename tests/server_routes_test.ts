@@ -372,3 +372,46 @@ Deno.test("patternsOverlap follows Hono's syntax conservatively", () => {
     [],
   );
 });
+
+Deno.test("lazy loading: discovered plugins' routes are mounted and a hit loads the plugin", async () => {
+  const lazyManifest = {
+    name: "lazy",
+    version: "0.3.0",
+    description: "Loaded on first use",
+    routes: [{ method: "GET" as const, path: "/lazy/:x", handler: "h" }],
+  };
+  let loads = 0;
+  const t = await setup({ discovered: () => [lazyManifest] });
+  try {
+    t.manager.setLazyLoader({
+      discovered: () => ["lazy"],
+      ensureLoaded: async (name) => {
+        if (name !== "lazy") throw new Error(`${name} not discovered`);
+        loads++;
+        await t.manager.register(
+          nativePlugin(lazyManifest, { h: (a) => ({ x: a?.x }) }),
+        );
+      },
+    });
+    t.server.rebuildRoutes();
+    const info = await json(
+      await t.req("GET", "/api/v1/plugins/lazy", { token: t.adminToken }),
+    );
+    assertEquals([info.status, info.version, info.description], [
+      "not-loaded",
+      "0.3.0",
+      "Loaded on first use",
+    ]);
+    assertEquals(await json(await t.req("GET", "/lazy/7")), { x: "7" });
+    assertEquals(loads, 1);
+    assertEquals(t.manager.status("lazy")?.enabled, true);
+    assertEquals(await json(await t.req("GET", "/lazy/8")), { x: "8" });
+    assertEquals(loads, 1);
+    await t.manager.disable("lazy");
+    const off = await t.req("GET", "/lazy/9");
+    assertEquals(off.status, 404);
+    await off.body?.cancel();
+  } finally {
+    await t.close();
+  }
+});

@@ -9,7 +9,7 @@
 
 import { Hono } from "hono";
 import type { MiddlewareHandler } from "hono";
-import { errorText } from "../errors.ts";
+import { errorText, PluginDisabledError } from "../errors.ts";
 import type { ManifestIssue } from "../errors.ts";
 import type { Manager } from "../manager.ts";
 import type { GKRegistration } from "../manifest.ts";
@@ -197,6 +197,10 @@ export function createApp(options: AppOptions): GoatKitApp {
           manager.errorCodes,
         );
       } catch (e) {
+        // A lazily mounted route whose plugin turns out disabled: not there.
+        if (e instanceof PluginDisabledError) {
+          return c.json({ error: "not found" }, 404);
+        }
         const mapped = errorToHttp(e, route.plugin, manager.errorCodes);
         if (mapped.status >= 500) {
           logs.log(
@@ -212,7 +216,11 @@ export function createApp(options: AppOptions): GoatKitApp {
   }
 
   function rebuildRoutes(): RouteTable {
-    const next = buildRouteTable(manager.routes(), handlersFor);
+    const lazy = (options.discovered?.() ?? []).filter((m) =>
+      !manager.manifest(m.name)
+    )
+      .flatMap((m) => (m.routes ?? []).map((r) => ({ ...r, plugin: m.name })));
+    const next = buildRouteTable([...manager.routes(), ...lazy], handlersFor);
     const before = new Set((table?.refused ?? []).map((r) => r.error.message));
     for (const r of next.refused) {
       if (!before.has(r.error.message)) {

@@ -95,21 +95,23 @@ export async function pluginInfo(
   const st = ctx.manager.status(name);
   if (!m || !st) {
     if (!ctx.manager.discovered().includes(name)) return undefined;
+    const d = ctx.options.discovered?.().find((x) => x.name === name);
+    const requested = [...(d?.permissions ?? [])];
     return {
       name,
-      version: "",
-      description: "Not loaded (lazy loading enabled)",
-      author: "",
-      license: "",
-      homepage: "",
-      routes: [],
-      widgets: [],
-      jobs: [],
-      menuItems: [],
+      version: d?.version ?? "",
+      description: d?.description ?? "Not loaded (lazy loading enabled)",
+      author: d?.author ?? "",
+      license: d?.license ?? "",
+      homepage: d?.homepage ?? "",
+      routes: d?.routes ?? [],
+      widgets: d?.widgets ?? [],
+      jobs: d?.jobs ?? [],
+      menuItems: d?.menu_items ?? [],
       enabled: false,
       loaded: false,
       status: "not-loaded",
-      permissions: { requested: [], granted: null, pending: [], unused: [] },
+      permissions: { requested, granted: null, pending: [], unused: [] },
     };
   }
   const requested = [...(m.permissions ?? [])];

@@ -7,6 +7,7 @@
  */
 
 import type { LogBuffer } from "../log_buffer.ts";
+import type { GKRegistration } from "../manifest.ts";
 import type { Manager } from "../manager.ts";
 import type { SessionStore } from "./sessions.ts";
 import type { TokenStore } from "./tokens.ts";
@@ -143,6 +144,13 @@ export interface AppOptions {
   packages?: PackagesProvider;
   /** Loader seam (reload button). */
   loader?: LoaderProvider;
+  /**
+   * Manifests of plugins discovered on disk (lazy loading). Routes of those
+   * not registered yet are mounted too, and a hit loads the plugin; the
+   * plugin list shows their version and description. Call `rebuildRoutes()`
+   * after the discovered set changes (the Manager's events cover loads).
+   */
+  discovered?: () => readonly GKRegistration[];
   /** Deadline of plugin calls made for HTTP requests, in ms. @default the Manager's */
   callTimeoutMs?: number;
   /** Largest request body passed to a plugin, in bytes. @default 1 MiB */

@@ -90,6 +90,23 @@ async function lockPrivileges(s: SqlSession): Promise<void> {
 }
 
 /**
+ * Runs one GRANT/REVOKE in a savepoint and ignores the relation having been
+ * dropped meanwhile (42P01) or changed concurrently (XX000), so syncs do not
+ * fail because of unrelated tables coming and going.
+ */
+async function tolerant(s: SqlSession, sql: string): Promise<void> {
+  await s.exec("SAVEPOINT gk_priv");
+  try {
+    await s.exec(sql);
+    await s.exec("RELEASE SAVEPOINT gk_priv");
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    if (code !== "42P01" && code !== "XX000") throw e;
+    await s.exec("ROLLBACK TO SAVEPOINT gk_priv");
+  }
+}
+
+/**
  * (Re)creates `plugin`'s role and schema and makes its table privileges
  * exactly `privileges`: what is no longer granted is revoked. Tables that do
  * not exist are skipped (sync again after creating them); `"all"` covers the
@@ -139,7 +156,8 @@ export async function syncPrivileges(
   );
   for (const row of held.rows) {
     const kind = row.kind === "S" ? "SEQUENCE" : "TABLE";
-    await s.exec(
+    await tolerant(
+      s,
       `REVOKE ALL ON ${kind} ${quoteIdent(String(row.schema))}.${
         quoteIdent(String(row.name))
       } FROM ${r}`,
@@ -164,18 +182,26 @@ export async function syncPrivileges(
   ) => {
     if (list === null) return;
     if (list === "all") {
+      // Like GRANT … ON ALL TABLES IN SCHEMA, one relation at a time, so a
+      // table dropped meanwhile by someone else does not fail the sync.
       usedSchemas.add(hostSchema);
-      await s.exec(
-        `GRANT ${what} ON ALL TABLES IN SCHEMA ${
-          quoteIdent(hostSchema)
-        } TO ${r}`,
+      const rels = await s.query(
+        `SELECT c.relname AS name, c.relkind AS kind FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = $1 AND c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S')`,
+        [hostSchema],
       );
-      if (write) {
-        await s.exec(
-          `GRANT USAGE ON ALL SEQUENCES IN SCHEMA ${
-            quoteIdent(hostSchema)
-          } TO ${r}`,
-        );
+      for (const rel of rels.rows) {
+        const qualified = `${quoteIdent(hostSchema)}.${
+          quoteIdent(String(rel.name))
+        }`;
+        if (rel.kind === "S") {
+          if (write) {
+            await tolerant(s, `GRANT USAGE ON SEQUENCE ${qualified} TO ${r}`);
+          }
+        } else {
+          await tolerant(s, `GRANT ${what} ON TABLE ${qualified} TO ${r}`);
+        }
       }
       return;
     }

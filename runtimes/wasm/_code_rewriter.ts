@@ -274,8 +274,8 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
             edits[at + 3] = edits[at + 3]! |
               weightOf(opPos - edits[at + 2]!) << 1;
           }
+          if (isWrapped.pop()) edits.push(E_LOOP_END, opPos, at, 0);
         }
-        if (isWrapped.pop()) edits.push(E_LOOP_END, opPos, 0, 0);
         break;
       case Imm.LABEL: {
         const lpos = r.pos;
@@ -806,8 +806,9 @@ function emitBody(
         break;
       case E_LOOP_END:
         {
-          // end (loop); br 2; end; call interrupt; local.set; br 0; end;
-          // unreachable; end
+          // end (loop); br 2; end; fuel = gk.interrupt() + weight; br 0;
+          // end; unreachable; end. Re-entering the loop spends the weight
+          // again, so it is added back: any positive refill makes progress.
           w.bytes(buf.subarray(copyFrom, pos + 1));
           copyFrom = pos + 1;
           w.u8(0x0c);
@@ -815,6 +816,9 @@ function emitBody(
           w.u8(0x0b);
           w.u8(0x10);
           w.u32(s.interruptFunc);
+          w.u8(0x41); // i32.const weight
+          w.s32(Math.max(1, edits[a + 3]! >> 1));
+          w.u8(0x6a); // i32.add
           w.u8(0x21);
           w.u32(local);
           w.u8(0x0c);

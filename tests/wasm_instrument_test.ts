@@ -811,7 +811,12 @@ Deno.test("malformed modules are refused with WasmInstrumentError", () => {
 });
 
 Deno.test("every truncation and 3000 random corruptions: refused or valid, never a crash", () => {
-  const samples = [wat(MVP), wat(TAIL)];
+  const samples = [
+    wat(MVP),
+    wat(TAIL),
+    wat(randomProgram(7)),
+    wat(randomProgram(8)),
+  ];
   let refused = 0;
   let accepted = 0;
   const check = (bytes: Uint8Array) => {
@@ -821,6 +826,8 @@ Deno.test("every truncation and 3000 random corruptions: refused or valid, never
       accepted++;
     } catch (e) {
       if (!(e instanceof WasmInstrumentError)) throw e;
+      // A valid input must never produce an invalid output.
+      assert.doesNotMatch(e.message, /internal error/);
       refused++;
     }
   };
@@ -1390,7 +1397,11 @@ Deno.test("random structured programs: instrumented and original agree (200 prog
     // Refill with tiny amounts: nearly every check runs out and refills, so
     // the refill paths (wrapped loops re-entered, reloads) all run.
     const actual = outcome(() =>
-      instantiate(instrumentModule(bytes).bytes, {}, () => 1 + (interrupts++ % 3))
+      instantiate(
+        instrumentModule(bytes).bytes,
+        {},
+        () => 1 + (interrupts++ % 3),
+      )
         .exports.run!()
     );
     assert.deepStrictEqual(actual, expected, `seed ${seed}`);

@@ -217,6 +217,31 @@ Deno.test(
       },
     );
 
+    await t.step(
+      "refuses to stop → Shutdown, controller, SIGTERM, then SIGKILL",
+      async () => {
+        const entry = fixture("hostile/grpc-stubborn/plugin.ts");
+        const lines: string[] = [];
+        const p = await loadGrpcPlugin(entry, {
+          shutdownGraceMs: 300,
+          logs: (_l, m) => lines.push(m),
+        });
+        await manager.register(p);
+        const { pid } = decodeJson<{ pid: number }>(
+          await manager.call("grpc-stubborn", "pid", null),
+        )!;
+        const t0 = Date.now();
+        await manager.unregister("grpc-stubborn").catch(() => {});
+        assert.ok(Date.now() - t0 < 10_000);
+        assert.ok(
+          lines.some((l) => /ignoring SIGTERM/.test(l)),
+          "SIGTERM was sent",
+        );
+        assert.deepEqual(processesRunning(entry), [], `process ${pid} killed`);
+        await stillServing();
+      },
+    );
+
     await manager.shutdownAll();
     assert.deepEqual(gkDirs(), new Set(), "no socket directories left");
     await Deno.remove(tempDir);

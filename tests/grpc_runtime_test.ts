@@ -103,6 +103,7 @@ Deno.test(
     assert.equal(await plugin.checkHealth(), true);
     await manager.unregister("hello-grpc");
     assert.equal(plugin.status().state, "stopped");
+    assert.equal(await plugin.checkHealth(), false);
     await assertGone(plugin, [pid]);
   },
 );
@@ -203,6 +204,24 @@ Deno.test(
       h.logs.some((l) =>
         l.level === "warn" && l.message === "from hostapi-grpc" &&
         (l.fields as { n: number }).n === 1
+      ),
+    );
+    // stdout after the handshake and stderr (hclog JSON) reach the logs.
+    await manager.call("hostapi-grpc", "print", null);
+    for (
+      let i = 0;
+      i < 100 && !h.logs.some((l) => l.message === "hclog line");
+      i++
+    ) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(
+      h.logs.some((l) =>
+        l.message === "plain stdout line" && l.level === "info" &&
+        l.fields?.stream === "stdout"
+      ),
+    );
+    assert.ok(
+      h.logs.some((l) =>
+        l.message === "hclog line" && l.level === "warn" && l.fields?.k === 1
       ),
     );
     // Each callback ran in the context of the plugin call in progress.

@@ -41,7 +41,12 @@ import { MemoryTokenStore } from "./tokens.ts";
 
 /** What {@linkcode createApp} returns. */
 export interface GoatKitApp {
-  /** The Hono app; mount it or serve `app.fetch`. */
+  /**
+   * The Hono app (`npm:hono`), for embedders that mount it:
+   * `parent.mount("/", server.app.fetch)`.
+   *
+   * @ignore
+   */
   readonly app: Hono;
   /** Handles one request (same as `app.fetch`). */
   fetch(request: Request): Promise<Response>;

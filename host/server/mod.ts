@@ -30,7 +30,6 @@ export type {
 } from "./options.ts";
 export type { PluginInfo } from "./context.ts";
 export {
-  buildRouteTable,
   findRouteConflicts,
   HOST_ROUTE_PATTERNS,
   patternsOverlap,
@@ -60,6 +59,8 @@ export {
 export { CSRF_HEADER, type Principal } from "./auth.ts";
 export {
   buildRouteArgs,
+  type ErrorCodeLookup,
   errorToHttp,
+  type HttpError,
   preferredLanguage,
 } from "./plugin_http.ts";

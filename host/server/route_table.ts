@@ -173,7 +173,11 @@ export interface RefusedPlugin {
 
 /** An immutable route table and what went into it. */
 export interface RouteTable {
-  /** A Hono app holding only plugin routes; never mutated after build. */
+  /**
+   * A Hono app holding only plugin routes; never mutated after build.
+   *
+   * @ignore
+   */
   readonly app: Hono;
   /** The routes in the table, in the order they were added. */
   readonly routes: readonly PluginRoute[];

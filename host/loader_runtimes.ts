@@ -17,6 +17,7 @@ import type { Plugin } from "./plugin.ts";
 import { effectivePermissions } from "../permissions/grammar.ts";
 import type { GrantStore } from "../permissions/grants.ts";
 import { denoFlagsFor } from "../permissions/deno_flags.ts";
+import { assertFsContained } from "../permissions/fs_check.ts";
 import { wasiPreopensFor } from "../permissions/wasi_preopens.ts";
 import {
   loadWasmPlugin,
@@ -68,6 +69,10 @@ export function createRuntimeFactory(
     );
     const dataDir = resolve(join(options.dataDir, "plugins", name));
     await Deno.mkdir(dataDir, { recursive: true });
+    // Deno's flags and our WASI layer both follow symlinks that already
+    // exist: refuse to start a plugin whose granted folders contain one
+    // leading out of its data directory.
+    await assertFsContained({ grants: effective, dataDir });
     const config = options.pluginConfig?.(name) ?? {};
     switch (source.kind) {
       case "wasm":

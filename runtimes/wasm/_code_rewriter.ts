@@ -555,7 +555,7 @@ function chooseEntryChecks(
       if (total <= MAX_UNCHECKED_WORK || w === 0) break;
       if (g === virt) {
         for (const t of targets) checked[t] = 1;
-        checked[virt] = 1;
+        cost[virt] = 0; // the virtual node is never "checked" itself
       } else {
         checked[g] = 1;
       }
@@ -569,7 +569,7 @@ function chooseEntryChecks(
     const cyclic = component.length > 1 ||
       (first !== virt && bodies[first]!.callees.includes(first));
     if (cyclic) {
-      for (const v of component) checked[v] = 1;
+      for (const v of component) if (v !== virt) checked[v] = 1;
     }
     // The virtual node first: members call it, not the other way round.
     if (component.includes(virt)) {

@@ -182,6 +182,35 @@ Deno.test("WasiPreview1 in-thread: C command, bind + start, exit code 0, no preo
   assertStringIncludes(out.text(), "stdin=|\n");
 });
 
+Deno.test("WasiPreview1: what the host's sleep or stdout hook throws unwinds the guest", () => {
+  const module = new WebAssembly.Module(fixture("hostile_c.wasm"));
+  for (const mode of ["sleep", "flood"]) {
+    const stop = new Error(`host says stop (${mode})`);
+    let slept = 0;
+    const wasi = new WasiPreview1({
+      args: ["hostile", mode],
+      sleep: () => {
+        slept++;
+        throw stop;
+      },
+      stdout: (b) => {
+        if (mode === "flood" && b.length > 1000) throw stop;
+      },
+    });
+    const instance = new WebAssembly.Instance(module, {
+      wasi_snapshot_preview1: wasi.imports(),
+    });
+    let thrown: unknown;
+    try {
+      wasi.start(instance);
+    } catch (e) {
+      thrown = e;
+    }
+    assert(thrown === stop, `expected the hook's error, got ${thrown}`);
+    assertEquals(slept, mode === "sleep" ? 1 : 0);
+  }
+});
+
 Deno.test("WasiPreview1 imports: every preview1 function, none throws on garbage", () => {
   const wasi = new WasiPreview1({ args: ["a"], env: { A: "1" } });
   const imports = wasi.imports();

@@ -24,8 +24,9 @@
  * - sockets: `EBADF` for a bad fd, else `ENOTSOCK`; `proc_raise`: `ENOSYS`.
  *
  * Every preview1 function is present in {@link WasiPreview1.imports}; none
- * throws except `proc_exit` and an interrupted sleep (errors of the backend
- * become errnos, out-of-bounds pointers `EFAULT`).
+ * throws except `proc_exit` and what the host's own hooks (`stdout`,
+ * `stderr`, `sleep`) throw: errors of the file-system backend become errnos,
+ * out-of-bounds pointers `EFAULT`.
  *
  * @module
  */
@@ -82,9 +83,10 @@ export interface WasiPreview1Options {
    */
   fs?: WasiFs;
   /**
-   * Blocks the thread for `ms` milliseconds (for `poll_oneoff`). May throw
-   * {@link WasiDeadlineError} to abort the guest. Default: `Atomics.wait` on a
-   * private SharedArrayBuffer.
+   * Blocks the thread for `ms` milliseconds (for `poll_oneoff`). Whatever it
+   * throws (e.g. {@link WasiDeadlineError}) unwinds the guest, like anything
+   * `stdout` and `stderr` throw. Default: `Atomics.wait` on a private
+   * SharedArrayBuffer.
    */
   sleep?: (ms: number) => void;
 }
@@ -225,6 +227,8 @@ export class WasiPreview1 {
   #sleep: (ms: number) => void;
   #fds = new Map<number, FdEntry>();
   #memory: WebAssembly.Memory | null = null;
+  #hookFailed = false;
+  #hookError: unknown = undefined;
 
   /** Sets up fds 0–2 and the preopens (fds 3, 4, …). */
   constructor(options: WasiPreview1Options = {}) {
@@ -330,7 +334,10 @@ export class WasiPreview1 {
         } catch (e) {
           if (e instanceof Errno) return e.errno;
           if (e instanceof WasiFsError) return e.errno;
-          if (e instanceof WasiExitError || e instanceof WasiDeadlineError) {
+          if (
+            e instanceof WasiExitError || e instanceof WasiDeadlineError ||
+            (this.#hookFailed && e === this.#hookError)
+          ) {
             throw e;
           }
           if (e instanceof RangeError) return ERRNO.FAULT;
@@ -339,6 +346,20 @@ export class WasiPreview1 {
       };
     }
     return out;
+  }
+
+  /**
+   * Runs a host-provided hook (sink or sleep); whatever it throws unwinds the
+   * guest instead of becoming an errno.
+   */
+  #hook(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.#hookFailed = true;
+      this.#hookError = e;
+      throw e;
+    }
   }
 
   // ---- memory helpers (views re-read on every call: memory can grow) ----
@@ -601,8 +622,8 @@ export class WasiPreview1 {
         this.#need(e, R.FD_WRITE);
         const data = this.#gather(iovs, count);
         let n = data.length;
-        if (e.kind === "stdout") this.#stdout?.(data);
-        else if (e.kind === "stderr") this.#stderr?.(data);
+        if (e.kind === "stdout") this.#hook(() => this.#stdout?.(data));
+        else if (e.kind === "stderr") this.#hook(() => this.#stderr?.(data));
         else if (e.kind === "file") {
           const fs = this.#fsOf();
           if (e.flags & FDFLAGS.APPEND) fs.seek(e.handle!, 0, WHENCE.END);
@@ -1130,7 +1151,7 @@ export class WasiPreview1 {
     if (events.length === 0 && clocks.length > 0) {
       let min = clocks[0].remaining;
       for (const c of clocks) if (c.remaining < min) min = c.remaining;
-      if (min > 0n) this.#sleep(Number(min) / 1e6);
+      if (min > 0n) this.#hook(() => this.#sleep(Number(min) / 1e6));
       for (const c of clocks) {
         if (c.remaining <= min) {
           events.push({

@@ -72,7 +72,19 @@ type Segment =
   | { kind: "param"; optional: boolean }
   | { kind: "star" };
 
+const parsed = new Map<string, Segment[]>();
+
 function parsePattern(path: string): Segment[] {
+  let segs = parsed.get(path);
+  if (!segs) {
+    segs = parseSegments(path);
+    if (parsed.size >= 10_000) parsed.clear();
+    parsed.set(path, segs);
+  }
+  return segs;
+}
+
+function parseSegments(path: string): Segment[] {
   return path.split("/").filter((s) => s.length > 0).map((s): Segment => {
     if (s === "*") return { kind: "star" };
     if (s.startsWith(":")) return { kind: "param", optional: s.endsWith("?") };
@@ -119,7 +131,13 @@ function overlapAt(a: Segment[], b: Segment[], i: number, j: number): boolean {
  * ```
  */
 export function patternsOverlap(a: string, b: string): boolean {
-  return overlapAt(parsePattern(a), parsePattern(b), 0, 0);
+  const x = parsePattern(a);
+  const y = parsePattern(b);
+  // Fast path: two different literal first segments never overlap.
+  if (
+    x[0]?.kind === "lit" && y[0]?.kind === "lit" && x[0].value !== y[0].value
+  ) return false;
+  return overlapAt(x, y, 0, 0);
 }
 
 /**

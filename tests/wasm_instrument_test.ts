@@ -605,6 +605,39 @@ Deno.test("checks are weighed by the code they cover: a loop with a big body spe
   assert.ok(interrupts >= 10, `${interrupts}`);
 });
 
+Deno.test("a loop's check also covers the unchecked functions it calls, directly or indirectly", () => {
+  const statements = Array.from(
+    { length: 200 },
+    (_, i) => `(global.set $x (i32.add (global.get $x) (i32.const ${i})))`,
+  ).join("\n");
+  const bytes = wat(`(module
+    (type $v (func))
+    (table 1 funcref)
+    (elem (i32.const 0) $heavy)
+    (global $x (mut i32) (i32.const 0))
+    (func $heavy ${statements})
+    (func (export "direct") (param $n i32) (result i32) (local $i i32)
+      (block $done (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (call $heavy)
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+      (global.get $x))
+    (func (export "indirect") (param $n i32) (result i32) (local $i i32)
+      (block $done (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (call_indirect (type $v) (i32.const 0))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+      (global.get $x)))`);
+  for (const name of ["direct", "indirect"]) {
+    const interrupts = assertSameAnswers(bytes, () => ({}), (e) => [
+      outcome(() => e[name]!(5000)),
+    ]);
+    assert.ok(interrupts >= 10, `${name}: ${interrupts}`);
+  }
+});
+
 Deno.test("the guest cannot reach the fuel global (index past its own globals is refused)", () => {
   // (func (global.set 0 (i32.const 999999))) in a module without globals
   const bytes = moduleOf(

@@ -141,6 +141,14 @@ interface ScannedBody {
   hasLoop: boolean;
   hasBulk: boolean;
   hasIndirect: boolean;
+  /** Number of call_indirect / return_call_indirect sites. */
+  indirectCalls: number;
+  /**
+   * Per loop: [E_LOOP edit index, body bytes, first and past-last index into
+   * callees, indirect call sites], to weigh its check once callee costs are
+   * known.
+   */
+  loops: number[];
   /** Direct callees, as defined-function indices, one per call site. */
   callees: number[];
   edits: number[];
@@ -209,6 +217,8 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
     hasLoop: false,
     hasBulk: false,
     hasIndirect: false,
+    indirectCalls: 0,
+    loops: [],
     callees: [],
     edits: [],
   };
@@ -221,6 +231,8 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
   const isWrapped: number[] = [0];
   // Per open block: index of its E_LOOP edit (loops) or -1.
   const loopEdit: number[] = [-1];
+  // Per open loop: callees.length and indirectCalls when it opened.
+  const loopCalls: number[] = [];
   const labelEdits: number[] = [];
   for (;;) {
     if (r.pos >= r.end) {
@@ -255,6 +267,7 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
         wrapPrefix.push(wrapPrefix[wrapPrefix.length - 1]! + wrap);
         isWrapped.push(wrap);
         loopEdit.push(edits.length);
+        loopCalls.push(body.callees.length, body.indirectCalls);
         edits.push(E_LOOP, opPos, r.pos, wrap);
         break;
       }
@@ -268,11 +281,18 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
         }
         wrapPrefix.pop();
         {
-          // Weigh the loop's check by the size of its body.
+          // Remember what the loop's check covers, to weigh it later.
           const at = loopEdit.pop()!;
           if (at >= 0) {
-            edits[at + 3] = edits[at + 3]! |
-              weightOf(opPos - edits[at + 2]!) << 1;
+            const indirectStart = loopCalls.pop()!;
+            const calleeStart = loopCalls.pop()!;
+            body.loops.push(
+              at,
+              opPos - edits[at + 2]!,
+              calleeStart,
+              body.callees.length,
+              body.indirectCalls - indirectStart,
+            );
           }
           if (isWrapped.pop()) edits.push(E_LOOP_END, opPos, at, 0);
         }
@@ -330,6 +350,7 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
         if (t >= s.numTypes) r.fail(`type index ${t} out of range`, tpos);
         r.u32(); // table index
         body.hasIndirect = true;
+        body.indirectCalls++;
         if (op === 0x11) {
           edits.push(E_CALL_INDIRECT, opPos, r.pos, 0);
         } else {
@@ -537,7 +558,7 @@ function chooseEntryChecks(
     const body = bodies[f]!;
     let total = body.end - body.start;
     for (const g of body.callees) total += effective(g);
-    if (body.hasIndirect) total += effective(virt);
+    total += body.indirectCalls * effective(virt);
     return total;
   };
   const trim = (f: number): number => {
@@ -549,7 +570,9 @@ function chooseEntryChecks(
     for (const g of body.callees) {
       weight.set(g, (weight.get(g) ?? 0) + effective(g));
     }
-    if (body.hasIndirect) weight.set(virt, effective(virt));
+    if (body.hasIndirect) {
+      weight.set(virt, body.indirectCalls * effective(virt));
+    }
     const heavy = [...weight].sort((a, b) => b[1] - a[1]);
     for (const [g, w] of heavy) {
       if (total <= MAX_UNCHECKED_WORK || w === 0) break;
@@ -586,6 +609,20 @@ function chooseEntryChecks(
   const weights = new Uint16Array(n);
   for (let f = 0; f < n; f++) {
     if (checked[f]) weights[f] = weightOf(cost[f]!);
+  }
+  // Weight of each loop check: its body plus the unchecked work it calls.
+  for (let f = 0; f < n; f++) {
+    const body = bodies[f]!;
+    const loops = body.loops;
+    for (let i = 0; i < loops.length; i += 5) {
+      let work = loops[i + 1]!;
+      for (let j = loops[i + 2]!; j < loops[i + 3]!; j++) {
+        work += effective(body.callees[j]!);
+      }
+      work += loops[i + 4]! * effective(virt);
+      const at = loops[i]!;
+      body.edits[at + 3] = (body.edits[at + 3]! & 1) | weightOf(work) << 1;
+    }
   }
   return weights;
 }

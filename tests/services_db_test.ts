@@ -432,6 +432,34 @@ Deno.test("database: real PostgreSQL", async (t) => {
       }
     });
 
+    await t.step(
+      "one pooled connection: the role ends with each call",
+      async () => {
+        const one = new PgDatabase({ url: PG_URL, max: 1 });
+        try {
+          await one.syncPluginPrivileges(OTHER, { read: null, write: null });
+          for (let i = 0; i < 3; i++) {
+            const [row] = await one.query(
+              "SELECT current_user AS u",
+              [],
+              ro(OTHER),
+            );
+            assert.equal(row.u, pluginRoleName(OTHER));
+            // Read-only COMMIT is queued, not awaited: the next statement on
+            // the same connection still runs after it.
+            const { rows } = await one.sqlClient.query(
+              "SELECT current_user AS u, current_setting('transaction_read_only') AS ro",
+            );
+            assert.deepEqual(rows, [{ u: "postgres", ro: "off" }]);
+            await one.exec("SELECT 1", [], rw(OTHER));
+          }
+          await one.dropPlugin(OTHER);
+        } finally {
+          await one.close();
+        }
+      },
+    );
+
     await t.step("named databases through @name:", async () => {
       const dbName = `gk_${RUN}_reports`;
       await db.sqlClient.query(`CREATE DATABASE ${dbName}`);

@@ -215,7 +215,16 @@ export class PgPoolClient implements SqlClient {
         },
       };
       const result = await fn(session);
-      await client.query("COMMIT");
+      if (options.readOnly) {
+        // Nothing to lose at the COMMIT of a read-only transaction: queue it
+        // and hand the connection back now. pg runs a connection's queries in
+        // order, so the next user's statements still follow the COMMIT (and
+        // the end of SET LOCAL ROLE); a broken connection fails that user's
+        // first statement and is then discarded.
+        client.query("COMMIT").catch(() => {});
+      } else {
+        await client.query("COMMIT");
+      }
       return result;
     } catch (e) {
       try {

@@ -14,12 +14,20 @@
  *    between two checks (their size plus that of the unchecked functions they
  *    call, transitively) exceeds {@link MAX_UNCHECKED_WORK}; then their
  *    heaviest callees get checks too. So any stretch of guest execution
- *    between two fuel checks is bounded.
+ *    between two fuel checks is bounded. Each check spends fuel in proportion
+ *    to the work it covers ({@link BYTES_PER_FUEL}): a loop check its body
+ *    plus the unchecked functions the body calls, an entry check the
+ *    function plus its unchecked callees; bulk memory/table operations spend
+ *    by their length operand ({@link BULK_SHIFT}).
  * 3. **Emit** each body with the checks. A function with loops keeps its fuel
  *    in a new local (a register, no memory store per iteration): it is loaded
  *    from the fuel global at entry, written back before every call and every
  *    exit (`return`, a branch to the function's label, its final `end`,
- *    `return_call*`), and reloaded after every call.
+ *    `return_call*`), and reloaded after every call. A loop without
+ *    parameters is wrapped as `block { loop $retry { block $refill { loop {
+ *    check → br_if $refill; body } br (out) } fuel = interrupt() + w; br
+ *    $retry } }`, so the `gk.interrupt` call is outside the hot loop; labels
+ *    inside that branch out of it are shifted by 3.
  *
  * @module
  */

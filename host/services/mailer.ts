@@ -180,7 +180,13 @@ export class SmtpMailer implements Mailer {
         `Cannot send e-mail from "${opts.from}": not a valid address`,
       );
     }
-    this.#transport = nodemailer.createTransport(opts.url);
+    this.#transport = nodemailer.createTransport({
+      url: opts.url,
+      // Bounded waits: a dead server must not hold a plugin call for minutes.
+      connectionTimeout: 10_000,
+      greetingTimeout: 10_000,
+      socketTimeout: 30_000,
+    });
     this.#from = opts.from;
     this.#limiter = new EmailRateLimiter(opts.rateLimit);
   }

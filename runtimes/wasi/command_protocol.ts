@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { WasiPreopen } from "./preview1.ts";
+import type { WasiDirPreopen } from "./preview1.ts";
 
 /** The message that starts the command. */
 export interface RunMessage {
@@ -13,7 +13,7 @@ export interface RunMessage {
   bytes: Uint8Array;
   args: string[];
   env: Record<string, string>;
-  preopens: WasiPreopen[];
+  preopens: WasiDirPreopen[];
   stdin: Uint8Array;
   control: SharedArrayBuffer;
   outputLimit: number;

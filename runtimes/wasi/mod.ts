@@ -20,8 +20,8 @@ export {
 } from "./run_command.ts";
 export {
   WasiDeadlineError,
+  type WasiDirPreopen,
   WasiExitError,
-  type WasiPreopen,
   WasiPreview1,
   type WasiPreview1Options,
 } from "./preview1.ts";

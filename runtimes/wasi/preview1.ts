@@ -54,7 +54,7 @@ import {
 } from "./fs.ts";
 
 /** One preopened directory. */
-export interface WasiPreopen {
+export interface WasiDirPreopen {
   /** Name the guest sees (`fd_prestat_dir_name`), e.g. `/data` or `.`. */
   guestPath: string;
   /** Host directory it maps to. */
@@ -70,7 +70,7 @@ export interface WasiPreview1Options {
   /** Environment variables. */
   env?: Record<string, string>;
   /** Preopened directories, fds 3, 4, … in this order. */
-  preopens?: WasiPreopen[];
+  preopens?: WasiDirPreopen[];
   /** Bytes fd 0 reads; empty by default. */
   stdin?: Uint8Array;
   /** Receives each `fd_write` to fd 1 (a copy). */

@@ -20,7 +20,7 @@ import {
 import { ERRNO } from "./constants.ts";
 import { errnoFromError, symlinkTargetEscapes } from "./fs.ts";
 import { nodeLutimes } from "./node_lutimes.ts";
-import type { WasiPreopen } from "./preview1.ts";
+import type { WasiDirPreopen } from "./preview1.ts";
 
 /** Options of {@link runWasiCommand}. */
 export interface RunWasiCommandOptions {
@@ -29,7 +29,7 @@ export interface RunWasiCommandOptions {
   /** Environment variables the guest sees (nothing else). @default {{}} */
   env?: Record<string, string>;
   /** Preopened directories (fd 3, 4, …). @default {[]} */
-  preopens?: WasiPreopen[];
+  preopens?: WasiDirPreopen[];
   /** Bytes the guest reads from fd 0. @default {empty} */
   stdin?: Uint8Array;
   /** Receives fd 1 output, in chunks (flushed at newlines or every 4 KiB). */

@@ -460,16 +460,19 @@ export class GrpcPlugin implements Plugin {
       await new Promise<void>((res, rej) =>
         client.waitForReady(remaining(), (e) => e ? rej(e) : res())
       );
-      const check = await unary<{ status: string }>(health, "Check", {
-        service: "plugin",
-      }, { deadline: remaining() });
+      // Health check and GKRegister share the first round trip.
+      const [check, pb] = await Promise.all([
+        unary<{ status: string }>(health, "Check", { service: "plugin" }, {
+          deadline: remaining(),
+        }),
+        unary<PbRegistration>(client, "GKRegister", {}, {
+          deadline: remaining(),
+        }),
+      ]);
       if (check.status !== "SERVING") {
         throw new Error(`health check answered ${check.status}`);
       }
       this.#healthy = true;
-      const pb = await unary<PbRegistration>(client, "GKRegister", {}, {
-        deadline: remaining(),
-      });
       const registration = registrationFromPb(pb);
       if (
         this.#registration && registration.name !== this.#registration.name

@@ -25,7 +25,8 @@ Deno.bench({
 
 Deno.bench({
   group: "wasi command",
-  name: "runWasiCommand (worker spawn + instrument cache hit + compile + _start)",
+  name:
+    "runWasiCommand (worker spawn + instrument cache hit + compile + _start)",
   fn: async () => {
     await runWasiCommand(bytes, {
       args: ["hello"],

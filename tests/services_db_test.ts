@@ -188,6 +188,11 @@ async function sharedSuite(
           db.exec(`DROP TABLE ${other}`, [], rw(OTHER)),
           "42501",
         );
+        // Nothing can be created among the host's tables.
+        await rejectsCode(
+          db.exec(`CREATE TABLE public.${RUN}_evil (x int)`, [], rw(WRITER)),
+          "42501",
+        );
         // Unqualified, the other plugin's search_path does not see it.
         await rejectsCode(
           db.query("SELECT * FROM notes", [], ro(OTHER)),

@@ -279,7 +279,9 @@ export async function dropPrivileges(
  *   on the pooled connection and, through the implicit `pg_temp` first entry
  *   of every search_path, would shadow tables for later users of that
  *   connection (other plugins, the host): `TEMPORARY` on the database is
- *   revoked from PUBLIC.
+ *   revoked from PUBLIC;
+ * - on PostgreSQL < 15, `CREATE` on schema `public` is revoked from PUBLIC
+ *   (the default since 15), so plugins cannot put objects among the host's.
  *
  * When the connection user is not a superuser, both are granted back to it.
  */
@@ -300,6 +302,12 @@ export async function hardenDatabase(s: SqlSession): Promise<void> {
   if (db.rows[0]?.temp === true) {
     await s.exec(`REVOKE TEMPORARY ON DATABASE ${dbName} FROM PUBLIC`);
   }
+  // PostgreSQL < 15 lets everyone create objects in schema public.
+  const pub = await s.query(
+    "SELECT has_schema_privilege('public', n.oid, 'CREATE') AS open FROM pg_namespace n WHERE n.nspname = 'public'",
+  );
+  const publicOpen = pub.rows[0]?.open === true;
+  if (publicOpen) await s.exec("REVOKE CREATE ON SCHEMA public FROM PUBLIC");
   const me = await s.query(
     "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
   );
@@ -308,5 +316,8 @@ export async function hardenDatabase(s: SqlSession): Promise<void> {
       "GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO CURRENT_USER",
     );
     await s.exec(`GRANT TEMPORARY ON DATABASE ${dbName} TO CURRENT_USER`);
+    if (publicOpen) {
+      await s.exec("GRANT CREATE ON SCHEMA public TO CURRENT_USER");
+    }
   }
 }

@@ -346,8 +346,14 @@ Deno.test(
       manager.call("hostapi-grpc", "echo", null),
       PluginDisabledError,
     );
+    // An admin enables it again: the next call starts it afresh.
+    await manager.enable("hostapi-grpc");
+    const r3 = decodeJson<{ pid: number }>(
+      await manager.call("hostapi-grpc", "pid", null),
+    )!;
+    assert.equal(plugin.status().state, "running");
     await manager.shutdownAll();
-    await assertGone(plugin, [pid1, r.pid]);
+    await assertGone(plugin, [pid1, r.pid, r3.pid]);
   },
 );
 

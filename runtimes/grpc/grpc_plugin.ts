@@ -585,6 +585,25 @@ export class GrpcPlugin implements Plugin {
     } catch { /* the Manager's problem */ }
   }
 
+  /**
+   * A call reached a quarantined plugin, so an admin enabled it again (the
+   * Manager routes no calls to disabled plugins): start afresh with a clean
+   * crash window.
+   */
+  #lift() {
+    this.#log("info", "quarantine lifted; starting the plugin again", {
+      plugin: this.#name,
+    });
+    this.#quarantineReason = undefined;
+    this.#crashTimes = [];
+    this.#state = "restarting";
+    this.#ready = this.#launch();
+    this.#ready.catch((e) => {
+      if (this.#state !== "restarting") return;
+      this.#crashed(`restart failed: ${errorText(e)}`);
+    });
+  }
+
   /** The manifest the plugin returned from `GKRegister`. */
   gkRegister(): GKRegistration {
     if (!this.#registration) {
@@ -632,6 +651,7 @@ export class GrpcPlugin implements Plugin {
         function: fn,
       });
     }
+    if (this.#state === "quarantined") this.#lift();
     let gen = this.#gen;
     if (gen?.doomed && !gen.exited) await gen.status.catch(noop);
     gen = this.#gen;

@@ -41,6 +41,7 @@ Deno.test("config: file plus environment", async (t) => {
       GOATKIT_PLUGIN__HELLO__GREETING: "Hello (env)",
       STRIPE_KEY: "sk_live",
       DATABASE_URL: "postgres://secret@db/x",
+      GOATKIT_DATA_DIR: "/srv/data",
     };
     const config = ConfigStore.fromFileAndEnv(path, env);
 
@@ -78,6 +79,11 @@ Deno.test("config: file plus environment", async (t) => {
       assert.equal(config.hostValue("DATABASE_URL"), undefined);
       assert.equal(config.secret("DATABASE_URL"), undefined);
       assert.ok(!config.hostKeys().some((k) => k.includes("database")));
+      // The server's own variables are not configuration values.
+      assert.ok(
+        !config.hostKeys().some((k) => k.includes("data")),
+        config.hostKeys().join(),
+      );
     });
 
     await t.step("plugin sections", () => {

@@ -16,8 +16,10 @@
  *   numbers and booleans become strings, arrays JSON text. Defaults:
  *   `app.name` = `GoatKit`, `app.env` = `development`, `app.timezone` = `UTC`
  *   (GoatFlow's three keys).
- * - `GOATKIT_<KEY>` overrides or adds host key `<key>` lower-cased with `__`
- *   read as `.`: `GOATKIT_APP__NAME=Desk` sets `app.name`.
+ * - `GOATKIT_<SECTION>__<KEY>` overrides or adds host key `<section>.<key>`
+ *   (lower-cased, each `__` read as `.`): `GOATKIT_APP__NAME=Desk` sets
+ *   `app.name`. Variables without `__` (the server's own `GOATKIT_DATA_DIR`,
+ *   `GOATKIT_CONFIG`, …) are not configuration values.
  * - `GOATKIT_PLUGIN__<PLUGIN>__<KEY>` sets a plugin value (`_` in the plugin
  *   part reads as `-`, the key is lower-cased): `GOATKIT_PLUGIN__HELLO__GREETING`.
  * - Secrets: `GOATKIT_SECRET_<NAME>` gives secret `<NAME>`, and each name in
@@ -174,7 +176,7 @@ export class ConfigStore {
         const plugin = parts[0].toLowerCase().replaceAll("_", "-");
         const k = parts.slice(1).join(".").toLowerCase();
         (plugins[plugin] ??= {})[k] = value;
-      } else if (rest) {
+      } else if (rest.includes("__")) {
         values[rest.toLowerCase().split("__").join(".")] = value;
       }
     }

@@ -9,9 +9,10 @@
  *   CPU-time clocks return the monotonic clock (Deno exposes no per-thread CPU
  *   time).
  * - `random_get`: `crypto.getRandomValues`.
- * - file times: millisecond precision (Deno's file APIs read and set times in
- *   milliseconds), so a time set with sub-millisecond digits reads back
- *   truncated to the millisecond.
+ * - file times: Deno's file APIs read and set times in milliseconds. The
+ *   nanoseconds a guest sets are remembered per file (dev, inode) in this
+ *   instance and reported back while the stored millisecond still matches;
+ *   times set by others read with millisecond precision.
  * - fd 0 reads the given stdin bytes; fds 1 and 2 write to the given sinks
  *   (discarded when none is given).
  * - files: only through the preopened directories, via a {@link WasiFs}
@@ -48,6 +49,7 @@ import {
 import {
   DenoWasiFs,
   type WasiDirEntry,
+  type WasiFileStat,
   type WasiFs,
   WasiFsError,
   type WasiPathRef,
@@ -227,6 +229,7 @@ export class WasiPreview1 {
   #sleep: (ms: number) => void;
   #fds = new Map<number, FdEntry>();
   #memory: WebAssembly.Memory | null = null;
+  #setNs = new Map<string, bigint>();
   #hookFailed = false;
   #hookError: unknown = undefined;
 
@@ -490,15 +493,47 @@ export class WasiPreview1 {
     const { dv } = this.#mem();
     ptr >>>= 0;
     const ns = (ms: number) => BigInt(Math.round(ms)) * 1_000_000n;
+    const time = (ms: number, kind: "a" | "m") => {
+      const set = this.#setNs.get(`${s.dev}:${s.ino}:${kind}`);
+      return set !== undefined && set / 1_000_000n === BigInt(Math.round(ms))
+        ? set
+        : ns(ms);
+    };
     dv.setBigUint64(ptr, BigInt(s.dev), true);
     dv.setBigUint64(ptr + 8, BigInt(s.ino), true);
     dv.setUint8(ptr + 16, s.filetype);
     for (let i = 17; i < 24; i++) dv.setUint8(ptr + i, 0);
     dv.setBigUint64(ptr + 24, BigInt(s.nlink), true);
     dv.setBigUint64(ptr + 32, BigInt(s.size), true);
-    dv.setBigUint64(ptr + 40, ns(s.atimeMs), true);
-    dv.setBigUint64(ptr + 48, ns(s.mtimeMs), true);
+    dv.setBigUint64(ptr + 40, time(s.atimeMs, "a"), true);
+    dv.setBigUint64(ptr + 48, time(s.mtimeMs, "m"), true);
     dv.setBigUint64(ptr + 56, ns(s.ctimeMs), true);
+  }
+
+  /**
+   * Remembers the exact nanoseconds the guest set, which Deno's millisecond
+   * file APIs cannot store: a later stat of the same file reports them as long
+   * as the stored time still has the same millisecond.
+   */
+  #rememberTimes(
+    st: WasiFileStat,
+    atim: bigint,
+    mtim: bigint,
+    fst: number,
+  ): void {
+    const pairs = [
+      ["a", FSTFLAGS.ATIM, atim],
+      ["m", FSTFLAGS.MTIM, mtim],
+    ] as const;
+    for (const [kind, flag, value] of pairs) {
+      const key = `${st.dev}:${st.ino}:${kind}`;
+      this.#setNs.delete(key);
+      if (fst & flag) this.#setNs.set(key, BigInt.asUintN(64, value));
+    }
+    for (const key of this.#setNs.keys()) {
+      if (this.#setNs.size <= 4096) break;
+      this.#setNs.delete(key);
+    }
   }
 
   #clock(id: number): bigint {
@@ -833,7 +868,9 @@ export class WasiPreview1 {
         const [a, m] = this.#times(atim, mtim, fst);
         if (e.handle === undefined) throw new Errno(ERRNO.BADF);
         this.#need(e, R.FD_FILESTAT_SET_TIMES);
-        this.#fsOf().setTimes({ handle: e.handle }, a, m);
+        const fs = this.#fsOf();
+        fs.setTimes({ handle: e.handle }, a, m);
+        this.#rememberTimes(fs.fstat(e.handle), atim, mtim, fst);
       },
       fd_prestat_get: (fd: number, ptr: number) => {
         const e = this.#fd(fd);
@@ -985,11 +1022,10 @@ export class WasiPreview1 {
       ) => {
         const ref = this.#ref(fd, p, l, R.PATH_FILESTAT_SET_TIMES);
         const [a, m] = this.#times(atim, mtim, fst);
-        this.#fsOf().setTimes(
-          { ref, follow: (flags & LOOKUPFLAGS.SYMLINK_FOLLOW) !== 0 },
-          a,
-          m,
-        );
+        const follow = (flags & LOOKUPFLAGS.SYMLINK_FOLLOW) !== 0;
+        const fs = this.#fsOf();
+        fs.setTimes({ ref, follow }, a, m);
+        this.#rememberTimes(fs.stat(ref, follow), atim, mtim, fst);
       },
       path_rename: (
         fd: number,

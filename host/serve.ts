@@ -57,6 +57,7 @@ import {
   createEgressClient,
   createGuardedHostAPI,
   type GrantStore,
+  type GuardedHostAPI,
   pendingPermissions,
   PgGrantStore,
 } from "../permissions/mod.ts";
@@ -214,34 +215,54 @@ export async function startHost(
   const stateStore = new PgStateStore({ client: sql });
   const http = createEgressClient();
 
+  // Guarded HostAPIs per plugin, newest last; older ones are closed when
+  // their instance is replaced or unregistered (they listen for grant changes).
+  const hosts = new Map<string, GuardedHostAPI[]>();
+  const track = (name: string, host: GuardedHostAPI): GuardedHostAPI => {
+    hosts.set(name, [...(hosts.get(name) ?? []), host]);
+    return host;
+  };
   let manager: Manager | undefined = undefined;
   manager = new Manager({
     logs,
     stateStore,
     host: (name, manifest) =>
-      createGuardedHostAPI({
-        plugin: name,
-        requested: manifest.permissions ?? [],
-        grants,
-        services: {
-          db: services.db,
-          cache: services.cache,
-          mailer: services.mailer,
-          config: services.config,
-          http,
-        },
-        i18n: m.i18n,
-        logs,
-        audit,
-        callPlugin: (caller, target, fn, args, opts) =>
-          m.callFrom(caller, target, fn, args, opts),
-      }),
+      track(
+        name,
+        createGuardedHostAPI({
+          plugin: name,
+          requested: manifest.permissions ?? [],
+          grants,
+          services: {
+            db: services.db,
+            cache: services.cache,
+            mailer: services.mailer,
+            config: services.config,
+            http,
+          },
+          i18n: m.i18n,
+          logs,
+          audit,
+          callPlugin: (caller, target, fn, args, opts) =>
+            m.callFrom(caller, target, fn, args, opts),
+        }),
+      ),
     manifestChecks: [
       routeCollisionCheck(() => manager),
       checkPermissions,
     ],
   });
   const m: Manager = manager;
+  m.subscribe((e) => {
+    const list = hosts.get(e.name) ?? [];
+    if (e.type === "unregistered") {
+      for (const h of list) h.close();
+      hosts.delete(e.name);
+    } else if (e.type === "replaced" && list.length > 1) {
+      for (const h of list.slice(0, -1)) h.close();
+      hosts.set(e.name, list.slice(-1));
+    }
+  });
 
   const runtimeFactory = createRuntimeFactory({
     grants,

@@ -381,6 +381,14 @@ Deno.test("jobs API with the real scheduler: list and run now", async () => {
       }),
     );
     assertEquals((await json(run)).outcome, "ok");
+    const page = await app.fetch(
+      new Request("http://h/admin/jobs", {
+        headers: { authorization: `Bearer ${t.adminToken}` },
+      }),
+    );
+    const html = await page.text();
+    assertMatch(html, /badge ok">scheduled/);
+    assertMatch(html, /badge ok">ok<\/span>/); // the manual run is listed
     const missing = await app.fetch(
       new Request("http://h/api/v1/jobs/dash/none/run", {
         method: "POST",

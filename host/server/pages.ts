@@ -873,7 +873,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
       j.id,
       markup`<code>${j.schedule}</code>`,
       j.description ?? "",
-      j.enabled
+      j.enabled !== false
         ? markup`<span class="badge ok">scheduled</span>`
         : markup`<span class="badge off">off</span>`,
       ("nextRun" in j && j.nextRun) ? String(j.nextRun) : "—",

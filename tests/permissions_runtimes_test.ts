@@ -74,11 +74,10 @@ const decoder = new TextDecoder();
 const b64 = (s: string) => btoa(s);
 const suffix = () => crypto.randomUUID().replaceAll("-", "").slice(0, 8);
 
-// Worker threads (WASM), a plugin subprocess and its gRPC channels (gRPC),
-// the pg pool and the KV file all live across the steps of one test and are
-// closed in its `finally`; grpc-js keeps timers that outlive close, so the
-// op/resource sanitizers stay off (as in tests/grpc_runtime_test.ts).
-const opts = { sanitizeOps: false, sanitizeResources: false };
+// The gRPC test turns the op/resource sanitizers off, as
+// tests/grpc_runtime_test.ts does: grpc-js keeps timers and handles that
+// outlive its client's close. Everything is still closed in `finally`.
+const grpcOpts = { sanitizeOps: false, sanitizeResources: false };
 
 /** Everything a scenario needs: services, Manager, grants, audit. */
 interface Env {
@@ -86,6 +85,8 @@ interface Env {
   tmp: string;
   port: number;
   table: string;
+  /** A host table outside every grant. */
+  secretTable: string;
   target: string;
   outbox: string;
   manager: Manager;
@@ -111,6 +112,13 @@ async function setupEnv(): Promise<Env> {
     onListen: () => {},
   }, (req) => {
     const u = new URL(req.url);
+    if (u.pathname === "/redirect") {
+      // One hop to the same server under a name the grant does not cover.
+      return new Response(null, {
+        status: 302,
+        headers: { location: `http://localhost:${u.port}/ping` },
+      });
+    }
     return new Response(`hello ${req.method} ${u.pathname}`);
   });
   const port = (server.addr as Deno.NetAddr).port;
@@ -120,6 +128,9 @@ async function setupEnv(): Promise<Env> {
     `CREATE TABLE ${table} (id int PRIMARY KEY, name text)`,
   );
   await db.sqlClient.query(`INSERT INTO ${table} VALUES (1, 'one')`);
+  const secretTable = `gkpr_secret_${id}`;
+  await db.sqlClient.query(`CREATE TABLE ${secretTable} (pw text)`);
+  await db.sqlClient.query(`INSERT INTO ${secretTable} VALUES ('pw')`);
   const cache = new KvCacheStore({ path: join(tmp, "cache.kv") });
   const outbox = join(tmp, "outbox");
   const mailer = new OutboxMailer({ dir: outbox, from: "host@example.com" });
@@ -183,6 +194,7 @@ async function setupEnv(): Promise<Env> {
     "email:*@example.com",
     "config:app.*",
     `plugins:call:${target}`,
+    `plugins:call:${tsName}`,
   ];
   const plugins: string[] = [];
   const m = manager;
@@ -191,6 +203,7 @@ async function setupEnv(): Promise<Env> {
     tmp,
     port,
     table,
+    secretTable,
     target,
     outbox,
     manager: m,
@@ -211,7 +224,9 @@ async function setupEnv(): Promise<Env> {
       };
       await step(() => m.shutdownAll());
       for (const p of plugins) await step(() => db.dropPlugin(p));
-      await step(() => db.sqlClient.query(`DROP TABLE IF EXISTS ${table}`));
+      await step(() =>
+        db.sqlClient.query(`DROP TABLE IF EXISTS ${table}, ${secretTable}`)
+      );
       await step(() => db.close());
       await step(() => cache.close());
       await step(() => mailer.close());
@@ -552,13 +567,35 @@ const CASES: MethodCase[] = [
   },
 ];
 
+/** A mark in the audit log; entries recorded after it come from {@linkcode auditSince}. */
+interface AuditMark {
+  count: number;
+  time: number;
+}
+
+function auditMark(env: Env): AuditMark {
+  return { count: env.audit.count(), time: Date.now() };
+}
+
+/**
+ * Entries recorded after `mark`, newest first, optionally of one plugin.
+ * (Counted, not filtered by time: denials within one millisecond of the
+ * mark would be indistinguishable by `since`.)
+ */
+function auditSince(env: Env, mark: AuditMark, plugin?: string) {
+  const fresh = env.audit.query({ limit: env.audit.count() - mark.count });
+  return plugin === undefined
+    ? fresh
+    : fresh.filter((e) => e.plugin === plugin);
+}
+
 async function assertAudit(
   env: Env,
   probe: Probe,
   c: MethodCase,
-  since: string,
+  mark: AuditMark,
 ): Promise<void> {
-  const entries = env.audit.query({ plugin: probe.name, since });
+  const entries = auditSince(env, mark, probe.name);
   assert.equal(
     entries.length,
     1,
@@ -572,7 +609,7 @@ async function assertAudit(
     e.attempted.startsWith(c.label),
     `attempted "${e.attempted}" starts with ${c.label}`,
   );
-  assert.ok(Date.parse(e.time) >= Date.parse(since));
+  assert.ok(Date.parse(e.time) >= mark.time);
   // Also in the LogBuffer, at warn, attributed to the plugin.
   assert.ok(
     env.logs.query({ plugin: probe.name, minLevel: "warn" }).some((l) =>
@@ -617,13 +654,100 @@ async function scenario(t: Deno.TestContext, env: Env, probe: Probe) {
 
         // The same running plugin, the grant without this permission.
         await env.grants.set(probe.name, c.without(env));
-        const since = new Date().toISOString();
+        const mark = auditMark(env);
         const denied = await probe.invoke(c.method, req);
         assertDenied(env, probe, c, denied);
-        await assertAudit(env, probe, c, since);
+        await assertAudit(env, probe, c, mark);
       },
     );
   }
+
+  await t.step(
+    "refusals inside a granted kind: table scope, another plugin's schema, redirect hop, recipient, call target",
+    async () => {
+      await env.grants.set(probe.name, full);
+      const expectDenied = async (
+        method: string,
+        req: unknown,
+        permission: string,
+        attempted: RegExp,
+      ) => {
+        const mark = auditMark(env);
+        const o = await probe.invoke(method, req);
+        assert.equal(o.ok, false, `${method}: ${JSON.stringify(o)}`);
+        if (!o.ok) {
+          assert.equal(
+            o.code,
+            probe.runtime === "wasm"
+              ? "PermissionDeniedError"
+              : "PERMISSION_DENIED",
+          );
+          assert.equal(o.permission, permission);
+        }
+        const entries = auditSince(env, mark, probe.name);
+        assert.equal(entries.length, 1, JSON.stringify(entries));
+        assert.equal(entries[0].permission, permission);
+        assert.match(entries[0].attempted, attempted);
+      };
+      // A host table outside db:read:<table>, named with its schema: the
+      // guard refuses it before the database sees it.
+      await expectDenied(
+        "db_query",
+        { query: `SELECT pw FROM public.${env.secretTable}`, args: [] },
+        `db:read:${env.secretTable}`,
+        new RegExp(`^db_query on table "${env.secretTable}"`),
+      );
+      // Another plugin's own schema.
+      await expectDenied(
+        "db_query",
+        { query: `SELECT * FROM plugin_someone_else.notes`, args: [] },
+        "db:read:plugin_someone_else.notes",
+        /another plugin's schema/,
+      );
+      // An allowed host redirecting to a name the grant does not cover:
+      // refused at the hop.
+      await expectDenied(
+        "http_request",
+        probe.runtime === "wasm"
+          ? {
+            method: "GET",
+            url: `http://127.0.0.1:${env.port}/redirect`,
+            headers: {},
+            body: null,
+          }
+          : { method: "GET", url: `http://127.0.0.1:${env.port}/redirect` },
+        `http:localhost:${env.port}`,
+        /^http_request GET http:\/\/127\.0\.0\.1:\d+\/redirect .*localhost/,
+      );
+      // A recipient outside email:*@example.com.
+      await expectDenied(
+        "send_email",
+        { to: "eve@evil.test", subject: "x", body: "y" },
+        "email:eve@evil.test",
+        /^send_email to eve@evil\.test/,
+      );
+      // A target outside plugins:call:<target>.
+      await expectDenied(
+        "plugin_call",
+        probe.runtime === "wasm"
+          ? { plugin: "not-granted", function: "echo", args: {} }
+          : { plugin: "not-granted", fn: "echo", args: {} },
+        "plugins:call:not-granted",
+        /^plugin_call not-granted\.echo/,
+      );
+      // Unqualified, the out-of-scope table is refused by PostgreSQL itself
+      // (the plugin's role has no SELECT on it): a database error, not a
+      // guard denial, so no audit entry.
+      const mark = auditMark(env);
+      const o = await probe.invoke("db_query", {
+        query: `SELECT pw FROM ${env.secretTable}`,
+        args: [],
+      });
+      assert.equal(o.ok, false, JSON.stringify(o));
+      if (!o.ok) assert.match(o.message, /permission denied/i);
+      assert.equal(auditSince(env, mark, probe.name).length, 0);
+    },
+  );
 
   await t.step(
     "translate: needs no grant (request language from the call)",
@@ -667,12 +791,12 @@ async function scenario(t: Deno.TestContext, env: Env, probe: Probe) {
           : `own-${probe.name}`,
       });
       // config:app.* does not reach a secret (nor anything outside app.).
-      const since = new Date().toISOString();
+      const mark = auditMark(env);
       const secret = await probe.invoke("config_get", { key: "API_KEY" });
       assert.equal(secret.ok, false);
       if (!secret.ok) assert.equal(secret.permission, "config:API_KEY");
       assert.equal(
-        env.audit.query({ plugin: probe.name, since })[0]?.permission,
+        auditSince(env, mark, probe.name)[0]?.permission,
         "config:API_KEY",
       );
     },
@@ -712,7 +836,6 @@ async function scenario(t: Deno.TestContext, env: Env, probe: Probe) {
 
 Deno.test(
   "permissions through the WASM runtime: allow, deny, audit per HostAPI method",
-  opts,
   async (t) => {
     const env = await setupEnv();
     try {
@@ -726,12 +849,81 @@ Deno.test(
 
 Deno.test(
   "permissions through the gRPC runtime: allow, PERMISSION_DENIED, audit per HostAPI method",
-  opts,
+  grpcOpts,
   async (t) => {
     const env = await setupEnv();
     try {
-      const probe = await grpcProbe(env);
-      await scenario(t, env, probe);
+      const ts = await grpcProbe(env);
+      await scenario(t, env, ts);
+
+      // Both runtimes side by side on one Manager (the WASM probe is cheap
+      // to load; the gRPC one is launched once per file).
+      const wasm = await wasmProbe(env);
+      await t.step("cache: a plugin cannot read another's keys", async () => {
+        await env.grants.set(ts.name, ["cache:read", "cache:write"]);
+        await env.grants.set(wasm.name, ["cache:read", "cache:write"]);
+        assert.equal(
+          (await ts.invoke("cache_set", { key: "shared", value: "ts" })).ok,
+          true,
+        );
+        assert.deepEqual(await wasm.invoke("cache_get", { key: "shared" }), {
+          ok: true,
+          value: { found: false, value: null },
+        });
+        assert.deepEqual(await ts.invoke("cache_get", { key: "shared" }), {
+          ok: true,
+          value: "ts",
+        });
+      });
+
+      await t.step(
+        "plugin_call across runtimes: the callee's own grants apply, the caller is recorded",
+        async () => {
+          await env.grants.set(wasm.name, [`plugins:call:${ts.name}`]);
+          await env.grants.set(ts.name, []);
+          const call = () =>
+            wasm.invoke("plugin_call", {
+              plugin: ts.name,
+              function: "config_get",
+              args: { key: "app.name" },
+            });
+          const mark = auditMark(env);
+          // The WASM plugin may call the gRPC plugin, but the gRPC plugin
+          // has no config grant: its host callback is refused, as itself.
+          const refused = await call();
+          assert.equal(refused.ok, true, JSON.stringify(refused));
+          if (refused.ok) {
+            const v = refused.value as { ok: boolean; code: string };
+            assert.equal(v.ok, false);
+            assert.equal(v.code, "PERMISSION_DENIED");
+          }
+          const entries = auditSince(env, mark);
+          assert.equal(entries.length, 1, JSON.stringify(entries));
+          assert.equal(entries[0].plugin, ts.name, "the callee is audited");
+          assert.equal(entries[0].permission, "config:app.name");
+          // Granting the callee applies to the next call through the chain.
+          await env.grants.set(ts.name, ["config:app.*"]);
+          assert.deepEqual(await call(), {
+            ok: true,
+            value: { ok: true, value: "GoatKit" },
+          });
+          // Revoking the caller's plugins:call stops the chain at the caller.
+          await env.grants.set(wasm.name, []);
+          const mark2 = auditMark(env);
+          const stopped = await call();
+          assert.equal(stopped.ok, false);
+          if (!stopped.ok) {
+            assert.equal(stopped.permission, `plugins:call:${ts.name}`);
+          }
+          assert.deepEqual(
+            auditSince(env, mark2).map((e) => [
+              e.plugin,
+              e.permission,
+            ]),
+            [[wasm.name, `plugins:call:${ts.name}`]],
+          );
+        },
+      );
     } finally {
       await env.close();
     }

@@ -502,3 +502,49 @@ setInterval(() => {}, 1000);
     await Deno.remove(dir, { recursive: true });
   },
 );
+
+Deno.test(
+  "shutdown during a restart (in backoff or mid-launch) leaves no process",
+  opts,
+  async () => {
+    const running = (tag: string) => {
+      const pids: number[] = [];
+      for (const e of Deno.readDirSync("/proc")) {
+        if (!/^\d+$/.test(e.name)) continue;
+        try {
+          const cmd = Deno.readTextFileSync(`/proc/${e.name}/cmdline`);
+          const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+          if (cmd.includes(tag) && !/^\d+ \(.*\) Z/.test(stat)) {
+            pids.push(Number(e.name));
+          }
+        } catch { /* gone */ }
+      }
+      return pids;
+    };
+    for (
+      const [tag, backoffMs, waitMs] of [["gk-backoff", 5000, 0], [
+        "gk-midlaunch",
+        0,
+        150,
+      ]] as const
+    ) {
+      const plugin = await load(HOSTAPI, {
+        args: ["--name", tag],
+        restart: { backoffMs },
+      });
+      await plugin.init(new MemoryHostAPI());
+      await assert.rejects(
+        plugin.call("crash", null, {
+          chain: [],
+          deadline: Date.now() + 10_000,
+          signal: new AbortController().signal,
+        }),
+        PluginCrashedError,
+      );
+      await new Promise((r) => setTimeout(r, waitMs));
+      await plugin.shutdown();
+      assert.deepEqual(running(tag), [], tag);
+      await assertGone(plugin, []);
+    }
+  },
+);

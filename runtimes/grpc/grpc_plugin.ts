@@ -194,6 +194,7 @@ export class GrpcPlugin implements Plugin {
   #restartWake: (() => void) | undefined;
   #healthTimer: ReturnType<typeof setInterval> | undefined;
   #contexts = new Map<string, CallContext>();
+  #launching: Promise<Generation> | undefined;
   #limiter: LogRateLimiter;
 
   /** Use {@linkcode loadGrpcPlugin}. */
@@ -244,7 +245,7 @@ export class GrpcPlugin implements Plugin {
       context: (id) => this.#callbackContext(id),
       name: () => this.#name,
     });
-    this.#ready = this.#launch();
+    this.#ready = this.#launchTracked();
     this.#ready.catch(noop);
     try {
       await this.#ready;
@@ -500,10 +501,30 @@ export class GrpcPlugin implements Plugin {
       }
       return fail("connect", errorText(e));
     }
+    if (this.#state === "stopped") {
+      // Shut down while this process was starting: it must not outlive us.
+      client.close();
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await status;
+      await stdin.close().catch(noop);
+      throw new PluginCrashedError(this.#name, "shut down while starting");
+    }
     this.#gen = gen;
     this.#state = "running";
     status.then((s) => this.#onExit(gen, s));
     return gen;
+  }
+
+  /** Runs {@linkcode #launch}, remembering it so shutdown can wait for it. */
+  #launchTracked(): Promise<Generation> {
+    const p = this.#launch();
+    this.#launching = p;
+    p.catch(noop).finally(() => {
+      if (this.#launching === p) this.#launching = undefined;
+    });
+    return p;
   }
 
   #initConfig(): Record<string, string> {
@@ -564,7 +585,7 @@ export class GrpcPlugin implements Plugin {
         throw new PluginCrashedError(this.#name, "restart abandoned");
       }
       this.#restarts++;
-      return this.#launch();
+      return this.#launchTracked();
     });
     this.#ready.catch((e) => {
       if (this.#state !== "restarting") return;
@@ -597,7 +618,7 @@ export class GrpcPlugin implements Plugin {
     this.#quarantineReason = undefined;
     this.#crashTimes = [];
     this.#state = "restarting";
-    this.#ready = this.#launch();
+    this.#ready = this.#launchTracked();
     this.#ready.catch((e) => {
       if (this.#state !== "restarting") return;
       this.#crashed(`restart failed: ${errorText(e)}`);
@@ -842,6 +863,8 @@ export class GrpcPlugin implements Plugin {
     clearTimeout(this.#restartTimer);
     this.#restartWake?.();
     clearInterval(this.#healthTimer);
+    // A restart in progress sees the stopped state and kills its process.
+    await this.#launching?.catch(noop);
     const gen = this.#gen;
     this.#gen = undefined;
     let error: unknown;

@@ -608,6 +608,31 @@ Deno.test("hostile: memory is capped by the instrumenter's limit", async () => {
   assert(mib >= 1 && mib < 4, out.text());
 });
 
+Deno.test("hostile: opening files without end stops at maxFds with EMFILE, host fds are released", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "gk_wasi_" });
+  try {
+    Deno.writeTextFileSync(`${dir}/data.txt`, "x");
+    const hostFds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+    const before = hostFds();
+    const out = collector();
+    const code = await runWasiCommand(fixture("hostile_c.wasm"), {
+      args: ["hostile", "fds"],
+      preopens: [{ guestPath: "/sandbox", hostPath: dir }],
+      stdout: out.sink,
+      maxFds: 200,
+      deadline: 20_000,
+    });
+    assertEquals(code, 0);
+    // 200 minus stdin, stdout, stderr and the preopen.
+    assertEquals(out.text(), `opened=196 errno=${ERRNO.MFILE}\n`);
+    // The worker's open files are closed when it ends (slack for other
+    // modules running in this process in parallel).
+    assert(hostFds() < before + 100, `host fds: ${before} -> ${hostFds()}`);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("hostile: a trap and a stack overflow fail with WasiCommandError carrying the trap message", async () => {
   for (
     const [mode, message] of [["trap", /unreachable/], [

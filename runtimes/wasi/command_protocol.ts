@@ -19,6 +19,7 @@ export interface RunMessage {
   outputLimit: number;
   fuel: number;
   escapeErrno?: number;
+  maxFds: number;
 }
 
 /** Messages the worker posts. */

@@ -86,6 +86,7 @@ function run(msg: RunMessage): void {
       env: msg.env,
       preopens: msg.preopens,
       stdin: msg.stdin,
+      maxFds: msg.maxFds,
       stdout: (b) => out.write(b),
       stderr: (b) => err.write(b),
       fs: msg.preopens.length

@@ -85,6 +85,13 @@ export interface WasiPreview1Options {
    */
   fs?: WasiFs;
   /**
+   * Most file descriptors the guest may hold at once (stdio and preopens
+   * included); `path_open` beyond it fails with `EMFILE`, so a guest cannot
+   * exhaust the host process's descriptors.
+   * @default {1024}
+   */
+  maxFds?: number;
+  /**
    * Blocks the thread for `ms` milliseconds (for `poll_oneoff`). Whatever it
    * throws (e.g. {@link WasiDeadlineError}) unwinds the guest, like anything
    * `stdout` and `stderr` throw. Default: `Atomics.wait` on a private
@@ -230,6 +237,7 @@ export class WasiPreview1 {
   #fds = new Map<number, FdEntry>();
   #memory: WebAssembly.Memory | null = null;
   #setNs = new Map<string, bigint>();
+  #maxFds: number;
   #hookFailed = false;
   #hookError: unknown = undefined;
 
@@ -243,6 +251,7 @@ export class WasiPreview1 {
     this.#stdout = options.stdout;
     this.#stderr = options.stderr;
     this.#sleep = options.sleep ?? defaultSleep();
+    this.#maxFds = options.maxFds ?? 1024;
     const preopens = options.preopens ?? [];
     this.#fs = options.fs ??
       (preopens.length ? new DenoWasiFs(preopens) : null);
@@ -938,6 +947,7 @@ export class WasiPreview1 {
         const ref = this.#ref(fd, pathPtr, pathLen, R.PATH_OPEN);
         // Check the result pointer first, so a bad one cannot leak an fd.
         this.#check(this.#mem().u8, fdPtr >>> 0, 4);
+        if (this.#fds.size >= this.#maxFds) throw new Errno(ERRNO.MFILE);
         const base = BigInt.asUintN(64, rightsBase);
         let read = (base & (R.FD_READ | R.FD_READDIR)) !== 0n;
         // Like wasmtime: FD_WRITE asks for a writable fd; ALLOCATE and

@@ -50,6 +50,11 @@ export interface RunWasiCommandOptions {
    */
   graceMs?: number;
   /**
+   * Most file descriptors the guest may hold at once (`EMFILE` beyond).
+   * @default {1024}
+   */
+  maxFds?: number;
+  /**
    * Errno for a path that would leave its preopen. wasmtime's current
    * cap-std answers `EPERM` (63), which some conformance tests expect.
    * @default {76} ENOTCAPABLE
@@ -256,6 +261,7 @@ export async function runWasiCommandWithStats(
       outputLimit: options.outputLimit ?? 1024 * 1024,
       fuel: FUEL,
       escapeErrno: options.escapeErrno,
+      maxFds: options.maxFds ?? 1024,
     };
     worker.postMessage(msg, [copy.buffer]);
   });

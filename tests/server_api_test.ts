@@ -315,7 +315,7 @@ Deno.test("audit, jobs and upload use their seams (501 without them)", async () 
     },
     uninstall: () => Promise.resolve(),
   };
-  const t = await setup({ audit, packages });
+  const t = await setup({ audit, packages, maxUploadBytes: 1000 });
   const scheduler = new Scheduler(t.manager);
   try {
     await t.manager.register(widgets());
@@ -338,6 +338,18 @@ Deno.test("audit, jobs and upload use their seams (501 without them)", async () 
       "1.0.0",
     ]);
     assertEquals(installed, [{ size: 10, filename: "dash.zip" }]);
+    // Oversized uploads are refused before the installer sees them.
+    for (
+      const body of [new Uint8Array(5000), new Uint8Array(3 * 1024 * 1024)]
+    ) {
+      const big = await t.req("POST", "/api/v1/plugins/upload?filename=x.zip", {
+        token: t.adminToken,
+        body,
+      });
+      assertEquals(big.status, 413);
+      await big.body?.cancel();
+    }
+    assertEquals(installed.length, 1);
 
     // Jobs without a scheduler: listed from manifests; run now → 501.
     const jobs = await json<{ jobs: { id: string }[]; scheduler: boolean }>(

@@ -152,6 +152,13 @@ Deno.test("login sets an HttpOnly SameSite=Strict session; CSRF is required for 
     assertEquals(forged.status, 403);
     await forged.body?.cancel();
 
+    // Oversized form bodies are refused.
+    const huge = await t.req("POST", "/login", {
+      body: new URLSearchParams({ token: "x".repeat(300 * 1024) }),
+    });
+    assertEquals(huge.status, 413);
+    await huge.body?.cancel();
+
     // A wrong token goes back to the form.
     const page = await t.req("GET", "/login");
     const loginCookie = page.headers.get("set-cookie")!.split(";")[0]!;

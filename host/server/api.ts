@@ -8,6 +8,7 @@
  */
 
 import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import type { Context } from "hono";
 import { errorText, PluginNotFoundError } from "../errors.ts";
 import { LOG_LEVELS, type LogLevel } from "../host_api.ts";
@@ -105,6 +106,15 @@ export function createApi(ctx: ServerContext): Hono {
   const admin = requireAuth(ctx.auth, { admin: true });
   const small = 1024 * 1024;
   const uploadLimit = ctx.options.maxUploadBytes ?? 50 * 1024 * 1024;
+
+  api.use(
+    "/plugins/upload",
+    bodyLimit({
+      maxSize: uploadLimit + 1024 * 1024,
+      onError: (c) =>
+        c.json({ error: `upload larger than ${uploadLimit} bytes` }, 413),
+    }),
+  );
 
   api.onError((e, c) => {
     if (e instanceof SyntaxError || e instanceof TypeError) {

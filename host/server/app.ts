@@ -245,6 +245,14 @@ export function createApp(options: AppOptions): GoatKitApp {
   });
 
   const app = new Hono();
+  app.use("*", async function securityHeaders(c, next) {
+    await next();
+    try {
+      if (!c.res.headers.has("x-content-type-options")) {
+        c.res.headers.set("x-content-type-options", "nosniff");
+      }
+    } catch { /* immutable headers: leave them */ }
+  });
   app.use("*", async function pluginRoutes(c, next) {
     if (isHostPath(c.req.path)) return await next();
     const t = table; // one snapshot per request

@@ -11,6 +11,7 @@
  */
 
 import type { Context, Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import { randomBytes } from "node:crypto";
 import { errorText } from "../errors.ts";
@@ -179,6 +180,22 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
       flash: { kind: "error", text: errorText(e) },
     }, markup`<p><a class="button" href="${back}">Back</a></p>`);
   }
+
+  // Form bodies are small; uploads get their own limit.
+  const tooLarge = (c: Context) => c.text("Payload Too Large", 413);
+  const formLimit = bodyLimit({ maxSize: 256 * 1024, onError: tooLarge });
+  const uploadBodyLimit = bodyLimit({
+    maxSize: uploadLimit + 1024 * 1024,
+    onError: tooLarge,
+  });
+  app.use("/login", formLimit);
+  app.use("/logout", formLimit);
+  app.use("/admin/*", async (c, next) => {
+    if (c.req.method === "GET" || c.req.method === "HEAD") return await next();
+    return c.req.path === "/admin/plugins/upload"
+      ? await uploadBodyLimit(c, next)
+      : await formLimit(c, next);
+  });
 
   // -- login / logout -----------------------------------------------------------
   app.get("/login", async (c) => {

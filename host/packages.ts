@@ -20,7 +20,6 @@ import type { Manager } from "./manager.ts";
 import { checkManifest, type GKRegistration } from "./manifest.ts";
 import { PackageRejectedError, SafeZip, type ZipLimits } from "./zip_reader.ts";
 
-
 /** Name of the file an installed plugin keeps its package record in. */
 export const PACKAGE_RECORD = ".goatkit-package.json";
 

@@ -75,13 +75,16 @@ function run(msg: RunMessage): void {
   };
   const out = new Stream(1, msg.outputLimit);
   const err = new Stream(2, msg.outputLimit);
+  let wasi: WasiPreview1 | undefined;
   const finish = (reply: WorkerReply) => {
+    // Release the guest's open files before the main thread hears the end.
+    wasi?.closeAll();
     out.flush();
     err.flush();
     post(reply);
   };
   try {
-    const wasi = new WasiPreview1({
+    wasi = new WasiPreview1({
       args: msg.args,
       env: msg.env,
       preopens: msg.preopens,

@@ -334,6 +334,24 @@ export class WasiPreview1 {
     }
   }
 
+  /**
+   * Closes every descriptor the guest still holds (files and directories,
+   * preopens included), releasing their host resources. Call it when the
+   * instance is finished with; the guest sees `EBADF` afterwards.
+   */
+  closeAll(): void {
+    for (const [fd, e] of this.#fds) {
+      if (e.handle !== undefined && this.#fs) {
+        try {
+          this.#fs.close(e.handle);
+        } catch {
+          // already gone
+        }
+      }
+      this.#fds.delete(fd);
+    }
+  }
+
   /** The `wasi_snapshot_preview1` import object, with every preview1 function. */
   imports(): WebAssembly.ModuleImports {
     const table = this.#table();

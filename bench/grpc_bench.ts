@@ -6,12 +6,14 @@
 //
 // `deno bench` prints avg/p75/p99; p50 and p99 from a separate sequential
 // run of 5,000 calls (after 1,000 warm-up calls) are printed first, as a
-// table. The Go plugin is built on first use (needs the Go toolchain; see
+// table, together with the anchor measured in the same run: a Go host using
+// go-plugin's own client calling the same Go plugin
+// (fixtures/plugins/hello-go/gohost). The Go plugin is built on first use (needs the Go toolchain; see
 // fixtures/plugins/hello-go/build.sh); without it only the TS rows run.
 
 import * as grpc from "@grpc/grpc-js";
 import { dirname } from "node:path";
-import { buildHelloGo } from "../fixtures/plugins/hello-go/build_go.ts";
+import { buildHelloGoAll } from "../fixtures/plugins/hello-go/build_go.ts";
 import { createCallContext } from "../host/plugin.ts";
 import { Manager } from "../host/manager.ts";
 import { MemoryHostAPI } from "../host/memory_host_api.ts";
@@ -30,7 +32,8 @@ const PAYLOAD = new TextEncoder().encode(
 );
 if (PAYLOAD.length !== 105) throw new Error(`payload is ${PAYLOAD.length} B`);
 
-const goBin = await buildHelloGo();
+const built = await buildHelloGoAll();
+const goBin = built?.plugin;
 const loaded: GrpcPlugin[] = [];
 globalThis.addEventListener("unload", () => {
   // Plugins exit when their stdin closes with this process; remove the
@@ -95,7 +98,35 @@ async function percentiles(
   return `| ${label} | ${us(0.5)} µs | ${us(0.99)} µs |`;
 }
 
+// The anchor, in the same run: go-plugin's own Go client calling hello-go
+// (median of 3 runs of 5,000 calls).
+interface GoHostResult {
+  p50_us: number;
+  p99_us: number;
+  cold_ms: number;
+}
+const anchor: GoHostResult[] = [];
+if (built) {
+  for (let i = 0; i < 3; i++) {
+    const out = await new Deno.Command(built.gohost, {
+      args: [built.plugin, "5000"],
+      stdin: "null",
+    }).output();
+    if (out.success) {
+      anchor.push(JSON.parse(new TextDecoder().decode(out.stdout)));
+    }
+  }
+}
+const median = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1]!;
+
 const rows = ["| call (105-byte JSON echo) | p50 | p99 |", "|---|---|---|"];
+if (anchor.length) {
+  rows.push(
+    `| anchor: Go host (go-plugin client) → Go plugin | ${
+      median(anchor.map((a) => a.p50_us)).toFixed(0)
+    } µs | ${median(anchor.map((a) => a.p99_us)).toFixed(0)} µs |`,
+  );
+}
 if (raw) rows.push(await percentiles("grpc-js alone → Go plugin", raw));
 if (go) {
   rows.push(
@@ -164,6 +195,13 @@ const cold = [
   "| cold start (spawn → first call) | median | min |",
   "|---|---|---|",
 ];
+if (anchor.length) {
+  cold.push(
+    `| anchor: Go host → Go plugin (spawn → GKRegister) | ${
+      median(anchor.map((a) => a.cold_ms)).toFixed(1)
+    } ms | ${Math.min(...anchor.map((a) => a.cold_ms)).toFixed(1)} ms |`,
+  );
+}
 for (const [label, entry] of [["Go plugin", goBin], ["TS plugin", TS_ENTRY]]) {
   if (!entry) continue;
   await coldStart(entry);

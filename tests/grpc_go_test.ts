@@ -18,6 +18,7 @@ import { PluginCrashedError } from "../host/errors.ts";
 import { decodeJson, encodeJson } from "../host/plugin.ts";
 import {
   buildHelloGo,
+  buildHelloGoAll,
   goToolchainAvailable,
 } from "../fixtures/plugins/hello-go/build_go.ts";
 import {
@@ -174,5 +175,20 @@ Deno.test(
       new TextDecoder().decode(out.stderr),
       /This binary is a plugin/,
     );
+  },
+);
+
+Deno.test(
+  "hello-go also runs under go-plugin's own Go client (the benchmark anchor)",
+  opts,
+  async () => {
+    const { plugin, gohost } = (await buildHelloGoAll())!;
+    const out = await new Deno.Command(gohost, {
+      args: [plugin, "200"],
+      stdin: "null",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.ok(r.p50_us > 0 && r.cold_ms > 0, JSON.stringify(r));
   },
 );

@@ -195,7 +195,11 @@ export interface ServePluginOptions {
    * temporary directory is made.
    */
   socket?: string;
-  /** Exit when stdin closes (the host died). @default true */
+  /**
+   * Exit when stdin closes (the host died). @default true when launched by
+   * the GoatKit host (which passes `--gk-socket` and keeps stdin open as a
+   * pipe), false otherwise
+   */
   exitOnStdinClose?: boolean;
 }
 
@@ -600,7 +604,7 @@ export async function servePlugin(
     encoder.encode(`1|${APP_PROTOCOL_VERSION}|unix|${address}|grpc|\n`),
   );
 
-  if (options.exitOnStdinClose ?? true) {
+  if (options.exitOnStdinClose ?? Deno.args.includes("--gk-socket")) {
     (async () => {
       const buf = new Uint8Array(256);
       try {

@@ -6,6 +6,7 @@
 // never execute.
 
 import { chromium } from "playwright-core";
+import { MemoryGrantStore } from "../permissions/grants.ts";
 import { Manager } from "../host/manager.ts";
 import {
   createApp,
@@ -58,7 +59,22 @@ Deno.test({
     const m: Manager = manager;
     const tokens = new MemoryTokenStore();
     const { token } = await tokens.create({ name: "admin", admin: true });
-    const server = createApp({ manager: m, tokens, title: "GoatKit test" });
+    const grants = new MemoryGrantStore();
+    await grants.set("hello", ["db:read"]);
+    const server = createApp({
+      manager: m,
+      tokens,
+      grants: {
+        granted: async (p) => (await grants.get(p)) ?? [],
+        approve: async (p, perms) => {
+          await grants.set(p, [
+            ...new Set([...(await grants.get(p)) ?? [], ...perms]),
+          ]);
+        },
+        revoke: (p, perms) => grants.revoke(p, perms),
+      },
+      title: "GoatKit test",
+    });
     let ticks = 0;
     await m.register(nativePlugin({
       name: "hello",
@@ -156,7 +172,7 @@ Deno.test({
         await helloRow.innerText(),
         /1\.4\.2[\s\S]*native[\s\S]*enabled/,
       );
-      assertMatch(await helloRow.innerText(), /0\/3 granted|3 requested/);
+      assertMatch(await helloRow.innerText(), /1\/3 granted[\s\S]*1 to review/);
       assertEquals(
         await page.evaluate(() => (globalThis as { __pwned?: string }).__pwned),
         undefined,
@@ -191,13 +207,32 @@ Deno.test({
       );
       assertEquals(await routeStatus(), 200);
 
-      // Details page shows permissions to approve.
+      // Details page: what is not granted yet is pre-selected; approve it.
       await page.click('a[href="/admin/plugins/hello"] >> nth=0');
       await page.waitForURL(`${base}/admin/plugins/hello`);
+      const perms = page.locator("#permissions");
       assertMatch(
-        await page.locator("main").innerText(),
-        /db:read[\s\S]*cache:write/,
+        await perms.innerText(),
+        /1 requested permission\(s\) are not granted[\s\S]*cache:write/,
       );
+      assertEquals(
+        await perms.locator('input[value="cache:write"]').isChecked(),
+        true,
+      );
+      assertEquals(
+        await perms.locator('input[value="db:read"]').isChecked(),
+        false,
+      );
+      await perms.locator("button", { hasText: "Approve selected" }).click();
+      await page.waitForURL(/done=granted/);
+      assertMatch(
+        await page.locator("#permissions").innerText(),
+        /Everything requested is granted/,
+      );
+      assertEquals((await grants.get("hello"))?.sort(), [
+        "cache:write",
+        "db:read",
+      ]);
 
       // Logs, with a filter.
       await page.click('nav a[href="/admin/logs"]');

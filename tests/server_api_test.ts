@@ -458,6 +458,7 @@ Deno.test("admin pages escape plugin text, sanitise widget HTML and sort menu it
       assert(!html.includes("<b>mallory</b>"), `${path}: unescaped author`);
     }
     const list = await page("/admin/plugins");
+    assert(!/\}\s*<\/td>/.test(list), "no stray template braces");
     assert(
       list.includes("&lt;img src=x onerror="),
       "description shown escaped",

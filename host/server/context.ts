@@ -142,7 +142,7 @@ export async function pluginInfo(
       granted,
       pending: granted
         ? (ctx.options.grants?.pending?.(requested, granted) ??
-          requested.filter((p) => !granted.includes(p)))
+          requested.filter((p) => p !== "log" && !granted.includes(p)))
         : [],
       unused: granted ? granted.filter((p) => !requested.includes(p)) : [],
     },

@@ -357,7 +357,7 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
           <td>${i.routes.length}</td>
           <td>${i.widgets.length}</td>
           <td>${i.jobs.length}</td>
-          <td>${toggleButton(p, i, "list")}      }</td>
+          <td>${toggleButton(p, i, "list")}</td>
         </tr>
       `
     );

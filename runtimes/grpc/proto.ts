@@ -12,13 +12,14 @@
 
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { fileURLToPath } from "node:url";
 
 /** The `.proto` files this runtime loads, as absolute paths. */
 export const PROTO_FILES: readonly string[] = [
   "plugin.proto",
   "go_plugin.proto",
   "health.proto",
-].map((f) => new URL(f, import.meta.url).pathname);
+].map((f) => fileURLToPath(new URL(f, import.meta.url)));
 
 /** proto-loader options used on both sides. */
 const LOADER_OPTIONS: protoLoader.Options = {

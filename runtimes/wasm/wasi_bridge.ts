@@ -32,6 +32,8 @@ export interface GuestWasi {
   bind(instance: WebAssembly.Instance): void;
   /** The exit code if `e` is a `proc_exit`, else `undefined`. */
   exitCode(e: unknown): number | undefined;
+  /** Closes every host file the guest still holds open. */
+  close(): void;
 }
 
 /** Builds the WASI layer for one instance of `_module`. */
@@ -53,5 +55,6 @@ export function createGuestWasi(
       if (i.exports.memory instanceof WebAssembly.Memory) wasi.bind(i);
     },
     exitCode: (e) => (e instanceof WasiExitError ? e.code : undefined),
+    close: () => wasi.closeAll(),
   };
 }

@@ -165,6 +165,11 @@ function start(init: WorkerInit): void {
   let guest: GuestInstance | undefined;
   const create = () => {
     guest = undefined;
+    try {
+      wasi?.close(); // the replaced instance's open files
+    } catch {
+      // nothing more to release
+    }
     wasi = createGuestWasi(init.module, {
       args: init.args,
       env: init.env,
@@ -234,6 +239,11 @@ function start(init: WorkerInit): void {
     const req = receive();
     switch (req.kind) {
       case OP_SHUTDOWN:
+        try {
+          wasi?.close();
+        } catch {
+          // shutting down anyway
+        }
         send(MSG_ACK, null, null, 0);
         return;
       case OP_RESET:

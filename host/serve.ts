@@ -287,7 +287,7 @@ export async function startHost(
       return await runtimeFactory(source);
     },
   });
-  const packages = new PackageInstaller({
+  const installer = new PackageInstaller({
     dir: config.pluginsDir,
     manager: m,
     loader,
@@ -311,14 +311,36 @@ export async function startHost(
     adminToken = (await tokens.create({ name: "admin", admin: true })).token;
   }
 
-  const app = createApp({
+  const app: GoatKitApp = createApp({
     manager: m,
     tokens,
     logs,
     audit,
     grants: grantsProvider(grants),
     scheduler,
-    packages,
+    packages: {
+      // A fresh install is only discovered by the installer: load it now
+      // (unless loading is lazy) and mount what it declares.
+      install: async (bytes, opts) => {
+        const result = await installer.install(
+          bytes,
+          opts?.signature ? { signature: opts.signature } : {},
+        );
+        try {
+          if (!config.lazyLoad) await loader.ensureLoaded(result.name);
+        } finally {
+          app.rebuildRoutes();
+        }
+        return result;
+      },
+      uninstall: async (name) => {
+        try {
+          await installer.uninstall(name);
+        } finally {
+          app.rebuildRoutes();
+        }
+      },
+    },
     loader,
     discovered: () =>
       loader.discovered().flatMap((n) => {

@@ -209,3 +209,74 @@ Deno.test("host/serve.ts as a process: prints URL and token, answers /healthz, e
     await db.drop();
   }
 });
+
+Deno.test("startHost: a package uploaded through the API installs and serves; uninstall removes it", async () => {
+  const data = await Deno.makeTempDir();
+  const plugins = await Deno.makeTempDir();
+  const db = await privateSchema();
+  const { packFolder } = await import("../host/packages.ts");
+  const config = await loadServeConfig({
+    PORT: "0",
+    GOATKIT_HOSTNAME: "127.0.0.1",
+    GOATKIT_DATA_DIR: data,
+    GOATKIT_PLUGINS_DIR: plugins,
+    GOATKIT_HOT_RELOAD: "false",
+    DATABASE_URL: db.url,
+  }, join(data, "absent.json"));
+  const host = await startHost(config, { print: () => {} });
+  try {
+    const auth = { authorization: `Bearer ${host.adminToken}` };
+    const form = new FormData();
+    form.set(
+      "plugin",
+      new File(
+        [
+          (await packFolder(
+            join(ROOT, "fixtures/plugins/hello-c"),
+          )) as Uint8Array<ArrayBuffer>,
+        ],
+        "hello-c.zip",
+      ),
+    );
+    const up = await fetch(`${host.url}/api/v1/plugins/upload`, {
+      method: "POST",
+      headers: auth,
+      body: form,
+    });
+    const result = await up.json();
+    assertEquals(up.status, 200, JSON.stringify(result));
+    assertEquals([result.name, result.version], ["hello-c", "1.0.0"]);
+    const hello = await fetch(`${host.url}/api/plugins/hello-c`);
+    assertEquals(hello.status, 200);
+    assertMatch(await hello.text(), /Hello from C/);
+
+    // The default policy granted all but http/email; those wait for approval.
+    const grants =
+      await (await fetch(`${host.url}/api/v1/plugins/hello-c/grants`, {
+        headers: auth,
+      })).json();
+    assertEquals(grants.pending.sort(), [
+      "email:test@example.com",
+      "http:example.com",
+    ]);
+
+    const del = await fetch(`${host.url}/api/v1/plugins/hello-c`, {
+      method: "DELETE",
+      headers: auth,
+    });
+    assertEquals(del.status, 200);
+    await del.body?.cancel();
+    const gone = await fetch(`${host.url}/api/plugins/hello-c`);
+    assertEquals(gone.status, 404);
+    await gone.body?.cancel();
+    const left = [...Deno.readDirSync(plugins)].filter((e) =>
+      !e.name.startsWith(".")
+    );
+    assertEquals(left, []);
+  } finally {
+    await host.close();
+    await Deno.remove(data, { recursive: true });
+    await Deno.remove(plugins, { recursive: true });
+    await db.drop();
+  }
+});

@@ -634,3 +634,52 @@ Deno.test("large payloads cross the channel both ways (it grows up to maxResultB
     await manager.shutdownAll();
   }
 });
+
+Deno.test("a guest sleeping in WASI poll_oneoff is woken at its deadline", async () => {
+  const manifest = '{"name":"sleeper","version":"1.0.0"}';
+  const wat = `(module
+    (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (global $top (mut i32) (i32.const 8192))
+    (data (i32.const 16) "${manifest.replaceAll('"', '\\"')}")
+    (data (i32.const 512) "{\\"slept\\":true}")
+    (func (export "gk_malloc") (param $n i32) (result i32) (local $p i32)
+      (local.set $p (global.get $top))
+      (global.set $top (i32.add (global.get $top) (local.get $n)))
+      (local.get $p))
+    (func (export "gk_register") (result i64)
+      (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const ${manifest.length})))
+    (func (export "gk_call") (param i32 i32 i32 i32) (result i64)
+      (global.set $top (i32.const 8192))
+      ;; one clock subscription: monotonic clock, relative timeout
+      (i64.store (i32.const 1024) (i64.const 0))
+      (i32.store8 (i32.const 1032) (i32.const 0))
+      (i32.store (i32.const 1040) (i32.const 1))
+      ;; 60 s, or 1 ms when called with args
+      (i64.store (i32.const 1048)
+        (select (i64.const 1000000) (i64.const 60000000000) (local.get 3)))
+      (i64.store (i32.const 1056) (i64.const 0))
+      (i32.store16 (i32.const 1064) (i32.const 0))
+      (drop (call $poll (i32.const 1024) (i32.const 2048) (i32.const 1) (i32.const 3000)))
+      (i64.or (i64.shl (i64.const 512) (i64.const 32)) (i64.const 14))))`;
+  const wabt = await wabtInit();
+  const m = wabt.parseWat("sleeper.wat", wat, {});
+  const bytes = m.toBinary({}).buffer;
+  m.destroy();
+  const host = new RecordingHost();
+  const manager = new Manager({ host });
+  try {
+    await manager.register(await loadWasmPlugin(bytes, { name: "sleeper" }));
+    assert.equal(await call(manager, "sleeper", "nap", "1"), '{"slept":true}');
+    const t0 = Date.now();
+    await assert.rejects(
+      call(manager, "sleeper", "sleep", null, 300),
+      PluginTimeoutError,
+    );
+    // The sleep ends at the deadline: the instance answers again at once.
+    assert.equal(await call(manager, "sleeper", "nap", "1"), '{"slept":true}');
+    assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
+  } finally {
+    await manager.shutdownAll();
+  }
+});

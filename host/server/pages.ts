@@ -59,7 +59,8 @@ function render(
       }
       : {}),
     ...(opts.current ? { current: opts.current } : {}),
-    ...(p ? { menu: ctx.manager.menuItems("admin") } : {}),
+    // Admins see "admin" menu items; other users see "agent" ones (GoatFlow's locations).
+    ...(p ? { menu: ctx.manager.menuItems(p.admin ? "admin" : "agent") } : {}),
     ...(opts.flash ? { flash: opts.flash } : {}),
   }, body);
   return c.html(page, (opts.status ?? 200) as 200, PAGE_HEADERS);

@@ -29,7 +29,7 @@ import {
   OP_REPLY_OK,
   OP_SHUTDOWN,
 } from "./channel.ts";
-import type { HostCallResult } from "./host_calls.ts";
+import { errorJson, type HostCallResult } from "./host_calls.ts";
 import type { WorkerInit } from "./worker.ts";
 
 /** A WASI preopen: a host directory visible to the guest at `guestPath`. */
@@ -382,7 +382,10 @@ export class InstanceHost {
     });
     if (fn === "plugin_call") this.inPluginCall = true;
     try {
-      return await Promise.race([hooks.hostCall!(fn, args), stop]);
+      const served = Promise.resolve()
+        .then(() => hooks.hostCall!(fn, args))
+        .catch((e): HostCallResult => ({ error: errorJson(e) }));
+      return await Promise.race([served, stop]);
     } finally {
       this.inPluginCall = false;
       clearTimeout(timer);

@@ -379,20 +379,30 @@ Deno.test("lazy loading: discovered plugins' routes are mounted and a hit loads 
     version: "0.3.0",
     description: "Loaded on first use",
     routes: [{ method: "GET" as const, path: "/lazy/:x", handler: "h" }],
+    widgets: [{ id: "w", title: "W", handler: "w", location: "dashboard" }],
   };
   let loads = 0;
-  const t = await setup({ discovered: () => [lazyManifest] });
+  const lazyLoader = {
+    discovered: () => ["lazy"],
+    ensureLoaded: async (name: string) => {
+      if (name !== "lazy") throw new Error(`${name} not discovered`);
+      if (t.manager.manifest(name)) return;
+      loads++;
+      await t.manager.register(
+        nativePlugin(lazyManifest, {
+          h: (a) => ({ x: a?.x }),
+          w: () => ({ html: "<i>lazy widget</i>" }),
+        }),
+      );
+    },
+    reload: () => Promise.resolve(),
+  };
+  const t = await setup({
+    discovered: () => [lazyManifest],
+    loader: lazyLoader,
+  });
   try {
-    t.manager.setLazyLoader({
-      discovered: () => ["lazy"],
-      ensureLoaded: async (name) => {
-        if (name !== "lazy") throw new Error(`${name} not discovered`);
-        loads++;
-        await t.manager.register(
-          nativePlugin(lazyManifest, { h: (a) => ({ x: a?.x }) }),
-        );
-      },
-    });
+    t.manager.setLazyLoader(lazyLoader);
     t.server.rebuildRoutes();
     const info = await json(
       await t.req("GET", "/api/v1/plugins/lazy", { token: t.adminToken }),
@@ -402,6 +412,12 @@ Deno.test("lazy loading: discovered plugins' routes are mounted and a hit loads 
       "0.3.0",
       "Loaded on first use",
     ]);
+    // Rendering its widget loads it through the loader seam.
+    const w = await t.req("GET", "/api/v1/plugins/lazy/widgets/w", {
+      token: t.userToken,
+    });
+    assertEquals(await w.text(), "<i>lazy widget</i>");
+    assertEquals(loads, 1);
     assertEquals(await json(await t.req("GET", "/lazy/7")), { x: "7" });
     assertEquals(loads, 1);
     assertEquals(t.manager.status("lazy")?.enabled, true);

@@ -187,8 +187,19 @@ export async function renderWidget(
     return { ok: false, status: 404, message: `Plugin not found: ${plugin}` };
   }
   if (!ctx.manager.manifest(plugin)) {
-    // Discovered but not loaded: a call loads it.
-    await ctx.manager.allWidgets("\0none").catch(() => {});
+    // Discovered but not loaded: load it (through the loader when there is
+    // one, else by loading every discovered plugin, as GoatFlow's AllWidgets).
+    try {
+      if (ctx.options.loader?.ensureLoaded) {
+        await ctx.options.loader.ensureLoaded(plugin);
+      } else await ctx.manager.allWidgets("");
+    } catch (e) {
+      ctx.logs.log(
+        plugin,
+        "warn",
+        `lazy load failed: ${e instanceof Error ? e.message : e}`,
+      );
+    }
   }
   const m = ctx.manager.manifest(plugin);
   if (!m || !ctx.manager.isEnabled(plugin)) {

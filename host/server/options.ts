@@ -116,10 +116,12 @@ export interface PackagesProvider {
   uninstall(name: string): Promise<void>;
 }
 
-/** The plugin loader (discovery and hot reload), for the admin "reload" action. */
+/** The plugin loader (discovery and hot reload), for the admin "reload" action and lazy widgets. */
 export interface LoaderProvider {
   /** Reloads a plugin from disk. */
   reload(name: string): Promise<void>;
+  /** Loads a discovered plugin now (widget render of a lazy plugin). */
+  ensureLoaded?(name: string): Promise<void>;
 }
 
 /** Options of {@linkcode createApp}. */

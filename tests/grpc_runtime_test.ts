@@ -548,3 +548,29 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "periodic health checks mark a frozen plugin unhealthy, and healthy again",
+  opts,
+  async () => {
+    const plugin = await load(HELLO, { healthIntervalMs: 100 });
+    const pid = pidOf(plugin);
+    const until = async (want: boolean) => {
+      for (let i = 0; i < 200 && plugin.status().healthy !== want; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      assert.equal(plugin.status().healthy, want);
+    };
+    await until(true);
+    Deno.kill(pid, "SIGSTOP"); // frozen: it cannot answer grpc.health.v1
+    try {
+      assert.equal(await plugin.checkHealth(300), false);
+      await until(false);
+    } finally {
+      Deno.kill(pid, "SIGCONT");
+    }
+    await until(true);
+    await plugin.shutdown();
+    await assertGone(plugin, [pid]);
+  },
+);

@@ -255,8 +255,11 @@ export class GrpcPlugin implements Plugin {
     }
     const every = this.#options.healthIntervalMs ?? 0;
     if (every > 0) {
+      let checking = false;
       this.#healthTimer = setInterval(() => {
-        if (this.#state === "running") this.checkHealth().catch(noop);
+        if (this.#state !== "running" || checking) return;
+        checking = true;
+        this.checkHealth(Math.max(every, 1000)).finally(() => checking = false);
       }, every);
       Deno.unrefTimer(this.#healthTimer);
     }

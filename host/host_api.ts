@@ -100,6 +100,12 @@ export interface HostAPI {
     fn: string,
     args: Uint8Array | null,
   ): Promise<Uint8Array | null>;
+  /**
+   * Releases what this HostAPI holds for its plugin (listeners, caches).
+   * The Manager calls it when the plugin it was made for goes away:
+   * unregister, replacement, shutdown, failed init.
+   */
+  close?(): void | Promise<void>;
 }
 
 /**

@@ -124,6 +124,7 @@ export interface PluginStatus {
 
 interface Entry {
   plugin: Plugin;
+  host: HostAPI;
   manifest: GKRegistration;
   enabled: boolean;
   reason?: string;
@@ -206,11 +207,19 @@ export class Manager {
     this.#pending.add(name);
     try {
       this.#checkContributions(name, manifest);
-      await this.#init(plugin, manifest);
-      const state = await this.#state.get(name);
+      const host = await this.#init(plugin, manifest);
+      let state;
+      try {
+        state = await this.#state.get(name);
+      } catch (e) {
+        await this.#release(host);
+        await plugin.shutdown().catch(() => {});
+        throw e;
+      }
       this.#addContributions(name, manifest);
       this.#entries.set(name, {
         plugin,
+        host,
         manifest,
         enabled: state?.enabled ?? true,
         ...(state?.reason ? { reason: state.reason } : {}),
@@ -241,15 +250,23 @@ export class Manager {
     const old = this.#entries.get(name);
     if (!old) return await this.register(plugin);
     this.#removeContributions(name);
+    let host: HostAPI;
     try {
       this.#checkContributions(name, manifest);
-      await this.#init(plugin, manifest);
+      host = await this.#init(plugin, manifest);
     } catch (e) {
       this.#addContributions(name, old.manifest);
       throw e;
     }
     this.#addContributions(name, manifest);
-    const entry: Entry = { ...old, plugin, manifest, inFlight: 0, drained: [] };
+    const entry: Entry = {
+      ...old,
+      plugin,
+      host,
+      manifest,
+      inFlight: 0,
+      drained: [],
+    };
     this.#entries.set(name, entry);
     this.#emit({ type: "replaced", name });
     await this.#drain(old, this.#graceMs);
@@ -262,6 +279,7 @@ export class Manager {
         `old instance shutdown failed: ${errorText(e)}`,
       );
     }
+    await this.#release(old.host);
     this.logs.log(
       name,
       "info",
@@ -291,6 +309,7 @@ export class Manager {
     }
     this.#entries.delete(name);
     this.#removeContributions(name);
+    await this.#release(entry.host);
     this.logs.log(name, "info", `plugin "${name}" unregistered`);
     this.#emit({ type: "unregistered", name });
   }
@@ -414,6 +433,7 @@ export class Manager {
         );
       }
     }));
+    await Promise.all(entries.map(([, e]) => this.#release(e.host)));
     for (const [name] of entries) {
       this.#entries.delete(name);
       this.#removeContributions(name);
@@ -481,7 +501,7 @@ export class Manager {
     return manifest;
   }
 
-  async #init(plugin: Plugin, manifest: GKRegistration): Promise<void> {
+  async #init(plugin: Plugin, manifest: GKRegistration): Promise<HostAPI> {
     const name = manifest.name;
     const env: PluginEnvironment = {
       name,
@@ -491,17 +511,28 @@ export class Manager {
         );
       },
     };
+    let host: HostAPI | undefined;
     try {
-      const host = typeof this.#host === "function"
+      host = typeof this.#host === "function"
         ? await this.#host(name, manifest)
         : this.#host;
       await plugin.init(host, env);
+      return host;
     } catch (e) {
       try {
         await plugin.shutdown();
       } catch { /* the init error is what matters */ }
+      if (host) await this.#release(host);
       throw new PluginInitError(name, e);
     }
+  }
+
+  /** Closes a HostAPI made for one plugin; a shared HostAPI stays open. */
+  async #release(host: HostAPI): Promise<void> {
+    if (typeof this.#host !== "function") return;
+    try {
+      await host.close?.();
+    } catch { /* closing is best effort */ }
   }
 
   #checkContributions(name: string, m: GKRegistration): void {

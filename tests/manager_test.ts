@@ -597,3 +597,37 @@ Deno.test("Manager calls run concurrently", async () => {
     );
   });
 });
+
+Deno.test("Manager closes a per-plugin HostAPI when its plugin goes, never a shared one", async () => {
+  const closed: string[] = [];
+  const { MemoryHostAPI } = await import("../mod.ts");
+  const made = (name: string) => {
+    const h = new MemoryHostAPI();
+    return Object.assign(h, { close: () => void closed.push(name) });
+  };
+  const m = new Manager({ host: (name) => made(name) });
+  await m.register(plugin("one"));
+  await m.register(plugin("two"));
+  await m.replace({
+    ...plugin("two"),
+    gkRegister: () => ({ name: "two", version: "2.0.0" }),
+  });
+  assert.deepEqual(closed, ["two"], "the replaced instance's host");
+  await m.unregister("one");
+  assert.deepEqual(closed, ["two", "one"]);
+  await assert.rejects(() =>
+    m.register(plugin("bad", undefined, {
+      init: () => Promise.reject(new Error("x")),
+    }))
+  );
+  assert.deepEqual(closed, ["two", "one", "bad"]);
+  await m.shutdownAll();
+  assert.deepEqual(closed, ["two", "one", "bad", "two"]);
+
+  const shared = made("shared");
+  const m2 = new Manager({ host: shared });
+  await m2.register(plugin("three"));
+  await m2.unregister("three");
+  await m2.shutdownAll();
+  assert.equal(closed.includes("shared"), false);
+});

@@ -181,6 +181,11 @@ export interface StartHostOptions {
   print?: (line: string) => void;
   /** Discover and load the plugins of `pluginsDir` at start. @default true */
   loadPlugins?: boolean;
+  /**
+   * Called as soon as the server listens, before plugins load (so the URL
+   * and token can be shown while the embedded database starts).
+   */
+  onListen?: (info: { url: string; adminToken?: string }) => void;
 }
 
 /** Adapts the permission layer's {@linkcode GrantStore} to the server's grants seam. */
@@ -311,6 +316,9 @@ export async function startHost(
     adminToken = (await tokens.create({ name: "admin", admin: true })).token;
   }
 
+  let loading = false;
+  let lastDiscovered = "";
+  let rescan: ReturnType<typeof setInterval> | undefined;
   const app: GoatKitApp = createApp({
     manager: m,
     tokens,
@@ -350,13 +358,33 @@ export async function startHost(
     title: config.title,
     secureCookies: config.secureCookies,
     health: () => ({
+      plugins_loading: loading,
       lazy_load: config.lazyLoad,
       hot_reload: config.hotReload,
       discovery_problems: loader.problems().length,
     }),
   });
 
+  const ac = new AbortController();
+  let resolveListen: (addr: Deno.NetAddr) => void;
+  const listening = new Promise<Deno.NetAddr>((r) => resolveListen = r);
+  const server = Deno.serve({
+    port: config.port,
+    hostname: config.hostname,
+    signal: ac.signal,
+    onListen: (addr) => resolveListen(addr as Deno.NetAddr),
+  }, app.fetch);
+  const addr = await listening;
+  const shownHost = config.hostname === "0.0.0.0" || config.hostname === "::"
+    ? "localhost"
+    : config.hostname;
+  const url = `http://${shownHost}:${addr.port}`;
+
+  options.onListen?.({ url, ...(adminToken ? { adminToken } : {}) });
+
   if (options.loadPlugins ?? true) {
+    loading = true;
+    print(`  loading plugins from ${config.pluginsDir} …`);
     await loader.scan();
     for (const p of loader.problems()) {
       print(`  not a plugin: ${p.dir}: ${p.error}`);
@@ -382,24 +410,22 @@ export async function startHost(
         `  ${loader.discovered().length} plugin(s) discovered (lazy loading)`,
       );
     }
-    if (config.hotReload) loader.watch();
+    if (config.hotReload) {
+      loader.watch();
+      // The loader re-discovers new folders without registering them when
+      // loading is lazy: mount their routes when the discovered set changes.
+      lastDiscovered = loader.discovered().join("\n");
+      rescan = setInterval(() => {
+        const now = loader.discovered().join("\n");
+        if (now !== lastDiscovered) {
+          lastDiscovered = now;
+          app.rebuildRoutes();
+        }
+      }, 2000);
+    }
+    loading = false;
   }
   scheduler.start();
-
-  const ac = new AbortController();
-  let resolveListen: (addr: Deno.NetAddr) => void;
-  const listening = new Promise<Deno.NetAddr>((r) => resolveListen = r);
-  const server = Deno.serve({
-    port: config.port,
-    hostname: config.hostname,
-    signal: ac.signal,
-    onListen: (addr) => resolveListen(addr as Deno.NetAddr),
-  }, app.fetch);
-  const addr = await listening;
-  const shownHost = config.hostname === "0.0.0.0" || config.hostname === "::"
-    ? "localhost"
-    : config.hostname;
-  const url = `http://${shownHost}:${addr.port}`;
 
   let closed = false;
   return {
@@ -412,6 +438,7 @@ export async function startHost(
     async close() {
       if (closed) return;
       closed = true;
+      clearInterval(rescan);
       scheduler.stop();
       ac.abort();
       await server.finished;
@@ -428,31 +455,43 @@ async function main(): Promise<void> {
   console.log(
     `GoatKit host ${HOST_VERSION} starting (data ${config.dataDir}, plugins ${config.pluginsDir})`,
   );
-  const host = await startHost(config, {
-    newAdminToken: Deno.args.includes("--new-admin-token"),
-  });
-  console.log(`Listening on ${host.url}  (health: ${host.url}/healthz)`);
-  if (host.adminToken) {
-    console.log(
-      `\nAdmin token (shown ONCE; only its hash is stored in ${
-        join(config.dataDir, "tokens.json")
-      }):\n\n    ${host.adminToken}\n\nLog in at ${host.url}/login with it, or use it as "Authorization: Bearer <token>" on ${host.url}/api/v1/…\n`,
-    );
-  } else {
-    console.log(
-      `Log in at ${host.url}/login with the admin token printed at first start (lost it? restart with: deno task serve --new-admin-token)`,
-    );
-  }
+  // Signals during start-up are honoured once the host is up (so plugins,
+  // workers and the database are shut down properly).
+  let running: RunningHost | undefined;
+  let pendingSignal: string | undefined;
   let stopping = false;
   const stop = async (sig: string) => {
+    if (!running) {
+      pendingSignal ??= sig;
+      return;
+    }
     if (stopping) return;
     stopping = true;
     console.log(`\n${sig}: shutting down…`);
-    await host.close();
+    await running.close();
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", () => void stop("SIGINT"));
   Deno.addSignalListener("SIGTERM", () => void stop("SIGTERM"));
+  const host = await startHost(config, {
+    newAdminToken: Deno.args.includes("--new-admin-token"),
+    onListen: ({ url, adminToken }) => {
+      console.log(`Listening on ${url}  (health: ${url}/healthz)`);
+      if (adminToken) {
+        console.log(
+          `\nAdmin token (shown ONCE; only its hash is stored in ${
+            join(config.dataDir, "tokens.json")
+          }):\n\n    ${adminToken}\n\nLog in at ${url}/login with it, or use it as "Authorization: Bearer <token>" on ${url}/api/v1/…\n`,
+        );
+      } else {
+        console.log(
+          `Log in at ${url}/login with the admin token printed at first start (lost it? restart with: deno task serve --new-admin-token)`,
+        );
+      }
+    },
+  });
+  console.log(`Ready: ${host.manager.list().length} plugin(s) registered.`);
+  running = host;
+  if (pendingSignal) await stop(pendingSignal);
 }
-
 if (import.meta.main) await main();

@@ -235,6 +235,14 @@ export class GrpcPlugin implements Plugin {
 
   /** Starts the first process (called by {@linkcode loadGrpcPlugin}). */
   async start(): Promise<void> {
+    // go-plugin names its socket pluginNNNNNNNNNN; ours is plugin.sock.
+    const longest = `${this.#socketDir}/plugin0123456789`;
+    if (new TextEncoder().encode(longest).length > 104) {
+      await this.#cleanup();
+      throw new RangeError(
+        `Cannot start plugin "${this.#name}": socket path "${longest}" exceeds the 104-byte unix socket limit (choose a shorter tempDir)`,
+      );
+    }
     await Deno.mkdir(this.#socketDir, { mode: 0o700 });
     await Deno.writeTextFile(this.#importMap, importMapJson(), { mode: 0o600 });
     if (this.#options.dataDir) {

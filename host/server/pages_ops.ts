@@ -1,0 +1,387 @@
+/**
+ * Operational admin pages: logs (filters, auto-refresh, clear), jobs (last
+ * runs, run now), the permission audit log, and API tokens.
+ *
+ * @module
+ */
+
+import type { Context, Hono } from "hono";
+import { LOG_LEVELS } from "../host_api.ts";
+import type { LogEntry } from "../log_buffer.ts";
+import { parseLevel, parseLimit } from "./api.ts";
+import type { ServerContext } from "./context.ts";
+import { markup, PAGE_HEADERS, raw } from "./html.ts";
+import {
+  csrfField,
+  flashFromQuery,
+  type PageKit,
+  postButton,
+  render,
+  table,
+} from "./page_kit.ts";
+
+/** Mounts `/admin/logs`, `/admin/jobs`, `/admin/audit` and `/admin/tokens`. */
+export function mountOpsPages(
+  app: Hono,
+  ctx: ServerContext,
+  kit: PageKit,
+): void {
+  const { adminPage, principal, form, csrfRefused, failure } = kit;
+  // -- logs ---------------------------------------------------------------------
+  const logFilter = (c: Context) => {
+    const plugin = c.req.query("plugin") || undefined;
+    const level = parseLevel(c.req.query("level"));
+    const limit = parseLimit(c.req.query("limit"), 100, 1000);
+    return { plugin, level, limit };
+  };
+  const logRows = (entries: LogEntry[]) =>
+    entries.length === 0
+      ? markup`
+        <tr>
+          <td colspan="4" class="muted">No log entries.</td>
+        </tr>
+      `
+      : markup`${
+        entries.map((e) =>
+          markup`
+            <tr>
+              <td class="mono">${e.timestamp}</td>
+              <td><span class="badge level-${e.level}">${e.level}</span></td>
+              <td>${e.plugin || markup`<span class="muted">host</span>`}</td>
+              <td>${e.message}${
+            e.fields
+              ? markup`<div class="mono muted">${
+                JSON.stringify(e.fields)
+              }</div>`
+              : ""
+          }</td>
+            </tr>
+          `
+        )
+      }`;
+  const queryLogs = (f: ReturnType<typeof logFilter>) =>
+    ctx.logs.query({
+      ...(f.plugin ? { plugin: f.plugin } : {}),
+      ...(f.level ? { minLevel: f.level } : {}),
+      limit: f.limit,
+    });
+
+  app.get("/admin/logs", adminPage, async (c) => {
+    const p = await principal(c);
+    const f = logFilter(c);
+    const names = [
+      ...new Set([
+        ...ctx.manager.list().map((m) => m.name),
+        ...ctx.manager.discovered(),
+        ...ctx.logs.getAll().map((e) => e.plugin).filter((x) => x),
+      ]),
+    ].sort();
+    const q = new URLSearchParams();
+    if (f.plugin) q.set("plugin", f.plugin);
+    if (f.level) q.set("level", f.level);
+    q.set("limit", String(f.limit));
+    const body = markup`
+      <form class="filters" method="get" action="/admin/logs">
+        <label>Plugin<select name="plugin" data-autosubmit><option value="">All</option>${
+      names
+        .map((n) =>
+          markup`
+              <option value="${n}" ${
+            raw(
+              n === f.plugin ? " selected" : "",
+            )
+          }>${n}</option>
+            `
+        )
+    }</select></label>
+        <label>Level (at least)<select name="level" data-autosubmit><option value="">All</option>${
+      LOG_LEVELS
+        .map((l) =>
+          markup`
+              <option value="${l}" ${
+            raw(
+              l === f.level ? " selected" : "",
+            )
+          }>${l}</option>
+            `
+        )
+    }</select></label>
+        <label>Limit<select name="limit" data-autosubmit>${
+      [50, 100, 250, 500]
+        .map((n) =>
+          markup`<option${raw(n === f.limit ? " selected" : "")}>${n}</option>`
+        )
+    }</select></label>
+        <button type="submit">Apply</button>
+        <label
+          style="flex-direction:row;align-items:center;gap:6px"><input type="checkbox" id="auto" checked> Auto-refresh (5 s)</label>
+        <button type="button" data-refresh-now="log-rows">Refresh</button>
+      </form>
+      <form method="post" action="/admin/logs/clear"
+        data-confirm="Clear all log entries?"
+        class="inline">${
+      csrfField(
+        p,
+      )
+    }<button class="danger" type="submit">Clear logs</button></form>
+      <p class="muted">${ctx.logs.count()} entries in the buffer (capacity ${ctx.logs.capacity}).</p>
+      <table id="logs">
+        <thead>
+          <tr>
+            <th>Time</th>
+            <th>Level</th>
+            <th>Plugin</th>
+            <th>Message</th>
+          </tr>
+        </thead>
+        <tbody id="log-rows" data-refresh-url="/admin/logs/rows?${q.toString()}"
+          data-refresh-sec="5" data-refresh-toggle="auto">${
+      logRows(
+        queryLogs(f),
+      )
+    }</tbody>
+      </table>
+    `;
+    return render(c, ctx, p, {
+      title: "Logs",
+      current: "logs",
+      ...(flashFromQuery(c) ? { flash: flashFromQuery(c)! } : {}),
+    }, body);
+  });
+
+  app.get(
+    "/admin/logs/rows",
+    adminPage,
+    (c) =>
+      new Response(logRows(queryLogs(logFilter(c))).value, {
+        headers: {
+          ...PAGE_HEADERS,
+          "content-type": "text/html; charset=utf-8",
+        },
+      }),
+  );
+
+  app.post("/admin/logs/clear", adminPage, async (c) => {
+    if (!await form(c)) return csrfRefused(c);
+    ctx.logs.clear();
+    return c.redirect("/admin/logs?done=cleared", 303);
+  });
+
+  // -- jobs -----------------------------------------------------------------------
+  app.get("/admin/jobs", adminPage, async (c) => {
+    const p = await principal(c);
+    const sched = ctx.options.scheduler;
+    const jobs = sched ? await sched.list() : ctx.manager.jobs().map((j) => ({
+      plugin: j.plugin,
+      id: j.id,
+      schedule: j.schedule,
+      description: j.description ?? "",
+      enabled: false,
+      lastRuns: [],
+    }));
+    const rows = jobs.map((j) => [
+      j.plugin,
+      j.id,
+      markup`<code>${j.schedule}</code>`,
+      j.description ?? "",
+      j.enabled !== false
+        ? markup`<span class="badge ok">scheduled</span>`
+        : markup`<span class="badge off">off</span>`,
+      ("nextRun" in j && j.nextRun) ? String(j.nextRun) : "—",
+      markup`${
+        j.lastRuns.slice(0, 3).map((r) =>
+          markup`<div><span class="badge ${
+            r.outcome === "ok" ? "ok" : r.outcome === "running" ? "" : "bad"
+          }">${r.outcome}</span> <span class="mono">${r.start}</span>${
+            r.durationMs !== undefined ? ` ${r.durationMs} ms` : ""
+          }${
+            r.error
+              ? markup`
+                <span class="muted">${r.error}</span>
+              `
+              : ""
+          }</div>`
+        )
+      }`,
+      sched
+        ? postButton(
+          p,
+          `/admin/jobs/${encodeURIComponent(j.plugin)}/${
+            encodeURIComponent(j.id)
+          }/run`,
+          "Run now",
+        )
+        : "",
+    ]);
+    return render(
+      c,
+      ctx,
+      p,
+      {
+        title: "Jobs",
+        current: "jobs",
+        ...(flashFromQuery(c) ? { flash: flashFromQuery(c)! } : {}),
+      },
+      markup`${
+        sched ? "" : markup`
+          <p
+            class="muted">The scheduler is not running on this host; jobs are listed from the manifests.</p>
+        `
+      }${
+        table([
+          "Plugin",
+          "Job",
+          "Schedule",
+          "Description",
+          "State",
+          "Next run",
+          "Last runs",
+          "",
+        ], rows)
+      }`,
+    );
+  });
+
+  app.post("/admin/jobs/:plugin/:id/run", adminPage, async (c) => {
+    if (!await form(c)) return csrfRefused(c);
+    const sched = ctx.options.scheduler;
+    try {
+      if (!sched) {
+        throw new Error("the scheduler is not available on this host");
+      }
+      const run = await sched.runNow(c.req.param("plugin"), c.req.param("id"));
+      return c.redirect(
+        `/admin/jobs?done=ran&p=${
+          encodeURIComponent(`${c.req.param("id")}: ${run.outcome}`)
+        }`,
+        303,
+      );
+    } catch (e) {
+      return await failure(c, "Job not run", e, "/admin/jobs");
+    }
+  });
+
+  // -- audit ------------------------------------------------------------------------
+  app.get("/admin/audit", adminPage, async (c) => {
+    const p = await principal(c);
+    const audit = ctx.options.audit;
+    const plugin = c.req.query("plugin") || undefined;
+    const entries = audit
+      ? await audit.query({ ...(plugin ? { plugin } : {}), limit: 200 })
+      : [];
+    return render(
+      c,
+      ctx,
+      p,
+      { title: "Audit log", current: "audit" },
+      markup`${
+        audit
+          ? ""
+          : markup`<p class="muted">No audit log is configured on this host.</p>`
+      }${
+        table(
+          ["Time", "Plugin", "Outcome", "Permission", "Attempted"],
+          entries.map((e) => [
+            markup`<span class="mono">${e.time ?? e.timestamp ?? ""}</span>`,
+            e.plugin,
+            e.outcome ?? "denied",
+            e.permission ?? "",
+            e.attempted ?? "",
+          ]),
+        )
+      }`,
+    );
+  });
+
+  // -- tokens -----------------------------------------------------------------------
+  const tokensPage = async (
+    c: Context,
+    created?: { token: string; name: string },
+  ) => {
+    const p = await principal(c);
+    const list = await ctx.tokens.list();
+    return render(
+      c,
+      ctx,
+      p,
+      {
+        title: "API tokens",
+        current: "tokens",
+        ...(created
+          ? {
+            flash: {
+              kind: "ok" as const,
+              text:
+                `Token "${created.name}" created. Copy it now: it is not shown again.`,
+            },
+          }
+          : flashFromQuery(c)
+          ? { flash: flashFromQuery(c)! }
+          : {}),
+      },
+      markup`
+        ${
+        created
+          ? markup`<div class="panel"><code id="new-token">${created.token}</code></div>`
+          : ""
+      }${
+        table(
+          ["Id", "Name", "Role", "Created", ""],
+          list.map((t) => [
+            markup`<code>${t.id}</code>`,
+            t.name,
+            t.admin ? "admin" : "user",
+            t.created,
+            p?.tokenId === t.id
+              ? markup`<span class="muted">current</span>`
+              : postButton(
+                p,
+                `/admin/tokens/${encodeURIComponent(t.id)}/revoke`,
+                "Revoke",
+                {
+                  cls: "danger",
+                  confirm: `Revoke token ${t.name}?`,
+                },
+              ),
+          ]),
+        )
+      }<h2>Create a token</h2><form class="panel filters"
+          method="post" action="/admin/tokens">${csrfField(p)}
+        <label>Name<input name="name" required maxlength="100"></label>
+        <label style="flex-direction:row;align-items:center;gap:6px"><input type="checkbox" name="admin" value="1"> Admin</label>
+        <button class="primary" type="submit">Create</button></form>
+      `,
+    );
+  };
+
+  app.get("/admin/tokens", adminPage, (c) => tokensPage(c));
+  app.post("/admin/tokens", adminPage, async (c) => {
+    const fields = await form(c);
+    if (!fields) return csrfRefused(c);
+    const name = typeof fields.name === "string" ? fields.name.trim() : "";
+    if (!name || name.length > 100) {
+      return await failure(
+        c,
+        "Token not created",
+        new TypeError("a name (≤ 100 characters) is required"),
+        "/admin/tokens",
+      );
+    }
+    const created = await ctx.tokens.create({
+      name,
+      admin: fields.admin === "1",
+    });
+    ctx.logs.log("", "info", `token "${name}" (${created.record.id}) created`);
+    return await tokensPage(c, { token: created.token, name });
+  });
+  app.post("/admin/tokens/:id/revoke", adminPage, async (c) => {
+    if (!await form(c)) return csrfRefused(c);
+    const id = c.req.param("id");
+    await ctx.tokens.revoke(id);
+    ctx.sessions.deleteByToken(id);
+    return c.redirect(
+      "/admin/tokens?done=revoked&p=" + encodeURIComponent(id),
+      303,
+    );
+  });
+}

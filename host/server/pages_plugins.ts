@@ -1,0 +1,577 @@
+/**
+ * Admin pages about plugins: dashboard (widgets in order, auto-refresh),
+ * plugin list and details, enable/disable/reload/uninstall, package upload,
+ * permission approval showing what a version newly asks for.
+ *
+ * @module
+ */
+
+import type { Context, Hono } from "hono";
+import { checkCsrf, type Principal } from "./auth.ts";
+import { readUpload } from "./api.ts";
+import {
+  allPluginInfos,
+  type PluginInfo,
+  pluginInfo,
+  renderWidget,
+  type ServerContext,
+} from "./context.ts";
+import { markup, raw, type SafeHtml } from "./html.ts";
+import { preferredLanguage } from "./plugin_http.ts";
+import {
+  csrfField,
+  flashFromQuery,
+  type PageKit,
+  postButton,
+  render,
+  statusBadge,
+  table,
+  toggleButton,
+} from "./page_kit.ts";
+
+/** Mounts `/admin`, `/admin/dashboard` and `/admin/plugins…`. */
+export function mountPluginPages(
+  app: Hono,
+  ctx: ServerContext,
+  kit: PageKit,
+): void {
+  const {
+    authPage,
+    adminPage,
+    uploadLimit,
+    principal,
+    form,
+    csrfRefused,
+    failure,
+  } = kit;
+  // -- home / dashboard ---------------------------------------------------------
+  const home = async (c: Context) => {
+    const p = await principal(c);
+    return c.redirect(p?.admin ? "/admin/plugins" : "/admin/dashboard", 302);
+  };
+  app.get("/admin", authPage, home);
+  app.get("/admin/", authPage, home);
+
+  app.get("/admin/dashboard", authPage, async (c) => {
+    const p = await principal(c);
+    const language = preferredLanguage(c.req.header("accept-language"));
+    const widgets = await ctx.manager.allWidgets("dashboard");
+    const rendered = await Promise.all(
+      widgets.map((w) => renderWidget(ctx, w.plugin, w.id, language)),
+    );
+    const cards = widgets.map((w, i) => {
+      const r = rendered[i]!;
+      const url = `/api/v1/plugins/${encodeURIComponent(w.plugin)}/widgets/${
+        encodeURIComponent(w.id)
+      }`;
+      const refresh = w.refreshable && (w.refresh_sec ?? 0) > 0
+        ? w.refresh_sec
+        : undefined;
+      const refreshAttr = refresh ? raw(` data-refresh-sec="${refresh}"`) : "";
+      const content = r.ok
+        ? raw(r.html)
+        : markup`<p class="muted">${r.message}</p>`;
+      const id = `widget-${w.plugin}-${w.id}`;
+      return markup`<section class="widget size-${
+        w.size ?? "small"
+      }" data-widget="${w.plugin}:${w.id}">
+<header><span>${w.title}</span><span class="badge">${w.plugin}</span></header>
+<div class="body" id="${id}" data-refresh-url="${url}"${refreshAttr}>${content}</div>
+</section>`;
+    });
+    return render(
+      c,
+      ctx,
+      p,
+      { title: "Dashboard", current: "dashboard" },
+      cards.length > 0 ? markup`<div class="widgets">${cards}</div>` : markup`
+        <p
+          class="muted">No widgets. Enabled plugins that declare widgets at location "dashboard" show them here.</p>
+      `,
+    );
+  });
+
+  // -- plugins --------------------------------------------------------------------
+  app.get("/admin/plugins", adminPage, async (c) => {
+    const p = await principal(c);
+    const infos = await allPluginInfos(ctx);
+    const count = (s: PluginInfo["status"]) =>
+      infos.filter((i) => i.status === s).length;
+    const rows = infos.map((i) =>
+      markup`
+        <tr data-plugin="${i.name}">
+          <td><a href="/admin/plugins/${
+        encodeURIComponent(i.name)
+      }"><b>${i.name}</b></a><div class="muted">${
+        i.description.length > 80
+          ? i.description.slice(0, 80) + "…"
+          : i.description
+      }</div></td>
+          <td>${i.version || "—"}</td>
+          <td>${i.runtime ?? "—"}</td>
+          <td>${statusBadge(i)}${
+        i.reason ? markup`<div class="muted">${i.reason}</div>` : ""
+      }${
+        i.routeConflict
+          ? markup`<div class="badge bad">route conflict</div>`
+          : ""
+      }</td>
+          <td>${permSummary(i)}</td>
+          <td>${i.routes.length}</td>
+          <td>${i.widgets.length}</td>
+          <td>${i.jobs.length}</td>
+          <td>${toggleButton(p, i, "list")}</td>
+        </tr>
+      `
+    );
+    const body = markup`
+      <div class="cards">
+        <div class="stat"><b>${infos.length}</b>Total</div>
+        <div class="stat"><b>${count("enabled")}</b>Enabled</div>
+        <div class="stat"><b>${
+      count("disabled") +
+      count("quarantined")
+    }</b>Disabled</div>
+        <div class="stat"><b>${count("not-loaded")}</b>Not loaded</div>
+      </div>
+      <table id="plugins">
+        <thead>
+          <tr>
+            <th>Plugin</th>
+            <th>Version</th>
+            <th>Runtime</th>
+            <th>Status</th>
+            <th>Permissions</th>
+            <th>Routes</th>
+            <th>Widgets</th>
+            <th>Jobs</th>
+            <th></th>
+          </tr>
+        </thead>
+        <tbody>${
+      rows.length > 0 ? rows : markup`
+          <tr>
+            <td colspan="9" class="muted">No plugins.</td>
+          </tr>
+        `
+    }</tbody>
+      </table>
+      <h2>Install or upgrade a package</h2>
+      <div class="panel">${
+      ctx.options.packages
+        ? markup`
+          <form method="post" action="/admin/plugins/upload"
+            enctype="multipart/form-data">${
+          csrfField(
+            p,
+          )
+        }<input type="file" name="plugin" accept=".zip" required> <input name="signature" placeholder="Ed25519 signature (base64, optional)" size="40"> <button class="primary" type="submit">Upload</button>
+          <p class="muted">A .zip with manifest.json and the module or entry. Its permissions are shown for approval after install.</p></form>
+        `
+        : markup`<p class="muted">Package install is not available on this host.</p>`
+    }</div>
+      <p><a class="button" href="/admin/logs">View logs</a></p>
+    `;
+    return render(c, ctx, p, {
+      title: "Plugins",
+      current: "plugins",
+      ...(flashFromQuery(c) ? { flash: flashFromQuery(c)! } : {}),
+    }, body);
+  });
+
+  app.post("/admin/plugins/upload", adminPage, async (c) => {
+    const p = await principal(c);
+    if (!ctx.options.packages) {
+      return render(c, ctx, p, {
+        title: "Upload",
+        status: 501,
+        flash: {
+          kind: "error",
+          text: "Package install is not available on this host.",
+        },
+      }, markup`<p><a class="button" href="/admin/plugins">Back</a></p>`);
+    }
+    try {
+      const { bytes, filename, fields } = await readUpload(c, uploadLimit);
+      if (!checkCsrf(p!, "POST", fields._csrf)) return csrfRefused(c);
+      const signature = fields.signature?.trim();
+      const result = await ctx.options.packages.install(bytes, {
+        ...(filename ? { filename } : {}),
+        ...(signature ? { signature } : {}),
+      });
+      const q = new URLSearchParams({ done: "installed" });
+      if (result.previousVersion) q.set("from", String(result.previousVersion));
+      if (result.newPermissions?.length) {
+        q.set("new", result.newPermissions.join(" "));
+      }
+      return c.redirect(
+        `/admin/plugins/${encodeURIComponent(result.name)}?${q}`,
+        303,
+      );
+    } catch (e) {
+      return await failure(c, "Upload failed", e, "/admin/plugins");
+    }
+  });
+
+  app.get("/admin/plugins/:name", adminPage, async (c) => {
+    const p = await principal(c);
+    const name = c.req.param("name");
+    const info = await pluginInfo(ctx, name);
+    if (!info) {
+      return render(c, ctx, p, {
+        title: "Not found",
+        status: 404,
+        flash: { kind: "error", text: `Plugin "${name}" not found.` },
+      }, markup`<p><a class="button" href="/admin/plugins">Back</a></p>`);
+    }
+    const m = ctx.manager.manifest(name);
+    const enc = encodeURIComponent(name);
+    let flash = flashFromQuery(c);
+    if (c.req.query("done") === "installed") {
+      // Query values are only echoed when they match what the host knows.
+      const fromQ = c.req.query("from") ?? "";
+      const from = /^[0-9A-Za-z.+-]{1,64}$/.test(fromQ) ? fromQ : "";
+      const fresh = (c.req.query("new") ?? "").split(" ").filter((x) =>
+        info.permissions.requested.includes(x)
+      );
+      flash = {
+        kind: "ok",
+        text: `Installed ${info.name} ${info.version}${
+          from ? ` (upgraded from ${from})` : ""
+        }.${
+          fresh.length > 0 ? ` New in this version: ${fresh.join(", ")}.` : ""
+        }${
+          info.permissions.pending.length > 0
+            ? ` ${info.permissions.pending.length} requested permission(s) are not granted yet: review them below.`
+            : ""
+        }`,
+      };
+    }
+    const actions = markup`<p>${
+      !info.loaded
+        ? postButton(p, `/admin/plugins/${enc}/enable`, "Load & enable", {
+          cls: "primary",
+        })
+        : info.enabled
+        ? postButton(p, `/admin/plugins/${enc}/disable`, "Disable", {
+          cls: "danger",
+        })
+        : postButton(p, `/admin/plugins/${enc}/enable`, "Enable", {
+          cls: "primary",
+        })
+    } ${
+      ctx.options.loader && info.loaded
+        ? postButton(p, `/admin/plugins/${enc}/reload`, "Reload")
+        : ""
+    } ${
+      ctx.options.packages
+        ? postButton(p, `/admin/plugins/${enc}/uninstall`, "Uninstall", {
+          cls: "danger",
+          confirm:
+            `Uninstall ${name}? Its files, grants, state, routes and jobs are removed.`,
+        })
+        : ""
+    } <a class="button" href="/admin/logs?plugin=${enc}">Logs</a></p>`;
+    const meta = markup`
+      <div class="panel">
+        <dl class="meta">
+      <dt>Status</dt><dd>${statusBadge(info)}${
+      info.reason
+        ? markup`
+          <span class="muted">${info.reason}</span>
+        `
+        : ""
+    }</dd>
+      <dt>Version</dt><dd>${
+      info.version ||
+      "—"
+    }</dd><dt>Runtime</dt><dd>${info.runtime ?? "—"}</dd>
+      <dt>Author</dt><dd>${
+      info.author ||
+      "Unknown"
+    }</dd><dt>License</dt><dd>${info.license || "—"}</dd>
+      <dt>Homepage</dt><dd>${
+      info.homepage ||
+      "—"
+    }</dd><dt>Description</dt><dd>${info.description}</dd>
+      ${
+      m?.min_host_version
+        ? markup`
+          <dt>Needs host</dt>
+          <dd>≥ ${m.min_host_version}</dd>
+        `
+        : ""
+    }
+      ${
+      info.inFlight !== undefined
+        ? markup`
+          <dt>Calls in flight</dt>
+          <dd>${info.inFlight}</dd>
+        `
+        : ""
+    }
+      ${
+      info.routeConflict
+        ? markup`
+          <dt>Routes</dt>
+          <dd class="badge bad">${info.routeConflict}</dd>
+        `
+        : ""
+    }
+        </dl>
+      </div>
+    `;
+    const perms = permissionsSection(p, info, !!ctx.options.grants);
+    const routes = table(
+      ["Method", "Path", "Middleware", "Handler", "Description"],
+      info.routes.map((r) => [
+        r.method,
+        markup`<code>${r.path}</code>`,
+        (r.middleware ?? []).join(", ") || "public",
+        markup`<code>${r.handler}</code>`,
+        r.description ?? "",
+      ]),
+    );
+    const widgets = table(
+      ["Id", "Title", "Location", "Size", "Order", "Refresh"],
+      info.widgets.map((w) => [
+        w.id,
+        w.title,
+        w.location,
+        w.size ?? "small",
+        String(w.order ?? 0),
+        w.refreshable ? `${w.refresh_sec ?? 0} s` : "no",
+      ]),
+    );
+    const jobs = table(
+      ["Id", "Schedule", "Enabled", "Timeout", "Description"],
+      info.jobs.map((j) => [
+        j.id,
+        markup`<code>${j.schedule}</code>`,
+        j.enabled ? "yes" : "no",
+        j.timeout ?? "5m",
+        j.description ?? "",
+      ]),
+    );
+    const menu = table(
+      ["Id", "Label", "Path", "Location", "Order"],
+      info.menuItems.map((
+        i,
+      ) => [
+        i.id,
+        i.label,
+        markup`<code>${i.path}</code>`,
+        i.location,
+        String(i.order ?? 0),
+      ]),
+    );
+    const codes = table(
+      ["Code", "HTTP", "Message"],
+      (m?.error_codes ?? []).map((
+        e,
+      ) => [
+        markup`<code>${name}:${e.code}</code>`,
+        String(e.http_status),
+        e.message,
+      ]),
+    );
+    return render(
+      c,
+      ctx,
+      p,
+      {
+        title: `Plugin ${name}`,
+        current: "plugins",
+        ...(flash ? { flash } : {}),
+      },
+      markup`${actions}${meta}${perms}<h2>Routes</h2>${routes}<h2>Widgets</h2>${widgets}<h2>Jobs</h2>${jobs}<h2>Menu items</h2>${menu}<h2>Error codes</h2>${codes}`,
+    );
+  });
+
+  const pluginAction = (
+    path: string,
+    act: (name: string) => Promise<unknown>,
+    done: string,
+    redirect: (name: string) => string = (n) =>
+      `/admin/plugins/${encodeURIComponent(n)}`,
+  ) =>
+    app.post(`/admin/plugins/:name/${path}`, adminPage, async (c) => {
+      const fields = await form(c);
+      if (!fields) return csrfRefused(c);
+      const name = c.req.param("name");
+      try {
+        await act(name);
+      } catch (e) {
+        return await failure(
+          c,
+          `Could not ${path} ${name}`,
+          e,
+          "/admin/plugins",
+        );
+      }
+      const back = typeof fields.back === "string" && fields.back === "list"
+        ? "/admin/plugins"
+        : redirect(name);
+      return c.redirect(
+        `${back}${back.includes("?") ? "&" : "?"}done=${done}&p=${
+          encodeURIComponent(name)
+        }`,
+        303,
+      );
+    });
+
+  pluginAction("enable", (n) => ctx.manager.enable(n), "enabled");
+  pluginAction("disable", (n) => ctx.manager.disable(n), "disabled");
+  pluginAction("reload", async (n) => {
+    if (!ctx.options.loader) {
+      throw new Error("plugin reload is not available on this host");
+    }
+    await ctx.options.loader.reload(n);
+  }, "reloaded");
+  pluginAction(
+    "uninstall",
+    async (n) => {
+      if (!ctx.options.packages) {
+        throw new Error(
+          "package uninstall is not available on this host",
+        );
+      }
+      await ctx.options.packages.uninstall(n);
+    },
+    "uninstalled",
+    () => "/admin/plugins",
+  );
+
+  app.post("/admin/plugins/:name/grants", adminPage, async (c) => {
+    const fields = await form(c);
+    if (!fields) return csrfRefused(c);
+    const name = c.req.param("name");
+    const grants = ctx.options.grants;
+    try {
+      if (!grants) {
+        throw new Error("permission grants are not available on this host");
+      }
+      const m = ctx.manager.manifest(name);
+      if (!m) throw new Error(`plugin "${name}" is not loaded`);
+      const list = fields.perm === undefined
+        ? []
+        : Array.isArray(fields.perm)
+        ? fields.perm
+        : [fields.perm];
+      const requested = m.permissions ?? [];
+      if (fields.action === "revoke") {
+        await grants.revoke(name, list.length > 0 ? list : undefined);
+        ctx.logs.log(
+          name,
+          "info",
+          `permissions revoked: ${list.join(", ") || "all"}`,
+        );
+      } else {
+        const bad = list.filter((x) => !requested.includes(x));
+        if (bad.length > 0) {
+          throw new TypeError(
+            `not requested by the manifest: ${bad.join(", ")}`,
+          );
+        }
+        await grants.approve(name, list);
+        ctx.logs.log(
+          name,
+          "info",
+          `permissions granted: ${list.join(", ") || "(none)"}`,
+        );
+      }
+    } catch (e) {
+      return await failure(
+        c,
+        "Permissions not changed",
+        e,
+        `/admin/plugins/${encodeURIComponent(name)}`,
+      );
+    }
+    return c.redirect(
+      `/admin/plugins/${encodeURIComponent(name)}?done=${
+        fields.action === "revoke" ? "revoked" : "granted"
+      }&p=${encodeURIComponent(name)}`,
+      303,
+    );
+  });
+}
+
+/** "granted/requested" and how many wait for review. */
+function permSummary(i: PluginInfo): SafeHtml {
+  const req = i.permissions.requested.length;
+  if (i.permissions.granted === null) return markup`${req} requested`;
+  return markup`${i.permissions.granted.length}/${req} granted${
+    i.permissions.pending.length > 0
+      ? markup`
+        <span class="badge new">${i.permissions.pending.length} to review</span>
+      `
+      : ""
+  }`;
+}
+
+/** The permissions panel: requested vs granted, what is new, approve/revoke form. */
+function permissionsSection(
+  p: Principal | undefined,
+  info: PluginInfo,
+  grantsOn: boolean,
+): SafeHtml {
+  const perms = info.permissions;
+  if (!info.loaded) return markup``;
+  if (!grantsOn) {
+    return markup`
+      <h2>Permissions</h2>
+      <div class="panel">
+        <p class="muted">Grants are not managed on this host. Requested:</p>
+        <ul class="perms">${
+      perms.requested.map((x) => markup`<li><code>${x}</code></li>`)
+    }</ul>
+      </div>
+    `;
+  }
+  const granted = perms.granted ?? [];
+  const rows = perms.requested.map((x) =>
+    markup`
+      <tr>
+        <td><input type="checkbox" name="perm" value="${x}"${
+      raw(
+        perms.pending.includes(x) ? " checked" : "",
+      )
+    }></td>
+        <td><code>${x}</code></td>
+        <td>${
+      granted.includes(x)
+        ? markup`<span class="badge ok">granted</span>`
+        : markup`<span class="badge new">new — not granted</span>`
+    }</td>
+      </tr>
+    `
+  );
+  const unused = perms.unused.map((x) =>
+    markup`
+      <tr>
+        <td><input type="checkbox" name="perm" value="${x}"></td>
+        <td><code>${x}</code></td>
+        <td><span class="badge off">granted, no longer requested</span></td>
+      </tr>
+    `
+  );
+  return markup`
+    <h2>Permissions</h2>
+    <div class="panel"
+      id="permissions">${
+    perms.pending.length > 0
+      ? markup`<p><span class="badge new">${perms.pending.length}</span> requested permission(s) are not granted (new in this version or never approved): <b>${
+        perms.pending.join(", ")
+      }</b>.</p>`
+      : markup`<p class="muted">Everything requested is granted.</p>`
+  }<form method="post" action="/admin/plugins/${
+    encodeURIComponent(
+      info.name,
+    )
+  }/grants">${csrfField(p)}
+    <table><thead><tr><th></th><th>Permission</th><th>State</th></tr></thead><tbody>${rows}${unused}</tbody></table>
+    <p><button class="primary" type="submit" name="action" value="approve">Approve selected</button> <button class="danger" type="submit" name="action" value="revoke">Revoke selected</button></p>
+    </form></div>
+  `;
+}

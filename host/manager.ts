@@ -610,37 +610,50 @@ export class Manager {
     let deadline = now + (options.timeoutMs ?? this.#defaultTimeoutMs);
     if (parent) deadline = Math.min(deadline, parent.deadline);
     const timeoutMs = Math.max(0, deadline - now);
+    // One controller per call; the parent's and the caller's signals are
+    // linked by listeners (AbortSignal.any costs tens of µs per call here).
     const controller = new AbortController();
-    const signals = [controller.signal];
-    if (parent) signals.push(parent.signal);
-    if (options.signal) signals.push(options.signal);
     const language = options.language ?? parent?.language;
     const ctx: CallContext = {
       ...(caller ? { caller } : {}),
       ...(language ? { language } : {}),
       chain: [...chain, name],
       deadline,
-      signal: AbortSignal.any(signals),
+      signal: controller.signal,
     };
+    const upstream = [parent?.signal, options.signal].filter((s) =>
+      s !== undefined
+    ) as AbortSignal[];
+    const already = upstream.find((s) => s.aborted);
+    if (already) throw already.reason;
 
     entry.inFlight++;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
     try {
-      const timeout = new Promise<never>((_, reject) => {
-        const fail = () => {
+      return await new Promise<Uint8Array | null>((resolve, reject) => {
+        timer = setTimeout(() => {
           const err = new PluginTimeoutError(name, timeoutMs, errOpts);
           controller.abort(err);
           reject(err);
-        };
-        timer = setTimeout(fail, timeoutMs);
-        ctx.signal.addEventListener("abort", () => {
-          if (!controller.signal.aborted) reject(ctx.signal.reason);
-        }, { once: true });
+        }, timeoutMs);
+        if (upstream.length > 0) {
+          onAbort = () => {
+            const reason = upstream.find((s) => s.aborted)?.reason;
+            controller.abort(reason);
+            reject(reason);
+          };
+          for (const s of upstream) {
+            s.addEventListener("abort", onAbort, { once: true });
+          }
+        }
+        entry.plugin.call(fn, args, ctx).then(resolve, reject);
       });
-      return await Promise.race([entry.plugin.call(fn, args, ctx), timeout]);
     } finally {
       clearTimeout(timer);
-      if (!controller.signal.aborted) controller.abort();
+      if (onAbort) {
+        for (const s of upstream) s.removeEventListener("abort", onAbort);
+      }
       entry.inFlight--;
       if (entry.inFlight === 0) {
         for (const done of entry.drained.splice(0)) done();

@@ -6,7 +6,7 @@
  * region. A side sends by writing a message (kind, two byte parts, an aux
  * integer) and bumping its sequence counter (`W_SEQ` main → worker, `M_SEQ`
  * worker → main), then notifying; the other side waits for that counter to
- * change, first with a short bounded spin, then blocking (`Atomics.wait` in
+ * change, first with a short bounded spin (`spinMicros`), then blocking (`Atomics.wait` in
  * the worker, `Atomics.waitAsync` on the main thread).
  *
  * The buffer is a growable SharedArrayBuffer: a message larger than the
@@ -105,24 +105,23 @@ export class ChannelOverflowError extends Error {
 
 const EMPTY = new Uint8Array(0);
 
-// deno-lint-ignore no-explicit-any
-const pause: ((n?: number) => void) | undefined = (Atomics as any).pause;
-
 /**
- * An adaptive spin budget (as adaptive mutexes do): full while spinning
- * catches the other side's answer; halved each time it misses; restored when
- * probed again at full budget every 64th wait.
- * On a loaded machine, where spinning only steals the other thread's CPU,
- * the budget falls to 0 and the waits block at once.
+ * An adaptive spin budget. Spinning pays when the other thread answers
+ * within the budget (the common case on an idle machine: ~5 µs round trips
+ * instead of 15–50 µs through a blocking wait). On an oversubscribed machine
+ * it backfires: the spinning thread holds the core the other thread needs.
+ * So: a spin that catches the answer keeps the full budget; a spin that
+ * misses when the answer then came soon after blocking (the sign of that
+ * contention) halves it; a miss followed by a long wait (the other side was
+ * simply idle) changes nothing; at 0, a full spin is tried every 16th wait.
  */
 export class AdaptiveSpin {
   #budget = -1;
-  #blocked = 0;
-  /** The current budget in µs, given the maximum `max`. */
+  #waits = 0;
+  /** The budget in µs for the next wait, given the maximum `max`. */
   budget(max: number): number {
     if (this.#budget < 0 || this.#budget > max) this.#budget = max;
-    // Probe again now and then: the machine may be quiet again.
-    if (this.#budget === 0 && ++this.#blocked % 64 === 0) return max;
+    if (this.#budget < 1 && ++this.#waits % 16 === 0) return max;
     return this.#budget;
   }
   /** The spin caught the answer. */
@@ -130,10 +129,15 @@ export class AdaptiveSpin {
     this.#budget = max;
   }
   /** The spin missed; the blocking wait then took `waitedMicros`. */
-  miss(_max: number, _waitedMicros: number): void {
-    this.#budget = this.#budget >= 2 ? this.#budget / 2 : 0;
+  miss(max: number, waitedMicros: number): void {
+    if (waitedMicros < 4 * max) {
+      this.#budget = this.#budget >= 2 ? this.#budget / 2 : 0;
+    }
   }
 }
+
+// deno-lint-ignore no-explicit-any
+const pause: ((n?: number) => void) | undefined = (Atomics as any).pause;
 
 /**
  * Spins until `ctl[index]` differs from `seen` or `micros` µs pass; returns
@@ -278,33 +282,29 @@ export class Channel {
   }
 
   /**
-   * Worker: blocks until `W_SEQ` differs from `seen` (spinning first, for
-   * an adaptive budget of at most `spinMicros` µs); returns the new value.
+   * Worker: blocks until `W_SEQ` differs from `seen`, spinning for up to
+   * `spinMicros` µs first; returns the new value.
    */
   waitFromMain(seen: number, spinMicros: number): number {
     const ctl = this.ctl;
-    const budget = this.#workerSpin.budget(spinMicros);
-    if (spinUntil(ctl, W_SEQ, seen, budget)) {
-      this.#workerSpin.hit(spinMicros);
+    if (spinUntil(ctl, W_SEQ, seen, spinMicros)) {
       return Atomics.load(ctl, W_SEQ);
     }
-    const t0 = performance.now();
     for (;;) {
       Atomics.store(ctl, W_WAITING, 1);
       Atomics.wait(ctl, W_SEQ, seen);
       Atomics.store(ctl, W_WAITING, 0);
       const v = Atomics.load(ctl, W_SEQ);
-      if (v !== seen) {
-        this.#workerSpin.miss(spinMicros, (performance.now() - t0) * 1000);
-        return v;
-      }
+      if (v !== seen) return v;
     }
   }
 
   /**
    * Main thread: resolves when `M_SEQ` differs from `seen` (`true`), or when
    * `timeoutMs` passes or someone notifies `M_SEQ` without a message
-   * (`false`). Spins first, for an adaptive budget of at most `spinMicros` µs.
+   * (`false`). Spins for up to `spinMicros` µs first (a round trip through
+   * `Atomics.waitAsync` costs 10–50 µs: its wake-up goes through the event
+   * loop).
    */
   waitFromWorker(
     seen: number,
@@ -312,8 +312,9 @@ export class Channel {
     spinMicros: number,
   ): boolean | Promise<boolean> {
     const ctl = this.ctl;
-    if (spinUntil(ctl, M_SEQ, seen, this.#mainSpin.budget(spinMicros))) {
-      this.#mainSpin.hit(spinMicros);
+    const budget = this.#mainSpin.budget(spinMicros);
+    if (spinUntil(ctl, M_SEQ, seen, budget)) {
+      if (budget > 0) this.#mainSpin.hit(spinMicros);
       return true;
     }
     const t0 = performance.now();
@@ -326,7 +327,7 @@ export class Channel {
     return r.value.then(() => {
       Atomics.store(ctl, M_WAITING, 0);
       const changed = Atomics.load(ctl, M_SEQ) !== seen;
-      if (changed) {
+      if (changed && budget > 0) {
         this.#mainSpin.miss(spinMicros, (performance.now() - t0) * 1000);
       }
       return changed;

@@ -246,6 +246,14 @@ Deno.test("grants: view, approve (only what is requested), revoke", async () => 
     });
     assertEquals(bad.status, 400);
     await bad.body?.cancel();
+    for (const body of ["{not json", '{"permissions":"db:read"}']) {
+      const r = await t.req("POST", "/api/v1/plugins/dash/grants", {
+        token: t.adminToken,
+        body,
+      });
+      assertEquals(r.status, 400, body);
+      await r.body?.cancel();
+    }
     const ok = await json(
       await t.req("POST", "/api/v1/plugins/dash/grants", {
         token: t.adminToken,

@@ -21,6 +21,7 @@ import {
 } from "./context.ts";
 import { markup, raw } from "./html.ts";
 import {
+  BadRequestError,
   BodyTooLargeError,
   errorToHttp,
   PLUGIN_HTML_HEADERS,
@@ -53,15 +54,24 @@ async function jsonBody(
 ): Promise<Record<string, unknown>> {
   const bytes = await readBody(c.req.raw, limit);
   if (bytes.byteLength === 0) return {};
-  const v = JSON.parse(new TextDecoder().decode(bytes));
-  return v && typeof v === "object" && !Array.isArray(v) ? v : {};
+  let v: unknown;
+  try {
+    v = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new BadRequestError(`body is not JSON: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+  return v && typeof v === "object" && !Array.isArray(v)
+    ? v as Record<string, unknown>
+    : {};
 }
 
 function permissionsFrom(body: Record<string, unknown>): string[] | undefined {
   const p = body.permissions;
   if (p === undefined) return undefined;
   if (!Array.isArray(p) || !p.every((x) => typeof x === "string")) {
-    throw new TypeError("permissions must be an array of strings");
+    throw new BadRequestError("permissions must be an array of strings");
   }
   return p;
 }
@@ -79,14 +89,26 @@ export async function readUpload(
     if (Number.isFinite(declared) && declared > limit + 64 * 1024) {
       throw new BodyTooLargeError(limit);
     }
-    const form = await c.req.raw.formData();
+    let form: FormData;
+    try {
+      form = await c.req.raw.formData();
+    } catch (e) {
+      throw new BadRequestError(
+        `malformed multipart body: ${(e as Error).message}`,
+        {
+          cause: e,
+        },
+      );
+    }
     const fields: Record<string, string> = {};
     let file: File | undefined;
     for (const [k, v] of form) {
       if (typeof v === "string") fields[k] = v;
       else if (!file && ["plugin", "file", "package"].includes(k)) file = v;
     }
-    if (!file) throw new TypeError('no file in the upload (field "plugin")');
+    if (!file) {
+      throw new BadRequestError('no file in the upload (field "plugin")');
+    }
     if (file.size > limit) throw new BodyTooLargeError(limit);
     return {
       bytes: new Uint8Array(await file.arrayBuffer()),
@@ -117,9 +139,6 @@ export function createApi(ctx: ServerContext): Hono {
   );
 
   api.onError((e, c) => {
-    if (e instanceof SyntaxError || e instanceof TypeError) {
-      return c.json({ error: `bad request: ${e.message}` }, 400);
-    }
     if (e.name === "JobNotFoundError") return c.json({ error: e.message }, 404);
     const plugin = c.req.param("name") ?? "";
     const mapped = errorToHttp(e, plugin, ctx.manager.errorCodes);

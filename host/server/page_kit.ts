@@ -230,9 +230,7 @@ export function pageKit(ctx: ServerContext): PageKit {
       c.req.param("name") ?? "",
       ctx.manager.errorCodes,
     );
-    const status = e instanceof TypeError || e instanceof SyntaxError
-      ? 400
-      : mapped.status;
+    const status = mapped.status;
     return render(c, ctx, await principal(c), {
       title,
       status,

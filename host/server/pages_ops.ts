@@ -6,6 +6,7 @@
  */
 
 import type { Context, Hono } from "hono";
+import { BadRequestError } from "./plugin_http.ts";
 import { LOG_LEVELS } from "../host_api.ts";
 import type { LogEntry } from "../log_buffer.ts";
 import { parseLevel, parseLimit } from "./api.ts";
@@ -363,7 +364,7 @@ export function mountOpsPages(
       return await failure(
         c,
         "Token not created",
-        new TypeError("a name (≤ 100 characters) is required"),
+        new BadRequestError("a name (≤ 100 characters) is required"),
         "/admin/tokens",
       );
     }

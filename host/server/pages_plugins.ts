@@ -17,7 +17,7 @@ import {
   type ServerContext,
 } from "./context.ts";
 import { markup, raw, type SafeHtml } from "./html.ts";
-import { preferredLanguage } from "./plugin_http.ts";
+import { BadRequestError, preferredLanguage } from "./plugin_http.ts";
 import {
   csrfField,
   flashFromQuery,
@@ -469,7 +469,7 @@ export function mountPluginPages(
       } else {
         const bad = list.filter((x) => !requested.includes(x));
         if (bad.length > 0) {
-          throw new TypeError(
+          throw new BadRequestError(
             `not requested by the manifest: ${bad.join(", ")}`,
           );
         }

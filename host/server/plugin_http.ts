@@ -18,6 +18,15 @@ import {
 } from "../errors.ts";
 import { decodeJson } from "../plugin.ts";
 
+/** A request the server cannot use (bad JSON, missing field, …): HTTP 400. */
+export class BadRequestError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, options);
+    this.name = "BadRequestError";
+  }
+}
+
 /** Thrown when a request body is larger than allowed. */
 export class BodyTooLargeError extends Error {
   /** The limit, in bytes. */

@@ -227,6 +227,9 @@ export function errorToHttp(
   if (e instanceof BodyTooLargeError) {
     return { status: 413, body: { error: msg } };
   }
+  if (e instanceof BadRequestError) {
+    return { status: 400, body: { error: msg } };
+  }
   return { status: 500, body: { error: msg } };
 }
 

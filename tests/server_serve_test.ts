@@ -180,6 +180,12 @@ Deno.test("host/serve.ts as a process: prints URL and token, answers /healthz, e
     stderr: "piped",
   }).spawn();
   const stderr = child.stderr.text();
+  // A hung start must fail the test, not hang the suite.
+  const watchdog = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, 120_000);
   try {
     const reader = child.stdout.pipeThrough(new TextDecoderStream())
       .getReader();
@@ -199,6 +205,7 @@ Deno.test("host/serve.ts as a process: prints URL and token, answers /healthz, e
     const status = await child.status;
     assertEquals(status.code, 0, await stderr);
   } finally {
+    clearTimeout(watchdog);
     try {
       child.kill("SIGKILL");
     } catch { /* already gone */ }

@@ -58,6 +58,8 @@ export {
 } from "./sessions.ts";
 export { CSRF_HEADER, type Principal } from "./auth.ts";
 export {
+  BadRequestError,
+  BodyTooLargeError,
   buildRouteArgs,
   type ErrorCodeLookup,
   errorToHttp,

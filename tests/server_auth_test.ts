@@ -326,3 +326,44 @@ Deno.test("FileTokenStore keeps only SHA-256 hashes, mode 0600, and survives a r
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("login: `next` is same-origin only; sessions expire", async () => {
+  const t = await setup();
+  try {
+    for (
+      const next of [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+      ]
+    ) {
+      const page = await t.req(
+        "GET",
+        `/login?next=${encodeURIComponent(next)}`,
+      );
+      const loginCookie = page.headers.get("set-cookie")!.split(";")[0]!;
+      const html = await page.text();
+      const csrf = /name="_csrf" value="([^"]+)"/.exec(html)![1]!;
+      const res = await t.req("POST", "/login", {
+        cookie: loginCookie,
+        body: new URLSearchParams({ _csrf: csrf, token: t.adminToken, next }),
+      });
+      assertEquals(res.status, 303);
+      assertEquals(res.headers.get("location"), "/admin/", next);
+    }
+  } finally {
+    await t.close();
+  }
+
+  const { SessionStore } = await import("../host/server/mod.ts");
+  const sessions = new SessionStore({ ttlMs: 1, maxSessions: 2 });
+  const a = sessions.create({ tokenId: "t", name: "n", admin: false });
+  await new Promise((r) => setTimeout(r, 20));
+  assertEquals(sessions.get(a.id), undefined);
+  // The oldest session is dropped beyond maxSessions.
+  const long = new SessionStore({ maxSessions: 2 });
+  const s1 = long.create({ tokenId: "t", name: "n", admin: false });
+  long.create({ tokenId: "t", name: "n", admin: false });
+  long.create({ tokenId: "t", name: "n", admin: false });
+  assertEquals(long.get(s1.id), undefined);
+});

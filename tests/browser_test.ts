@@ -156,6 +156,14 @@ Deno.test({
       page.setDefaultTimeout(30_000);
       const pageErrors: string[] = [];
       page.on("pageerror", (e) => pageErrors.push(String(e)));
+      // Host pages must not need anything the CSP forbids (inline styles,
+      // inline scripts, eval): every violation is a console error.
+      const cspViolations: string[] = [];
+      page.on("console", (m) => {
+        if (/Content Security Policy/i.test(m.text())) {
+          cspViolations.push(m.text());
+        }
+      });
 
       // Log in.
       await page.goto(`${base}/admin/plugins`);
@@ -280,6 +288,7 @@ Deno.test({
         undefined,
       );
       assertEquals(pageErrors, []);
+      assertEquals(cspViolations, []);
 
       // Log out.
       await page.click("form.logout button");

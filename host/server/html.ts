@@ -223,6 +223,7 @@ form.inline { display:inline; }
 .panel { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:14px 16px; margin-bottom:16px; }
 .filters { display:flex; gap:10px; align-items:end; flex-wrap:wrap; margin-bottom:12px; }
 .filters label { display:flex; flex-direction:column; font-size:12px; color:var(--muted); gap:2px; }
+.filters label.check { flex-direction:row; align-items:center; gap:6px; font-size:13px; color:var(--fg); }
 input, select { font:inherit; padding:5px 8px; border:1px solid var(--line); border-radius:6px; background:#fff; }
 .widgets { display:grid; grid-template-columns:repeat(4, 1fr); gap:16px; }
 .widget { background:var(--card); border:1px solid var(--line); border-radius:8px; overflow:hidden; grid-column:span 1; }

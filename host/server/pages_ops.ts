@@ -114,8 +114,7 @@ export function mountOpsPages(
         )
     }</select></label>
         <button type="submit">Apply</button>
-        <label
-          style="flex-direction:row;align-items:center;gap:6px"><input type="checkbox" id="auto" checked> Auto-refresh (5 s)</label>
+        <label class="check"><input type="checkbox" id="auto" checked> Auto-refresh (5 s)</label>
         <button type="button" data-refresh-now="log-rows">Refresh</button>
       </form>
       <form method="post" action="/admin/logs/clear"
@@ -349,7 +348,7 @@ export function mountOpsPages(
       }<h2>Create a token</h2><form class="panel filters"
           method="post" action="/admin/tokens">${csrfField(p)}
         <label>Name<input name="name" required maxlength="100"></label>
-        <label style="flex-direction:row;align-items:center;gap:6px"><input type="checkbox" name="admin" value="1"> Admin</label>
+        <label class="check"><input type="checkbox" name="admin" value="1"> Admin</label>
         <button class="primary" type="submit">Create</button></form>
       `,
     );

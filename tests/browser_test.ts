@@ -290,6 +290,13 @@ Deno.test({
       assertEquals(pageErrors, []);
       assertEquals(cspViolations, []);
 
+      // The remaining pages render without CSP violations or script errors.
+      for (const path of ["/admin/jobs", "/admin/audit", "/admin/tokens"]) {
+        const res = await page.goto(`${base}${path}`);
+        assertEquals(res?.status(), 200, path);
+      }
+      assertEquals(cspViolations, []);
+
       // Log out.
       await page.click("form.logout button");
       await page.waitForURL(`${base}/login`);

@@ -40,6 +40,7 @@ import { PgJobClaim, Scheduler, type SqlPool } from "./scheduler.ts";
 import {
   createApp,
   type GoatKitApp,
+  reservedNameCheck,
   routeCollisionCheck,
 } from "./server/mod.ts";
 import type { GrantsProvider } from "./server/mod.ts";
@@ -254,6 +255,7 @@ export async function startHost(
       ),
     manifestChecks: [
       routeCollisionCheck(() => manager),
+      reservedNameCheck,
       checkPermissions,
     ],
   });

@@ -9,6 +9,7 @@ import {
 import {
   findRouteConflicts,
   patternsOverlap,
+  reservedNameCheck,
   RouteCollisionError,
 } from "../host/server/mod.ts";
 import {
@@ -430,4 +431,9 @@ Deno.test("lazy loading: discovered plugins' routes are mounted and a hit loads 
   } finally {
     await t.close();
   }
+});
+
+Deno.test("reservedNameCheck refuses names the API uses as paths", () => {
+  assertEquals(reservedNameCheck({ name: "logs", version: "1.0.0" }).length, 1);
+  assertEquals(reservedNameCheck({ name: "hello", version: "1.0.0" }), []);
 });

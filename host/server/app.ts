@@ -117,6 +117,31 @@ export function routeCollisionCheck(
   };
 }
 
+/** Plugin names that `/api/v1/plugins/<name>` paths of the API itself use. */
+export const RESERVED_PLUGIN_NAMES: readonly string[] = [
+  "widgets",
+  "logs",
+  "upload",
+  "menu",
+];
+
+/**
+ * A manifest check for `ManagerOptions.manifestChecks` refusing plugin names
+ * the JSON API uses as paths (`/api/v1/plugins/logs` is the log API, so a
+ * plugin called `logs` could not be addressed).
+ *
+ * @example
+ * ```ts
+ * import { reservedNameCheck } from "./app.ts";
+ * reservedNameCheck({ name: "logs", version: "1.0.0" })[0]?.path; // "name"
+ * ```
+ */
+export function reservedNameCheck(m: GKRegistration): ManifestIssue[] {
+  return RESERVED_PLUGIN_NAMES.includes(m.name)
+    ? [{ path: "name", message: `"${m.name}" is reserved by the host's API` }]
+    : [];
+}
+
 /**
  * Creates the host's HTTP application.
  *

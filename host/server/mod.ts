@@ -15,7 +15,13 @@
  *
  * @module
  */
-export { createApp, type GoatKitApp, routeCollisionCheck } from "./app.ts";
+export {
+  createApp,
+  type GoatKitApp,
+  RESERVED_PLUGIN_NAMES,
+  reservedNameCheck,
+  routeCollisionCheck,
+} from "./app.ts";
 export type {
   AppOptions,
   AuditProvider,

@@ -49,8 +49,6 @@ export const OP_CALL = 1;
 export const OP_REGISTER = 2;
 /** Main → worker: stop the worker loop. */
 export const OP_SHUTDOWN = 3;
-/** Main → worker: replace the instance by a fresh one. */
-export const OP_RESET = 4;
 /** Main → worker: host_call answered (part 0 result bytes). */
 export const OP_REPLY_OK = 10;
 /** Main → worker: host_call failed (part 0 error JSON). */

@@ -123,8 +123,6 @@ export class InstanceHost {
   #deathReason = "";
   /** Whether a request is in progress. */
   busy = false;
-  /** Whether the guest is blocked in a `plugin_call` host call. */
-  inPluginCall = false;
   #current: Promise<Outcome> | null = null;
 
   private constructor(settings: Omit<InstanceSettings, "module">) {
@@ -380,14 +378,12 @@ export class InstanceHost {
       onAbort = () => resolve("deadline");
       hooks.signal?.addEventListener("abort", onAbort);
     });
-    if (fn === "plugin_call") this.inPluginCall = true;
     try {
       const served = Promise.resolve()
         .then(() => hooks.hostCall!(fn, args))
         .catch((e): HostCallResult => ({ error: errorJson(e) }));
       return await Promise.race([served, stop]);
     } finally {
-      this.inPluginCall = false;
       clearTimeout(timer);
       if (onAbort) hooks.signal?.removeEventListener("abort", onAbort);
     }

@@ -27,7 +27,6 @@ import {
   OP_REGISTER,
   OP_REPLY_ERR,
   OP_REPLY_OK,
-  OP_RESET,
   OP_SHUTDOWN,
   W_SEQ,
 } from "./channel.ts";
@@ -246,9 +245,6 @@ function start(init: WorkerInit): void {
         }
         send(MSG_ACK, null, null, 0);
         return;
-      case OP_RESET:
-        if (recreate()) send(MSG_ACK, null, null, 0);
-        continue;
       case OP_REGISTER:
       case OP_CALL: {
         logLines = 0;

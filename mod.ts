@@ -39,18 +39,7 @@ export * from "./host/loader.ts";
 export * from "./host/loader_runtimes.ts";
 export * from "./host/packages.ts";
 export * from "./host/zip_reader.ts";
-export {
-  DEFAULT_JOB_TIMEOUT_MS,
-  type JobClaim,
-  JobNotFoundError,
-  type JobOutcome,
-  jobTimeoutMs,
-  PgJobClaim,
-  type ScheduledJob,
-  Scheduler,
-  type SchedulerOptions,
-  type SqlPool,
-} from "./host/scheduler.ts";
+export * from "./host/scheduler.ts";
 export * from "./host/sanitize.ts";
 export * from "./host/basic_host_api.ts";
 export * from "./host/memory_host_api.ts";
@@ -58,12 +47,4 @@ export * from "./host/services/mod.ts";
 export * from "./permissions/mod.ts";
 export * from "./runtimes/wasm/mod.ts";
 export * from "./runtimes/grpc/mod.ts";
-// Integration note: the server's provider types (JobRun, AuditEntry) are
-// reconciled with the scheduler's and the audit log's at integration.
-export {
-  createApp,
-  FileTokenStore,
-  type GoatKitApp,
-  MemoryTokenStore,
-  RouteCollisionError,
-} from "./host/server/mod.ts";
+export * from "./host/server/mod.ts";

@@ -1,11 +1,6 @@
 // Cost of Manager.call (lookup, deadline, call chain, abort signal) over
 // calling the plugin object directly, with a native plugin that echoes.
-import {
-  createCallContext,
-  encodeJson,
-  Manager,
-  type Plugin,
-} from "../mod.ts";
+import { createCallContext, encodeJson, Manager, type Plugin } from "../mod.ts";
 
 const echo: Plugin = {
   gkRegister: () => ({ name: "echo", version: "1.0.0" }),

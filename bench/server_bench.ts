@@ -4,7 +4,7 @@
 
 import { Hono } from "hono";
 import { Manager } from "../host/manager.ts";
-import { type GKRegistration, type RouteSpec } from "../host/manifest.ts";
+import type { GKRegistration, RouteSpec } from "../host/manifest.ts";
 import { encodeJson, type Plugin } from "../host/plugin.ts";
 import {
   buildRouteTable,

@@ -459,6 +459,8 @@ async function main(): Promise<void> {
   );
   // Signals during start-up are honoured once the host is up (so plugins,
   // workers and the database are shut down properly).
+  // Assigned once the host is up; `stop` (defined first) reads it earlier.
+  // deno-lint-ignore prefer-const
   let running: RunningHost | undefined;
   let pendingSignal: string | undefined;
   let stopping = false;

@@ -18,10 +18,11 @@ import {
 } from "../runtimes/wasi/mod.ts";
 
 function assert(cond: unknown, message?: string): asserts cond {
-  nodeAssert.ok(cond, message);
+  nodeAssert.ok(cond, message ?? "assertion failed");
 }
 function assertEquals<T>(actual: T, expected: T, message?: string): void {
-  nodeAssert.deepStrictEqual(actual, expected, message);
+  if (message === undefined) nodeAssert.deepStrictEqual(actual, expected);
+  else nodeAssert.deepStrictEqual(actual, expected, message);
 }
 function assertStringIncludes(actual: string, expected: string): void {
   nodeAssert.ok(

@@ -6,63 +6,20 @@ import {
   parseManifest,
 } from "../mod.ts";
 import { HOST_VERSION } from "../host/version.ts";
+import { HELLO_MANIFEST } from "../fixtures/native/hello.ts";
 
 const base = { name: "hello", version: "1.0.0" };
 
 Deno.test("parseManifest() accepts GoatFlow's hello manifest", () => {
   const m = parseManifest({
-    name: "hello",
-    version: "1.0.0",
-    description: "Example",
-    author: "GoatFlow Team",
-    license: "Apache-2.0",
+    ...HELLO_MANIFEST,
     homepage: "https://goatflow.io",
-    routes: [
-      { method: "GET", path: "/api/plugins/hello", handler: "hello" },
-      {
-        method: "GET",
-        path: "/api/plugins/hello/stats",
-        handler: "stats",
-        middleware: ["auth"],
-      },
-    ],
-    menu_items: [{
-      id: "hello-menu",
-      label: "Hello Plugin",
-      icon: "hand-wave",
-      path: "/admin/plugins/hello",
-      location: "admin",
-      order: 100,
-    }],
-    widgets: [{
-      id: "hello-widget",
-      title: "Hello Widget",
-      handler: "widget",
-      location: "dashboard",
-      size: "small",
-      refreshable: true,
-      refresh_sec: 60,
-    }],
-    jobs: [{
-      id: "hello-job",
-      handler: "scheduled_hello",
-      schedule: "0 * * * *",
-      enabled: true,
-      timeout: "30s",
-    }],
     templates: [{ name: "base/header.html", override: true }],
-    i18n: { namespace: "hello", translations: { en: { greeting: "Hi" } } },
-    error_codes: [{
-      code: "name_required",
-      message: "Name required",
-      http_status: 400,
-    }],
-    min_host_version: "0.1.0",
-    permissions: ["db:read", "log"],
   });
   assert.equal(m.name, "hello");
   assert.equal(m.routes?.length, 2);
   assert.equal(m.jobs?.[0]?.timeout, "30s");
+  assert.equal(m.widgets?.[0]?.refresh_sec, 60);
 });
 
 Deno.test("parseManifest() accepts JSON text and bytes", () => {

@@ -22,6 +22,7 @@
  * @module
  */
 
+import { errorText, PermissionDeniedError } from "../../host/errors.ts";
 import type { HostAPI } from "../../host/host_api.ts";
 import type { CallContext } from "../../host/plugin.ts";
 import { fromBase64, goJson, rawMember } from "./go_json.ts";
@@ -247,6 +248,15 @@ export async function serveHostCall(
         throw new HostCallRequestError(`unknown host function: ${fn}`);
     }
   } catch (e) {
+    // As GoatFlow does, a failed host call is logged at error under the
+    // plugin's name; denials are already in the audit log (and at warn).
+    if (!(e instanceof PermissionDeniedError)) {
+      try {
+        host.log(ctx, "error", `host_call ${fn} failed: ${errorText(e)}`, {
+          caller: ctx.caller ?? ctx.chain.at(-1) ?? "",
+        });
+      } catch { /* logging must not turn into a second failure */ }
+    }
     return { error: errorJson(e) };
   }
 }

@@ -393,10 +393,10 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
         r.skipSigned(64);
         break;
       case Imm.F32:
-        r.skip(4);
+        r.advance(4);
         break;
       case Imm.F64:
-        r.skip(8);
+        r.advance(8);
         break;
       case Imm.REF_NULL: {
         const pos = r.pos;
@@ -461,7 +461,7 @@ function scanBody(r: WasmReader, s: ModuleState): ScannedBody {
             break;
           case FdImm.CONST16:
           case FdImm.SHUFFLE:
-            r.skip(16);
+            r.advance(16);
             break;
           case FdImm.LANE:
             r.u8();
@@ -646,6 +646,19 @@ function globalCheck(w: WasmWriter, s: ModuleState, weight: number): void {
   w.u32(s.fuelGlobal);
   w.u8(0x23); // global.get fuel
   w.u32(s.fuelGlobal);
+  refillIfEmpty(w, s, 0x24, s.fuelGlobal); // global.set fuel
+}
+
+/**
+ * With the fuel value on the stack, writes `if (fuel <= 0) fuel =
+ * gk.interrupt()`; `setOp` (`global.set` or `local.set`) stores the refill.
+ */
+function refillIfEmpty(
+  w: WasmWriter,
+  s: ModuleState,
+  setOp: 0x21 | 0x24,
+  index: number,
+): void {
   w.u8(0x41); // i32.const 0
   w.u8(0x00);
   w.u8(0x4c); // i32.le_s
@@ -653,8 +666,8 @@ function globalCheck(w: WasmWriter, s: ModuleState, weight: number): void {
   w.u8(0x40);
   w.u8(0x10); // call gk.interrupt
   w.u32(s.interruptFunc);
-  w.u8(0x24); // global.set fuel
-  w.u32(s.fuelGlobal);
+  w.u8(setOp);
+  w.u32(index);
   w.u8(0x0b); // end
 }
 
@@ -673,16 +686,7 @@ function localCheckTail(
   w.u8(0x6b); // i32.sub
   w.u8(0x22); // local.tee fuel
   w.u32(local);
-  w.u8(0x41); // i32.const 0
-  w.u8(0x00);
-  w.u8(0x4c); // i32.le_s
-  w.u8(0x04); // if (empty)
-  w.u8(0x40);
-  w.u8(0x10); // call gk.interrupt
-  w.u32(s.interruptFunc);
-  w.u8(0x21); // local.set fuel
-  w.u32(local);
-  w.u8(0x0b); // end
+  refillIfEmpty(w, s, 0x21, local); // local.set fuel
 }
 
 function writeBack(w: WasmWriter, s: ModuleState, local: number): void {
@@ -734,21 +738,8 @@ function bulkCharge(
     w.u8(0x23); // global.get fuel
     w.u32(s.fuelGlobal);
   }
-  w.u8(0x41); // i32.const 0
-  w.u8(0x00);
-  w.u8(0x4c); // i32.le_s
-  w.u8(0x04); // if
-  w.u8(0x40);
-  w.u8(0x10); // call gk.interrupt
-  w.u32(s.interruptFunc);
-  if (local >= 0) {
-    w.u8(0x21);
-    w.u32(local);
-  } else {
-    w.u8(0x24);
-    w.u32(s.fuelGlobal);
-  }
-  w.u8(0x0b); // end
+  if (local >= 0) refillIfEmpty(w, s, 0x21, local); // local.set fuel
+  else refillIfEmpty(w, s, 0x24, s.fuelGlobal); // global.set fuel
   w.u8(0x20); // local.get t
   w.u32(scratch);
 }

@@ -159,8 +159,8 @@ export class WasmReader {
     return this.fail("malformed LEB128", start);
   }
 
-  /** Skips `n` bytes. */
-  skip(n: number): void {
+  /** Moves past `n` bytes of immediates without decoding them. */
+  advance(n: number): void {
     if (n > this.end - this.pos) this.fail("unexpected end of data");
     this.pos += n;
   }

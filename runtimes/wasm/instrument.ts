@@ -426,7 +426,7 @@ function constExpr(r: WasmReader, w: WasmWriter, s: ModuleState): void {
       }
       case 0x43: // f32.const
       case 0x44: // f64.const
-        r.skip(op === 0x43 ? 4 : 8);
+        r.advance(op === 0x43 ? 4 : 8);
         w.bytes(r.buf.subarray(pos, r.pos));
         break;
       case 0x23: { // global.get
@@ -464,7 +464,7 @@ function constExpr(r: WasmReader, w: WasmWriter, s: ModuleState): void {
             pos,
           );
         }
-        r.skip(16);
+        r.advance(16);
         w.bytes(r.buf.subarray(pos, r.pos));
         break;
       }
@@ -821,7 +821,7 @@ function rewrite(
           } else if (flags !== 1) {
             r.fail(`unknown data segment flags ${flags}`, pos);
           }
-          r.skip(r.u32());
+          r.advance(r.u32());
         }
         checkEnd(r, "data");
         w.bytes(bytes.subarray(span.start, span.end));

@@ -504,6 +504,20 @@ export class DenoWasiFs implements WasiFs {
     return h;
   }
 
+  /** Registers an opened regular file and describes it to the guest. */
+  #opened(
+    file: Deno.FsFile,
+    host: string,
+    rel: string,
+    preopen: number,
+  ): WasiOpenResult {
+    return {
+      handle: this.#add({ kind: "file", file, host, preopen }),
+      filetype: FILETYPE.REGULAR_FILE,
+      path: rel,
+    };
+  }
+
   /** Opens a file or directory inside the preopen (see {@link WasiFs.open}). */
   open(ref: WasiPathRef, o: WasiOpenOptions): WasiOpenResult {
     // As in POSIX, a trailing slash makes the last symlink be followed.
@@ -520,16 +534,7 @@ export class DenoWasiFs implements WasiFs {
           write: true,
           createNew: true,
         });
-        return {
-          handle: this.#add({
-            kind: "file",
-            file,
-            host: r.host,
-            preopen: ref.preopen,
-          }),
-          filetype: FILETYPE.REGULAR_FILE,
-          path: r.rel,
-        };
+        return this.#opened(file, r.host, r.rel, ref.preopen);
       } catch (e) {
         throw new WasiFsError(errnoFromError(e), "create", ref.path, e);
       }
@@ -564,16 +569,7 @@ export class DenoWasiFs implements WasiFs {
         write: wantWrite,
         truncate: o.truncate,
       });
-      return {
-        handle: this.#add({
-          kind: "file",
-          file,
-          host: r.host,
-          preopen: ref.preopen,
-        }),
-        filetype: FILETYPE.REGULAR_FILE,
-        path: r.rel,
-      };
+      return this.#opened(file, r.host, r.rel, ref.preopen);
     } catch (e) {
       throw new WasiFsError(errnoFromError(e), "open", ref.path, e);
     }

@@ -532,20 +532,8 @@ Deno.test("a guest that ignores its deadline (uninstrumented) is terminated, rep
     console.log(JSON.stringify({ error, ok, killed: p.killedWorkers, quarantined: quarantined.length, defect: logs.some(([l, m]) => l === "error" && m.startsWith("defect:")) }));
     Deno.exit(0);
   `;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "eval",
-      "--config",
-      new URL("../deno.json", import.meta.url).pathname,
-      code,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-    stdin: "null",
-  }).output();
-  assert.equal(out.code, 0, dec.decode(out.stderr));
   assert.deepEqual(
-    JSON.parse(dec.decode(out.stdout).trim().split("\n").at(-1)!),
+    await runChild(code),
     {
       error: "PluginTimeoutError",
       ok: '{"ok":true}',

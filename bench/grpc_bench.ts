@@ -14,9 +14,9 @@
 import * as grpc from "@grpc/grpc-js";
 import { dirname } from "node:path";
 import { buildHelloGoAll } from "../fixtures/plugins/hello-go/build_go.ts";
-import { createCallContext } from "../host/plugin.ts";
+import { createCallContext } from "../host/model/plugin.ts";
 import { Manager } from "../host/manager.ts";
-import { MemoryHostAPI } from "../host/memory_host_api.ts";
+import { MemoryHostAPI } from "../host/testing/memory_host_api.ts";
 import { type GrpcPlugin, loadGrpcPlugin } from "../runtimes/grpc/mod.ts";
 import { loadProto, LOCAL_CHANNEL_OPTIONS } from "../runtimes/grpc/proto.ts";
 

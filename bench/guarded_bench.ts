@@ -12,7 +12,7 @@
 import pg from "pg";
 import { createGuardedHostAPI, MemoryGrantStore } from "../permissions/mod.ts";
 import { PgDatabase } from "../host/services/database.ts";
-import { createCallContext } from "../host/plugin.ts";
+import { createCallContext } from "../host/model/plugin.ts";
 
 const url = Deno.env.get("GOATKIT_TEST_DATABASE_URL") ??
   "postgres://postgres@127.0.0.1:5432/test";

@@ -4,8 +4,8 @@
 
 import { Hono } from "hono";
 import { Manager } from "../host/manager.ts";
-import type { GKRegistration, RouteSpec } from "../host/manifest.ts";
-import { encodeJson, type Plugin } from "../host/plugin.ts";
+import type { GKRegistration, RouteSpec } from "../host/model/manifest.ts";
+import { encodeJson, type Plugin } from "../host/model/plugin.ts";
 import {
   buildRouteTable,
   type PluginRoute,

@@ -2,7 +2,8 @@
 // preopen) in a fresh confined worker with runWasiCommand, against the same
 // command run in-thread with WasiPreview1 (baseline, no worker, no
 // instrumentation).
-import { runWasiCommand, WasiPreview1 } from "../runtimes/wasi/mod.ts";
+import { WasiPreview1 } from "../runtimes/wasi/mod.ts";
+import { runWasiCommand } from "../runtimes/wasm/mod.ts";
 
 const bytes = Deno.readFileSync(
   new URL("../fixtures/wasi/hello_c.wasm", import.meta.url),

@@ -12,7 +12,10 @@
  *
  * @module
  */
-import { FUEL, instrumentModule } from "../runtimes/wasm/instrument.ts";
+import {
+  FUEL,
+  instrumentModule,
+} from "../runtimes/wasm/instrument/instrument.ts";
 
 const wabt = await (await import("wabt")).default();
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { LOG_LEVELS, type LogLevel } from "./host_api.ts";
+import { LOG_LEVELS, type LogLevel } from "./model/host_api.ts";
 
 /** One log entry. */
 export interface LogEntry {

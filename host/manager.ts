@@ -17,11 +17,11 @@ import {
   PluginInitError,
   PluginNotFoundError,
   PluginTimeoutError,
-} from "./errors.ts";
-import type { ManifestIssue } from "./errors.ts";
-import type { HostAPI } from "./host_api.ts";
-import { I18nRegistry } from "./i18n.ts";
-import { ErrorCodeRegistry } from "./error_codes.ts";
+} from "./model/errors.ts";
+import type { ManifestIssue } from "./model/errors.ts";
+import type { HostAPI } from "./model/host_api.ts";
+import { I18nRegistry } from "./registries/i18n.ts";
+import { ErrorCodeRegistry } from "./registries/error_codes.ts";
 import { LogBuffer } from "./log_buffer.ts";
 import {
   checkManifest,
@@ -30,16 +30,16 @@ import {
   type MenuItemSpec,
   type RouteSpec,
   type WidgetSpec,
-} from "./manifest.ts";
+} from "./model/manifest.ts";
 import type {
   CallContext,
   Plugin,
   PluginEnvironment,
   PluginRuntimeKind,
-} from "./plugin.ts";
+} from "./model/plugin.ts";
 import { MemoryStateStore, type StateStore } from "./state_store.ts";
-import { TemplateOverrideRegistry } from "./templates.ts";
-import { BasicHostAPI } from "./basic_host_api.ts";
+import { TemplateOverrideRegistry } from "./registries/templates.ts";
+import { BasicHostAPI } from "./services/basic_host_api.ts";
 
 /** Loads plugins on demand by manifest name (the Loader implements it). */
 export interface LazyLoader {

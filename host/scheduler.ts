@@ -10,10 +10,10 @@
  */
 
 import { Cron } from "croner";
-import { errorText, PluginTimeoutError } from "./errors.ts";
-import { parseDuration } from "./duration.ts";
+import { errorText, PluginTimeoutError } from "./model/errors.ts";
+import { parseDuration } from "./model/_duration.ts";
 import type { Contributed, Manager } from "./manager.ts";
-import type { JobSpec } from "./manifest.ts";
+import type { JobSpec } from "./model/manifest.ts";
 
 /** The default job timeout: 5 minutes. */
 export const DEFAULT_JOB_TIMEOUT_MS = 300_000;

@@ -30,12 +30,12 @@
  */
 
 import { join } from "node:path";
-import { errorText } from "./errors.ts";
+import { errorText } from "./model/errors.ts";
 import { LogBuffer } from "./log_buffer.ts";
-import { Loader } from "./loader.ts";
-import { createRuntimeFactory } from "./loader_runtimes.ts";
+import { Loader } from "./loading/loader.ts";
+import { createRuntimeFactory } from "./loading/runtimes.ts";
 import { Manager } from "./manager.ts";
-import { PackageInstaller } from "./packages.ts";
+import { PackageInstaller } from "./loading/packages.ts";
 import { PgJobClaim, Scheduler, type SqlPool } from "./scheduler.ts";
 import {
   createApp,
@@ -44,13 +44,13 @@ import {
   routeCollisionCheck,
 } from "./server/mod.ts";
 import type { GrantsProvider } from "./server/mod.ts";
-import { FileTokenStore, type TokenStore } from "./server/tokens.ts";
+import { FileTokenStore, type TokenStore } from "./server/auth/tokens.ts";
 import {
   createServices,
   PgStateStore,
   type SqlDatabase,
 } from "./services/mod.ts";
-import { HOST_VERSION } from "./version.ts";
+import { HOST_VERSION } from "./model/version.ts";
 import {
   applyGrantPolicy,
   AuditLog,

@@ -17,7 +17,7 @@
 import http from "node:http";
 import https from "node:https";
 import dns from "node:dns";
-import type { HttpRequest, HttpResponse } from "../host/host_api.ts";
+import type { HttpRequest, HttpResponse } from "../host/model/host_api.ts";
 import {
   type HttpPermission,
   isLocalhostName,

@@ -26,8 +26,11 @@
  * @module
  */
 
-import { InvalidManifestError, type ManifestIssue } from "../host/errors.ts";
-import { PLUGIN_NAME_REGEXP } from "../host/manifest.ts";
+import {
+  InvalidManifestError,
+  type ManifestIssue,
+} from "../host/model/errors.ts";
+import { PLUGIN_NAME_REGEXP } from "../host/model/manifest.ts";
 import { classifyIp, formatIp, parseIp } from "./ip.ts";
 
 /** A database permission: read or write, on every table (`tables: null`) or on some. */

@@ -41,10 +41,10 @@ import {
   LOG_LEVELS,
   type LogLevel,
   type Row,
-} from "../host/host_api.ts";
-import type { CallContext } from "../host/plugin.ts";
-import { PermissionDeniedError } from "../host/errors.ts";
-import { ServiceUnavailableError } from "../host/basic_host_api.ts";
+} from "../host/model/host_api.ts";
+import type { CallContext } from "../host/model/plugin.ts";
+import { PermissionDeniedError } from "../host/model/errors.ts";
+import { ServiceUnavailableError } from "../host/services/basic_host_api.ts";
 import type { LogBuffer } from "../host/log_buffer.ts";
 import type { AuditLog } from "./audit.ts";
 import type { GrantStore } from "./grants.ts";
@@ -58,7 +58,7 @@ import {
 } from "./grammar.ts";
 import { EgressDeniedError, matchHttpGrant } from "./egress.ts";
 import { qualifiedTables } from "./sql_scope.ts";
-import { pluginSchemaName } from "../host/services/privileges.ts";
+import { pluginSchemaName } from "./pg_privileges.ts";
 
 /** Per-call database options (the services' `DbCallOptions`). */
 export interface GuardedDbCallOptions {
@@ -311,7 +311,7 @@ function isDatabaseSet(
  * @example
  * ```ts
  * import { AuditLog, createGuardedHostAPI, MemoryGrantStore } from "./mod.ts";
- * import { createCallContext } from "../host/plugin.ts";
+ * import { createCallContext } from "../host/model/plugin.ts";
  * const grants = new MemoryGrantStore();
  * await grants.set("hello", ["cache:read"]);
  * const audit = new AuditLog();

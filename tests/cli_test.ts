@@ -8,7 +8,7 @@ import {
   SafeZip,
 } from "../mod.ts";
 
-const CLI = new URL("../cli.ts", import.meta.url).pathname;
+const CLI = new URL("../host/cli/main.ts", import.meta.url).pathname;
 
 async function gk(cwd: string, ...args: string[]) {
   const r = await new Deno.Command(Deno.execPath(), {

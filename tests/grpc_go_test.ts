@@ -13,9 +13,9 @@
 
 import assert from "node:assert/strict";
 import { Manager } from "../host/manager.ts";
-import { MemoryHostAPI } from "../host/memory_host_api.ts";
-import { PluginCrashedError } from "../host/errors.ts";
-import { decodeJson, encodeJson } from "../host/plugin.ts";
+import { MemoryHostAPI } from "../host/testing/memory_host_api.ts";
+import { PluginCrashedError } from "../host/model/errors.ts";
+import { decodeJson, encodeJson } from "../host/model/plugin.ts";
 import {
   buildHelloGo,
   buildHelloGoAll,

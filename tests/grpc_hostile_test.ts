@@ -8,10 +8,10 @@
 
 import assert from "node:assert/strict";
 import { Manager } from "../host/manager.ts";
-import { MemoryHostAPI } from "../host/memory_host_api.ts";
-import { PluginCrashedError } from "../host/errors.ts";
-import { decodeJson } from "../host/plugin.ts";
-import type { LogLevel } from "../host/host_api.ts";
+import { MemoryHostAPI } from "../host/testing/memory_host_api.ts";
+import { PluginCrashedError } from "../host/model/errors.ts";
+import { decodeJson } from "../host/model/plugin.ts";
+import type { LogLevel } from "../host/model/host_api.ts";
 import {
   GrpcHandshakeError,
   loadGrpcPlugin as load,

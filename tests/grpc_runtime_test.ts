@@ -8,15 +8,15 @@
 
 import assert from "node:assert/strict";
 import { Manager } from "../host/manager.ts";
-import { MemoryHostAPI } from "../host/memory_host_api.ts";
+import { MemoryHostAPI } from "../host/testing/memory_host_api.ts";
 import {
   PermissionDeniedError,
   PluginCrashedError,
   PluginDisabledError,
   PluginTimeoutError,
-} from "../host/errors.ts";
-import type { HostAPI } from "../host/host_api.ts";
-import { decodeJson, encodeJson } from "../host/plugin.ts";
+} from "../host/model/errors.ts";
+import type { HostAPI } from "../host/model/host_api.ts";
+import { decodeJson, encodeJson } from "../host/model/plugin.ts";
 import {
   type GrpcPlugin,
   loadGrpcPlugin,

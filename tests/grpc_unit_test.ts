@@ -35,7 +35,7 @@ import {
 } from "../runtimes/grpc/registration.ts";
 import { loadProto } from "../runtimes/grpc/proto.ts";
 import type { PbRegistration } from "../runtimes/grpc/proto.ts";
-import type { GKRegistration } from "../host/manifest.ts";
+import type { GKRegistration } from "../host/model/manifest.ts";
 
 Deno.test("parseHandshake accepts go-plugin 1.0's line with a trailing empty cert", () => {
   assertEquals(parseHandshake("1|1|unix|/tmp/plugin123|grpc|", [1]), {

@@ -5,7 +5,7 @@ import {
   MAX_MANIFEST_BYTES,
   parseManifest,
 } from "../mod.ts";
-import { HOST_VERSION } from "../host/version.ts";
+import { HOST_VERSION } from "../host/model/version.ts";
 import { HELLO_MANIFEST } from "../fixtures/native/hello.ts";
 
 const base = { name: "hello", version: "1.0.0" };

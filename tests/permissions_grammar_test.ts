@@ -12,8 +12,8 @@ import {
   parsePermissions,
   PermissionSyntaxError,
 } from "../permissions/mod.ts";
-import { InvalidManifestError } from "../host/errors.ts";
-import { parseManifest } from "../host/manifest.ts";
+import { InvalidManifestError } from "../host/model/errors.ts";
+import { parseManifest } from "../host/model/manifest.ts";
 
 Deno.test("grammar: GoatFlow flat strings parse as they are", () => {
   for (

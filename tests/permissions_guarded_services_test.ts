@@ -14,9 +14,9 @@ import {
   type GuardedHostAPI,
   MemoryGrantStore,
 } from "../permissions/mod.ts";
-import { PermissionDeniedError } from "../host/errors.ts";
+import { PermissionDeniedError } from "../host/model/errors.ts";
 import { LogBuffer } from "../host/log_buffer.ts";
-import { createCallContext } from "../host/plugin.ts";
+import { createCallContext } from "../host/model/plugin.ts";
 import {
   type Database,
   DatabaseSet,

@@ -16,12 +16,16 @@ import {
   guardedHostFactory,
   MemoryGrantStore,
 } from "../permissions/mod.ts";
-import { PermissionDeniedError } from "../host/errors.ts";
-import type { EmailMessage } from "../host/host_api.ts";
+import { PermissionDeniedError } from "../host/model/errors.ts";
+import type { EmailMessage } from "../host/model/host_api.ts";
 import { LogBuffer } from "../host/log_buffer.ts";
-import { I18nRegistry } from "../host/i18n.ts";
+import { I18nRegistry } from "../host/registries/i18n.ts";
 import { Manager } from "../host/manager.ts";
-import { createCallContext, decodeJson, encodeJson } from "../host/plugin.ts";
+import {
+  createCallContext,
+  decodeJson,
+  encodeJson,
+} from "../host/model/plugin.ts";
 
 class DbDouble {
   calls: {
@@ -461,7 +465,7 @@ Deno.test("guarded: callPlugin through the Manager, caller recorded, ctx passed 
   const manager = new Manager({ host });
   ref.manager = manager;
   const seen: { caller?: string | undefined; chain: readonly string[] }[] = [];
-  let alphaHost: import("../host/host_api.ts").HostAPI | undefined;
+  let alphaHost: import("../host/model/host_api.ts").HostAPI | undefined;
   await manager.register({
     gkRegister: () => ({
       name: "alpha",

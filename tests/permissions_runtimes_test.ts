@@ -43,13 +43,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Manager } from "../host/manager.ts";
 import { LogBuffer } from "../host/log_buffer.ts";
-import { I18nRegistry } from "../host/i18n.ts";
+import { I18nRegistry } from "../host/registries/i18n.ts";
 import {
   type CallContext,
   decodeJson,
   encodeJson,
   type Plugin,
-} from "../host/plugin.ts";
+} from "../host/model/plugin.ts";
 import {
   AuditLog,
   checkPermissions,
@@ -62,9 +62,9 @@ import { DatabaseSet, PgDatabase } from "../host/services/database.ts";
 import { KvCacheStore } from "../host/services/cache.ts";
 import { OutboxMailer } from "../host/services/mailer.ts";
 import { ConfigStore } from "../host/services/config.ts";
-import { pluginRoleName } from "../host/services/privileges.ts";
+import { pluginRoleName } from "../permissions/pg_privileges.ts";
 import { loadWasmPlugin } from "../runtimes/wasm/plugin.ts";
-import { loadGrpcPlugin } from "../runtimes/grpc/grpc_plugin.ts";
+import { loadGrpcPlugin } from "../runtimes/grpc/plugin.ts";
 import { buildWat } from "../fixtures/hostile/wat_build.ts";
 
 const DATABASE_URL = Deno.env.get("GOATKIT_TEST_DATABASE_URL") ??

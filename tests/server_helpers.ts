@@ -3,20 +3,20 @@
 
 import nodeAssert from "node:assert/strict";
 import { Manager } from "../host/manager.ts";
-import type { GKRegistration } from "../host/manifest.ts";
+import type { GKRegistration } from "../host/model/manifest.ts";
 import {
   type CallContext,
   decodeJson,
   encodeJson,
   type Plugin,
-} from "../host/plugin.ts";
+} from "../host/model/plugin.ts";
 import {
   createApp,
   type GoatKitApp,
   routeCollisionCheck,
 } from "../host/server/mod.ts";
 import type { AppOptions } from "../host/server/mod.ts";
-import { MemoryTokenStore } from "../host/server/tokens.ts";
+import { MemoryTokenStore } from "../host/server/auth/tokens.ts";
 import { LogBuffer } from "../host/log_buffer.ts";
 
 /** A handler of a native test plugin: gets decoded args, returns a JSON value (or raw bytes). */

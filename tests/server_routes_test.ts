@@ -5,7 +5,7 @@ import {
   InvalidManifestError,
   PermissionDeniedError,
   PluginCrashedError,
-} from "../host/errors.ts";
+} from "../host/model/errors.ts";
 import {
   findRouteConflicts,
   patternsOverlap,

@@ -221,7 +221,7 @@ Deno.test("startHost: a package uploaded through the API installs and serves; un
   const data = await Deno.makeTempDir();
   const plugins = await Deno.makeTempDir();
   const db = await privateSchema();
-  const { packFolder } = await import("../host/packages.ts");
+  const { packFolder } = await import("../host/loading/packages.ts");
   const config = await loadServeConfig({
     PORT: "0",
     GOATKIT_HOSTNAME: "127.0.0.1",

@@ -6,16 +6,17 @@ import {
   ERRNO,
   nodeLutimes,
   PREVIEW1_FUNCTIONS,
-  ProxyWasiFs,
-  runWasiCommand,
-  runWasiCommandWithStats,
-  serveWasiFsCall,
-  WasiCommandError,
   WasiExitError,
   WasiFsError,
   WasiPreview1,
-  WasiTimeoutError,
 } from "../runtimes/wasi/mod.ts";
+import {
+  runWasiCommand,
+  runWasiCommandWithStats,
+  WasiCommandError,
+  WasiTimeoutError,
+} from "../runtimes/wasm/mod.ts";
+import { ProxyWasiFs, serveWasiFsCall } from "./helpers/wasi_fs_proxy.ts";
 
 function assert(cond: unknown, message?: string): asserts cond {
   nodeAssert.ok(cond, message ?? "assertion failed");
@@ -437,7 +438,7 @@ Deno.test("hostile: strace shows no system call on any path outside the preopen"
     Deno.symlinkSync("../outside/secret.txt", `${sandbox}/link_file`);
     Deno.symlinkSync("data.txt", `${sandbox}/link_in`);
     const script = `${base}/run.ts`;
-    const modUrl = new URL("../runtimes/wasi/mod.ts", import.meta.url).href;
+    const modUrl = new URL("../runtimes/wasm/mod.ts", import.meta.url).href;
     const wasmPath = new URL("hostile_c.wasm", FIXTURES).pathname;
     Deno.writeTextFileSync(
       script,

@@ -21,7 +21,7 @@
  */
 
 import assert from "node:assert/strict";
-import { parseManifest } from "../host/manifest.ts";
+import { parseManifest } from "../host/model/manifest.ts";
 import { buildWat } from "../fixtures/hostile/wat_build.ts";
 
 const FIXTURES = new URL("../fixtures/", import.meta.url);

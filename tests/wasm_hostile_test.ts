@@ -12,13 +12,13 @@
 import assert from "node:assert/strict";
 import { Manager } from "../host/manager.ts";
 import { LogBuffer } from "../host/log_buffer.ts";
-import type { HostAPI } from "../host/host_api.ts";
-import { createCallContext } from "../host/plugin.ts";
+import type { HostAPI } from "../host/model/host_api.ts";
+import { createCallContext } from "../host/model/plugin.ts";
 import {
   PluginCrashedError,
   PluginDisabledError,
   PluginTimeoutError,
-} from "../host/errors.ts";
+} from "../host/model/errors.ts";
 import {
   loadWasmPlugin,
   WasmLoadError,
@@ -519,7 +519,7 @@ Deno.test("a guest that ignores its deadline (uninstrumented) is terminated, rep
     JSON.stringify(new URL("../runtimes/wasm/mod.ts", import.meta.url).href)
   };
     import { createCallContext } from ${
-    JSON.stringify(new URL("../host/plugin.ts", import.meta.url).href)
+    JSON.stringify(new URL("../host/model/plugin.ts", import.meta.url).href)
   };
     const p = await loadWasmPlugin(${
     JSON.stringify(hostile("loop"))

@@ -15,7 +15,7 @@ import {
   instrumentModuleCached,
   INTERRUPT_IMPORT,
   WasmInstrumentError,
-} from "../runtimes/wasm/instrument.ts";
+} from "../runtimes/wasm/instrument/instrument.ts";
 
 const wabt = await (await import("wabt")).default();
 

@@ -21,13 +21,13 @@ import type {
   HttpResponse,
   LogLevel,
   Row,
-} from "../host/host_api.ts";
-import { type CallContext, createCallContext } from "../host/plugin.ts";
+} from "../host/model/host_api.ts";
+import { type CallContext, createCallContext } from "../host/model/plugin.ts";
 import {
   PermissionDeniedError,
   PluginCrashedError,
   PluginTimeoutError,
-} from "../host/errors.ts";
+} from "../host/model/errors.ts";
 import {
   loadWasmPlugin,
   WasmLoadError,

@@ -7,9 +7,13 @@
 
 import { parseArgs } from "node:util";
 import { basename, join, resolve } from "node:path";
-import { errorText } from "../errors.ts";
-import { generateSigningKeys, packFolder, signPackage } from "../packages.ts";
-import { checkManifest, PLUGIN_NAME_REGEXP } from "../manifest.ts";
+import { errorText } from "../model/errors.ts";
+import {
+  generateSigningKeys,
+  packFolder,
+  signPackage,
+} from "../loading/packages.ts";
+import { checkManifest, PLUGIN_NAME_REGEXP } from "../model/manifest.ts";
 
 /** A command failed; the message is one line with the cause. */
 export class CliError extends Error {
@@ -402,3 +406,5 @@ class HostClient {
     return data;
   }
 }
+
+if (import.meta.main) Deno.exit(await runCli(Deno.args));

@@ -10,9 +10,9 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { Context } from "hono";
-import { errorText, PluginNotFoundError } from "../errors.ts";
-import { LOG_LEVELS, type LogLevel } from "../host_api.ts";
-import { requireAuth } from "./auth.ts";
+import { errorText, PluginNotFoundError } from "../model/errors.ts";
+import { LOG_LEVELS, type LogLevel } from "../model/host_api.ts";
+import { requireAuth } from "./auth/authenticator.ts";
 import {
   allPluginInfos,
   pluginInfo,

@@ -9,19 +9,19 @@
 
 import { Hono } from "hono";
 import type { MiddlewareHandler } from "hono";
-import { errorText, PluginDisabledError } from "../errors.ts";
-import type { ManifestIssue } from "../errors.ts";
+import { errorText, PluginDisabledError } from "../model/errors.ts";
+import type { ManifestIssue } from "../model/errors.ts";
 import type { Manager } from "../manager.ts";
-import type { GKRegistration } from "../manifest.ts";
-import { encodeJson } from "../plugin.ts";
-import { sanitizeHtml } from "../sanitize.ts";
-import { HOST_VERSION } from "../version.ts";
+import type { GKRegistration } from "../model/manifest.ts";
+import { encodeJson } from "../model/plugin.ts";
+import { sanitizeHtml } from "../registries/sanitize.ts";
+import { HOST_VERSION } from "../model/version.ts";
 import { createApi } from "./api.ts";
-import { Authenticator, requireAuth } from "./auth.ts";
+import { Authenticator, requireAuth } from "./auth/authenticator.ts";
 import type { ServerContext } from "./context.ts";
 import { ADMIN_CSS, ADMIN_JS } from "./html.ts";
 import type { AppOptions } from "./options.ts";
-import { mountPages } from "./pages.ts";
+import { mountPages } from "./pages/routes.ts";
 import {
   buildRouteArgs,
   errorToHttp,
@@ -36,8 +36,8 @@ import {
   RouteCollisionError,
   type RouteTable,
 } from "./route_table.ts";
-import { SessionStore } from "./sessions.ts";
-import { MemoryTokenStore } from "./tokens.ts";
+import { SessionStore } from "./auth/sessions.ts";
+import { MemoryTokenStore } from "./auth/tokens.ts";
 
 /** What {@linkcode createApp} returns. */
 export interface GoatKitApp {

@@ -7,13 +7,13 @@
 
 import type { LogBuffer } from "../log_buffer.ts";
 import type { Manager } from "../manager.ts";
-import type { GKRegistration } from "../manifest.ts";
-import { decodeJson, encodeJson } from "../plugin.ts";
-import type { Authenticator } from "./auth.ts";
+import type { GKRegistration } from "../model/manifest.ts";
+import { decodeJson, encodeJson } from "../model/plugin.ts";
+import type { Authenticator } from "./auth/authenticator.ts";
 import type { AppOptions } from "./options.ts";
 import type { RouteTable } from "./route_table.ts";
-import type { SessionStore } from "./sessions.ts";
-import type { TokenStore } from "./tokens.ts";
+import type { SessionStore } from "./auth/sessions.ts";
+import type { TokenStore } from "./auth/tokens.ts";
 
 /** Internal state shared by the server's modules. */
 export interface ServerContext {

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { escapeHtml } from "../sanitize.ts";
-import type { MenuItemSpec } from "../manifest.ts";
+import { escapeHtml } from "../registries/sanitize.ts";
+import type { MenuItemSpec } from "../model/manifest.ts";
 
 /** HTML that is already safe (escaped or sanitised); never escaped again. */
 export class SafeHtml {

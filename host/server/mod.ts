@@ -55,14 +55,14 @@ export {
   TOKEN_PREFIX,
   type TokenRecord,
   type TokenStore,
-} from "./tokens.ts";
+} from "./auth/tokens.ts";
 export {
   type Session,
   SESSION_COOKIE,
   SessionStore,
   type SessionStoreOptions,
-} from "./sessions.ts";
-export { CSRF_HEADER, type Principal } from "./auth.ts";
+} from "./auth/sessions.ts";
+export { CSRF_HEADER, type Principal } from "./auth/authenticator.ts";
 export {
   BadRequestError,
   BodyTooLargeError,

@@ -7,10 +7,10 @@
  */
 
 import type { LogBuffer } from "../log_buffer.ts";
-import type { GKRegistration } from "../manifest.ts";
+import type { GKRegistration } from "../model/manifest.ts";
 import type { Manager } from "../manager.ts";
-import type { SessionStore } from "./sessions.ts";
-import type { TokenStore } from "./tokens.ts";
+import type { SessionStore } from "./auth/sessions.ts";
+import type { TokenStore } from "./auth/tokens.ts";
 
 /** Grants of permissions to plugins (the permissions layer implements it). */
 export interface GrantsProvider {

@@ -15,8 +15,8 @@ import {
   PluginDisabledError,
   PluginNotFoundError,
   PluginTimeoutError,
-} from "../errors.ts";
-import { decodeJson } from "../plugin.ts";
+} from "../model/errors.ts";
+import { decodeJson } from "../model/plugin.ts";
 
 /** A request the server cannot use (bad JSON, missing field, …): HTTP 400. */
 export class BadRequestError extends Error {
@@ -183,7 +183,7 @@ function codeEntry(
  * @example
  * ```ts
  * import { errorToHttp } from "./plugin_http.ts";
- * import { PluginTimeoutError } from "../errors.ts";
+ * import { PluginTimeoutError } from "../model/errors.ts";
  * errorToHttp(new PluginTimeoutError("hello", 100), "hello").status; // 504
  * ```
  */

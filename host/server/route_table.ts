@@ -8,7 +8,7 @@
 
 import { Hono } from "hono";
 import type { MiddlewareHandler } from "hono";
-import type { GKRegistration, RouteSpec } from "../manifest.ts";
+import type { GKRegistration, RouteSpec } from "../model/manifest.ts";
 
 /** A plugin route: the manifest's route and the plugin it belongs to. */
 export interface PluginRoute extends RouteSpec {

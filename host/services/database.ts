@@ -23,7 +23,7 @@
  * @module
  */
 
-import type { Row } from "../host_api.ts";
+import type { Row } from "../model/host_api.ts";
 import {
   DatabaseNotFoundError,
   DbQueryError,
@@ -37,7 +37,7 @@ import {
   pluginSchemaName,
   quoteIdent,
   syncPrivileges,
-} from "./privileges.ts";
+} from "../../permissions/pg_privileges.ts";
 import {
   PgliteClient,
   PgPoolClient,

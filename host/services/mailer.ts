@@ -14,7 +14,7 @@
 
 import nodemailer from "nodemailer";
 import { join } from "node:path";
-import type { EmailMessage } from "../host_api.ts";
+import type { EmailMessage } from "../model/host_api.ts";
 import { EmailRateLimitError, EmailRejectedError } from "./errors.ts";
 
 /**

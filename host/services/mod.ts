@@ -48,7 +48,7 @@ export {
   pluginRoleName,
   pluginSchemaName,
   quoteIdent,
-} from "./privileges.ts";
+} from "../../permissions/pg_privileges.ts";
 export { checkPluginStatement, STATEMENT_REFUSED_CODE } from "./sql_guard.ts";
 export { bytesToBase64, pgTextToJson } from "./pg_types.ts";
 export {

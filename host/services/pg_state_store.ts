@@ -9,7 +9,7 @@
 
 import type { PluginState, StateStore } from "../state_store.ts";
 import type { SqlClient } from "./sql_client.ts";
-import { quoteIdent } from "./privileges.ts";
+import { quoteIdent } from "../../permissions/pg_privileges.ts";
 
 /**
  * A {@linkcode StateStore} over any {@linkcode SqlClient} (`PgDatabase` or

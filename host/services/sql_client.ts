@@ -11,7 +11,7 @@
 
 import pg from "pg";
 import type { PGlite } from "@electric-sql/pglite";
-import type { Row } from "../host_api.ts";
+import type { Row } from "../model/host_api.ts";
 import { pgTextToJson } from "./pg_types.ts";
 
 /** The result of one statement. */

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { PluginError } from "../../host/errors.ts";
+import { PluginError } from "../../host/model/errors.ts";
 
 /** Why a handshake failed. */
 export type HandshakeFailure =

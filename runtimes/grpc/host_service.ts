@@ -7,9 +7,9 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
-import type { HostAPI, LogLevel } from "../../host/host_api.ts";
-import { LOG_LEVELS } from "../../host/host_api.ts";
-import type { CallContext } from "../../host/plugin.ts";
+import type { HostAPI, LogLevel } from "../../host/model/host_api.ts";
+import { LOG_LEVELS } from "../../host/model/host_api.ts";
+import type { CallContext } from "../../host/model/plugin.ts";
 import {
   PermissionDeniedError,
   PluginCallCycleError,
@@ -18,7 +18,7 @@ import {
   PluginError,
   PluginNotFoundError,
   PluginTimeoutError,
-} from "../../host/errors.ts";
+} from "../../host/model/errors.ts";
 import { loadProto, LOCAL_SERVER_OPTIONS } from "./proto.ts";
 
 const encoder = new TextEncoder();
@@ -29,7 +29,7 @@ const decoder = new TextDecoder();
  *
  * @example
  * ```ts
- * import { PermissionDeniedError } from "../../host/errors.ts";
+ * import { PermissionDeniedError } from "../../host/model/errors.ts";
  * import { statusForError } from "./host_service.ts";
  * statusForError(new PermissionDeniedError("p", "db:write", "x")); // 7 (gRPC PERMISSION_DENIED)
  * ```

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { LogLevel } from "../../host/host_api.ts";
+import type { LogLevel } from "../../host/model/host_api.ts";
 
 /** A parsed log line. */
 export interface LogRecord {

@@ -23,7 +23,7 @@ export {
   loadGrpcPlugin,
   type LoadGrpcPluginOptions,
   type RestartOptions,
-} from "./grpc_plugin.ts";
+} from "./plugin.ts";
 export {
   GrpcHandshakeError,
   type HandshakeFailure,

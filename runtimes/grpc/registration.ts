@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { GKRegistration } from "../../host/manifest.ts";
+import type { GKRegistration } from "../../host/model/manifest.ts";
 import type {
   PbErrorCodeSpec,
   PbI18nSpec,

@@ -40,8 +40,8 @@ import type {
   RouteSpec,
   TemplateSpec,
   WidgetSpec,
-} from "../../host/manifest.ts";
-import type { LogLevel, Row } from "../../host/host_api.ts";
+} from "../../host/model/manifest.ts";
+import type { LogLevel, Row } from "../../host/model/host_api.ts";
 import {
   loadProto,
   LOCAL_CHANNEL_OPTIONS,

@@ -1,8 +1,8 @@
 /**
  * Our own deny-by-default WASI preview1 layer: {@link WasiPreview1} (the
  * `wasi_snapshot_preview1` imports), the confined file-system backend
- * {@link DenoWasiFs}, and {@link runWasiCommand}, which runs a command module
- * in a permission-confined, interruptible worker.
+ * {@link DenoWasiFs}. The command runner that uses it in an interruptible
+ * worker is `runWasiCommand` in `runtimes/wasm/`.
  *
  * Code that runs inside a worker should import `preview1.ts` and `fs.ts`
  * directly: this entry also loads `node:fs` (for {@link nodeLutimes}).
@@ -10,14 +10,6 @@
  * @module
  */
 
-export {
-  runWasiCommand,
-  type RunWasiCommandOptions,
-  runWasiCommandWithStats,
-  WasiCommandError,
-  type WasiCommandResult,
-  WasiTimeoutError,
-} from "./run_command.ts";
 export {
   WasiDeadlineError,
   type WasiDirPreopen,
@@ -40,13 +32,6 @@ export {
   type WasiTimesTarget,
 } from "./fs.ts";
 export { nodeLutimes } from "./node_lutimes.ts";
-export {
-  ProxyWasiFs,
-  serveWasiFsCall,
-  WASI_FS_METHODS,
-  type WasiFsMethod,
-  type WasiFsReply,
-} from "./fs_proxy.ts";
 export {
   CLOCKID,
   ERRNO,

@@ -22,9 +22,9 @@
  * @module
  */
 
-import { errorText, PermissionDeniedError } from "../../host/errors.ts";
-import type { HostAPI } from "../../host/host_api.ts";
-import type { CallContext } from "../../host/plugin.ts";
+import { errorText, PermissionDeniedError } from "../../host/model/errors.ts";
+import type { HostAPI } from "../../host/model/host_api.ts";
+import type { CallContext } from "../../host/model/plugin.ts";
 import { fromBase64, goJson, rawMember } from "./go_json.ts";
 
 /** The answer to one host call. */

@@ -38,5 +38,13 @@ export {
   type InstrumentOptions,
   INTERRUPT_IMPORT,
   WasmInstrumentError,
-} from "./instrument.ts";
+} from "./instrument/instrument.ts";
+export {
+  runWasiCommand,
+  type RunWasiCommandOptions,
+  runWasiCommandWithStats,
+  WasiCommandError,
+  type WasiCommandResult,
+  WasiTimeoutError,
+} from "./command/run_command.ts";
 export * from "../wasi/mod.ts";

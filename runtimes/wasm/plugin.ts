@@ -38,22 +38,22 @@
  * @module
  */
 
-import type { HostAPI } from "../../host/host_api.ts";
-import { logLevelFromNumber } from "../../host/host_api.ts";
-import type { GKRegistration } from "../../host/manifest.ts";
+import type { HostAPI } from "../../host/model/host_api.ts";
+import { logLevelFromNumber } from "../../host/model/host_api.ts";
+import type { GKRegistration } from "../../host/model/manifest.ts";
 import type {
   CallContext,
   Plugin,
   PluginEnvironment,
-} from "../../host/plugin.ts";
+} from "../../host/model/plugin.ts";
 import {
   errorText,
   PluginCallCycleError,
   PluginCrashedError,
   PluginError,
   PluginTimeoutError,
-} from "../../host/errors.ts";
-import { FUEL, instrumentModuleCached } from "./instrument.ts";
+} from "../../host/model/errors.ts";
+import { FUEL, instrumentModuleCached } from "./instrument/instrument.ts";
 import { OP_CALL, OP_REGISTER } from "./channel.ts";
 import { type HostCallResult, serveHostCall } from "./host_calls.ts";
 import {
@@ -62,9 +62,9 @@ import {
   type Outcome,
   type RequestHooks,
   type WasmPreopen,
-} from "./instance_host.ts";
+} from "./instance_handle.ts";
 
-export type { WasmPreopen } from "./instance_host.ts";
+export type { WasmPreopen } from "./instance_handle.ts";
 
 /** WASI settings of a WASM plugin. */
 export interface WasmWasiOptions {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { ErrorCodeSpec } from "./manifest.ts";
+import type { ErrorCodeSpec } from "../model/manifest.ts";
 
 /** An error code and what it means. */
 export interface ErrorCodeEntry {

@@ -6,12 +6,12 @@
  */
 
 import type { Context, Hono } from "hono";
-import { BadRequestError } from "./plugin_http.ts";
-import { LOG_LEVELS } from "../host_api.ts";
-import type { LogEntry } from "../log_buffer.ts";
-import { parseLevel, parseLimit } from "./api.ts";
-import type { ServerContext } from "./context.ts";
-import { markup, PAGE_HEADERS, raw } from "./html.ts";
+import { BadRequestError } from "../plugin_http.ts";
+import { LOG_LEVELS } from "../../model/host_api.ts";
+import type { LogEntry } from "../../log_buffer.ts";
+import { parseLevel, parseLimit } from "../api.ts";
+import type { ServerContext } from "../context.ts";
+import { markup, PAGE_HEADERS, raw } from "../html.ts";
 import {
   csrfField,
   flashFromQuery,

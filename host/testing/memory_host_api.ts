@@ -13,8 +13,8 @@ import type {
   HttpResponse,
   LogLevel,
   Row,
-} from "./host_api.ts";
-import type { CallContext } from "./plugin.ts";
+} from "../model/host_api.ts";
+import type { CallContext } from "../model/plugin.ts";
 
 /** One recorded HostAPI call. */
 export interface RecordedHostCall {
@@ -57,7 +57,7 @@ export interface MemoryHostAPIOptions {
  * @example
  * ```ts
  * import { MemoryHostAPI } from "./memory_host_api.ts";
- * import { createCallContext } from "./plugin.ts";
+ * import { createCallContext } from "../model/plugin.ts";
  * const host = new MemoryHostAPI({ config: { "app.name": "GoatKit" } });
  * await host.configGet(createCallContext(), "app.name"); // "GoatKit"
  * host.calls.length; // 1

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { I18nSpec } from "./manifest.ts";
+import type { I18nSpec } from "../model/manifest.ts";
 
 /** A namespace is already taken by the host or another plugin. */
 export class TranslationConflictError extends Error {

@@ -8,9 +8,9 @@
 import type { Hono } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import { randomBytes } from "node:crypto";
-import type { ServerContext } from "./context.ts";
-import { markup } from "./html.ts";
-import { safeEqual, SESSION_COOKIE } from "./sessions.ts";
+import type { ServerContext } from "../context.ts";
+import { markup } from "../html.ts";
+import { safeEqual, SESSION_COOKIE } from "../auth/sessions.ts";
 import { type PageKit, render, safeNext } from "./page_kit.ts";
 
 const LOGIN_CSRF_COOKIE = "gk_login_csrf";

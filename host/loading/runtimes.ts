@@ -11,22 +11,22 @@
  */
 
 import { join, resolve } from "node:path";
-import type { LogBuffer } from "./log_buffer.ts";
+import type { LogBuffer } from "../log_buffer.ts";
 import type { PluginFactory, PluginSource } from "./loader.ts";
-import type { Plugin } from "./plugin.ts";
-import { effectivePermissions } from "../permissions/grammar.ts";
-import type { GrantStore } from "../permissions/grants.ts";
-import { denoFlagsFor } from "../permissions/deno_flags.ts";
-import { assertFsContained } from "../permissions/fs_check.ts";
-import { wasiPreopensFor } from "../permissions/wasi_preopens.ts";
+import type { Plugin } from "../model/plugin.ts";
+import { effectivePermissions } from "../../permissions/grammar.ts";
+import type { GrantStore } from "../../permissions/grants.ts";
+import { denoFlagsFor } from "../../permissions/deno_flags.ts";
+import { assertFsContained } from "../../permissions/fs_check.ts";
+import { wasiPreopensFor } from "../../permissions/wasi_preopens.ts";
 import {
   loadWasmPlugin,
   type WasmPluginOptions,
-} from "../runtimes/wasm/plugin.ts";
+} from "../../runtimes/wasm/plugin.ts";
 import {
   loadGrpcPlugin,
   type LoadGrpcPluginOptions,
-} from "../runtimes/grpc/grpc_plugin.ts";
+} from "../../runtimes/grpc/plugin.ts";
 
 /** Options of {@linkcode createRuntimeFactory}. */
 export interface RuntimeFactoryOptions {

@@ -15,10 +15,10 @@ import type {
   HttpResponse,
   LogLevel,
   Row,
-} from "./host_api.ts";
-import type { I18nRegistry } from "./i18n.ts";
-import type { LogBuffer } from "./log_buffer.ts";
-import type { CallContext } from "./plugin.ts";
+} from "../model/host_api.ts";
+import type { I18nRegistry } from "../registries/i18n.ts";
+import type { LogBuffer } from "../log_buffer.ts";
+import type { CallContext } from "../model/plugin.ts";
 
 /** A service the host was not configured with was asked for. */
 export class ServiceUnavailableError extends Error {
@@ -63,9 +63,9 @@ export interface BasicHostAPIOptions {
  * @example
  * ```ts
  * import { BasicHostAPI } from "./basic_host_api.ts";
- * import { LogBuffer } from "./log_buffer.ts";
- * import { I18nRegistry } from "./i18n.ts";
- * import { createCallContext } from "./plugin.ts";
+ * import { LogBuffer } from "../log_buffer.ts";
+ * import { I18nRegistry } from "../registries/i18n.ts";
+ * import { createCallContext } from "../model/plugin.ts";
  * const host = new BasicHostAPI({ logs: new LogBuffer(), i18n: new I18nRegistry() });
  * await host.translate(createCallContext(), "missing.key"); // "missing.key"
  * ```

@@ -12,9 +12,13 @@ import {
   type RunMessage,
   type WorkerReply,
 } from "./command_protocol.ts";
-import { ERRNO } from "./constants.ts";
-import { DenoWasiFs, WasiFsError } from "./fs.ts";
-import { WasiDeadlineError, WasiExitError, WasiPreview1 } from "./preview1.ts";
+import { ERRNO } from "../../wasi/constants.ts";
+import { DenoWasiFs, WasiFsError } from "../../wasi/fs.ts";
+import {
+  WasiDeadlineError,
+  WasiExitError,
+  WasiPreview1,
+} from "../../wasi/preview1.ts";
 
 const FLUSH_AT = 4096;
 

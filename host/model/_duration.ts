@@ -24,7 +24,7 @@ const PART_REGEXP = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g;
  *
  * @example
  * ```ts
- * import { parseDuration } from "./duration.ts";
+ * import { parseDuration } from "./_duration.ts";
  * parseDuration("1m30s"); // 90000
  * parseDuration("soon"); // undefined
  * ```

@@ -14,10 +14,10 @@
 
 import { dirname, join, resolve } from "node:path";
 import { zipSync } from "fflate";
-import { errorText } from "./errors.ts";
+import { errorText } from "../model/errors.ts";
 import type { Loader } from "./loader.ts";
-import type { Manager } from "./manager.ts";
-import { checkManifest, type GKRegistration } from "./manifest.ts";
+import type { Manager } from "../manager.ts";
+import { checkManifest, type GKRegistration } from "../model/manifest.ts";
 import { PackageRejectedError, SafeZip, type ZipLimits } from "./zip_reader.ts";
 
 /** Name of the file an installed plugin keeps its package record in. */

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { ERRNO } from "./constants.ts";
+import { ERRNO } from "../../runtimes/wasi/constants.ts";
 import {
   errnoFromError,
   type WasiDirEntry,
@@ -24,7 +24,7 @@ import {
   type WasiOpenResult,
   type WasiPathRef,
   type WasiTimesTarget,
-} from "./fs.ts";
+} from "../../runtimes/wasi/fs.ts";
 
 /** Names of the {@link WasiFs} methods, in a fixed order. */
 export const WASI_FS_METHODS = [
@@ -62,8 +62,8 @@ export type WasiFsReply =
  *
  * @example
  * ```ts
- * import { DenoWasiFs } from "./fs.ts";
- * import { serveWasiFsCall } from "./fs_proxy.ts";
+ * import { DenoWasiFs } from "../../runtimes/wasi/fs.ts";
+ * import { serveWasiFsCall } from "./wasi_fs_proxy.ts";
  * const dir = Deno.makeTempDirSync();
  * const fs = new DenoWasiFs([{ hostPath: dir }]);
  * const reply = serveWasiFsCall(fs, "mkdir", [{ preopen: 0, dir: "", path: "x" }]);
@@ -94,8 +94,8 @@ export function serveWasiFsCall(
  *
  * @example
  * ```ts
- * import { DenoWasiFs } from "./fs.ts";
- * import { ProxyWasiFs, serveWasiFsCall } from "./fs_proxy.ts";
+ * import { DenoWasiFs } from "../../runtimes/wasi/fs.ts";
+ * import { ProxyWasiFs, serveWasiFsCall } from "./wasi_fs_proxy.ts";
  * const dir = Deno.makeTempDirSync();
  * const inner = new DenoWasiFs([{ hostPath: dir }]);
  * // In-process stand-in for a cross-thread channel:

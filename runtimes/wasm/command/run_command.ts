@@ -11,16 +11,16 @@
  * @module
  */
 
-import { FUEL, instrumentModuleCached } from "../wasm/instrument.ts";
+import { FUEL, instrumentModuleCached } from "../instrument/instrument.ts";
 import {
   CONTROL,
   type RunMessage,
   type WorkerReply,
 } from "./command_protocol.ts";
-import { ERRNO } from "./constants.ts";
-import { errnoFromError, symlinkTargetEscapes } from "./fs.ts";
-import { nodeLutimes } from "./node_lutimes.ts";
-import type { WasiDirPreopen } from "./preview1.ts";
+import { ERRNO } from "../../wasi/constants.ts";
+import { errnoFromError, symlinkTargetEscapes } from "../../wasi/fs.ts";
+import { nodeLutimes } from "../../wasi/node_lutimes.ts";
+import type { WasiDirPreopen } from "../../wasi/preview1.ts";
 
 /** Options of {@link runWasiCommand}. */
 export interface RunWasiCommandOptions {

@@ -10,8 +10,8 @@
 import { z } from "zod";
 import { Cron } from "croner";
 import { InvalidManifestError, type ManifestIssue } from "./errors.ts";
-import { parseDuration } from "./duration.ts";
-import { compareSemver, SEMVER_REGEXP } from "./semver.ts";
+import { parseDuration } from "./_duration.ts";
+import { compareSemver, SEMVER_REGEXP } from "./_semver.ts";
 import { HOST_VERSION } from "./version.ts";
 
 /** Plugin names: lower-case letter first, then letters, digits and `-`, 2–63 characters. */

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { TemplateSpec } from "./manifest.ts";
+import type { TemplateSpec } from "../model/manifest.ts";
 
 /** A registered override. */
 export interface TemplateOverride {

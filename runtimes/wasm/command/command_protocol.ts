@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { WasiDirPreopen } from "./preview1.ts";
+import type { WasiDirPreopen } from "../../wasi/preview1.ts";
 
 /** The message that starts the command. */
 export interface RunMessage {

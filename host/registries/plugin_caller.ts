@@ -6,9 +6,9 @@
  * @module
  */
 
-import { errorText } from "./errors.ts";
-import type { Manager } from "./manager.ts";
-import { decodeJson, encodeJson } from "./plugin.ts";
+import { errorText } from "../model/errors.ts";
+import type { Manager } from "../manager.ts";
+import { decodeJson, encodeJson } from "../model/plugin.ts";
 import { sanitizeHtml } from "./sanitize.ts";
 
 /** Options of {@linkcode PluginCaller}. */
@@ -25,7 +25,7 @@ export interface PluginCallerOptions {
  *
  * @example
  * ```ts
- * import { Manager } from "./manager.ts";
+ * import { Manager } from "../manager.ts";
  * import { PluginCaller } from "./plugin_caller.ts";
  * const caller = new PluginCaller(new Manager(), "hello");
  * await caller.widget("w"); // '<!-- plugin "hello" not found -->'
@@ -136,7 +136,7 @@ export class PluginCaller {
  *
  * @example
  * ```ts
- * import { Manager } from "./manager.ts";
+ * import { Manager } from "../manager.ts";
  * import { renderOverride } from "./plugin_caller.ts";
  * await renderOverride(new Manager(), "base/header.html", {}); // null
  * ```

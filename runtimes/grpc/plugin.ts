@@ -9,20 +9,20 @@
 import * as grpc from "@grpc/grpc-js";
 import { basename, dirname, resolve } from "node:path";
 import { tmpdir } from "node:os";
-import type { HostAPI, LogLevel } from "../../host/host_api.ts";
+import type { HostAPI, LogLevel } from "../../host/model/host_api.ts";
 import type {
   CallContext,
   Plugin,
   PluginEnvironment,
-} from "../../host/plugin.ts";
-import type { GKRegistration } from "../../host/manifest.ts";
+} from "../../host/model/plugin.ts";
+import type { GKRegistration } from "../../host/model/manifest.ts";
 import {
   errorText,
   PluginCrashedError,
   PluginError,
   PluginTimeoutError,
-} from "../../host/errors.ts";
-import { HOST_VERSION } from "../../host/version.ts";
+} from "../../host/model/errors.ts";
+import { HOST_VERSION } from "../../host/model/version.ts";
 import {
   GrpcHandshakeError,
   type HandshakeFailure,
@@ -968,7 +968,7 @@ async function exitsWithin(gen: Generation, ms: number): Promise<boolean> {
  *
  * @example
  * ```ts ignore
- * import { loadGrpcPlugin } from "./grpc_plugin.ts";
+ * import { loadGrpcPlugin } from "./plugin.ts";
  * const plugin = await loadGrpcPlugin("fixtures/plugins/hello-grpc-ts/plugin.ts");
  * await manager.register(plugin);
  * await manager.call("hello-grpc", "get_status", null);

@@ -17,10 +17,10 @@
  */
 
 import { join, relative, resolve, sep } from "node:path";
-import { errorText } from "./errors.ts";
-import type { LazyLoader, Manager } from "./manager.ts";
-import { checkManifest, type GKRegistration } from "./manifest.ts";
-import type { Plugin } from "./plugin.ts";
+import { errorText } from "../model/errors.ts";
+import type { LazyLoader, Manager } from "../manager.ts";
+import { checkManifest, type GKRegistration } from "../model/manifest.ts";
+import type { Plugin } from "../model/plugin.ts";
 
 /** How a discovered plugin runs. */
 export type PluginSourceKind = "wasm" | "grpc-deno" | "grpc-native";
@@ -65,7 +65,7 @@ export interface LoaderOptions {
  *
  * @example
  * ```ts ignore
- * import { Loader, Manager } from "../mod.ts";
+ * import { Loader, Manager } from "../../mod.ts";
  * const manager = new Manager();
  * const loader = new Loader(manager, { dir: "./plugins", load: async (src) => await myFactory(src) });
  * await loader.scan();

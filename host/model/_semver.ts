@@ -15,7 +15,7 @@ export const SEMVER_REGEXP =
  *
  * @example
  * ```ts
- * import { compareSemver } from "./semver.ts";
+ * import { compareSemver } from "./_semver.ts";
  * compareSemver("1.2.0", "1.10.0") < 0; // true
  * ```
  */

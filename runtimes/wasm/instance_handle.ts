@@ -30,7 +30,7 @@ import {
   OP_SHUTDOWN,
 } from "./channel.ts";
 import { errorJson, type HostCallResult } from "./host_calls.ts";
-import type { WorkerInit } from "./worker.ts";
+import type { WorkerInit } from "./guest.ts";
 
 /** A WASI preopen: a host directory visible to the guest at `guestPath`. */
 export interface WasmPreopen {
@@ -128,7 +128,7 @@ export class InstanceHost {
   private constructor(settings: Omit<InstanceSettings, "module">) {
     this.#settings = settings;
     this.#ch = Channel.create(settings.maxResultBytes + 4096);
-    this.#worker = new Worker(new URL("./worker.ts", import.meta.url), {
+    this.#worker = new Worker(new URL("./guest.ts", import.meta.url), {
       type: "module",
       name: "goatkit-wasm",
       deno: { permissions: workerPermissions(settings.preopens) },

@@ -12,11 +12,11 @@
 
 import type { Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import type { ServerContext } from "./context.ts";
+import type { ServerContext } from "../context.ts";
 import { pageKit } from "./page_kit.ts";
-import { mountLoginPages } from "./pages_login.ts";
-import { mountOpsPages } from "./pages_ops.ts";
-import { mountPluginPages } from "./pages_plugins.ts";
+import { mountLoginPages } from "./login.ts";
+import { mountOpsPages } from "./ops.ts";
+import { mountPluginPages } from "./plugins.ts";
 
 /** Mounts the login/logout handlers and the `/admin` pages on `app`. */
 export function mountPages(app: Hono, ctx: ServerContext): void {

@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { SqlSession } from "./sql_client.ts";
+import type { SqlSession } from "../host/services/sql_client.ts";
 
 /** Which host tables a plugin may read and write. */
 export interface PluginPrivileges {
@@ -46,7 +46,7 @@ function boundedName(prefix: string, plugin: string): string {
  *
  * @example
  * ```ts
- * import { pluginRoleName } from "./privileges.ts";
+ * import { pluginRoleName } from "./pg_privileges.ts";
  * pluginRoleName("ticket-stats"); // "gk_plugin_ticket_stats"
  * ```
  */
@@ -59,7 +59,7 @@ export function pluginRoleName(plugin: string): string {
  *
  * @example
  * ```ts
- * import { pluginSchemaName } from "./privileges.ts";
+ * import { pluginSchemaName } from "./pg_privileges.ts";
  * pluginSchemaName("ticket-stats"); // "plugin_ticket_stats"
  * ```
  */

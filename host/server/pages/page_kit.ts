@@ -7,11 +7,15 @@
  */
 
 import type { Context, MiddlewareHandler } from "hono";
-import { errorText } from "../errors.ts";
-import { checkCsrf, type Principal, requireAuth } from "./auth.ts";
-import type { PluginInfo, ServerContext } from "./context.ts";
-import { layout, markup, PAGE_HEADERS, type SafeHtml } from "./html.ts";
-import { errorToHttp } from "./plugin_http.ts";
+import { errorText } from "../../model/errors.ts";
+import {
+  checkCsrf,
+  type Principal,
+  requireAuth,
+} from "../auth/authenticator.ts";
+import type { PluginInfo, ServerContext } from "../context.ts";
+import { layout, markup, PAGE_HEADERS, type SafeHtml } from "../html.ts";
+import { errorToHttp } from "../plugin_http.ts";
 
 /** Options of {@linkcode render}. */
 export interface PageOptions {

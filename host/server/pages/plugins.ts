@@ -7,17 +7,17 @@
  */
 
 import type { Context, Hono } from "hono";
-import { checkCsrf, type Principal } from "./auth.ts";
-import { readUpload } from "./api.ts";
+import { checkCsrf, type Principal } from "../auth/authenticator.ts";
+import { readUpload } from "../api.ts";
 import {
   allPluginInfos,
   type PluginInfo,
   pluginInfo,
   renderWidget,
   type ServerContext,
-} from "./context.ts";
-import { markup, raw, type SafeHtml } from "./html.ts";
-import { BadRequestError, preferredLanguage } from "./plugin_http.ts";
+} from "../context.ts";
+import { markup, raw, type SafeHtml } from "../html.ts";
+import { BadRequestError, preferredLanguage } from "../plugin_http.ts";
 import {
   csrfField,
   flashFromQuery,

@@ -20,15 +20,18 @@ function assertThrows(
   throw new Error(`expected ${type.name} to be thrown`);
 }
 import {
-  DenoFlagError,
   HandshakeLineError,
-  mergeDenoFlags,
   parseHandshake,
   parseLogLine,
   UntrustedExecutableError,
 } from "../runtimes/grpc/mod.ts";
 import { readLines } from "../runtimes/grpc/log_lines.ts";
-import { buildLaunch, SDK_NPM_IMPORTS } from "../runtimes/grpc/launch.ts";
+import {
+  buildLaunch,
+  DenoFlagError,
+  mergeDenoFlags,
+  SDK_NPM_IMPORTS,
+} from "../runtimes/grpc/launch.ts";
 import {
   registrationFromPb,
   registrationToPb,

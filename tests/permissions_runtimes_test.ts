@@ -64,7 +64,7 @@ import { OutboxMailer } from "../host/services/mailer.ts";
 import { ConfigStore } from "../host/services/config.ts";
 import { pluginRoleName } from "../permissions/pg_privileges.ts";
 import { loadWasmPlugin } from "../runtimes/wasm/plugin.ts";
-import { loadGrpcPlugin } from "../runtimes/grpc/plugin.ts";
+import { loadGrpcPlugin } from "../runtimes/grpc/mod.ts";
 import { buildWat } from "../fixtures/hostile/wat_build.ts";
 
 const DATABASE_URL = Deno.env.get("GOATKIT_TEST_DATABASE_URL") ??

@@ -22,11 +22,11 @@ import { wasiPreopensFor } from "../../permissions/wasi_preopens.ts";
 import {
   loadWasmPlugin,
   type WasmPluginOptions,
-} from "../../runtimes/wasm/plugin.ts";
+} from "../../runtimes/wasm/mod.ts";
 import {
   loadGrpcPlugin,
   type LoadGrpcPluginOptions,
-} from "../../runtimes/grpc/plugin.ts";
+} from "../../runtimes/grpc/mod.ts";
 
 /** Options of {@linkcode createRuntimeFactory}. */
 export interface RuntimeFactoryOptions {

@@ -16,14 +16,15 @@
  * @module
  */
 
-export {
-  type GrpcLogSink,
+export { loadGrpcPlugin } from "./load.ts";
+export type {
+  GrpcLogSink,
   GrpcPlugin,
-  type GrpcPluginStatus,
-  loadGrpcPlugin,
-  type LoadGrpcPluginOptions,
-  type RestartOptions,
-} from "./plugin.ts";
+  GrpcPluginStatus,
+  LoadGrpcPluginOptions,
+  RestartOptions,
+  SupervisorOptions,
+} from "./options.ts";
 export {
   GrpcHandshakeError,
   type HandshakeFailure,
@@ -35,13 +36,4 @@ export {
   HandshakeLineError,
   parseHandshake,
 } from "./handshake.ts";
-export {
-  DenoFlagError,
-  isScriptEntry,
-  MAGIC_COOKIE_KEY,
-  MAGIC_COOKIE_VALUE,
-  mergeDenoFlags,
-  PROTOCOL_VERSIONS,
-} from "./launch.ts";
 export { type LogRecord, parseLogLine } from "./log_lines.ts";
-export { statusForError } from "./host_service.ts";

@@ -4,8 +4,8 @@
  * TypeScript shapes of its messages (as proto-loader decodes them:
  * snake_case keys, `bytes` as `Uint8Array`, `int64` as `number`).
  *
- * Shared by the host side (`grpc_plugin.ts`, `host_service.ts`) and the
- * plugin-side SDK (`sdk.ts`).
+ * Shared by the host side (`supervisor.ts`, `plugin.ts`, `host_service.ts`)
+ * and the plugin-side SDK (`sdk.ts`).
  *
  * @module
  */

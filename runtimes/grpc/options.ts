@@ -1,0 +1,111 @@
+/**
+ * The public shapes of the gRPC runtime: the options of
+ * {@linkcode loadGrpcPlugin} and of process supervision, and the
+ * {@linkcode GrpcPlugin} it returns. Nothing here loads the gRPC library,
+ * so importing these types costs nothing.
+ *
+ * @module
+ */
+
+import type { LogLevel } from "../../host/model/host_api.ts";
+import type { Plugin } from "../../host/model/plugin.ts";
+
+/** Where a plugin's log lines go: `(level, message, fields)`. */
+export type GrpcLogSink = (
+  level: LogLevel,
+  message: string,
+  fields: Record<string, unknown>,
+) => void;
+
+/** Crash handling of {@linkcode SupervisorOptions}. */
+export interface RestartOptions {
+  /** Crashes within `windowMs` that quarantine the plugin. @default 3 */
+  maxCrashes?: number;
+  /** The window crashes are counted in. @default 60000 */
+  windowMs?: number;
+  /** First restart delay; doubled after each further crash. @default 100 */
+  backoffMs?: number;
+  /** Longest restart delay. @default 5000 */
+  maxBackoffMs?: number;
+}
+
+/** How a plugin process is launched, watched, restarted and stopped. */
+export interface SupervisorOptions {
+  /**
+   * Permission flags derived from the plugin's grants (`--allow-net=…`,
+   * `--allow-read=…`, `--allow-write=…`), merged with the runtime's own
+   * (its sockets, data directory). Without it the plugin gets only those.
+   */
+  denoFlags?: readonly string[];
+  /** The plugin's data directory (read/write); created if missing. */
+  dataDir?: string;
+  /** Native executables allowed to run (resolved paths). */
+  trustedExecutables?: readonly string[];
+  /** Time from spawn to a connected, registered plugin. @default 10000 */
+  startTimeoutMs?: number;
+  /** Crash restart and quarantine policy. */
+  restart?: RestartOptions;
+  /** Time given to each shutdown step before the next, harsher one. @default 2000 */
+  shutdownGraceMs?: number;
+  /** Period of health checks (0: only on demand). @default 0 */
+  healthIntervalMs?: number;
+  /**
+   * After a call times out, the plugin must answer a health check within
+   * this time or it is killed and restarted as hung. @default 2000
+   */
+  hangTimeoutMs?: number;
+  /** Log lines per second kept from the process; the rest are counted. @default 500 */
+  logLinesPerSecond?: number;
+  /** Deno cache directory for TS plugins. @default the host's */
+  denoDir?: string;
+  /** Extra arguments for the plugin process. */
+  args?: readonly string[];
+}
+
+/** A snapshot of a gRPC plugin's supervision state. */
+export interface GrpcPluginStatus {
+  /** `starting`, `running`, `restarting`, `quarantined` or `stopped`. */
+  state: "starting" | "running" | "restarting" | "quarantined" | "stopped";
+  /** The current process id, when one runs. */
+  pid: number | undefined;
+  /** Result of the last health check. */
+  healthy: boolean;
+  /** Crashes seen since load. */
+  crashes: number;
+  /** Restarts done since load. */
+  restarts: number;
+  /** Why the plugin was quarantined. */
+  quarantineReason: string | undefined;
+}
+
+/** Options of {@linkcode loadGrpcPlugin}. */
+export interface LoadGrpcPluginOptions extends SupervisorOptions {
+  /** Upper bound of every call, on top of the call context's deadline. */
+  callTimeoutMs?: number;
+  /** Receives the plugin's log lines (stderr hclog JSON, other output as info). */
+  logs?: GrpcLogSink;
+  /** Sent to the plugin at `Init`. @default HOST_VERSION */
+  hostVersion?: string;
+  /** Directory under which the private socket directory is made. @default the OS temp dir */
+  tempDir?: string;
+}
+
+/**
+ * A gRPC plugin process under supervision, as {@linkcode loadGrpcPlugin}
+ * returns it: a {@linkcode Plugin} with `runtime: "grpc"` plus its
+ * supervision state.
+ */
+export interface GrpcPlugin extends Plugin {
+  /** Always `grpc`. */
+  readonly runtime: "grpc";
+  /** The resolved entry path. */
+  readonly entry: string;
+  /** The registered name (the entry's base name before registration). */
+  readonly name: string;
+  /** The host's `GKHost` socket given to the plugin at `Init`. */
+  readonly hostSocket: string;
+  /** A snapshot of the supervision state. */
+  status(): GrpcPluginStatus;
+  /** Asks the plugin's health service; `false` when it does not answer in time. */
+  checkHealth(timeoutMs?: number): Promise<boolean>;
+}

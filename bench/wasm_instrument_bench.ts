@@ -1,5 +1,5 @@
 /**
- * Benchmarks of the WASM instrumenter (`runtimes/wasm/instrument.ts`):
+ * Benchmarks of the WASM instrumenter (`runtimes/wasm/instrument/`):
  *
  * - the run-time overhead of the inserted fuel checks on CPU-bound guests
  *   (original module = baseline, instrumented module with a trivial
@@ -12,10 +12,7 @@
  *
  * @module
  */
-import {
-  FUEL,
-  instrumentModule,
-} from "../runtimes/wasm/instrument/instrument.ts";
+import { FUEL, instrumentModule } from "../runtimes/wasm/instrument/mod.ts";
 
 const wabt = await (await import("wabt")).default();
 

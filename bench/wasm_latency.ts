@@ -13,7 +13,7 @@
 import { Manager } from "../host/manager.ts";
 import { createCallContext } from "../host/model/plugin.ts";
 import { GuestInstance } from "../runtimes/wasm/abi.ts";
-import { instrumentModuleCached } from "../runtimes/wasm/instrument/instrument.ts";
+import { instrumentModuleCached } from "../runtimes/wasm/instrument/mod.ts";
 import { loadWasmPlugin } from "../runtimes/wasm/plugin.ts";
 import { WasiPreview1 } from "../runtimes/wasi/preview1.ts";
 

@@ -1,5 +1,5 @@
 /**
- * Tests of the WASM instrumenter (`runtimes/wasm/instrument.ts`), through real
+ * Tests of the WASM instrumenter (`runtimes/wasm/instrument/`), through real
  * WebAssembly: hand-written modules (compiled with `npm:wabt`) covering each
  * supported proposal run original and instrumented and must give the same
  * answers; infinite loops and recursion stop at `gk.interrupt`; the memory cap
@@ -15,7 +15,7 @@ import {
   instrumentModuleCached,
   INTERRUPT_IMPORT,
   WasmInstrumentError,
-} from "../runtimes/wasm/instrument/instrument.ts";
+} from "../runtimes/wasm/instrument/mod.ts";
 
 const wabt = await (await import("wabt")).default();
 

@@ -38,7 +38,7 @@ export {
   type InstrumentOptions,
   INTERRUPT_IMPORT,
   WasmInstrumentError,
-} from "./instrument/instrument.ts";
+} from "./instrument/mod.ts";
 export {
   runWasiCommand,
   type RunWasiCommandOptions,

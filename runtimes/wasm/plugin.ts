@@ -17,7 +17,7 @@
  *   `{"error":{"message":…,"permission":…,"type":…}}` (at most `buf_len`
  *   bytes) into the guest's buffer and returns its full length; 0 when the
  *   last host call did not fail.
- * - **Deadlines.** The module is instrumented (`instrument.ts`): fuel runs
+ * - **Deadlines.** The module is instrumented (`instrument/`): fuel runs
  *   out every few thousand function entries / loop iterations and calls
  *   `gk.interrupt`, which traps once the main thread set the instance's
  *   interrupt flag (at the call's deadline, on abort, at shutdown). The call
@@ -53,7 +53,7 @@ import {
   PluginError,
   PluginTimeoutError,
 } from "../../host/model/errors.ts";
-import { FUEL, instrumentModuleCached } from "./instrument/instrument.ts";
+import { FUEL, instrumentModuleCached } from "./instrument/mod.ts";
 import { OP_CALL, OP_REGISTER } from "./channel.ts";
 import { type HostCallResult, serveHostCall } from "./host_calls.ts";
 import {

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { FUEL, instrumentModuleCached } from "../instrument/instrument.ts";
+import { FUEL, instrumentModuleCached } from "../instrument/mod.ts";
 import {
   CONTROL,
   type RunMessage,

@@ -43,8 +43,10 @@ import {
   refusedTypeReason,
   SIMD_IMM,
 } from "./_opcodes.ts";
-import { hex, WasmInstrumentError, WasmReader } from "./_wasm_reader.ts";
+import { hex, WasmReader } from "./_wasm_reader.ts";
 import { WasmWriter } from "./_wasm_writer.ts";
+import { BYTES_PER_FUEL } from "./constants.ts";
+import { WasmInstrumentError } from "./wasm_instrument_error.ts";
 
 /** What the rewriter knows about the module when it reaches the code. */
 export interface ModuleState {
@@ -78,6 +80,10 @@ export const MAX_UNCHECKED_WORK = 4096;
 /** V8's limit on locals per function; above it a body keeps fuel in the global. */
 const MAX_LOCALS = 50_000;
 
+/**
+ * Refuses a function index past the module's own functions (imported and
+ * defined).
+ */
 export function checkFunc(
   r: WasmReader,
   s: ModuleState,
@@ -89,10 +95,18 @@ export function checkFunc(
   }
 }
 
+/**
+ * The new index of function `idx`: defined functions move up by one, past the
+ * added `gk.interrupt` import.
+ */
 export function remapFunc(s: ModuleState, idx: number): number {
   return idx < s.numFuncImports ? idx : idx + 1;
 }
 
+/**
+ * Refuses a global index past the module's own globals, so guest code cannot
+ * reach the fuel global.
+ */
 export function checkGlobal(
   r: WasmReader,
   s: ModuleState,
@@ -105,13 +119,6 @@ export function checkGlobal(
     r.fail(`global index ${idx} out of range`, pos);
   }
 }
-
-/**
- * Code bytes per fuel unit when weighing a check by the code it covers: a
- * loop check spends `1 + body bytes / 64` units per iteration (at most 1001),
- * an entry check `1 + covered bytes / 64`.
- */
-export const BYTES_PER_FUEL = 64;
 
 /** Fuel a check spends for `bytes` of code it covers (1 for tight loops). */
 function weightOf(bytes: number): number {

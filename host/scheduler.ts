@@ -6,6 +6,11 @@
  * or reschedules its jobs. With a {@linkcode JobClaim} (PostgreSQL), each tick
  * runs on one host only.
  *
+ * Croner only computes the next fire time of each schedule; the waiting (the
+ * ticks and the job deadlines) goes through a {@linkcode SchedulerClock}, the
+ * system clock unless {@linkcode SchedulerOptions.clock} gives another, so
+ * that tests can drive the scheduler with a clock they advance.
+ *
  * @module
  */
 
@@ -66,6 +71,93 @@ export interface JobClaim {
   claim(key: string, tick: number): Promise<boolean>;
 }
 
+/**
+ * The time source of a {@linkcode Scheduler}: what time it is, and one-shot
+ * timers on that time line. The default is the system clock (`Date.now()`,
+ * `setTimeout`, `clearTimeout`); tests pass a fake clock that they advance.
+ * The scheduler never asks for a delay over 2³¹−1 ms (it waits in steps), and
+ * checks `now()` when a timer fires, so a timer that fires early is harmless.
+ *
+ * @example A clock that moves only when told to
+ * ```ts
+ * import type { SchedulerClock } from "./scheduler.ts";
+ * class ManualClock implements SchedulerClock {
+ *   #now = Date.UTC(2030, 0, 1);
+ *   #id = 0;
+ *   #timers = new Map<number, { at: number; callback: () => void }>();
+ *   now(): number {
+ *     return this.#now;
+ *   }
+ *   setTimer(callback: () => void, delayMs: number): number {
+ *     this.#timers.set(++this.#id, { at: this.#now + delayMs, callback });
+ *     return this.#id;
+ *   }
+ *   clearTimer(timer: number): void {
+ *     this.#timers.delete(timer);
+ *   }
+ *   advance(ms: number): void {
+ *     const end = this.#now + ms;
+ *     for (;;) {
+ *       const due = [...this.#timers].filter(([, t]) => t.at <= end)
+ *         .sort(([a, x], [b, y]) => x.at - y.at || a - b)[0];
+ *       if (!due) break;
+ *       this.#timers.delete(due[0]);
+ *       this.#now = due[1].at;
+ *       due[1].callback();
+ *     }
+ *     this.#now = end;
+ *   }
+ * }
+ * ```
+ */
+export interface SchedulerClock {
+  /** The current time, in milliseconds since the epoch. */
+  now(): number;
+  /**
+   * Calls `callback` once, `delayMs` from now; returns an opaque handle for
+   * {@linkcode SchedulerClock.clearTimer}.
+   */
+  setTimer(callback: () => void, delayMs: number): unknown;
+  /** Cancels a timer that has not fired yet; does nothing otherwise. */
+  clearTimer(timer: unknown): void;
+}
+
+const SYSTEM_CLOCK: SchedulerClock = {
+  now: () => Date.now(),
+  setTimer: (callback, delayMs) => setTimeout(callback, delayMs),
+  clearTimer: (timer) => clearTimeout(timer as ReturnType<typeof setTimeout>),
+};
+
+/** The longest delay `setTimeout` takes (about 24.8 days). */
+const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
+
+/**
+ * Calls `fn` once `clock` reaches `when`, in steps of at most
+ * {@linkcode MAX_TIMER_DELAY_MS}; returns a function that cancels the wait.
+ */
+function callAt(
+  clock: SchedulerClock,
+  when: number,
+  fn: () => void,
+): () => void {
+  let timer: unknown;
+  let cancelled = false;
+  const arm = () => {
+    const left = Math.max(0, when - clock.now());
+    timer = clock.setTimer(fire, Math.min(left, MAX_TIMER_DELAY_MS));
+  };
+  const fire = () => {
+    if (cancelled) return;
+    if (clock.now() < when) arm();
+    else fn();
+  };
+  arm();
+  return () => {
+    cancelled = true;
+    clock.clearTimer(timer);
+  };
+}
+
 /** Options of {@linkcode Scheduler}. */
 export interface SchedulerOptions {
   /** Shares ticks between hosts (see {@linkcode PgJobClaim}). */
@@ -74,6 +166,12 @@ export interface SchedulerOptions {
   timezone?: string;
   /** Runs kept per job. @default 20 */
   historySize?: number;
+  /**
+   * The clock that times the ticks, the run records and the job deadlines.
+   * The Manager's own deadline for the call stays in real time as a backstop.
+   * @default the system clock
+   */
+  clock?: SchedulerClock;
 }
 
 interface Slot {
@@ -81,7 +179,12 @@ interface Slot {
   key: string;
   signature: string;
   timeoutMs: number;
+  /** The schedule; only computes fire times (it never runs anything). */
   cron: Cron;
+  /** The planned tick (epoch ms), or null when the schedule has no more. */
+  nextAt: number | null;
+  /** Cancels the wait for `nextAt`. */
+  cancel: () => void;
   running: boolean;
   runs: JobRun[];
 }
@@ -114,6 +217,7 @@ export class JobNotFoundError extends Error {
 export class Scheduler {
   #manager: Manager;
   #options: SchedulerOptions;
+  #clock: SchedulerClock;
   #slots = new Map<string, Slot>();
   #unsubscribe: (() => void) | undefined;
   #inFlight = new Set<Promise<void>>();
@@ -122,6 +226,7 @@ export class Scheduler {
   constructor(manager: Manager, options: SchedulerOptions = {}) {
     this.#manager = manager;
     this.#options = options;
+    this.#clock = options.clock ?? SYSTEM_CLOCK;
   }
 
   /** Schedules the current jobs and follows the Manager's changes. */
@@ -135,7 +240,7 @@ export class Scheduler {
   stop(): void {
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
-    for (const s of this.#slots.values()) s.cron.stop();
+    for (const s of this.#slots.values()) s.cancel();
     this.#slots.clear();
   }
 
@@ -155,7 +260,7 @@ export class Scheduler {
     for (const [key, slot] of this.#slots) {
       const job = wanted.get(key);
       if (!job || signature(job) !== slot.signature) {
-        slot.cron.stop();
+        slot.cancel();
         this.#slots.delete(key);
       }
     }
@@ -171,12 +276,13 @@ export class Scheduler {
         running: false,
         cron: new Cron(job.schedule, {
           timezone: this.#options.timezone ?? "UTC",
-          catch: true,
-        }, () => {
-          this.#track(this.#tick(slot));
+          paused: true,
         }),
+        nextAt: null,
+        cancel: () => {},
       };
       this.#slots.set(key, slot);
+      this.#plan(slot, this.#clock.now());
     }
   }
 
@@ -190,7 +296,7 @@ export class Scheduler {
         handler: s.job.handler,
         ...(s.job.description ? { description: s.job.description } : {}),
         timeoutMs: s.timeoutMs,
-        nextRun: s.cron.nextRun()?.toISOString() ?? null,
+        nextRun: s.nextAt === null ? null : new Date(s.nextAt).toISOString(),
         running: s.running,
         lastRuns: [...s.runs],
       }),
@@ -210,10 +316,27 @@ export class Scheduler {
     return run!;
   }
 
-  async #tick(slot: Slot): Promise<void> {
+  /** Waits for the slot's first tick after `from` (epoch ms). */
+  #plan(slot: Slot, from: number): void {
+    const next = slot.cron.nextRun(new Date(from));
+    slot.nextAt = next ? next.getTime() : null;
+    if (slot.nextAt === null) {
+      slot.cancel = () => {};
+      return;
+    }
+    const tickAt = slot.nextAt;
+    slot.cancel = callAt(this.#clock, tickAt, () => {
+      if (this.#slots.get(slot.key) !== slot) return;
+      // Ticks missed while the process was stalled are not made up.
+      this.#plan(slot, Math.max(tickAt, this.#clock.now()));
+      this.#track(this.#tick(slot, tickAt));
+    });
+  }
+
+  async #tick(slot: Slot, tickAt: number): Promise<void> {
     const claim = this.#options.claim;
     if (claim) {
-      const tick = Math.round(Date.now() / 1000);
+      const tick = Math.round(tickAt / 1000);
       try {
         if (!(await claim.claim(slot.key, tick))) return;
       } catch (e) {
@@ -229,7 +352,8 @@ export class Scheduler {
   }
 
   async #run(slot: Slot, trigger: JobRun["trigger"]): Promise<JobRun> {
-    const startedAt = Date.now();
+    const clock = this.#clock;
+    const startedAt = clock.now();
     const start = new Date(startedAt).toISOString();
     if (slot.running) {
       return this.#record(slot, {
@@ -241,13 +365,23 @@ export class Scheduler {
     }
     slot.running = true;
     const { plugin, id, handler } = slot.job;
+    // The deadline on the scheduler's clock; the Manager's (real time, same
+    // length) is a backstop. Either fails the call with PluginTimeoutError
+    // and aborts the plugin's context signal.
+    const deadline = new AbortController();
+    const cancelDeadline = callAt(clock, startedAt + slot.timeoutMs, () => {
+      deadline.abort(
+        new PluginTimeoutError(plugin, slot.timeoutMs, { function: handler }),
+      );
+    });
     try {
       await this.#manager.call(plugin, handler, null, {
         timeoutMs: slot.timeoutMs,
+        signal: deadline.signal,
       });
       return this.#record(slot, {
         start,
-        durationMs: Date.now() - startedAt,
+        durationMs: clock.now() - startedAt,
         outcome: "ok",
         trigger,
       });
@@ -260,12 +394,13 @@ export class Scheduler {
       );
       return this.#record(slot, {
         start,
-        durationMs: Date.now() - startedAt,
+        durationMs: clock.now() - startedAt,
         outcome,
         error: errorText(e),
         trigger,
       });
     } finally {
+      cancelDeadline();
       slot.running = false;
     }
   }

@@ -4,38 +4,28 @@
  * sessions, the JSON API under `/api/v1`, the admin pages under `/admin`,
  * and `GET /healthz`.
  *
+ * This module only wires the parts together: the host's paths and the
+ * collision checks are in `host_paths.ts`, a plugin route's handler chain in
+ * `plugin_http.ts`, the route table in `route_table.ts`, the API in
+ * `api.ts` and the pages in `pages/`.
+ *
  * @module
  */
 
 import { Hono } from "hono";
-import type { MiddlewareHandler } from "hono";
-import { errorText, PluginDisabledError } from "../model/errors.ts";
-import type { ManifestIssue } from "../model/errors.ts";
-import type { Manager } from "../manager.ts";
+import { errorText } from "../model/errors.ts";
 import type { GKRegistration } from "../model/manifest.ts";
-import { encodeJson } from "../model/plugin.ts";
 import { sanitizeHtml } from "../registries/sanitize.ts";
 import { HOST_VERSION } from "../model/version.ts";
 import { createApi } from "./api.ts";
-import { Authenticator, requireAuth } from "./auth/authenticator.ts";
+import { Authenticator } from "./auth/authenticator.ts";
 import type { ServerContext } from "./context.ts";
+import { checkRouteCollisions, isHostPath } from "./host_paths.ts";
 import { ADMIN_CSS, ADMIN_JS } from "./html.ts";
 import type { AppOptions } from "./options.ts";
 import { mountPages } from "./pages/routes.ts";
-import {
-  buildRouteArgs,
-  errorToHttp,
-  preferredLanguage,
-  readBody,
-  resultToResponse,
-} from "./plugin_http.ts";
-import {
-  buildRouteTable,
-  findRouteConflicts,
-  type PluginRoute,
-  RouteCollisionError,
-  type RouteTable,
-} from "./route_table.ts";
+import { pluginRouteHandlers } from "./plugin_http.ts";
+import { buildRouteTable, type RouteTable } from "./route_table.ts";
 import { SessionStore } from "./auth/sessions.ts";
 import { MemoryTokenStore } from "./auth/tokens.ts";
 
@@ -66,82 +56,6 @@ export interface GoatKitApp {
   close(): void;
 }
 
-const HOST_PREFIXES = ["/admin/", "/api/v1/", "/static/"];
-const HOST_EXACT = new Set([
-  "/healthz",
-  "/login",
-  "/logout",
-  "/admin",
-  "/api/v1",
-]);
-
-function isHostPath(path: string): boolean {
-  return HOST_EXACT.has(path) || HOST_PREFIXES.some((p) => path.startsWith(p));
-}
-
-/** Every route of every registered plugin (enabled or not), for collision checks. */
-function registeredRoutes(manager: Manager): PluginRoute[] {
-  return manager.list().flatMap((m) =>
-    (m.routes ?? []).map((r) => ({ ...r, plugin: m.name }))
-  );
-}
-
-/**
- * A manifest check for `ManagerOptions.manifestChecks` that refuses a
- * plugin whose routes collide with the host's or another registered
- * plugin's, so a collision fails `register` with a clear error.
- *
- * @example
- * ```ts
- * import { Manager } from "../manager.ts";
- * import { routeCollisionCheck } from "./app.ts";
- * let manager: Manager;
- * manager = new Manager({ manifestChecks: [routeCollisionCheck(() => manager)] });
- * ```
- */
-export function routeCollisionCheck(
-  getManager: () => Manager | undefined,
-): (m: GKRegistration) => ManifestIssue[] {
-  return (m) => {
-    const manager = getManager();
-    const existing = manager ? registeredRoutes(manager) : [];
-    return findRouteConflicts(m, existing).map((c) => {
-      const i = (m.routes ?? []).findIndex((r) =>
-        `${r.method} ${r.path}` === c.route
-      );
-      return {
-        path: `routes[${i}].path`,
-        message: `${c.route} collides with ${c.with}`,
-      };
-    });
-  };
-}
-
-/** Plugin names that `/api/v1/plugins/<name>` paths of the API itself use. */
-export const RESERVED_PLUGIN_NAMES: readonly string[] = [
-  "widgets",
-  "logs",
-  "upload",
-  "menu",
-];
-
-/**
- * A manifest check for `ManagerOptions.manifestChecks` refusing plugin names
- * the JSON API uses as paths (`/api/v1/plugins/logs` is the log API, so a
- * plugin called `logs` could not be addressed).
- *
- * @example
- * ```ts
- * import { reservedNameCheck } from "./app.ts";
- * reservedNameCheck({ name: "logs", version: "1.0.0" })[0]?.path; // "name"
- * ```
- */
-export function reservedNameCheck(m: GKRegistration): ManifestIssue[] {
-  return RESERVED_PLUGIN_NAMES.includes(m.name)
-    ? [{ path: "name", message: `"${m.name}" is reserved by the host's API` }]
-    : [];
-}
-
 /**
  * Creates the host's HTTP application.
  *
@@ -151,8 +65,8 @@ export function reservedNameCheck(m: GKRegistration): ManifestIssue[] {
  * routes collide is left out of the table and logged (wire
  * {@linkcode routeCollisionCheck} into the Manager to refuse it at register).
  *
- * Host routes: `GET /healthz`; `/login`, `/logout`; `/admin/*` pages;
- * `/api/v1/*` JSON API; `/static/*`.
+ * Host routes ({@linkcode HOST_ROUTE_PATTERNS}): `GET /healthz`; `/login`,
+ * `/logout`; `/admin/*` pages; `/api/v1/*` JSON API; `/static/*`.
  *
  * @example
  * ```ts ignore
@@ -173,7 +87,6 @@ export function createApp(options: AppOptions): GoatKitApp {
   const logs = options.logs ?? manager.logs;
   const sanitize = options.sanitize ?? sanitizeHtml;
   const auth = new Authenticator(tokens, sessions);
-  const maxBody = options.maxBodyBytes ?? 1024 * 1024;
   const started = Date.now();
 
   let table: RouteTable;
@@ -189,68 +102,21 @@ export function createApp(options: AppOptions): GoatKitApp {
     callTimeoutMs: options.callTimeoutMs,
   };
 
-  const authMw = requireAuth(auth);
-  const adminMw = requireAuth(auth, { admin: true });
-
-  function handlersFor(route: PluginRoute): MiddlewareHandler[] {
-    const chain: MiddlewareHandler[] = [];
-    const mw = route.middleware ?? [];
-    if (mw.includes("admin")) chain.push(adminMw);
-    else if (mw.includes("auth")) chain.push(authMw);
-    chain.push(async function pluginRoute(c) {
-      try {
-        const body = c.req.method === "GET" || c.req.method === "HEAD"
-          ? null
-          : await readBody(c.req.raw, maxBody);
-        const args = buildRouteArgs(
-          c.req.method,
-          new URL(c.req.url),
-          c.req.param(),
-          body,
-        );
-        const language = preferredLanguage(c.req.header("accept-language"));
-        const result = await manager.call(
-          route.plugin,
-          route.handler,
-          encodeJson(args),
-          {
-            ...(language ? { language } : {}),
-            ...(options.callTimeoutMs
-              ? { timeoutMs: options.callTimeoutMs }
-              : {}),
-          },
-        );
-        return resultToResponse(
-          result,
-          route.plugin,
-          sanitize,
-          manager.errorCodes,
-        );
-      } catch (e) {
-        // A lazily mounted route whose plugin turns out disabled: not there.
-        if (e instanceof PluginDisabledError) {
-          return c.json({ error: "not found" }, 404);
-        }
-        const mapped = errorToHttp(e, route.plugin, manager.errorCodes);
-        if (mapped.status >= 500) {
-          logs.log(
-            route.plugin,
-            "error",
-            `route ${route.method} ${route.path}: ${errorText(e)}`,
-          );
-        }
-        return c.json(mapped.body, mapped.status as 500);
-      }
-    });
-    return chain;
-  }
+  const handlers = pluginRouteHandlers({
+    manager,
+    auth,
+    logs,
+    sanitize,
+    maxBodyBytes: options.maxBodyBytes,
+    callTimeoutMs: options.callTimeoutMs,
+  });
 
   function rebuildRoutes(): RouteTable {
     const lazy = (options.discovered?.() ?? []).filter((m) =>
       !manager.manifest(m.name)
     )
       .flatMap((m) => (m.routes ?? []).map((r) => ({ ...r, plugin: m.name })));
-    const next = buildRouteTable([...manager.routes(), ...lazy], handlersFor);
+    const next = buildRouteTable([...manager.routes(), ...lazy], handlers);
     const before = new Set((table?.refused ?? []).map((r) => r.error.message));
     for (const r of next.refused) {
       if (!before.has(r.error.message)) {
@@ -342,12 +208,7 @@ export function createApp(options: AppOptions): GoatKitApp {
     fetch: (request: Request) => Promise.resolve(app.fetch(request)),
     rebuildRoutes,
     routeTable: () => table,
-    checkRoutes(manifest) {
-      const conflicts = findRouteConflicts(manifest, registeredRoutes(manager));
-      if (conflicts.length > 0) {
-        throw new RouteCollisionError(manifest.name, conflicts);
-      }
-    },
+    checkRoutes: (manifest) => checkRouteCollisions(manager, manifest),
     close: () => {
       unsubscribe();
     },

@@ -15,13 +15,13 @@
  *
  * @module
  */
+export { createApp, type GoatKitApp } from "./app.ts";
 export {
-  createApp,
-  type GoatKitApp,
+  HOST_ROUTE_PATTERNS,
   RESERVED_PLUGIN_NAMES,
   reservedNameCheck,
   routeCollisionCheck,
-} from "./app.ts";
+} from "./host_paths.ts";
 export type {
   AppOptions,
   AuditProvider,
@@ -37,7 +37,6 @@ export type {
 export type { PluginInfo } from "./context.ts";
 export {
   findRouteConflicts,
-  HOST_ROUTE_PATTERNS,
   patternsOverlap,
   type PluginRoute,
   type RefusedPlugin,

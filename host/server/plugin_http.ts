@@ -1,11 +1,15 @@
 /**
  * The HTTP side of a plugin call: the args object built from a request the
- * way GoatFlow builds it, the request language, and the mapping of results
- * and errors to responses.
+ * way GoatFlow builds it, the request language, the mapping of results and
+ * errors to responses, and {@linkcode pluginRouteHandlers}, the Hono handler
+ * chain that serves a plugin route with them.
  *
  * @module
  */
 
+import type { MiddlewareHandler } from "hono";
+import type { LogBuffer } from "../log_buffer.ts";
+import type { Manager } from "../manager.ts";
 import {
   errorText,
   InvalidManifestError,
@@ -16,7 +20,9 @@ import {
   PluginNotFoundError,
   PluginTimeoutError,
 } from "../model/errors.ts";
-import { decodeJson } from "../model/plugin.ts";
+import { decodeJson, encodeJson } from "../model/plugin.ts";
+import { type Authenticator, requireAuth } from "./auth/authenticator.ts";
+import type { PluginRoute } from "./route_table.ts";
 
 /** A request the server cannot use (bad JSON, missing field, …): HTTP 400. */
 export class BadRequestError extends Error {
@@ -286,4 +292,108 @@ export function resultToResponse(
   return new Response(body as Uint8Array<ArrayBuffer>, {
     headers: { "content-type": "application/json; charset=utf-8" },
   });
+}
+
+/** Options of {@linkcode pluginRouteHandlers}. */
+export interface PluginRouteOptions {
+  /** The Manager that runs the calls. */
+  manager: Manager;
+  /** Authenticates routes whose middleware lists `auth` or `admin`. */
+  auth: Authenticator;
+  /** Where errors answered with a 5xx status are logged, under the plugin. */
+  logs: LogBuffer;
+  /** Sanitises plugin HTML results. */
+  sanitize: (html: string) => string;
+  /** Largest request body read, in bytes (413 beyond). @default 1048576 */
+  maxBodyBytes?: number;
+  /** Call timeout in ms (the Manager's own default without it). */
+  callTimeoutMs?: number;
+}
+
+/**
+ * Returns the function that gives one plugin route its Hono handler chain
+ * (the `handlers` argument of `buildRouteTable`): the `admin` or `auth`
+ * middleware the route asks for, then a handler that reads the body (not
+ * for GET and HEAD), builds the args with {@linkcode buildRouteArgs}, calls
+ * the plugin in the request's {@linkcode preferredLanguage} and answers with
+ * {@linkcode resultToResponse}. Errors map through {@linkcode errorToHttp}
+ * (5xx ones are logged); a plugin found disabled answers 404.
+ *
+ * @example
+ * ```ts
+ * import { Manager } from "../manager.ts";
+ * import { sanitizeHtml } from "../registries/sanitize.ts";
+ * import { Authenticator } from "./auth/authenticator.ts";
+ * import { SessionStore } from "./auth/sessions.ts";
+ * import { MemoryTokenStore } from "./auth/tokens.ts";
+ * import { pluginRouteHandlers } from "./plugin_http.ts";
+ * import { buildRouteTable } from "./route_table.ts";
+ *
+ * const manager = new Manager();
+ * const handlers = pluginRouteHandlers({
+ *   manager,
+ *   auth: new Authenticator(new MemoryTokenStore(), new SessionStore()),
+ *   logs: manager.logs,
+ *   sanitize: sanitizeHtml,
+ * });
+ * const table = buildRouteTable(manager.routes(), handlers);
+ * ```
+ */
+export function pluginRouteHandlers(
+  options: PluginRouteOptions,
+): (route: PluginRoute) => MiddlewareHandler[] {
+  const { manager, logs, sanitize, callTimeoutMs } = options;
+  const maxBody = options.maxBodyBytes ?? 1024 * 1024;
+  const authMw = requireAuth(options.auth);
+  const adminMw = requireAuth(options.auth, { admin: true });
+  return (route) => {
+    const chain: MiddlewareHandler[] = [];
+    const mw = route.middleware ?? [];
+    if (mw.includes("admin")) chain.push(adminMw);
+    else if (mw.includes("auth")) chain.push(authMw);
+    chain.push(async function pluginRoute(c) {
+      try {
+        const body = c.req.method === "GET" || c.req.method === "HEAD"
+          ? null
+          : await readBody(c.req.raw, maxBody);
+        const args = buildRouteArgs(
+          c.req.method,
+          new URL(c.req.url),
+          c.req.param(),
+          body,
+        );
+        const language = preferredLanguage(c.req.header("accept-language"));
+        const result = await manager.call(
+          route.plugin,
+          route.handler,
+          encodeJson(args),
+          {
+            ...(language ? { language } : {}),
+            ...(callTimeoutMs ? { timeoutMs: callTimeoutMs } : {}),
+          },
+        );
+        return resultToResponse(
+          result,
+          route.plugin,
+          sanitize,
+          manager.errorCodes,
+        );
+      } catch (e) {
+        // A lazily mounted route whose plugin turns out disabled: not there.
+        if (e instanceof PluginDisabledError) {
+          return c.json({ error: "not found" }, 404);
+        }
+        const mapped = errorToHttp(e, route.plugin, manager.errorCodes);
+        if (mapped.status >= 500) {
+          logs.log(
+            route.plugin,
+            "error",
+            `route ${route.method} ${route.path}: ${errorText(e)}`,
+          );
+        }
+        return c.json(mapped.body, mapped.status as 500);
+      }
+    });
+    return chain;
+  };
 }

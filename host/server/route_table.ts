@@ -1,7 +1,8 @@
 /**
  * The plugin route table: collision checks between route patterns, and the
  * immutable Hono app built from the enabled plugins' routes (rebuilt and
- * swapped in whole on every plugin change; see style.md §5).
+ * swapped in whole on every plugin change; see style.md §5). The host's own
+ * patterns, checked against by default, are in `host_paths.ts`.
  *
  * @module
  */
@@ -9,25 +10,15 @@
 import { Hono } from "hono";
 import type { MiddlewareHandler } from "hono";
 import type { GKRegistration, RouteSpec } from "../model/manifest.ts";
+// host_paths.ts imports this module's checks back; safe, as neither module
+// uses the other's bindings at load time.
+import { HOST_ROUTE_PATTERNS } from "./host_paths.ts";
 
 /** A plugin route: the manifest's route and the plugin it belongs to. */
 export interface PluginRoute extends RouteSpec {
   /** The plugin that declared the route. */
   plugin: string;
 }
-
-/**
- * Patterns the host itself serves; a plugin route that could match any path
- * these match is refused, whatever its method.
- */
-export const HOST_ROUTE_PATTERNS: readonly string[] = [
-  "/healthz",
-  "/login",
-  "/logout",
-  "/admin/*",
-  "/api/v1/*",
-  "/static/*",
-];
 
 /** One conflict found by {@linkcode findRouteConflicts}. */
 export interface RouteConflict {
@@ -144,12 +135,13 @@ export function patternsOverlap(a: string, b: string): boolean {
  * Lists the conflicts of `manifest`'s routes with the host's routes and with
  * `existing` routes of other plugins (routes of a plugin with the same name
  * are ignored: that is an upgrade or reload of the same plugin).
+ * `hostPatterns` defaults to {@linkcode HOST_ROUTE_PATTERNS}.
  *
  * @example
  * ```ts
  * import { findRouteConflicts } from "./route_table.ts";
  * const conflicts = findRouteConflicts(
- *   { name: "b", version: "1.0.0", routes: [{ method: "GET", path: "/a/:x", handler: "h" }] },
+ *   { name: "b", routes: [{ method: "GET", path: "/a/:x", handler: "h" }] },
  *   [{ plugin: "a", method: "GET", path: "/a/1", handler: "h" }],
  * );
  * console.log(conflicts[0]?.with); // plugin "a" route GET /a/1
@@ -212,14 +204,14 @@ export interface RouteTable {
  * never throws for a collision.
  *
  * `handlers(route)` returns the middleware chain and the final handler of
- * one route.
+ * one route; `hostPatterns` defaults to {@linkcode HOST_ROUTE_PATTERNS}.
  *
  * @example
  * ```ts
  * import { buildRouteTable } from "./route_table.ts";
  * const table = buildRouteTable(
  *   [{ plugin: "hello", method: "GET", path: "/hello", handler: "hi" }],
- *   () => [(c) => c.text("hi")],
+ *   () => [async (c) => c.text("hi")],
  * );
  * console.log(table.matches("GET", "/hello")); // true
  * ```

@@ -10,6 +10,8 @@
  * @module
  */
 
+import { scanSql } from "./sql_lexer.ts";
+
 /** A schema-qualified table reference found in a statement. */
 export interface TableRef {
   /** Lower-case schema. */
@@ -20,63 +22,33 @@ export interface TableRef {
   write: boolean;
 }
 
-/** Replaces string literals, quoted identifiers and comments with spaces (quoted identifiers unquoted). */
+/**
+ * Replaces string literals, dollar-quoted strings and comments with spaces
+ * (quoted identifiers unquoted), using the shared {@linkcode scanSql}.
+ */
 function stripSql(sql: string): string {
   let out = "";
-  let i = 0;
-  while (i < sql.length) {
-    const c = sql[i]!;
-    const next = sql[i + 1];
-    if (c === "-" && next === "-") {
-      while (i < sql.length && sql[i] !== "\n") i++;
-      out += " ";
-    } else if (c === "/" && next === "*") {
-      let depth = 1;
-      i += 2;
-      while (i < sql.length && depth > 0) {
-        if (sql[i] === "/" && sql[i + 1] === "*") {
-          [depth, i] = [depth + 1, i + 2];
-        } else if (sql[i] === "*" && sql[i + 1] === "/") {
-          [depth, i] = [depth - 1, i + 2];
-        } else i++;
-      }
-      out += " ";
-    } else if (c === "'") {
-      i++;
-      while (i < sql.length) {
-        if (sql[i] === "'" && sql[i + 1] === "'") i += 2;
-        else if (sql[i] === "'") break;
-        else i++;
-      }
-      i++;
-      out += " '' ";
-    } else if (c === '"') {
-      let ident = "";
-      i++;
-      while (i < sql.length) {
-        if (sql[i] === '"' && sql[i + 1] === '"') {
-          [ident, i] = [ident + '"', i + 2];
-        } else if (sql[i] === '"') break;
-        else ident += sql[i++];
-      }
-      i++;
-      // Keep simple identifiers (the common case) so "public"."t" is seen.
-      out += /^[A-Za-z_][A-Za-z0-9_$]*$/.test(ident)
-        ? ident.toLowerCase()
-        : " _quoted_ ";
-    } else if (c === "$") {
-      const m = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(sql.slice(i));
-      if (m) {
-        const end = sql.indexOf(m[0], i + m[0].length);
-        i = end < 0 ? sql.length : end + m[0].length;
+  for (const t of scanSql(sql)) {
+    switch (t.kind) {
+      case "code":
+        out += sql.slice(t.start, t.end);
+        break;
+      case "line-comment":
+      case "block-comment":
+        out += " ";
+        break;
+      case "string":
+      case "dollar-string":
         out += " '' ";
-      } else {
-        out += c;
-        i++;
+        break;
+      case "quoted-identifier": {
+        // Keep simple identifiers (the common case) so "public"."t" is seen.
+        const name = t.identifier ?? "";
+        out += /^[A-Za-z_][A-Za-z0-9_$]*$/.test(name)
+          ? name.toLowerCase()
+          : " _quoted_ ";
+        break;
       }
-    } else {
-      out += c;
-      i++;
     }
   }
   return out;

@@ -326,7 +326,7 @@ export async function generateSigningKeys(): Promise<
   const priv = new Uint8Array(
     await crypto.subtle.exportKey("pkcs8", pair.privateKey),
   );
-  return { publicKey: encodeBase64(pub), privateKey: encodeBase64(priv) };
+  return { publicKey: pub.toBase64(), privateKey: priv.toBase64() };
 }
 
 /**
@@ -353,7 +353,7 @@ export async function signPackage(
     ["sign"],
   );
   const sig = await crypto.subtle.sign("Ed25519", key, bytes as BufferSource);
-  return encodeBase64(new Uint8Array(sig));
+  return new Uint8Array(sig).toBase64();
 }
 
 /** Verifies an Ed25519 signature with a base64 raw public key. */
@@ -405,15 +405,15 @@ export async function packFolder(dir: string): Promise<Uint8Array> {
   return zipSync(files, { level: 9 });
 }
 
-function encodeBase64(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s);
-}
-
+/**
+ * Decodes base64 with the built-in `Uint8Array.fromBase64` (forgiving, like
+ * `atob`: whitespace skipped, padding optional), failing the way `atob` does:
+ * a `DOMException` named `InvalidCharacterError`.
+ */
 function decodeBase64(text: string): Uint8Array {
-  const s = atob(text);
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
+  try {
+    return Uint8Array.fromBase64(text);
+  } catch {
+    throw new DOMException("Failed to decode base64", "InvalidCharacterError");
+  }
 }

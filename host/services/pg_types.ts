@@ -110,24 +110,28 @@ function byteaToBase64(text: string): string {
         bytes.push(text.charCodeAt(i));
       }
     }
-    return bytesToBase64(Uint8Array.from(bytes));
+    return Uint8Array.from(bytes).toBase64();
   }
   const hex = text.slice(2);
   const bytes = new Uint8Array(hex.length / 2);
   for (let i = 0; i < bytes.length; i++) {
     bytes[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
   }
-  return bytesToBase64(bytes);
+  return bytes.toBase64();
 }
 
-/** Standard padded base64 of `bytes`. */
+/**
+ * Standard padded base64 of `bytes` (the built-in
+ * `Uint8Array.prototype.toBase64()`; kept as an export of the services).
+ *
+ * @example
+ * ```ts
+ * import { bytesToBase64 } from "./pg_types.ts";
+ * bytesToBase64(new Uint8Array([0, 255])); // "AP8="
+ * ```
+ */
 export function bytesToBase64(bytes: Uint8Array): string {
-  let binary = "";
-  const chunk = 0x8000;
-  for (let i = 0; i < bytes.length; i += chunk) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + chunk));
-  }
-  return btoa(binary);
+  return bytes.toBase64();
 }
 
 const TIMESTAMP_REGEXP =

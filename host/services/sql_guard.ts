@@ -14,6 +14,7 @@
  * @module
  */
 
+import { scanSql } from "../../permissions/sql_lexer.ts";
 import { DbQueryError } from "./errors.ts";
 
 /** First keyword(s) a plugin statement may not start with. */
@@ -84,41 +85,43 @@ const REFUSED_OBJECTS = new Set([
 /** The host's code for a statement it refused to send. */
 export const STATEMENT_REFUSED_CODE = "GK001";
 
+/** A keyword as the guard reads it (at most 64 letters at a time). */
+const WORD = /[A-Za-z_]{1,64}/y;
+
 /**
  * Returns the leading keywords of `sql` (lower case), skipping whitespace,
- * comments and opening parentheses.
+ * comments and opening parentheses; stops at anything else (a literal, a
+ * quoted identifier, a digit, punctuation). Comments are found by the shared
+ * {@linkcode scanSql}.
+ *
+ * @example
+ * ```ts
+ * import { leadingWords } from "./sql_guard.ts";
+ * leadingWords("-- why\n(SELECT 1"); // ["select"]
+ * leadingWords("create or replace function f()"); // ["create", "or", "replace", "function"]
+ * ```
  */
 export function leadingWords(sql: string, count = 4): string[] {
-  let i = 0;
-  const n = sql.length;
-  const skip = () => {
-    for (;;) {
-      while (i < n && (/\s/.test(sql[i]) || sql[i] === "(")) i++;
-      if (sql.startsWith("--", i)) {
-        const nl = sql.indexOf("\n", i);
-        i = nl < 0 ? n : nl + 1;
-      } else if (sql.startsWith("/*", i)) {
-        let depth = 0;
-        while (i < n) {
-          if (sql.startsWith("/*", i)) {
-            depth++;
-            i += 2;
-          } else if (sql.startsWith("*/", i)) {
-            depth--;
-            i += 2;
-            if (depth === 0) break;
-          } else i++;
-        }
-      } else return;
-    }
-  };
   const words: string[] = [];
-  while (words.length < count) {
-    skip();
-    const m = /^[A-Za-z_]+/.exec(sql.slice(i, i + 64));
-    if (!m) break;
-    words.push(m[0].toLowerCase());
-    i += m[0].length;
+  const full = () => !(words.length < count);
+  if (full()) return words;
+  for (const t of scanSql(sql)) {
+    if (t.kind === "line-comment" || t.kind === "block-comment") continue;
+    if (t.kind !== "code") return words;
+    let i = t.start;
+    while (i < t.end) {
+      const c = sql[i]!;
+      if (c === "(" || /\s/.test(c)) {
+        i++;
+        continue;
+      }
+      WORD.lastIndex = i;
+      const m = WORD.exec(sql);
+      if (!m) return words;
+      words.push(m[0].toLowerCase());
+      if (full()) return words;
+      i += m[0].length;
+    }
   }
   return words;
 }

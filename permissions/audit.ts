@@ -2,12 +2,12 @@
  * The permission audit log: every denial a guarded HostAPI makes, with the
  * plugin, the permission it lacked, what it attempted and when. Kept in a
  * capped ring (newest first on read) and also written to the
- * {@linkcode LogBuffer} at `warn`, so the plugin's log page shows it.
+ * log sink (the host's `LogBuffer`) at `warn`, so the plugin's log page shows it.
  *
  * @module
  */
 
-import type { LogBuffer } from "../host/log_buffer.ts";
+import type { PluginLogSink } from "../host/model/host_api.ts";
 
 /** One recorded denial. */
 export interface AuditEntry {
@@ -38,7 +38,7 @@ export interface AuditLogOptions {
   /** Entries kept at most (oldest dropped first). @default 1000 */
   capacity?: number;
   /** Where a warn line per denial goes, attributed to the plugin. */
-  logs?: LogBuffer;
+  logs?: PluginLogSink;
 }
 
 /**
@@ -56,7 +56,7 @@ export class AuditLog {
   #entries: (AuditEntry | undefined)[];
   #head = 0;
   #count = 0;
-  #logs: LogBuffer | undefined;
+  #logs: PluginLogSink | undefined;
 
   /** Creates an empty log. */
   constructor(options: AuditLogOptions = {}) {

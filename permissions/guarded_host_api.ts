@@ -40,12 +40,14 @@ import {
   type HttpResponse,
   LOG_LEVELS,
   type LogLevel,
+  type PluginLogSink,
   type Row,
 } from "../host/model/host_api.ts";
 import type { CallContext } from "../host/model/plugin.ts";
-import { PermissionDeniedError } from "../host/model/errors.ts";
-import { ServiceUnavailableError } from "../host/services/basic_host_api.ts";
-import type { LogBuffer } from "../host/log_buffer.ts";
+import {
+  PermissionDeniedError,
+  ServiceUnavailableError,
+} from "../host/model/errors.ts";
 import type { AuditLog } from "./audit.ts";
 import type { GrantStore } from "./grants.ts";
 import {
@@ -58,7 +60,12 @@ import {
 } from "./grammar.ts";
 import { EgressDeniedError, matchHttpGrant } from "./egress.ts";
 import { qualifiedTables } from "./sql_scope.ts";
-import { pluginSchemaName } from "./pg_privileges.ts";
+import { type PluginPrivileges, pluginSchemaName } from "./pg_privileges.ts";
+import {
+  privilegesOf,
+  PrivilegeSync,
+  type PrivilegeTarget,
+} from "./privilege_sync.ts";
 
 /** Per-call database options (the services' `DbCallOptions`). */
 export interface GuardedDbCallOptions {
@@ -74,16 +81,8 @@ export interface GuardedDbCallOptions {
   maxRows?: number;
 }
 
-/** Table privileges for one plugin (the services' `PluginPrivileges`). */
-export interface DbPrivileges {
-  /** Tables it may read: `"all"`, a list, or `null` for none. */
-  read: "all" | string[] | null;
-  /** Tables it may write: `"all"`, a list, or `null` for none. */
-  write: "all" | string[] | null;
-}
-
 /** What the guard needs of a database (the services' `Database`). */
-export interface GuardedDatabase {
+export interface GuardedDatabase extends PrivilegeTarget {
   /** Runs a query as the plugin. */
   query(
     sql: string,
@@ -96,8 +95,6 @@ export interface GuardedDatabase {
     args: unknown[],
     opts: GuardedDbCallOptions,
   ): Promise<number>;
-  /** Makes the plugin's role match `privileges`. */
-  syncPluginPrivileges(plugin: string, privileges: DbPrivileges): Promise<void>;
 }
 
 /** A set of databases chosen by the `@name:` prefix (the services' `DatabaseSet`). */
@@ -195,7 +192,7 @@ export interface GuardedHostAPIOptions {
   /** Translations. */
   i18n?: Translator;
   /** Where `log` lines go. */
-  logs?: LogBuffer;
+  logs?: PluginLogSink;
   /** Where denials are recorded. */
   audit?: AuditLog;
   /** Routes `callPlugin`. */
@@ -227,8 +224,7 @@ interface Effective {
   db: DbPermission[];
   http: HttpPermission[];
   email: EmailPermission[];
-  privileges: DbPrivileges;
-  privilegesKey: string;
+  privileges: PluginPrivileges;
   has(kind: Permission["kind"], test?: (p: Permission) => boolean): boolean;
 }
 
@@ -246,16 +242,6 @@ function buildEffective(
   }
   const list = effectivePermissions(requested, parsed);
   const db = list.filter((p): p is DbPermission => p.kind === "db");
-  const tablesOf = (ps: DbPermission[]): "all" | string[] | null => {
-    if (ps.length === 0) return null;
-    if (ps.some((p) => p.tables === null)) return "all";
-    return [...new Set(ps.flatMap((p) => p.tables ?? []))].sort();
-  };
-  const writes = db.filter((p) => p.access === "write");
-  const write = tablesOf(writes);
-  // db:write includes reading the same tables (UPDATE … WHERE needs SELECT).
-  const read = tablesOf(db);
-  const privileges: DbPrivileges = { read, write };
   const exactConfigGrants = new Set<string>();
   for (const p of parsed) {
     if (p.kind === "config" && !p.wildcard) exactConfigGrants.add(p.pattern);
@@ -266,8 +252,7 @@ function buildEffective(
     db,
     http: list.filter((p): p is HttpPermission => p.kind === "http"),
     email: list.filter((p): p is EmailPermission => p.kind === "email"),
-    privileges,
-    privilegesKey: JSON.stringify(privileges),
+    privileges: privilegesOf(db),
     has: (kind, test) =>
       list.some((p) => p.kind === kind && (!test || test(p))),
   };
@@ -341,10 +326,7 @@ export function createGuardedHostAPI(
   const statementCap = options.statementTimeoutMs ?? 5000;
   const maxRows = options.maxRows ?? 10_000;
   let memo: { key: string; value: Effective } | undefined;
-  const synced = new Map<
-    GuardedDatabase,
-    { key: string; done: Promise<void>; at: number }
-  >();
+  const privilegeSync = new PrivilegeSync<GuardedDatabase>(plugin);
 
   async function effective(): Promise<Effective> {
     const granted = (await grants.get(plugin)) ?? [];
@@ -358,46 +340,6 @@ export function createGuardedHostAPI(
   function deny(permission: string, attempted: string, method: string): never {
     options.audit?.record({ plugin, permission, attempted, method });
     throw new PermissionDeniedError(plugin, permission, attempted);
-  }
-
-  function sync(
-    db: GuardedDatabase,
-    eff: Effective,
-    force = false,
-  ): Promise<void> {
-    const current = synced.get(db);
-    if (!force && current?.key === eff.privilegesKey) return current.done;
-    const done = db.syncPluginPrivileges(plugin, eff.privileges);
-    const entry = { key: eff.privilegesKey, done, at: Date.now() };
-    synced.set(db, entry);
-    done.catch(() => {
-      if (synced.get(db) === entry) synced.delete(db);
-    });
-    return done;
-  }
-
-  /**
-   * Runs `fn` after syncing privileges. When the database answers 42501
-   * (insufficient privilege) and the last sync is over a second old, the
-   * privileges are synced again and `fn` retried once: `"all"` covers only
-   * the tables that existed at the last sync, and a refused statement did
-   * nothing (its transaction was rolled back).
-   */
-  async function withSync<T>(
-    db: GuardedDatabase,
-    eff: Effective,
-    fn: () => Promise<T>,
-  ): Promise<T> {
-    await sync(db, eff);
-    try {
-      return await fn();
-    } catch (e) {
-      const code = (e as { code?: unknown } | null)?.code;
-      const last = synced.get(db);
-      if (code !== "42501" || !last || Date.now() - last.at < 1000) throw e;
-      await sync(db, eff, true);
-      return await fn();
-    }
   }
 
   function resolveDb(sql: string): [GuardedDatabase, string] {
@@ -459,8 +401,8 @@ export function createGuardedHostAPI(
     memo = undefined;
     // Eagerly revoke/extend database privileges; the next call re-checks anyway.
     effective().then((eff) => {
-      for (const db of synced.keys()) {
-        sync(db, eff).catch((e) =>
+      for (const db of privilegeSync.databases()) {
+        privilegeSync.sync(db, eff.privileges).catch((e) =>
           options.logs?.log(
             plugin,
             "error",
@@ -484,7 +426,9 @@ export function createGuardedHostAPI(
         ? ((db as unknown as { all?: () => GuardedDatabase[] }).all?.() ??
           [db.resolve("")[0]])
         : [db];
-      await Promise.all(all.map((d) => sync(d, eff, true)));
+      await Promise.all(
+        all.map((d) => privilegeSync.sync(d, eff.privileges, true)),
+      );
     },
 
     close() {
@@ -498,9 +442,9 @@ export function createGuardedHostAPI(
       const [db, sql] = resolveDb(query);
       checkTables(eff, sql, "dbQuery", "db_query");
       const write = eff.db.some((p) => p.access === "write");
-      return await withSync(
+      return await privilegeSync.run(
         db,
-        eff,
+        eff.privileges,
         () => db.query(sql, args, callOptions(ctx, !write)),
       );
     },
@@ -513,9 +457,9 @@ export function createGuardedHostAPI(
       }
       const [db, sql] = resolveDb(query);
       checkTables(eff, sql, "dbExec", "db_exec");
-      return await withSync(
+      return await privilegeSync.run(
         db,
-        eff,
+        eff.privileges,
         () => db.exec(sql, args, callOptions(ctx, false)),
       );
     },

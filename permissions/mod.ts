@@ -66,7 +66,6 @@ export {
 } from "./audit.ts";
 export {
   createGuardedHostAPI,
-  type DbPrivileges,
   type GuardedCache,
   type GuardedConfig,
   type GuardedDatabase,
@@ -120,3 +119,18 @@ export {
   type FsEscape,
   FsEscapeError,
 } from "./fs_check.ts";
+export {
+  dropPrivileges,
+  hardenDatabase,
+  type PluginPrivileges,
+  pluginRoleName,
+  pluginSchemaName,
+  type PrivilegeSession,
+  quoteIdent,
+  syncPrivileges,
+} from "./pg_privileges.ts";
+export {
+  privilegesOf,
+  PrivilegeSync,
+  type PrivilegeTarget,
+} from "./privilege_sync.ts";

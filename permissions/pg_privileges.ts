@@ -11,7 +11,19 @@
  * @module
  */
 
-import type { SqlSession } from "../host/services/sql_client.ts";
+import type { Row } from "../host/model/host_api.ts";
+
+/**
+ * What privilege sync needs of a database session: one-statement queries
+ * with `$1…` parameters and trusted multi-statement SQL, on one connection
+ * inside a transaction. The services' `SqlSession` fits it.
+ */
+export interface PrivilegeSession {
+  /** Runs one statement with `$1…` parameters. */
+  query(sql: string, params?: unknown[]): Promise<{ rows: Row[] }>;
+  /** Runs trusted host SQL. */
+  exec(sql: string): Promise<void>;
+}
 
 /** Which host tables a plugin may read and write. */
 export interface PluginPrivileges {
@@ -85,7 +97,7 @@ function parseTable(name: string, hostSchema: string): [string, string] {
  * Serialises privilege changes in one database: concurrent GRANT/REVOKE on
  * the same table fail in PostgreSQL with "tuple concurrently updated".
  */
-async function lockPrivileges(s: SqlSession): Promise<void> {
+async function lockPrivileges(s: PrivilegeSession): Promise<void> {
   await s.query("SELECT pg_advisory_xact_lock(hashtext('goatkit:privileges'))");
 }
 
@@ -94,7 +106,7 @@ async function lockPrivileges(s: SqlSession): Promise<void> {
  * dropped meanwhile (42P01) or changed concurrently (XX000), so syncs do not
  * fail because of unrelated tables coming and going.
  */
-async function tolerant(s: SqlSession, sql: string): Promise<void> {
+async function tolerant(s: PrivilegeSession, sql: string): Promise<void> {
   await s.exec("SAVEPOINT gk_priv");
   try {
     await s.exec(sql);
@@ -113,7 +125,7 @@ async function tolerant(s: SqlSession, sql: string): Promise<void> {
  * tables that exist now. Runs inside the caller's transaction.
  */
 export async function syncPrivileges(
-  s: SqlSession,
+  s: PrivilegeSession,
   plugin: string,
   privileges: PluginPrivileges,
   hostSchema: string,
@@ -247,7 +259,7 @@ export async function syncPrivileges(
  * another database of the cluster (drop the plugin there too).
  */
 export async function dropPrivileges(
-  s: SqlSession,
+  s: PrivilegeSession,
   plugin: string,
 ): Promise<void> {
   const role = pluginRoleName(plugin);
@@ -285,7 +297,7 @@ export async function dropPrivileges(
  *
  * When the connection user is not a superuser, both are granted back to it.
  */
-export async function hardenDatabase(s: SqlSession): Promise<void> {
+export async function hardenDatabase(s: PrivilegeSession): Promise<void> {
   await lockPrivileges(s);
   const open = await s.query(
     "SELECT has_function_privilege('public', 'pg_catalog.set_config(text,text,boolean)', 'EXECUTE') AS open",

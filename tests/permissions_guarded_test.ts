@@ -10,11 +10,11 @@ import {
   AuditLog,
   createEgressClient,
   createGuardedHostAPI,
-  type DbPrivileges,
   type GuardedDbCallOptions,
   type GuardedHostAPIOptions,
   guardedHostFactory,
   MemoryGrantStore,
+  type PluginPrivileges,
 } from "../permissions/mod.ts";
 import { PermissionDeniedError } from "../host/model/errors.ts";
 import type { EmailMessage } from "../host/model/host_api.ts";
@@ -34,7 +34,7 @@ class DbDouble {
     args: unknown[];
     opts: GuardedDbCallOptions;
   }[] = [];
-  syncs: { plugin: string; privileges: DbPrivileges }[] = [];
+  syncs: { plugin: string; privileges: PluginPrivileges }[] = [];
   query(sql: string, args: unknown[], opts: GuardedDbCallOptions) {
     this.calls.push({ kind: "query", sql, args, opts });
     return Promise.resolve([{ ok: 1 }]);
@@ -43,7 +43,7 @@ class DbDouble {
     this.calls.push({ kind: "exec", sql, args, opts });
     return Promise.resolve(3);
   }
-  syncPluginPrivileges(plugin: string, privileges: DbPrivileges) {
+  syncPluginPrivileges(plugin: string, privileges: PluginPrivileges) {
     this.syncs.push({ plugin, privileges });
     return Promise.resolve();
   }

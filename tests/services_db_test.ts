@@ -12,10 +12,9 @@ import {
   PgDatabase,
   PgliteDatabase,
   PgStateStore,
-  pluginRoleName,
-  pluginSchemaName,
   type SqlDatabase,
 } from "../host/services/mod.ts";
+import { pluginRoleName, pluginSchemaName } from "../permissions/mod.ts";
 import {
   checkPluginStatement,
   leadingWords,

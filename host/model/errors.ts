@@ -271,3 +271,16 @@ export class AggregatePluginError extends Error {
 export function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/** A service the host was not configured with was asked for. */
+export class ServiceUnavailableError extends Error {
+  /** The service, such as `database`. */
+  readonly service: string;
+
+  /** Creates the error for `service`. */
+  constructor(service: string) {
+    super(`Cannot use ${service}: the host has no ${service} configured`);
+    this.name = "ServiceUnavailableError";
+    this.service = service;
+  }
+}

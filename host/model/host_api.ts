@@ -58,6 +58,21 @@ export interface EmailMessage {
 }
 
 /**
+ * Where plugin log lines go, tagged with the plugin's name: the host's
+ * `LogBuffer` implements it. Layers that must not depend on the buffer
+ * (permissions, runtimes) take this instead.
+ */
+export interface PluginLogSink {
+  /** Records one line from (or about) `plugin`. */
+  log(
+    plugin: string,
+    level: LogLevel,
+    message: string,
+    fields?: Record<string, unknown>,
+  ): unknown;
+}
+
+/**
  * The services a plugin may use. Methods mirror GoatFlow's HostAPI
  * (`DBQuery`, `DBExec`, `CacheGet`, `CacheSet`, `CacheDelete`, `HTTPRequest`,
  * `SendEmail`, `Log`, `ConfigGet`, `Translate`, `CallPlugin`).

@@ -19,19 +19,7 @@ import type {
 import type { I18nRegistry } from "../registries/i18n.ts";
 import type { LogBuffer } from "../log_buffer.ts";
 import type { CallContext } from "../model/plugin.ts";
-
-/** A service the host was not configured with was asked for. */
-export class ServiceUnavailableError extends Error {
-  /** The service, such as `database`. */
-  readonly service: string;
-
-  /** Creates the error for `service`. */
-  constructor(service: string) {
-    super(`Cannot use ${service}: the host has no ${service} configured`);
-    this.name = "ServiceUnavailableError";
-    this.service = service;
-  }
-}
+import { ServiceUnavailableError } from "../model/errors.ts";
 
 /** The subset of the Manager that {@linkcode BasicHostAPI} calls. */
 export interface PluginCallTarget {

@@ -13,7 +13,6 @@
  */
 
 import { Buffer } from "node:buffer";
-import { Redis } from "ioredis";
 import { CacheLimitError } from "./errors.ts";
 
 /**
@@ -265,6 +264,25 @@ export class KvCacheStore implements CacheStore {
 }
 
 /**
+ * The part of an ioredis client the cache uses. Declared here rather than
+ * imported so that the client library stays out of the module graph (it is
+ * loaded on first use).
+ */
+interface RedisClient {
+  status: string;
+  getBuffer(key: string): Promise<Uint8Array | null>;
+  set(
+    key: string,
+    value: Uint8Array,
+    mode?: "PX",
+    ttlMs?: number,
+  ): Promise<unknown>;
+  del(key: string): Promise<number>;
+  quit(): Promise<unknown>;
+  disconnect(): void;
+}
+
+/**
  * A {@linkcode CacheStore} in Redis. Keys are `<prefix>plugin:<namespace>:<key>`
  * (prefix default `goatkit:`); values are stored as raw bytes; TTLs use
  * `SET … PX`, which Redis honours exactly on read.
@@ -278,20 +296,33 @@ export class KvCacheStore implements CacheStore {
  * ```
  */
 export class RedisCacheStore implements CacheStore {
-  #redis: Redis;
+  #url: string;
+  #client: Promise<RedisClient> | undefined;
   #prefix: string;
   #limits: Required<CacheLimits>;
 
-  /** Connects to `url`; keys get `prefix` (default `goatkit:`). */
+  /**
+   * Keeps `url` (the client library loads and connects on first use, so a
+   * host without Redis never loads it); keys get `prefix` (default
+   * `goatkit:`).
+   */
   constructor(opts: { url: string; prefix?: string } & CacheLimits) {
-    this.#redis = new Redis(opts.url, {
-      maxRetriesPerRequest: 2,
-      lazyConnect: true,
-    });
-    // Connection errors surface on the commands; do not crash the host.
-    this.#redis.on("error", () => {});
+    this.#url = opts.url;
     this.#prefix = opts.prefix ?? "goatkit:";
     this.#limits = resolveLimits(opts);
+  }
+
+  #redis(): Promise<RedisClient> {
+    this.#client ??= import("ioredis").then(({ Redis }) => {
+      const redis = new Redis(this.#url, {
+        maxRetriesPerRequest: 2,
+        lazyConnect: true,
+      });
+      // Connection errors surface on the commands; do not crash the host.
+      redis.on("error", () => {});
+      return redis as unknown as RedisClient;
+    });
+    return this.#client;
   }
 
   #key(namespace: string, key: string): string {
@@ -302,7 +333,8 @@ export class RedisCacheStore implements CacheStore {
 
   /** Reads an entry; `null` when absent or expired. */
   async get(namespace: string, key: string): Promise<Uint8Array | null> {
-    const value = await this.#redis.getBuffer(this.#key(namespace, key));
+    const k = this.#key(namespace, key);
+    const value = await (await this.#redis()).getBuffer(k);
     return value === null ? null : new Uint8Array(value);
   }
 
@@ -324,21 +356,25 @@ export class RedisCacheStore implements CacheStore {
     }
     const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     const ttlMs = Math.ceil(ttlSeconds * 1000);
-    if (ttlMs > 0) await this.#redis.set(k, bytes, "PX", ttlMs);
-    else await this.#redis.set(k, bytes);
+    const redis = await this.#redis();
+    if (ttlMs > 0) await redis.set(k, bytes, "PX", ttlMs);
+    else await redis.set(k, bytes);
   }
 
   /** Removes an entry. */
   async delete(namespace: string, key: string): Promise<void> {
-    await this.#redis.del(this.#key(namespace, key));
+    const k = this.#key(namespace, key);
+    await (await this.#redis()).del(k);
   }
 
   /** Closes the connection. */
   async close(): Promise<void> {
-    if (this.#redis.status === "wait" || this.#redis.status === "end") {
-      this.#redis.disconnect();
+    if (!this.#client) return;
+    const redis = await this.#client;
+    if (redis.status === "wait" || redis.status === "end") {
+      redis.disconnect();
       return;
     }
-    await this.#redis.quit().catch(() => this.#redis.disconnect());
+    await redis.quit().catch(() => redis.disconnect());
   }
 }

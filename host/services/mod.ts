@@ -43,12 +43,6 @@ export {
   type SqlSession,
   type SqlTransactionOptions,
 } from "./sql_client.ts";
-export {
-  type PluginPrivileges,
-  pluginRoleName,
-  pluginSchemaName,
-  quoteIdent,
-} from "../../permissions/pg_privileges.ts";
 export { checkPluginStatement, STATEMENT_REFUSED_CODE } from "./sql_guard.ts";
 export { bytesToBase64, pgTextToJson } from "./pg_types.ts";
 export {

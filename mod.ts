@@ -5,7 +5,7 @@
  * cover.
  *
  * ```ts
- * import { Manager, encodeJson, decodeJson } from "./mod.ts";
+ * import { decodeJson, encodeJson, Manager } from "./mod.ts";
  *
  * const manager = new Manager();
  * await manager.register({
@@ -18,33 +18,146 @@
  * await manager.shutdownAll();
  * ```
  *
+ * What is here, by who uses it:
+ * - **Embedding**: the plugin model ({@linkcode Plugin}, {@linkcode HostAPI},
+ *   the manifest types and {@linkcode parseManifest}), the
+ *   {@linkcode Manager}, the runtimes' loaders ({@linkcode loadWasmPlugin},
+ *   {@linkcode loadGrpcPlugin}), the HTTP app ({@linkcode createApp}) and
+ *   the server options.
+ * - **Permissions**: the grammar ({@linkcode parsePermission}), grant stores
+ *   and the {@linkcode GrantPolicy}, and the guarded HostAPI factory
+ *   ({@linkcode guardedHostFactory}).
+ * - **Services**: {@linkcode createServices} for the embedded defaults or
+ *   the real backends (PostgreSQL, Redis, SMTP).
+ * - **Errors**: every error class a caller may want to catch.
+ *
+ * Test doubles live in `./testing`, the plugin-author SDK in `./sdk`, the
+ * `gk` command in `./cli`.
+ *
  * @module
  */
 
-export * from "./host/model/errors.ts";
-export * from "./host/model/plugin.ts";
-export * from "./host/model/host_api.ts";
-export * from "./host/model/manifest.ts";
-export * from "./host/model/_duration.ts";
-export * from "./host/model/_semver.ts";
-export * from "./host/model/version.ts";
-export * from "./host/manager.ts";
-export * from "./host/state_store.ts";
-export * from "./host/log_buffer.ts";
-export * from "./host/registries/i18n.ts";
-export * from "./host/registries/error_codes.ts";
-export * from "./host/registries/templates.ts";
-export * from "./host/registries/plugin_caller.ts";
-export * from "./host/loading/loader.ts";
-export * from "./host/loading/runtimes.ts";
-export * from "./host/loading/packages.ts";
-export * from "./host/loading/zip_reader.ts";
-export * from "./host/scheduler.ts";
-export * from "./host/registries/sanitize.ts";
-export * from "./host/services/basic_host_api.ts";
-export * from "./host/testing/memory_host_api.ts";
-export * from "./host/services/mod.ts";
-export * from "./permissions/mod.ts";
-export * from "./runtimes/wasm/mod.ts";
-export * from "./runtimes/grpc/mod.ts";
-export * from "./host/server/mod.ts";
+// Embedding: the plugin model.
+export {
+  type CallContext,
+  type CallContextOptions,
+  createCallContext,
+  decodeJson,
+  encodeJson,
+  type Plugin,
+  type PluginEnvironment,
+  type PluginRuntimeKind,
+} from "./host/model/plugin.ts";
+export type {
+  EmailMessage,
+  HostAPI,
+  HttpRequest,
+  HttpResponse,
+  LogLevel,
+  PluginLogSink,
+  Row,
+} from "./host/model/host_api.ts";
+export {
+  type ErrorCodeSpec,
+  type GKRegistration,
+  type I18nSpec,
+  type JobSpec,
+  type MenuItemSpec,
+  type ParsedManifest,
+  parseManifest,
+  type ParseManifestOptions,
+  ROUTE_METHODS,
+  ROUTE_MIDDLEWARE,
+  type RouteSpec,
+  type TemplateSpec,
+  WIDGET_SIZES,
+  type WidgetSpec,
+} from "./host/model/manifest.ts";
+export { HOST_VERSION } from "./host/model/version.ts";
+
+// Embedding: the Manager and what it is made of.
+export {
+  type CallOptions,
+  type Contributed,
+  type HostFactory,
+  type LazyLoader,
+  Manager,
+  type ManagerEvent,
+  type ManagerOptions,
+  type PluginStatus,
+} from "./host/manager.ts";
+export { LogBuffer, type LogEntry, type LogQuery } from "./host/log_buffer.ts";
+export {
+  MemoryStateStore,
+  type PluginState,
+  type StateStore,
+} from "./host/state_store.ts";
+export {
+  type JobClaim,
+  type JobOutcome,
+  type JobRun,
+  type ScheduledJob,
+  Scheduler,
+  type SchedulerClock,
+  type SchedulerOptions,
+} from "./host/scheduler.ts";
+export { I18nRegistry } from "./host/registries/i18n.ts";
+export { ErrorCodeRegistry } from "./host/registries/error_codes.ts";
+export { TemplateOverrideRegistry } from "./host/registries/templates.ts";
+
+// Embedding: runtimes, loading and the server.
+export { loadWasmPlugin, type WasmPluginOptions } from "./runtimes/wasm/mod.ts";
+export {
+  loadGrpcPlugin,
+  type LoadGrpcPluginOptions,
+} from "./runtimes/grpc/mod.ts";
+export { createApp, type GoatKitApp } from "./host/server/mod.ts";
+export type { AppOptions } from "./host/server/mod.ts";
+
+// Permissions.
+export { parsePermission, type Permission } from "./permissions/grammar.ts";
+export {
+  GrantPolicy,
+  type GrantPolicyOptions,
+  type GrantStore,
+  MemoryGrantStore,
+} from "./permissions/grants.ts";
+export {
+  createGuardedHostAPI,
+  type GuardedHostAPI,
+  type GuardedHostAPIOptions,
+  guardedHostFactory,
+  type GuardedHostFactoryOptions,
+} from "./permissions/guarded_host_api.ts";
+export { type AuditEntry, AuditLog } from "./permissions/audit.ts";
+
+// Services.
+export {
+  BasicHostAPI,
+  type BasicHostAPIOptions,
+  type PluginCallTarget,
+} from "./host/services/basic_host_api.ts";
+export {
+  createServices,
+  type CreateServicesOptions,
+  type Services,
+} from "./host/services/services.ts";
+
+// Errors.
+export {
+  InvalidManifestError,
+  type ManifestIssue,
+  PermissionDeniedError,
+  PluginAlreadyRegisteredError,
+  PluginCallCycleError,
+  PluginCrashedError,
+  PluginDisabledError,
+  PluginError,
+  PluginInitError,
+  PluginNotFoundError,
+  PluginTimeoutError,
+  ServiceUnavailableError,
+} from "./host/model/errors.ts";
+export { PermissionSyntaxError } from "./permissions/grammar.ts";
+export { EgressDeniedError } from "./permissions/egress.ts";
+export { WasmLoadError } from "./runtimes/wasm/mod.ts";

@@ -1,12 +1,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import {
-  Loader,
-  Manager,
-  PackageInstaller,
-  parseManifest,
-  SafeZip,
-} from "../mod.ts";
+import { Manager, parseManifest } from "../mod.ts";
+import { Loader } from "../host/loading/loader.ts";
+import { PackageInstaller } from "../host/loading/packages.ts";
+import { SafeZip } from "../host/loading/zip_reader.ts";
 
 const CLI = new URL("../host/cli/main.ts", import.meta.url).pathname;
 

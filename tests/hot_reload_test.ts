@@ -2,13 +2,8 @@
 // without a restart, and no call fails while it happens.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import {
-  decodeJson,
-  Loader,
-  loadWasmPlugin,
-  Manager,
-  type PluginSource,
-} from "../mod.ts";
+import { decodeJson, loadWasmPlugin, Manager } from "../mod.ts";
+import { Loader, type PluginSource } from "../host/loading/loader.ts";
 
 const te = new TextEncoder();
 

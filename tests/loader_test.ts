@@ -1,13 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import {
-  decodeJson,
-  encodeJson,
-  Loader,
-  Manager,
-  type Plugin,
-  type PluginSource,
-} from "../mod.ts";
+import { decodeJson, encodeJson, Manager, type Plugin } from "../mod.ts";
+import { Loader, type PluginSource } from "../host/loading/loader.ts";
 
 // A stand-in for the WASM runtime: the "module" is a text file whose content
 // is the answer. The real runtimes are tested in their own suites, and the

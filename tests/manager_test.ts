@@ -600,7 +600,7 @@ Deno.test("Manager calls run concurrently", async () => {
 
 Deno.test("Manager closes a per-plugin HostAPI when its plugin goes, never a shared one", async () => {
   const closed: string[] = [];
-  const { MemoryHostAPI } = await import("../mod.ts");
+  const { MemoryHostAPI } = await import("../host/testing/mod.ts");
   const made = (name: string) => {
     const h = new MemoryHostAPI();
     return Object.assign(h, { close: () => void closed.push(name) });

@@ -1,10 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  checkManifest,
-  InvalidManifestError,
-  MAX_MANIFEST_BYTES,
-  parseManifest,
-} from "../mod.ts";
+import { InvalidManifestError, parseManifest } from "../mod.ts";
+import { checkManifest, MAX_MANIFEST_BYTES } from "../host/model/manifest.ts";
 import { HOST_VERSION } from "../host/model/version.ts";
 import { HELLO_MANIFEST } from "../fixtures/native/hello.ts";
 
@@ -307,7 +303,7 @@ Deno.test("HOST_VERSION matches deno.json's version", async () => {
 });
 
 Deno.test("parseDuration() reads Go durations", async () => {
-  const { parseDuration } = await import("../mod.ts");
+  const { parseDuration } = await import("../host/model/_duration.ts");
   assert.equal(parseDuration("30s"), 30_000);
   assert.equal(parseDuration("5m"), 300_000);
   assert.equal(parseDuration("1h30m"), 5_400_000);
@@ -319,7 +315,7 @@ Deno.test("parseDuration() reads Go durations", async () => {
 });
 
 Deno.test("compareSemver() orders versions and pre-releases", async () => {
-  const { compareSemver } = await import("../mod.ts");
+  const { compareSemver } = await import("../host/model/_semver.ts");
   assert.ok(compareSemver("1.2.0", "1.10.0") < 0);
   assert.ok(compareSemver("1.0.0", "1.0.0-rc.1") > 0);
   assert.ok(compareSemver("1.0.0-rc.2", "1.0.0-rc.10") < 0);

@@ -1,20 +1,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { zipSync } from "fflate";
+import { decodeJson, encodeJson, Manager, type Plugin } from "../mod.ts";
+import { Loader, type PluginSource } from "../host/loading/loader.ts";
 import {
-  decodeJson,
-  encodeJson,
   generateSigningKeys,
-  Loader,
-  Manager,
   PACKAGE_RECORD,
   PackageInstaller,
-  PackageRejectedError,
-  type Plugin,
-  type PluginSource,
-  SafeZip,
   signPackage,
-} from "../mod.ts";
+} from "../host/loading/packages.ts";
+import { PackageRejectedError, SafeZip } from "../host/loading/zip_reader.ts";
 
 const te = new TextEncoder();
 

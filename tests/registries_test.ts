@@ -3,21 +3,25 @@ import {
   BasicHostAPI,
   createCallContext,
   encodeJson,
-  ErrorCodeConflictError,
   ErrorCodeRegistry,
-  formatMessage,
   I18nRegistry,
   LogBuffer,
   Manager,
-  overrideHandlerName,
   type Plugin,
-  PluginCaller,
-  renderOverride,
-  sanitizeHtml,
   ServiceUnavailableError,
   TemplateOverrideRegistry,
-  TranslationConflictError,
 } from "../mod.ts";
+import { ErrorCodeConflictError } from "../host/registries/error_codes.ts";
+import {
+  formatMessage,
+  TranslationConflictError,
+} from "../host/registries/i18n.ts";
+import {
+  PluginCaller,
+  renderOverride,
+} from "../host/registries/plugin_caller.ts";
+import { sanitizeHtml } from "../host/registries/sanitize.ts";
+import { overrideHandlerName } from "../host/registries/templates.ts";
 
 Deno.test("I18nRegistry falls back: language → base language → en → key", () => {
   const i18n = new I18nRegistry();

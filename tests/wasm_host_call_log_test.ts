@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import {
   createCallContext,
   encodeJson,
-  MemoryHostAPI,
   PermissionDeniedError,
 } from "../mod.ts";
+import { MemoryHostAPI } from "../host/testing/memory_host_api.ts";
 import { serveHostCall } from "../runtimes/wasm/host_calls.ts";
 
 Deno.test("a failed host_call is logged at error under the plugin, as in GoatFlow; a denial is not logged twice", async () => {

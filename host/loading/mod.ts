@@ -1,0 +1,54 @@
+/**
+ * Loading plugins: discovery of a plugins folder (manifests and bare
+ * `*.wasm` files), lazy loading and hot reload ({@linkcode Loader}), the
+ * runtime chosen by a plugin's kind ({@linkcode createRuntimeFactory}, the
+ * one place in `host/` that imports `runtimes/`), and packages: ZIP
+ * install, upgrade and uninstall with SHA-256 and Ed25519 signatures
+ * ({@linkcode PackageInstaller}), read by a ZIP reader that refuses unsafe
+ * archives before inflating anything ({@linkcode SafeZip}).
+ *
+ * ```ts ignore
+ * import { createRuntimeFactory, Loader } from "./mod.ts";
+ * import { MemoryGrantStore } from "../../permissions/mod.ts";
+ * import { Manager } from "../manager.ts";
+ * const manager = new Manager();
+ * const load = createRuntimeFactory({
+ *   grants: new MemoryGrantStore(),
+ *   dataDir: "./data",
+ * });
+ * const loader = new Loader(manager, { dir: "./plugins", load });
+ * console.log(await loader.loadAll());
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type DiscoveryProblem,
+  Loader,
+  type LoaderOptions,
+  type PluginFactory,
+  type PluginSource,
+  type PluginSourceKind,
+} from "./loader.ts";
+export {
+  createRuntimeFactory,
+  type RuntimeFactoryOptions,
+} from "./runtimes.ts";
+export {
+  generateSigningKeys,
+  type InstallResult,
+  PACKAGE_RECORD,
+  PackageInstaller,
+  type PackageInstallerOptions,
+  type PackageRecord,
+  packFolder,
+  signPackage,
+  verifySignature,
+} from "./packages.ts";
+export {
+  PackageRejectedError,
+  SafeZip,
+  type ZipEntry,
+  type ZipLimits,
+} from "./zip_reader.ts";

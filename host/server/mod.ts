@@ -18,10 +18,14 @@
 export { createApp, type GoatKitApp } from "./app.ts";
 export {
   HOST_ROUTE_PATTERNS,
+  isHostPath,
   RESERVED_PLUGIN_NAMES,
+} from "./host_paths.ts";
+export {
+  checkRouteCollisions,
   reservedNameCheck,
   routeCollisionCheck,
-} from "./host_paths.ts";
+} from "./route_checks.ts";
 export type {
   AppOptions,
   AuditProvider,

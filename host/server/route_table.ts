@@ -10,8 +10,6 @@
 import { Hono } from "hono";
 import type { MiddlewareHandler } from "hono";
 import type { GKRegistration, RouteSpec } from "../model/manifest.ts";
-// host_paths.ts imports this module's checks back; safe, as neither module
-// uses the other's bindings at load time.
 import { HOST_ROUTE_PATTERNS } from "./host_paths.ts";
 
 /** A plugin route: the manifest's route and the plugin it belongs to. */

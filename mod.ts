@@ -23,7 +23,7 @@
  *   the manifest types and {@linkcode parseManifest}), the
  *   {@linkcode Manager}, the runtimes' loaders ({@linkcode loadWasmPlugin},
  *   {@linkcode loadGrpcPlugin}), the HTTP app ({@linkcode createApp}) and
- *   the server options.
+ *   the whole host process as `deno task serve` runs it ({@linkcode boot}).
  * - **Permissions**: the grammar ({@linkcode parsePermission}), grant stores
  *   and the {@linkcode GrantPolicy}, and the guarded HostAPI factory
  *   ({@linkcode guardedHostFactory}).
@@ -54,7 +54,6 @@ export type {
   HttpRequest,
   HttpResponse,
   LogLevel,
-  PluginLogSink,
   Row,
 } from "./host/model/host_api.ts";
 export {
@@ -112,6 +111,7 @@ export {
   type LoadGrpcPluginOptions,
 } from "./runtimes/grpc/mod.ts";
 export { createApp, type GoatKitApp } from "./host/server/mod.ts";
+export { boot, type BootOptions, type RunningHost } from "./host/boot.ts";
 export type { AppOptions } from "./host/server/mod.ts";
 
 // Permissions.
@@ -123,13 +123,10 @@ export {
   MemoryGrantStore,
 } from "./permissions/grants.ts";
 export {
-  createGuardedHostAPI,
-  type GuardedHostAPI,
-  type GuardedHostAPIOptions,
   guardedHostFactory,
   type GuardedHostFactoryOptions,
 } from "./permissions/guarded_host_api.ts";
-export { type AuditEntry, AuditLog } from "./permissions/audit.ts";
+export { AuditLog } from "./permissions/audit.ts";
 
 // Services.
 export {

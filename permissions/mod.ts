@@ -134,3 +134,4 @@ export {
   PrivilegeSync,
   type PrivilegeTarget,
 } from "./privilege_sync.ts";
+export type { PluginLogSink } from "../host/model/host_api.ts";

@@ -4,7 +4,8 @@
 
 import { join } from "node:path";
 import pg from "pg";
-import { loadServeConfig, startHost } from "../host/serve.ts";
+import { boot } from "../host/boot.ts";
+import { ConfigValueError, loadConfig } from "../host/services/config.ts";
 import { assert, assertEquals, assertMatch } from "./server_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -42,10 +43,11 @@ async function privateSchema(): Promise<
   };
 }
 
-Deno.test("loadServeConfig: defaults, goatkit.json, environment overrides", async () => {
+Deno.test("loadConfig: server defaults, goatkit.json, environment overrides", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const d = await loadServeConfig({}, join(dir, "absent.json"));
+    const d = loadConfig({ env: {}, defaultPath: join(dir, "absent.json") })
+      .server;
     assertEquals([d.port, d.dataDir, d.pluginsDir], [
       8080,
       "./data",
@@ -59,20 +61,29 @@ Deno.test("loadServeConfig: defaults, goatkit.json, environment overrides", asyn
         app: { name: "x" },
       }),
     );
-    const c = await loadServeConfig({
-      GOATKIT_CONFIG: file,
-      GOATKIT_DATA_DIR: "/y",
-    });
+    const c = loadConfig({
+      env: { GOATKIT_CONFIG: file, GOATKIT_DATA_DIR: "/y" },
+    }).server;
     assertEquals([c.port, c.dataDir, c.title], [9000, "/y", "T"]);
-    let failed = false;
-    await loadServeConfig({ PORT: "http" }).catch(() => failed = true);
-    assert(failed, "bad port refused");
+    let failed: unknown;
+    try {
+      loadConfig({
+        env: { PORT: "http" },
+        defaultPath: join(dir, "absent.json"),
+      });
+    } catch (e) {
+      failed = e;
+    }
+    assert(
+      failed instanceof ConfigValueError && failed.setting === "PORT",
+      `bad port refused: ${failed}`,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
 
-Deno.test("startHost: admin token once, example WASM plugin route and widget, disable/enable live", async () => {
+Deno.test("boot: admin token once, example WASM plugin route and widget, disable/enable live", async () => {
   const data = await Deno.makeTempDir();
   const plugins = await Deno.makeTempDir();
   const db = await privateSchema();
@@ -84,16 +95,19 @@ Deno.test("startHost: admin token once, example WASM plugin route and widget, di
         join(plugins, "hello-c", f),
       );
     }
-    const config = await loadServeConfig({
-      PORT: "0",
-      GOATKIT_HOSTNAME: "127.0.0.1",
-      GOATKIT_DATA_DIR: data,
-      GOATKIT_PLUGINS_DIR: plugins,
-      GOATKIT_HOT_RELOAD: "false",
-      DATABASE_URL: db.url,
-    }, join(data, "absent.json"));
+    const config = loadConfig({
+      env: {
+        PORT: "0",
+        GOATKIT_HOSTNAME: "127.0.0.1",
+        GOATKIT_DATA_DIR: data,
+        GOATKIT_PLUGINS_DIR: plugins,
+        GOATKIT_HOT_RELOAD: "false",
+        DATABASE_URL: db.url,
+      },
+      defaultPath: join(data, "absent.json"),
+    });
     const lines: string[] = [];
-    const host = await startHost(config, { print: (l) => lines.push(l) });
+    const host = await boot({ config, print: (l) => lines.push(l) });
     let token: string;
     try {
       token = host.adminToken!;
@@ -139,7 +153,8 @@ Deno.test("startHost: admin token once, example WASM plugin route and widget, di
     }
 
     // A restart does not print a new token; the first one still works.
-    const again = await startHost(config, {
+    const again = await boot({
+      config,
       print: () => {},
       loadPlugins: false,
     });
@@ -217,20 +232,42 @@ Deno.test("host/serve.ts as a process: prints URL and token, answers /healthz, e
   }
 });
 
-Deno.test("startHost: a package uploaded through the API installs and serves; uninstall removes it", async () => {
+Deno.test("host/serve.ts as a process: a bad setting exits 1 naming it", async () => {
+  const data = await Deno.makeTempDir();
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", join(ROOT, "host/serve.ts")],
+      cwd: data,
+      env: { PORT: "http", GOATKIT_DATA_DIR: join(data, "d"), NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 1, stderr);
+    assertMatch(stderr, /Cannot use environment variable PORT: "http"/);
+  } finally {
+    await Deno.remove(data, { recursive: true });
+  }
+});
+
+Deno.test("boot: a package uploaded through the API installs and serves; uninstall removes it", async () => {
   const data = await Deno.makeTempDir();
   const plugins = await Deno.makeTempDir();
   const db = await privateSchema();
   const { packFolder } = await import("../host/loading/packages.ts");
-  const config = await loadServeConfig({
-    PORT: "0",
-    GOATKIT_HOSTNAME: "127.0.0.1",
-    GOATKIT_DATA_DIR: data,
-    GOATKIT_PLUGINS_DIR: plugins,
-    GOATKIT_HOT_RELOAD: "false",
-    DATABASE_URL: db.url,
-  }, join(data, "absent.json"));
-  const host = await startHost(config, { print: () => {} });
+  const config = loadConfig({
+    env: {
+      PORT: "0",
+      GOATKIT_HOSTNAME: "127.0.0.1",
+      GOATKIT_DATA_DIR: data,
+      GOATKIT_PLUGINS_DIR: plugins,
+      GOATKIT_HOT_RELOAD: "false",
+      DATABASE_URL: db.url,
+    },
+    defaultPath: join(data, "absent.json"),
+  });
+  const host = await boot({ config, print: () => {} });
   try {
     const auth = { authorization: `Bearer ${host.adminToken}` };
     const form = new FormData();

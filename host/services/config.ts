@@ -1,21 +1,36 @@
 /**
  * Host configuration: one JSON file (`goatkit.json`) plus environment
  * variables that override it; secrets only from the environment.
+ * {@linkcode loadConfig} is the one reader: it parses the file once and
+ * returns both the server settings ({@linkcode ServerSettings}) and the host,
+ * secret and plugin values ({@linkcode ConfigStore}).
  *
  * File shape (every section optional):
  *
  * ```json
  * {
+ *   "server": { "port": 8080, "dataDir": "./data" },
  *   "app": { "name": "Helpdesk", "timezone": "Europe/Berlin" },
  *   "plugins": { "hello": { "greeting": "Hi" } },
  *   "secrets": ["STRIPE_KEY"]
  * }
  * ```
  *
+ * - The file is `GOATKIT_CONFIG` (which must then exist), else
+ *   `./goatkit.json` (optional: absent = defaults).
+ * - Server settings are the `server` section, `config.server.<key>` (for
+ *   example `server.dataDir`). Each key can also be set by
+ *   `GOATKIT_SERVER__<KEY>` (key upper-cased: `GOATKIT_SERVER__DATADIR`)
+ *   and by its flat alias ({@linkcode SERVER_SETTING_ALIASES}: `PORT`,
+ *   `GOATKIT_HOSTNAME`, `GOATKIT_DATA_DIR`, …). Precedence: alias, then
+ *   `GOATKIT_SERVER__<KEY>`, then the file, then the default. A value of the
+ *   wrong type throws {@linkcode ConfigValueError} naming the variable or
+ *   the JSON key. The `host/serve.ts` module doc has the table.
  * - Host values are the file's objects flattened with dots (`app.name`);
  *   numbers and booleans become strings, arrays JSON text. Defaults:
  *   `app.name` = `GoatKit`, `app.env` = `development`, `app.timezone` = `UTC`
- *   (GoatFlow's three keys).
+ *   (GoatFlow's three keys). The `server` section is flattened too
+ *   (`server.port`); the flat aliases are not host values.
  * - `GOATKIT_<SECTION>__<KEY>` overrides or adds host key `<section>.<key>`
  *   (lower-cased, each `__` read as `.`): `GOATKIT_APP__NAME=Desk` sets
  *   `app.name`. Variables without `__` (the server's own `GOATKIT_DATA_DIR`,
@@ -26,11 +41,15 @@
  *   the file's `secrets` list gives the environment variable of that name.
  *   Secrets are never host values; the guarded HostAPI hands one out only
  *   for a `config:` grant naming its exact key.
+ * - Services read their own variables (`DATABASE_URL`, `REDIS_URL`,
+ *   `SMTP_URL`, … see `services.ts`) from {@linkcode HostConfig.env}.
  *
  * @module
  */
 
 import { ConfigError } from "./errors.ts";
+
+export { ConfigError };
 
 /** Options of {@linkcode ConfigStore}. */
 export interface ConfigStoreOptions {
@@ -100,87 +119,15 @@ export class ConfigStore {
   /**
    * Reads `path` (JSON, see the module doc; `undefined` or a missing file =
    * empty) and applies `env` on top. A file that is not valid JSON throws
-   * {@linkcode ConfigError}.
+   * {@linkcode ConfigError}. (A host uses {@linkcode loadConfig}, which
+   * also gives the server settings from the same parse.)
    */
   static fromFileAndEnv(
     path: string | undefined,
     env: Record<string, string | undefined>,
   ): ConfigStore {
-    let file: Record<string, unknown> = {};
-    if (path !== undefined) {
-      let text: string | undefined;
-      try {
-        text = Deno.readTextFileSync(path);
-      } catch (e) {
-        if (!(e instanceof Deno.errors.NotFound)) {
-          throw new ConfigError(`Cannot read config file "${path}": ${e}`, {
-            cause: e,
-          });
-        }
-      }
-      if (text !== undefined) {
-        try {
-          const parsed = JSON.parse(text);
-          if (
-            parsed === null || typeof parsed !== "object" ||
-            Array.isArray(parsed)
-          ) {
-            throw new Error("top level is not an object");
-          }
-          file = parsed;
-        } catch (e) {
-          throw new ConfigError(
-            `Cannot parse config file "${path}": ${(e as Error).message}`,
-            { cause: e },
-          );
-        }
-      }
-    }
-    const { plugins: filePlugins, secrets: secretNames, ...hostPart } = file;
-    const values: Record<string, string> = { ...DEFAULTS };
-    flatten(hostPart, "", values);
-    const plugins: Record<string, Record<string, string>> = {};
-    if (
-      filePlugins && typeof filePlugins === "object" &&
-      !Array.isArray(filePlugins)
-    ) {
-      for (const [name, section] of Object.entries(filePlugins)) {
-        const flat: Record<string, string> = {};
-        flatten(section, "", flat);
-        plugins[name] = flat;
-      }
-    }
-    const secrets: Record<string, string> = {};
-    if (Array.isArray(secretNames)) {
-      for (const name of secretNames) {
-        if (typeof name !== "string") {
-          throw new ConfigError(
-            `Cannot use config "secrets" entry ${
-              JSON.stringify(name)
-            }: not a string`,
-          );
-        }
-        const v = env[name];
-        if (v !== undefined) secrets[name] = v;
-      }
-    }
-    for (const [key, value] of Object.entries(env)) {
-      if (value === undefined || !key.startsWith("GOATKIT_")) continue;
-      const rest = key.slice("GOATKIT_".length);
-      if (rest.startsWith("SECRET_")) {
-        const name = rest.slice("SECRET_".length);
-        if (name) secrets[name] = value;
-      } else if (rest.startsWith("PLUGIN__")) {
-        const parts = rest.slice("PLUGIN__".length).split("__");
-        if (parts.length < 2 || !parts[0]) continue;
-        const plugin = parts[0].toLowerCase().replaceAll("_", "-");
-        const k = parts.slice(1).join(".").toLowerCase();
-        (plugins[plugin] ??= {})[k] = value;
-      } else if (rest.includes("__")) {
-        values[rest.toLowerCase().split("__").join(".")] = value;
-      }
-    }
-    return new ConfigStore({ values, secrets, plugins });
+    const file = path === undefined ? undefined : readConfigFile(path);
+    return storeFrom(file?.json ?? {}, env);
   }
 
   /** A host value (never a secret); `undefined` when unset. */
@@ -207,4 +154,372 @@ export class ConfigStore {
   pluginSection(plugin: string): Record<string, string> {
     return { ...this.#plugins.get(plugin) };
   }
+}
+
+/** A parsed config file; `found` is false when it does not exist. */
+interface ConfigFile {
+  json: Record<string, unknown>;
+  found: boolean;
+}
+
+function readConfigFile(path: string): ConfigFile {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return { json: {}, found: false };
+    throw new ConfigError(`Cannot read config file "${path}": ${e}`, {
+      cause: e,
+    });
+  }
+  try {
+    const parsed = JSON.parse(text);
+    if (
+      parsed === null || typeof parsed !== "object" || Array.isArray(parsed)
+    ) {
+      throw new Error("top level is not an object");
+    }
+    return { json: parsed, found: true };
+  } catch (e) {
+    throw new ConfigError(
+      `Cannot parse config file "${path}": ${(e as Error).message}`,
+      { cause: e },
+    );
+  }
+}
+
+/** Host values, secrets and plugin sections from the parsed file + `env`. */
+function storeFrom(
+  file: Record<string, unknown>,
+  env: Record<string, string | undefined>,
+): ConfigStore {
+  const { plugins: filePlugins, secrets: secretNames, ...hostPart } = file;
+  const values: Record<string, string> = { ...DEFAULTS };
+  flatten(hostPart, "", values);
+  const plugins: Record<string, Record<string, string>> = {};
+  if (
+    filePlugins && typeof filePlugins === "object" &&
+    !Array.isArray(filePlugins)
+  ) {
+    for (const [name, section] of Object.entries(filePlugins)) {
+      const flat: Record<string, string> = {};
+      flatten(section, "", flat);
+      plugins[name] = flat;
+    }
+  }
+  const secrets: Record<string, string> = {};
+  if (Array.isArray(secretNames)) {
+    for (const name of secretNames) {
+      if (typeof name !== "string") {
+        throw new ConfigError(
+          `Cannot use config "secrets" entry ${
+            JSON.stringify(name)
+          }: not a string`,
+        );
+      }
+      const v = env[name];
+      if (v !== undefined) secrets[name] = v;
+    }
+  }
+  for (const [key, value] of Object.entries(env)) {
+    if (value === undefined || !key.startsWith("GOATKIT_")) continue;
+    const rest = key.slice("GOATKIT_".length);
+    if (rest.startsWith("SECRET_")) {
+      const name = rest.slice("SECRET_".length);
+      if (name) secrets[name] = value;
+    } else if (rest.startsWith("PLUGIN__")) {
+      const parts = rest.slice("PLUGIN__".length).split("__");
+      if (parts.length < 2 || !parts[0]) continue;
+      const plugin = parts[0].toLowerCase().replaceAll("_", "-");
+      const k = parts.slice(1).join(".").toLowerCase();
+      (plugins[plugin] ??= {})[k] = value;
+    } else if (rest.includes("__")) {
+      values[rest.toLowerCase().split("__").join(".")] = value;
+    }
+  }
+  return new ConfigStore({ values, secrets, plugins });
+}
+
+/**
+ * A configuration value has the wrong type or is out of range. `setting`
+ * names where it came from: an environment variable (`PORT`) or a
+ * `goatkit.json` key (`server.port`).
+ *
+ * @example
+ * ```ts
+ * import { ConfigValueError, loadConfig } from "./config.ts";
+ * try {
+ *   loadConfig({ env: { PORT: "http" }, defaultPath: "absent.json" });
+ * } catch (e) {
+ *   if (e instanceof ConfigValueError) console.log(e.setting); // "PORT"
+ * }
+ * ```
+ */
+export class ConfigValueError extends ConfigError {
+  /** The environment variable or the dotted `goatkit.json` key. */
+  readonly setting: string;
+  /** Whether `setting` is an environment variable or a file key. */
+  readonly origin: "environment" | "file";
+
+  /**
+   * Creates an error for `setting` (from `origin`, in file `path`) that is
+   * wrong because of `reason`.
+   */
+  constructor(
+    setting: string,
+    origin: "environment" | "file",
+    reason: string,
+    options: { path?: string; cause?: unknown } = {},
+  ) {
+    super(
+      origin === "environment"
+        ? `Cannot use environment variable ${setting}: ${reason}`
+        : `Cannot use "${setting}" of config file "${
+          options.path ?? "goatkit.json"
+        }": ${reason}`,
+      options.cause === undefined ? {} : { cause: options.cause },
+    );
+    this.name = "ConfigValueError";
+    this.setting = setting;
+    this.origin = origin;
+  }
+}
+
+/**
+ * The host process's own settings: the `server` section of `goatkit.json`
+ * (`config.server.<key>`) with environment overrides.
+ */
+export interface ServerSettings {
+  /** TCP port (0 picks a free one). @default 8080 */
+  port: number;
+  /** Interface to listen on. @default "0.0.0.0" */
+  hostname: string;
+  /** Where the host keeps its data (tokens, database, cache, outbox). @default "./data" */
+  dataDir: string;
+  /** Where plugins are discovered (and packages installed). @default "./fixtures/plugins" */
+  pluginsDir: string;
+  /** Title of the admin pages. @default "GoatKit" */
+  title: string;
+  /** `Secure` cookies (behind HTTPS). @default false */
+  secureCookies: boolean;
+  /** Load plugins on first use instead of at start. @default false */
+  lazyLoad: boolean;
+  /** Reload plugins when their files change. @default true */
+  hotReload: boolean;
+  /** Ed25519 public keys (base64) whose package signatures are trusted. @default [] */
+  trustedKeys: string[];
+  /** Refuse unsigned packages. @default false */
+  requireSignature: boolean;
+}
+
+/**
+ * The flat environment variable that sets each server setting, besides
+ * `GOATKIT_SERVER__<KEY>`; it wins over both that and the file.
+ *
+ * @example
+ * ```ts
+ * import { SERVER_SETTING_ALIASES } from "./config.ts";
+ * SERVER_SETTING_ALIASES.dataDir; // "GOATKIT_DATA_DIR"
+ * ```
+ */
+export const SERVER_SETTING_ALIASES: Readonly<
+  Record<keyof ServerSettings, string>
+> = Object.freeze({
+  port: "PORT",
+  hostname: "GOATKIT_HOSTNAME",
+  dataDir: "GOATKIT_DATA_DIR",
+  pluginsDir: "GOATKIT_PLUGINS_DIR",
+  title: "GOATKIT_TITLE",
+  secureCookies: "GOATKIT_SECURE_COOKIES",
+  lazyLoad: "GOATKIT_LAZY_LOAD",
+  hotReload: "GOATKIT_HOT_RELOAD",
+  trustedKeys: "GOATKIT_TRUSTED_KEYS",
+  requireSignature: "GOATKIT_REQUIRE_SIGNATURE",
+});
+
+const SERVER_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
+  port: 8080,
+  hostname: "0.0.0.0",
+  dataDir: "./data",
+  pluginsDir: "./fixtures/plugins",
+  title: "GoatKit",
+  secureCookies: false,
+  lazyLoad: false,
+  hotReload: true,
+  trustedKeys: [],
+  requireSignature: false,
+});
+
+/** Why a raw value is refused (wrapped into a {@linkcode ConfigValueError}). */
+class BadValue extends Error {}
+
+const show = (raw: unknown) => JSON.stringify(raw) ?? String(raw);
+
+function parsePort(raw: unknown): number {
+  const n = typeof raw === "number"
+    ? raw
+    : typeof raw === "string" && /^\d+$/.test(raw)
+    ? Number(raw)
+    : NaN;
+  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+    throw new BadValue(`${show(raw)} is not a port (an integer 0-65535)`);
+  }
+  return n;
+}
+
+function parseFlag(raw: unknown): boolean {
+  if (raw === true || raw === "true" || raw === "1" || raw === 1) return true;
+  if (raw === false || raw === "false" || raw === "0" || raw === 0) {
+    return false;
+  }
+  throw new BadValue(`${show(raw)} is not true, false, 1 or 0`);
+}
+
+const parseText = (required: boolean) => (raw: unknown): string => {
+  if (typeof raw !== "string") {
+    throw new BadValue(`${show(raw)} is not a string`);
+  }
+  if (required && raw === "") throw new BadValue("it is empty");
+  return raw;
+};
+
+function parseKeys(raw: unknown): string[] {
+  const list = typeof raw === "string" ? raw.split(",") : raw;
+  if (!Array.isArray(list) || list.some((k) => typeof k !== "string")) {
+    const want = "comma-separated or an array of strings";
+    throw new BadValue(`${show(raw)} is not a list of keys (${want})`);
+  }
+  return list.map((k: string) => k.trim()).filter(Boolean);
+}
+
+const PARSERS: {
+  readonly [K in keyof ServerSettings]: (raw: unknown) => ServerSettings[K];
+} = {
+  port: parsePort,
+  hostname: parseText(true),
+  dataDir: parseText(true),
+  pluginsDir: parseText(true),
+  title: parseText(false),
+  secureCookies: parseFlag,
+  lazyLoad: parseFlag,
+  hotReload: parseFlag,
+  trustedKeys: parseKeys,
+  requireSignature: parseFlag,
+};
+
+/** Server settings from the file's `server` section and `env`. */
+function serverFrom(
+  file: Record<string, unknown>,
+  env: Record<string, string | undefined>,
+  path: string,
+): ServerSettings {
+  const raw = file.server ?? {};
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    const reason = `${show(raw)} is not an object`;
+    throw new ConfigValueError("server", "file", reason, { path });
+  }
+  const section = raw as Record<string, unknown>;
+  // GOATKIT_SERVER__<KEY>, by lower-cased key (like every sectioned variable).
+  const sectioned = new Map<string, [name: string, value: string]>();
+  for (const [name, value] of Object.entries(env)) {
+    if (value !== undefined && name.startsWith("GOATKIT_SERVER__")) {
+      const key = name.slice("GOATKIT_SERVER__".length).toLowerCase();
+      sectioned.set(key, [name, value]);
+    }
+  }
+  const setting = <K extends keyof ServerSettings>(
+    key: K,
+  ): ServerSettings[K] => {
+    const alias = SERVER_SETTING_ALIASES[key];
+    const fromEnv = env[alias] !== undefined
+      ? [alias, env[alias]] as const
+      : sectioned.get(key.toLowerCase());
+    const fromFile = section[key] ?? undefined; // null = unset
+    if (!fromEnv && fromFile === undefined) {
+      const d = SERVER_DEFAULTS[key];
+      return (Array.isArray(d) ? [...d] : d) as ServerSettings[K];
+    }
+    try {
+      return PARSERS[key](fromEnv ? fromEnv[1] : fromFile);
+    } catch (e) {
+      if (!(e instanceof BadValue)) throw e;
+      throw fromEnv
+        ? new ConfigValueError(fromEnv[0], "environment", e.message)
+        : new ConfigValueError(`server.${key}`, "file", e.message, { path });
+    }
+  };
+  return {
+    port: setting("port"),
+    hostname: setting("hostname"),
+    dataDir: setting("dataDir"),
+    pluginsDir: setting("pluginsDir"),
+    title: setting("title"),
+    secureCookies: setting("secureCookies"),
+    lazyLoad: setting("lazyLoad"),
+    hotReload: setting("hotReload"),
+    trustedKeys: setting("trustedKeys"),
+    requireSignature: setting("requireSignature"),
+  };
+}
+
+/** Options of {@linkcode loadConfig}. */
+export interface LoadConfigOptions {
+  /** The environment. @default Deno.env.toObject() */
+  env?: Record<string, string | undefined>;
+  /**
+   * The file read when `GOATKIT_CONFIG` is not set; it may be absent.
+   * @default "goatkit.json"
+   */
+  defaultPath?: string;
+}
+
+/** Everything `goatkit.json` and the environment configure. */
+export interface HostConfig {
+  /** The config file read (`GOATKIT_CONFIG`, else the default path). */
+  readonly path: string;
+  /** Whether that file exists (an absent default file means defaults). */
+  readonly fileFound: boolean;
+  /** The server settings (`server` section, `GOATKIT_SERVER__*`, aliases). */
+  readonly server: Readonly<ServerSettings>;
+  /** Host values, secrets and plugin sections (what plugins may read). */
+  readonly store: ConfigStore;
+  /** The environment it was read from (services read their URLs from it). */
+  readonly env: Record<string, string | undefined>;
+}
+
+/**
+ * The one configuration reader: parses the config file once and applies the
+ * environment, giving the server settings and the {@linkcode ConfigStore}.
+ * Throws {@linkcode ConfigError} for an unreadable or invalid file (or a
+ * missing `GOATKIT_CONFIG` file) and {@linkcode ConfigValueError} for a bad
+ * value.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig } from "./config.ts";
+ * const config = loadConfig({
+ *   env: { PORT: "9000", GOATKIT_PLUGIN__HELLO__GREETING: "Hi" },
+ *   defaultPath: "absent.json",
+ * });
+ * config.server.port; // 9000
+ * config.store.pluginValue("hello", "greeting"); // "Hi"
+ * ```
+ */
+export function loadConfig(options: LoadConfigOptions = {}): HostConfig {
+  const env = options.env ?? Deno.env.toObject();
+  const explicit = env.GOATKIT_CONFIG;
+  const path = explicit ?? options.defaultPath ?? "goatkit.json";
+  const file = readConfigFile(path);
+  if (!file.found && explicit !== undefined) {
+    throw new ConfigError(
+      `Cannot read config file "${path}" (GOATKIT_CONFIG): it does not exist`,
+    );
+  }
+  return {
+    path,
+    fileFound: file.found,
+    server: serverFrom(file.json, env, path),
+    store: storeFrom(file.json, env),
+    env,
+  };
 }

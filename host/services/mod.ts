@@ -32,7 +32,16 @@ export {
   OutboxMailer,
   SmtpMailer,
 } from "./mailer.ts";
-export { ConfigStore, type ConfigStoreOptions } from "./config.ts";
+export {
+  ConfigStore,
+  type ConfigStoreOptions,
+  ConfigValueError,
+  type HostConfig,
+  loadConfig,
+  type LoadConfigOptions,
+  SERVER_SETTING_ALIASES,
+  type ServerSettings,
+} from "./config.ts";
 export { PgStateStore } from "./pg_state_store.ts";
 export {
   PgliteClient,

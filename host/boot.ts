@@ -1,0 +1,429 @@
+/**
+ * The host process's wiring: {@linkcode boot} builds services, the Manager
+ * with guarded HostAPIs, the plugin loader, the package installer, the
+ * scheduler and the HTTP app from a {@linkcode HostConfig}, serves it, loads
+ * the plugins and returns a {@linkcode RunningHost} to close it with.
+ *
+ * Everything is built in dependency order. Two real cycles use a late-bound
+ * seam (set once, right after the value is built):
+ *
+ * - Manager ↔ what it is built with: its per-plugin HostAPIs call other
+ *   plugins through the Manager (`callFrom`), and its route-collision
+ *   manifest check reads the routes already registered with it. (The i18n
+ *   registry the HostAPIs translate with is built before the Manager and
+ *   handed to it, so that part is no cycle.)
+ * - HTTP app ↔ its package seam: an install or uninstall must rebuild the
+ *   app's route table (a lazily loaded or removed plugin fires no Manager
+ *   event), and the app is built with that seam.
+ *
+ * `host/serve.ts` is the command-line entry point around it.
+ *
+ * @example
+ * ```ts ignore
+ * import { boot } from "./boot.ts";
+ * import { loadConfig } from "./services/config.ts";
+ * const host = await boot({ config: loadConfig() });
+ * console.log(`serving ${host.url}`);
+ * await host.close();
+ * ```
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { errorText } from "./model/errors.ts";
+import type { GKRegistration } from "./model/manifest.ts";
+import { LogBuffer } from "./log_buffer.ts";
+import { Loader } from "./loading/loader.ts";
+import { createRuntimeFactory } from "./loading/runtimes.ts";
+import { Manager } from "./manager.ts";
+import { PackageInstaller } from "./loading/packages.ts";
+import { I18nRegistry } from "./registries/i18n.ts";
+import { PgJobClaim, Scheduler, type SqlPool } from "./scheduler.ts";
+import {
+  createApp,
+  type GoatKitApp,
+  type GrantsProvider,
+  type PackagesProvider,
+  reservedNameCheck,
+  routeCollisionCheck,
+} from "./server/mod.ts";
+import { FileTokenStore } from "./server/auth/tokens.ts";
+import {
+  createServices,
+  PgStateStore,
+  type Services,
+  type SqlDatabase,
+} from "./services/mod.ts";
+import { type HostConfig, loadConfig } from "./services/config.ts";
+import {
+  applyGrantPolicy,
+  AuditLog,
+  checkPermissions,
+  createEgressClient,
+  createGuardedHostAPI,
+  type GrantStore,
+  type GuardedHostAPI,
+  pendingPermissions,
+  PgGrantStore,
+} from "../permissions/mod.ts";
+
+/** Options of {@linkcode boot}. */
+export interface BootOptions {
+  /** The configuration. @default loadConfig() (`goatkit.json` + `Deno.env`) */
+  config?: HostConfig;
+  /** Create another admin token even if one exists. @default false */
+  newAdminToken?: boolean;
+  /** Where progress lines go. @default console.log */
+  print?: (line: string) => void;
+  /** Discover and load the plugins of `pluginsDir` at start. @default true */
+  loadPlugins?: boolean;
+  /**
+   * Called as soon as the server listens, before plugins load (so the URL
+   * and token can be shown while the embedded database starts).
+   */
+  onListen?: (info: { url: string; adminToken?: string }) => void;
+}
+
+/** A running host, as {@linkcode boot} returns it. */
+export interface RunningHost {
+  /** Base URL, such as `http://localhost:8080`. */
+  url: string;
+  /** The admin token, when this start created one (shown once). */
+  adminToken?: string;
+  /** The configuration it runs with. */
+  config: HostConfig;
+  /** The Manager, with the plugins registered so far. */
+  manager: Manager;
+  /** Stops serving and shuts every plugin and service down (once). */
+  close(): Promise<void>;
+}
+
+/**
+ * Adapts the permission layer's {@linkcode GrantStore} to the server's
+ * grants seam.
+ *
+ * @example
+ * ```ts ignore
+ * import { grantsProvider } from "./boot.ts";
+ * const app = createApp({ manager, grants: grantsProvider(grantStore) });
+ * ```
+ */
+export function grantsProvider(store: GrantStore): GrantsProvider {
+  return {
+    granted: async (plugin) => (await store.get(plugin)) ?? [],
+    approve: async (plugin, permissions) => {
+      const current = (await store.get(plugin)) ?? [];
+      await store.set(plugin, [...new Set([...current, ...permissions])]);
+    },
+    revoke: (plugin, permissions) => store.revoke(plugin, permissions),
+    pending: (requested, granted) => pendingPermissions(requested, granted),
+  };
+}
+
+/** A value built after something that needs it: the seam of a real cycle. */
+class LateBound<T> {
+  #value: T | undefined;
+  readonly #what: string;
+
+  constructor(what: string) {
+    this.#what = what;
+  }
+
+  /** Sets the value (once) and returns it. */
+  bind(value: T): T {
+    if (this.#value !== undefined) {
+      throw new Error(`Cannot bind ${this.#what}: it is bound already`);
+    }
+    this.#value = value;
+    return value;
+  }
+
+  /** The value, `undefined` before {@linkcode LateBound.bind}. */
+  get current(): T | undefined {
+    return this.#value;
+  }
+
+  /** The value; throws before {@linkcode LateBound.bind}. */
+  get(): T {
+    if (this.#value === undefined) {
+      throw new Error(`Cannot use ${this.#what}: it is not built yet`);
+    }
+    return this.#value;
+  }
+}
+
+/**
+ * Builds the host from `options.config`, serves it, loads the plugins and
+ * starts the scheduler. Creates the data directory and, on first start (or
+ * with `newAdminToken`), an admin token.
+ *
+ * @example
+ * ```ts ignore
+ * import { boot } from "./boot.ts";
+ * import { loadConfig } from "./services/config.ts";
+ * const config = loadConfig({ env: { ...Deno.env.toObject(), PORT: "0" } });
+ * const host = await boot({
+ *   config,
+ *   onListen: ({ url, adminToken }) => console.log(url, adminToken ?? ""),
+ * });
+ * console.log(host.manager.list().length, "plugin(s)");
+ * await host.close();
+ * ```
+ */
+export async function boot(options: BootOptions = {}): Promise<RunningHost> {
+  const config = options.config ?? loadConfig();
+  const { server } = config;
+  const print = options.print ?? ((l: string) => console.log(l));
+  await Deno.mkdir(server.dataDir, { recursive: true });
+
+  // Services. The file is already parsed: createServices gets the
+  // environment only (no configPath, so it does not read the file again)
+  // plus the sender address it would have taken from config `mail.from`,
+  // and the one ConfigStore replaces the environment-only one it builds.
+  const logs = new LogBuffer({ capacity: 2000 });
+  const audit = new AuditLog({ logs });
+  const from = config.env.SMTP_FROM ?? config.store.hostValue("mail.from");
+  const services: Services = {
+    ...createServices({
+      env: from === undefined ? config.env : { ...config.env, SMTP_FROM: from },
+      dataDir: server.dataDir,
+    }),
+    config: config.store,
+  };
+  const sql = (services.db.default as SqlDatabase).sqlClient;
+  const grants = new PgGrantStore({ client: sql });
+  const stateStore = new PgStateStore({ client: sql });
+  const http = createEgressClient();
+  const i18n = new I18nRegistry();
+
+  // Manager. Seam: its HostAPIs and route check reach back into it.
+  const managerSeam = new LateBound<Manager>("the Manager");
+  // Guarded HostAPIs per plugin, newest last; older ones are closed when
+  // their instance is replaced or unregistered (they listen for grant changes).
+  const hosts = new Map<string, GuardedHostAPI[]>();
+  const guardedHost = (name: string, manifest: GKRegistration) => {
+    const host = createGuardedHostAPI({
+      plugin: name,
+      requested: manifest.permissions ?? [],
+      grants,
+      services: {
+        db: services.db,
+        cache: services.cache,
+        mailer: services.mailer,
+        config: services.config,
+        http,
+      },
+      i18n,
+      logs,
+      audit,
+      callPlugin: (caller, target, fn, args, opts) =>
+        managerSeam.get().callFrom(caller, target, fn, args, opts),
+    });
+    hosts.set(name, [...(hosts.get(name) ?? []), host]);
+    return host;
+  };
+  const manager = managerSeam.bind(
+    new Manager({
+      logs,
+      stateStore,
+      i18n,
+      host: guardedHost,
+      manifestChecks: [
+        routeCollisionCheck(() => managerSeam.current),
+        reservedNameCheck,
+        checkPermissions,
+      ],
+    }),
+  );
+  manager.subscribe((e) => {
+    const list = hosts.get(e.name) ?? [];
+    if (e.type === "unregistered") {
+      for (const h of list) h.close();
+      hosts.delete(e.name);
+    } else if (e.type === "replaced" && list.length > 1) {
+      for (const h of list.slice(0, -1)) h.close();
+      hosts.set(e.name, list.slice(-1));
+    }
+  });
+
+  // Loader, packages, scheduler, tokens.
+  const runtimeFactory = createRuntimeFactory({
+    grants,
+    dataDir: server.dataDir,
+    logs,
+    pluginConfig: (name) => services.config.pluginSection(name),
+  });
+  const loader = new Loader(manager, {
+    dir: server.pluginsDir,
+    load: async (source) => {
+      // The default policy decides new requests before the runtime maps
+      // grants onto WASI preopens and Deno flags.
+      const previous = manager.manifest(source.name)?.permissions;
+      await applyGrantPolicy(
+        grants,
+        source.name,
+        source.manifest.permissions ?? [],
+        previous ? { previousRequested: previous } : {},
+      );
+      return await runtimeFactory(source);
+    },
+  });
+  const installer = new PackageInstaller({
+    dir: server.pluginsDir,
+    manager,
+    loader,
+    trustedKeys: server.trustedKeys,
+    requireSignature: server.requireSignature,
+    onUninstall: async (name) => {
+      await grants.delete(name);
+      await stateStore.delete(name);
+    },
+  });
+  const pool = (sql as { pool?: SqlPool }).pool;
+  const scheduler = new Scheduler(
+    manager,
+    config.env.DATABASE_URL && pool ? { claim: new PgJobClaim(pool) } : {},
+  );
+  const tokens = new FileTokenStore(join(server.dataDir, "tokens.json"));
+  let adminToken: string | undefined;
+  if (
+    options.newAdminToken || !(await tokens.list()).some((t) => t.admin)
+  ) {
+    adminToken = (await tokens.create({ name: "admin", admin: true })).token;
+  }
+
+  // HTTP app. Seam: the package seam it is built with rebuilds its routes.
+  const appSeam = new LateBound<GoatKitApp>("the HTTP app");
+  const packages: PackagesProvider = {
+    // A fresh install is only discovered by the installer: load it now
+    // (unless loading is lazy) and mount what it declares.
+    install: async (bytes, opts) => {
+      const result = await installer.install(
+        bytes,
+        opts?.signature ? { signature: opts.signature } : {},
+      );
+      try {
+        if (!server.lazyLoad) await loader.ensureLoaded(result.name);
+      } finally {
+        appSeam.get().rebuildRoutes();
+      }
+      return result;
+    },
+    uninstall: async (name) => {
+      try {
+        await installer.uninstall(name);
+      } finally {
+        appSeam.get().rebuildRoutes();
+      }
+    },
+  };
+  const state = { loading: false };
+  const app = appSeam.bind(createApp({
+    manager,
+    tokens,
+    logs,
+    audit,
+    grants: grantsProvider(grants),
+    scheduler,
+    packages,
+    loader,
+    discovered: () =>
+      loader.discovered().flatMap((n) => {
+        const src = loader.source(n);
+        return src ? [src.manifest] : [];
+      }),
+    title: server.title,
+    secureCookies: server.secureCookies,
+    health: () => ({
+      plugins_loading: state.loading,
+      lazy_load: server.lazyLoad,
+      hot_reload: server.hotReload,
+      discovery_problems: loader.problems().length,
+    }),
+  }));
+
+  // Serve, then load plugins (the URL is shown while they load).
+  const ac = new AbortController();
+  const listening = Promise.withResolvers<Deno.NetAddr>();
+  const httpServer = Deno.serve({
+    port: server.port,
+    hostname: server.hostname,
+    signal: ac.signal,
+    onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
+  }, app.fetch);
+  const addr = await listening.promise;
+  const shownHost = server.hostname === "0.0.0.0" || server.hostname === "::"
+    ? "localhost"
+    : server.hostname;
+  const url = `http://${shownHost}:${addr.port}`;
+  options.onListen?.({ url, ...(adminToken ? { adminToken } : {}) });
+
+  let rescan: ReturnType<typeof setInterval> | undefined;
+  if (options.loadPlugins ?? true) {
+    state.loading = true;
+    print(`  loading plugins from ${server.pluginsDir} …`);
+    await loader.scan();
+    for (const p of loader.problems()) {
+      print(`  not a plugin: ${p.dir}: ${p.error}`);
+      logs.log("", "warn", `plugin folder ${p.dir} skipped: ${p.error}`);
+    }
+    manager.setLazyLoader(loader);
+    app.rebuildRoutes(); // mount discovered plugins' routes (lazy loading)
+    if (!server.lazyLoad) {
+      const { loaded, failed } = await loader.loadAll();
+      for (const name of loaded) {
+        const mf = manager.manifest(name);
+        print(
+          `  plugin ${name} ${mf?.version ?? ""} (${
+            manager.status(name)?.runtime ?? "?"
+          }) loaded`,
+        );
+      }
+      for (const f of failed) {
+        print(`  plugin ${f.name} not loaded: ${f.error}`);
+      }
+    } else {
+      print(
+        `  ${loader.discovered().length} plugin(s) discovered (lazy loading)`,
+      );
+    }
+    if (server.hotReload) {
+      loader.watch();
+      // The loader re-discovers new folders without registering them when
+      // loading is lazy: mount their routes when the discovered set changes.
+      let lastDiscovered = loader.discovered().join("\n");
+      rescan = setInterval(() => {
+        const now = loader.discovered().join("\n");
+        if (now !== lastDiscovered) {
+          lastDiscovered = now;
+          app.rebuildRoutes();
+        }
+      }, 2000);
+    }
+    state.loading = false;
+  }
+  scheduler.start();
+
+  let closed = false;
+  return {
+    url,
+    ...(adminToken ? { adminToken } : {}),
+    config,
+    manager,
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(rescan);
+      scheduler.stop();
+      ac.abort();
+      await httpServer.finished;
+      app.close();
+      await loader.close().catch((e) => print(`loader: ${errorText(e)}`));
+      await manager.shutdownAll().catch((e) =>
+        print(`shutdown: ${errorText(e)}`)
+      );
+      await services.close().catch((e) => print(`services: ${errorText(e)}`));
+    },
+  };
+}

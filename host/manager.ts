@@ -301,7 +301,7 @@ export class Manager {
     } catch (e) {
       throw new PluginError(
         name,
-        `plugin "${name}" shutdown failed: ${errorText(e)}`,
+        `Cannot shut down plugin "${name}": ${errorText(e)}`,
         {
           cause: e,
         },
@@ -429,7 +429,10 @@ export class Manager {
         await e.plugin.shutdown();
       } catch (err) {
         errors.push(
-          new PluginError(name, `plugin "${name}": ${errorText(err)}`),
+          new PluginError(
+            name,
+            `Cannot shut down plugin "${name}": ${errorText(err)}`,
+          ),
         );
       }
     }));
@@ -440,7 +443,7 @@ export class Manager {
       this.#emit({ type: "unregistered", name });
     }
     if (errors.length > 0) {
-      throw new AggregatePluginError("shutdown errors", errors);
+      throw new AggregatePluginError("Cannot shut down all plugins", errors);
     }
   }
 

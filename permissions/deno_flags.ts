@@ -105,7 +105,9 @@ function netEntries(p: HttpPermission): string[] {
 export function denoFlagsFor(options: DenoFlagsOptions): string[] {
   const { dataDir } = options;
   if (!isAbsolute(dataDir)) {
-    throw new DenoFlagsError(`dataDir must be absolute, got "${dataDir}"`);
+    throw new DenoFlagsError(
+      `Cannot build Deno flags: "dataDir" must be absolute, got "${dataDir}"`,
+    );
   }
   const perms = options.grants.map((g) =>
     typeof g === "string" ? parsePermission(g) : g
@@ -124,7 +126,7 @@ export function denoFlagsFor(options: DenoFlagsOptions): string[] {
   if (options.socketDir) {
     if (!isAbsolute(options.socketDir)) {
       throw new DenoFlagsError(
-        `socketDir must be absolute, got "${options.socketDir}"`,
+        `Cannot build Deno flags: "socketDir" must be absolute, got "${options.socketDir}"`,
       );
     }
     read.add(resolve(options.socketDir));
@@ -134,11 +136,13 @@ export function denoFlagsFor(options: DenoFlagsOptions): string[] {
     const path = resolve(s);
     if (!options.socketDir || !inside(resolve(options.socketDir), path)) {
       throw new DenoFlagsError(
-        `socket "${s}" is not inside the socket directory`,
+        `Cannot build Deno flags: socket "${s}" is not inside the socket directory`,
       );
     }
     if (/[,]/.test(path)) {
-      throw new DenoFlagsError(`socket path "${s}" contains a comma`);
+      throw new DenoFlagsError(
+        `Cannot build Deno flags: socket path "${s}" contains a comma`,
+      );
     }
     net.add(`unix:${path}`);
   }
@@ -146,7 +150,7 @@ export function denoFlagsFor(options: DenoFlagsOptions): string[] {
   for (const w of [...read, ...write]) {
     if (w.includes(",")) {
       throw new DenoFlagsError(
-        `path "${w}" contains a comma, which Deno flags cannot express`,
+        `Cannot build Deno flags: path "${w}" contains a comma, which Deno flags cannot express`,
       );
     }
   }
@@ -157,7 +161,7 @@ export function denoFlagsFor(options: DenoFlagsOptions): string[] {
     for (const w of write) {
       if (inside(w, cfg)) {
         throw new DenoFlagsError(
-          `config file "${cfg}" lies inside writable path "${w}"`,
+          `Cannot build Deno flags: config file "${cfg}" lies inside writable path "${w}"`,
         );
       }
     }
@@ -182,7 +186,9 @@ export function fsPath(dataDir: string, p: FsPermission): string {
   const root = resolve(dataDir);
   const path = p.path === "." ? root : resolve(root, p.path);
   if (!inside(root, path)) {
-    throw new DenoFlagsError(`"${p.text}" points outside the data directory`);
+    throw new DenoFlagsError(
+      `Cannot map "${p.text}" to a path: it points outside the data directory`,
+    );
   }
   return path.endsWith(sep) && path !== sep ? path.slice(0, -1) : path;
 }

@@ -291,13 +291,19 @@ export function createEgressClient(
   const maxRedirects = options.maxRedirects ?? 5;
   const resolve = options.resolve ?? systemResolver;
   if (!(timeoutMs > 0)) {
-    throw new RangeError(`timeoutMs must be positive, got ${timeoutMs}`);
+    throw new RangeError(
+      `Cannot create egress client: "timeoutMs" must be positive, got ${timeoutMs}`,
+    );
   }
   if (!(maxBytes >= 0)) {
-    throw new RangeError(`maxResponseBytes must be ≥ 0, got ${maxBytes}`);
+    throw new RangeError(
+      `Cannot create egress client: "maxResponseBytes" must be ≥ 0, got ${maxBytes}`,
+    );
   }
   if (!(maxRedirects >= 0)) {
-    throw new RangeError(`maxRedirects must be ≥ 0, got ${maxRedirects}`);
+    throw new RangeError(
+      `Cannot create egress client: "maxRedirects" must be ≥ 0, got ${maxRedirects}`,
+    );
   }
 
   async function approve(

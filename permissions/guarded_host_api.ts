@@ -587,7 +587,11 @@ export function createGuardedHostAPI(
       if (!covered) deny(`config:${key}`, label, "configGet");
       if (!services.config) throw new ServiceUnavailableError("configuration");
       const value = services.config.hostValue(key);
-      if (value === undefined) throw new Error(`unknown config key: ${key}`);
+      if (value === undefined) {
+        throw new Error(
+          `Cannot get config key "${key}": the host has no such key`,
+        );
+      }
       return value;
     },
 
@@ -614,7 +618,11 @@ export function createGuardedHostAPI(
           "callPlugin",
         );
       }
-      if (!options.callPlugin) throw new Error("plugin manager not available");
+      if (!options.callPlugin) {
+        throw new Error(
+          `Cannot call plugin "${target}": no plugin manager is available`,
+        );
+      }
       return await options.callPlugin(plugin, target, fn, args, {
         parent: ctx,
       });

@@ -108,14 +108,20 @@ Deno.test("gk init scaffolds every runtime and refuses bad names and runtimes", 
     );
     const bad = await gk(dir, "init", "Bad_Name", "--runtime", "wasm-c");
     assert.equal(bad.code, 1);
-    assert.match(bad.err, /^gk init: plugin name "Bad_Name" must match/m);
+    assert.match(
+      bad.err,
+      /^gk init: Cannot create plugin "Bad_Name": the name must match/m,
+    );
     const badRuntime = await gk(dir, "init", "okname", "--runtime", "cobol");
     assert.match(
       badRuntime.err,
-      /--runtime must be one of wasm-c, wasm-as, grpc-ts/,
+      /Cannot create plugin "okname": --runtime must be one of wasm-c, wasm-as, grpc-ts/,
     );
     const again = await gk(dir, "init", "demo-wasm-as", "--runtime", "wasm-as");
-    assert.match(again.err, /exists already/);
+    assert.match(
+      again.err,
+      /Cannot create plugin "demo-wasm-as": ".*demo-wasm-as" exists already/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -128,7 +134,7 @@ Deno.test("gk host commands fail in one line when the host is unreachable or no 
     assert.equal(noToken.code, 1);
     assert.equal(
       noToken.err.trim(),
-      "gk list: no token: pass --token or set GOATKIT_TOKEN",
+      "gk list: Cannot send request: no token (pass --token or set GOATKIT_TOKEN)",
     );
     const down = await gk(
       dir,
@@ -141,7 +147,7 @@ Deno.test("gk host commands fail in one line when the host is unreachable or no 
     assert.equal(down.code, 1);
     assert.match(
       down.err.trim(),
-      /^gk list: cannot reach http:\/\/127\.0\.0\.1:9: /,
+      /^gk list: Cannot reach "http:\/\/127\.0\.0\.1:9": /,
     );
     assert.equal(down.err.trim().split("\n").length, 1);
     const unknown = await gk(dir, "frobnicate");

@@ -284,7 +284,7 @@ Deno.test(
         denied: true,
         code: "PERMISSION_DENIED",
         message:
-          'host DBExec failed (PERMISSION_DENIED): plugin "b-plugin" lacks permission "db:write" for: db_exec DELETE FROM ticket',
+          'Cannot call host method "DBExec" (PERMISSION_DENIED): Cannot run db_exec DELETE FROM ticket: plugin "b-plugin" lacks permission "db:write"',
       },
     );
     assert.equal(

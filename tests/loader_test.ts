@@ -81,7 +81,10 @@ Deno.test("Loader is the Manager's lazy loader: first call loads by manifest nam
       "loaded lazily",
     );
     assert.ok(m.manifest("lazy-one"));
-    await assert.rejects(() => m.call("missing", "x", null), /not found/);
+    await assert.rejects(
+      () => m.call("missing", "x", null),
+      /Cannot find plugin "missing"/,
+    );
   } finally {
     await m.shutdownAll();
     await Deno.remove(root, { recursive: true });

@@ -95,7 +95,10 @@ Deno.test("Manager.register() refuses duplicates by name and by instance", async
       () => m.register(createHelloPlugin()),
       PluginAlreadyRegisteredError,
     );
-    await assert.rejects(() => m.register(hello), /already registered/);
+    await assert.rejects(
+      () => m.register(hello),
+      /Cannot register plugin "hello": it is already registered/,
+    );
   });
 });
 
@@ -143,7 +146,10 @@ Deno.test("Manager.register() leaves nothing behind when init throws", async () 
       () => m.register(failing),
       (e: unknown) => {
         assert.ok(e instanceof PluginInitError);
-        assert.equal(e.message, 'plugin "failing" init failed: no database');
+        assert.equal(
+          e.message,
+          'Cannot initialize plugin "failing": no database',
+        );
         return true;
       },
     );
@@ -159,7 +165,7 @@ Deno.test("Manager.call() errors for unknown and disabled plugins, with and with
     await m.register(createHelloPlugin());
     await assert.rejects(() => m.call("nope", "x", null), (e: unknown) => {
       assert.ok(e instanceof PluginNotFoundError);
-      assert.equal(e.message, 'plugin "nope" not found');
+      assert.equal(e.message, 'Cannot find plugin "nope"');
       return true;
     });
     await assert.rejects(
@@ -168,7 +174,7 @@ Deno.test("Manager.call() errors for unknown and disabled plugins, with and with
         assert.ok(e instanceof PluginNotFoundError);
         assert.equal(
           e.message,
-          'plugin "nope" not found (required by "caller" to call "fn")',
+          'Cannot find plugin "nope" (required by "caller" to call "fn")',
         );
         assert.equal(e.caller, "caller");
         return true;
@@ -177,12 +183,12 @@ Deno.test("Manager.call() errors for unknown and disabled plugins, with and with
     await m.disable("hello");
     await assert.rejects(() => m.call("hello", "hello", null), (e: unknown) => {
       assert.ok(e instanceof PluginDisabledError);
-      assert.equal(e.message, 'plugin "hello" is disabled');
+      assert.equal(e.message, 'Cannot call plugin "hello": it is disabled');
       return true;
     });
     await assert.rejects(
       () => m.callFrom("other", "hello", "hello", null),
-      /is disabled \(required by "other"\)/,
+      /\(required by "other"\): it is disabled/,
     );
   });
 });
@@ -212,7 +218,10 @@ Deno.test("Manager enable/disable/unregister of unknown names fail", async () =>
   await withManager(async (m) => {
     await assert.rejects(() => m.enable("ghost"), PluginNotFoundError);
     await assert.rejects(() => m.disable("ghost"), PluginNotFoundError);
-    await assert.rejects(() => m.unregister("ghost"), /not found/);
+    await assert.rejects(
+      () => m.unregister("ghost"),
+      /Cannot find plugin "ghost"/,
+    );
     assert.equal(m.isEnabled("ghost"), false);
     assert.equal(m.status("ghost"), undefined);
   });
@@ -276,7 +285,7 @@ Deno.test("Manager.unregister() keeps a plugin whose shutdown fails", async () =
     }));
     await assert.rejects(
       () => m.unregister("sticky"),
-      /plugin "sticky" shutdown failed: busy/,
+      /Cannot shut down plugin "sticky": busy/,
     );
     assert.ok(m.get("sticky"));
   });
@@ -531,9 +540,9 @@ Deno.test("Manager.shutdownAll() aggregates errors and clears every plugin", asy
     shutdown: () => Promise.reject(new Error("c broke")),
   }));
   await assert.rejects(() => m.shutdownAll(), (e: unknown) => {
-    assert.match(String(e), /shutdown errors: \[/);
-    assert.match(String(e), /plugin "aa": a broke/);
-    assert.match(String(e), /plugin "cc": c broke/);
+    assert.match(String(e), /Cannot shut down all plugins: \[/);
+    assert.match(String(e), /Cannot shut down plugin "aa": a broke/);
+    assert.match(String(e), /Cannot shut down plugin "cc": c broke/);
     return true;
   });
   assert.equal(m.list().length, 0);

@@ -248,7 +248,7 @@ for (const [title, manifest, path] of INVALID) {
         e.issues.some((i) => i.path === path),
         `expected an issue at ${path}, got ${JSON.stringify(e.issues)}`,
       );
-      assert.match(e.message, /^invalid manifest: /);
+      assert.match(e.message, /^Cannot accept manifest: /);
     }
   });
 }

@@ -196,7 +196,7 @@ const HOSTILE: [string, () => Promise<Uint8Array> | Uint8Array, RegExp][] = [
   [
     "a manifest named ../x",
     () => pkg({ "plugin.wasm": "x" }, { name: "../x", version: "1.0.0" }),
-    /manifest.json: invalid manifest: name/,
+    /manifest.json: Cannot accept manifest: name/,
   ],
   ["no manifest", () => pkg({ "plugin.wasm": "x" }, null), /no manifest.json/],
   ["no module", () => pkg({ "assets/a": "x" }), /no module or entry/],

@@ -372,7 +372,7 @@ Deno.test("guarded: configGet — own section, host keys by pattern, secrets by 
   assert.equal(await s.host.configGet(ctx(), "app.name"), "GoatKit");
   await assert.rejects(
     s.host.configGet(ctx(), "app.missing"),
-    /unknown config key: app.missing/,
+    /Cannot get config key "app\.missing": the host has no such key/,
   );
   await expectDenied(
     s.host.configGet(ctx(), "db.url"),

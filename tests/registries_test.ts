@@ -277,6 +277,6 @@ Deno.test("BasicHostAPI logs, translates, reads config and refuses missing servi
   await assert.rejects(() => host.cacheGet(ctx, "k"), /no cache configured/);
   await assert.rejects(
     () => host.callPlugin(ctx, "x", "y", null),
-    /plugin manager not available/,
+    /Cannot call plugin "x": no plugin manager is available/,
   );
 });

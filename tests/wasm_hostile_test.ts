@@ -567,7 +567,7 @@ Deno.test("after timeouts no thread keeps spinning (per-thread CPU time from /pr
   const mod = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
   const result = await runChild(`
     import { loadWasmPlugin } from ${mod("../runtimes/wasm/mod.ts")};
-    import { createCallContext } from ${mod("../host/plugin.ts")};
+    import { createCallContext } from ${mod("../host/model/plugin.ts")};
     const fixture = (x) => ${
     JSON.stringify(HOSTILE.pathname)
   } + x + "/plugin.wasm";

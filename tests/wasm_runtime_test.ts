@@ -497,7 +497,7 @@ Deno.test("every host_call function round-trips with GoatFlow's exact JSON; fail
     // Failures: 0 for the guest, the error JSON through gk.last_error.
     assert.equal(
       await hc("nope", "{}"),
-      'ERR:{"error":{"message":"unknown host function: nope","type":"HostCallRequestError"}}',
+      'ERR:{"error":{"message":"Cannot call host function \\"nope\\": unknown function","type":"HostCallRequestError"}}',
     );
     assert.equal(
       await hc("cache_set", '{"key":"k","value":"not base64!","ttl":1}'),
@@ -510,7 +510,7 @@ Deno.test("every host_call function round-trips with GoatFlow's exact JSON; fail
     host.deny = "db:write";
     assert.equal(
       await hc("db_exec", '{"query":"DELETE FROM t"}'),
-      'ERR:{"error":{"message":"plugin \\"test\\" lacks permission \\"db:write\\" for: db:write","permission":"db:write","type":"PermissionDeniedError"}}',
+      'ERR:{"error":{"message":"Cannot run db:write: plugin \\"test\\" lacks permission \\"db:write\\"","permission":"db:write","type":"PermissionDeniedError"}}',
     );
     host.deny = undefined;
     assert.equal(await hc("db_exec", '{"query":"x"}'), '{"affected":3}');

@@ -229,7 +229,9 @@ export async function runCli(
           try {
             JSON.parse(rest[2]);
           } catch (e) {
-            throw new CliError(`the arguments are not JSON: ${errorText(e)}`);
+            throw new CliError(
+              `Cannot parse the arguments as JSON: ${errorText(e)}`,
+            );
           }
         }
         const r = await host.request(
@@ -276,7 +278,9 @@ export async function runCli(
 }
 
 function need(v: string | undefined, what: string): string {
-  if (!v) throw new CliError(`missing argument: ${what}`);
+  if (!v) {
+    throw new CliError(`Cannot run command: missing argument (${what})`);
+  }
   return v;
 }
 
@@ -297,13 +301,15 @@ async function init(
 ): Promise<void> {
   if (!PLUGIN_NAME_REGEXP.test(name)) {
     throw new CliError(
-      `plugin name "${name}" must match ${PLUGIN_NAME_REGEXP.source}`,
+      `Cannot create plugin "${name}": the name must match ${PLUGIN_NAME_REGEXP.source}`,
     );
   }
   const template = TEMPLATES[runtime ?? ""];
   if (!template) {
     throw new CliError(
-      `--runtime must be one of ${Object.keys(TEMPLATES).join(", ")}`,
+      `Cannot create plugin "${name}": --runtime must be one of ${
+        Object.keys(TEMPLATES).join(", ")
+      }`,
     );
   }
   const src = new URL(
@@ -311,7 +317,11 @@ async function init(
     import.meta.url,
   );
   const dest = resolve(parent, name);
-  if (await exists(dest)) throw new CliError(`${dest} exists already`);
+  if (await exists(dest)) {
+    throw new CliError(
+      `Cannot create plugin "${name}": "${dest}" exists already`,
+    );
+  }
   io.err(`creating ${dest} from the ${template.dir} example …`);
   const skip = new Set([
     "build",
@@ -348,7 +358,7 @@ async function build(dir: string, io: CliIO): Promise<void> {
       io.out("nothing to build: a TypeScript gRPC plugin runs from source");
       return;
     }
-    throw new CliError(`no build.sh in ${dir}`);
+    throw new CliError(`Cannot build "${dir}": it has no build.sh`);
   }
   io.err(`building ${dir} …`);
   const started = performance.now();
@@ -357,7 +367,9 @@ async function build(dir: string, io: CliIO): Promise<void> {
     stdout: "inherit",
     stderr: "inherit",
   }).output();
-  if (r.code !== 0) throw new CliError(`build.sh exited with ${r.code}`);
+  if (r.code !== 0) {
+    throw new CliError(`Cannot build "${dir}": build.sh exited with ${r.code}`);
+  }
   io.out(`built in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 }
 
@@ -373,7 +385,9 @@ class HostClient {
   // deno-lint-ignore no-explicit-any
   async request(method: string, path: string, body?: BodyInit): Promise<any> {
     if (!this.#token) {
-      throw new CliError("no token: pass --token or set GOATKIT_TOKEN");
+      throw new CliError(
+        "Cannot send request: no token (pass --token or set GOATKIT_TOKEN)",
+      );
     }
     let res: Response;
     try {
@@ -388,7 +402,7 @@ class HostClient {
         ...(body === undefined ? {} : { body }),
       });
     } catch (e) {
-      throw new CliError(`cannot reach ${this.#url}: ${errorText(e)}`);
+      throw new CliError(`Cannot reach "${this.#url}": ${errorText(e)}`);
     }
     const text = await res.text();
     let data: unknown = text;
@@ -398,7 +412,7 @@ class HostClient {
     if (!res.ok) {
       const msg = (data as { error?: unknown })?.error;
       throw new CliError(
-        `${res.status} ${
+        `Cannot ${method} "${path}": ${res.status} ${
           typeof msg === "string" ? msg : JSON.stringify(msg ?? text)
         }`,
       );

@@ -151,7 +151,9 @@ export class Loader implements LazyLoader {
       source = this.#sources.get(name);
     }
     if (!source) {
-      throw new Error(`plugin "${name}" not discovered in ${this.#dir}`);
+      throw new Error(
+        `Cannot load plugin "${name}": it was not discovered in "${this.#dir}"`,
+      );
     }
     const plugin = await this.#options.load(source);
     try {

@@ -2,8 +2,8 @@
  * Typed errors raised by the plugin host. Each names what failed and why, and
  * carries the data a caller needs to react (plugin, caller, function, …).
  *
- * Messages follow GoatFlow's texts where GoatFlow has one, so logs read the
- * same across both hosts.
+ * Messages follow Deno std's form: `Cannot <action>: <why>`, values in double
+ * quotes, no final period.
  *
  * @module
  */
@@ -56,17 +56,17 @@ export class PluginError extends Error {
 /**
  * The plugin is not registered (and the lazy loader could not load it).
  *
- * Message: `plugin "<p>" not found`, or with a caller
- * `plugin "<p>" not found (required by "<c>" to call "<f>")`.
+ * Message: `Cannot find plugin "<p>"`, or with a caller
+ * `Cannot find plugin "<p>" (required by "<c>" to call "<f>")`.
  */
 export class PluginNotFoundError extends PluginError {
   /** Creates the error for `plugin`, optionally naming caller and function. */
   constructor(plugin: string, options: PluginErrorOptions = {}) {
     const msg = options.caller
-      ? `plugin "${plugin}" not found (required by "${options.caller}" to call "${
+      ? `Cannot find plugin "${plugin}" (required by "${options.caller}" to call "${
         options.function ?? ""
       }")`
-      : `plugin "${plugin}" not found`;
+      : `Cannot find plugin "${plugin}"`;
     super(plugin, msg, options);
     this.name = "PluginNotFoundError";
   }
@@ -75,7 +75,9 @@ export class PluginNotFoundError extends PluginError {
 /**
  * The plugin is registered but disabled (by an admin or by quarantine).
  *
- * Message: `plugin "<p>" is disabled`, or `plugin "<p>" is disabled (required by "<c>")`.
+ * Message: `Cannot call plugin "<p>": it is disabled`, or with a caller
+ * `Cannot call plugin "<p>" (required by "<c>"): it is disabled`; a known
+ * reason follows after a colon.
  */
 export class PluginDisabledError extends PluginError {
   /** Why the plugin is disabled, when known (for example a quarantine reason). */
@@ -87,8 +89,8 @@ export class PluginDisabledError extends PluginError {
     options: PluginErrorOptions & { reason?: string } = {},
   ) {
     let msg = options.caller
-      ? `plugin "${plugin}" is disabled (required by "${options.caller}")`
-      : `plugin "${plugin}" is disabled`;
+      ? `Cannot call plugin "${plugin}" (required by "${options.caller}"): it is disabled`
+      : `Cannot call plugin "${plugin}": it is disabled`;
     if (options.reason) msg += `: ${options.reason}`;
     super(plugin, msg, options);
     this.name = "PluginDisabledError";
@@ -100,7 +102,10 @@ export class PluginDisabledError extends PluginError {
 export class PluginAlreadyRegisteredError extends PluginError {
   /** Creates the error for `plugin`. */
   constructor(plugin: string) {
-    super(plugin, `plugin "${plugin}" already registered`);
+    super(
+      plugin,
+      `Cannot register plugin "${plugin}": it is already registered`,
+    );
     this.name = "PluginAlreadyRegisteredError";
   }
 }
@@ -109,11 +114,16 @@ export class PluginAlreadyRegisteredError extends PluginError {
 export class PluginInitError extends PluginError {
   /** Creates the error for `plugin`, wrapping the init failure. */
   constructor(plugin: string, cause: unknown) {
-    super(plugin, `plugin "${plugin}" init failed: ${errorText(cause)}`, {
+    super(plugin, `Cannot initialize plugin "${plugin}": ${errorText(cause)}`, {
       cause,
     });
     this.name = "PluginInitError";
   }
+}
+
+/** `function "f" of plugin "p"`, or `plugin "p"` when the function is unknown. */
+function callee(plugin: string, fn: string | undefined): string {
+  return fn ? `function "${fn}" of plugin "${plugin}"` : `plugin "${plugin}"`;
 }
 
 /** A call did not finish before its deadline. */
@@ -129,9 +139,9 @@ export class PluginTimeoutError extends PluginError {
   ) {
     super(
       plugin,
-      `plugin "${plugin}" call${
-        options.function ? ` "${options.function}"` : ""
-      } timed out after ${timeoutMs} ms`,
+      `Cannot call ${
+        callee(plugin, options.function)
+      }: timed out after ${timeoutMs} ms`,
       options,
     );
     this.name = "PluginTimeoutError";
@@ -150,7 +160,11 @@ export class PluginCrashedError extends PluginError {
     detail: string,
     options: PluginErrorOptions = {},
   ) {
-    super(plugin, `plugin "${plugin}" crashed: ${detail}`, options);
+    super(
+      plugin,
+      `Cannot call ${callee(plugin, options.function)}: it crashed: ${detail}`,
+      options,
+    );
     this.name = "PluginCrashedError";
   }
 }
@@ -163,7 +177,7 @@ export class PluginCrashedError extends PluginError {
  * import { PermissionDeniedError } from "./errors.ts";
  * const e = new PermissionDeniedError("hello", "db:write", "db_exec DELETE FROM ticket");
  * console.log(e.message);
- * // plugin "hello" lacks permission "db:write" for: db_exec DELETE FROM ticket
+ * // Cannot run db_exec DELETE FROM ticket: plugin "hello" lacks permission "db:write"
  * ```
  */
 export class PermissionDeniedError extends PluginError {
@@ -176,7 +190,7 @@ export class PermissionDeniedError extends PluginError {
   constructor(plugin: string, permission: string, attempted: string) {
     super(
       plugin,
-      `plugin "${plugin}" lacks permission "${permission}" for: ${attempted}`,
+      `Cannot run ${attempted}: plugin "${plugin}" lacks permission "${permission}"`,
     );
     this.name = "PermissionDeniedError";
     this.permission = permission;
@@ -197,7 +211,7 @@ export class PluginCallCycleError extends PluginError {
   constructor(plugin: string, chain: readonly string[]) {
     super(
       plugin,
-      `plugin call cycle: ${
+      `Cannot call plugin "${plugin}": the call would form the cycle ${
         [...chain, plugin].map((p) => `"${p}"`).join(" -> ")
       }`,
     );
@@ -221,7 +235,7 @@ export interface ManifestIssue {
  * ```ts
  * import { InvalidManifestError } from "./errors.ts";
  * const e = new InvalidManifestError([{ path: "name", message: "is required" }]);
- * console.log(e.message); // invalid manifest: name: is required
+ * console.log(e.message); // Cannot accept manifest: name: is required
  * ```
  */
 export class InvalidManifestError extends Error {
@@ -234,7 +248,7 @@ export class InvalidManifestError extends Error {
     options: { cause?: unknown } = {},
   ) {
     super(
-      `invalid manifest: ${
+      `Cannot accept manifest: ${
         issues.map((i) => i.path ? `${i.path}: ${i.message}` : i.message).join(
           "; ",
         )

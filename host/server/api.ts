@@ -44,6 +44,21 @@ export function parseLevel(value: string | undefined): LogLevel | undefined {
   return LOG_LEVELS.includes(value as LogLevel) ? value as LogLevel : undefined;
 }
 
+/**
+ * The message for a grant of permissions the plugin's manifest does not
+ * request: `Cannot grant "a", "b" to plugin "p": manifest does not request them`.
+ */
+export function notRequestedText(
+  plugin: string,
+  permissions: readonly string[],
+): string {
+  return `Cannot grant ${
+    permissions.map((p) => `"${p}"`).join(", ")
+  } to plugin "${plugin}": manifest does not request ${
+    permissions.length === 1 ? "it" : "them"
+  }`;
+}
+
 function notImplemented(c: Context, what: string): Response {
   return c.json({ error: `${what} is not available on this host` }, 501);
 }
@@ -58,9 +73,10 @@ async function jsonBody(
   try {
     v = JSON.parse(new TextDecoder().decode(bytes));
   } catch (e) {
-    throw new BadRequestError(`body is not JSON: ${(e as Error).message}`, {
-      cause: e,
-    });
+    throw new BadRequestError(
+      `Cannot parse request body as JSON: ${(e as Error).message}`,
+      { cause: e },
+    );
   }
   return v && typeof v === "object" && !Array.isArray(v)
     ? v as Record<string, unknown>
@@ -71,7 +87,9 @@ function permissionsFrom(body: Record<string, unknown>): string[] | undefined {
   const p = body.permissions;
   if (p === undefined) return undefined;
   if (!Array.isArray(p) || !p.every((x) => typeof x === "string")) {
-    throw new BadRequestError("permissions must be an array of strings");
+    throw new BadRequestError(
+      'Cannot read "permissions": it must be an array of strings',
+    );
   }
   return p;
 }
@@ -94,7 +112,7 @@ export async function readUpload(
       form = await c.req.raw.formData();
     } catch (e) {
       throw new BadRequestError(
-        `malformed multipart body: ${(e as Error).message}`,
+        `Cannot parse multipart body: ${(e as Error).message}`,
         {
           cause: e,
         },
@@ -107,7 +125,9 @@ export async function readUpload(
       else if (!file && ["plugin", "file", "package"].includes(k)) file = v;
     }
     if (!file) {
-      throw new BadRequestError('no file in the upload (field "plugin")');
+      throw new BadRequestError(
+        'Cannot read upload: it has no file (field "plugin")',
+      );
     }
     if (file.size > limit) throw new BodyTooLargeError(limit);
     return {
@@ -211,7 +231,7 @@ export function createApi(ctx: ServerContext): Hono {
     const info = await pluginInfo(ctx, c.req.param("name"));
     if (!info) {
       return c.json(
-        { error: `plugin "${c.req.param("name")}" not found` },
+        { error: new PluginNotFoundError(c.req.param("name")).message },
         404,
       );
     }
@@ -309,7 +329,7 @@ export function createApi(ctx: ServerContext): Hono {
     const notRequested = perms.filter((p) => !requested.includes(p));
     if (notRequested.length > 0) {
       return c.json({
-        error: `not requested by the manifest: ${notRequested.join(", ")}`,
+        error: notRequestedText(name, notRequested),
       }, 400);
     }
     await grants.approve(name, perms);

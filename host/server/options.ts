@@ -134,7 +134,7 @@ export interface AppOptions {
   sessions?: SessionStore;
   /** Log buffer shown on the logs page. @default `manager.logs` */
   logs?: LogBuffer;
-  /** Sanitiser for plugin HTML. @default `sanitizeHtml` from `host/sanitize.ts` */
+  /** Sanitiser for plugin HTML. @default `sanitizeHtml` from `host/registries/sanitize.ts` */
   sanitize?: (html: string) => string;
   /** Permission grants seam. */
   grants?: GrantsProvider;

@@ -39,7 +39,7 @@ export class BodyTooLargeError extends Error {
   readonly limit: number;
   /** Creates the error. */
   constructor(limit: number) {
-    super(`request body is larger than ${limit} bytes`);
+    super(`Cannot read request body: it is larger than ${limit} bytes`);
     this.name = "BodyTooLargeError";
     this.limit = limit;
   }

@@ -34,7 +34,7 @@ export interface RouteConflict {
  * import { RouteCollisionError } from "./route_table.ts";
  * const e = new RouteCollisionError("hello", [{ route: "GET /admin/x", with: "host route /admin/*" }]);
  * console.log(e.message);
- * // plugin "hello" route collision: GET /admin/x collides with host route /admin/*
+ * // Cannot register routes of plugin "hello": GET /admin/x collides with host route /admin/*
  * ```
  */
 export class RouteCollisionError extends Error {
@@ -46,7 +46,7 @@ export class RouteCollisionError extends Error {
   /** Creates the error. */
   constructor(plugin: string, conflicts: readonly RouteConflict[]) {
     super(
-      `plugin "${plugin}" route collision: ${
+      `Cannot register routes of plugin "${plugin}": ${
         conflicts.map((c) => `${c.route} collides with ${c.with}`).join("; ")
       }`,
     );

@@ -145,7 +145,11 @@ export class BasicHostAPI implements HostAPI {
   ): Promise<Uint8Array | null> {
     const manager = this.#o.manager;
     if (!manager) {
-      return Promise.reject(new Error("plugin manager not available"));
+      return Promise.reject(
+        new Error(
+          `Cannot call plugin "${plugin}": no plugin manager is available`,
+        ),
+      );
     }
     return manager.callFrom(ctx.chain.at(-1) ?? "", plugin, fn, args, {
       parent: ctx,

@@ -36,7 +36,7 @@ export class DbQueryError extends Error {
     options: { detail?: string; cause?: unknown } = {},
   ) {
     super(
-      `Database statement of plugin "${plugin}" failed (${code}): ${message}`,
+      `Cannot run database statement of plugin "${plugin}" (${code}): ${message}`,
       options.cause === undefined ? {} : { cause: options.cause },
     );
     this.name = "DbQueryError";
@@ -60,7 +60,7 @@ export class DbRowLimitError extends Error {
   /** Creates an error for `plugin` that exceeded `maxRows`. */
   constructor(plugin: string, maxRows: number) {
     super(
-      `Query of plugin "${plugin}" refused: it returns more than ${maxRows} rows (add a LIMIT)`,
+      `Cannot run query of plugin "${plugin}": it returns more than ${maxRows} rows (add a LIMIT)`,
     );
     this.name = "DbRowLimitError";
     this.plugin = plugin;
@@ -75,7 +75,7 @@ export class DatabaseNotFoundError extends Error {
 
   /** Creates an error for the unknown database `name`. */
   constructor(name: string) {
-    super(`database "${name}" not found`);
+    super(`Cannot find database "${name}"`);
     this.name = "DatabaseNotFoundError";
     this.database = name;
   }
@@ -93,7 +93,9 @@ export class CacheLimitError extends Error {
   /** Creates an error for a `what` of `size` bytes over `limit`. */
   constructor(what: "key" | "value", size: number, limit: number) {
     super(
-      `Cache ${what} refused: ${size} bytes exceeds the limit of ${limit} bytes`,
+      `Cannot ${
+        what === "key" ? "use cache key" : "store cache value"
+      }: ${size} bytes exceeds the limit of ${limit} bytes`,
     );
     this.name = "CacheLimitError";
     this.what = what;
@@ -109,7 +111,7 @@ export class EmailRejectedError extends Error {
 
   /** Creates an error for `plugin` with the `reason`. */
   constructor(plugin: string, reason: string) {
-    super(`E-mail from plugin "${plugin}" refused: ${reason}`);
+    super(`Cannot send e-mail from plugin "${plugin}": ${reason}`);
     this.name = "EmailRejectedError";
     this.plugin = plugin;
   }
@@ -130,7 +132,7 @@ export class EmailRateLimitError extends Error {
     retryAfterMs: number,
   ) {
     super(
-      `E-mail from plugin "${plugin}" refused: rate limit of ${limit} per ${windowMs} ms reached`,
+      `Cannot send e-mail from plugin "${plugin}": rate limit of ${limit} per ${windowMs} ms reached`,
     );
     this.name = "EmailRateLimitError";
     this.plugin = plugin;

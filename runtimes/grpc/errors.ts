@@ -48,7 +48,8 @@ export class GrpcHandshakeError extends PluginError {
   ) {
     const stderr = output.stderr ?? "";
     const stdout = output.stdout ?? "";
-    let message = `plugin "${plugin}" handshake failed (${reason}): ${detail}`;
+    let message =
+      `Cannot complete handshake with plugin "${plugin}" (${reason}): ${detail}`;
     if (stdout.trim()) message += `; stdout: ${JSON.stringify(stdout.trim())}`;
     if (stderr.trim()) message += `; stderr: ${JSON.stringify(stderr.trim())}`;
     super(plugin, message);
@@ -72,7 +73,7 @@ export class UntrustedExecutableError extends PluginError {
   constructor(path: string) {
     super(
       path,
-      `refusing to run native plugin executable "${path}": it is not listed in trustedExecutables`,
+      `Cannot run native plugin executable "${path}": it is not listed in trustedExecutables`,
     );
     this.name = "UntrustedExecutableError";
     this.path = path;
@@ -86,7 +87,7 @@ export class UntrustedExecutableError extends PluginError {
  * ```ts
  * import { PluginCallError } from "./errors.ts";
  * new PluginCallError("hello-grpc", "nope", "unknown function: nope").message;
- * // plugin "hello-grpc" function "nope" failed: unknown function: nope
+ * // Cannot call function "nope" of plugin "hello-grpc": unknown function: nope
  * ```
  */
 export class PluginCallError extends PluginError {
@@ -95,9 +96,13 @@ export class PluginCallError extends PluginError {
 
   /** Creates the error for `fn` of `plugin` with the plugin's `detail`. */
   constructor(plugin: string, fn: string, detail: string) {
-    super(plugin, `plugin "${plugin}" function "${fn}" failed: ${detail}`, {
-      function: fn,
-    });
+    super(
+      plugin,
+      `Cannot call function "${fn}" of plugin "${plugin}": ${detail}`,
+      {
+        function: fn,
+      },
+    );
     this.name = "PluginCallError";
     this.detail = detail;
   }

@@ -54,7 +54,7 @@ export function parseHandshake(
   if (parts.length < 5 || parts.length > 7) {
     throw new HandshakeLineError(
       "malformed",
-      `expected "1|<version>|unix|<path>|grpc", got ${
+      `Cannot accept handshake line: expected "1|<version>|unix|<path>|grpc", got ${
         JSON.stringify(text.slice(0, 200))
       }`,
     );
@@ -63,22 +63,24 @@ export function parseHandshake(
   if (core !== "1") {
     throw new HandshakeLineError(
       "version",
-      `unsupported core protocol version ${JSON.stringify(core)} (want 1)`,
+      `Cannot accept handshake line: unsupported core protocol version ${
+        JSON.stringify(core)
+      } (want 1)`,
     );
   }
   const appVersion = Number(app);
   if (!/^\d+$/.test(app!) || !versions.includes(appVersion)) {
     throw new HandshakeLineError(
       "version",
-      `plugin chose protocol version ${JSON.stringify(app)}, host offered ${
-        versions.join(",")
-      }`,
+      `Cannot accept handshake line: plugin chose protocol version ${
+        JSON.stringify(app)
+      }, host offered ${versions.join(",")}`,
     );
   }
   if (protocol !== "grpc") {
     throw new HandshakeLineError(
       "protocol",
-      `plugin speaks ${
+      `Cannot accept handshake line: plugin speaks ${
         JSON.stringify(protocol || "netrpc")
       }, this host speaks only grpc`,
     );
@@ -86,20 +88,22 @@ export function parseHandshake(
   if (cert !== "") {
     throw new HandshakeLineError(
       "protocol",
-      "plugin sent a TLS certificate (AutoMTLS), which this host does not use",
+      "Cannot accept handshake line: plugin sent a TLS certificate (AutoMTLS), which this host does not use",
     );
   }
   if (mux === "true") {
     throw new HandshakeLineError(
       "protocol",
-      "plugin asked for gRPC broker multiplexing, which this host does not offer",
+      "Cannot accept handshake line: plugin asked for gRPC broker multiplexing, which this host does not offer",
     );
   }
   if (network === "unix") {
     if (!address!.startsWith("/")) {
       throw new HandshakeLineError(
         "network",
-        `unix socket path must be absolute, got ${JSON.stringify(address)}`,
+        `Cannot accept handshake line: unix socket path must be absolute, got ${
+          JSON.stringify(address)
+        }`,
       );
     }
     return { appVersion, network, address: address!, protocol: "grpc" };
@@ -109,13 +113,17 @@ export function parseHandshake(
     if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535) {
       throw new HandshakeLineError(
         "network",
-        `tcp address must be 127.0.0.1:<port>, got ${JSON.stringify(address)}`,
+        `Cannot accept handshake line: tcp address must be 127.0.0.1:<port>, got ${
+          JSON.stringify(address)
+        }`,
       );
     }
     return { appVersion, network, address: address!, protocol: "grpc" };
   }
   throw new HandshakeLineError(
     "network",
-    `unsupported network ${JSON.stringify(network)} (want unix or tcp)`,
+    `Cannot accept handshake line: unsupported network ${
+      JSON.stringify(network)
+    } (want unix or tcp)`,
   );
 }

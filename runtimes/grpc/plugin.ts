@@ -15,7 +15,6 @@ import { basename, resolve } from "node:path";
 import type { HostAPI } from "../../host/model/host_api.ts";
 import type {
   CallContext,
-  Plugin,
   PluginEnvironment,
 } from "../../host/model/plugin.ts";
 import type { GKRegistration } from "../../host/model/manifest.ts";
@@ -176,7 +175,10 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
   /** The manifest the plugin returned from `GKRegister`. */
   gkRegister(): GKRegistration {
     if (!this.#registration) {
-      throw new PluginError(this.#name, `plugin "${this.#name}" not started`);
+      throw new PluginError(
+        this.#name,
+        `Cannot read manifest of plugin "${this.#name}": it is not started`,
+      );
     }
     return this.#registration;
   }
@@ -191,7 +193,7 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
     }).catch((e) => {
       throw new PluginError(
         this.#name,
-        `plugin "${this.#name}" Init failed: ${
+        `Cannot run Init of plugin "${this.#name}": ${
           (e as grpc.ServiceError).details ?? errorText(e)
         }`,
         { cause: e },

@@ -82,7 +82,7 @@ export class HostCallError extends Error {
 
   /** Creates the error for `method` with gRPC status `code`. */
   constructor(method: string, code: string, message: string) {
-    super(`host ${method} failed (${code}): ${message}`);
+    super(`Cannot call host method "${method}" (${code}): ${message}`);
     this.name = "HostCallError";
     this.code = code;
     this.method = method;

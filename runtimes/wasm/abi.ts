@@ -122,16 +122,24 @@ export class GuestInstance {
     this.#maxResult = maxResult;
     const ex = instance.exports;
     if (typeof ex.gk_register !== "function") {
-      throw new WasmAbiError("plugin missing gk_register export");
+      throw new WasmAbiError(
+        'Cannot use module as a plugin: it does not export "gk_register"',
+      );
     }
     if (typeof ex.gk_call !== "function") {
-      throw new WasmAbiError("plugin missing gk_call export");
+      throw new WasmAbiError(
+        'Cannot use module as a plugin: it does not export "gk_call"',
+      );
     }
     if (typeof ex.gk_malloc !== "function") {
-      throw new WasmAbiError("plugin missing gk_malloc export");
+      throw new WasmAbiError(
+        'Cannot use module as a plugin: it does not export "gk_malloc"',
+      );
     }
     if (!(ex.memory instanceof WebAssembly.Memory)) {
-      throw new WasmAbiError("plugin missing memory export");
+      throw new WasmAbiError(
+        'Cannot use module as a plugin: it does not export "memory"',
+      );
     }
     this.#memory = ex.memory;
     this.#register = ex.gk_register as () => unknown;
@@ -195,7 +203,7 @@ export class GuestInstance {
       mem.buffer.byteLength > options.memoryLimitPages * 65536
     ) {
       throw new WasmAbiError(
-        `module needs ${
+        `Cannot instantiate module: it needs ${
           mem.buffer.byteLength / 65536
         } pages of memory at start, over the limit of ${options.memoryLimitPages}`,
       );
@@ -227,12 +235,14 @@ export class GuestInstance {
   #place(bytes: Uint8Array, what: string): number {
     const ptr = this.#malloc(bytes.length) >>> 0;
     if (ptr === 0) {
-      throw new WasmAbiError(`failed to allocate memory for ${what}`);
+      throw new WasmAbiError(
+        `Cannot allocate guest memory for ${what}: gk_malloc returned 0`,
+      );
     }
     const dst = this.#view(ptr, bytes.length);
     if (!dst) {
       throw new WasmAbiError(
-        `gk_malloc returned out-of-range pointer ${ptr} for ${what}`,
+        `Cannot allocate guest memory for ${what}: gk_malloc returned out-of-range pointer ${ptr}`,
       );
     }
     dst.set(bytes);
@@ -298,13 +308,13 @@ export class GuestInstance {
     if (ptr === 0 || len === 0) return null;
     if (len > this.#maxResult) {
       throw new WasmAbiError(
-        `${what} result of ${len} bytes exceeds the limit of ${this.#maxResult}`,
+        `Cannot read ${what} result: ${len} bytes exceeds the limit of ${this.#maxResult}`,
       );
     }
     const view = this.#view(ptr, len);
     if (!view) {
       throw new WasmAbiError(
-        `failed to read result from memory: ${ptr}+${len} is outside ${this.#memory.buffer.byteLength} bytes`,
+        `Cannot read ${what} result from memory: ${ptr}+${len} is outside ${this.#memory.buffer.byteLength} bytes`,
       );
     }
     return view.slice();
@@ -313,7 +323,11 @@ export class GuestInstance {
   /** Calls `gk_register` and returns the manifest bytes (never freed). */
   register(): Uint8Array {
     const out = this.#readResult(this.#register(), "gk_register");
-    if (!out) throw new WasmAbiError("gk_register returned no result");
+    if (!out) {
+      throw new WasmAbiError(
+        "Cannot register plugin: gk_register returned no result",
+      );
+    }
     return out;
   }
 
@@ -325,7 +339,9 @@ export class GuestInstance {
    */
   call(fn: Uint8Array, args: Uint8Array | null): Uint8Array | null {
     if (fn.length === 0) {
-      throw new WasmAbiError("failed to allocate memory for function name");
+      throw new WasmAbiError(
+        "Cannot allocate guest memory for function name: the name is empty",
+      );
     }
     const fnPtr = this.#place(fn, "function name");
     let argsPtr = 0;

@@ -96,7 +96,9 @@ export interface ChannelMessage {
 export class ChannelOverflowError extends Error {
   /** Creates the error for a message of `size` bytes over `max`. */
   constructor(size: number, max: number) {
-    super(`message of ${size} bytes exceeds the channel limit of ${max} bytes`);
+    super(
+      `Cannot send message of ${size} bytes: it exceeds the channel limit of ${max} bytes`,
+    );
     this.name = "ChannelOverflowError";
   }
 }
@@ -248,7 +250,7 @@ export class Channel {
     const size = this.#bytes.length - HEADER_BYTES;
     if (len0 < 0 || len1 < 0 || len0 + len1 > size) {
       throw new RangeError(
-        `corrupt channel message: lengths ${len0}+${len1} exceed ${size}`,
+        `Cannot read channel message: lengths ${len0}+${len1} exceed ${size}`,
       );
     }
     const start = HEADER_BYTES;

@@ -1,7 +1,7 @@
 /**
  * The plugin instance's worker: owns one WebAssembly instance of the plugin,
  * runs every guest call, and talks to the main thread only through the
- * SharedArrayBuffer {@linkcode Channel}. Started by `instance_host.ts` with
+ * SharedArrayBuffer {@linkcode Channel}. Started by `instance_handle.ts` with
  * `deno: { permissions: "none" }` (or read/write on the preopens only).
  *
  * After the init message it never returns to its event loop: it blocks in
@@ -250,7 +250,9 @@ function start(init: WorkerInit): void {
         logLines = 0;
         droppedLines = 0;
         try {
-          if (!guest) throw new WasmAbiError("no instance");
+          if (!guest) {
+            throw new WasmAbiError("Cannot call guest: it has no instance");
+          }
           const out = req.kind === OP_REGISTER
             ? guest.register()
             : guest.call(req.part0, req.aux === 1 ? null : req.part1);

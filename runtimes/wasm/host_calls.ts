@@ -245,7 +245,9 @@ export async function serveHostCall(
         return { ok: out ?? new Uint8Array(0) };
       }
       default:
-        throw new HostCallRequestError(`unknown host function: ${fn}`);
+        throw new HostCallRequestError(
+          `Cannot call host function "${fn}": unknown function`,
+        );
     }
   } catch (e) {
     // As GoatFlow does, a failed host call is logged at error under the

@@ -114,7 +114,7 @@ export function workerPermissions(
 }
 
 /** One worker running one instance. */
-export class InstanceHost {
+export class InstanceHandle {
   readonly #settings: Omit<InstanceSettings, "module">;
   readonly #ch: Channel;
   readonly #worker: Worker;
@@ -164,25 +164,25 @@ export class InstanceHost {
   static start(
     settings: InstanceSettings,
     hooks: RequestHooks,
-  ): Promise<{ host: InstanceHost; outcome: Outcome }> {
-    return InstanceHost.spawn(settings).boot(settings.module, hooks);
+  ): Promise<{ host: InstanceHandle; outcome: Outcome }> {
+    return InstanceHandle.spawn(settings).boot(settings.module, hooks);
   }
 
   /**
    * Spawns the worker only (its bootstrap takes most of a cold load), so it
    * can start while the module is still being instrumented and compiled;
-   * {@linkcode InstanceHost.boot} then instantiates `module` in it.
+   * {@linkcode InstanceHandle.boot} then instantiates `module` in it.
    */
-  static spawn(settings: Omit<InstanceSettings, "module">): InstanceHost {
-    return new InstanceHost(settings);
+  static spawn(settings: Omit<InstanceSettings, "module">): InstanceHandle {
+    return new InstanceHandle(settings);
   }
 
   /** Instantiates `module` in the spawned worker (see {@linkcode spawn}). */
   async boot(
     module: WebAssembly.Module,
     hooks: RequestHooks,
-  ): Promise<{ host: InstanceHost; outcome: Outcome }> {
-    const host = this as InstanceHost;
+  ): Promise<{ host: InstanceHandle; outcome: Outcome }> {
+    const host = this as InstanceHandle;
     const settings = this.#settings;
     const init: WorkerInit = {
       module,

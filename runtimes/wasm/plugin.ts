@@ -57,7 +57,7 @@ import { FUEL, instrumentModuleCached } from "./instrument/mod.ts";
 import { OP_CALL, OP_REGISTER } from "./channel.ts";
 import { type HostCallResult, serveHostCall } from "./host_calls.ts";
 import {
-  InstanceHost,
+  InstanceHandle,
   type InstanceSettings,
   type Outcome,
   type RequestHooks,
@@ -133,7 +133,7 @@ export class WasmLoadError extends Error {
     reason: string,
     options: { cause?: unknown } = {},
   ) {
-    super(`cannot load WASM plugin ${source}: ${reason}`, options);
+    super(`Cannot load WASM plugin "${source}": ${reason}`, options);
     this.name = "WasmLoadError";
   }
 }
@@ -157,7 +157,7 @@ export interface WasmPlugin extends Plugin {
 }
 
 interface Slot {
-  host: InstanceHost | null;
+  host: InstanceHandle | null;
   starting: Promise<void> | null;
 }
 
@@ -192,7 +192,7 @@ export async function loadWasmPlugin(
   // Worker bootstrap is the slowest part of a cold load: start it first.
   const spawned = Array.from(
     { length: Math.max(1, Math.floor(options.instances ?? 1)) },
-    () => InstanceHost.spawn(instanceSettings(options)),
+    () => InstanceHandle.spawn(instanceSettings(options)),
   );
   try {
     return await loadWith(label, source, options, spawned);
@@ -206,7 +206,7 @@ async function loadWith(
   label: string,
   source: Uint8Array | string,
   options: WasmPluginOptions,
-  spawned: InstanceHost[],
+  spawned: InstanceHandle[],
 ): Promise<WasmPlugin> {
   const original = typeof source === "string"
     ? await Deno.readFile(source)
@@ -315,7 +315,7 @@ class WasmPluginImpl implements WasmPlugin {
   }
 
   /** Starts every instance and reads the manifest with `gk_register`. */
-  async load(spawned: InstanceHost[]): Promise<void> {
+  async load(spawned: InstanceHandle[]): Promise<void> {
     await Promise.all(
       this.#slots.map((s, i) => this.#startSlot(s, true, spawned[i])),
     );
@@ -354,7 +354,7 @@ class WasmPluginImpl implements WasmPlugin {
   async #startSlot(
     slot: Slot,
     atLoad: boolean,
-    spawned?: InstanceHost,
+    spawned?: InstanceHandle,
   ): Promise<void> {
     if (slot.starting) return await slot.starting;
     slot.starting = (async () => {
@@ -365,7 +365,7 @@ class WasmPluginImpl implements WasmPlugin {
       );
       const { host, outcome } = spawned
         ? await spawned.boot(this.#settings.module, hooks)
-        : await InstanceHost.start(this.#settings, hooks);
+        : await InstanceHandle.start(this.#settings, hooks);
       if (outcome.kind !== "result") {
         host.terminate("start failed");
         if (outcome.kind === "killed") this.killedWorkers++;
@@ -484,7 +484,7 @@ class WasmPluginImpl implements WasmPlugin {
     if (size > this.#settings.maxResultBytes) {
       throw new PluginError(
         this.#name,
-        `plugin "${this.#name}" call "${fn}": arguments of ${size} bytes exceed the limit of ${this.#settings.maxResultBytes}`,
+        `Cannot call function "${fn}" of plugin "${this.#name}": arguments of ${size} bytes exceed the limit of ${this.#settings.maxResultBytes}`,
         { function: fn },
       );
     }

@@ -192,7 +192,7 @@ export class FileTokenStore implements TokenStore {
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) {
         throw new Error(
-          `cannot read token store ${this.#path}: ${
+          `Cannot read token store "${this.#path}": ${
             e instanceof Error ? e.message : e
           }`,
           { cause: e },

@@ -247,7 +247,11 @@ export function mountOpsPages(
     const sched = ctx.options.scheduler;
     try {
       if (!sched) {
-        throw new Error("the scheduler is not available on this host");
+        throw new Error(
+          `Cannot run job "${c.req.param("id")}" of plugin "${
+            c.req.param("plugin")
+          }": the scheduler is not available on this host`,
+        );
       }
       const run = await sched.runNow(c.req.param("plugin"), c.req.param("id"));
       return c.redirect(

@@ -8,7 +8,7 @@
 
 import type { Context, Hono } from "hono";
 import { checkCsrf, type Principal } from "../auth/authenticator.ts";
-import { readUpload } from "../api.ts";
+import { notRequestedText, readUpload } from "../api.ts";
 import {
   allPluginInfos,
   type PluginInfo,
@@ -424,7 +424,9 @@ export function mountPluginPages(
   pluginAction("disable", (n) => ctx.manager.disable(n), "disabled");
   pluginAction("reload", async (n) => {
     if (!ctx.options.loader) {
-      throw new Error("plugin reload is not available on this host");
+      throw new Error(
+        `Cannot reload plugin "${n}": reloading is not available on this host`,
+      );
     }
     await ctx.options.loader.reload(n);
   }, "reloaded");
@@ -433,7 +435,7 @@ export function mountPluginPages(
     async (n) => {
       if (!ctx.options.packages) {
         throw new Error(
-          "package uninstall is not available on this host",
+          `Cannot uninstall plugin "${n}": package uninstall is not available on this host`,
         );
       }
       await ctx.options.packages.uninstall(n);
@@ -449,10 +451,16 @@ export function mountPluginPages(
     const grants = ctx.options.grants;
     try {
       if (!grants) {
-        throw new Error("permission grants are not available on this host");
+        throw new Error(
+          `Cannot change grants of plugin "${name}": permission grants are not available on this host`,
+        );
       }
       const m = ctx.manager.manifest(name);
-      if (!m) throw new Error(`plugin "${name}" is not loaded`);
+      if (!m) {
+        throw new Error(
+          `Cannot change grants of plugin "${name}": it is not loaded`,
+        );
+      }
       const list = fields.perm === undefined
         ? []
         : Array.isArray(fields.perm)
@@ -469,9 +477,7 @@ export function mountPluginPages(
       } else {
         const bad = list.filter((x) => !requested.includes(x));
         if (bad.length > 0) {
-          throw new BadRequestError(
-            `not requested by the manifest: ${bad.join(", ")}`,
-          );
+          throw new BadRequestError(notRequestedText(name, bad));
         }
         await grants.approve(name, list);
         ctx.logs.log(

@@ -85,7 +85,7 @@ export class WasiTimeoutError extends Error {
   /** Creates the error. */
   constructor(timeoutMs: number, stopped: boolean, reason = "deadline") {
     super(
-      `WASI command stopped: ${reason} of ${timeoutMs} ms reached${
+      `Cannot finish WASI command: ${reason} of ${timeoutMs} ms reached${
         stopped ? "" : " and the guest did not stop itself"
       }`,
     );
@@ -99,7 +99,7 @@ export class WasiTimeoutError extends Error {
 export class WasiCommandError extends Error {
   /** Creates the error with the guest-side message. */
   constructor(message: string, options?: ErrorOptions) {
-    super(`WASI command failed: ${message}`, options);
+    super(`Cannot run WASI command: ${message}`, options);
     this.name = "WasiCommandError";
   }
 }

@@ -47,4 +47,33 @@ export {
   type WasiCommandResult,
   WasiTimeoutError,
 } from "./command/run_command.ts";
-export * from "../wasi/mod.ts";
+// The WASI preview1 layer these run on.
+export {
+  DenoWasiFs,
+  type DenoWasiFsOptions,
+  type DenoWasiFsPreopen,
+  errnoFromError,
+  type WasiDirEntry,
+  type WasiFileStat,
+  type WasiFs,
+  WasiFsError,
+  type WasiOpenOptions,
+  type WasiOpenResult,
+  type WasiPathRef,
+  type WasiTimesTarget,
+} from "../wasi/fs.ts";
+export { nodeLutimes } from "../wasi/node_lutimes.ts";
+export {
+  CLOCKID,
+  ERRNO,
+  EVENTTYPE,
+  FDFLAGS,
+  FILETYPE,
+  FSTFLAGS,
+  LOOKUPFLAGS,
+  OFLAGS,
+  PREOPENTYPE,
+  PREVIEW1_FUNCTIONS,
+  RIGHTS,
+  WHENCE,
+} from "../wasi/constants.ts";

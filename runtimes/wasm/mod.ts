@@ -49,6 +49,13 @@ export {
 } from "./command/run_command.ts";
 // The WASI preview1 layer these run on.
 export {
+  WasiDeadlineError,
+  type WasiDirPreopen,
+  WasiExitError,
+  WasiPreview1,
+  type WasiPreview1Options,
+} from "../wasi/preview1.ts";
+export {
   DenoWasiFs,
   type DenoWasiFsOptions,
   type DenoWasiFsPreopen,

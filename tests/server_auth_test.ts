@@ -330,13 +330,35 @@ Deno.test("FileTokenStore keeps only SHA-256 hashes, mode 0600, and survives a r
 Deno.test("login: `next` is same-origin only; sessions expire", async () => {
   const t = await setup();
   try {
-    for (
-      const next of [
-        "//evil.example/x",
-        "https://evil.example/",
-        "/\\evil.example",
-      ]
-    ) {
+    // Each `next` must end at the default page, never an off-site Location —
+    // including forms browsers rewrite to `//host` (tabs/newlines stripped,
+    // `\` read as `/`), raw or percent-encoded (issue 10 item 9).
+    const refused = [
+      "//evil.example/x",
+      "//evil.example",
+      "https://evil.example/",
+      "/\\evil.example",
+      "\\/evil.example",
+      "/%09/evil.example",
+      "/%0a/evil.example",
+      "/%0D/evil.example",
+      "/%5Cevil.example",
+      "/%2F%2Fevil.example",
+      "/%2f/evil.example",
+      "/\t/evil.example",
+      "/\n/evil.example",
+      "/.//evil.example",
+      "javascript:alert(1)",
+      " /x",
+      "",
+    ];
+    // Followed by where it must land; the legitimate path keeps its query and hash.
+    const cases: [string, string][] = [
+      ...refused.map((n): [string, string] => [n, "/admin/"]),
+      ["/admin/plugins?x=1#y", "/admin/plugins?x=1#y"],
+    ];
+    let session = "";
+    for (const [next, want] of cases) {
       const page = await t.req(
         "GET",
         `/login?next=${encodeURIComponent(next)}`,
@@ -344,12 +366,41 @@ Deno.test("login: `next` is same-origin only; sessions expire", async () => {
       const loginCookie = page.headers.get("set-cookie")!.split(";")[0]!;
       const html = await page.text();
       const csrf = /name="_csrf" value="([^"]+)"/.exec(html)![1]!;
+      // The form carries only the vetted `next` forward.
+      assertEquals(
+        /name="next" value="([^"]*)"/.exec(html)?.[1],
+        want,
+        `form: ${JSON.stringify(next)}`,
+      );
       const res = await t.req("POST", "/login", {
         cookie: loginCookie,
         body: new URLSearchParams({ _csrf: csrf, token: t.adminToken, next }),
       });
       assertEquals(res.status, 303);
-      assertEquals(res.headers.get("location"), "/admin/", next);
+      assertEquals(
+        res.headers.get("location"),
+        want,
+        `POST: ${JSON.stringify(next)}`,
+      );
+      await res.body?.cancel();
+      session ||= res.headers.getSetCookie().find((c) =>
+        c.startsWith("gk_session=")
+      )!.split(";")[0]!;
+    }
+    // Already logged in: `GET /login?next=…` redirects through the same check.
+    for (const [next, want] of cases) {
+      const res = await t.req(
+        "GET",
+        `/login?next=${encodeURIComponent(next)}`,
+        { cookie: session },
+      );
+      assertEquals(res.status, 303);
+      assertEquals(
+        res.headers.get("location"),
+        want,
+        `GET: ${JSON.stringify(next)}`,
+      );
+      await res.body?.cancel();
     }
   } finally {
     await t.close();

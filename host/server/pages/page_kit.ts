@@ -112,11 +112,41 @@ export function statusBadge(info: PluginInfo): SafeHtml {
   return markup`<span class="badge ${cls}" data-status="${info.status}">${label}</span>`;
 }
 
-/** A same-origin path to go to after login (anything else → `/admin/`). */
+/** Where a refused or missing `next` goes: the admin home. */
+const DEFAULT_NEXT = "/admin/";
+
+/** A placeholder origin `next` is resolved against; never sent anywhere. */
+const NEXT_BASE = "http://host.invalid";
+
+/**
+ * A same-origin path to go to after login (anything else → `/admin/`).
+ *
+ * Accepted only if the raw string starts with exactly one `/` (not `//`,
+ * `/\`, nor an encoded `/%2F` or `/%5C`), holds no backslash and no control
+ * character, raw or percent-encoded (`%00`–`%1F`, `%7F`, `%5C` — browsers
+ * strip tabs/newlines and read `\` as `/`, turning `/%09/evil` or `/\evil`
+ * into `//evil`), and, parsed against a placeholder origin, still has that
+ * origin. The result is rebuilt from the parsed URL (`pathname + search +
+ * hash`), never echoed raw.
+ */
 export function safeNext(next: string | undefined): string {
-  return next && /^\/(?![/\\])/.test(next) && !/[\r\n]/.test(next)
-    ? next
-    : "/admin/";
+  if (!next) return DEFAULT_NEXT;
+  if (!/^\/(?![/\\]|%2f|%5c)/i.test(next)) return DEFAULT_NEXT;
+  // Raw control characters (C0, DEL, C1) and backslashes.
+  // deno-lint-ignore no-control-regex
+  if (/[\u0000-\u001f\u007f-\u009f\\]/.test(next)) return DEFAULT_NEXT;
+  // Their percent-encoded forms: %00–%1F, %7F, %5C.
+  if (/%(?:[01][0-9a-f]|7f|5c)/i.test(next)) return DEFAULT_NEXT;
+  let url: URL;
+  try {
+    url = new URL(next, NEXT_BASE);
+  } catch {
+    return DEFAULT_NEXT;
+  }
+  if (url.origin !== NEXT_BASE) return DEFAULT_NEXT;
+  const out = url.pathname + url.search + url.hash;
+  // Belt and braces: the rebuilt path must itself be a single-slash path.
+  return /^\/(?![/\\])/.test(out) ? out : DEFAULT_NEXT;
 }
 
 /** Flash texts of `?done=` values (only these are shown). */

@@ -10,6 +10,8 @@ import {
   signPackage,
 } from "../host/loading/packages.ts";
 import { PackageRejectedError, SafeZip } from "../host/loading/zip_reader.ts";
+import { createRuntimeFactory } from "../host/loading/runtimes.ts";
+import { MemoryGrantStore } from "../permissions/grants.ts";
 
 const te = new TextEncoder();
 
@@ -343,4 +345,109 @@ Deno.test("SafeZip refuses a ratio bomb without inflating it", () => {
   });
   assert.ok(bomb.length < 64 * 1024);
   assert.throws(() => SafeZip.open(bomb), /zip bomb/);
+});
+
+// Hostile (issue 10 item 3): a package whose manifest names "aa-attacker"
+// but whose module (fixtures/plugins/hello-c, real WASM) registers as
+// "hello-c" is refused at install, with nothing left in the plugins folder.
+Deno.test("hostile: a package registering under another name than its manifest is refused", async () => {
+  const root = await Deno.makeTempDir();
+  const dir = join(root, "plugins");
+  await Deno.mkdir(dir);
+  const manager = new Manager();
+  const grants = new MemoryGrantStore();
+  await grants.set("hello-c", ["db:read"]); // the victim's grants
+  const loader = new Loader(manager, {
+    dir,
+    load: createRuntimeFactory({ grants, dataDir: join(root, "data") }),
+  });
+  manager.setLazyLoader(loader);
+  const installer = new PackageInstaller({ dir, manager, loader });
+  try {
+    const wasm = await Deno.readFile(
+      new URL("../fixtures/plugins/hello-c/plugin.wasm", import.meta.url),
+    );
+    await assert.rejects(
+      () =>
+        installer.install(
+          pkg({ "plugin.wasm": wasm }, {
+            name: "aa-attacker",
+            version: "1.0.0",
+            permissions: ["db:read"],
+          }),
+        ),
+      (e) =>
+        e instanceof PackageRejectedError &&
+        /Cannot load plugin "aa-attacker": it registers as "hello-c"/.test(
+          e.message,
+        ),
+    );
+    const left: string[] = [];
+    for await (const e of Deno.readDir(dir)) left.push(e.name);
+    assert.deepEqual(left, []);
+    await loader.scan();
+    assert.deepEqual(loader.discovered(), []);
+    assert.equal(manager.manifest("aa-attacker"), undefined);
+    assert.equal(manager.manifest("hello-c"), undefined);
+  } finally {
+    await manager.shutdownAll().catch(() => {});
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("hostile: an upgrade registering under another name is refused, the old version keeps running", async () => {
+  const root = await Deno.makeTempDir();
+  const dir = join(root, "plugins");
+  await Deno.mkdir(dir);
+  const manager = new Manager();
+  // Stand-in runtime: a module text "as:<name>" registers as <name>.
+  const load = async (source: PluginSource): Promise<Plugin> => {
+    const p = await textPlugin(source);
+    const text = (await Deno.readTextFile(source.entry)).trim();
+    const name = text.startsWith("as:") ? text.slice(3) : source.name;
+    return { ...p, gkRegister: () => ({ ...source.manifest, name }) };
+  };
+  const loader = new Loader(manager, { dir, load });
+  manager.setLazyLoader(loader);
+  const installer = new PackageInstaller({ dir, manager, loader });
+  try {
+    await installer.install(
+      pkg({ "plugin.wasm": "v1" }, { name: "packed", version: "1.0.0" }),
+    );
+    // Not registered yet: checked before it is put in place.
+    await assert.rejects(
+      () =>
+        installer.install(
+          pkg({ "plugin.wasm": "as:victim" }, {
+            name: "packed",
+            version: "2.0.0",
+          }),
+        ),
+      /Cannot load plugin "packed": it registers as "victim"/,
+    );
+    assert.equal(decodeJson(await manager.call("packed", "x", null)), "v1");
+    // Registered: the reload refuses it and the old version is put back.
+    await assert.rejects(
+      () =>
+        installer.install(
+          pkg({ "plugin.wasm": "as:victim" }, {
+            name: "packed",
+            version: "3.0.0",
+          }),
+        ),
+      /old one keeps running: Cannot load plugin "packed": it registers as "victim"/,
+    );
+    assert.equal(decodeJson(await manager.call("packed", "x", null)), "v1");
+    assert.equal(manager.manifest("victim"), undefined);
+    const left: string[] = [];
+    for await (const e of Deno.readDir(dir)) left.push(e.name);
+    assert.deepEqual(left, ["packed"]);
+    assert.equal(
+      await Deno.readTextFile(join(dir, "packed", "plugin.wasm")),
+      "v1",
+    );
+  } finally {
+    await manager.shutdownAll().catch(() => {});
+    await Deno.remove(root, { recursive: true });
+  }
 });

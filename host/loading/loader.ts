@@ -42,6 +42,27 @@ export interface PluginSource {
 /** Builds a runnable plugin from its source. */
 export type PluginFactory = (source: PluginSource) => Promise<Plugin>;
 
+/**
+ * A plugin whose module registers (`gkRegister()` / `gk_register`) under
+ * another name than its `manifest.json`: refused, since it would otherwise
+ * take the place, routes and grants of the plugin it names.
+ */
+export class PluginNameMismatchError extends Error {
+  /** The name in `manifest.json`. */
+  readonly manifestName: string;
+  /** The name the module registers as. */
+  readonly registeredName: string;
+  /** Creates the error. */
+  constructor(manifestName: string, registeredName: string) {
+    super(
+      `Cannot load plugin "${manifestName}": it registers as "${registeredName}"`,
+    );
+    this.name = "PluginNameMismatchError";
+    this.manifestName = manifestName;
+    this.registeredName = registeredName;
+  }
+}
+
 /** A folder that could not be used as a plugin. */
 export interface DiscoveryProblem {
   /** The folder. */
@@ -155,7 +176,7 @@ export class Loader implements LazyLoader {
         `Cannot load plugin "${name}": it was not discovered in "${this.#dir}"`,
       );
     }
-    const plugin = await this.#options.load(source);
+    const plugin = await this.#build(source);
     try {
       await this.#manager.register(plugin);
     } catch (e) {
@@ -196,7 +217,7 @@ export class Loader implements LazyLoader {
       return;
     }
     if (!this.#manager.manifest(name)) return;
-    const plugin = await this.#options.load(source);
+    const plugin = await this.#build(source);
     try {
       await this.#manager.replace(plugin);
       this.#loadedFrom.set(name, source.dir);
@@ -204,6 +225,43 @@ export class Loader implements LazyLoader {
       await plugin.shutdown().catch(() => {});
       throw e;
     }
+  }
+
+  /**
+   * Starts the plugin in folder `dir` (inside or outside the plugins
+   * directory) only to check it, then shuts it down: it must load and
+   * register under its manifest name (else {@linkcode PluginNameMismatchError}).
+   * Nothing is registered. The package installer checks a new package with
+   * it before the package is put in place.
+   */
+  async verifyFolder(dir: string): Promise<void> {
+    const source = await inspectFolder(resolve(dir));
+    if ("error" in source) {
+      throw new Error(`Cannot load plugin in "${dir}": ${source.error}`);
+    }
+    const plugin = await this.#build(source);
+    await plugin.shutdown().catch(() => {});
+  }
+
+  /**
+   * Builds a plugin from its source and checks that it registers under the
+   * manifest name (the name its grants were looked up by) before anyone
+   * registers it; on a mismatch or failure the plugin is shut down.
+   */
+  async #build(source: PluginSource): Promise<Plugin> {
+    const plugin = await this.#options.load(source);
+    let registered: string;
+    try {
+      registered = (await plugin.gkRegister()).name;
+    } catch (e) {
+      await plugin.shutdown().catch(() => {});
+      throw e;
+    }
+    if (registered !== source.name) {
+      await plugin.shutdown().catch(() => {});
+      throw new PluginNameMismatchError(source.name, registered);
+    }
+    return plugin;
   }
 
   /** Watches the plugins directory and reloads changed plugins. */

@@ -28,6 +28,7 @@ export {
   Loader,
   type LoaderOptions,
   type PluginFactory,
+  PluginNameMismatchError,
   type PluginSource,
   type PluginSourceKind,
 } from "./loader.ts";

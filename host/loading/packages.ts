@@ -15,7 +15,7 @@
 import { dirname, join, resolve } from "node:path";
 import { zipSync } from "fflate";
 import { errorText } from "../model/errors.ts";
-import type { Loader } from "./loader.ts";
+import { type Loader, PluginNameMismatchError } from "./loader.ts";
 import type { Manager } from "../manager.ts";
 import { checkManifest, type GKRegistration } from "../model/manifest.ts";
 import { PackageRejectedError, SafeZip, type ZipLimits } from "./zip_reader.ts";
@@ -206,6 +206,22 @@ export class PackageInstaller {
     } catch (e) {
       await Deno.remove(tmp, { recursive: true }).catch(() => {});
       throw e;
+    }
+
+    // A module that registers under another name than its manifest would
+    // take that plugin's place and grants: start a plugin that is not
+    // running (a registered one is checked by the reload below) once in the
+    // temporary folder and refuse the package before it is put in place.
+    if (!this.#o.manager.manifest(name)) {
+      try {
+        await this.#o.loader.verifyFolder(tmp);
+      } catch (e) {
+        if (e instanceof PluginNameMismatchError) {
+          await Deno.remove(tmp, { recursive: true }).catch(() => {});
+          throw new PackageRejectedError(errorText(e));
+        }
+        // Other start-up failures are reported when the plugin is loaded.
+      }
     }
 
     if (!existing) {

@@ -43,6 +43,21 @@ async function privateSchema(): Promise<
   };
 }
 
+/** The configuration of an in-process test host on loopback and a private schema. */
+function testHostConfig(data: string, plugins: string, databaseUrl: string) {
+  return loadConfig({
+    env: {
+      PORT: "0",
+      GOATKIT_HOSTNAME: "127.0.0.1",
+      GOATKIT_DATA_DIR: data,
+      GOATKIT_PLUGINS_DIR: plugins,
+      GOATKIT_HOT_RELOAD: "false",
+      DATABASE_URL: databaseUrl,
+    },
+    defaultPath: join(data, "absent.json"),
+  });
+}
+
 Deno.test("loadConfig: server defaults, goatkit.json, environment overrides", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -95,17 +110,7 @@ Deno.test("boot: admin token once, example WASM plugin route and widget, disable
         join(plugins, "hello-c", f),
       );
     }
-    const config = loadConfig({
-      env: {
-        PORT: "0",
-        GOATKIT_HOSTNAME: "127.0.0.1",
-        GOATKIT_DATA_DIR: data,
-        GOATKIT_PLUGINS_DIR: plugins,
-        GOATKIT_HOT_RELOAD: "false",
-        DATABASE_URL: db.url,
-      },
-      defaultPath: join(data, "absent.json"),
-    });
+    const config = testHostConfig(data, plugins, db.url);
     const lines: string[] = [];
     const host = await boot({ config, print: (l) => lines.push(l) });
     let token: string;
@@ -256,17 +261,7 @@ Deno.test("boot: a package uploaded through the API installs and serves; uninsta
   const plugins = await Deno.makeTempDir();
   const db = await privateSchema();
   const { packFolder } = await import("../host/loading/packages.ts");
-  const config = loadConfig({
-    env: {
-      PORT: "0",
-      GOATKIT_HOSTNAME: "127.0.0.1",
-      GOATKIT_DATA_DIR: data,
-      GOATKIT_PLUGINS_DIR: plugins,
-      GOATKIT_HOT_RELOAD: "false",
-      DATABASE_URL: db.url,
-    },
-    defaultPath: join(data, "absent.json"),
-  });
+  const config = testHostConfig(data, plugins, db.url);
   const host = await boot({ config, print: () => {} });
   try {
     const auth = { authorization: `Bearer ${host.adminToken}` };

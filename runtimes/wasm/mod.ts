@@ -8,6 +8,8 @@
  * - {@linkcode instrumentModule} is the binary rewriter (fuel + memory cap).
  * - {@linkcode runWasiCommand} runs a WASI command (`_start`) in a worker.
  *
+ * The WASI preview1 layer they run on is its own entry (`runtimes/wasi/mod.ts`).
+ *
  * @example
  * ```ts ignore
  * import { loadWasmPlugin } from "./mod.ts";
@@ -47,40 +49,3 @@ export {
   type WasiCommandResult,
   WasiTimeoutError,
 } from "./command/run_command.ts";
-// The WASI preview1 layer these run on.
-export {
-  WasiDeadlineError,
-  type WasiDirPreopen,
-  WasiExitError,
-  WasiPreview1,
-  type WasiPreview1Options,
-} from "../wasi/preview1.ts";
-export {
-  DenoWasiFs,
-  type DenoWasiFsOptions,
-  type DenoWasiFsPreopen,
-  errnoFromError,
-  type WasiDirEntry,
-  type WasiFileStat,
-  type WasiFs,
-  WasiFsError,
-  type WasiOpenOptions,
-  type WasiOpenResult,
-  type WasiPathRef,
-  type WasiTimesTarget,
-} from "../wasi/fs.ts";
-export { nodeLutimes } from "../wasi/node_lutimes.ts";
-export {
-  CLOCKID,
-  ERRNO,
-  EVENTTYPE,
-  FDFLAGS,
-  FILETYPE,
-  FSTFLAGS,
-  LOOKUPFLAGS,
-  OFLAGS,
-  PREOPENTYPE,
-  PREVIEW1_FUNCTIONS,
-  RIGHTS,
-  WHENCE,
-} from "../wasi/constants.ts";

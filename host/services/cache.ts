@@ -322,6 +322,8 @@ export class RedisCacheStore implements CacheStore {
       redis.on("error", () => {});
       return redis as unknown as RedisClient;
     });
+    // A failed load is not kept: the next command tries again.
+    this.#client.catch(() => (this.#client = undefined));
     return this.#client;
   }
 
@@ -369,8 +371,8 @@ export class RedisCacheStore implements CacheStore {
 
   /** Closes the connection. */
   async close(): Promise<void> {
-    if (!this.#client) return;
-    const redis = await this.#client;
+    const redis = await this.#client?.catch(() => undefined);
+    if (!redis) return;
     if (redis.status === "wait" || redis.status === "end") {
       redis.disconnect();
       return;

@@ -19,6 +19,7 @@ import { errorText, PluginTimeoutError } from "./model/errors.ts";
 import { parseDuration } from "./model/_duration.ts";
 import type { Contributed, Manager } from "./manager.ts";
 import type { JobSpec } from "./model/manifest.ts";
+import { HostTable } from "../permissions/host_schema.ts";
 
 /** The default job timeout: 5 minutes. */
 export const DEFAULT_JOB_TIMEOUT_MS = 300_000;
@@ -441,17 +442,34 @@ function signature(job: Contributed<JobSpec>): string {
   return JSON.stringify([job.schedule, job.handler, job.timeout ?? ""]);
 }
 
-/** The subset of a `pg` Pool that {@linkcode PgJobClaim} uses. */
+/**
+ * The subset of a `pg` Pool that {@linkcode PgJobClaim} uses (the services'
+ * `PgPoolClient` fits too).
+ */
 export interface SqlPool {
   /** Runs a parameterised query. */
   query(sql: string, params?: unknown[]): Promise<{ rowCount: number | null }>;
 }
 
+/** Options of {@linkcode PgJobClaim}. */
+export interface PgJobClaimOptions {
+  /**
+   * The ticks table (`table` or `schema.table`, plain lower-case names).
+   * @default "goatkit.job_ticks"
+   */
+  table?: string;
+}
+
 /**
  * Claims ticks in PostgreSQL so that several hosts sharing a database run
- * each tick once: under a transaction-scoped advisory lock on the job, the
- * first host to insert (job, tick) into `goatkit_job_ticks` wins. Old ticks
- * are pruned.
+ * each tick once: the first host to insert (job, tick) into
+ * `goatkit.job_ticks` wins (the primary key decides; a concurrent insert of
+ * the same row waits for the first and then does nothing). No advisory lock
+ * is taken, so nothing a plugin does to the lock space can hold claims up.
+ * The table lives in the host's own schema, which no plugin role can see;
+ * the old `goatkit_job_ticks` table of an upgraded database is moved there.
+ * Old ticks are pruned. Give it the host's own connections (the services'
+ * `SqlDatabase.sqlClient`), not the pool plugin statements run on.
  *
  * @example
  * ```ts ignore
@@ -462,28 +480,30 @@ export interface SqlPool {
  */
 export class PgJobClaim implements JobClaim {
   #pool: SqlPool;
-  #ready: Promise<void> | undefined;
+  #table: HostTable;
 
   /** Creates the claim over a `pg` Pool (or anything with its `query`). */
-  constructor(pool: SqlPool) {
+  constructor(pool: SqlPool, options: PgJobClaimOptions = {}) {
     this.#pool = pool;
+    this.#table = new HostTable(pool, {
+      table: options.table ?? "goatkit.job_ticks",
+      columns:
+        "job text NOT NULL, tick bigint NOT NULL, claimed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, tick)",
+      ...(options.table === undefined ? { legacy: "goatkit_job_ticks" } : {}),
+    });
   }
 
   /** Claims (job, tick); true for exactly one host. */
   async claim(key: string, tick: number): Promise<boolean> {
-    this.#ready ??= this.#pool.query(
-      "CREATE TABLE IF NOT EXISTS goatkit_job_ticks (job text NOT NULL, tick bigint NOT NULL, claimed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, tick))",
-    ).then(() => {});
-    await this.#ready;
+    await this.#table.ready();
+    const table = this.#table.sqlName;
     const res = await this.#pool.query(
-      `WITH lock AS (SELECT pg_advisory_xact_lock(hashtext($1)))
-       INSERT INTO goatkit_job_ticks (job, tick) SELECT $1, $2 FROM lock
-       ON CONFLICT DO NOTHING`,
+      `INSERT INTO ${table} (job, tick) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
       [key, tick],
     );
     if (tick % 60 === 0) {
       await this.#pool.query(
-        "DELETE FROM goatkit_job_ticks WHERE job = $1 AND tick < $2",
+        `DELETE FROM ${table} WHERE job = $1 AND tick < $2`,
         [key, tick - 86_400],
       );
     }

@@ -13,6 +13,8 @@ import {
   createGuardedHostAPI,
   type GuardedHostAPI,
   MemoryGrantStore,
+  PgGrantStore,
+  type SqlQueryClient,
 } from "../permissions/mod.ts";
 import { PermissionDeniedError } from "../host/model/errors.ts";
 import { LogBuffer } from "../host/log_buffer.ts";
@@ -42,10 +44,15 @@ async function dbCode(p: Promise<unknown>, code: string) {
   });
 }
 
-/** The database scenario, run against PostgreSQL and against PGlite. */
+/**
+ * The database scenario, run against PostgreSQL and against PGlite. Grants
+ * live where the host keeps them: `goatkit.plugin_grants`, through the
+ * host's own client.
+ */
 async function databaseScenario(
   db: Database,
   admin: (sql: string) => Promise<unknown>,
+  hostClient: SqlQueryClient,
 ) {
   const id = suffix();
   const ticket = `gkp_ticket_${id}`;
@@ -56,7 +63,7 @@ async function databaseScenario(
   await admin(`CREATE TABLE ${users} (id int PRIMARY KEY, secret text)`);
   await admin(`INSERT INTO ${ticket} VALUES (1, 'costs $1 or $2'), (2, 'b')`);
   await admin(`INSERT INTO ${users} VALUES (1, 'pw')`);
-  const grants = new MemoryGrantStore();
+  const grants = new PgGrantStore({ client: hostClient, cacheTtlMs: 0 });
   const audit = new AuditLog();
   const hosts: GuardedHostAPI[] = [];
   const make = (plugin: string, requested: string[]) => {
@@ -136,6 +143,20 @@ async function databaseScenario(
     const alphaSchema = `plugin_${alpha.replaceAll("-", "_")}`;
     // Unscoped db:read covers every host table.
     assert.equal((await b.dbQuery(ctx(), `SELECT * FROM ${users}`)).length, 1);
+    // ... but not the host's own schema: it cannot read or approve grants.
+    await dbCode(
+      b.dbQuery(ctx(), "SELECT * FROM goatkit.plugin_grants"),
+      "42501",
+    );
+    await dbCode(
+      b.dbExec(
+        ctx(),
+        `UPDATE goatkit.plugin_grants SET granted = '["http:external"]' WHERE plugin = $1`,
+        [alpha],
+      ),
+      "42501",
+    );
+    assert.deepEqual(await grants.get(alpha), [`db:read:${ticket}`]);
     await assert.rejects(
       b.dbQuery(ctx(), `SELECT * FROM ${alphaSchema}.notes`),
       PermissionDeniedError,
@@ -153,6 +174,8 @@ async function databaseScenario(
     assert.ok(audit.count() >= 2);
   } finally {
     for (const h of hosts) h.close();
+    await grants.delete(alpha).catch(() => {});
+    await grants.delete(beta).catch(() => {});
     await db.dropPlugin(alpha).catch(() => {});
     await db.dropPlugin(beta).catch(() => {});
     await admin(`DROP TABLE IF EXISTS ${ticket}, ${users}`);
@@ -162,7 +185,11 @@ async function databaseScenario(
 Deno.test("guarded services: PostgreSQL enforces db grants (real server)", async () => {
   const db = new PgDatabase({ url: DATABASE_URL, max: 4 });
   try {
-    await databaseScenario(db, (sql) => db.sqlClient.query(sql));
+    await databaseScenario(
+      db,
+      (sql) => db.sqlClient.query(sql),
+      db.sqlClient,
+    );
   } finally {
     await db.close();
   }
@@ -171,7 +198,11 @@ Deno.test("guarded services: PostgreSQL enforces db grants (real server)", async
 Deno.test("guarded services: PGlite enforces db grants", async () => {
   const db = new PgliteDatabase({});
   try {
-    await databaseScenario(db, (sql) => db.sqlClient.query(sql));
+    await databaseScenario(
+      db,
+      (sql) => db.sqlClient.query(sql),
+      db.sqlClient,
+    );
   } finally {
     await db.close();
   }

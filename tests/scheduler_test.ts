@@ -264,7 +264,7 @@ Deno.test("PgJobClaim: two host processes on one PostgreSQL run each tick once",
     const key = `${job}.direct`;
     const won = await Promise.all([c.claim(key, 42), c.claim(key, 42)]);
     assert.deepEqual(won.sort(), [false, true]);
-    await pool.query("DELETE FROM goatkit_job_ticks WHERE job = $1", [key]);
+    await pool.query("DELETE FROM goatkit.job_ticks WHERE job = $1", [key]);
 
     // Two processes, each with a fake clock from T0 that it advances one
     // second at a time for TICKS ticks, once both are ready.
@@ -299,11 +299,11 @@ Deno.test("PgJobClaim: two host processes on one PostgreSQL run each tick once",
       `each tick runs once, on one host: ${ticks.join(" | ")}`,
     );
     const claimed = await pool.query(
-      "SELECT count(*)::int AS n FROM goatkit_job_ticks WHERE job = $1",
+      "SELECT count(*)::int AS n FROM goatkit.job_ticks WHERE job = $1",
       [`${job}.every-second`],
     );
     assert.equal(claimed.rows[0].n, all.length);
-    await pool.query("DELETE FROM goatkit_job_ticks WHERE job = $1", [
+    await pool.query("DELETE FROM goatkit.job_ticks WHERE job = $1", [
       `${job}.every-second`,
     ]);
   } finally {

@@ -451,7 +451,7 @@ Deno.test("database: real PostgreSQL", async (t) => {
             assert.equal(row.u, pluginRoleName(OTHER));
             // Read-only COMMIT is queued, not awaited: the next statement on
             // the same connection still runs after it.
-            const { rows } = await one.sqlClient.query(
+            const { rows } = await one.pluginClient.query(
               "SELECT current_user AS u, current_setting('transaction_read_only') AS ro",
             );
             assert.deepEqual(rows, [{ u: "postgres", ro: "off" }]);
@@ -565,6 +565,33 @@ Deno.test("database: statement guard and type conversion units", () => {
   assert.throws(() =>
     checkPluginStatement("p", `SELECT U&"\\0073et_config"('role','x',true)`)
   );
+  // Functions whose effects outlive the transaction, in any case, anywhere.
+  for (
+    const sql of [
+      "SELECT pg_advisory_lock(1)",
+      "SELECT PG_TRY_ADVISORY_XACT_LOCK_SHARED(1)",
+      "SELECT pg_notify('app', 'x')",
+      "SELECT pg_catalog.pg_cancel_backend(1)",
+      "SELECT pg_terminate_backend(1)",
+      "SELECT lo_create(0)",
+      "SELECT loread(0, 1)",
+      "SELECT query_to_xml('SELECT pg_notify(''a'', ''b'')', true, true, '')",
+      "SELECT dblink_connect('x')",
+      "SELECT setseed(0.5)",
+      "CREATE RULE r AS ON INSERT TO t DO ALSO NOTIFY app",
+    ]
+  ) {
+    assert.throws(() => checkPluginStatement("p", sql), DbQueryError, sql);
+  }
+  // Look-alikes are fine.
+  for (
+    const sql of [
+      "SELECT hello_world, lo_price, pg_sleep(0) FROM t",
+      "SELECT 'pg advisory' AS x",
+    ]
+  ) {
+    assert.doesNotThrow(() => checkPluginStatement("p", sql), sql);
+  }
   assert.equal(
     pgTextToJson(1184, "2024-05-01 12:00:00+05:30"),
     "2024-05-01T12:00:00+05:30",

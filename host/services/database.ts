@@ -12,8 +12,24 @@
  *    `SET LOCAL statement_timeout = <ms>` — sent in one round trip;
  * 3. the statement, with `$1…` placeholders passed to PostgreSQL as they are
  *    (extended protocol: one statement, `$` inside literals is just text);
- * 4. `COMMIT`, or `ROLLBACK` on any error; `SET LOCAL` ends with the
- *    transaction, so the pooled connection is back to its own role.
+ * 4. `COMMIT` (`ROLLBACK` for read calls, and on any error), followed in the
+ *    same round trip by `UNLISTEN *; SELECT pg_advisory_unlock_all()`;
+ *    `SET LOCAL` ends with the transaction, so the pooled connection is back
+ *    to its own role and holds nothing the plugin left behind.
+ *
+ * Walls under the statement check: `hardenDatabase` (in
+ * `permissions/pg_privileges.ts`) revokes from PUBLIC the functions whose
+ * effects outlive a transaction (advisory locks, `pg_notify`, `set_config`,
+ * `pg_cancel_backend`, …) and the procedural languages; the end of step 4
+ * undoes a `LISTEN` or a session lock that got through anyway.
+ *
+ * On PostgreSQL the host's own work (privilege syncs, hardening, the grant
+ * and state stores, job claims: everything on {@linkcode SqlDatabase.sqlClient})
+ * runs on a small pool of its own, apart from the pool plugin statements run
+ * on ({@linkcode SqlDatabase.pluginClient}), so a plugin that ties up every
+ * plugin connection cannot hold the host up. A plugin statement whose call
+ * is aborted is cancelled and its connection closed, never reused (see
+ * `PgPoolClient`), so a late cancel request cannot hit another statement.
  *
  * Rows are JSON-safe objects (`int8`/`numeric` as strings, dates RFC 3339,
  * `bytea` base64, `json` as values; see `pg_types.ts`). A query returning more
@@ -30,14 +46,17 @@ import {
   DbRowLimitError,
 } from "./errors.ts";
 import {
+  checkPrivileges,
   dropPrivileges,
   hardenDatabase,
   type PluginPrivileges,
   pluginRoleName,
   pluginSchemaName,
   quoteIdent,
+  ReservedSchemaError,
   syncPrivileges,
 } from "../../permissions/pg_privileges.ts";
+import { HOST_SCHEMA } from "../../permissions/host_schema.ts";
 import {
   PgliteClient,
   PgPoolClient,
@@ -98,13 +117,25 @@ export interface Database {
 const DEFAULT_TIMEOUT_MS = 5000;
 const DEFAULT_MAX_ROWS = 10_000;
 
+/**
+ * Sent after every plugin transaction, with its end, before the connection
+ * serves anyone else: drops a `LISTEN` and session advisory locks, should
+ * any get past the statement check and the revoked functions.
+ */
+export const PLUGIN_SESSION_RESET =
+  "UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all()";
+
 /** Options shared by the SQL-backed databases. */
 export interface SqlDatabaseOptions {
-  /** Schema holding the host's tables that grants refer to. @default {"public"} */
+  /**
+   * Schema holding the application's tables that grants refer to (never
+   * `goatkit`, the host's own). @default {"public"}
+   */
   hostSchema?: string;
   /**
-   * Revoke `EXECUTE` on `set_config` from PUBLIC on first privilege sync (see
-   * `hardenDatabase` in `privileges.ts`). Turn off only when the database is
+   * Revoke from PUBLIC the session-level functions and procedural languages
+   * on first privilege sync (see `hardenDatabase` in
+   * `permissions/pg_privileges.ts`). Turn off only when the database is
    * hardened otherwise. @default {true}
    */
   harden?: boolean;
@@ -115,16 +146,39 @@ export interface SqlDatabaseOptions {
  * {@linkcode PgDatabase} and {@linkcode PgliteDatabase}.
  */
 export abstract class SqlDatabase implements Database {
-  /** The SQL client (also usable for host tables such as the state store). */
+  /**
+   * The host's own connection(s), as the connection user: privilege syncs,
+   * hardening, and host tables such as the grant and state stores and job
+   * claims. Never used for plugin statements.
+   */
   abstract readonly sqlClient: SqlClient;
+  /**
+   * The connection(s) plugin statements run on (the same client as
+   * {@linkcode SqlDatabase.sqlClient} where the database has a single
+   * session, as PGlite does).
+   */
+  abstract readonly pluginClient: SqlClient;
   #hostSchema: string;
   #harden: boolean;
   #hardened: Promise<void> | undefined;
 
-  /** Stores the options. */
+  /** Stores the options; a `hostSchema` of `goatkit` is a `TypeError`. */
   constructor(opts: SqlDatabaseOptions) {
     this.#hostSchema = opts.hostSchema ?? "public";
+    if (this.#hostSchema.toLowerCase() === HOST_SCHEMA) {
+      throw new TypeError(
+        `Cannot use "${this.#hostSchema}" as the application schema: it holds the host's own tables`,
+      );
+    }
     this.#harden = opts.harden ?? true;
+  }
+
+  /**
+   * The host's statement check, the first wall (see `sql_guard.ts`); throws
+   * to refuse. Tests of the database's own walls override it.
+   */
+  protected checkStatement(plugin: string, sql: string): void {
+    checkPluginStatement(plugin, sql);
   }
 
   /** Runs a query as the plugin's role. */
@@ -152,7 +206,7 @@ export abstract class SqlDatabase implements Database {
     isQuery: boolean,
   ): Promise<SqlResult> {
     const { plugin } = opts;
-    checkPluginStatement(plugin, sql);
+    this.checkStatement(plugin, sql);
     const timeout = Math.max(
       1,
       Math.floor(opts.statementTimeoutMs ?? DEFAULT_TIMEOUT_MS),
@@ -165,10 +219,14 @@ export abstract class SqlDatabase implements Database {
       }, public; ` +
       `SET LOCAL statement_timeout = ${timeout}`;
     try {
-      return await this.sqlClient.transaction(
+      return await this.pluginClient.transaction(
         {
           readOnly: opts.readOnly,
           setup,
+          // A read call has nothing to commit: what it may have registered
+          // (LISTEN, NOTIFY) ends with the transaction.
+          rollback: opts.readOnly,
+          reset: PLUGIN_SESSION_RESET,
           ...(opts.signal ? { signal: opts.signal } : {}),
         },
         async (s) => {
@@ -195,11 +253,17 @@ export abstract class SqlDatabase implements Database {
     return this.#hardened;
   }
 
-  /** Creates or updates the plugin's role, schema and table privileges. */
+  /**
+   * Creates or updates the plugin's role, schema and table privileges, on
+   * the host's own connection; hardens the database first (once). A grant
+   * naming a reserved schema throws `ReservedSchemaError`.
+   */
   async syncPluginPrivileges(
     plugin: string,
     privileges: PluginPrivileges,
   ): Promise<void> {
+    // A grant naming a reserved schema is refused before any round trip.
+    checkPrivileges(plugin, privileges, this.#hostSchema);
     await this.#hardenOnce();
     try {
       await this.sqlClient.transaction(
@@ -227,8 +291,16 @@ export abstract class SqlDatabase implements Database {
 }
 
 function toDbError(plugin: string, role: string, e: unknown): unknown {
-  if (e instanceof DbQueryError || e instanceof DbRowLimitError) return e;
-  if (e instanceof DOMException && e.name === "AbortError") {
+  if (
+    e instanceof DbQueryError || e instanceof DbRowLimitError ||
+    e instanceof ReservedSchemaError
+  ) {
+    return e;
+  }
+  if (
+    e instanceof DOMException &&
+    (e.name === "AbortError" || e.name === "TimeoutError")
+  ) {
     return new DbQueryError(
       plugin,
       "57014",
@@ -272,20 +344,42 @@ function toDbError(plugin: string, role: string, e: unknown): unknown {
  * ```
  */
 export class PgDatabase extends SqlDatabase {
-  /** The pool client (its `pool` is the raw `pg.Pool`). */
+  /** The host's own pool (its `pool` is the raw `pg.Pool`). */
   readonly sqlClient: PgPoolClient;
+  /** The pool plugin statements run on. */
+  readonly pluginClient: PgPoolClient;
 
-  /** Connects lazily to `url` with at most `max` (default 10) connections. */
-  constructor(opts: { url: string; max?: number } & SqlDatabaseOptions) {
+  /**
+   * Connects lazily to `url`: at most `max` (default 10) connections for
+   * plugin statements plus `hostMax` (default 3) for the host's own work.
+   */
+  constructor(
+    opts: { url: string; max?: number; hostMax?: number } & SqlDatabaseOptions,
+  ) {
     super(opts);
-    this.sqlClient = new PgPoolClient(opts);
+    this.sqlClient = new PgPoolClient({
+      url: opts.url,
+      max: opts.hostMax ?? 3,
+      applicationName: "goatkit-host",
+    });
+    this.pluginClient = new PgPoolClient({
+      url: opts.url,
+      max: opts.max ?? 10,
+      applicationName: "goatkit-plugins",
+    });
+  }
+
+  /** Closes both pools. */
+  override async close(): Promise<void> {
+    await Promise.all([this.pluginClient.close(), this.sqlClient.close()]);
   }
 }
 
 /**
- * The embedded PostgreSQL (PGlite, WASM), opened lazily on first use.
- * Statement timeouts cannot interrupt PGlite (it runs on the host's thread);
- * the row cap applies after PGlite has built the result.
+ * The embedded PostgreSQL (PGlite, WASM), opened lazily on first use and run
+ * in a worker off the host's thread (see `PgliteClient` for what a deadline
+ * can and cannot interrupt there); the row cap applies after PGlite has built
+ * the result.
  *
  * @example
  * ```ts ignore
@@ -297,6 +391,8 @@ export class PgDatabase extends SqlDatabase {
 export class PgliteDatabase extends SqlDatabase {
   /** The PGlite client. */
   readonly sqlClient: PgliteClient;
+  /** The same client: PGlite has a single session, host and plugins share it. */
+  readonly pluginClient: PgliteClient;
 
   /** Prepares PGlite in `dataDir` (`undefined` = in memory); it starts on first use. */
   constructor(opts: { dataDir?: string } & SqlDatabaseOptions) {
@@ -304,6 +400,7 @@ export class PgliteDatabase extends SqlDatabase {
     this.sqlClient = new PgliteClient(
       opts.dataDir === undefined ? {} : { dataDir: opts.dataDir },
     );
+    this.pluginClient = this.sqlClient;
   }
 }
 

@@ -1,19 +1,21 @@
 /**
  * Plugin enabled state kept in PostgreSQL (or PGlite), so it survives
- * restarts and is shared by several hosts: table `goatkit_plugin_state`
- * (created on first use). Fixes GoatFlow's MySQL-only upsert, which silently
- * failed on PostgreSQL.
+ * restarts and is shared by several hosts: table `goatkit.plugin_state`, in
+ * the host's own schema that no plugin role can see (created on first use;
+ * the old `goatkit_plugin_state` table of an upgraded database is moved
+ * there, see `permissions/host_schema.ts`). Fixes GoatFlow's MySQL-only
+ * upsert, which silently failed on PostgreSQL.
  *
  * @module
  */
 
 import type { PluginState, StateStore } from "../state_store.ts";
 import type { SqlClient } from "./sql_client.ts";
-import { quoteIdent } from "../../permissions/pg_privileges.ts";
+import { HostTable } from "../../permissions/host_schema.ts";
 
 /**
- * A {@linkcode StateStore} over any {@linkcode SqlClient} (`PgDatabase` or
- * `PgliteDatabase`'s `sqlClient`).
+ * A {@linkcode StateStore} over any {@linkcode SqlClient}: the host's own
+ * client of `PgDatabase` or `PgliteDatabase` (`sqlClient`).
  *
  * @example
  * ```ts ignore
@@ -29,27 +31,28 @@ import { quoteIdent } from "../../permissions/pg_privileges.ts";
 export class PgStateStore implements StateStore {
   #client: SqlClient;
   #table: string;
-  #ready: Promise<void> | undefined;
+  #host: HostTable;
 
-  /** Uses `client`; the table name defaults to `goatkit_plugin_state`. */
+  /**
+   * Uses `client`; the table (`table` or `schema.table`, plain lower-case
+   * names) defaults to `goatkit.plugin_state`.
+   */
   constructor(opts: { client: SqlClient; table?: string }) {
     this.#client = opts.client;
-    this.#table = quoteIdent(opts.table ?? "goatkit_plugin_state");
+    const table = opts.table ?? "goatkit.plugin_state";
+    this.#host = new HostTable(opts.client, {
+      table,
+      columns: `name text PRIMARY KEY,
+         enabled boolean NOT NULL,
+         reason text,
+         updated_at timestamptz NOT NULL DEFAULT now()`,
+      ...(opts.table === undefined ? { legacy: "goatkit_plugin_state" } : {}),
+    });
+    this.#table = this.#host.sqlName;
   }
 
   #ensure(): Promise<void> {
-    this.#ready ??= this.#client.query(
-      `CREATE TABLE IF NOT EXISTS ${this.#table} (
-         name text PRIMARY KEY,
-         enabled boolean NOT NULL,
-         reason text,
-         updated_at timestamptz NOT NULL DEFAULT now()
-       )`,
-    ).then(() => {}, (e) => {
-      this.#ready = undefined;
-      throw e;
-    });
-    return this.#ready;
+    return this.#host.ready();
   }
 
   /** Reads a plugin's state. */

@@ -5,7 +5,7 @@
  *
  * | service | default | configured by |
  * |---|---|---|
- * | database | PGlite in `<dataDir>/pg`, started on first use | `DATABASE_URL`, `DATABASE_URL_<NAME>` |
+ * | database | PGlite in `<dataDir>/pg`, started on first use | `DATABASE_URL`, `DATABASE_URL_<NAME>` (per database: a pool of 10 for plugin statements and one of 3 for the host's own work) |
  * | cache | Deno KV file `<dataDir>/cache.kv`, opened on first use | `REDIS_URL` (`REDIS_PREFIX`, default `goatkit:`) |
  * | mailer | `.eml` files in `<dataDir>/outbox` | `SMTP_URL` |
  * | config | `configPath` (JSON) + `GOATKIT_*` variables | see `config.ts` |

@@ -6,10 +6,18 @@
  * function of its own, or `set_config('role', …)`) inside the host's
  * transaction would get the host's privileges back. The host therefore
  * refuses, before sending, statements that start with transaction control,
- * session settings or procedural code, and any text mentioning `set_config`
- * (which the database setup also revokes from PUBLIC). One statement per call
+ * session settings, `LISTEN`/`NOTIFY` or procedural code, and any text
+ * mentioning a function whose effects outlive the plugin's transaction
+ * (`set_config`, advisory locks, `pg_notify`, `pg_cancel_backend`,
+ * `pg_terminate_backend`, large objects, `dblink`, …). One statement per call
  * is enforced by the database itself: plugin SQL always goes through the
  * extended query protocol, which rejects several commands in one string.
+ *
+ * This is the first wall, never the only one: text can be spelled in ways a
+ * check cannot follow (`U&"…" UESCAPE`, query text built at run time and run
+ * by `query_to_xml`). The database refuses the same functions to plugin
+ * roles (`hardenDatabase` revokes them from PUBLIC), and the end of every
+ * plugin transaction undoes `LISTEN` and session locks (see `database.ts`).
  *
  * @module
  */
@@ -80,7 +88,17 @@ const REFUSED_OBJECTS = new Set([
   "transform",
   "access",
   "policy",
+  "rule",
 ]);
+
+/**
+ * Functions a plugin statement may not mention (whole words, any case,
+ * anywhere in the text — also inside literals, which `query_to_xml` could
+ * run). The database refuses them too (see `SESSION_FUNCTIONS` in
+ * `permissions/pg_privileges.ts`).
+ */
+const REFUSED_FUNCTIONS =
+  /\b(?:set_config|pg_notify|pg_(?:try_)?advisory_[a-z_]*|pg_cancel_backend|pg_terminate_backend|pg_logical_emit_message|setseed|dblink[a-z_]*|lo_(?:import|export|create|creat|unlink|open|close|put|get|from_bytea|truncate|truncate64|lseek|lseek64|tell|tell64)|loread|lowrite)\b/i;
 
 /** The host's code for a statement it refused to send. */
 export const STATEMENT_REFUSED_CODE = "GK001";
@@ -170,6 +188,8 @@ export function checkPluginStatement(plugin: string, sql: string): void {
     }
   }
   if (/set_config/i.test(sql)) refuse("set_config is not allowed");
+  const fn = REFUSED_FUNCTIONS.exec(sql);
+  if (fn) refuse(`${fn[0].toLowerCase()} is not allowed`);
   if (/u&["']/i.test(sql) && /\\[0-9a-f]{4}|\\\+[0-9a-f]{6}/i.test(sql)) {
     refuse("Unicode escapes in identifiers or strings are not allowed");
   }

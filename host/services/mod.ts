@@ -45,6 +45,9 @@ export {
 export { PgStateStore } from "./pg_state_store.ts";
 export {
   PgliteClient,
+  type PgliteClientOptions,
+  PgliteQueryError,
+  PgliteUnavailableError,
   PgPoolClient,
   type SqlClient,
   type SqlQueryOptions,

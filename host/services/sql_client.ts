@@ -1,7 +1,8 @@
 /**
  * A small SQL client abstraction over `npm:pg` (a connection pool) and PGlite
- * (PostgreSQL in WASM, in process), so the database service, the PostgreSQL
- * state store and the grant store share one code path for both.
+ * (PostgreSQL in WASM, run in a worker: `pglite_client.ts`), so the database
+ * service, the PostgreSQL state store and the grant store share one code path
+ * for both.
  *
  * Rows come back JSON-safe (see `pg_types.ts`): both drivers are given the
  * same text-to-JSON conversion for every column type.
@@ -10,7 +11,6 @@
  */
 
 import pg from "pg";
-import type { PGlite } from "@electric-sql/pglite";
 import type { Row } from "../model/host_api.ts";
 import { pgTextToJson } from "./pg_types.ts";
 
@@ -48,8 +48,26 @@ export interface SqlTransactionOptions {
   readOnly?: boolean;
   /** Trusted statements to run right after `BEGIN` (sent with it when possible). */
   setup?: string;
-  /** Cancels the statement in progress when aborted. */
+  /**
+   * Cancels the statement in progress when aborted. On a pooled connection a
+   * cancelled connection is closed, never reused (see
+   * {@linkcode PgPoolClient}).
+   */
   signal?: AbortSignal;
+  /**
+   * End with `ROLLBACK` even when `fn` succeeds: for read-only plugin
+   * statements, whatever session state they registered (`LISTEN`, a pending
+   * `NOTIFY`, a cursor) is discarded with the transaction. Clients without
+   * separate sessions may ignore it.
+   */
+  rollback?: boolean;
+  /**
+   * Trusted statements sent right after the transaction ends (with its
+   * `COMMIT`/`ROLLBACK`), before the connection serves anyone else: e.g.
+   * `UNLISTEN *`. A pooled connection on which they fail is closed. Clients
+   * without separate sessions may ignore it.
+   */
+  reset?: string;
 }
 
 /**
@@ -87,12 +105,16 @@ type PgQueryResult = {
   rowCount: number | null;
 };
 
-/** Runs one extended-protocol statement on a pg client, capping rows. */
+/**
+ * Runs one extended-protocol statement on a pg client, capping rows; the
+ * query object is added to `own` (the queries a transaction may cancel).
+ */
 function pgRun(
   client: pg.PoolClient,
   sql: string,
   params: unknown[],
   maxRows: number | undefined,
+  own?: Set<unknown>,
 ): Promise<SqlResult> {
   return new Promise((resolve, reject) => {
     let truncated = false;
@@ -138,12 +160,73 @@ function pgRun(
         handleError(err, connection);
       };
     }
+    own?.add(query);
     client.query(query);
   });
 }
 
 /**
+ * Runs trusted SQL (several statements allowed: simple protocol) on a pg
+ * client; the query object is added to `own`.
+ */
+function pgSimple(
+  client: pg.PoolClient,
+  sql: string,
+  own: Set<unknown>,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const query = new pg.Query(
+      { text: sql, types: JSON_TYPES },
+      undefined,
+      (err: Error | null) => err ? reject(err) : resolve(),
+    );
+    own.add(query);
+    client.query(query);
+  });
+}
+
+/**
+ * Sends PostgreSQL's cancel request for `query` (when it is still the
+ * active query of `client`) on a short-lived connection of its own (not from
+ * the pool, which may be exhausted). Resolves when the server has closed
+ * that connection, i.e. has taken the request (at most `capMs` later).
+ */
+function sendCancel(
+  url: string,
+  client: pg.PoolClient,
+  query: unknown,
+  capMs = 5000,
+): Promise<void> {
+  return new Promise((resolve) => {
+    const canceller = new pg.Client({ connectionString: url });
+    // deno-lint-ignore no-explicit-any
+    const con = (canceller as any).connection;
+    let timer: ReturnType<typeof setTimeout> | undefined = undefined;
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    timer = setTimeout(() => {
+      con.stream?.destroy?.();
+      done();
+    }, capMs);
+    canceller.on("error", () => {});
+    con.on("error", done);
+    con.once("end", done);
+    // deno-lint-ignore no-explicit-any
+    (canceller as any).cancel(client, query);
+  });
+}
+
+/**
  * A {@linkcode SqlClient} over an `npm:pg` connection pool.
+ *
+ * A cancel request can only hit the statement it was sent for: when a
+ * transaction's signal aborts while one of its own statements runs, the
+ * cancel request goes out on a connection of its own, nothing more is sent
+ * on the cancelled connection, and the connection is closed (never handed
+ * back to the pool) once the server has taken the request. A late cancel
+ * request therefore reaches a backend that serves nobody else.
  *
  * @example
  * ```ts ignore
@@ -158,12 +241,18 @@ export class PgPoolClient implements SqlClient {
   readonly pool: pg.Pool;
   #url: string;
 
-  /** Opens a pool of at most `max` (default 10) connections to `url`. */
-  constructor(opts: { url: string; max?: number }) {
+  /**
+   * Opens a pool of at most `max` (default 10) connections to `url`;
+   * `applicationName` shows in `pg_stat_activity`.
+   */
+  constructor(opts: { url: string; max?: number; applicationName?: string }) {
     this.#url = opts.url;
     this.pool = new pg.Pool({
       connectionString: opts.url,
       max: opts.max ?? 10,
+      ...(opts.applicationName
+        ? { application_name: opts.applicationName }
+        : {}),
     });
     // An idle client that errors (server restart) must not crash the host.
     this.pool.on("error", () => {});
@@ -187,58 +276,79 @@ export class PgPoolClient implements SqlClient {
     options: SqlTransactionOptions,
     fn: (session: SqlSession) => Promise<T>,
   ): Promise<T> {
-    options.signal?.throwIfAborted();
+    const { signal } = options;
+    signal?.throwIfAborted();
     const client = await this.pool.connect();
+    // The statements of this transaction: only these may be cancelled (the
+    // previous user's queued read-only end may still be running).
+    const own = new Set<unknown>();
+    let cancelled: Promise<void> | undefined;
     let broken: Error | undefined;
     const onAbort = () => {
-      // PostgreSQL's cancel request, on a short-lived connection of its own
-      // (not from the pool, which may be exhausted).
       // deno-lint-ignore no-explicit-any
       const active = (client as any).activeQuery;
-      if (!active) return;
-      const canceller = new pg.Client({ connectionString: this.#url });
-      canceller.on("error", () => {});
-      // deno-lint-ignore no-explicit-any
-      (canceller as any).cancel(client, active);
+      if (cancelled || !active || !own.has(active)) return;
+      cancelled = sendCancel(this.#url, client, active);
     };
-    options.signal?.addEventListener("abort", onAbort, { once: true });
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const end = (verb: string) =>
+      options.reset ? `${verb}; ${options.reset}` : verb;
     try {
       const begin = options.readOnly ? "BEGIN READ ONLY" : "BEGIN";
-      await client.query(options.setup ? `${begin}; ${options.setup}` : begin);
+      await pgSimple(
+        client,
+        options.setup ? `${begin}; ${options.setup}` : begin,
+        own,
+      );
       const session: SqlSession = {
         query: (sql, params = [], o = {}) => {
-          options.signal?.throwIfAborted();
-          return pgRun(client, sql, params, o.maxRows);
+          signal?.throwIfAborted();
+          return pgRun(client, sql, params, o.maxRows, own);
         },
-        exec: async (sql) => {
-          await client.query(sql);
+        exec: (sql) => {
+          signal?.throwIfAborted();
+          return pgSimple(client, sql, own);
         },
       };
       const result = await fn(session);
+      // Cancelled: the connection is closed below, which rolls back.
+      if (cancelled) signal?.throwIfAborted();
+      const verb = options.rollback ? "ROLLBACK" : "COMMIT";
       if (options.readOnly) {
-        // Nothing to lose at the COMMIT of a read-only transaction: queue it
+        // Nothing to lose at the end of a read-only transaction: queue it
         // and hand the connection back now. pg runs a connection's queries in
-        // order, so the next user's statements still follow the COMMIT (and
-        // the end of SET LOCAL ROLE); a broken connection fails that user's
-        // first statement and is then discarded.
-        client.query("COMMIT").catch(() => {});
+        // order, so the next user's statements still follow it (and the end
+        // of SET LOCAL ROLE, and the reset); a connection on which it fails
+        // is closed, which fails the next user's first statement and
+        // discards the connection.
+        pgSimple(client, end(verb), new Set()).catch(() => {
+          client.end().catch(() => {});
+        });
       } else {
-        await client.query("COMMIT");
+        await pgSimple(client, end(verb), own);
       }
       return result;
     } catch (e) {
-      try {
-        await client.query("ROLLBACK");
-      } catch (rollbackError) {
-        broken = rollbackError as Error;
+      if (!cancelled) {
+        try {
+          await pgSimple(client, end("ROLLBACK"), new Set());
+        } catch (rollbackError) {
+          broken = rollbackError as Error;
+        }
       }
       if (isConnectionError(e)) broken = e as Error;
       throw e;
     } finally {
-      options.signal?.removeEventListener("abort", onAbort);
-      // SET LOCAL ends with the transaction, so the connection is back to the
-      // session role; a connection we could not roll back is destroyed.
-      client.release(broken);
+      signal?.removeEventListener("abort", onAbort);
+      if (cancelled) {
+        // Never reused: closed once the server has taken the cancel request.
+        const why = new Error("Cannot reuse a cancelled connection");
+        cancelled.then(() => client.release(why));
+      } else {
+        // SET LOCAL ends with the transaction, so the connection is back to
+        // the session role; one we could not roll back is closed.
+        client.release(broken);
+      }
     }
   }
 
@@ -256,114 +366,9 @@ function isConnectionError(e: unknown): boolean {
     /^[0-9A-Z]{5}$/.test(e.code));
 }
 
-/**
- * A {@linkcode SqlClient} over one in-process PGlite database, opened lazily
- * on first use (starting PGlite takes seconds). Statements are serialised by
- * PGlite itself.
- *
- * @example
- * ```ts ignore
- * import { PgliteClient } from "./sql_client.ts";
- * const client = new PgliteClient({}); // in memory
- * console.log((await client.query("SELECT 1 AS one")).rows); // [{ one: 1 }]
- * await client.close();
- * ```
- */
-export class PgliteClient implements SqlClient {
-  #dataDir: string | undefined;
-  #db: Promise<PGlite> | undefined;
-  #closed = false;
-
-  /** Prepares a client for `dataDir` (`undefined` = in memory); nothing starts yet. */
-  constructor(opts: { dataDir?: string }) {
-    this.#dataDir = opts.dataDir;
-  }
-
-  /** Whether the database has been started. */
-  get started(): boolean {
-    return this.#db !== undefined;
-  }
-
-  /** Starts PGlite (once) and returns it. */
-  #open(): Promise<PGlite> {
-    if (this.#closed) {
-      return Promise.reject(new Error("PGlite client is closed"));
-    }
-    this.#db ??= (async () => {
-      const { PGlite } = await import("@electric-sql/pglite");
-      if (this.#dataDir !== undefined) {
-        await Deno.mkdir(this.#dataDir, { recursive: true });
-      }
-      const db = this.#dataDir === undefined
-        ? new PGlite()
-        : new PGlite(this.#dataDir);
-      await db.waitReady;
-      // Route every built-in type through the shared converter (PGlite's own
-      // defaults turn int8 into numbers and dates into Date objects).
-      const types = await db.query<{ oid: number }>(
-        "SELECT oid::int4 AS oid FROM pg_type",
-      );
-      for (const { oid } of types.rows) {
-        db.parsers[oid] = (text: string) => pgTextToJson(oid, text);
-      }
-      return db;
-    })();
-    return this.#db;
-  }
-
-  /** Runs one statement as the database user. */
-  async query(sql: string, params: unknown[] = []): Promise<SqlResult> {
-    const db = await this.#open();
-    const r = await db.query<Row>(sql, params);
-    return toResult(r.rows, r.affectedRows, undefined);
-  }
-
-  /** Runs `fn` in a PGlite transaction. */
-  async transaction<T>(
-    options: SqlTransactionOptions,
-    fn: (session: SqlSession) => Promise<T>,
-  ): Promise<T> {
-    options.signal?.throwIfAborted();
-    const db = await this.#open();
-    return await db.transaction(async (tx) => {
-      const setup = [
-        options.readOnly ? "SET TRANSACTION READ ONLY" : "",
-        options.setup ?? "",
-      ].filter((s) => s).join("; ");
-      if (setup) await tx.exec(setup);
-      const session: SqlSession = {
-        query: async (sql, params = [], o = {}) => {
-          options.signal?.throwIfAborted();
-          const r = await tx.query<Row>(sql, params);
-          return toResult(r.rows, r.affectedRows, o.maxRows);
-        },
-        exec: async (sql) => {
-          await tx.exec(sql);
-        },
-      };
-      return await fn(session);
-    });
-  }
-
-  /** Closes PGlite if it was started. */
-  async close(): Promise<void> {
-    this.#closed = true;
-    if (this.#db) {
-      const db = await this.#db.catch(() => undefined);
-      if (db && !db.closed) await db.close();
-    }
-  }
-}
-
-function toResult(
-  rows: Row[],
-  affected: number | undefined,
-  maxRows: number | undefined,
-): SqlResult {
-  const truncated = maxRows !== undefined && rows.length > maxRows;
-  return {
-    rows: truncated ? rows.slice(0, maxRows + 1) : rows,
-    rowCount: Math.max(affected ?? 0, rows.length),
-    truncated,
-  };
-}
+export {
+  PgliteClient,
+  type PgliteClientOptions,
+  PgliteQueryError,
+  PgliteUnavailableError,
+} from "./pglite_client.ts";

@@ -1,27 +1,61 @@
 /**
  * The permission audit log: every denial a guarded HostAPI makes, with the
- * plugin, the permission it lacked, what it attempted and when. Kept in a
- * capped ring (newest first on read) and also written to the
- * log sink (the host's `LogBuffer`) at `warn`, so the plugin's log page shows it.
+ * plugin, the permission it lacked, what it attempted and when, plus the
+ * operator's decisions recorded by the host (grants approved or revoked).
+ * Read newest first by the admin page (`/admin/audit`) and the API
+ * (`GET /api/v1/audit`). Denials are also written to the log sink (the
+ * host's `LogBuffer`) at `warn`, so the plugin's log page shows them.
+ *
+ * One plugin cannot flush the others' entries:
+ *
+ * - **A share per plugin.** When the log is full, the oldest entry of the
+ *   plugin holding the most is dropped: with `n` plugins in the log, one
+ *   that holds no more than `capacity / n` entries loses none to the others. `perPluginCapacity` caps a plugin further
+ *   (its own oldest go first).
+ * - **A rate limit per plugin.** At most `rateLimit.max` denials of one
+ *   plugin are recorded per window of `rateLimit.windowMs`; the rest of that
+ *   window are counted into a single `outcome: "suppressed"` entry
+ *   (`count` = how many, `attempted` names the last one), and one warn line
+ *   says so, another one with the total once the window is over (noticed at
+ *   the next record or read). Operator entries (any outcome but `denied`)
+ *   are never rate-limited.
+ *
+ * Durable storage comes with the operations issue: this log is in memory.
  *
  * @module
  */
 
 import type { PluginLogSink } from "../host/model/host_api.ts";
 
-/** One recorded denial. */
+/** One recorded entry. */
 export interface AuditEntry {
-  /** When it happened (RFC 3339 with milliseconds). */
+  /** When it happened (RFC 3339 with milliseconds); for a summary, the first suppressed denial. */
   time: string;
-  /** The plugin that was refused. */
+  /** The plugin concerned (`""` for the host itself). */
   plugin: string;
-  /** The permission that would have allowed the action. */
+  /** The permission that would have allowed the action (or that was granted/revoked). */
   permission: string;
-  /** What the plugin attempted, short and human-readable. */
+  /** What the plugin attempted (or what the operator did), short and human-readable. */
   attempted: string;
   /** The HostAPI method, such as `dbExec`. */
   method?: string;
+  /**
+   * `denied` (a refusal), `suppressed` (the summary of the denials the rate
+   * limit kept out), or what the host records for an operator's decision
+   * (`granted`, `revoked`, …).
+   */
+  outcome: string;
+  /** For a `suppressed` summary: how many denials it stands for. */
+  count?: number;
 }
+
+/** What {@linkcode AuditLog.record} takes: an entry without its time (and `outcome` defaulting to `denied`). */
+export type AuditRecord = Omit<AuditEntry, "time" | "outcome" | "count"> & {
+  /** When it happened. @default now */
+  time?: string;
+  /** @default "denied" */
+  outcome?: string;
+};
 
 /** Filters for {@linkcode AuditLog.query}; given filters apply together. */
 export interface AuditQuery {
@@ -33,87 +67,255 @@ export interface AuditQuery {
   limit?: number;
 }
 
+/** The per-plugin rate limit of {@linkcode AuditLogOptions}. */
+export interface AuditRateLimit {
+  /** Denials recorded per plugin and window. */
+  max: number;
+  /** The window, in ms. */
+  windowMs: number;
+}
+
 /** Options of {@linkcode AuditLog}. */
 export interface AuditLogOptions {
-  /** Entries kept at most (oldest dropped first). @default 1000 */
+  /** Entries kept at most, all plugins together. @default 1000 */
   capacity?: number;
-  /** Where a warn line per denial goes, attributed to the plugin. */
+  /**
+   * Entries one plugin keeps at most (its oldest dropped first); the fair
+   * share on a full log applies anyway.
+   * @default `capacity`
+   */
+  perPluginCapacity?: number;
+  /**
+   * Denials recorded per plugin and window; the rest are summarised.
+   * `false` records every one (the shares still apply).
+   * @default { max: 100, windowMs: 60_000 }
+   */
+  rateLimit?: AuditRateLimit | false;
+  /** Where a warn line per recorded denial goes, attributed to the plugin. */
   logs?: PluginLogSink;
+  /** The clock, in ms since the epoch. @default Date.now */
+  now?: () => number;
+}
+
+/** A held entry: `seq` orders entries across plugins. */
+interface Held {
+  seq: number;
+  entry: AuditEntry;
+}
+
+/** One plugin's rate-limit window. */
+interface Window {
+  start: number;
+  recorded: number;
+  suppressed: number;
+  summary?: Held;
 }
 
 /**
- * A capped, in-memory audit log of permission denials.
+ * A capped, in-memory audit log with a share and a rate limit per plugin
+ * (see the module doc).
  *
  * @example
  * ```ts
  * import { AuditLog } from "./audit.ts";
- * const audit = new AuditLog({ capacity: 100 });
- * audit.record({ plugin: "hello", permission: "db:write", attempted: "db_exec DELETE FROM t" });
- * console.log(audit.query({ plugin: "hello" })[0]?.permission); // db:write
+ * const audit = new AuditLog({ capacity: 100, rateLimit: { max: 2, windowMs: 60_000 } });
+ * for (let i = 0; i < 5; i++) {
+ *   audit.record({ plugin: "noisy", permission: "db:write", attempted: `db_exec ${i}` });
+ * }
+ * audit.record({ plugin: "hello", permission: "cache:read", attempted: "cache_get k" });
+ * audit.query({ plugin: "noisy" }).map((e) => e.outcome); // ["suppressed", "denied", "denied"]
+ * audit.query({ plugin: "noisy" })[0]?.count; // 3
+ * audit.query({ plugin: "hello" })[0]?.permission; // "cache:read"
  * ```
  */
 export class AuditLog {
-  #entries: (AuditEntry | undefined)[];
-  #head = 0;
-  #count = 0;
+  #capacity: number;
+  #share: number;
+  #rate: AuditRateLimit | undefined;
   #logs: PluginLogSink | undefined;
+  #now: () => number;
+  #byPlugin = new Map<string, Held[]>();
+  #windows = new Map<string, Window>();
+  #count = 0;
+  #seq = 0;
 
   /** Creates an empty log. */
   constructor(options: AuditLogOptions = {}) {
-    const cap = options.capacity && options.capacity > 0
+    this.#capacity = options.capacity && options.capacity > 0
       ? Math.floor(options.capacity)
       : 1000;
-    this.#entries = new Array(cap);
+    const share = options.perPluginCapacity ?? this.#capacity;
+    this.#share = Math.max(1, Math.min(Math.floor(share), this.#capacity));
+    const rate = options.rateLimit ?? { max: 100, windowMs: 60_000 };
+    this.#rate = rate === false ? undefined : {
+      max: Math.max(1, Math.floor(rate.max)),
+      windowMs: Math.max(1, rate.windowMs),
+    };
     this.#logs = options.logs;
+    this.#now = options.now ?? Date.now;
   }
 
-  /** Records a denial (stamped now unless `time` is given) and returns the entry. */
-  record(entry: Omit<AuditEntry, "time"> & { time?: string }): AuditEntry {
+  /**
+   * Records an entry (stamped now unless `time` is given; `outcome`
+   * defaults to `denied`) and returns it as stored. A denial beyond the
+   * plugin's rate limit is counted into the window's `suppressed` summary
+   * instead, which is returned.
+   */
+  record(entry: AuditRecord): AuditEntry {
+    const now = this.#now();
     const e: AuditEntry = {
-      time: entry.time ?? new Date().toISOString(),
+      time: entry.time ?? new Date(now).toISOString(),
       plugin: entry.plugin,
       permission: entry.permission,
       attempted: entry.attempted,
       ...(entry.method ? { method: entry.method } : {}),
+      outcome: entry.outcome ?? "denied",
     };
-    this.#entries[this.#head] = e;
-    this.#head = (this.#head + 1) % this.#entries.length;
-    this.#count = Math.min(this.#count + 1, this.#entries.length);
-    this.#logs?.log(
-      e.plugin,
-      "warn",
-      `permission denied: "${e.permission}" needed for ${e.attempted}`,
-      { permission: e.permission, attempted: e.attempted, audit: true },
-    );
-    return e;
+    if (e.outcome !== "denied" || !this.#rate) return this.#add(e).entry;
+    const w = this.#window(e.plugin, now);
+    if (w.recorded < this.#rate.max) {
+      w.recorded++;
+      this.#logs?.log(
+        e.plugin,
+        "warn",
+        `permission denied: "${e.permission}" needed for ${e.attempted}`,
+        { permission: e.permission, attempted: e.attempted, audit: true },
+      );
+      return this.#add(e).entry;
+    }
+    w.suppressed++;
+    const last = `last: "${e.permission}" for ${e.attempted}`;
+    if (!w.summary || !this.#holds(w.summary)) {
+      w.summary = this.#add({
+        time: e.time,
+        plugin: e.plugin,
+        permission: "*",
+        attempted: "",
+        outcome: "suppressed",
+        count: 0,
+      });
+      this.#logs?.log(
+        e.plugin,
+        "warn",
+        `permission denials over the audit limit (${this.#rate.max} per ${
+          seconds(this.#rate.windowMs)
+        }): further ones in this window are counted, not recorded one by one`,
+        { audit: true, suppressed: true },
+      );
+    }
+    const s = w.summary.entry;
+    s.count = w.suppressed;
+    s.attempted =
+      `${w.suppressed} more denial(s) suppressed (audit limit: ${this.#rate.max} per ${
+        seconds(this.#rate.windowMs)
+      }); ${last}`;
+    return { ...s };
   }
 
-  /** Entries matching every given filter, newest first. */
+  /** Entries matching every given filter, newest first (copies). */
   query(q: AuditQuery = {}): AuditEntry[] {
+    this.#closeWindows(this.#now());
     const since = q.since === undefined
       ? undefined
       : new Date(q.since).getTime();
-    const out: AuditEntry[] = [];
-    const cap = this.#entries.length;
     const limit = q.limit !== undefined && q.limit >= 0 ? q.limit : Infinity;
-    for (let i = 1; i <= this.#count && out.length < limit; i++) {
-      const e = this.#entries[(this.#head - i + cap) % cap]!;
-      if (q.plugin !== undefined && e.plugin !== q.plugin) continue;
-      if (since !== undefined && Date.parse(e.time) < since) continue;
-      out.push(e);
+    const lists = q.plugin === undefined
+      ? [...this.#byPlugin.values()]
+      : [this.#byPlugin.get(q.plugin) ?? []];
+    const all = lists.flat().sort((a, b) => b.seq - a.seq);
+    const out: AuditEntry[] = [];
+    for (const h of all) {
+      if (out.length >= limit) break;
+      if (since !== undefined && Date.parse(h.entry.time) < since) continue;
+      out.push({ ...h.entry });
     }
     return out;
   }
 
-  /** How many entries are held. */
+  /** How many entries are held (a summary counts as one). */
   count(): number {
     return this.#count;
   }
 
-  /** Removes every entry. */
+  /** Removes every entry (and resets the rate-limit windows). */
   clear(): void {
-    this.#entries = new Array(this.#entries.length);
-    this.#head = 0;
+    this.#byPlugin.clear();
+    this.#windows.clear();
     this.#count = 0;
   }
+
+  /** The plugin's current window, opening a new one when it is over. */
+  #window(plugin: string, now: number): Window {
+    let w = this.#windows.get(plugin);
+    if (w && now - w.start >= this.#rate!.windowMs) {
+      this.#close(plugin, w);
+      w = undefined;
+    }
+    if (!w) {
+      w = { start: now, recorded: 0, suppressed: 0 };
+      this.#windows.set(plugin, w);
+    }
+    return w;
+  }
+
+  /** Closes every window that is over (so its total is logged). */
+  #closeWindows(now: number): void {
+    if (!this.#rate) return;
+    for (const [plugin, w] of [...this.#windows]) {
+      if (now - w.start >= this.#rate.windowMs) {
+        this.#close(plugin, w);
+        this.#windows.delete(plugin);
+      }
+    }
+  }
+
+  #close(plugin: string, w: Window): void {
+    if (w.suppressed === 0) return;
+    this.#logs?.log(
+      plugin,
+      "warn",
+      `${w.suppressed} permission denial(s) suppressed by the audit limit since ${
+        new Date(w.start).toISOString()
+      }`,
+      { audit: true, suppressed: w.suppressed },
+    );
+  }
+
+  #holds(h: Held): boolean {
+    return (this.#byPlugin.get(h.entry.plugin) ?? []).includes(h);
+  }
+
+  /** Stores `entry` within the plugin's share and the total capacity. */
+  #add(entry: AuditEntry): Held {
+    const h: Held = { seq: ++this.#seq, entry };
+    let list = this.#byPlugin.get(entry.plugin);
+    if (!list) this.#byPlugin.set(entry.plugin, list = []);
+    if (list.length >= this.#share) {
+      list.shift();
+      this.#count--;
+    }
+    list.push(h);
+    this.#count++;
+    while (this.#count > this.#capacity) this.#evictFromLargest();
+    return h;
+  }
+
+  /** Drops the oldest entry of the plugin holding the most (ties: the older entry). */
+  #evictFromLargest(): void {
+    let victim: Held[] | undefined;
+    for (const list of this.#byPlugin.values()) {
+      if (
+        list.length > 0 &&
+        (!victim || list.length > victim.length ||
+          (list.length === victim.length && list[0]!.seq < victim[0]!.seq))
+      ) victim = list;
+    }
+    if (!victim) return;
+    victim.shift();
+    this.#count--;
+  }
+}
+
+function seconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
 }

@@ -2,8 +2,8 @@
  * Grants: what the operator approved for each plugin, where it is kept
  * ({@linkcode MemoryGrantStore}, {@linkcode PgGrantStore}), and the
  * {@linkcode GrantPolicy} that decides what is granted without asking (by
- * default everything requested except `http:` and `email:`, which wait for an
- * operator's approval).
+ * default only `log`: every other permission waits for an operator's
+ * approval, and a secret always does).
  *
  * The permissions a plugin may use are the intersection of what its manifest
  * requests and what was granted ({@linkcode effectivePermissions}). Grants
@@ -21,6 +21,7 @@ import {
   type Permission,
   type PermissionKind,
 } from "./grammar.ts";
+import { HostTable } from "./host_schema.ts";
 
 /** Called with a plugin's name after its grants changed. */
 export type GrantListener = (plugin: string) => void;
@@ -150,9 +151,15 @@ export interface SqlQueryClient {
 
 /** Options of {@linkcode PgGrantStore}. */
 export interface PgGrantStoreOptions {
-  /** The connection (the services' `SqlClient`: `npm:pg` pool or PGlite). */
+  /**
+   * The connection: the host's own (the services' `SqlDatabase.sqlClient`:
+   * `npm:pg` pool or PGlite; never the pool plugin statements run on).
+   */
   client: SqlQueryClient;
-  /** Table name. @default "goatkit_plugin_grants" */
+  /**
+   * Table name (`table` or `schema.table`, plain lower-case names).
+   * @default "goatkit.plugin_grants"
+   */
   table?: string;
   /**
    * How long a read is reused, in ms. Changes made through this store apply
@@ -163,9 +170,11 @@ export interface PgGrantStoreOptions {
 }
 
 /**
- * A {@linkcode GrantStore} in PostgreSQL (table `goatkit_plugin_grants`:
+ * A {@linkcode GrantStore} in PostgreSQL (table `goatkit.plugin_grants`:
  * `plugin text primary key, granted jsonb, updated_at timestamptz`), created
- * on first use.
+ * on first use in the host's own schema, which no plugin role can see (the
+ * old `goatkit_plugin_grants` table of an upgraded database is moved there;
+ * see `host_schema.ts`).
  *
  * @example
  * ```ts ignore
@@ -179,35 +188,30 @@ export class PgGrantStore implements GrantStore {
   #client: SqlQueryClient;
   #table: string;
   #ttl: number;
-  #ready: Promise<void> | undefined;
+  #host: HostTable;
   #cache = new Map<string, { at: number; granted: string[] | undefined }>();
   #listeners = new Listeners();
 
   /** Creates the store; nothing is sent until first use. */
   constructor(options: PgGrantStoreOptions) {
-    const table = options.table ?? "goatkit_plugin_grants";
-    if (!/^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$/.test(table)) {
-      throw new TypeError(
-        `Cannot use grant table "${table}": not a plain SQL identifier`,
-      );
-    }
+    const table = options.table ?? "goatkit.plugin_grants";
     this.#client = options.client;
-    this.#table = table;
+    // Checks the name (a TypeError for anything but plain identifiers).
+    this.#host = new HostTable(options.client, {
+      table,
+      columns: `plugin text PRIMARY KEY,
+        granted jsonb NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()`,
+      ...(options.table === undefined
+        ? { legacy: "goatkit_plugin_grants" }
+        : {}),
+    });
+    this.#table = this.#host.sqlName;
     this.#ttl = options.cacheTtlMs ?? 1000;
   }
 
   #ensure(): Promise<void> {
-    this.#ready ??= this.#client.query(
-      `CREATE TABLE IF NOT EXISTS ${this.#table} (
-        plugin text PRIMARY KEY,
-        granted jsonb NOT NULL,
-        updated_at timestamptz NOT NULL DEFAULT now()
-      )`,
-    ).then(() => undefined, (e) => {
-      this.#ready = undefined;
-      throw e;
-    });
-    return this.#ready;
+    return this.#host.ready();
   }
 
   /** The plugin's grants, or `undefined` when never decided. */
@@ -268,18 +272,115 @@ export class PgGrantStore implements GrantStore {
   }
 }
 
+/** A permission kind that can wait for an operator (every kind but `log`). */
+export type ApprovalKind =
+  | "cache"
+  | "config"
+  | "db"
+  | "email"
+  | "fs"
+  | "http"
+  | "plugins";
+
+// Compile-time check: ApprovalKind is exactly every PermissionKind but `log`.
+const _approvalKindsComplete: [
+  Exclude<PermissionKind, "log">,
+] extends [ApprovalKind] ? [ApprovalKind] extends [PermissionKind] ? true
+  : never
+  : never = true;
+
+/**
+ * The kinds a {@linkcode GrantPolicy} can hold back for an operator: every
+ * permission kind except `log` (which is always granted).
+ *
+ * @example
+ * ```ts
+ * import { APPROVAL_KINDS } from "./grants.ts";
+ * APPROVAL_KINDS.includes("db"); // true
+ * ```
+ */
+export const APPROVAL_KINDS: readonly ApprovalKind[] = Object.freeze(
+  PERMISSION_KINDS.filter((k): k is ApprovalKind => k !== "log").sort(),
+);
+
+/**
+ * Reads an approval setting such as `GOATKIT_REQUIRE_APPROVAL` (or the
+ * `server.requireApproval` key of `goatkit.json`) into the sorted kinds that
+ * wait for an operator:
+ *
+ * - `all` — every kind but `log` (the default: `undefined`, `""` or an empty
+ *   array give it too);
+ * - `none` — nothing waits. **For development only**: every permission a
+ *   plugin requests is granted at install, except secrets (see
+ *   {@linkcode GrantPolicyOptions.mayBeSecret}). The host logs a warning at
+ *   start;
+ * - a list of kinds, comma-separated or an array (`db,http,email`).
+ *
+ * Throws a `TypeError` naming an unknown kind (`log` is not one: it never
+ * waits).
+ *
+ * @example
+ * ```ts
+ * import { parseApprovalSetting } from "./grants.ts";
+ * parseApprovalSetting("none"); // []
+ * parseApprovalSetting(" HTTP, email "); // ["email", "http"]
+ * parseApprovalSetting(undefined).length; // 7 (every kind but log)
+ * ```
+ */
+export function parseApprovalSetting(
+  setting: string | readonly string[] | undefined,
+): ApprovalKind[] {
+  const parts = typeof setting === "string"
+    ? setting.split(",")
+    : [...(setting ?? [])];
+  const kinds = parts.map((k) => String(k).trim().toLowerCase()).filter((k) =>
+    k
+  );
+  if (kinds.length === 0) return [...APPROVAL_KINDS];
+  if (kinds.length === 1 && kinds[0] === "all") return [...APPROVAL_KINDS];
+  if (kinds.length === 1 && kinds[0] === "none") return [];
+  const out = new Set<ApprovalKind>();
+  for (const k of kinds) {
+    const kind = APPROVAL_KINDS.find((a) => a === k);
+    if (!kind) {
+      throw new TypeError(
+        `Cannot use approval setting ${
+          JSON.stringify(setting)
+        }: unknown permission kind "${k}" (known: ${
+          APPROVAL_KINDS.join(", ")
+        }; or none / all alone)`,
+      );
+    }
+    out.add(kind);
+  }
+  return [...out].sort();
+}
+
 /** Options of {@linkcode GrantPolicy}. */
 export interface GrantPolicyOptions {
   /**
-   * Kinds never granted without an operator's approval.
-   * @default ["http", "email"]
+   * Kinds never granted without an operator's approval (see
+   * {@linkcode parseApprovalSetting}).
+   * @default every kind except `log` ({@linkcode APPROVAL_KINDS})
    */
   requireApproval?: readonly PermissionKind[];
   /**
    * Decides a single permission instead (true = grant now); overrides
-   * `requireApproval` when given.
+   * `requireApproval` when given (never `mayBeSecret`).
    */
   autoGrant?: (permission: Permission) => boolean;
+  /**
+   * Whether the exact key of a `config:<key>` request may name a secret
+   * (`GOATKIT_SECRET_<NAME>` or a name in the config file's `secrets`). Such
+   * a request always waits for an operator, whatever `requireApproval` or
+   * `autoGrant` say: a secret is handed out only for a grant an operator
+   * approved. Wildcard requests (`config:app.*`, `config:*`) never cover a
+   * secret, so they are decided like any other permission. The host passes
+   * "a secret, or not a known host value"; without this option every exact
+   * key is treated as one.
+   * @default () => true
+   */
+  mayBeSecret?: (key: string) => boolean;
 }
 
 /** What the policy decided for a list of requested permissions. */
@@ -291,36 +392,44 @@ export interface GrantDecision {
 }
 
 /**
- * Decides which requested permissions are granted without asking. The
- * default (used by `deno task serve`) grants everything except `http:` and
- * `email:` permissions.
+ * Decides which requested permissions are granted without asking: consent
+ * by default. The default policy (that of `deno task serve` unless
+ * `GOATKIT_REQUIRE_APPROVAL` says otherwise) grants only `log`; everything
+ * else waits for an operator. Exact `config:` keys that may be secrets wait
+ * under every policy (see {@linkcode GrantPolicyOptions.mayBeSecret}).
  *
  * @example
  * ```ts
  * import { GrantPolicy } from "./grants.ts";
  * new GrantPolicy().decide(["db:read", "http:external", "log"]);
- * // { granted: ["db:read", "log"], pending: ["http:external"] }
- * new GrantPolicy({ requireApproval: [] }).decide(["http:external"]).granted; // ["http:external"]
+ * // { granted: ["log"], pending: ["db:read", "http:external"] }
+ * new GrantPolicy({ requireApproval: ["http", "email"] }).decide(["db:read", "http:external"]);
+ * // { granted: ["db:read"], pending: ["http:external"] }
+ * new GrantPolicy({ requireApproval: [] }).decide(["config:API_KEY", "config:app.*"]);
+ * // { granted: ["config:app.*"], pending: ["config:API_KEY"] }
  * ```
  */
 export class GrantPolicy {
   #requireApproval: ReadonlySet<PermissionKind>;
   #autoGrant: ((p: Permission) => boolean) | undefined;
+  #mayBeSecret: (key: string) => boolean;
 
   /** Creates the policy. */
   constructor(options: GrantPolicyOptions = {}) {
     this.#requireApproval = new Set(
-      options.requireApproval ?? ["http", "email"],
+      options.requireApproval ?? APPROVAL_KINDS,
     );
     this.#autoGrant = options.autoGrant;
+    this.#mayBeSecret = options.mayBeSecret ?? (() => true);
   }
 
   /**
    * A policy from a setting such as the environment variable
-   * `GOATKIT_REQUIRE_APPROVAL`: a comma-separated list of kinds that wait for
-   * an operator (`http,email`), `none` (grant everything requested) or `all`
-   * (grant nothing without approval). `undefined` or empty gives the
-   * default (`http,email`). Unknown kinds throw a `TypeError`.
+   * `GOATKIT_REQUIRE_APPROVAL`, read by {@linkcode parseApprovalSetting}:
+   * `all` (the default, also for `undefined` or empty), `none` (development
+   * only) or a comma-separated list of kinds that wait (`db,http,email`).
+   * Unknown kinds throw a `TypeError`. `options` adds the other policy
+   * options (such as `mayBeSecret`).
    *
    * @example
    * ```ts
@@ -329,28 +438,32 @@ export class GrantPolicy {
    * GrantPolicy.fromSetting("none").decide(["http:external"]).granted; // ["http:external"]
    * ```
    */
-  static fromSetting(setting: string | undefined): GrantPolicy {
-    const text = (setting ?? "").trim().toLowerCase();
-    if (text === "") return new GrantPolicy();
-    if (text === "none") return new GrantPolicy({ requireApproval: [] });
-    const all: PermissionKind[] = PERMISSION_KINDS.filter((k) => k !== "log");
-    if (text === "all") return new GrantPolicy({ requireApproval: all });
-    const kinds = text.split(",").map((k) => k.trim()).filter((k) => k);
-    for (const k of kinds) {
-      if (!all.includes(k as PermissionKind)) {
-        throw new TypeError(
-          `Cannot use approval setting "${setting}": unknown permission kind "${k}" (known: ${
-            all.join(", ")
-          }, or none / all)`,
-        );
-      }
-    }
-    return new GrantPolicy({ requireApproval: kinds as PermissionKind[] });
+  static fromSetting(
+    setting: string | readonly string[] | undefined,
+    options: Omit<GrantPolicyOptions, "requireApproval"> = {},
+  ): GrantPolicy {
+    return new GrantPolicy({
+      ...options,
+      requireApproval: parseApprovalSetting(setting),
+    });
   }
 
   /** The kinds that wait for approval (empty when `autoGrant` decides). */
   get requireApproval(): PermissionKind[] {
     return this.#autoGrant ? [] : [...this.#requireApproval].sort();
+  }
+
+  /**
+   * What of `requested` is still pending with `granted`
+   * ({@linkcode pendingPermissions} with this policy's `mayBeSecret`).
+   */
+  pending(
+    requested: readonly string[],
+    granted: readonly string[],
+  ): string[] {
+    return pendingPermissions(requested, granted, {
+      mayBeSecret: this.#mayBeSecret,
+    });
   }
 
   /** Splits `requested` into what is granted now and what waits. */
@@ -360,33 +473,56 @@ export class GrantPolicy {
     for (const text of canonicalPermissions(requested)) {
       const p = parsePermission(text);
       const ok = p.kind === "log" ||
-        (this.#autoGrant
-          ? this.#autoGrant(p)
-          : !this.#requireApproval.has(p.kind));
+        (!(p.kind === "config" && !p.wildcard &&
+          this.#mayBeSecret(p.pattern)) &&
+          (this.#autoGrant
+            ? this.#autoGrant(p)
+            : !this.#requireApproval.has(p.kind)));
       (ok ? granted : pending).push(text);
     }
     return { granted, pending };
   }
 }
 
+/** Options of {@linkcode pendingPermissions}. */
+export interface PendingPermissionsOptions {
+  /**
+   * Whether an exact `config:<key>` may name a secret; such a request is
+   * pending until a grant names exactly that key (a wildcard grant never
+   * hands out a secret). See {@linkcode GrantPolicyOptions.mayBeSecret}.
+   * @default () => true
+   */
+  mayBeSecret?: (key: string) => boolean;
+}
+
 /**
  * The requested permissions that no grant covers (what an operator still has
- * to decide). `log` is never pending.
+ * to decide). `log` is never pending; an exact `config:` key that may be a
+ * secret is pending until a grant names it exactly.
  *
  * @example
  * ```ts
  * import { pendingPermissions } from "./grants.ts";
  * pendingPermissions(["db:read:t", "http:api.x.com"], ["db:read"]); // ["http:api.x.com"]
+ * pendingPermissions(["config:API_KEY", "config:app.*"], ["config:*"]); // ["config:API_KEY"]
  * ```
  */
 export function pendingPermissions(
   requested: readonly string[],
   granted: readonly string[],
+  options: PendingPermissionsOptions = {},
 ): string[] {
+  const mayBeSecret = options.mayBeSecret ?? (() => true);
   const g = granted.map((s) => parsePermission(s));
   return canonicalPermissions(requested).filter((r) => {
     const p = parsePermission(r);
-    return p.kind !== "log" && !g.some((x) => covers(x, p));
+    if (p.kind === "log") return false;
+    if (p.kind === "config" && !p.wildcard && mayBeSecret(p.pattern)) {
+      return !g.some((x) =>
+        x.kind === "config" && !x.wildcard && x.pattern === p.pattern
+      );
+    }
+    return !g.some((x) => covers(x, p));
   });
 }
 
@@ -409,8 +545,9 @@ export interface ApplyGrantPolicyOptions {
  * ```ts
  * import { applyGrantPolicy, MemoryGrantStore } from "./grants.ts";
  * const store = new MemoryGrantStore();
- * const r = await applyGrantPolicy(store, "hello", ["db:read", "email:*@x.com"]);
- * console.log(r.granted, r.pending); // ["db:read"] ["email:*@x.com"]
+ * const r = await applyGrantPolicy(store, "hello", ["db:read", "email:*@x.com", "log"]);
+ * console.log(r.granted, r.pending); // ["log"] ["db:read", "email:*@x.com"]
+ * await store.set("hello", [...r.granted, "db:read"]); // the operator approves db:read
  * ```
  */
 export async function applyGrantPolicy(
@@ -435,6 +572,6 @@ export async function applyGrantPolicy(
   }
   return {
     granted: canonicalPermissions(granted),
-    pending: pendingPermissions(requested, granted),
+    pending: policy.pending(requested, granted),
   };
 }

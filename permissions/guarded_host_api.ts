@@ -12,7 +12,7 @@
  * | `cacheSet`, `cacheDelete` | `cache:write` | same |
  * | `httpRequest` | `http:<pattern>` / `http:external` | through the SSRF-guarded egress client |
  * | `sendEmail` | `email:<pattern matching the recipient>` | |
- * | `configGet` | none for the plugin's own section; `config:<pattern>` for host keys; exact `config:<key>` for secrets | |
+ * | `configGet` | none for the plugin's own section; `config:<pattern>` for host keys; for a secret, a grant naming exactly its key (`config:*` or `config:app.*` never covers one) | a missing key, `__proto__` and `constructor` included, is refused or "no such key" like any other |
  * | `translate` | none | language from `ctx.language` |
  * | `callPlugin` | `plugins:call` or `plugins:call:<target>` | caller = this plugin; `ctx` is the parent |
  * | `log` | none | always attributed to this plugin |
@@ -559,8 +559,10 @@ export function createGuardedHostAPI(
     },
 
     async configGet(_ctx, key) {
+      // Every answer below is a string or a refusal: a key such as
+      // `__proto__` or `constructor` is an unset key like any other.
       const own = services.config?.pluginValue(plugin, key);
-      if (own !== undefined) return own;
+      if (typeof own === "string") return own;
       const eff = await effective();
       const configs = eff.list.filter((p) => p.kind === "config");
       const exact = configs.some((p) =>
@@ -568,8 +570,10 @@ export function createGuardedHostAPI(
       );
       const label = `config_get ${short(key, 120)}`;
       const secret = services.config?.secret(key);
-      if (secret !== undefined) {
-        // A secret needs the operator's grant to name the key itself, not a pattern.
+      if (typeof secret === "string") {
+        // A secret needs a stored grant naming the key itself, not a
+        // pattern; the grant policy never stores one without the operator.
+        // The refusal names the key, never the value.
         if (!exact || !eff.exactConfigGrants.has(key)) {
           deny(
             `config:${key}`,
@@ -587,7 +591,7 @@ export function createGuardedHostAPI(
       if (!covered) deny(`config:${key}`, label, "configGet");
       if (!services.config) throw new ServiceUnavailableError("configuration");
       const value = services.config.hostValue(key);
-      if (value === undefined) {
+      if (typeof value !== "string") {
         throw new Error(
           `Cannot get config key "${key}": the host has no such key`,
         );

@@ -46,6 +46,8 @@ export {
 export {
   applyGrantPolicy,
   type ApplyGrantPolicyOptions,
+  APPROVAL_KINDS,
+  type ApprovalKind,
   canonicalGrants,
   type GrantDecision,
   type GrantListener,
@@ -53,7 +55,9 @@ export {
   type GrantPolicyOptions,
   type GrantStore,
   MemoryGrantStore,
+  parseApprovalSetting,
   pendingPermissions,
+  type PendingPermissionsOptions,
   PgGrantStore,
   type PgGrantStoreOptions,
   type SqlQueryClient,
@@ -63,6 +67,8 @@ export {
   AuditLog,
   type AuditLogOptions,
   type AuditQuery,
+  type AuditRateLimit,
+  type AuditRecord,
 } from "./audit.ts";
 export {
   createGuardedHostAPI,
@@ -120,6 +126,9 @@ export {
   FsEscapeError,
 } from "./fs_check.ts";
 export {
+  checkPrivileges,
+  CLOSED_LANGUAGES,
+  DatabaseHardeningError,
   dropPrivileges,
   hardenDatabase,
   type PluginPrivileges,
@@ -127,8 +136,11 @@ export {
   pluginSchemaName,
   type PrivilegeSession,
   quoteIdent,
+  ReservedSchemaError,
+  SESSION_FUNCTIONS,
   syncPrivileges,
 } from "./pg_privileges.ts";
+export { HOST_SCHEMA } from "./host_schema.ts";
 export {
   privilegesOf,
   PrivilegeSync,

@@ -1,14 +1,27 @@
 /**
  * Grant stores (memory and the real PostgreSQL at 127.0.0.1:5432, database
- * `test`), the default policy, applyGrantPolicy at install and upgrade.
+ * `test`), the default policy (consent by default: only `log` is granted
+ * without the operator; secrets wait under every policy), the
+ * `GOATKIT_REQUIRE_APPROVAL` setting, applyGrantPolicy at install and
+ * upgrade, and the setting end to end on a real host (`boot`) with the WAT
+ * permission probe: requests wait and calls are refused until the operator
+ * approves them through the admin API; with `none` they are granted at once.
  */
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import pg from "pg";
+import { boot, type RunningHost } from "../host/boot.ts";
+import { loadConfig } from "../host/services/config.ts";
+import { PgDatabase } from "../host/services/database.ts";
+import { pluginRoleName } from "../permissions/pg_privileges.ts";
+import { buildWat } from "../fixtures/hostile/wat_build.ts";
 import {
   applyGrantPolicy,
+  APPROVAL_KINDS,
   GrantPolicy,
   type GrantStore,
   MemoryGrantStore,
+  parseApprovalSetting,
   pendingPermissions,
   PermissionSyntaxError,
   PgGrantStore,
@@ -73,40 +86,57 @@ Deno.test("grants: PostgreSQL store (real server)", async () => {
   }
 });
 
-Deno.test("grants: the default policy holds back network and e-mail", () => {
+Deno.test("grants: the default policy grants only log; everything else waits", () => {
   const policy = new GrantPolicy();
-  assert.deepEqual(
-    policy.decide([
+  const requested = [
+    "db:read",
+    "db:write:t",
+    "cache:read",
+    "http:external",
+    "http:api.x.com",
+    "email:*@x.com",
+    "config:app.*",
+    "config:API_KEY",
+    "plugins:call",
+    "fs:write:cache",
+    "log",
+  ];
+  assert.deepEqual(policy.decide(requested), {
+    granted: ["log"],
+    pending: [
+      "cache:read",
+      "config:API_KEY",
+      "config:app.*",
       "db:read",
       "db:write:t",
-      "cache:read",
-      "http:external",
-      "http:api.x.com",
       "email:*@x.com",
-      "config:app.*",
-      "plugins:call",
       "fs:write:cache",
-      "log",
-    ]),
-    {
-      granted: [
-        "cache:read",
-        "config:app.*",
-        "db:read",
-        "db:write:t",
-        "fs:write:cache",
-        "log",
-        "plugins:call",
-      ],
-      pending: ["email:*@x.com", "http:api.x.com", "http:external"],
-    },
-  );
+      "http:api.x.com",
+      "http:external",
+      "plugins:call",
+    ],
+  });
+  assert.deepEqual(policy.requireApproval, [...APPROVAL_KINDS]);
+  assert.deepEqual(APPROVAL_KINDS, [
+    "cache",
+    "config",
+    "db",
+    "email",
+    "fs",
+    "http",
+    "plugins",
+  ]);
+  // The former default, now opted into explicitly.
   assert.deepEqual(
-    new GrantPolicy({ requireApproval: ["db", "http", "email"] }).decide([
-      "db:read",
-      "cache:read",
-    ]),
-    { granted: ["cache:read"], pending: ["db:read"] },
+    new GrantPolicy({
+      requireApproval: ["http", "email"],
+      mayBeSecret: () => false,
+    })
+      .decide(["db:read", "cache:read", "http:external", "config:app.name"]),
+    {
+      granted: ["cache:read", "config:app.name", "db:read"],
+      pending: ["http:external"],
+    },
   );
   assert.deepEqual(
     new GrantPolicy({ autoGrant: (p) => p.kind === "http" && !p.external })
@@ -119,14 +149,55 @@ Deno.test("grants: the default policy holds back network and e-mail", () => {
   );
 });
 
+Deno.test("grants: a secret waits for the operator under every policy", () => {
+  const secrets = new Set(["RT_API_KEY"]);
+  const mayBeSecret = (k: string) => secrets.has(k);
+  const requested = [
+    "config:RT_API_KEY",
+    "config:app.name",
+    "config:*",
+    "db:read",
+  ];
+  for (
+    const policy of [
+      GrantPolicy.fromSetting("none", { mayBeSecret }),
+      new GrantPolicy({ requireApproval: ["http"], mayBeSecret }),
+      // Even a policy that grants everything by its own rule.
+      new GrantPolicy({ autoGrant: () => true, mayBeSecret }),
+    ]
+  ) {
+    assert.deepEqual(policy.decide(requested), {
+      granted: ["config:*", "config:app.name", "db:read"],
+      pending: ["config:RT_API_KEY"],
+    });
+  }
+  // Without knowing the secrets, every exact config key is treated as one.
+  assert.deepEqual(GrantPolicy.fromSetting("none").decide(requested), {
+    granted: ["config:*", "db:read"],
+    pending: ["config:RT_API_KEY", "config:app.name"],
+  });
+});
+
 Deno.test("grants: policy from a setting (GOATKIT_REQUIRE_APPROVAL)", () => {
-  assert.deepEqual(GrantPolicy.fromSetting(undefined).requireApproval, [
-    "email",
-    "http",
-  ]);
+  assert.deepEqual(
+    GrantPolicy.fromSetting(undefined).requireApproval,
+    [...APPROVAL_KINDS],
+  );
+  assert.deepEqual(
+    GrantPolicy.fromSetting("").requireApproval,
+    [...APPROVAL_KINDS],
+  );
+  assert.deepEqual(
+    GrantPolicy.fromSetting(" ALL ").requireApproval,
+    [...APPROVAL_KINDS],
+  );
   assert.deepEqual(GrantPolicy.fromSetting(" HTTP, fs ").requireApproval, [
     "fs",
     "http",
+  ]);
+  assert.deepEqual(GrantPolicy.fromSetting(["email", "db"]).requireApproval, [
+    "db",
+    "email",
   ]);
   assert.deepEqual(
     GrantPolicy.fromSetting("none").decide(["http:external", "email:*"]),
@@ -139,26 +210,299 @@ Deno.test("grants: policy from a setting (GOATKIT_REQUIRE_APPROVAL)", () => {
     granted: ["log"],
     pending: ["db:read"],
   });
-  assert.throws(() => GrantPolicy.fromSetting("http,kv"), TypeError);
+  assert.deepEqual(parseApprovalSetting("none"), []);
+  for (const bad of ["http,kv", "log", "none,db", "all,db", "*"]) {
+    assert.throws(
+      () => GrantPolicy.fromSetting(bad),
+      (e: unknown) =>
+        e instanceof TypeError &&
+        /^Cannot use approval setting/.test(e.message),
+      bad,
+    );
+  }
 });
 
 Deno.test("grants: applyGrantPolicy at install, operator approval, and upgrade", async () => {
   const store = new MemoryGrantStore();
-  const v1 = ["db:read", "http:api.x.com"];
+  const v1 = ["db:read", "http:api.x.com", "log"];
   let r = await applyGrantPolicy(store, "hello", v1);
-  assert.deepEqual(r, { granted: ["db:read"], pending: ["http:api.x.com"] });
-  // The operator approves the host, and revokes db:read.
-  await store.set("hello", ["http:api.x.com"]);
+  assert.deepEqual(r, {
+    granted: ["log"],
+    pending: ["db:read", "http:api.x.com"],
+  });
+  // The operator approves the host only.
+  await store.set("hello", ["http:api.x.com", "log"]);
   r = await applyGrantPolicy(store, "hello", v1);
   assert.deepEqual(
     r,
-    { granted: ["http:api.x.com"], pending: ["db:read"] },
+    { granted: ["http:api.x.com", "log"], pending: ["db:read"] },
     "decisions kept",
   );
   // v2 asks for more: only the new requests are decided by the policy.
-  const v2 = ["db:read", "http:api.x.com", "cache:write", "email:*@x.com"];
-  r = await applyGrantPolicy(store, "hello", v2, { previousRequested: v1 });
-  assert.deepEqual(r.granted, ["cache:write", "http:api.x.com"]);
+  const v2 = [...v1, "cache:write", "email:*@x.com"];
+  const open = new GrantPolicy({ requireApproval: ["email"] });
+  r = await applyGrantPolicy(store, "hello", v2, {
+    previousRequested: v1,
+    policy: open,
+  });
+  assert.deepEqual(r.granted, ["cache:write", "http:api.x.com", "log"]);
   assert.deepEqual(r.pending, ["db:read", "email:*@x.com"]);
+  // With the default policy an upgrade's new requests wait too.
+  r = await applyGrantPolicy(store, "hello", [...v2, "fs:read:x"], {
+    previousRequested: v2,
+  });
+  assert.deepEqual(r.pending, ["db:read", "email:*@x.com", "fs:read:x"]);
   assert.deepEqual(pendingPermissions(["db:read:t", "log"], ["db:read"]), []);
+});
+
+// -- GOATKIT_REQUIRE_APPROVAL end to end -------------------------------------
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const PROBE_WAT = join(ROOT, "fixtures/plugins/perm-probe-wat/plugin.wat");
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A private schema on the test PostgreSQL; its DATABASE_URL and a drop function. */
+async function privateSchema(): Promise<
+  { url: string; drop(): Promise<void> }
+> {
+  const schema = `gk_grants_test_${
+    crypto.randomUUID().replaceAll("-", "").slice(0, 12)
+  }`;
+  const admin = new pg.Client({ connectionString: DATABASE_URL });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE SCHEMA ${schema}`);
+  } finally {
+    await admin.end();
+  }
+  return {
+    url: `${DATABASE_URL}?options=${
+      encodeURIComponent(`-c search_path=${schema}`)
+    }`,
+    async drop() {
+      const c = new pg.Client({ connectionString: DATABASE_URL });
+      await c.connect();
+      try {
+        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
+}
+
+/**
+ * Boots a real host (loopback, port 0, private schema) whose plugin folder
+ * holds the WAT permission probe requesting `db:read`, `cache:read`,
+ * `cache:write` and `log`, with `GOATKIT_REQUIRE_APPROVAL` = `approval`
+ * (unset when undefined); runs `body`, then closes everything and drops the
+ * plugin's database role.
+ */
+async function withProbeHost(
+  approval: string | undefined,
+  body: (t: {
+    host: RunningHost;
+    name: string;
+    lines: string[];
+    api(method: string, path: string, json?: unknown): Promise<Response>;
+    probe(fn: string, req: unknown): Promise<
+      { ok: true; value: unknown } | {
+        ok: false;
+        type: string;
+        permission?: string;
+      }
+    >;
+  }) => Promise<void>,
+): Promise<void> {
+  const name = `approval-probe-${crypto.randomUUID().slice(0, 8)}`;
+  const data = await Deno.makeTempDir({ prefix: "gk_approval_" });
+  const plugins = join(data, "plugins");
+  const dir = join(plugins, name);
+  await Deno.mkdir(dir, { recursive: true });
+  const manifest = join(dir, "manifest.json");
+  await Deno.writeTextFile(
+    manifest,
+    JSON.stringify({
+      name,
+      version: "1.0.0",
+      description: "permission probe (WAT) for GOATKIT_REQUIRE_APPROVAL",
+      permissions: ["db:read", "cache:read", "cache:write", "log"],
+    }),
+  );
+  await Deno.writeFile(
+    join(dir, "plugin.wasm"),
+    await buildWat(PROBE_WAT, manifest),
+  );
+  const db = await privateSchema();
+  const lines: string[] = [];
+  let host: RunningHost | undefined;
+  try {
+    host = await boot({
+      config: loadConfig({
+        env: {
+          PORT: "0",
+          GOATKIT_HOSTNAME: "127.0.0.1",
+          GOATKIT_DATA_DIR: join(data, "data"),
+          GOATKIT_PLUGINS_DIR: plugins,
+          GOATKIT_HOT_RELOAD: "false",
+          DATABASE_URL: db.url,
+          ...(approval === undefined
+            ? {}
+            : { GOATKIT_REQUIRE_APPROVAL: approval }),
+        },
+        defaultPath: join(data, "absent.json"),
+      }),
+      print: (l) => lines.push(l),
+    });
+    const h = host;
+    assert.deepEqual(
+      h.manager.list().map((p) => p.name),
+      [name],
+      lines.join("\n"),
+    );
+    await body({
+      host: h,
+      name,
+      lines,
+      api: (method, path, json) =>
+        fetch(`${h.url}/api/v1${path}`, {
+          method,
+          headers: {
+            authorization: `Bearer ${h.adminToken}`,
+            ...(json === undefined
+              ? {}
+              : { "content-type": "application/json" }),
+          },
+          ...(json === undefined ? {} : { body: JSON.stringify(json) }),
+        }),
+      async probe(fn, req) {
+        const out = await h.manager.call(
+          name,
+          "call",
+          encoder.encode(`${fn}\n${JSON.stringify(req)}`),
+          { timeoutMs: 20_000 },
+        );
+        const text = decoder.decode(out ?? new Uint8Array());
+        if (text.startsWith("ok:")) {
+          return { ok: true, value: JSON.parse(text.slice(3) || "null") };
+        }
+        assert.ok(text.startsWith("err:"), `probe answered ${text}`);
+        const e = JSON.parse(text.slice(4)).error;
+        return { ok: false, type: e.type, permission: e.permission };
+      },
+    });
+  } finally {
+    await host?.close();
+    const pgdb = new PgDatabase({ url: DATABASE_URL, max: 1 });
+    try {
+      await pgdb.dropPlugin(name);
+      const left = await pgdb.sqlClient.query(
+        "SELECT 1 FROM pg_roles WHERE rolname = $1",
+        [pluginRoleName(name)],
+      );
+      assert.equal(left.rows.length, 0, "the plugin's role is gone");
+    } finally {
+      await pgdb.close();
+      await db.drop();
+      await Deno.remove(data, { recursive: true });
+    }
+  }
+}
+
+const QUERY = { query: "SELECT 41 + 1 AS answer", args: [] };
+const SET = { key: "k", value: btoa("v"), ttl: 0 };
+
+Deno.test("GOATKIT_REQUIRE_APPROVAL unset: a real host holds db/cache requests until the operator approves them", async () => {
+  await withProbeHost(undefined, async ({ name, api, probe, lines }) => {
+    assert.ok(!lines.some((l) => /WARNING/.test(l)), "no warning by default");
+    let res = await api("GET", `/plugins/${name}/grants`);
+    let g = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(g));
+    assert.deepEqual(g.granted, ["log"]);
+    assert.deepEqual(g.pending.sort(), [
+      "cache:read",
+      "cache:write",
+      "db:read",
+    ]);
+
+    // The plugin tries anyway: refused, audited, nothing written.
+    for (
+      const [fn, req, permission] of [
+        ["db_query", QUERY, "db:read"],
+        ["cache_set", SET, "cache:write"],
+        ["cache_get", { key: "k" }, "cache:read"],
+      ] as const
+    ) {
+      const out = await probe(fn, req);
+      assert.deepEqual(out, {
+        ok: false,
+        type: "PermissionDeniedError",
+        permission,
+      });
+    }
+    res = await api("GET", `/audit?plugin=${name}`);
+    const audit = await res.json();
+    assert.deepEqual(
+      audit.entries.map((e: { permission: string; outcome: string }) =>
+        `${e.outcome} ${e.permission}`
+      ),
+      ["denied cache:read", "denied cache:write", "denied db:read"],
+    );
+
+    // The operator approves through the admin API; the next calls work.
+    res = await api("POST", `/plugins/${name}/grants`, {
+      permissions: ["db:read", "cache:read", "cache:write"],
+    });
+    g = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(g));
+    assert.deepEqual(g.pending, []);
+    assert.deepEqual(await probe("db_query", QUERY), {
+      ok: true,
+      value: [{ answer: 42 }],
+    });
+    assert.deepEqual(await probe("cache_set", SET), {
+      ok: true,
+      value: { ok: true },
+    });
+    assert.deepEqual(await probe("cache_get", { key: "k" }), {
+      ok: true,
+      value: { found: true, value: btoa("v") },
+    });
+    // The approvals are audited too.
+    res = await api("GET", `/audit?plugin=${name}&limit=3`);
+    assert.deepEqual(
+      (await res.json()).entries.map((
+        e: { permission: string; outcome: string },
+      ) => `${e.outcome} ${e.permission}`).sort(),
+      ["granted cache:read", "granted cache:write", "granted db:read"],
+    );
+  });
+});
+
+Deno.test("GOATKIT_REQUIRE_APPROVAL=none: a real host grants at once, and warns", async () => {
+  await withProbeHost("none", async ({ name, api, probe, lines, host }) => {
+    assert.deepEqual(host.config.server.requireApproval, []);
+    assert.ok(
+      lines.some((l) => /WARNING: GOATKIT_REQUIRE_APPROVAL=none/.test(l)),
+      lines.join("\n"),
+    );
+    const res = await api("GET", `/plugins/${name}/grants`);
+    const g = await res.json();
+    assert.deepEqual(g.pending, []);
+    assert.deepEqual(g.granted, [
+      "cache:read",
+      "cache:write",
+      "db:read",
+      "log",
+    ]);
+    assert.deepEqual(await probe("db_query", QUERY), {
+      ok: true,
+      value: [{ answer: 42 }],
+    });
+    assert.deepEqual(await probe("cache_set", SET), {
+      ok: true,
+      value: { ok: true },
+    });
+  });
 });

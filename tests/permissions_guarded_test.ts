@@ -6,10 +6,13 @@
  * client to a loopback server; plugin calls go through the real Manager.
  */
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import {
+  applyGrantPolicy,
   AuditLog,
   createEgressClient,
   createGuardedHostAPI,
+  GrantPolicy,
   type GuardedDbCallOptions,
   type GuardedHostAPIOptions,
   guardedHostFactory,
@@ -17,7 +20,8 @@ import {
   type PluginPrivileges,
 } from "../permissions/mod.ts";
 import { PermissionDeniedError } from "../host/model/errors.ts";
-import type { EmailMessage } from "../host/model/host_api.ts";
+import { loadConfig } from "../host/services/config.ts";
+import type { EmailMessage, HostAPI } from "../host/model/host_api.ts";
 import { LogBuffer } from "../host/log_buffer.ts";
 import { I18nRegistry } from "../host/registries/i18n.ts";
 import { Manager } from "../host/manager.ts";
@@ -25,7 +29,12 @@ import {
   createCallContext,
   decodeJson,
   encodeJson,
+  type Plugin,
 } from "../host/model/plugin.ts";
+import { grantsProvider } from "../host/boot.ts";
+import { loadWasmPlugin } from "../runtimes/wasm/plugin.ts";
+import { buildWat } from "../fixtures/hostile/wat_build.ts";
+import { setup as setupServer } from "./server_helpers.ts";
 
 class DbDouble {
   calls: {
@@ -395,6 +404,43 @@ Deno.test("guarded: configGet — own section, host keys by pattern, secrets by 
   assert.equal(await s.host.configGet(ctx(), "smtp.password"), "s3cret");
 });
 
+Deno.test("guarded: configGet of __proto__, constructor, toString, hasOwnProperty answers like any missing key", async () => {
+  const NAMES = ["__proto__", "constructor", "toString", "hasOwnProperty"];
+  // The real ConfigStore, from a file whose keys try the same names.
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/g.json`,
+      `{"app":{"name":"GoatKit"},"plugins":{"alpha":{"greeting":"hi","__proto__":{"x":"y"}}}}`,
+    );
+    const store = loadConfig({
+      env: { GOATKIT_CONFIG: `${dir}/g.json` },
+    }).store;
+    for (const granted of [[], ["config:*"]]) {
+      const s = setup(["config:*"], granted, {
+        services: { config: store },
+      });
+      await s.ready;
+      const missing = await s.host.configGet(ctx(), "no.such.key").then(
+        (v) => ({ value: v }),
+        (e: Error) => ({ error: e.name }),
+      );
+      assert.ok("error" in missing, JSON.stringify(missing));
+      for (const key of NAMES) {
+        const out = await s.host.configGet(ctx(), key).then(
+          (v) => ({ value: v }),
+          (e: Error) => ({ error: e.name }),
+        );
+        assert.deepEqual(out, missing, `${key} with ${granted}`);
+      }
+      assert.equal(await s.host.configGet(ctx(), "greeting"), "hi");
+      s.host.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("guarded: translate uses the call's language; log is attributed to the plugin", async () => {
   const s = setup([], []);
   await s.ready;
@@ -524,4 +570,315 @@ Deno.test("guarded: callPlugin through the Manager, caller recorded, ctx passed 
   } finally {
     await manager.shutdownAll();
   }
+});
+
+// -- hostile: secrets only by an exact, approved grant ------------------------
+
+const PROBE_WAT = new URL(
+  "../fixtures/plugins/perm-probe-wat/plugin.wat",
+  import.meta.url,
+).pathname;
+
+Deno.test("hostile: a WASM plugin asks for a secret with a wildcard grant, a pending grant, an approved exact grant — only the last gets it", async () => {
+  const SECRET = `rt-${crypto.randomUUID()}`;
+  const id = crypto.randomUUID().slice(0, 8);
+  const name = `secret-probe-${id}`;
+  const tmp = await Deno.makeTempDir({ prefix: "gk_secret_" });
+  const manifestPath = join(tmp, "manifest.json");
+  await Deno.writeTextFile(
+    manifestPath,
+    JSON.stringify({
+      name,
+      version: "1.0.0",
+      description: "asks for a secret",
+      permissions: ["config:*", "config:RT_API_KEY", "log"],
+    }),
+  );
+  // The real configuration reader: the secret comes from the environment.
+  const store = loadConfig({
+    env: { GOATKIT_SECRET_RT_API_KEY: SECRET, GOATKIT_APP__NAME: "Desk" },
+    defaultPath: join(tmp, "absent.json"),
+  }).store;
+  const grants = new MemoryGrantStore();
+  const logs = new LogBuffer({ capacity: 5000 });
+  const audit = new AuditLog({ logs });
+  const manager = new Manager({
+    logs,
+    host: guardedHostFactory({
+      grants,
+      services: { config: store },
+      logs,
+      audit,
+    }),
+  });
+  const ask = async (key: string) => {
+    const out = await manager.call(
+      name,
+      "call",
+      new TextEncoder().encode(`config_get\n${JSON.stringify({ key })}`),
+      { timeoutMs: 20_000 },
+    );
+    return new TextDecoder().decode(out ?? new Uint8Array());
+  };
+  const refused = (answer: string) => {
+    assert.ok(answer.startsWith("err:"), answer);
+    const e = JSON.parse(answer.slice(4)).error;
+    assert.equal(e.type, "PermissionDeniedError");
+    assert.equal(e.permission, "config:RT_API_KEY");
+    assert.ok(!answer.includes(SECRET), "the refusal holds no value");
+  };
+  try {
+    await manager.register(
+      await loadWasmPlugin(await buildWat(PROBE_WAT, manifestPath), {
+        name,
+        callTimeoutMs: 20_000,
+      }),
+    );
+
+    // 1. The policy, even `none`, leaves the secret pending; `config:*` is granted.
+    const policy = GrantPolicy.fromSetting("none", {
+      mayBeSecret: (k) =>
+        store.secret(k) !== undefined || store.hostValue(k) === undefined,
+    });
+    const decided = await applyGrantPolicy(grants, name, [
+      "config:*",
+      "config:RT_API_KEY",
+      "log",
+    ], { policy });
+    assert.deepEqual(decided, {
+      granted: ["config:*", "log"],
+      pending: ["config:RT_API_KEY"],
+    });
+    // The wildcard reads host keys, never the secret (pending + wildcard).
+    assert.equal(await ask("app.name"), `ok:{"value":"Desk"}`);
+    let before = audit.count();
+    refused(await ask("RT_API_KEY"));
+    assert.equal(audit.count(), before + 1);
+    assert.equal(
+      audit.query({ plugin: name })[0]!.permission,
+      "config:RT_API_KEY",
+    );
+
+    // 2. Only the exact grant pending, the wildcard revoked: still refused.
+    await grants.set(name, ["log"]);
+    before = audit.count();
+    refused(await ask("RT_API_KEY"));
+    assert.equal(audit.count(), before + 1);
+
+    // 3. A wildcard grant stored by whatever means (say, an operator
+    //    approving "config:*"): refused.
+    await grantsProvider(grants, { audit }).approve(name, ["config:*"]);
+    before = audit.count();
+    refused(await ask("RT_API_KEY"));
+    assert.equal(audit.count(), before + 1);
+
+    // 4. The operator approves the exact key: handed out.
+    await grantsProvider(grants, { audit }).approve(name, [
+      "config:RT_API_KEY",
+    ]);
+    assert.equal(
+      await ask("RT_API_KEY"),
+      `ok:${JSON.stringify({ value: SECRET })}`,
+    );
+    // Revoked again: refused at once, and the host still serves the plugin.
+    await grantsProvider(grants, { audit }).revoke(name, [
+      "config:RT_API_KEY",
+    ]);
+    refused(await ask("RT_API_KEY"));
+    assert.equal(await ask("app.name"), `ok:{"value":"Desk"}`);
+
+    // The value is nowhere in the audit log or the log buffer.
+    const entries = audit.query({ plugin: name });
+    assert.deepEqual(
+      entries.map((e) => `${e.outcome} ${e.permission}`),
+      [
+        "denied config:RT_API_KEY",
+        "revoked config:RT_API_KEY",
+        "granted config:RT_API_KEY",
+        "denied config:RT_API_KEY",
+        "granted config:*",
+        "denied config:RT_API_KEY",
+        "denied config:RT_API_KEY",
+      ],
+    );
+    assert.ok(!JSON.stringify(entries).includes(SECRET));
+    assert.ok(!JSON.stringify(logs.query({})).includes(SECRET));
+  } finally {
+    await manager.shutdownAll();
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+// -- hostile: one plugin cannot flush the audit log ---------------------------
+
+Deno.test("hostile: plugin A's 2,500 denied calls leave plugin B's audit entries in place and are summarised", async () => {
+  let clock = Date.UTC(2030, 0, 1);
+  const logs = new LogBuffer({ capacity: 1000 });
+  const audit = new AuditLog({ logs, now: () => clock });
+  const grants = new MemoryGrantStore();
+  const cache = new CacheDouble();
+  const manager = new Manager({
+    logs,
+    host: guardedHostFactory({ grants, services: { cache }, logs, audit }),
+  });
+  const hosts = new Map<string, HostAPI>();
+  const plugin = (name: string, permissions: string[]): Plugin => ({
+    gkRegister: () => ({ name, version: "1.0.0", permissions }),
+    init: (h) => {
+      hosts.set(name, h);
+      return Promise.resolve();
+    },
+    call: async (fn, args, c) => {
+      const h = hosts.get(name)!;
+      if (fn === "flood") {
+        // Cheap denied calls, as fast as the plugin can make them.
+        let denied = 0;
+        const n = decodeJson<number>(args)!;
+        for (let i = 0; i < n; i++) {
+          try {
+            await h.cacheSet(c, `k${i}`, new Uint8Array([1]), 0);
+          } catch (e) {
+            if (e instanceof PermissionDeniedError) denied++;
+            else throw e;
+          }
+        }
+        return encodeJson(denied);
+      }
+      if (fn === "read") {
+        const v = await h.cacheGet(c, "k");
+        return encodeJson(v === null ? null : [...v]);
+      }
+      if (fn === "write") {
+        await h.cacheSet(c, "k", new Uint8Array([7]), 0);
+        return encodeJson(true);
+      }
+      throw new Error(`no function ${fn}`);
+    },
+    shutdown: () => Promise.resolve(),
+  });
+  const A = "flooder";
+  const B = "bystander";
+  try {
+    await manager.register(plugin(A, ["cache:write"]));
+    await manager.register(plugin(B, ["cache:read", "cache:write"]));
+    await grants.set(A, []);
+    await grants.set(B, []);
+    // B: an operator approval, an allowed call, a denied call.
+    await grantsProvider(grants, { audit }).approve(B, ["cache:read"]);
+    assert.deepEqual(decodeJson(await manager.call(B, "read", null)), null);
+    await assert.rejects(manager.call(B, "write", null), PermissionDeniedError);
+    const bBefore = audit.query({ plugin: B });
+    assert.deepEqual(
+      bBefore.map((e) => `${e.outcome} ${e.permission}`),
+      ["denied cache:write", "granted cache:read"],
+    );
+
+    // A floods.
+    const denied = decodeJson<number>(
+      await manager.call(A, "flood", encodeJson(2500)),
+    );
+    assert.equal(denied, 2500, "every call was refused");
+
+    // B's entries are all still there, unchanged.
+    assert.deepEqual(audit.query({ plugin: B }), bBefore);
+    // A: the first 100 recorded one by one, the other 2,400 in one summary.
+    const a = audit.query({ plugin: A });
+    assert.equal(a.filter((e) => e.outcome === "denied").length, 100);
+    const summaries = a.filter((e) => e.outcome === "suppressed");
+    assert.equal(summaries.length, 1, JSON.stringify(summaries));
+    assert.equal(summaries[0]!.count, 2400);
+    assert.match(summaries[0]!.attempted, /^2400 more denial\(s\) suppressed/);
+    assert.match(
+      summaries[0]!.attempted,
+      /last: "cache:write" for cache_set k2499/,
+    );
+    assert.equal(a[0], summaries[0], "the summary is A's newest entry");
+    assert.equal(audit.count(), 2 + 100 + 1);
+    // The log buffer was not flushed either: B's warn line is still there.
+    assert.equal(
+      logs.query({ plugin: B, minLevel: "warn" }).length,
+      1,
+    );
+    assert.ok(logs.query({ plugin: A }).length <= 102);
+
+    // The readers: the admin API and the admin page show both plugins.
+    const t = await setupServer({ audit });
+    try {
+      const res = await t.req("GET", `/api/v1/audit?plugin=${B}`, {
+        token: t.adminToken,
+      });
+      const body = await res.json();
+      assert.deepEqual(
+        body.entries.map((e: { outcome: string }) => e.outcome),
+        ["denied", "granted"],
+      );
+      const page = await t.req("GET", `/admin/audit?plugin=${A}`, {
+        token: t.adminToken,
+      });
+      const html = await page.text();
+      assert.equal(page.status, 200);
+      assert.match(html, /suppressed/);
+      assert.match(html, /2400 more denial/);
+    } finally {
+      await t.close();
+    }
+
+    // The next window records again, and logs the total of the last one.
+    clock += 60_000;
+    assert.equal(
+      decodeJson<number>(await manager.call(A, "flood", encodeJson(1))),
+      1,
+    );
+    assert.equal(audit.query({ plugin: A, limit: 1 })[0]!.outcome, "denied");
+    assert.ok(
+      logs.query({ plugin: A }).some((l) =>
+        /^2400 permission denial\(s\) suppressed by the audit limit/.test(
+          l.message,
+        )
+      ),
+    );
+    // And the host still serves B.
+    assert.deepEqual(decodeJson(await manager.call(B, "read", null)), null);
+  } finally {
+    await manager.shutdownAll();
+  }
+});
+
+Deno.test("audit: shares — a full log drops the biggest holder's oldest entry, never a small plugin's", () => {
+  const audit = new AuditLog({ capacity: 10, rateLimit: false });
+  audit.record({ plugin: "b", permission: "db:read", attempted: "b1" });
+  audit.record({ plugin: "c", permission: "db:read", attempted: "c1" });
+  for (let i = 0; i < 50; i++) {
+    audit.record({ plugin: "a", permission: "db:read", attempted: `a${i}` });
+  }
+  assert.equal(audit.count(), 10);
+  assert.deepEqual(audit.query({ plugin: "b" }).map((e) => e.attempted), [
+    "b1",
+  ]);
+  assert.deepEqual(audit.query({ plugin: "c" }).map((e) => e.attempted), [
+    "c1",
+  ]);
+  assert.deepEqual(
+    audit.query({ plugin: "a" }).map((e) => e.attempted),
+    Array.from({ length: 8 }, (_, i) => `a${49 - i}`),
+  );
+  // A hard per-plugin cap, and operator entries are never rate-limited.
+  const capped = new AuditLog({
+    capacity: 100,
+    perPluginCapacity: 3,
+    rateLimit: { max: 1, windowMs: 60_000 },
+  });
+  for (let i = 0; i < 5; i++) {
+    capped.record({
+      plugin: "p",
+      permission: "x",
+      attempted: `g${i}`,
+      outcome: "granted",
+    });
+  }
+  assert.deepEqual(capped.query().map((e) => e.attempted), [
+    "g4",
+    "g3",
+    "g2",
+  ]);
 });

@@ -289,14 +289,20 @@ Deno.test("boot: a package uploaded through the API installs and serves; uninsta
     assertEquals(hello.status, 200);
     assertMatch(await hello.text(), /Hello from C/);
 
-    // The default policy granted all but http/email; those wait for approval.
+    // Consent by default: everything but log waits for approval.
     const grants =
       await (await fetch(`${host.url}/api/v1/plugins/hello-c/grants`, {
         headers: auth,
       })).json();
     assertEquals(grants.pending.sort(), [
+      "cache:read",
+      "cache:write",
+      "config:app.name",
+      "db:read",
+      "db:write",
       "email:test@example.com",
       "http:example.com",
+      "plugins:call:hello-rust",
     ]);
 
     const del = await fetch(`${host.url}/api/v1/plugins/hello-c`, {

@@ -20,6 +20,11 @@ import {
   loadConfig,
   SERVER_SETTING_ALIASES,
 } from "../host/services/config.ts";
+import { BasicHostAPI } from "../host/services/basic_host_api.ts";
+import { LogBuffer } from "../host/log_buffer.ts";
+import { I18nRegistry } from "../host/registries/i18n.ts";
+import { createCallContext } from "../host/model/plugin.ts";
+import { APPROVAL_KINDS } from "../permissions/grants.ts";
 
 Deno.test("config: file plus environment", async (t) => {
   const dir = await Deno.makeTempDir();
@@ -166,7 +171,7 @@ Deno.test("loadConfig: one goatkit.json + environment gives server and plugin se
     assert.ok(config.fileFound);
     assert.deepEqual(config.server, {
       port: 9200,
-      hostname: "0.0.0.0", // default
+      hostname: "127.0.0.1", // default
       dataDir: "/srv/env",
       pluginsDir: "./fixtures/plugins", // default
       title: "From env",
@@ -175,6 +180,8 @@ Deno.test("loadConfig: one goatkit.json + environment gives server and plugin se
       hotReload: false,
       trustedKeys: ["key-a", "key-b"],
       requireSignature: false,
+      trustProxy: false,
+      requireApproval: [...APPROVAL_KINDS], // default: all
     });
     // The same read gives the host values, plugin sections and secrets.
     assert.equal(config.store.hostValue("app.name"), "Desk");
@@ -268,6 +275,165 @@ Deno.test("loadConfig: a bad value is a ConfigValueError naming the variable or 
           e instanceof ConfigError && !(e instanceof ConfigValueError) &&
           /GOATKIT_CONFIG/.test(e.message),
       );
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadConfig: requireApproval (GOATKIT_REQUIRE_APPROVAL) — all by default, none, or kinds", async () => {
+  const dir = await Deno.makeTempDir();
+  const absent = `${dir}/absent.json`;
+  const approval = (env: Record<string, string>) =>
+    loadConfig({ env, defaultPath: absent }).server.requireApproval;
+  try {
+    assert.deepEqual(approval({}), [...APPROVAL_KINDS]);
+    assert.ok(!approval({}).includes("log" as never));
+    assert.deepEqual(approval({ GOATKIT_REQUIRE_APPROVAL: "all" }), [
+      ...APPROVAL_KINDS,
+    ]);
+    assert.deepEqual(approval({ GOATKIT_REQUIRE_APPROVAL: "none" }), []);
+    assert.deepEqual(
+      approval({ GOATKIT_REQUIRE_APPROVAL: "http, Email,db" }),
+      ["db", "email", "http"],
+    );
+    // The sectioned form, and the alias winning over it.
+    assert.deepEqual(
+      approval({ GOATKIT_SERVER__REQUIREAPPROVAL: "none" }),
+      [],
+    );
+    assert.deepEqual(
+      approval({
+        GOATKIT_SERVER__REQUIREAPPROVAL: "none",
+        GOATKIT_REQUIRE_APPROVAL: "http",
+      }),
+      ["http"],
+    );
+    // goatkit.json: a string or an array.
+    const file = `${dir}/g.json`;
+    await Deno.writeTextFile(
+      file,
+      JSON.stringify({ server: { requireApproval: ["email", "http"] } }),
+    );
+    assert.deepEqual(approval({ GOATKIT_CONFIG: file }), ["email", "http"]);
+    await Deno.writeTextFile(
+      file,
+      JSON.stringify({ server: { requireApproval: "none" } }),
+    );
+    assert.deepEqual(approval({ GOATKIT_CONFIG: file }), []);
+    // Bad values name the variable or key.
+    for (const bad of ["kv", "log", "none,db", "yes"]) {
+      assert.throws(
+        () => approval({ GOATKIT_REQUIRE_APPROVAL: bad }),
+        (e: unknown) =>
+          e instanceof ConfigValueError &&
+          e.setting === "GOATKIT_REQUIRE_APPROVAL" &&
+          /is not none, all or a list of permission kinds/.test(e.message),
+        bad,
+      );
+    }
+    await Deno.writeTextFile(
+      file,
+      JSON.stringify({ server: { requireApproval: [1] } }),
+    );
+    assert.throws(
+      () => approval({ GOATKIT_CONFIG: file }),
+      (e: unknown) =>
+        e instanceof ConfigValueError &&
+        e.setting === "server.requireApproval" && e.origin === "file",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("config: inherited names (__proto__, constructor, toString, hasOwnProperty) are unset keys, never members", async (t) => {
+  const NAMES = ["__proto__", "constructor", "toString", "hasOwnProperty"];
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/goatkit.json`;
+    // Written as text: JSON.parse makes "__proto__" an own key (a literal
+    // in JS would set the prototype instead).
+    await Deno.writeTextFile(
+      path,
+      `{
+        "app": { "name": "Desk" },
+        "__proto__": { "polluted": "yes" },
+        "plugins": {
+          "hello": { "greeting": "Hi", "__proto__": { "polluted": "yes" } },
+          "__proto__": { "greeting": "from __proto__" }
+        },
+        "secrets": ["constructor", "toString", "STRIPE_KEY"],
+        "server": { "__proto__": { "port": 1 } }
+      }`,
+    );
+    const env = {
+      GOATKIT_CONFIG: path,
+      STRIPE_KEY: "sk_live",
+      GOATKIT_PLUGIN__CONSTRUCTOR__POLLUTED: "yes",
+      GOATKIT_PLUGIN__HELLO__CONSTRUCTOR: "set-by-env",
+    };
+    const config = loadConfig({ env });
+    const store = config.store;
+
+    await t.step("host values and secrets", () => {
+      for (const key of NAMES) {
+        assert.equal(store.hostValue(key), undefined, `hostValue(${key})`);
+        assert.equal(store.secret(key), undefined, `secret(${key})`);
+      }
+      // A nested "__proto__" object is data under its own dotted key.
+      assert.equal(store.hostValue("__proto__.polluted"), "yes");
+      assert.equal(store.secret("STRIPE_KEY"), "sk_live");
+      assert.equal(config.server.port, 8080, "server.__proto__ is not read");
+    });
+
+    await t.step("plugin sections", () => {
+      for (const key of NAMES) {
+        assert.equal(
+          store.pluginValue("hello", key),
+          key === "constructor" ? "set-by-env" : undefined,
+          `pluginValue(hello, ${key})`,
+        );
+        assert.equal(store.pluginValue("nobody", key), undefined);
+      }
+      assert.equal(store.pluginValue("hello", "__proto__.polluted"), "yes");
+      assert.equal(
+        store.pluginValue("__proto__", "greeting"),
+        "from __proto__",
+        "a plugin named __proto__ is just a name",
+      );
+      assert.equal(store.pluginValue("constructor", "polluted"), "yes");
+      for (const key of NAMES) {
+        assert.equal(store.pluginValue("toString", key), undefined);
+      }
+      const section = store.pluginSection("hello");
+      assert.equal(Object.getPrototypeOf(section), Object.prototype);
+      assert.equal(section.greeting, "Hi");
+    });
+
+    await t.step("nothing global was changed", () => {
+      const probe = {} as Record<string, unknown>;
+      assert.equal(probe.polluted, undefined);
+      assert.equal(
+        (Object as unknown as Record<string, unknown>).polluted,
+        undefined,
+      );
+      assert.equal(typeof ({}).toString, "function");
+    });
+
+    await t.step('BasicHostAPI answers the missing-key ""', async () => {
+      const host = new BasicHostAPI({
+        logs: new LogBuffer(),
+        i18n: new I18nRegistry(),
+        config: { "app.name": "GoatKit" },
+      });
+      const ctx = createCallContext({ chain: ["demo"] });
+      for (const key of NAMES) {
+        const v = await host.configGet(ctx, key);
+        assert.equal(v, "", key);
+        assert.equal(typeof v, "string");
+      }
+      assert.equal(await host.configGet(ctx, "app.name"), "GoatKit");
     });
   } finally {
     await Deno.remove(dir, { recursive: true });

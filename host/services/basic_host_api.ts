@@ -41,7 +41,10 @@ export interface BasicHostAPIOptions {
   i18n: I18nRegistry;
   /** Routes plugin-to-plugin calls. */
   manager?: PluginCallTarget;
-  /** Configuration values by key. */
+  /**
+   * Configuration values by key (own string properties only: a key such as
+   * `__proto__` or `constructor` is unset unless given here).
+   */
   config?: Record<string, string>;
 }
 
@@ -124,9 +127,17 @@ export class BasicHostAPI implements HostAPI {
     this.#o.logs.log(ctx.chain.at(-1) ?? "", level, message, fields);
   }
 
-  /** Reads a configuration value (`""` when absent). */
+  /**
+   * Reads a configuration value (`""` when absent). Only own string
+   * properties count: `__proto__`, `constructor` or `toString` answer `""`
+   * unless the map sets them.
+   */
   configGet(_ctx: CallContext, key: string): Promise<string> {
-    return Promise.resolve(this.#o.config?.[key] ?? "");
+    const config = this.#o.config;
+    const value = config && Object.hasOwn(config, key)
+      ? config[key]
+      : undefined;
+    return Promise.resolve(typeof value === "string" ? value : "");
   }
 
   /** Translates into the call's language. */

@@ -40,7 +40,12 @@
  * - Secrets: `GOATKIT_SECRET_<NAME>` gives secret `<NAME>`, and each name in
  *   the file's `secrets` list gives the environment variable of that name.
  *   Secrets are never host values; the guarded HostAPI hands one out only
- *   for a `config:` grant naming its exact key.
+ *   for an approved `config:` grant naming its exact key (no wildcard covers
+ *   a secret), and the grant policy never grants such a key without the
+ *   operator, whatever `server.requireApproval` says.
+ * - Keys are data: every section is read by own property (maps and
+ *   prototype-less objects), so `__proto__`, `constructor` or `toString`
+ *   is an unset key like any other unless someone set it.
  * - Services read their own variables (`DATABASE_URL`, `REDIS_URL`,
  *   `SMTP_URL`, … see `services.ts`) from {@linkcode HostConfig.env}.
  *
@@ -48,6 +53,11 @@
  */
 
 import { ConfigError } from "./errors.ts";
+import {
+  APPROVAL_KINDS,
+  type ApprovalKind,
+  parseApprovalSetting,
+} from "../../permissions/grants.ts";
 
 export { ConfigError };
 
@@ -67,6 +77,31 @@ const DEFAULTS: Record<string, string> = {
   "app.timezone": "UTC",
 };
 
+/** An object without a prototype: no inherited `constructor`, `__proto__`, …. */
+function bare<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
+}
+
+/**
+ * `obj[key]` when it is an own property (never an inherited one such as
+ * `constructor` or `toString`).
+ */
+function own<T>(obj: Record<string, T>, key: string): T | undefined {
+  return Object.hasOwn(obj, key) ? obj[key] : undefined;
+}
+
+/** The own string entries of `obj` as a map (anything else is dropped). */
+function stringMap(
+  obj: Record<string, unknown> | undefined,
+): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [k, v] of Object.entries(obj ?? {})) {
+    if (typeof v === "string") out.set(k, v);
+  }
+  return out;
+}
+
+/** Flattens `value` into `out` (a prototype-less object) by dotted keys. */
 function flatten(
   value: unknown,
   prefix: string,
@@ -103,16 +138,18 @@ function flatten(
  * ```
  */
 export class ConfigStore {
+  // Maps, never objects: a key such as `__proto__`, `constructor` or
+  // `toString` is a key like any other, so an unset one is `undefined`.
   #values: Map<string, string>;
   #secrets: Map<string, string>;
-  #plugins: Map<string, Record<string, string>>;
+  #plugins: Map<string, Map<string, string>>;
 
-  /** Creates a store from already-parsed values. */
+  /** Creates a store from already-parsed values (own string values only). */
   constructor(opts: ConfigStoreOptions) {
-    this.#values = new Map(Object.entries(opts.values));
-    this.#secrets = new Map(Object.entries(opts.secrets ?? {}));
+    this.#values = stringMap(opts.values);
+    this.#secrets = stringMap(opts.secrets);
     this.#plugins = new Map(
-      Object.entries(opts.plugins ?? {}).map(([k, v]) => [k, { ...v }]),
+      Object.entries(opts.plugins ?? {}).map(([k, v]) => [k, stringMap(v)]),
     );
   }
 
@@ -130,7 +167,10 @@ export class ConfigStore {
     return storeFrom(file?.json ?? {}, env);
   }
 
-  /** A host value (never a secret); `undefined` when unset. */
+  /**
+   * A host value (never a secret); `undefined` when unset (also for names
+   * such as `__proto__` or `constructor` that no one set).
+   */
   hostValue(key: string): string | undefined {
     return this.#values.get(key);
   }
@@ -145,14 +185,14 @@ export class ConfigStore {
     return this.#secrets.get(key);
   }
 
-  /** One value of `plugin`'s own section. */
+  /** One value of `plugin`'s own section; `undefined` when unset. */
   pluginValue(plugin: string, key: string): string | undefined {
-    return this.#plugins.get(plugin)?.[key];
+    return this.#plugins.get(plugin)?.get(key);
   }
 
   /** A copy of `plugin`'s section (`{}` when it has none). */
   pluginSection(plugin: string): Record<string, string> {
-    return { ...this.#plugins.get(plugin) };
+    return Object.fromEntries(this.#plugins.get(plugin) ?? []);
   }
 }
 
@@ -194,20 +234,23 @@ function storeFrom(
   env: Record<string, string | undefined>,
 ): ConfigStore {
   const { plugins: filePlugins, secrets: secretNames, ...hostPart } = file;
-  const values: Record<string, string> = { ...DEFAULTS };
+  // Prototype-less objects and own-property reads throughout: a key named
+  // `__proto__`, `constructor` or `toString` (in the file or a variable) is
+  // data, never an inherited member.
+  const values = Object.assign(bare<string>(), DEFAULTS);
   flatten(hostPart, "", values);
-  const plugins: Record<string, Record<string, string>> = {};
+  const plugins = bare<Record<string, string>>();
   if (
     filePlugins && typeof filePlugins === "object" &&
     !Array.isArray(filePlugins)
   ) {
     for (const [name, section] of Object.entries(filePlugins)) {
-      const flat: Record<string, string> = {};
+      const flat = bare<string>();
       flatten(section, "", flat);
       plugins[name] = flat;
     }
   }
-  const secrets: Record<string, string> = {};
+  const secrets = bare<string>();
   if (Array.isArray(secretNames)) {
     for (const name of secretNames) {
       if (typeof name !== "string") {
@@ -217,8 +260,8 @@ function storeFrom(
           }: not a string`,
         );
       }
-      const v = env[name];
-      if (v !== undefined) secrets[name] = v;
+      const v = own(env, name);
+      if (typeof v === "string") secrets[name] = v;
     }
   }
   for (const [key, value] of Object.entries(env)) {
@@ -232,7 +275,7 @@ function storeFrom(
       if (parts.length < 2 || !parts[0]) continue;
       const plugin = parts[0].toLowerCase().replaceAll("_", "-");
       const k = parts.slice(1).join(".").toLowerCase();
-      (plugins[plugin] ??= {})[k] = value;
+      (own(plugins, plugin) ?? (plugins[plugin] = bare<string>()))[k] = value;
     } else if (rest.includes("__")) {
       values[rest.toLowerCase().split("__").join(".")] = value;
     }
@@ -292,7 +335,12 @@ export class ConfigValueError extends ConfigError {
 export interface ServerSettings {
   /** TCP port (0 picks a free one). @default 8080 */
   port: number;
-  /** Interface to listen on. @default "0.0.0.0" */
+  /**
+   * Interface to listen on. The default is loopback only; to serve other
+   * machines set `"0.0.0.0"` (or an address), ideally behind a
+   * TLS-terminating proxy (see {@linkcode ServerSettings.trustProxy}).
+   * @default "127.0.0.1"
+   */
   hostname: string;
   /** Where the host keeps its data (tokens, database, cache, outbox). @default "./data" */
   dataDir: string;
@@ -300,7 +348,13 @@ export interface ServerSettings {
   pluginsDir: string;
   /** Title of the admin pages. @default "GoatKit" */
   title: string;
-  /** `Secure` cookies (behind HTTPS). @default false */
+  /**
+   * Always give cookies the `Secure` flag, even on a request that arrived
+   * over plain HTTP. Without it they get the flag when the request came
+   * over HTTPS (directly or, with {@linkcode ServerSettings.trustProxy},
+   * through the proxy).
+   * @default false
+   */
   secureCookies: boolean;
   /** Load plugins on first use instead of at start. @default false */
   lazyLoad: boolean;
@@ -310,6 +364,28 @@ export interface ServerSettings {
   trustedKeys: string[];
   /** Refuse unsigned packages. @default false */
   requireSignature: boolean;
+  /**
+   * Which peers are reverse proxies whose `X-Forwarded-Proto` header is
+   * believed: `false` (none: the header is ignored), `true` (every peer —
+   * only when nothing but the proxy can reach the port), or a list of the
+   * proxies' IP addresses (`GOATKIT_TRUST_PROXY=10.0.0.2,10.0.0.3`). A
+   * request the trusted proxy says came over `https` gets `Secure`
+   * cookies and `Strict-Transport-Security`.
+   * @default false
+   */
+  trustProxy: boolean | string[];
+  /**
+   * The permission kinds that wait for an operator's approval when a plugin
+   * is installed or an upgrade asks for more (`GOATKIT_REQUIRE_APPROVAL`):
+   * `all` (the default: every kind but `log`), a list of kinds
+   * (`db,http,email`, or an array in `goatkit.json`), or `none` —
+   * **development only**: every request is granted at install (the host
+   * logs a warning at start). Read into the sorted kinds (`none` = `[]`).
+   * Under every setting a `config:<KEY>` request that may name a secret
+   * waits for the operator.
+   * @default every kind but `log`
+   */
+  requireApproval: ApprovalKind[];
 }
 
 /**
@@ -335,11 +411,13 @@ export const SERVER_SETTING_ALIASES: Readonly<
   hotReload: "GOATKIT_HOT_RELOAD",
   trustedKeys: "GOATKIT_TRUSTED_KEYS",
   requireSignature: "GOATKIT_REQUIRE_SIGNATURE",
+  trustProxy: "GOATKIT_TRUST_PROXY",
+  requireApproval: "GOATKIT_REQUIRE_APPROVAL",
 });
 
 const SERVER_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   port: 8080,
-  hostname: "0.0.0.0",
+  hostname: "127.0.0.1",
   dataDir: "./data",
   pluginsDir: "./fixtures/plugins",
   title: "GoatKit",
@@ -348,6 +426,8 @@ const SERVER_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   hotReload: true,
   trustedKeys: [],
   requireSignature: false,
+  trustProxy: false,
+  requireApproval: [...APPROVAL_KINDS],
 });
 
 /** Why a raw value is refused (wrapped into a {@linkcode ConfigValueError}). */
@@ -392,6 +472,45 @@ function parseKeys(raw: unknown): string[] {
   return list.map((k: string) => k.trim()).filter(Boolean);
 }
 
+/** IPv4 dotted quad, or an IPv6 address (hex groups and colons). */
+const IP_ADDRESS_REGEXP =
+  /^(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}|[0-9a-f:.]*:[0-9a-f:.]*)$/i;
+
+function parseTrustProxy(raw: unknown): boolean | string[] {
+  if (raw === true || raw === false) return raw;
+  if (typeof raw === "string" && /^(?:true|1|false|0)$/.test(raw.trim())) {
+    return parseFlag(raw.trim());
+  }
+  const list = typeof raw === "string" ? raw.split(",") : raw;
+  if (!Array.isArray(list) || list.some((k) => typeof k !== "string")) {
+    const want = "true, false, or IP addresses (comma-separated or an array)";
+    throw new BadValue(`${show(raw)} is not ${want}`);
+  }
+  const addresses = list.map((k: string) => k.trim()).filter(Boolean);
+  const bad = addresses.find((a) => !IP_ADDRESS_REGEXP.test(a));
+  if (bad !== undefined) {
+    throw new BadValue(`${show(bad)} is not an IP address`);
+  }
+  return addresses.length > 0 ? addresses : false;
+}
+
+function parseApproval(raw: unknown): ApprovalKind[] {
+  const want = `none, all or a list of permission kinds (${
+    APPROVAL_KINDS.join(", ")
+  }; comma-separated or an array)`;
+  if (
+    typeof raw !== "string" &&
+    !(Array.isArray(raw) && raw.every((k) => typeof k === "string"))
+  ) {
+    throw new BadValue(`${show(raw)} is not ${want}`);
+  }
+  try {
+    return parseApprovalSetting(raw);
+  } catch {
+    throw new BadValue(`${show(raw)} is not ${want}`);
+  }
+}
+
 const PARSERS: {
   readonly [K in keyof ServerSettings]: (raw: unknown) => ServerSettings[K];
 } = {
@@ -405,6 +524,8 @@ const PARSERS: {
   hotReload: parseFlag,
   trustedKeys: parseKeys,
   requireSignature: parseFlag,
+  trustProxy: parseTrustProxy,
+  requireApproval: parseApproval,
 };
 
 /** Server settings from the file's `server` section and `env`. */
@@ -413,7 +534,7 @@ function serverFrom(
   env: Record<string, string | undefined>,
   path: string,
 ): ServerSettings {
-  const raw = file.server ?? {};
+  const raw = own(file, "server") ?? {};
   if (typeof raw !== "object" || Array.isArray(raw)) {
     const reason = `${show(raw)} is not an object`;
     throw new ConfigValueError("server", "file", reason, { path });
@@ -431,10 +552,11 @@ function serverFrom(
     key: K,
   ): ServerSettings[K] => {
     const alias = SERVER_SETTING_ALIASES[key];
-    const fromEnv = env[alias] !== undefined
-      ? [alias, env[alias]] as const
+    const aliased = own(env, alias);
+    const fromEnv = aliased !== undefined
+      ? [alias, aliased] as const
       : sectioned.get(key.toLowerCase());
-    const fromFile = section[key] ?? undefined; // null = unset
+    const fromFile = own(section, key) ?? undefined; // null = unset
     if (!fromEnv && fromFile === undefined) {
       const d = SERVER_DEFAULTS[key];
       return (Array.isArray(d) ? [...d] : d) as ServerSettings[K];
@@ -459,6 +581,8 @@ function serverFrom(
     hotReload: setting("hotReload"),
     trustedKeys: setting("trustedKeys"),
     requireSignature: setting("requireSignature"),
+    trustProxy: setting("trustProxy"),
+    requireApproval: setting("requireApproval"),
   };
 }
 

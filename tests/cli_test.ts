@@ -156,3 +156,167 @@ Deno.test("gk host commands fail in one line when the host is unreachable or no 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+// Issue 10 items 14 and 15 through the command line against a real host
+// (boot, real HTTP, PostgreSQL grants, the real hello-c WASM plugin): a
+// plugin name keeps its first signer, another trusted vendor's package is
+// refused (the operator's approvals stay), an override is audited and resets
+// the approvals, a downgrade needs --force, and the pin outlives uninstall.
+Deno.test("gk install journey: signer pinned, override audited, downgrade refused then forced", async () => {
+  const { boot } = await import("../host/boot.ts");
+  const { hostConfig, privateSchema } = await import("./server_helpers.ts");
+  const { generateSigningKeys, packFolder, signPackage } = await import(
+    "../host/loading/packages.ts"
+  );
+  const dir = await Deno.makeTempDir();
+  const data = join(dir, "data");
+  const plugins = join(dir, "plugins");
+  await Deno.mkdir(plugins);
+  const db = await privateSchema();
+  const vendorA = await generateSigningKeys();
+  const vendorB = await generateSigningKeys();
+  const source = new URL("../fixtures/plugins/hello-c/", import.meta.url)
+    .pathname;
+  /** hello-c at `version`, packed and signed by `key` into `<file>` + `.sig`. */
+  const build = async (
+    file: string,
+    version: string,
+    key: { privateKey: string },
+  ) => {
+    const folder = join(dir, `src-${file}`);
+    await Deno.mkdir(folder);
+    for (const f of ["plugin.wasm", "manifest.json"]) {
+      await Deno.copyFile(join(source, f), join(folder, f));
+    }
+    const manifest = JSON.parse(
+      await Deno.readTextFile(join(folder, "manifest.json")),
+    );
+    await Deno.writeTextFile(
+      join(folder, "manifest.json"),
+      JSON.stringify({ ...manifest, version }),
+    );
+    const bytes = await packFolder(folder);
+    await Deno.writeFile(join(dir, file), bytes);
+    await Deno.writeTextFile(
+      join(dir, `${file}.sig`),
+      await signPackage(bytes, key.privateKey),
+    );
+  };
+  await build("a-1.0.0.zip", "1.0.0", vendorA);
+  await build("b-1.1.0.zip", "1.1.0", vendorB);
+  await build("b-2.0.0.zip", "2.0.0", vendorB);
+  await build("b-1.0.0.zip", "1.0.0", vendorB);
+
+  const host = await boot({
+    config: hostConfig(data, plugins, db.url, {
+      GOATKIT_TRUSTED_KEYS: `${vendorA.publicKey},${vendorB.publicKey}`,
+    }),
+    print: () => {},
+  });
+  const cli = (...args: string[]) =>
+    gk(dir, ...args, "--url", host.url, "--token", host.adminToken!);
+  const api = async (path: string) => {
+    const res = await fetch(`${host.url}${path}`, {
+      headers: { authorization: `Bearer ${host.adminToken}` },
+    });
+    assert.equal(res.status, 200, path);
+    return await res.json();
+  };
+  // What is installed: the package record in the plugin's folder (the API
+  // shows the version the WASM module registers, which is always 1.0.0).
+  const installed = async () => {
+    const r = JSON.parse(
+      await Deno.readTextFile(
+        join(plugins, "hello-c", ".goatkit-package.json"),
+      ),
+    );
+    return [r.version, r.signedBy];
+  };
+  const lastAudit = async () =>
+    (await api("/api/v1/audit?plugin=hello-c")).entries[0];
+  try {
+    // Vendor A's package; the operator approves its database access.
+    const a = await cli("install", "a-1.0.0.zip");
+    assert.equal(a.code, 0, a.err);
+    assert.match(a.out, /^installed hello-c 1\.0\.0$/m);
+    const approve = await cli("grants", "hello-c", "--approve", "db:read");
+    assert.equal(approve.code, 0, approve.err);
+    const approved = await api("/api/v1/plugins/hello-c/grants");
+    assert.ok(approved.granted.includes("db:read"), approve.out);
+
+    // Vendor B ships "hello-c" 1.1.0, signed with its own trusted key: refused.
+    const b = await cli("install", "b-1.1.0.zip");
+    assert.equal(b.code, 1);
+    assert.match(
+      b.err.trim(),
+      /^gk install: Cannot POST "\/api\/v1\/plugins\/upload": 409 Cannot install package: plugin "hello-c" is pinned to signer [0-9a-f]{16} and this package is signed by [0-9a-f]{16}/m,
+    );
+    // Nothing changed: A's package runs with exactly A's approvals.
+    assert.deepEqual(await installed(), ["1.0.0", vendorA.publicKey]);
+    assert.deepEqual(
+      await api("/api/v1/plugins/hello-c/grants"),
+      approved,
+    );
+    const hello = await fetch(`${host.url}/api/plugins/hello-c?name=Ana`);
+    assert.equal(hello.status, 200);
+    await hello.body?.cancel();
+    const denied = await lastAudit();
+    assert.equal(denied.permission, "package:signer");
+    assert.equal(denied.outcome, "denied");
+
+    // The operator overrides: installed, audited, approvals wait again.
+    const over = await cli("install", "b-1.1.0.zip", "--allow-signer-change");
+    assert.equal(over.code, 0, over.err);
+    assert.match(
+      over.out,
+      /installed hello-c 1\.1\.0 \(upgraded from 1\.0\.0\)/,
+    );
+    assert.match(over.out, /signer changed by override/);
+    assert.deepEqual(await installed(), ["1.1.0", vendorB.publicKey]);
+    const overridden = await lastAudit();
+    assert.equal(overridden.outcome, "overridden");
+    assert.equal(overridden.permission, "package:signer");
+    const after = await api("/api/v1/plugins/hello-c/grants");
+    assert.ok(!after.granted.includes("db:read"), JSON.stringify(after));
+    assert.ok(after.pending.includes("db:read"), JSON.stringify(after));
+
+    // Downgrade: 1.0.0 over 2.0.0 refused, then forced.
+    assert.equal((await cli("install", "b-2.0.0.zip")).code, 0);
+    const down = await cli("install", "b-1.0.0.zip");
+    assert.equal(down.code, 1);
+    assert.match(
+      down.err,
+      /409 Cannot install package: plugin "hello-c" 1\.0\.0 is older than the installed 2\.0\.0/,
+    );
+    assert.deepEqual(await installed(), ["2.0.0", vendorB.publicKey]);
+    assert.equal((await lastAudit()).permission, "package:downgrade");
+    const forced = await cli("install", "b-1.0.0.zip", "--force");
+    assert.equal(forced.code, 0, forced.err);
+    assert.match(
+      forced.out,
+      /installed hello-c 1\.0\.0 \(downgraded from 2\.0\.0\)/,
+    );
+    assert.deepEqual(await installed(), ["1.0.0", vendorB.publicKey]);
+    assert.deepEqual(
+      [(await lastAudit()).permission, (await lastAudit()).outcome],
+      ["package:downgrade", "overridden"],
+    );
+
+    // The pin outlives an uninstall; clearing it is explicit.
+    assert.equal((await cli("uninstall", "hello-c")).code, 0);
+    const again = await cli("install", "a-1.0.0.zip");
+    assert.equal(again.code, 1);
+    assert.match(again.err, /409 .*pinned to signer/);
+    const forget = await cli("uninstall", "hello-c", "--forget-signer");
+    assert.equal(forget.code, 0, forget.err);
+    assert.match(forget.out, /signer pin cleared/);
+    const fresh = await cli("install", "a-1.0.0.zip");
+    assert.equal(fresh.code, 0, fresh.err);
+    assert.deepEqual(await installed(), ["1.0.0", vendorA.publicKey]);
+    assert.equal((await api("/healthz")).status, "ok");
+  } finally {
+    await host.close();
+    await db.drop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -4,11 +4,19 @@ import { zipSync } from "fflate";
 import { decodeJson, encodeJson, Manager, type Plugin } from "../mod.ts";
 import { Loader, type PluginSource } from "../host/loading/loader.ts";
 import {
+  DowngradeRefusedError,
   generateSigningKeys,
   PACKAGE_RECORD,
   PackageInstaller,
+  SignerMismatchError,
   signPackage,
 } from "../host/loading/packages.ts";
+import {
+  signerKeyId,
+  SignerPinFileError,
+} from "../host/loading/signer_pins.ts";
+import { LogBuffer } from "../host/log_buffer.ts";
+import { AuditLog } from "../permissions/audit.ts";
 import { PackageRejectedError, SafeZip } from "../host/loading/zip_reader.ts";
 import { createRuntimeFactory } from "../host/loading/runtimes.ts";
 import { MemoryGrantStore } from "../permissions/grants.ts";
@@ -449,5 +457,322 @@ Deno.test("hostile: an upgrade registering under another name is refused, the ol
   } finally {
     await manager.shutdownAll().catch(() => {});
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+// ---------------------------------------------------------------------------
+// Issue 10 items 14 and 15: signer pinning and downgrades.
+
+/**
+ * Two vendors' trusted keys, an installer with a pin file outside the
+ * plugins folder, a real AuditLog and LogBuffer, grants revoked on an
+ * allowed signer change (as boot wires it), and `restart()` to build the
+ * installer again on the same folders (a host restart).
+ */
+async function pinned() {
+  const vendorA = await generateSigningKeys();
+  const vendorB = await generateSigningKeys();
+  const root = await Deno.makeTempDir();
+  const dir = join(root, "plugins");
+  const pinsFile = join(root, "data", "package_signers.json");
+  await Deno.mkdir(dir);
+  const grants = new MemoryGrantStore();
+  const logs = new LogBuffer();
+  const audit = new AuditLog({ logs });
+  const build = () => {
+    const manager = new Manager();
+    const loader = new Loader(manager, { dir, load: textPlugin });
+    manager.setLazyLoader(loader);
+    const installer = new PackageInstaller({
+      dir,
+      manager,
+      loader,
+      trustedKeys: [vendorA.publicKey, vendorB.publicKey],
+      pinsFile,
+      logs,
+      audit,
+      onSignerChange: (name) => grants.revoke(name),
+      onUninstall: (name) => grants.revoke(name),
+    });
+    return { manager, loader, installer };
+  };
+  let host = build();
+  /** A package of "packed" whose module answers `answer`, signed by `key` (or unsigned). */
+  const signed = async (
+    answer: string,
+    version: string,
+    key: { privateKey: string } | null,
+  ) => {
+    const bytes = pkg({ "plugin.wasm": answer }, {
+      name: "packed",
+      version,
+      permissions: ["db:read", "log"],
+    });
+    return {
+      bytes,
+      signature: key ? await signPackage(bytes, key.privateKey) : null,
+    };
+  };
+  const call = async () =>
+    decodeJson(await host.manager.call("packed", "x", null));
+  const onDisk = () => Deno.readTextFile(join(dir, "packed", "plugin.wasm"));
+  return {
+    vendorA,
+    vendorB,
+    root,
+    dir,
+    pinsFile,
+    grants,
+    logs,
+    audit,
+    signed,
+    call,
+    onDisk,
+    get installer() {
+      return host.installer;
+    },
+    get manager() {
+      return host.manager;
+    },
+    async restart() {
+      await host.manager.shutdownAll();
+      host = build();
+      await host.loader.scan();
+      await host.loader.loadAll();
+    },
+    async cleanup() {
+      await host.manager.shutdownAll().catch(() => {});
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+Deno.test("hostile: vendor B's signed package cannot replace vendor A's plugin; A's grants stay A's", async () => {
+  const t = await pinned();
+  try {
+    const a1 = await t.signed("A v1", "1.0.0", t.vendorA);
+    const installed = await t.installer.install(a1.bytes, {
+      signature: a1.signature,
+    });
+    assert.equal(installed.signedBy, t.vendorA.publicKey);
+    const keyA = await signerKeyId(t.vendorA.publicKey);
+    const keyB = await signerKeyId(t.vendorB.publicKey);
+    assert.equal((await t.installer.signerPin("packed"))?.keyId, keyA);
+    // The operator approves A's request.
+    await t.grants.set("packed", ["db:read"]);
+    assert.equal(await t.call(), "A v1");
+
+    // B, also a trusted vendor, ships "packed" 1.1.0: refused.
+    const b = await t.signed("B takes over", "1.1.0", t.vendorB);
+    const err = await t.installer.install(b.bytes, { signature: b.signature })
+      .then(() => undefined, (e) => e);
+    assert.ok(err instanceof SignerMismatchError, `got ${err}`);
+    assert.ok(err instanceof PackageRejectedError);
+    assert.equal(err.plugin, "packed");
+    assert.equal(err.pinnedKeyId, keyA);
+    assert.equal(err.presentedKeyId, keyB);
+    assert.match(
+      err.message,
+      /^Cannot install package: plugin "packed" is pinned to signer [0-9a-f]{16} and this package is signed by [0-9a-f]{16}/,
+    );
+    // Nothing changed: A's code runs, A's files, A's record, A's grants.
+    assert.equal(await t.call(), "A v1");
+    assert.equal(await t.onDisk(), "A v1");
+    assert.equal(
+      (await t.installer.record("packed"))?.signedBy,
+      t.vendorA.publicKey,
+    );
+    assert.deepEqual(await t.grants.get("packed"), ["db:read"]);
+    assert.equal(t.manager.manifest("packed")?.version, "1.0.0");
+    // Refused and said so: audited and logged.
+    const denied = t.audit.query({ plugin: "packed" })[0];
+    assert.equal(denied?.permission, "package:signer");
+    assert.equal(denied?.outcome, "denied");
+    assert.match(denied?.attempted ?? "", /signed by [0-9a-f]{16} over/);
+    assert.ok(
+      t.logs.query({ plugin: "packed" }).some((l) =>
+        /package refused: install packed 1\.1\.0 signed by/.test(l.message)
+      ),
+    );
+
+    // An unsigned package replacing the signed one is refused the same way.
+    const u = await t.signed("unsigned", "1.2.0", null);
+    const unsigned = await t.installer.install(u.bytes).then(
+      () => undefined,
+      (e) => e,
+    );
+    assert.ok(unsigned instanceof SignerMismatchError);
+    assert.equal(unsigned.presentedKeyId, null);
+    assert.match(unsigned.message, /this package is not signed/);
+    assert.equal(await t.call(), "A v1");
+
+    // The pin survives a restart…
+    await t.restart();
+    assert.equal(await t.call(), "A v1");
+    await assert.rejects(
+      () => t.installer.install(b.bytes, { signature: b.signature }),
+      SignerMismatchError,
+    );
+    // …and an uninstall: B cannot slip in after A is removed.
+    await t.installer.uninstall("packed");
+    await assert.rejects(
+      () => t.installer.install(b.bytes, { signature: b.signature }),
+      SignerMismatchError,
+    );
+    assert.deepEqual([...Deno.readDirSync(t.dir)].map((e) => e.name), []);
+    // A itself reinstalls without any override.
+    await t.installer.install(a1.bytes, { signature: a1.signature });
+    assert.equal(await t.call(), "A v1");
+  } finally {
+    await t.cleanup();
+  }
+});
+
+Deno.test("an operator override lets another signer in: audited, pin moved, grants wait again", async () => {
+  const t = await pinned();
+  try {
+    const a1 = await t.signed("A v1", "1.0.0", t.vendorA);
+    await t.installer.install(a1.bytes, { signature: a1.signature });
+    await t.grants.set("packed", ["db:read"]);
+    const b = await t.signed("B v1.1", "1.1.0", t.vendorB);
+    const r = await t.installer.install(b.bytes, {
+      signature: b.signature,
+      allowSignerChange: true,
+    });
+    assert.equal(r.previousSigner, t.vendorA.publicKey);
+    assert.equal(r.signedBy, t.vendorB.publicKey);
+    assert.equal(await t.call(), "B v1.1");
+    // B does not inherit what the operator approved for A.
+    assert.deepEqual(await t.grants.get("packed"), []);
+    const keyB = await signerKeyId(t.vendorB.publicKey);
+    assert.equal((await t.installer.signerPin("packed"))?.keyId, keyB);
+    const entry = t.audit.query({ plugin: "packed" })[0];
+    assert.equal(entry?.outcome, "overridden");
+    assert.equal(entry?.permission, "package:signer");
+    assert.match(entry?.attempted ?? "", /\(operator override\)$/);
+    assert.ok(
+      t.logs.query({ plugin: "packed", minLevel: "warn" }).some((l) =>
+        /installed by operator override/.test(l.message)
+      ),
+    );
+    // Now A is the stranger.
+    const a2 = await t.signed("A v2", "2.0.0", t.vendorA);
+    await assert.rejects(
+      () => t.installer.install(a2.bytes, { signature: a2.signature }),
+      SignerMismatchError,
+    );
+    // An allowed unsigned install does not clear the pin.
+    const u = await t.signed("dev build", "1.2.0", null);
+    await t.installer.install(u.bytes, { allowSignerChange: true });
+    assert.equal(await t.call(), "dev build");
+    assert.equal((await t.installer.signerPin("packed"))?.keyId, keyB);
+    // Clearing the pin is explicit (and audited); then A pins again.
+    await t.installer.uninstall("packed", { forgetSigner: true });
+    assert.equal(await t.installer.signerPin("packed"), undefined);
+    assert.equal(t.audit.query({ plugin: "packed" })[0]?.outcome, "cleared");
+    await t.installer.install(a2.bytes, { signature: a2.signature });
+    assert.equal(
+      (await t.installer.signerPin("packed"))?.keyId,
+      await signerKeyId(t.vendorA.publicKey),
+    );
+  } finally {
+    await t.cleanup();
+  }
+});
+
+Deno.test("hostile: 1.0.0 over 2.0.0 is refused unless forced; the same version reinstalls", async () => {
+  const t = await pinned();
+  try {
+    const v2 = await t.signed("v2", "2.0.0", t.vendorA);
+    await t.installer.install(v2.bytes, { signature: v2.signature });
+    await t.grants.set("packed", ["db:read"]);
+    const v1 = await t.signed("v1", "1.0.0", t.vendorA);
+    const err = await t.installer.install(v1.bytes, {
+      signature: v1.signature,
+    }).then(() => undefined, (e) => e);
+    assert.ok(err instanceof DowngradeRefusedError, `got ${err}`);
+    assert.equal(err.installed, "2.0.0");
+    assert.equal(err.offered, "1.0.0");
+    assert.match(
+      err.message,
+      /^Cannot install package: plugin "packed" 1\.0\.0 is older than the installed 2\.0\.0/,
+    );
+    assert.equal(await t.call(), "v2");
+    assert.equal(await t.onDisk(), "v2");
+    assert.equal((await t.installer.record("packed"))?.version, "2.0.0");
+    assert.equal(t.audit.query({ plugin: "packed" })[0]?.outcome, "denied");
+    assert.equal(
+      t.audit.query({ plugin: "packed" })[0]?.permission,
+      "package:downgrade",
+    );
+    // A pre-release of the installed version is older too.
+    const rc = await t.signed("rc", "2.0.0-rc.1", t.vendorA);
+    await assert.rejects(
+      () => t.installer.install(rc.bytes, { signature: rc.signature }),
+      DowngradeRefusedError,
+    );
+    // Forced: installed, logged and audited; grants are not touched.
+    const r = await t.installer.install(v1.bytes, {
+      signature: v1.signature,
+      allowDowngrade: true,
+    });
+    assert.equal(r.previousVersion, "2.0.0");
+    assert.equal(r.version, "1.0.0");
+    assert.equal(await t.call(), "v1");
+    const forced = t.audit.query({ plugin: "packed" })[0];
+    assert.equal(forced?.outcome, "overridden");
+    assert.equal(
+      forced?.attempted,
+      "install packed 1.0.0 over 2.0.0 (operator override)",
+    );
+    assert.deepEqual(await t.grants.get("packed"), ["db:read"]);
+    // The same version again needs no force.
+    await t.installer.install(v1.bytes, { signature: v1.signature });
+    // Forcing a downgrade does not allow a signer change.
+    const b0 = await t.signed("B old", "0.9.0", t.vendorB);
+    await assert.rejects(
+      () =>
+        t.installer.install(b0.bytes, {
+          signature: b0.signature,
+          allowDowngrade: true,
+        }),
+      SignerMismatchError,
+    );
+    assert.equal(await t.call(), "v1");
+  } finally {
+    await t.cleanup();
+  }
+});
+
+Deno.test("signer pins: a plugin signed before pins existed is pinned by its record; a broken pin file stops installs", async () => {
+  const t = await pinned();
+  try {
+    const a1 = await t.signed("A v1", "1.0.0", t.vendorA);
+    await t.installer.install(a1.bytes, { signature: a1.signature });
+    // As if installed by a version without pins: only the record knows.
+    await Deno.remove(t.pinsFile);
+    const b = await t.signed("B", "1.1.0", t.vendorB);
+    await assert.rejects(
+      () => t.installer.install(b.bytes, { signature: b.signature }),
+      SignerMismatchError,
+    );
+    // A's next release writes the pin down.
+    const a2 = await t.signed("A v2", "1.2.0", t.vendorA);
+    await t.installer.install(a2.bytes, { signature: a2.signature });
+    assert.ok(await Deno.stat(t.pinsFile));
+    // Fail closed: a pin file that cannot be read is not "no pins".
+    await Deno.writeTextFile(t.pinsFile, "{ not json");
+    await assert.rejects(
+      () =>
+        t.installer.install(b.bytes, {
+          signature: b.signature,
+          allowSignerChange: false,
+        }),
+      SignerPinFileError,
+    );
+    assert.equal(await t.call(), "A v2");
+    assert.equal(await t.onDisk(), "A v2");
+  } finally {
+    await t.cleanup();
   }
 });

@@ -160,6 +160,18 @@ Deno.test("sanitizeHtml() removes scripts, handlers and javascript: URLs", () =>
   assert.match(out, /<div class="w">ok/);
 });
 
+Deno.test("sanitizeHtml() drops every data-* attribute (the admin script's hooks), keeps aria-*", () => {
+  const out = sanitizeHtml(
+    '<div data-refresh-url="https://evil.example/x" DATA-GK-REFRESH-URL="/admin/logout" ' +
+      'data-gk-plugin-html data-confirm="x" aria-label="ok" class="c">' +
+      '<span data-x="1" title="t">y</span></div>',
+  );
+  assert.equal(
+    out,
+    '<div aria-label="ok" class="c"><span title="t">y</span></div>',
+  );
+});
+
 function widgetPlugin(html: string): Plugin {
   return {
     gkRegister: () => ({

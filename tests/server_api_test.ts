@@ -487,7 +487,7 @@ Deno.test("admin pages escape plugin text, sanitise widget HTML and sort menu it
     );
     assertMatch(
       dash,
-      /data-refresh-url="\/api\/v1\/plugins\/dash\/widgets\/first" data-refresh-sec="30"/,
+      /data-gk-refresh-url="\/admin\/widgets\/dash\/first" data-gk-refresh-sec="30"/,
     );
     assert(!dash.includes("Else"), "other locations are not on the dashboard");
     // Details: pending permissions marked new.

@@ -2,6 +2,8 @@
 // Manager, a real createApp, tokens, and a small request helper.
 
 import nodeAssert from "node:assert/strict";
+import { join } from "node:path";
+import pg from "pg";
 import { Manager } from "../host/manager.ts";
 import type { GKRegistration } from "../host/model/manifest.ts";
 import {
@@ -18,6 +20,7 @@ import {
 import type { AppOptions } from "../host/server/mod.ts";
 import { MemoryTokenStore } from "../host/server/auth/tokens.ts";
 import { LogBuffer } from "../host/log_buffer.ts";
+import { type HostConfig, loadConfig } from "../host/services/config.ts";
 
 /** A handler of a native test plugin: gets decoded args, returns a JSON value (or raw bytes). */
 export type Handler = (
@@ -173,4 +176,87 @@ export function assertThrows<E extends Error>(
     return e as E;
   }
   throw new Error(`expected a throw of ${cls.name}`);
+}
+
+/** The test PostgreSQL (trust auth). */
+export const PG_URL = "postgres://postgres@127.0.0.1:5432/test";
+
+/**
+ * A private schema on the real test PostgreSQL (PGlite's first start takes
+ * many seconds on a loaded box): a DATABASE_URL whose search_path is that
+ * schema, and a function that drops it.
+ */
+export async function privateSchema(): Promise<
+  { url: string; drop(): Promise<void> }
+> {
+  const schema = `gk_server_test_${
+    crypto.randomUUID().replaceAll("-", "").slice(0, 12)
+  }`;
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE SCHEMA ${schema}`);
+  } finally {
+    await admin.end();
+  }
+  return {
+    url: `${PG_URL}?options=${encodeURIComponent(`-c search_path=${schema}`)}`,
+    async drop() {
+      const c = new pg.Client({ connectionString: PG_URL });
+      await c.connect();
+      try {
+        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
+}
+
+/**
+ * The configuration of an in-process test host: any free port, data and
+ * plugins in the given folders, no hot reload, the given database, plus
+ * `env` (which may leave out the hostname to get the default).
+ */
+export function hostConfig(
+  data: string,
+  plugins: string,
+  databaseUrl: string,
+  env: Record<string, string> = {},
+): HostConfig {
+  return loadConfig({
+    env: {
+      PORT: "0",
+      GOATKIT_DATA_DIR: data,
+      GOATKIT_PLUGINS_DIR: plugins,
+      GOATKIT_HOT_RELOAD: "false",
+      DATABASE_URL: databaseUrl,
+      ...env,
+    },
+    defaultPath: join(data, "absent.json"),
+  });
+}
+
+/** Logs in through the login form; returns the session cookie and its CSRF token. */
+export async function loginSession(
+  t: TestServer,
+  token: string,
+): Promise<{ cookie: string; csrf: string }> {
+  const page = await t.req("GET", "/login");
+  const loginCookie = page.headers.get("set-cookie")!.split(";")[0]!;
+  const csrf = /name="_csrf" value="([^"]+)"/.exec(await page.text())![1]!;
+  const res = await t.req("POST", "/login", {
+    cookie: loginCookie,
+    body: new URLSearchParams({ _csrf: csrf, token, next: "/admin/plugins" }),
+  });
+  await res.body?.cancel();
+  const cookie = res.headers.getSetCookie().find((c) =>
+    c.startsWith("gk_session=")
+  )!.split(";")[0]!;
+  const admin = await t.req("GET", "/admin/plugins", { cookie });
+  const sessionCsrf = /<meta name="csrf-token" content="([^"]+)">/.exec(
+    await admin.text(),
+  )?.[1];
+  assert(sessionCsrf, "csrf meta tag");
+  return { cookie, csrf: sessionCsrf };
 }

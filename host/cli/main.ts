@@ -14,6 +14,7 @@ import {
   signPackage,
 } from "../loading/packages.ts";
 import { checkManifest, PLUGIN_NAME_REGEXP } from "../model/manifest.ts";
+import { compareVersions } from "../model/version.ts";
 
 /** A command failed; the message is one line with the cause. */
 export class CliError extends Error {
@@ -50,7 +51,14 @@ Local:
   gk keygen [-o prefix]             Ed25519 key pair: prefix.pub, prefix.key
   gk sign <zip> --key <prefix.key>  writes <zip>.sig
 Host (--url, default $GOATKIT_URL or http://127.0.0.1:8080; --token, default $GOATKIT_TOKEN):
-  gk install <zip> [--sig <file>]   install or upgrade a package
+  gk install <zip> [--sig <file>] [--allow-signer-change] [--allow-downgrade|--force]
+                                    install or upgrade a package; a plugin
+                                    name keeps its first signer, and the
+                                    installed version only goes up, unless
+                                    overridden (audited on the host)
+  gk uninstall <plugin> [--forget-signer]
+                                    remove a plugin (its signer pin stays
+                                    unless --forget-signer)
   gk list                           plugins with status
   gk enable <plugin> | gk disable <plugin>
   gk logs [--plugin p] [--level l] [--limit n]
@@ -90,6 +98,10 @@ export async function runCli(
       limit: { type: "string" },
       approve: { type: "string" },
       revoke: { type: "string" },
+      "allow-signer-change": { type: "boolean" },
+      "allow-downgrade": { type: "boolean" },
+      force: { type: "boolean" },
+      "forget-signer": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
     strict: false,
@@ -103,6 +115,7 @@ export async function runCli(
     const v = values[k as keyof typeof values];
     return typeof v === "string" ? v : undefined;
   };
+  const flag = (k: string) => values[k as keyof typeof values] === true;
   const host = new HostClient(
     str("url") ?? io.env("GOATKIT_URL") ?? "http://127.0.0.1:8080",
     str("token") ?? io.env("GOATKIT_TOKEN"),
@@ -166,12 +179,29 @@ export async function runCli(
         if (sigPath) {
           form.append("signature", (await Deno.readTextFile(sigPath)).trim());
         }
+        if (flag("allow-signer-change")) {
+          form.append("allow_signer_change", "true");
+        }
+        if (flag("allow-downgrade") || flag("force")) {
+          form.append("allow_downgrade", "true");
+        }
         const r = await host.request("POST", "/api/v1/plugins/upload", form);
+        const down = r.upgraded && typeof r.previousVersion === "string" &&
+          compareVersions(r.version, r.previousVersion) < 0;
         io.out(
           `installed ${r.name} ${r.version}${
-            r.upgraded ? ` (upgraded from ${r.previousVersion})` : ""
+            r.upgraded
+              ? ` (${
+                down ? "downgraded" : "upgraded"
+              } from ${r.previousVersion})`
+              : ""
           }`,
         );
+        if (typeof r.previousSigner === "string") {
+          io.out(
+            `signer changed by override (was ${r.previousSigner}); recorded in the audit log`,
+          );
+        }
         if (Array.isArray(r.newPermissions) && r.newPermissions.length) {
           io.out(
             `requests permissions: ${
@@ -179,6 +209,21 @@ export async function runCli(
             } (approve with gk grants ${r.name} --approve …)`,
           );
         }
+        break;
+      }
+      case "uninstall": {
+        const name = need(rest[0], "uninstall <plugin>");
+        await host.request(
+          "DELETE",
+          `/api/v1/plugins/${encodeURIComponent(name)}${
+            flag("forget-signer") ? "?forget_signer=true" : ""
+          }`,
+        );
+        io.out(
+          `${name} uninstalled${
+            flag("forget-signer") ? " (signer pin cleared)" : ""
+          }`,
+        );
         break;
       }
       case "list": {

@@ -37,16 +37,28 @@ export {
   type RuntimeFactoryOptions,
 } from "./runtimes.ts";
 export {
+  DowngradeRefusedError,
   generateSigningKeys,
+  type InstallOptions,
   type InstallResult,
   PACKAGE_RECORD,
+  type PackageAuditEntry,
+  type PackageAuditSink,
   PackageInstaller,
   type PackageInstallerOptions,
   type PackageRecord,
   packFolder,
+  SIGNER_PINS_FILE,
+  SignerMismatchError,
   signPackage,
   verifySignature,
 } from "./packages.ts";
+export {
+  signerKeyId,
+  type SignerPin,
+  SignerPinFileError,
+  SignerPinStore,
+} from "./signer_pins.ts";
 export {
   PackageRejectedError,
   SafeZip,

@@ -9,16 +9,143 @@
  *
  * Signatures are detached: Ed25519 over the package's bytes, base64.
  *
+ * Two operator decisions are kept sticky:
+ *
+ * - **Signer pinning.** The first signed install of a plugin name pins the
+ *   key that signed it ({@linkcode SignerPinStore}, a JSON file that
+ *   survives restarts and uninstalls; `uninstall(name, { forgetSigner:
+ *   true })` clears it). A later package of that name signed by another
+ *   trusted key, or not signed at all, is refused with
+ *   {@linkcode SignerMismatchError} unless the install passes
+ *   `allowSignerChange` (then the pin moves to the new key; an unsigned
+ *   install leaves it). Two trusted vendors can thus not take over each
+ *   other's plugins, nor their approved grants.
+ * - **No silent downgrades.** A package whose manifest version is lower
+ *   (semantic versioning) than the installed one is refused with
+ *   {@linkcode DowngradeRefusedError} unless the install passes
+ *   `allowDowngrade`. Reinstalling the same version is allowed.
+ *
+ * Every refusal and every override is logged (`logs`) and audited (`audit`)
+ * under the plugin's name.
+ *
  * @module
  */
 
 import { dirname, join, resolve } from "node:path";
 import { zipSync } from "fflate";
 import { errorText } from "../model/errors.ts";
+import type { PluginLogSink } from "../model/host_api.ts";
+import { compareVersions } from "../model/version.ts";
 import { type Loader, PluginNameMismatchError } from "./loader.ts";
 import type { Manager } from "../manager.ts";
 import { checkManifest, type GKRegistration } from "../model/manifest.ts";
 import { PackageRejectedError, SafeZip, type ZipLimits } from "./zip_reader.ts";
+import { signerKeyId, type SignerPin, SignerPinStore } from "./signer_pins.ts";
+
+/** File (in the plugins directory) that keeps signer pins unless `pinsFile` says otherwise. */
+export const SIGNER_PINS_FILE = ".goatkit-signers.json";
+
+/**
+ * A package of a plugin name whose signer is pinned is signed by another
+ * key, or not signed. Install it anyway only with `allowSignerChange`.
+ *
+ * @example
+ * ```ts ignore
+ * try {
+ *   await installer.install(bytes, { signature });
+ * } catch (e) {
+ *   if (e instanceof SignerMismatchError) console.log(e.pinnedKeyId, e.presentedKeyId);
+ * }
+ * ```
+ */
+export class SignerMismatchError extends PackageRejectedError {
+  /** The plugin name. */
+  readonly plugin: string;
+  /** Fingerprint of the pinned key. */
+  readonly pinnedKeyId: string;
+  /** Fingerprint of the key that signed this package; `null` when unsigned. */
+  readonly presentedKeyId: string | null;
+
+  /** Creates the error. */
+  constructor(
+    plugin: string,
+    pinnedKeyId: string,
+    presentedKeyId: string | null,
+  ) {
+    super(
+      `plugin "${plugin}" is pinned to signer ${pinnedKeyId} and this package is ${
+        presentedKeyId ? `signed by ${presentedKeyId}` : "not signed"
+      } (an operator may allow a signer change explicitly)`,
+    );
+    this.name = "SignerMismatchError";
+    this.plugin = plugin;
+    this.pinnedKeyId = pinnedKeyId;
+    this.presentedKeyId = presentedKeyId;
+  }
+}
+
+/**
+ * A package's version is lower than the installed version of its plugin.
+ * Install it anyway only with `allowDowngrade`.
+ */
+export class DowngradeRefusedError extends PackageRejectedError {
+  /** The plugin name. */
+  readonly plugin: string;
+  /** The installed version. */
+  readonly installed: string;
+  /** The package's version. */
+  readonly offered: string;
+
+  /** Creates the error. */
+  constructor(plugin: string, installed: string, offered: string) {
+    super(
+      `plugin "${plugin}" ${offered} is older than the installed ${installed} (an operator may force a downgrade explicitly)`,
+    );
+    this.name = "DowngradeRefusedError";
+    this.plugin = plugin;
+    this.installed = installed;
+    this.offered = offered;
+  }
+}
+
+/** One audit entry the installer writes (the permissions layer's `AuditLog` accepts it). */
+export interface PackageAuditEntry {
+  /** The plugin name. */
+  plugin: string;
+  /** What was at stake: `package:signer` or `package:downgrade`. */
+  permission: string;
+  /** What was attempted, in words. */
+  attempted: string;
+  /**
+   * `denied` (refused), `overridden` (installed by operator override) or
+   * `cleared` (an operator cleared the signer pin).
+   */
+  outcome: "denied" | "overridden" | "cleared";
+}
+
+/** Where the installer records refusals and overrides (an `AuditLog` fits). */
+export interface PackageAuditSink {
+  /** Records one entry. */
+  record(entry: PackageAuditEntry): unknown;
+}
+
+/** Options of {@linkcode PackageInstaller.install}. */
+export interface InstallOptions {
+  /** Detached Ed25519 signature of the package bytes, base64. */
+  signature?: string | null;
+  /**
+   * Operator override: install although the plugin name is pinned to
+   * another signer (or the package is unsigned). Logged and audited.
+   * @default false
+   */
+  allowSignerChange?: boolean;
+  /**
+   * Operator override: install although the version is lower than the
+   * installed one. Logged and audited.
+   * @default false
+   */
+  allowDowngrade?: boolean;
+}
 
 /** Name of the file an installed plugin keeps its package record in. */
 export const PACKAGE_RECORD = ".goatkit-package.json";
@@ -45,6 +172,11 @@ export interface InstallResult extends PackageRecord {
   previousVersion?: string;
   /** Permissions the new version requests that the old one did not. */
   newPermissions: string[];
+  /**
+   * The key the plugin name was pinned to before, when `allowSignerChange`
+   * let another signer (or an unsigned package) in.
+   */
+  previousSigner?: string;
 }
 
 /** Options of {@linkcode PackageInstaller}. */
@@ -63,6 +195,28 @@ export interface PackageInstallerOptions {
   limits?: ZipLimits;
   /** Called after uninstall to drop grants, state, database role… */
   onUninstall?: (name: string) => Promise<void>;
+  /**
+   * The JSON file keeping signer pins. Put it where the host keeps its
+   * state (`boot` uses `<dataDir>/package_signers.json`).
+   * @default `<dir>/.goatkit-signers.json`
+   */
+  pinsFile?: string;
+  /**
+   * Called when an operator override lets a package of another signer (or
+   * an unsigned one) replace a signed plugin, before the new code is put in
+   * place and started. `boot` revokes the plugin's grants here: what the
+   * operator approved for one vendor's code is not handed to another's (if
+   * the new version then fails to start, the old one runs without them
+   * until they are approved again).
+   */
+  onSignerChange?: (
+    name: string,
+    change: { from: string; to: string | null },
+  ) => Promise<void>;
+  /** Where refusals and overrides are logged (warn, under the plugin's name). */
+  logs?: PluginLogSink;
+  /** Where refusals and overrides are audited. */
+  audit?: PackageAuditSink;
 }
 
 /**
@@ -78,12 +232,31 @@ export interface PackageInstallerOptions {
 export class PackageInstaller {
   #o: PackageInstallerOptions;
   #dir: string;
+  #pins: SignerPinStore;
   #busy: Promise<unknown> = Promise.resolve();
 
   /** Creates the installer. */
   constructor(options: PackageInstallerOptions) {
     this.#o = options;
     this.#dir = resolve(options.dir);
+    this.#pins = new SignerPinStore(
+      options.pinsFile ?? join(this.#dir, SIGNER_PINS_FILE),
+    );
+  }
+
+  /** The signer pin of a plugin name, if one is set. */
+  signerPin(name: string): Promise<SignerPin | undefined> {
+    return this.#pins.get(name);
+  }
+
+  /**
+   * Clears the signer pin of a plugin name (the next signed install pins
+   * again); returns whether there was one. Logged and audited.
+   */
+  forgetSigner(name: string): Promise<boolean> {
+    const run = this.#busy.then(() => this.#forgetSigner(name));
+    this.#busy = run.catch(() => {});
+    return run;
   }
 
   /**
@@ -142,34 +315,39 @@ export class PackageInstaller {
    */
   install(
     bytes: Uint8Array,
-    options: { signature?: string | null } = {},
+    options: InstallOptions = {},
   ): Promise<InstallResult> {
     const run = this.#busy.then(() => this.#install(bytes, options));
     this.#busy = run.catch(() => {});
     return run;
   }
 
-  /** Unregisters a plugin and removes its files, then runs `onUninstall`. */
-  uninstall(name: string): Promise<void> {
-    const run = this.#busy.then(() => this.#uninstall(name));
+  /**
+   * Unregisters a plugin and removes its files, then runs `onUninstall`.
+   * Its signer pin stays (a reinstall from another signer still needs the
+   * override) unless `forgetSigner` is set.
+   */
+  uninstall(
+    name: string,
+    options: { forgetSigner?: boolean } = {},
+  ): Promise<void> {
+    const run = this.#busy.then(async () => {
+      await this.#uninstall(name);
+      if (options.forgetSigner) await this.#forgetSigner(name);
+    });
     this.#busy = run.catch(() => {});
     return run;
   }
 
   /** The package record of an installed plugin, if it came from a package. */
-  async record(name: string): Promise<PackageRecord | undefined> {
+  record(name: string): Promise<PackageRecord | undefined> {
     const dir = this.#o.loader.source(name)?.dir;
-    if (!dir) return undefined;
-    try {
-      return JSON.parse(await Deno.readTextFile(join(dir, PACKAGE_RECORD)));
-    } catch {
-      return undefined;
-    }
+    return dir ? readRecord(dir) : Promise.resolve(undefined);
   }
 
   async #install(
     bytes: Uint8Array,
-    options: { signature?: string | null },
+    options: InstallOptions,
   ): Promise<InstallResult> {
     const { manifest, files, sha256, signedBy } = await this.inspect(
       bytes,
@@ -180,6 +358,18 @@ export class PackageInstaller {
     const existing = this.#o.loader.source(name);
     const target = existing?.dir ?? join(this.#dir, name);
     const oldManifest = existing?.manifest;
+    const admitted = await this.#admit(
+      manifest,
+      signedBy,
+      existing?.dir,
+      options,
+    );
+    if (admitted.result.previousSigner !== undefined) {
+      await this.#o.onSignerChange?.(name, {
+        from: admitted.result.previousSigner,
+        to: signedBy,
+      });
+    }
     const record: PackageRecord = {
       name,
       version: manifest.version,
@@ -227,10 +417,12 @@ export class PackageInstaller {
     if (!existing) {
       await Deno.rename(tmp, target);
       await this.#o.loader.scan();
+      await admitted.commit();
       return {
         ...record,
         upgraded: false,
         newPermissions: manifest.permissions ?? [],
+        ...admitted.result,
       };
     }
 
@@ -259,13 +451,126 @@ export class PackageInstaller {
       );
     }
     await Deno.remove(aside, { recursive: true });
+    await admitted.commit();
     const old = new Set(oldManifest?.permissions ?? []);
     return {
       ...record,
       upgraded: true,
       ...(oldManifest ? { previousVersion: oldManifest.version } : {}),
       newPermissions: (manifest.permissions ?? []).filter((p) => !old.has(p)),
+      ...admitted.result,
     };
+  }
+
+  /**
+   * Applies the signer pin and the downgrade rule to a package that passed
+   * inspection. Throws {@linkcode SignerMismatchError} or
+   * {@linkcode DowngradeRefusedError} (logged and audited as `denied`)
+   * unless overridden; returns what to record once the install succeeded.
+   */
+  async #admit(
+    manifest: GKRegistration,
+    signedBy: string | null,
+    existingDir: string | undefined,
+    options: InstallOptions,
+  ): Promise<
+    { commit(): Promise<void>; result: { previousSigner?: string } }
+  > {
+    const name = manifest.name;
+    const version = manifest.version;
+    // The pin; a plugin installed signed before pins existed is pinned to
+    // the signer its package record names.
+    let pin = await this.#pins.get(name);
+    if (!pin && existingDir) {
+      const old = await readRecord(existingDir);
+      if (old?.signedBy) {
+        pin = {
+          signer: old.signedBy,
+          keyId: await signerKeyId(old.signedBy),
+          pinnedAt: old.installedAt,
+          pluginVersion: old.version,
+        };
+      }
+    }
+    const presentedKeyId = signedBy ? await signerKeyId(signedBy) : null;
+    const overrides: { permission: string; attempted: string }[] = [];
+    if (pin && presentedKeyId !== pin.keyId) {
+      const attempted = `install ${name} ${version} ${
+        presentedKeyId ? `signed by ${presentedKeyId}` : "unsigned"
+      } over signer pin ${pin.keyId}`;
+      if (!options.allowSignerChange) {
+        this.#note(name, "package:signer", attempted, "denied");
+        throw new SignerMismatchError(name, pin.keyId, presentedKeyId);
+      }
+      overrides.push({ permission: "package:signer", attempted });
+    }
+    const installed = existingDir
+      ? this.#o.loader.source(name)?.manifest.version
+      : undefined;
+    if (installed !== undefined && compareVersions(version, installed) < 0) {
+      const attempted = `install ${name} ${version} over ${installed}`;
+      if (!options.allowDowngrade) {
+        this.#note(name, "package:downgrade", attempted, "denied");
+        throw new DowngradeRefusedError(name, installed, version);
+      }
+      overrides.push({ permission: "package:downgrade", attempted });
+    }
+    const changed = pin !== undefined && presentedKeyId !== pin.keyId;
+    return {
+      result: changed ? { previousSigner: pin!.signer } : {},
+      commit: async () => {
+        // Pin the first signer, and move the pin on an allowed change to
+        // another key (an allowed unsigned install leaves the pin).
+        if (signedBy && (!pin || changed || !(await this.#pins.get(name)))) {
+          await this.#pins.set(name, {
+            signer: signedBy,
+            keyId: presentedKeyId!,
+            pinnedAt: new Date().toISOString(),
+            pluginVersion: version,
+          });
+        }
+        for (const o of overrides) {
+          this.#note(
+            name,
+            o.permission,
+            `${o.attempted} (operator override)`,
+            "overridden",
+          );
+        }
+      },
+    };
+  }
+
+  /** Logs and audits a refusal or an override. */
+  #note(
+    plugin: string,
+    permission: string,
+    attempted: string,
+    outcome: PackageAuditEntry["outcome"],
+  ): void {
+    this.#o.logs?.log(
+      plugin,
+      "warn",
+      outcome === "denied"
+        ? `package refused: ${attempted}`
+        : outcome === "cleared"
+        ? `package signer pin cleared by operator: ${attempted}`
+        : `package installed by operator override: ${attempted}`,
+      { permission, outcome },
+    );
+    this.#o.audit?.record({ plugin, permission, attempted, outcome });
+  }
+
+  async #forgetSigner(name: string): Promise<boolean> {
+    const pin = await this.#pins.get(name);
+    if (!(await this.#pins.delete(name))) return false;
+    this.#note(
+      name,
+      "package:signer",
+      `forget signer pin ${pin?.keyId ?? "?"} of ${name}`,
+      "cleared",
+    );
+    return true;
   }
 
   async #uninstall(name: string): Promise<void> {
@@ -315,6 +620,15 @@ export class PackageInstaller {
       if (await verifySignature(bytes, sig, k)) return k;
     }
     throw new PackageRejectedError("bad signature: no trusted key verifies it");
+  }
+}
+
+/** The package record in an installed plugin's folder, if any. */
+async function readRecord(dir: string): Promise<PackageRecord | undefined> {
+  try {
+    return JSON.parse(await Deno.readTextFile(join(dir, PACKAGE_RECORD)));
+  } catch {
+    return undefined;
   }
 }
 

@@ -1,7 +1,9 @@
 /**
  * The one sanitiser all plugin-provided HTML passes through (widgets, route
  * `html` results, template overrides): no scripts, no event handlers, no
- * `javascript:` URLs, no frames, forms or styles that escape the card.
+ * `javascript:` URLs, no frames, forms or styles that escape the card, and
+ * no `data-*` attributes (the admin pages' script is driven by `data-gk-*`
+ * attributes the host writes; plugin HTML must never be able to carry one).
  *
  * @module
  */
@@ -21,7 +23,8 @@ const OPTIONS: sanitize.IOptions = {
     "meter",
   ],
   allowedAttributes: {
-    "*": ["class", "id", "title", "lang", "dir", "aria-*", "role", "data-*"],
+    // No data-*: host markup uses them to drive the admin script.
+    "*": ["class", "id", "title", "lang", "dir", "aria-*", "role"],
     a: ["href", "name", "target", "rel"],
     img: ["src", "alt", "width", "height"],
     td: ["colspan", "rowspan"],
@@ -46,6 +49,7 @@ const OPTIONS: sanitize.IOptions = {
  * import { sanitizeHtml } from "./sanitize.ts";
  * sanitizeHtml('<div onclick="x()">hi<script>alert(1)</script></div>');
  * // '<div>hi</div>'
+ * sanitizeHtml('<p data-gk-refresh-url="/admin/logout">x</p>'); // '<p>x</p>'
  * ```
  */
 export function sanitizeHtml(html: string): string {

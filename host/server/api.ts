@@ -20,6 +20,7 @@ import {
   type ServerContext,
 } from "./context.ts";
 import { markup, raw } from "./html.ts";
+import type { ServerInstallOverrides } from "./options.ts";
 import {
   BadRequestError,
   BodyTooLargeError,
@@ -141,6 +142,27 @@ export async function readUpload(
   return { bytes, ...(filename ? { filename } : {}), fields: {} };
 }
 
+/** Whether a form field or query value switches an option on. */
+export function isYes(value: string | undefined): boolean {
+  return value !== undefined &&
+    ["1", "true", "on", "yes"].includes(value.trim().toLowerCase());
+}
+
+/**
+ * The operator overrides of an upload: fields (or, for a raw body, query
+ * values) `allow_signer_change` and `allow_downgrade`.
+ */
+export function installOverrides(
+  c: Context,
+  fields: Record<string, string>,
+): ServerInstallOverrides {
+  const flag = (k: string) => isYes(fields[k] ?? c.req.query(k));
+  return {
+    ...(flag("allow_signer_change") ? { allowSignerChange: true } : {}),
+    ...(flag("allow_downgrade") ? { allowDowngrade: true } : {}),
+  };
+}
+
 /** Builds the `/api/v1` sub-app. */
 export function createApi(ctx: ServerContext): Hono {
   const api = new Hono();
@@ -223,6 +245,7 @@ export function createApi(ctx: ServerContext): Hono {
     const result = await packages.install(bytes, {
       ...(filename ? { filename } : {}),
       ...(signature ? { signature } : {}),
+      ...installOverrides(c, fields),
     });
     return c.json({ status: "installed", ...result });
   });
@@ -241,7 +264,11 @@ export function createApi(ctx: ServerContext): Hono {
   api.delete("/plugins/:name", admin, async (c) => {
     const packages = ctx.options.packages;
     if (!packages) return notImplemented(c, "package uninstall");
-    await packages.uninstall(c.req.param("name"));
+    const forgetSigner = isYes(c.req.query("forget_signer"));
+    await packages.uninstall(
+      c.req.param("name"),
+      forgetSigner ? { forgetSigner } : undefined,
+    );
     return c.json({ status: "uninstalled" });
   });
 

@@ -29,6 +29,11 @@ import { pluginRouteHandlers } from "./plugin_http.ts";
 import { buildRouteTable, type RouteTable } from "./route_table.ts";
 import { SessionStore } from "./auth/sessions.ts";
 import { MemoryTokenStore } from "./auth/tokens.ts";
+import {
+  type ConnectionInfo,
+  HSTS_VALUE,
+  isHttpsRequest,
+} from "./transport.ts";
 
 /** What {@linkcode createApp} returns. */
 export interface GoatKitApp {
@@ -39,8 +44,13 @@ export interface GoatKitApp {
    * @ignore
    */
   readonly app: Hono;
-  /** Handles one request (same as `app.fetch`). */
-  fetch(request: Request): Promise<Response>;
+  /**
+   * Handles one request (same as `app.fetch`). `info` is what `Deno.serve`
+   * passes its handler; its peer address decides whether a listed trusted
+   * proxy's `X-Forwarded-Proto` is believed (`Deno.serve(opts, server.fetch)`
+   * passes it on).
+   */
+  fetch(request: Request, info?: ConnectionInfo): Promise<Response>;
   /**
    * Rebuilds the plugin route table from the enabled plugins and swaps it in.
    * Called automatically on every Manager event; returns the new table.
@@ -101,6 +111,12 @@ export function createApp(options: AppOptions): GoatKitApp {
     sanitize,
     table: () => table,
     callTimeoutMs: options.callTimeoutMs,
+    https: (c) =>
+      isHttpsRequest(
+        c.req.raw,
+        c.env as ConnectionInfo | undefined,
+        options.trustProxy,
+      ),
   };
 
   const handlers = pluginRouteHandlers({
@@ -139,11 +155,23 @@ export function createApp(options: AppOptions): GoatKitApp {
   const app = new Hono();
   app.use("*", async function securityHeaders(c, next) {
     await next();
-    try {
+    const https = ctx.https(c);
+    const set = () => {
       if (!c.res.headers.has("x-content-type-options")) {
         c.res.headers.set("x-content-type-options", "nosniff");
       }
-    } catch { /* immutable headers: leave them */ }
+      // HSTS only on HTTPS (a browser ignores it on HTTP anyway, and a
+      // plugin cannot switch it off: its own header is replaced).
+      if (https) c.res.headers.set("strict-transport-security", HSTS_VALUE);
+      else c.res.headers.delete("strict-transport-security");
+    };
+    try {
+      set();
+    } catch {
+      // Immutable headers (a Response from fetch): copy it and set them.
+      c.res = new Response(c.res.body, c.res);
+      set();
+    }
   });
   app.use("*", async function pluginRoutes(c, next) {
     if (isHostPath(c.req.path)) return await next();
@@ -206,7 +234,8 @@ export function createApp(options: AppOptions): GoatKitApp {
 
   return {
     app,
-    fetch: (request: Request) => Promise.resolve(app.fetch(request)),
+    fetch: (request: Request, info?: ConnectionInfo) =>
+      Promise.resolve(app.fetch(request, info)),
     rebuildRoutes,
     routeTable: () => table,
     checkRoutes: (manifest) => checkRouteCollisions(manager, manifest),

@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { Context } from "hono";
 import type { LogBuffer } from "../log_buffer.ts";
 import type { Manager } from "../manager.ts";
 import type { GKRegistration } from "../model/manifest.ts";
@@ -35,6 +36,11 @@ export interface ServerContext {
   table(): RouteTable;
   /** Call timeout for HTTP-initiated plugin calls. */
   callTimeoutMs: number | undefined;
+  /**
+   * Whether the request came over HTTPS (TLS, or a trusted proxy's
+   * `X-Forwarded-Proto`); see `transport.ts`.
+   */
+  https(c: Context): boolean;
 }
 
 /** A plugin as the API lists it: GoatFlow's shape plus status and permissions. */

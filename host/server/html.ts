@@ -239,41 +239,77 @@ ul.perms { margin:0; padding-left:18px; }
 @media (max-width: 900px) { body { flex-direction:column; } nav.side { width:auto; } .widgets { grid-template-columns:1fr; } .widget { grid-column:auto !important; } }
 `;
 
-/** The admin script: widget and log auto-refresh, confirmations. */
+/**
+ * The paths the admin script refreshes from: a dashboard widget's host
+ * endpoint or the log rows, same-origin, nothing else.
+ */
+export const REFRESH_PATH_REGEXP =
+  /^\/admin\/(?:widgets\/[^/?#\\]+\/[^/?#\\]+|logs\/rows)(?:\?[^#\\]*)?$/;
+
+/**
+ * The admin script: widget and log auto-refresh, confirmations.
+ *
+ * It only acts on host markup: an element inside plugin HTML (below an
+ * element marked `data-gk-plugin-html`) is ignored whatever it carries, the
+ * refresh attributes are `data-gk-*` ones (the sanitiser lets no `data-*`
+ * through), and a refresh URL must be a same-origin path matching
+ * {@linkcode REFRESH_PATH_REGEXP} before and after URL parsing (fetched
+ * without following redirects).
+ */
 export const ADMIN_JS = `"use strict";
 (function () {
+  var REFRESH_PATH = ${REFRESH_PATH_REGEXP.toString()};
   function csrf() { var m = document.querySelector('meta[name="csrf-token"]'); return m ? m.content : ""; }
+  // Host markup only: nothing inside plugin HTML drives the script.
+  function hostElement(el) {
+    var up = el && el.parentElement;
+    return !!el && !(up && up.closest("[data-gk-plugin-html]"));
+  }
+  function refreshUrl(el) {
+    if (!hostElement(el)) return null;
+    var url = el.getAttribute("data-gk-refresh-url");
+    if (!url || !REFRESH_PATH.test(url)) return null;
+    var parsed = new URL(url, window.location.href);
+    var path = parsed.pathname + parsed.search;
+    // Checked again after parsing (dot segments, encodings).
+    if (parsed.origin !== window.location.origin || !REFRESH_PATH.test(path)) return null;
+    return path;
+  }
   function refresh(el) {
-    var url = el.getAttribute("data-refresh-url");
+    var url = refreshUrl(el);
     if (!url) return;
-    fetch(url, { credentials: "same-origin", headers: { "X-CSRF-Token": csrf() } })
+    fetch(url, { credentials: "same-origin", redirect: "error", headers: { "X-CSRF-Token": csrf() } })
       .then(function (r) { if (!r.ok) throw new Error(String(r.status)); return r.text(); })
-      .then(function (t) { el.innerHTML = t; el.removeAttribute("data-refresh-error"); })
-      .catch(function (e) { el.setAttribute("data-refresh-error", String(e)); });
+      .then(function (t) { el.innerHTML = t; el.removeAttribute("data-gk-refresh-error"); })
+      .catch(function (e) { el.setAttribute("data-gk-refresh-error", String(e)); });
   }
   function setup() {
-    document.querySelectorAll("[data-refresh-url][data-refresh-sec]").forEach(function (el) {
-      var sec = Number(el.getAttribute("data-refresh-sec"));
+    document.querySelectorAll("[data-gk-refresh-url][data-gk-refresh-sec]").forEach(function (el) {
+      if (!refreshUrl(el)) return;
+      var sec = Number(el.getAttribute("data-gk-refresh-sec"));
       if (!(sec > 0)) return;
-      var toggle = el.getAttribute("data-refresh-toggle");
+      var toggle = el.getAttribute("data-gk-refresh-toggle");
       setInterval(function () {
-        if (toggle) { var t = document.getElementById(toggle); if (t && !t.checked) return; }
+        if (toggle) { var t = document.getElementById(toggle); if (t && hostElement(t) && !t.checked) return; }
         refresh(el);
       }, Math.max(1, sec) * 1000);
     });
-    document.querySelectorAll("[data-refresh-now]").forEach(function (b) {
+    document.querySelectorAll("[data-gk-refresh-now]").forEach(function (b) {
+      if (!hostElement(b)) return;
       b.addEventListener("click", function (ev) {
         ev.preventDefault();
-        var el = document.getElementById(b.getAttribute("data-refresh-now"));
+        var el = document.getElementById(b.getAttribute("data-gk-refresh-now"));
         if (el) refresh(el);
       });
     });
     document.querySelectorAll("form[data-confirm]").forEach(function (f) {
+      if (!hostElement(f)) return;
       f.addEventListener("submit", function (ev) {
         if (!window.confirm(f.getAttribute("data-confirm"))) ev.preventDefault();
       });
     });
     document.querySelectorAll("select[data-autosubmit]").forEach(function (s) {
+      if (!hostElement(s)) return;
       s.addEventListener("change", function () { s.form.submit(); });
     });
   }

@@ -34,11 +34,19 @@ export type {
   PackagesProvider,
   SchedulerProvider,
   ServerAuditEntry,
+  ServerInstallOverrides,
   ServerInstallResult,
   ServerJobInfo,
   ServerJobRun,
 } from "./options.ts";
 export type { PluginInfo } from "./context.ts";
+export {
+  type ConnectionInfo,
+  HSTS_VALUE,
+  isHttpsRequest,
+  isTrustedProxy,
+  type TrustProxy,
+} from "./transport.ts";
 export {
   findRouteConflicts,
   patternsOverlap,

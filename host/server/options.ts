@@ -103,6 +103,20 @@ export interface ServerInstallResult {
   previousVersion?: string;
   /** Permissions the new version requests that the old one did not. */
   newPermissions?: string[];
+  /** The signer it replaced, when an operator override allowed a signer change. */
+  previousSigner?: string | null;
+}
+
+/** Operator overrides of an install (each one is logged and audited). */
+export interface ServerInstallOverrides {
+  /**
+   * Install even though the package is signed by another key than the one
+   * pinned for its plugin name (or not signed while the pin says signed).
+   * @default false
+   */
+  allowSignerChange?: boolean;
+  /** Install even though its version is lower than the installed one. @default false */
+  allowDowngrade?: boolean;
 }
 
 /** The package manager (implemented by the packaging module). */
@@ -110,10 +124,15 @@ export interface PackagesProvider {
   /** Validates and installs (or upgrades) a `.zip` package. */
   install(
     bytes: Uint8Array,
-    options?: { filename?: string; signature?: string | null },
+    options?:
+      & { filename?: string; signature?: string | null }
+      & ServerInstallOverrides,
   ): Promise<ServerInstallResult>;
-  /** Removes a plugin with its files, grants, state, routes and jobs. */
-  uninstall(name: string): Promise<void>;
+  /**
+   * Removes a plugin with its files, grants, state, routes and jobs. Its
+   * signer pin is kept unless `forgetSigner` is set.
+   */
+  uninstall(name: string, options?: { forgetSigner?: boolean }): Promise<void>;
 }
 
 /** The plugin loader (discovery and hot reload), for the admin "reload" action and lazy widgets. */
@@ -159,8 +178,21 @@ export interface AppOptions {
   maxBodyBytes?: number;
   /** Largest package upload, in bytes. @default 50 MiB */
   maxUploadBytes?: number;
-  /** Set the `Secure` flag on cookies (behind HTTPS). @default false */
+  /**
+   * Always set the `Secure` flag on cookies, even on requests that came over
+   * plain HTTP. Without it, cookies get the flag on HTTPS requests (served
+   * with TLS, or a trusted proxy's `X-Forwarded-Proto: https`).
+   * @default false
+   */
   secureCookies?: boolean;
+  /**
+   * Reverse proxies whose `X-Forwarded-Proto` is believed: `true` (every
+   * peer), or their IP addresses (the peer address comes from the second
+   * argument of `fetch`, which `Deno.serve` passes). A request they say
+   * came over `https` gets `Secure` cookies and `Strict-Transport-Security`.
+   * @default false (the header is ignored)
+   */
+  trustProxy?: boolean | readonly string[];
   /** Title shown in the admin pages. @default "GoatKit" */
   title?: string;
   /** Extra fields in `GET /healthz`. */

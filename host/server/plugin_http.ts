@@ -183,6 +183,7 @@ function codeEntry(
 /**
  * Maps an error thrown by a plugin call to a status and JSON body:
  * not found 404, disabled 403, permission denied 403, timeout 504, crash 502,
+ * a package refused for its signer or version 409, another refused package 422,
  * an error with a `code` the plugin declared → that code's status, anything
  * else 500.
  *
@@ -235,6 +236,16 @@ export function errorToHttp(
   }
   if (e instanceof BadRequestError) {
     return { status: 400, body: { error: msg } };
+  }
+  // Package refusals (host/loading, matched by name so the server does not
+  // depend on the loader): a pinned signer or a newer installed version is
+  // a conflict with the installed state; anything else an unusable package.
+  const name = (e as { name?: unknown } | null)?.name;
+  if (name === "SignerMismatchError" || name === "DowngradeRefusedError") {
+    return { status: 409, body: { error: msg } };
+  }
+  if (name === "PackageRejectedError") {
+    return { status: 422, body: { error: msg } };
   }
   return { status: 500, body: { error: msg } };
 }

@@ -33,7 +33,7 @@ export function mountLoginPages(
       httpOnly: true,
       sameSite: "Strict",
       path: "/login",
-      secure,
+      secure: secure(c),
       maxAge: 3600,
     });
     const failed = c.req.query("failed") === "1";
@@ -87,12 +87,12 @@ export function mountLoginPages(
       name: rec.name,
       admin: rec.admin,
     });
-    deleteCookie(c, LOGIN_CSRF_COOKIE, { path: "/login" });
+    deleteCookie(c, LOGIN_CSRF_COOKIE, { path: "/login", secure: secure(c) });
     setCookie(c, SESSION_COOKIE, id, {
       httpOnly: true,
       sameSite: "Strict",
       path: "/",
-      secure,
+      secure: secure(c),
     });
     ctx.logs.log("", "info", `login: token "${rec.name}" (${rec.id})`);
     return c.redirect(next, 303);
@@ -102,7 +102,7 @@ export function mountLoginPages(
     const fields = await form(c);
     if (!fields) return csrfRefused(c);
     ctx.sessions.delete(getCookie(c, SESSION_COOKIE));
-    deleteCookie(c, SESSION_COOKIE, { path: "/" });
+    deleteCookie(c, SESSION_COOKIE, { path: "/", secure: secure(c) });
     return c.redirect("/login", 303);
   });
 }

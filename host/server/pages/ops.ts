@@ -115,7 +115,7 @@ export function mountOpsPages(
     }</select></label>
         <button type="submit">Apply</button>
         <label class="check"><input type="checkbox" id="auto" checked> Auto-refresh (5 s)</label>
-        <button type="button" data-refresh-now="log-rows">Refresh</button>
+        <button type="button" data-gk-refresh-now="log-rows">Refresh</button>
       </form>
       <form method="post" action="/admin/logs/clear"
         data-confirm="Clear all log entries?"
@@ -134,8 +134,8 @@ export function mountOpsPages(
             <th>Message</th>
           </tr>
         </thead>
-        <tbody id="log-rows" data-refresh-url="/admin/logs/rows?${q.toString()}"
-          data-refresh-sec="5" data-refresh-toggle="auto">${
+        <tbody id="log-rows" data-gk-refresh-url="/admin/logs/rows?${q.toString()}"
+          data-gk-refresh-sec="5" data-gk-refresh-toggle="auto">${
       logRows(
         queryLogs(f),
       )

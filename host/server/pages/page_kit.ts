@@ -199,8 +199,12 @@ export interface PageKit {
   adminPage: MiddlewareHandler;
   /** Largest package upload, in bytes. */
   uploadLimit: number;
-  /** Whether cookies get the `Secure` flag. */
-  secure: boolean;
+  /**
+   * Whether cookies set on this request get the `Secure` flag: always with
+   * `secureCookies`, else when the request came over HTTPS (TLS, or a
+   * trusted proxy's `X-Forwarded-Proto: https`).
+   */
+  secure(c: Context): boolean;
   /** The principal of a request. */
   principal(c: Context): ReturnType<ServerContext["auth"]["principal"]>;
   /** Parses a form and checks its `_csrf` field; `undefined` when refused. */
@@ -225,7 +229,8 @@ export function pageKit(ctx: ServerContext): PageKit {
     csrfHeader: false,
   });
   const uploadLimit = ctx.options.maxUploadBytes ?? 50 * 1024 * 1024;
-  const secure = ctx.options.secureCookies ?? false;
+  const forceSecure = ctx.options.secureCookies ?? false;
+  const secure = (c: Context) => forceSecure || ctx.https(c);
   const principal = (c: Context) => ctx.auth.principal(c);
 
   async function form(

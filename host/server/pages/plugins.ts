@@ -8,7 +8,7 @@
 
 import type { Context, Hono } from "hono";
 import { checkCsrf, type Principal } from "../auth/authenticator.ts";
-import { notRequestedText, readUpload } from "../api.ts";
+import { installOverrides, notRequestedText, readUpload } from "../api.ts";
 import {
   allPluginInfos,
   type PluginInfo,
@@ -16,7 +16,7 @@ import {
   renderWidget,
   type ServerContext,
 } from "../context.ts";
-import { markup, raw, type SafeHtml } from "../html.ts";
+import { markup, PAGE_HEADERS, raw, type SafeHtml } from "../html.ts";
 import { BadRequestError, preferredLanguage } from "../plugin_http.ts";
 import {
   csrfField,
@@ -29,7 +29,23 @@ import {
   toggleButton,
 } from "./page_kit.ts";
 
-/** Mounts `/admin`, `/admin/dashboard` and `/admin/plugins…`. */
+/**
+ * The host endpoint a dashboard widget refreshes from:
+ * `/admin/widgets/<plugin>/<widget>`, each part URL-encoded.
+ *
+ * @example
+ * ```ts
+ * import { widgetRefreshUrl } from "./plugins.ts";
+ * widgetRefreshUrl("hello", "clock"); // "/admin/widgets/hello/clock"
+ * ```
+ */
+export function widgetRefreshUrl(plugin: string, widget: string): string {
+  return `/admin/widgets/${encodeURIComponent(plugin)}/${
+    encodeURIComponent(widget)
+  }`;
+}
+
+/** Mounts `/admin`, `/admin/dashboard`, `/admin/widgets…` and `/admin/plugins…`. */
 export function mountPluginPages(
   app: Hono,
   ctx: ServerContext,
@@ -61,13 +77,17 @@ export function mountPluginPages(
     );
     const cards = widgets.map((w, i) => {
       const r = rendered[i]!;
-      const url = `/api/v1/plugins/${encodeURIComponent(w.plugin)}/widgets/${
-        encodeURIComponent(w.id)
-      }`;
+      // The refresh URL is the host's own widget endpoint, built here from
+      // the registered widget; nothing in the widget's HTML can name one
+      // (the sanitiser drops every data-* attribute, and the script only
+      // follows data-gk-refresh-url outside plugin HTML, to /admin/ paths).
+      const url = widgetRefreshUrl(w.plugin, w.id);
       const refresh = w.refreshable && (w.refresh_sec ?? 0) > 0
-        ? w.refresh_sec
+        ? Math.max(1, Math.floor(w.refresh_sec!))
         : undefined;
-      const refreshAttr = refresh ? raw(` data-refresh-sec="${refresh}"`) : "";
+      const refreshAttr = refresh
+        ? markup` data-gk-refresh-url="${url}" data-gk-refresh-sec="${refresh}"`
+        : "";
       const content = r.ok
         ? raw(r.html)
         : markup`<p class="muted">${r.message}</p>`;
@@ -76,7 +96,7 @@ export function mountPluginPages(
         w.size ?? "small"
       }" data-widget="${w.plugin}:${w.id}">
 <header><span>${w.title}</span><span class="badge">${w.plugin}</span></header>
-<div class="body" id="${id}" data-refresh-url="${url}"${refreshAttr}>${content}</div>
+<div class="body" id="${id}" data-gk-plugin-html${refreshAttr}>${content}</div>
 </section>`;
     });
     return render(
@@ -89,6 +109,29 @@ export function mountPluginPages(
           class="muted">No widgets. Enabled plugins that declare widgets at location "dashboard" show them here.</p>
       `,
     );
+  });
+
+  // The one URL the dashboard refreshes a widget from: the widget rendered
+  // by the host and sanitised (again, on every refresh) before it is sent.
+  app.get("/admin/widgets/:plugin/:widget", authPage, async (c) => {
+    const language = preferredLanguage(c.req.header("accept-language"));
+    const r = await renderWidget(
+      ctx,
+      c.req.param("plugin"),
+      c.req.param("widget"),
+      language,
+    );
+    const headers = {
+      ...PAGE_HEADERS,
+      "content-type": "text/html; charset=utf-8",
+      "cache-control": "no-store",
+    };
+    return r.ok
+      ? new Response(ctx.sanitize(r.html), { headers })
+      : new Response(markup`<p class="muted">${r.message}</p>`.value, {
+        status: r.status,
+        headers,
+      });
   });
 
   // -- plugins --------------------------------------------------------------------
@@ -166,7 +209,10 @@ export function mountPluginPages(
             p,
           )
         }<input type="file" name="plugin" accept=".zip" required> <input name="signature" placeholder="Ed25519 signature (base64, optional)" size="40"> <button class="primary" type="submit">Upload</button>
-          <p class="muted">A .zip with manifest.json and the module or entry. Its permissions are shown for approval after install.</p></form>
+          <p class="muted">A .zip with manifest.json and the module or entry. Its permissions are shown for approval after install.</p>
+          <p><label class="check"><input type="checkbox" name="allow_signer_change" value="1"> Allow a different signer (or an unsigned package) for an already signed plugin</label><br>
+          <label class="check"><input type="checkbox" name="allow_downgrade" value="1"> Allow installing an older version</label></p>
+          <p class="muted">Both overrides are recorded in the audit log.</p></form>
         `
         : markup`<p class="muted">Package install is not available on this host.</p>`
     }</div>
@@ -198,8 +244,10 @@ export function mountPluginPages(
       const result = await ctx.options.packages.install(bytes, {
         ...(filename ? { filename } : {}),
         ...(signature ? { signature } : {}),
+        ...installOverrides(c, fields),
       });
       const q = new URLSearchParams({ done: "installed" });
+      if (result.previousSigner !== undefined) q.set("signer", "changed");
       if (result.previousVersion) q.set("from", String(result.previousVersion));
       if (result.newPermissions?.length) {
         q.set("new", result.newPermissions.join(" "));
@@ -239,6 +287,10 @@ export function mountPluginPages(
         text: `Installed ${info.name} ${info.version}${
           from ? ` (upgraded from ${from})` : ""
         }.${
+          c.req.query("signer") === "changed"
+            ? " Its signer changed (operator override, audited)."
+            : ""
+        }${
           fresh.length > 0 ? ` New in this version: ${fresh.join(", ")}.` : ""
         }${
           info.permissions.pending.length > 0

@@ -271,3 +271,147 @@ Deno.test("the SDK's npm pins match deno.json", async () => {
     assertEquals(config.imports[name], spec, name);
   }
 });
+
+Deno.test("callbackContext binds a callback only to an open call the host issued", async () => {
+  const grpc = await import("@grpc/grpc-js");
+  const { callbackContext, CallbackRefusedError, statusForError } =
+    await import("../runtimes/grpc/host_service.ts");
+  const { PluginTimeoutError } = await import("../host/model/errors.ts");
+  const live = {
+    chain: ["p"],
+    deadline: Date.now() + 60_000,
+    signal: new AbortController().signal,
+  };
+  const ended = new AbortController();
+  ended.abort(new Error("call ended"));
+  const calls: Record<string, typeof live> = {
+    live,
+    expired: { ...live, deadline: Date.now() - 1 },
+    timedOut: {
+      ...live,
+      signal: AbortSignal.abort(new PluginTimeoutError("p", 10)),
+    },
+    ended: { ...live, signal: ended.signal },
+  };
+  const own = { chain: ["p"], deadline: 0, signal: live.signal };
+  const refused: string[] = [];
+  const binding = {
+    host: () => undefined,
+    openCall: (id: string) => calls[id],
+    ownContext: () => own,
+    name: () => "p",
+    refused: (e: Error) => refused.push(e.message),
+  };
+  const md = (...ids: string[]) => {
+    const m = new grpc.Metadata();
+    for (const id of ids) m.add("gk-call-id", id);
+    return m;
+  };
+  const refusal = (method: string, m: InstanceType<typeof grpc.Metadata>) => {
+    const e = assertThrows(
+      () => callbackContext(binding, method, m),
+      CallbackRefusedError,
+    ) as InstanceType<typeof CallbackRefusedError>;
+    assertEquals(statusForError(e), e.code);
+    return e;
+  };
+
+  assert.equal(callbackContext(binding, "DBQuery", md("live")), live);
+  assert.equal(callbackContext(binding, "Log", md()), own);
+  assert.equal(callbackContext(binding, "Log", md("")), own);
+  assert.equal(
+    callbackContext(binding, "Log", md("live", "live")),
+    live,
+  );
+  const none = refusal("DBQuery", md());
+  assert.equal(none.code, grpc.status.FAILED_PRECONDITION);
+  assert.equal(
+    none.message,
+    'Cannot run host callback "DBQuery" of plugin "p": it names no call ("gk-call-id" metadata missing); outside a call the host issued, only Log is accepted',
+  );
+  for (const m of [md("nope"), md("x".repeat(5000))]) {
+    const e = refusal("CallPlugin", m);
+    assert.equal(e.code, grpc.status.PERMISSION_DENIED);
+    assert.match(e.message, /is not an open call of this plugin/);
+    assert.ok(e.message.length < 400, "the id is shortened in the message");
+  }
+  // A Log naming a call must name a real one too.
+  assert.equal(
+    refusal("Log", md("nope")).code,
+    grpc.status.PERMISSION_DENIED,
+  );
+  for (const m of [md("live", "nope"), md("live, nope")]) {
+    const e = refusal("CacheGet", m);
+    assert.equal(e.code, grpc.status.PERMISSION_DENIED);
+    assert.match(e.message, /more than one call/);
+  }
+  assert.equal(
+    refusal("DBExec", md("expired")).code,
+    grpc.status.DEADLINE_EXCEEDED,
+  );
+  assert.equal(
+    refusal("DBExec", md("timedOut")).code,
+    grpc.status.DEADLINE_EXCEEDED,
+  );
+  assert.equal(refusal("DBExec", md("ended")).code, grpc.status.CANCELLED);
+  // callbackContext itself reports nothing; the service reports refusals.
+  assertEquals(refused, []);
+});
+
+Deno.test("the GKHost service refuses, audits, and answers at the call's end", async () => {
+  const grpc = await import("@grpc/grpc-js");
+  const { hostServiceHandlers } = await import(
+    "../runtimes/grpc/host_service.ts"
+  );
+  const { MemoryHostAPI } = await import("../host/testing/memory_host_api.ts");
+  const host = new MemoryHostAPI({ config: { k: "v" } });
+  // A configGet that never answers on its own.
+  host.configGet = () => new Promise(() => {});
+  const end = new AbortController();
+  const live = {
+    chain: ["p"],
+    deadline: Date.now() + 60_000,
+    signal: end.signal,
+  };
+  const refused: string[] = [];
+  const handlers = hostServiceHandlers({
+    host: () => host,
+    openCall: (id) => id === "live" ? live : undefined,
+    ownContext: () => live,
+    name: () => "p",
+    refused: (e) => refused.push(e.message),
+  });
+  const invoke = (method: string, ids: string[], request: unknown) =>
+    new Promise<{ code: number; details: string }>((resolve) => {
+      const metadata = new grpc.Metadata();
+      for (const id of ids) metadata.add("gk-call-id", id);
+      const call = {
+        metadata,
+        request,
+        on: () => call,
+        removeListener: () => call,
+      };
+      handlers[method]!(
+        call as never,
+        ((err: { code: number; details: string } | null) =>
+          resolve(err ?? { code: 0, details: "" })) as never,
+      );
+    });
+  const refusedSet = await invoke("CacheSet", [], { key: "x", value: [] });
+  assert.equal(refusedSet.code, grpc.status.FAILED_PRECONDITION);
+  assertEquals(refused, [refusedSet.details]);
+  assert.equal(host.cache.size, 0);
+  const pending = invoke("ConfigGet", ["live"], { key: "k" });
+  end.abort(new Error("the call returned"));
+  const cut = await pending;
+  assert.equal(cut.code, grpc.status.CANCELLED);
+  assert.equal(cut.details, "the call returned");
+});
+
+Deno.test("hostFetch before Init rejects with a HostCallError", async () => {
+  const { hostFetch, HostCallError } = await import("../runtimes/grpc/sdk.ts");
+  await assert.rejects(
+    hostFetch("https://example.com/"),
+    (e) => e instanceof HostCallError && e.code === "UNAVAILABLE",
+  );
+});

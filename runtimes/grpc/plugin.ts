@@ -12,7 +12,7 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { basename, resolve } from "node:path";
-import type { HostAPI } from "../../host/model/host_api.ts";
+import type { HostAPI, LogLevel } from "../../host/model/host_api.ts";
 import type {
   CallContext,
   PluginEnvironment,
@@ -33,7 +33,7 @@ import {
   unary,
 } from "./proto.ts";
 import { registrationFromPb } from "./registration.ts";
-import { serveHostService } from "./host_service.ts";
+import { CallbackRefusedError, serveHostService } from "./host_service.ts";
 import { ProcessSupervisor } from "./supervisor.ts";
 import type {
   GrpcLogSink,
@@ -43,6 +43,23 @@ import type {
 } from "./options.ts";
 
 const noop = () => {};
+
+/** Refused callbacks written to the log per second, at most; the rest are counted. */
+const REFUSALS_LOGGED_PER_SECOND = 10;
+
+/** The host's record of one host→plugin call (`Call` or `Init`) still open. */
+interface OpenCall {
+  /** The caller's context. */
+  readonly ctx: CallContext;
+  /** The call's effective deadline (epoch ms). */
+  readonly deadline: number;
+  /** The error a callback gets once the deadline passed. */
+  readonly timeoutError: () => Error;
+  /** The context callbacks run in, made on the first callback. */
+  callback?: CallContext;
+  /** Ends {@linkcode OpenCall.callback}'s signal and timer. */
+  release?: (reason: Error) => void;
+}
 
 function logContext(name: string): CallContext {
   return {
@@ -69,7 +86,9 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
   #name: string;
   #host: HostAPI | undefined;
   #env: PluginEnvironment | undefined;
-  #contexts = new Map<string, CallContext>();
+  /** Open host→plugin calls by the call id the host issued. */
+  #calls = new Map<string, OpenCall>();
+  #refusals = { second: 0, count: 0, dropped: 0 };
 
   /** Use {@linkcode loadGrpcPlugin}. */
   constructor(entry: string, dir: string, options: LoadGrpcPluginOptions) {
@@ -85,19 +104,15 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
         serve: (path) =>
           serveHostService(path, {
             host: () => this.#host,
-            context: (id) => this.#callbackContext(id),
+            openCall: (id) => this.#openCall(id),
+            ownContext: () => logContext(this.#name),
             name: () => this.#name,
+            refused: (e) => this.#auditRefusal(e),
           }),
         register: (client, deadline) =>
           unary<PbRegistration>(client, "GKRegister", {}, { deadline }),
         attach: (pb, client, deadline) => this.#attach(pb, client, deadline),
-        log: (level, message, fields) => {
-          const sink: GrpcLogSink | undefined = this.#options.logs ??
-            (this.#host
-              ? (l, m, f) => this.#host!.log(logContext(this.#name), l, m, f)
-              : undefined);
-          sink?.(level, message, fields);
-        },
+        log: (level, message, fields) => this.#log(level, message, fields),
         quarantined: (reason) => this.#env?.quarantine(reason),
       },
     });
@@ -123,14 +138,142 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
     await this.#supervisor.start();
   }
 
-  #callbackContext(id: string | undefined): CallContext {
-    const ctx = id ? this.#contexts.get(id) : undefined;
-    if (ctx) return ctx;
-    return {
-      chain: [this.#name],
-      deadline: Date.now() + (this.#options.callTimeoutMs ?? 30_000),
-      signal: new AbortController().signal,
+  #log(
+    level: LogLevel,
+    message: string,
+    fields: Record<string, unknown>,
+  ): void {
+    const sink: GrpcLogSink | undefined = this.#options.logs ??
+      (this.#host
+        ? (l, m, f) => this.#host!.log(logContext(this.#name), l, m, f)
+        : undefined);
+    sink?.(level, message, fields);
+  }
+
+  /**
+   * Records a host→plugin call the plugin may call back under; returns the
+   * function that closes it (callbacks still running are then cut short).
+   */
+  #openCallRecord(
+    callId: string,
+    ctx: CallContext,
+    deadline: number,
+    timeoutError: () => Error,
+  ): () => void {
+    const open: OpenCall = { ctx, deadline, timeoutError };
+    this.#calls.set(callId, open);
+    return () => {
+      if (this.#calls.get(callId) !== open) return;
+      this.#calls.delete(callId);
+      open.release?.(
+        Date.now() >= open.deadline
+          ? open.timeoutError()
+          : new CallbackRefusedError({
+            plugin: this.#name,
+            code: grpc.status.CANCELLED,
+            callId,
+            reason: `call "${callId}" has ended`,
+          }),
+      );
     };
+  }
+
+  /**
+   * The context callbacks under open call `id` run in: the call's deadline,
+   * language and chain (ending with this plugin) from the host's record; its
+   * signal aborts when the call's does, at the deadline, or when it ends.
+   */
+  #openCall(id: string): CallContext | undefined {
+    const open = this.#calls.get(id);
+    if (!open) return undefined;
+    if (open.callback) return open.callback;
+    const controller = new AbortController();
+    const parent = open.ctx.signal;
+    const onAbort = () => controller.abort(parent.reason);
+    const timer = setTimeout(
+      () => controller.abort(open.timeoutError()),
+      Math.max(0, open.deadline - Date.now()),
+    );
+    if (parent.aborted) controller.abort(parent.reason);
+    else parent.addEventListener("abort", onAbort, { once: true });
+    open.release = (reason) => {
+      clearTimeout(timer);
+      parent.removeEventListener("abort", onAbort);
+      if (!controller.signal.aborted) controller.abort(reason);
+    };
+    const chain = open.ctx.chain.at(-1) === this.#name
+      ? [...open.ctx.chain]
+      : [...open.ctx.chain, this.#name];
+    return open.callback = {
+      ...(open.ctx.caller ? { caller: open.ctx.caller } : {}),
+      ...(open.ctx.language ? { language: open.ctx.language } : {}),
+      chain,
+      deadline: open.deadline,
+      signal: controller.signal,
+    };
+  }
+
+  /** Writes a refused callback to the log at warn (rate-limited), for the audit trail. */
+  #auditRefusal(e: CallbackRefusedError): void {
+    const r = this.#refusals;
+    const second = Math.floor(Date.now() / 1000);
+    if (second !== r.second) {
+      if (r.dropped > 0) {
+        this.#log(
+          "warn",
+          `${r.dropped} more refused host callbacks not logged (rate limit)`,
+          { audit: true, refused: r.dropped },
+        );
+      }
+      r.second = second;
+      r.count = 0;
+      r.dropped = 0;
+    }
+    if (++r.count > REFUSALS_LOGGED_PER_SECOND) {
+      r.dropped++;
+      return;
+    }
+    try {
+      this.#log("warn", e.message, {
+        audit: true,
+        callback: e.method ?? "",
+        status: grpc.status[e.code] ?? String(e.code),
+      });
+    } catch { /* the audit line must not break the refusal */ }
+  }
+
+  /**
+   * Runs `Init` as a call the host issued: its call id and deadline travel
+   * in the config (`call_id`, `deadline_unix_ms`), so the plugin may call
+   * back while it initialises, within that deadline.
+   */
+  async #runInit(client: grpc.Client, deadline: Date): Promise<void> {
+    const callId = crypto.randomUUID();
+    const until = deadline.getTime();
+    const close = this.#openCallRecord(
+      callId,
+      {
+        chain: [this.#name],
+        deadline: until,
+        signal: new AbortController().signal,
+      },
+      until,
+      () =>
+        new PluginTimeoutError(this.#name, Math.max(0, until - Date.now()), {
+          function: "Init",
+        }),
+    );
+    try {
+      await unary(client, "Init", {
+        config: {
+          ...this.#initConfig(),
+          call_id: callId,
+          deadline_unix_ms: String(until),
+        },
+      }, { deadline });
+    } finally {
+      close();
+    }
   }
 
   /**
@@ -154,11 +297,7 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
     if (typeof registration.name === "string" && registration.name) {
       this.#name = registration.name;
     }
-    if (this.#host) {
-      await unary(client, "Init", { config: this.#initConfig() }, {
-        deadline: deadline(),
-      });
-    }
+    if (this.#host) await this.#runInit(client, deadline());
   }
 
   #initConfig(): Record<string, string> {
@@ -188,9 +327,10 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
     this.#host = host;
     this.#env = env;
     const conn = await this.#supervisor.ready();
-    await unary(conn.client, "Init", { config: this.#initConfig() }, {
-      deadline: new Date(Date.now() + (this.#options.startTimeoutMs ?? 10_000)),
-    }).catch((e) => {
+    await this.#runInit(
+      conn.client,
+      new Date(Date.now() + (this.#options.startTimeoutMs ?? 10_000)),
+    ).catch((e) => {
       throw new PluginError(
         this.#name,
         `Cannot run Init of plugin "${this.#name}": ${
@@ -237,7 +377,7 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
       deadline_unix_ms: deadline,
       chain: [...ctx.chain],
     };
-    this.#contexts.set(callId, ctx);
+    const close = this.#openCallRecord(callId, ctx, deadline, timeoutError);
     return await new Promise<Uint8Array | null>((resolvePromise, reject) => {
       let settled = false;
       // deno-lint-ignore prefer-const
@@ -247,7 +387,7 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
       const finish = () => {
         settled = true;
         untrack();
-        this.#contexts.delete(callId);
+        close();
         ctx.signal.removeEventListener("abort", onAbort);
       };
       untrack = conn.track((e) => {

@@ -7,19 +7,50 @@
  *
  * The host starts the plugin as `deno run --no-prompt` with only the
  * permissions its grants map to: no environment, no subprocesses, no FFI,
- * read/write only on its socket and data directories, network only to granted
- * HTTP hosts. Import the SDK as `@goatkit/deno/sdk` (the host maps it).
+ * read/write only on its socket and data directories. Import the SDK as
+ * `@goatkit/deno/sdk` (the host maps it).
+ *
+ * **Host calls belong to a call.** The host binds every host call a plugin
+ * makes to a call the host made to the plugin that is still open (the SDK
+ * sends its id as `gk-call-id` metadata) and runs it with that call's
+ * deadline and call chain as the host recorded them. `ctx.host`, and the
+ * `host` given to `init` while `init` runs, do this by themselves (also in
+ * everything they await). Outside any call — a timer started earlier, work
+ * still running after the call returned — the host accepts only `log`; any
+ * other host call fails with a {@linkcode HostCallError}
+ * (`FAILED_PRECONDITION`), as does one whose call has ended or passed its
+ * deadline.
+ *
+ * **Outbound HTTP goes through the host.** A plugin has no network access of
+ * its own. {@linkcode hostFetch} (also `host.fetch`) is a `fetch`-shaped
+ * function that sends the request through the host's guarded egress (the
+ * plugin's `http:` grants, every resolved address checked, size and time
+ * limits) and returns a standard `Response`. A refusal rejects with a
+ * {@linkcode HostCallError} (`PERMISSION_DENIED` for a host outside the
+ * grants). Bodies are buffered, not streamed; the host follows redirects,
+ * checking each hop.
  *
  * @example A plugin
  * ```ts ignore
- * import { servePlugin } from "@goatkit/deno/sdk";
+ * import { hostFetch, servePlugin } from "@goatkit/deno/sdk";
  *
  * servePlugin({
- *   register: () => ({ name: "hello-ts", version: "1.0.0" }),
+ *   register: () => ({
+ *     name: "hello-ts",
+ *     version: "1.0.0",
+ *     permissions: ["http:api.example.com"],
+ *   }),
  *   async call(fn, args, ctx) {
  *     if (fn === "hello") {
  *       await ctx.host.log("info", "hello called");
  *       return { message: `Hello, ${(args as { name?: string })?.name ?? "World"}!` };
+ *     }
+ *     if (fn === "weather") {
+ *       const res = await hostFetch("https://api.example.com/v1/weather", {
+ *         headers: { accept: "application/json" },
+ *       });
+ *       if (!res.ok) throw new Error(`weather service answered ${res.status}`);
+ *       return await res.json();
  *     }
  *     throw new Error(`unknown function: ${fn}`);
  *   },
@@ -99,6 +130,8 @@ export interface HostHttpRequest {
   headers?: Record<string, string>;
   /** Body, as bytes or text. */
   body?: Uint8Array | string | null;
+  /** Gives up on the request (the host stops it too). */
+  signal?: AbortSignal;
 }
 
 /** The host's answer to a {@linkcode HostHttpRequest}. */
@@ -130,8 +163,12 @@ export interface HostClient {
   ): Promise<void>;
   /** Removes a cache entry. */
   cacheDelete(key: string): Promise<void>;
-  /** Makes an outbound HTTP request. */
+  /** Makes an outbound HTTP request through the host's guarded egress. */
   httpRequest(request: HostHttpRequest): Promise<HostHttpResponse>;
+  /**
+   * `fetch`, through the host's guarded egress (see {@linkcode hostFetch}).
+   */
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Sends an e-mail. */
   sendEmail(message: {
     to: string;
@@ -234,9 +271,12 @@ function statusName(code: number | undefined): string {
   return (code !== undefined && grpc.status[code]) || "UNKNOWN";
 }
 
+/** A host→plugin call in progress (`Call` or `Init`), as the host named it. */
 interface CallScope {
   callId: string;
   deadline: number;
+  /** Set when the call returned: its id is no longer valid at the host. */
+  done: boolean;
 }
 
 const scope = new AsyncLocalStorage<CallScope>();
@@ -245,24 +285,39 @@ function createHostClient(
   client: grpc.Client,
   bound?: CallScope,
 ): HostClient {
-  async function invoke<T>(method: string, request: unknown): Promise<T> {
+  async function invoke<T>(
+    method: string,
+    request: unknown,
+    signal?: AbortSignal,
+  ): Promise<T> {
     const current = bound ?? scope.getStore();
     const md = new grpc.Metadata();
     const options: grpc.CallOptions = {};
-    if (current) {
+    // A finished call's id would be refused; without one the host accepts
+    // only Log and says why for everything else.
+    if (current && !current.done && current.callId) {
       md.set("gk-call-id", current.callId);
       if (current.deadline > 0) options.deadline = new Date(current.deadline);
     }
+    signal?.throwIfAborted();
     let reply: T;
+    let onAbort: (() => void) | undefined;
     try {
-      reply = await unary<T>(client, method, request, options, md);
+      reply = await unary<T>(client, method, request, options, md, (call) => {
+        if (!signal) return;
+        onAbort = () => call.cancel();
+        signal.addEventListener("abort", onAbort, { once: true });
+      });
     } catch (e) {
+      if (signal?.aborted) throw signal.reason;
       const err = e as grpc.ServiceError;
       throw new HostCallError(
         method,
         statusName(err.code),
         err.details ?? err.message,
       );
+    } finally {
+      if (onAbort) signal!.removeEventListener("abort", onAbort);
     }
     const error = (reply as { error?: string }).error;
     if (error) throw new HostCallError(method, "UNKNOWN", error);
@@ -270,7 +325,7 @@ function createHostClient(
   }
   const jsonArgs = (args: unknown[] = []) =>
     args.map((a) => encoder.encode(JSON.stringify(a ?? null)));
-  return {
+  const hostClient: HostClient = {
     async dbQuery(query, args) {
       const r = await invoke<{ rows_json: Uint8Array[] }>("DBQuery", {
         query,
@@ -316,7 +371,7 @@ function createHostClient(
         body: typeof req.body === "string"
           ? encoder.encode(req.body)
           : req.body ?? new Uint8Array(),
-      });
+      }, req.signal);
       return {
         status: r.status_code,
         headers: r.headers ?? {},
@@ -356,7 +411,92 @@ function createHostClient(
         ? JSON.parse(decoder.decode(r.result_json))
         : null;
     },
+    fetch: (input, init) => fetchThrough(hostClient, input, init),
   };
+  return hostClient;
+}
+
+/** Statuses whose responses have no body. */
+const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
+
+/** `fetch` on top of `host.httpRequest`. */
+async function fetchThrough(
+  host: HostClient,
+  input: RequestInfo | URL,
+  init?: RequestInit,
+): Promise<Response> {
+  const request = new Request(input, init);
+  request.signal.throwIfAborted();
+  const headers: Record<string, string> = {};
+  request.headers.forEach((value, name) => {
+    headers[name] = value;
+  });
+  const body = request.body === null
+    ? null
+    : new Uint8Array(await request.arrayBuffer());
+  const answer = await host.httpRequest({
+    method: request.method,
+    url: request.url,
+    headers,
+    body,
+    signal: request.signal,
+  });
+  if (answer.status < 200 || answer.status > 599) {
+    throw new TypeError(
+      `Cannot make a Response of the host's answer: status ${answer.status} is outside 200–599`,
+    );
+  }
+  const responseHeaders = new Headers();
+  for (const [name, value] of Object.entries(answer.headers)) {
+    try {
+      responseHeaders.append(name, value);
+    } catch { /* a header no Response may carry */ }
+  }
+  const response = new Response(
+    NULL_BODY_STATUSES.has(answer.status) || request.method === "HEAD"
+      ? null
+      : answer.body as Uint8Array<ArrayBuffer>,
+    { status: answer.status, headers: responseHeaders },
+  );
+  Object.defineProperty(response, "url", { value: request.url });
+  return response;
+}
+
+/** The host client of the running plugin, once `Init` connected it. */
+let connectedHost: HostClient | undefined;
+
+/**
+ * `fetch`, through the host: sends the request with the host's
+ * `HTTPRequest` callback, so the host's guarded egress decides (the
+ * plugin's `http:` grants, every resolved address checked, size and time
+ * limits), and returns a standard `Response`. Call it while serving a call
+ * (or in `init`): the request runs under that call's deadline. The request
+ * body is sent whole and the response body arrives whole (no streaming);
+ * `init.signal` cancels the request at the host too. A refusal or a failure
+ * at the host rejects with a {@linkcode HostCallError}: `PERMISSION_DENIED`
+ * when no grant allows the host or one of its addresses,
+ * `FAILED_PRECONDITION` outside a call.
+ *
+ * It can stand in for the global `fetch` of libraries a plugin uses:
+ * `globalThis.fetch = hostFetch;`.
+ *
+ * @example
+ * ```ts ignore
+ * import { hostFetch } from "@goatkit/deno/sdk";
+ * // In a plugin function; needs the grant "http:api.example.com".
+ * const res = await hostFetch("https://api.example.com/v1/items", {
+ *   method: "POST",
+ *   headers: { "content-type": "application/json" },
+ *   body: JSON.stringify({ name: "x" }),
+ * });
+ * console.log(res.status, await res.json());
+ * ```
+ */
+export function hostFetch(
+  input: RequestInfo | URL,
+  init?: RequestInit,
+): Promise<Response> {
+  return (connectedHost ?? unconnectedHost()).fetch(input, init);
 }
 
 function canReadEnv(name: string): boolean {
@@ -391,6 +531,7 @@ function unconnectedHost(): HostClient {
     configGet: fail,
     translate: fail,
     callPlugin: fail,
+    fetch: fail,
   };
 }
 
@@ -484,6 +625,7 @@ export async function servePlugin(
       call: grpc.ServerUnaryCall<PbInitRequest, unknown>,
       cb: Callback<unknown>,
     ) => {
+      let initScope: CallScope | undefined;
       try {
         const config = { ...call.request.config };
         const hostSocket = config.host_socket;
@@ -494,13 +636,23 @@ export async function servePlugin(
             grpc.credentials.createInsecure(),
             LOCAL_CHANNEL_OPTIONS,
           );
-          host = createHostClient(hostChannel);
+          host = connectedHost = createHostClient(hostChannel);
         }
+        // Init is a call too: host calls made while it runs carry its id.
+        initScope = {
+          callId: config.call_id ?? "",
+          deadline: Number(config.deadline_unix_ms) || 0,
+          done: false,
+        };
         delete config.host_socket;
-        await impl.init?.(host, config);
+        delete config.call_id;
+        delete config.deadline_unix_ms;
+        await scope.run(initScope, async () => await impl.init?.(host, config));
         cb(null, {});
       } catch (e) {
         fail(cb, grpc.status.INTERNAL, e);
+      } finally {
+        if (initScope) initScope.done = true;
       }
     },
     Call: async (
@@ -526,7 +678,11 @@ export async function servePlugin(
         }
         return c.signal;
       };
-      const callScope = { callId: req.call_id, deadline: req.deadline_unix_ms };
+      const callScope: CallScope = {
+        callId: req.call_id,
+        deadline: req.deadline_unix_ms,
+        done: false,
+      };
       let boundHost: HostClient | undefined;
       const ctx: PluginCallContext = {
         callId: req.call_id,
@@ -564,6 +720,7 @@ export async function servePlugin(
         });
       } finally {
         done = true;
+        callScope.done = true;
         clearTimeout(timer);
       }
     },

@@ -62,6 +62,7 @@ import {
   checkPermissions,
   createEgressClient,
   createGuardedHostAPI,
+  GrantPolicy,
   type GrantStore,
   type GuardedHostAPI,
   pendingPermissions,
@@ -99,26 +100,77 @@ export interface RunningHost {
   close(): Promise<void>;
 }
 
+/** Options of {@linkcode grantsProvider}. */
+export interface GrantsProviderOptions {
+  /**
+   * Where the operator's approvals and revocations are recorded (outcome
+   * `granted` / `revoked`, one entry per permission; `*` for "all").
+   */
+  audit?: Pick<AuditLog, "record">;
+  /**
+   * The host's policy: what counts as pending uses its idea of which
+   * `config:` keys may be secrets (a secret is pending until a grant names
+   * it exactly). @default every exact `config:` key may be a secret
+   */
+  policy?: GrantPolicy;
+}
+
 /**
  * Adapts the permission layer's {@linkcode GrantStore} to the server's
- * grants seam.
+ * grants seam; with `options.audit`, each approval and revocation is also
+ * an audit entry.
  *
  * @example
  * ```ts ignore
  * import { grantsProvider } from "./boot.ts";
- * const app = createApp({ manager, grants: grantsProvider(grantStore) });
+ * const app = createApp({ manager, grants: grantsProvider(grantStore, { audit }) });
  * ```
  */
-export function grantsProvider(store: GrantStore): GrantsProvider {
+export function grantsProvider(
+  store: GrantStore,
+  options: GrantsProviderOptions = {},
+): GrantsProvider {
+  const note = (plugin: string, list: readonly string[], outcome: string) => {
+    for (const permission of list) {
+      options.audit?.record({
+        plugin,
+        permission,
+        attempted: `${outcome} by the operator`,
+        outcome,
+      });
+    }
+  };
   return {
     granted: async (plugin) => (await store.get(plugin)) ?? [],
     approve: async (plugin, permissions) => {
       const current = (await store.get(plugin)) ?? [];
       await store.set(plugin, [...new Set([...current, ...permissions])]);
+      note(plugin, permissions, "granted");
     },
-    revoke: (plugin, permissions) => store.revoke(plugin, permissions),
-    pending: (requested, granted) => pendingPermissions(requested, granted),
+    revoke: async (plugin, permissions) => {
+      await store.revoke(plugin, permissions);
+      note(plugin, permissions ?? ["*"], "revoked");
+    },
+    pending: (requested, granted) =>
+      options.policy
+        ? options.policy.pending(requested, granted)
+        : pendingPermissions(requested, granted),
   };
+}
+
+/**
+ * The grant policy of a host: `server.requireApproval`
+ * (`GOATKIT_REQUIRE_APPROVAL`) decides which kinds wait for the operator,
+ * and an exact `config:<KEY>` waits whenever the key is a secret or not a
+ * known host value (so it might become one), whatever the setting.
+ */
+function hostGrantPolicy(config: HostConfig): GrantPolicy {
+  const { store } = config;
+  return new GrantPolicy({
+    requireApproval: config.server.requireApproval,
+    mayBeSecret: (key) =>
+      store.secret(key) !== undefined || store.hostValue(key) === undefined,
+  });
 }
 
 /** A value built after something that needs it: the seam of a real cycle. */
@@ -183,6 +235,24 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   // and the one ConfigStore replaces the environment-only one it builds.
   const logs = new LogBuffer({ capacity: 2000 });
   const audit = new AuditLog({ logs });
+  // Consent by default: what waits for the operator. `none` is for
+  // development only, and said so loudly.
+  const grantPolicy = hostGrantPolicy(config);
+  if (server.requireApproval.length === 0) {
+    const warning =
+      "WARNING: GOATKIT_REQUIRE_APPROVAL=none — every permission a plugin requests is granted without the operator (secrets excepted). For development only.";
+    print(`  ${warning}`);
+    logs.log("", "warn", warning);
+  }
+  // GOATKIT_UNSANDBOXED_PLUGINS=1: subprocess plugins run without the OS
+  // sandbox (bubblewrap). Development only; every launch logs it again.
+  const unsandboxed = config.env.GOATKIT_UNSANDBOXED_PLUGINS === "1";
+  if (unsandboxed) {
+    const warning =
+      "WARNING: GOATKIT_UNSANDBOXED_PLUGINS=1 — gRPC plugins run without the OS sandbox and can read every file the host can. For development only.";
+    print(`  ${warning}`);
+    logs.log("", "warn", warning);
+  }
   const from = config.env.SMTP_FROM ?? config.store.hostValue("mail.from");
   const services: Services = {
     ...createServices({
@@ -253,18 +323,23 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     dataDir: server.dataDir,
     logs,
     pluginConfig: (name) => services.config.pluginSection(name),
+    ...(unsandboxed ? { sandbox: "none" as const } : {}),
   });
   const loader = new Loader(manager, {
     dir: server.pluginsDir,
     load: async (source) => {
-      // The default policy decides new requests before the runtime maps
-      // grants onto WASI preopens and Deno flags.
+      // The host's policy decides new requests (by default: they wait for
+      // the operator) before the runtime maps grants onto WASI preopens
+      // and Deno flags.
       const previous = manager.manifest(source.name)?.permissions;
       await applyGrantPolicy(
         grants,
         source.name,
         source.manifest.permissions ?? [],
-        previous ? { previousRequested: previous } : {},
+        {
+          policy: grantPolicy,
+          ...(previous ? { previousRequested: previous } : {}),
+        },
       );
       return await runtimeFactory(source);
     },
@@ -275,6 +350,13 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     loader,
     trustedKeys: server.trustedKeys,
     requireSignature: server.requireSignature,
+    // Signer pins outlive the plugin folder (uninstall) and restarts.
+    pinsFile: join(server.dataDir, "package_signers.json"),
+    logs,
+    audit,
+    // Another vendor's code does not inherit what was approved for the
+    // previous one: every grant waits for the operator again.
+    onSignerChange: (name) => grants.revoke(name),
     onUninstall: async (name) => {
       await grants.delete(name);
       await stateStore.delete(name);
@@ -299,10 +381,11 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     // A fresh install is only discovered by the installer: load it now
     // (unless loading is lazy) and mount what it declares.
     install: async (bytes, opts) => {
-      const result = await installer.install(
-        bytes,
-        opts?.signature ? { signature: opts.signature } : {},
-      );
+      const result = await installer.install(bytes, {
+        ...(opts?.signature ? { signature: opts.signature } : {}),
+        allowSignerChange: opts?.allowSignerChange === true,
+        allowDowngrade: opts?.allowDowngrade === true,
+      });
       try {
         if (!server.lazyLoad) await loader.ensureLoaded(result.name);
       } finally {
@@ -310,9 +393,11 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       }
       return result;
     },
-    uninstall: async (name) => {
+    uninstall: async (name, opts) => {
       try {
-        await installer.uninstall(name);
+        await installer.uninstall(name, {
+          forgetSigner: opts?.forgetSigner === true,
+        });
       } finally {
         appSeam.get().rebuildRoutes();
       }
@@ -324,7 +409,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     tokens,
     logs,
     audit,
-    grants: grantsProvider(grants),
+    grants: grantsProvider(grants, { audit, policy: grantPolicy }),
     scheduler,
     packages,
     loader,
@@ -335,6 +420,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       }),
     title: server.title,
     secureCookies: server.secureCookies,
+    trustProxy: server.trustProxy,
     health: () => ({
       plugins_loading: state.loading,
       lazy_load: server.lazyLoad,
@@ -353,9 +439,13 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
   }, app.fetch);
   const addr = await listening.promise;
-  const shownHost = server.hostname === "0.0.0.0" || server.hostname === "::"
+  // The address actually bound (IPv6 in brackets); a wildcard is shown as
+  // localhost.
+  const shownHost = addr.hostname === "0.0.0.0" || addr.hostname === "::"
     ? "localhost"
-    : server.hostname;
+    : addr.hostname.includes(":")
+    ? `[${addr.hostname}]`
+    : addr.hostname;
   const url = `http://${shownHost}:${addr.port}`;
   options.onListen?.({ url, ...(adminToken ? { adminToken } : {}) });
 

@@ -6,22 +6,18 @@
  * Mapping (decisions documented here and in the report):
  * - always `--no-prompt`; never `--allow-run`, `--allow-ffi`, `--allow-env`,
  *   `--allow-sys`, `--allow-import` or `-A`;
- * - `http:<name>` and `http:<ip>` (exact) → `--allow-net=<host>:<port>` with
- *   the ports the grant allows (80 and 443 when none is named). Deno compares
- *   host strings literally, so `http:localhost` allows `localhost` and not
- *   `127.0.0.1`; this is what the grant says;
- * - `http:*.example.com` → nothing: Deno's wildcard also matches the apex
- *   `example.com`, which the grant does not name; the plugin uses the
- *   HostAPI's `httpRequest` for those hosts;
- * - `http:external` → nothing: `--allow-net` cannot express "public
- *   addresses only" (a granted name may resolve to 127.0.0.1 or a metadata
- *   address), so such plugins reach the network only through the HostAPI,
- *   whose egress client checks every resolved address;
+ * - `http:` grants → nothing. All plugin egress goes through the guarded
+ *   HostAPI (`httpRequest`, the SDK's `hostFetch`), whose egress client
+ *   checks every resolved address and redirect hop. Deno's `--allow-net`
+ *   compares host strings and cannot: a granted name that resolves to
+ *   127.0.0.1 or a metadata address would be reachable directly, and its
+ *   wildcard also matches the apex domain. (The plugin's OS sandbox has
+ *   no network interface anyway; see `runtimes/grpc/sandbox.ts`.);
  * - `fs:read:<p>` → `--allow-read=<dataDir>/<p>`; `fs:write:<p>` →
  *   `--allow-read` and `--allow-write` on `<dataDir>/<p>`;
  * - the socket directory → read and write, and each socket path →
  *   `--allow-net=unix:<path>` (Deno 2.9.6 needs all three to listen on or
- *   connect to a Unix socket);
+ *   connect to a Unix socket): the only `--allow-net` entries there are;
  * - `--no-config` (or `--config=<file>` when given, which must lie outside
  *   every writable path), and `--deny-write` on `deno.json`, `deno.jsonc`,
  *   `deno.lock`, `package.json`, `node_modules` and `import_map.json` in each
@@ -32,7 +28,7 @@
  */
 
 import { isAbsolute, join, relative, resolve, sep } from "node:path";
-import type { FsPermission, HttpPermission, Permission } from "./grammar.ts";
+import type { FsPermission, Permission } from "./grammar.ts";
 import { parsePermission } from "./grammar.ts";
 
 /** Options of {@linkcode denoFlagsFor}. */
@@ -74,18 +70,6 @@ function inside(parent: string, child: string): boolean {
   return r === "" || (!r.startsWith("..") && !isAbsolute(r));
 }
 
-function netEntries(p: HttpPermission): string[] {
-  if (p.external || p.wildcard) return [];
-  const ports = p.port !== undefined
-    ? [p.port]
-    : p.scheme === "https"
-    ? [443]
-    : p.scheme === "http"
-    ? [80]
-    : [80, 443];
-  return ports.map((port) => `${p.host}:${port}`);
-}
-
 /**
  * Returns the `deno run` flags for a subprocess plugin. See the module doc
  * for the mapping.
@@ -97,7 +81,7 @@ function netEntries(p: HttpPermission): string[] {
  *   grants: ["http:api.example.com", "http:external", "fs:write:cache"],
  *   dataDir: "/srv/plugins/hello/data",
  * });
- * // ["--no-prompt", "--no-config", "--allow-net=api.example.com:80,api.example.com:443",
+ * // ["--no-prompt", "--no-config",
  * //  "--allow-read=/srv/plugins/hello/data/cache", "--allow-write=/srv/plugins/hello/data/cache",
  * //  "--deny-write=/srv/plugins/hello/data/cache/deno.json,…"]
  * ```
@@ -116,7 +100,6 @@ export function denoFlagsFor(options: DenoFlagsOptions): string[] {
   const read = new Set<string>();
   const write = new Set<string>();
   for (const p of perms) {
-    if (p.kind === "http") { for (const e of netEntries(p)) net.add(e); }
     if (p.kind === "fs") {
       const path = fsPath(dataDir, p);
       read.add(path);

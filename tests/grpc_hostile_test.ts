@@ -7,6 +7,7 @@
 // directories are checked explicitly instead.
 
 import assert from "node:assert/strict";
+import { dirname } from "node:path";
 import { Manager } from "../host/manager.ts";
 import { MemoryHostAPI } from "../host/testing/memory_host_api.ts";
 import { PluginCrashedError } from "../host/model/errors.ts";
@@ -31,14 +32,21 @@ function gkDirs(): Set<string> {
   return out;
 }
 
-/** Deno processes running a given fixture (by command line). */
+/**
+ * Processes running a given fixture (by command line): an unsandboxed
+ * `deno run` names the entry, a sandbox's bwrap names the entry's folder
+ * (what runs inside dies with bwrap: it is its PID namespace).
+ */
 function processesRunning(path: string): number[] {
   const pids: number[] = [];
   for (const e of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;
     try {
-      const cmd = Deno.readTextFileSync(`/proc/${e.name}/cmdline`);
-      if (cmd.includes(path)) pids.push(Number(e.name));
+      const args = Deno.readTextFileSync(`/proc/${e.name}/cmdline`)
+        .split("\0");
+      if (args.includes(path) || args.includes(dirname(path))) {
+        pids.push(Number(e.name));
+      }
     } catch { /* gone */ }
   }
   return pids;
@@ -197,6 +205,7 @@ Deno.test(
         const p = await loadGrpcPlugin(
           fixture("hostile/grpc-escape/plugin.ts"),
         );
+        assert.equal(p.status().sandboxed, true);
         await manager.register(p);
         const r = decodeJson<Record<string, string>>(
           await manager.call("grpc-escape", "escape", null),
@@ -230,6 +239,7 @@ Deno.test(
         const { pid } = decodeJson<{ pid: number }>(
           await manager.call("grpc-stubborn", "pid", null),
         )!;
+        assert.ok(processesRunning(entry).length > 0, "the check sees it");
         const t0 = Date.now();
         await manager.unregister("grpc-stubborn").catch(() => {});
         assert.ok(Date.now() - t0 < 10_000);

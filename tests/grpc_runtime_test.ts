@@ -316,10 +316,12 @@ Deno.test(
       PluginCrashedError,
     );
     // The next call waits for the restarted process (GKRegister + Init again).
-    const r = decodeJson<{ pid: number }>(
+    decodeJson<{ pid: number }>(
       await manager.call("hostapi-grpc", "pid", null),
     )!;
-    assert.notEqual(r.pid, pid1);
+    // The plugin's own Deno.pid is its PID namespace's: compare host pids.
+    const pid2 = pidOf(plugin);
+    assert.notEqual(pid2, pid1);
     assert.ok(!exists(`/proc/${pid1}`), "crashed process was reaped");
     assert.equal(plugin.status().restarts, 1);
     assert.equal(
@@ -348,12 +350,13 @@ Deno.test(
     );
     // An admin enables it again: the next call starts it afresh.
     await manager.enable("hostapi-grpc");
-    const r3 = decodeJson<{ pid: number }>(
+    decodeJson<{ pid: number }>(
       await manager.call("hostapi-grpc", "pid", null),
     )!;
     assert.equal(plugin.status().state, "running");
+    const pid3 = pidOf(plugin);
     await manager.shutdownAll();
-    await assertGone(plugin, [pid1, r.pid, r3.pid]);
+    await assertGone(plugin, [pid1, pid2, pid3]);
   },
 );
 
@@ -432,11 +435,18 @@ Deno.test(
       { status: "running", type: "grpc", version: "1.0.0" },
     );
     const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
-    assert.ok(
-      cmdline.some((a) => /^--allow-net=.*api\.example\.com:443/.test(a)),
-    );
+    // http: grants no longer become --allow-net (egress goes through the
+    // HostAPI): the one --allow-net names only the plugin's unix sockets.
+    assert.ok(!cmdline.some((a) => /api\.example\.com/.test(a)));
     assert.ok(cmdline.some((a) => a.startsWith("--deny-write=")));
-    assert.equal(cmdline.filter((a) => a.startsWith("--allow-net")).length, 1);
+    const net = cmdline.filter((a) => a.startsWith("--allow-net"));
+    assert.equal(net.length, 1);
+    assert.ok(
+      net[0]!.slice("--allow-net=".length).split(",").every((e) =>
+        e.startsWith("unix:")
+      ),
+      net[0],
+    );
     await manager.shutdownAll();
     await assertGone(plugin, [pid]);
     await Deno.remove(dataDir, { recursive: true });

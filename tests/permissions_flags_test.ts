@@ -35,11 +35,12 @@ Deno.test("flags: mapping of grants to deno run flags", () => {
     socketDir: "/run/gk/p",
     socketPaths: ["/run/gk/p/plugin.sock", "/run/gk/p/host.sock"],
   });
+  // http: grants map to nothing (egress goes through the HostAPI): the
+  // only --allow-net entries are the plugin's own unix sockets.
   assert.deepEqual(flags, [
     "--no-prompt",
     "--no-config",
-    "--allow-net=127.0.0.1:8080,[::1]:9000,api.example.com:443,api.example.com:80,localhost:3000," +
-    "secure.example.com:443,unix:/run/gk/p/host.sock,unix:/run/gk/p/plugin.sock",
+    "--allow-net=unix:/run/gk/p/host.sock,unix:/run/gk/p/plugin.sock",
     "--allow-read=/run/gk/p,/srv/p/data/assets,/srv/p/data/cache",
     "--allow-write=/run/gk/p,/srv/p/data/cache",
     "--deny-write=" + ["/run/gk/p", "/srv/p/data/cache"].flatMap((d) =>
@@ -55,6 +56,21 @@ Deno.test("flags: mapping of grants to deno run flags", () => {
   ]);
   for (const f of flags) {
     assert.doesNotMatch(f, /^--allow-(run|ffi|env|sys|import|all)|^-A$/);
+  }
+  // Issue 10 item 4: an approved http:localhost (or a name resolving to
+  // 127.0.0.1) never becomes --allow-net.
+  for (
+    const grant of [
+      "http:localhost",
+      "http:127.0.0.1:8080",
+      "http:api.example.com",
+      "http:external",
+    ]
+  ) {
+    assert.deepEqual(denoFlagsFor({ grants: [grant], dataDir: "/d" }), [
+      "--no-prompt",
+      "--no-config",
+    ]);
   }
   // Nothing granted: no access at all.
   assert.deepEqual(denoFlagsFor({ grants: ["log"], dataDir: "/d" }), [
@@ -158,9 +174,10 @@ console.log(JSON.stringify(out));
       readEtc: "NotCapable",
       env: "NotCapable",
       run: "NotCapable",
-      "net api.example.com:443": "granted",
+      // http: grants give no direct network access (HostAPI only).
+      "net api.example.com:443": "prompt",
       "net 127.0.0.1:443": "prompt",
-      "net localhost:3000": "granted",
+      "net localhost:3000": "prompt",
       "net 127.0.0.1:3000": "prompt",
       "net a.wild.example.com:443": "prompt",
     });

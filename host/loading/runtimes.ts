@@ -5,7 +5,8 @@
  * permissions (requested ∩ granted) map to — WASI preopens for WASM, Deno
  * flags for a TypeScript gRPC plugin — and its config section as WASI
  * environment. These launch-time mappings take effect at the next load or
- * reload; HostAPI checks follow grant changes at once.
+ * reload; HostAPI checks follow grant changes at once. gRPC plugins run in
+ * the runtime's OS sandbox (bubblewrap) with the options given here.
  *
  * @module
  */
@@ -26,6 +27,7 @@ import {
 import {
   loadGrpcPlugin,
   type LoadGrpcPluginOptions,
+  type SandboxOptions,
 } from "../../runtimes/grpc/mod.ts";
 
 /** Options of {@linkcode createRuntimeFactory}. */
@@ -44,6 +46,13 @@ export interface RuntimeFactoryOptions {
   wasm?: Omit<WasmPluginOptions, "config" | "wasi" | "name">;
   /** Extra options for every gRPC plugin. */
   grpc?: Omit<LoadGrpcPluginOptions, "denoFlags" | "dataDir" | "logs">;
+  /**
+   * The OS sandbox of gRPC plugins (wins over `grpc.sandbox`); `"none"`
+   * runs them without one (development only; the host's
+   * `GOATKIT_UNSANDBOXED_PLUGINS=1`).
+   * @default {} (sandboxed; refused without bubblewrap)
+   */
+  sandbox?: SandboxOptions | "none";
 }
 
 /**
@@ -87,6 +96,9 @@ export function createRuntimeFactory(
         const logs = options.logs;
         return await loadGrpcPlugin(source.entry, {
           ...options.grpc,
+          ...(options.sandbox !== undefined
+            ? { sandbox: options.sandbox }
+            : {}),
           dataDir,
           ...(source.kind === "grpc-deno"
             ? {

@@ -107,3 +107,32 @@ export class PluginCallError extends PluginError {
     this.detail = detail;
   }
 }
+
+/**
+ * A plugin process was to start in the OS sandbox, but bubblewrap is
+ * missing or its test run failed. The plugin is not started. Install
+ * bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`) or, on a
+ * development machine only, opt out with `sandbox: "none"`
+ * (`GOATKIT_UNSANDBOXED_PLUGINS=1` for the host).
+ *
+ * @example
+ * ```ts
+ * import { SandboxUnavailableError } from "./errors.ts";
+ * const e = new SandboxUnavailableError("hello", "bwrap not found");
+ * console.log(e.reason); // bwrap not found
+ * ```
+ */
+export class SandboxUnavailableError extends PluginError {
+  /** Why the sandbox cannot be used. */
+  readonly reason: string;
+
+  /** Creates the error for `plugin` with the probe's `reason`. */
+  constructor(plugin: string, reason: string) {
+    super(
+      plugin,
+      `Cannot start plugin "${plugin}" in an OS sandbox: ${reason}. Install bubblewrap (apt-get install bubblewrap), or run plugins without a sandbox (development only) with sandbox: "none" / GOATKIT_UNSANDBOXED_PLUGINS=1`,
+    );
+    this.name = "SandboxUnavailableError";
+    this.reason = reason;
+  }
+}

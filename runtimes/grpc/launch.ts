@@ -2,14 +2,28 @@
  * Decides how a gRPC plugin process is started: a TypeScript/JavaScript
  * entry runs under `deno run` with least-privilege flags; a native
  * executable runs only when trusted. Both get a cleared environment holding
- * only the handshake variables.
+ * only the handshake variables. {@linkcode buildSandboxedLaunch} puts
+ * either into the OS sandbox of `sandbox.ts`: it decides what is mounted
+ * where and translates every host path in the flags and arguments into the
+ * path the plugin sees.
  *
  * @module
  */
 
-import { dirname, extname, resolve } from "node:path";
+import { basename, dirname, extname, relative, resolve, sep } from "node:path";
+import { fileURLToPath } from "node:url";
 import { PROTO_FILES } from "./proto.ts";
 import { UntrustedExecutableError } from "./errors.ts";
+import {
+  bwrapCommand,
+  dedupeLibraries,
+  libraryPath,
+  PathMap,
+  SANDBOX_PATHS,
+  type SandboxMount,
+  type SandboxTools,
+  sharedLibraries,
+} from "./sandbox.ts";
 
 /** go-plugin's magic cookie for GoatKit: key. */
 export const MAGIC_COOKIE_KEY = "GOATKIT_PLUGIN";
@@ -104,6 +118,10 @@ export interface BuildLaunchOptions {
    * Without it, `--no-lock`.
    */
   lockFile?: string;
+  /** The Deno binary to run. @default Deno.execPath() */
+  denoPath?: string;
+  /** The `.proto` files the SDK reads. @default PROTO_FILES */
+  protoFiles?: readonly string[];
 }
 
 /** Whether `entry` is a script run with `deno run`. */
@@ -202,7 +220,11 @@ export function buildLaunch(options: BuildLaunchOptions): LaunchSpec {
       ...(options.dataDir && !options.denoFlags ? [options.dataDir] : []),
     ];
     const perms = mergeDenoFlags({
-      "--allow-read": [...rw, options.hostSocket, ...PROTO_FILES],
+      "--allow-read": [
+        ...rw,
+        options.hostSocket,
+        ...(options.protoFiles ?? PROTO_FILES),
+      ],
       "--allow-write": [...rw, options.hostSocket],
       "--allow-net": [
         `unix:${options.pluginSocket}`,
@@ -211,7 +233,7 @@ export function buildLaunch(options: BuildLaunchOptions): LaunchSpec {
     }, options.denoFlags);
     return {
       kind: "deno",
-      command: Deno.execPath(),
+      command: options.denoPath ?? Deno.execPath(),
       args: [
         "run",
         ...["--no-prompt", "--cached-only", "--no-remote"]
@@ -268,12 +290,17 @@ export function buildLaunch(options: BuildLaunchOptions): LaunchSpec {
   };
 }
 
-/** Writes the import map TS plugins run with (SDK + its npm packages). */
-export function importMapJson(): string {
+/**
+ * The import map TS plugins run with (SDK + its npm packages); `sdk` is
+ * where the SDK is found (default: this runtime's own `sdk.ts`).
+ */
+export function importMapJson(
+  sdk: string = new URL("./sdk.ts", import.meta.url).href,
+): string {
   return JSON.stringify(
     {
       imports: {
-        [SDK_SPECIFIER]: new URL("./sdk.ts", import.meta.url).href,
+        [SDK_SPECIFIER]: sdk,
         ...SDK_NPM_IMPORTS,
       },
     },
@@ -310,4 +337,251 @@ export function hostDenoDir(): string {
   const home = env("HOME");
   if (home) return `${home}/.cache/deno`;
   return "/root/.cache/deno";
+}
+
+// ---------------------------------------------------------------------------
+// The sandboxed launch
+
+/** The SDK's own modules and data files, for mounting them read-only. */
+interface SdkModules {
+  /** Their common ancestor folder. */
+  root: string;
+  /** The files (absolute). */
+  files: string[];
+}
+
+let sdkModulesCache: Promise<SdkModules | undefined> | undefined;
+
+/** Relative specifiers of `import`/`export … from`/`import("…")`. */
+const RELATIVE_IMPORT_REGEXP =
+  /(?:\bfrom\s*|\bimport\s*\(?\s*)["'](\.{1,2}\/[^"'\n]+)["']/g;
+
+/**
+ * The local files the SDK loads: `sdk.ts` and what it imports by relative
+ * path, transitively, plus the `.proto` files. `undefined` when the runtime
+ * is not loaded from `file:` (the SDK then comes from the Deno cache).
+ */
+function sdkModules(): Promise<SdkModules | undefined> {
+  sdkModulesCache ??= (async () => {
+    const start = new URL("./sdk.ts", import.meta.url);
+    if (start.protocol !== "file:") return undefined;
+    const seen = new Set<string>();
+    const queue = [start];
+    while (queue.length) {
+      const url = queue.pop()!;
+      const path = fileURLToPath(url);
+      if (seen.has(path)) continue;
+      let text: string;
+      try {
+        text = await Deno.readTextFile(path);
+      } catch {
+        continue; // a specifier in a doc comment
+      }
+      seen.add(path);
+      for (const m of text.matchAll(RELATIVE_IMPORT_REGEXP)) {
+        queue.push(new URL(m[1]!, url));
+      }
+    }
+    const files = [...seen, ...PROTO_FILES];
+    let root = dirname(files[0]!);
+    const under = (f: string) => root === sep || f.startsWith(root + sep);
+    while (!files.every(under)) root = dirname(root);
+    return { root, files };
+  })();
+  sdkModulesCache.catch(() => sdkModulesCache = undefined);
+  return sdkModulesCache;
+}
+
+/** Inputs of {@linkcode buildSandboxedLaunch}. */
+export interface SandboxedLaunchOptions extends BuildLaunchOptions {
+  /** The sandbox tools and limits. */
+  tools: SandboxTools;
+  /** The uid to drop to (root hosts), from `allocateSandboxUid`. */
+  uid?: number;
+}
+
+/** A sandboxed launch: the command, plus how its paths translate. */
+export interface SandboxedLaunch extends LaunchSpec {
+  /** Host ↔ inside paths of this launch. */
+  paths: PathMap;
+  /** The uid the plugin runs as, when it has its own. */
+  uid: number | undefined;
+}
+
+const PATH_FLAGS = [
+  "--allow-read",
+  "--allow-write",
+  "--deny-read",
+  "--deny-write",
+];
+
+/**
+ * Translates the host paths in Deno permission flags into inside paths: a
+ * mounted path becomes its inside path, a folder holding mounts stands for
+ * those mounts, anything else is dropped (it does not exist inside). A flag
+ * left without paths is dropped (`--allow-read=` with nothing would mean
+ * everything). `unix:` entries of `--allow-net` are translated the same
+ * way; other entries stay (the network namespace has no way out).
+ *
+ * @example
+ * ```ts
+ * import { translateDenoFlags } from "./launch.ts";
+ * import { PathMap } from "./sandbox.ts";
+ * const paths = new PathMap([{ host: "/srv/d/p", inside: "/plugin/data", access: "rw" }]);
+ * translateDenoFlags(["--allow-write=/srv/d/p/cache,/etc", "--deny-read=/srv"], paths);
+ * // ["--allow-write=/plugin/data/cache", "--deny-read=/plugin/data"]
+ * ```
+ */
+export function translateDenoFlags(
+  flags: readonly string[],
+  paths: PathMap,
+): string[] {
+  const out: string[] = [];
+  for (const flag of flags) {
+    const eq = flag.indexOf("=");
+    const name = eq < 0 ? flag : flag.slice(0, eq);
+    if (eq < 0 || (!PATH_FLAGS.includes(name) && name !== "--allow-net")) {
+      out.push(flag);
+      continue;
+    }
+    const values = flag.slice(eq + 1).split(",").filter(Boolean).flatMap(
+      (v) => {
+        if (name === "--allow-net") {
+          if (!v.startsWith("unix:")) return [v];
+          const inside = paths.toInside(v.slice(5));
+          return inside ? [`unix:${inside}`] : [];
+        }
+        const host = resolve(v);
+        const inside = paths.toInside(host);
+        return inside ? [inside] : paths.mountsUnder(host);
+      },
+    );
+    if (values.length) out.push(`${name}=${[...new Set(values)].join(",")}`);
+  }
+  return out;
+}
+
+/**
+ * Builds the launch of a plugin inside the OS sandbox: the same Deno flags
+ * and environment as {@linkcode buildLaunch}, with every host path replaced
+ * by its mount point, wrapped in `prlimit … bwrap … [setpriv …]`. Writes
+ * the sandbox's import map to `options.importMap`. Throws
+ * {@linkcode UntrustedExecutableError} for an untrusted native executable.
+ */
+export async function buildSandboxedLaunch(
+  options: SandboxedLaunchOptions,
+): Promise<SandboxedLaunch> {
+  const entry = resolve(options.entry);
+  const native = !isScriptEntry(entry);
+  const P = SANDBOX_PATHS;
+  // The trust check runs on the host path.
+  if (native) buildLaunch(options);
+  const mounts: SandboxMount[] = [
+    { host: dirname(entry), inside: P.code, access: "ro" },
+    { host: options.socketDir, inside: P.sock, access: "rw" },
+    { host: options.hostSocket, inside: P.hostSocket, access: "ro" },
+  ];
+  if (options.dataDir) {
+    mounts.push({
+      host: resolve(options.dataDir),
+      inside: P.data,
+      access: "rw",
+    });
+  }
+  let denoFlags = options.denoFlags;
+  let inside: LaunchSpec;
+  let binary: string;
+  if (native) {
+    binary = await Deno.realPath(entry);
+    mounts.push({ host: binary, inside: P.exe, access: "ro" });
+    inside = buildLaunch({
+      ...options,
+      entry: P.exe,
+      socketDir: P.sock,
+      pluginSocket: `${P.sock}/${basename(options.pluginSocket)}`,
+      hostSocket: P.hostSocket,
+      trustedExecutables: [P.exe],
+    });
+  } else {
+    binary = await Deno.realPath(options.denoPath ?? Deno.execPath());
+    // The scratch tmpfs over gen/ needs the folder as its mount point.
+    await Deno.mkdir(resolve(options.denoDir, "gen"), { recursive: true });
+    mounts.push(
+      { host: binary, inside: P.deno, access: "ro" },
+      { host: resolve(options.denoDir), inside: P.denoDir, access: "ro" },
+      { host: options.importMap, inside: P.importMap, access: "ro" },
+    );
+    if (options.lockFile) {
+      mounts.push({ host: options.lockFile, inside: P.lockFile, access: "ro" });
+    }
+    const config = denoFlags?.find((f) => f.startsWith("--config="));
+    if (config) {
+      const file = resolve(config.slice("--config=".length));
+      const at = `${P.config}/${basename(file)}`;
+      mounts.push({ host: file, inside: at, access: "ro" });
+      denoFlags = denoFlags!.map((f) => f === config ? `--config=${at}` : f);
+    }
+    const sdk = await sdkModules();
+    let sdkUrl: string | undefined;
+    if (sdk) {
+      for (const file of sdk.files) {
+        const at = `${P.sdk}/${relative(sdk.root, file)}`;
+        mounts.push({ host: file, inside: at, access: "ro" });
+      }
+      sdkUrl = `file://${P.sdk}/${
+        relative(sdk.root, fileURLToPath(new URL("./sdk.ts", import.meta.url)))
+      }`;
+    }
+    const paths = new PathMap(mounts);
+    await Deno.writeTextFile(options.importMap, importMapJson(sdkUrl), {
+      mode: 0o644,
+    });
+    await Deno.chmod(options.importMap, 0o644);
+    inside = buildLaunch({
+      entry: `${P.code}/${basename(entry)}`,
+      socketDir: P.sock,
+      pluginSocket: `${P.sock}/${basename(options.pluginSocket)}`,
+      hostSocket: P.hostSocket,
+      importMap: P.importMap,
+      denoDir: P.denoDir,
+      denoPath: P.deno,
+      protoFiles: PROTO_FILES.map((f) => paths.toInside(f) ?? f),
+      ...(options.dataDir ? { dataDir: P.data } : {}),
+      ...(options.lockFile ? { lockFile: P.lockFile } : {}),
+      ...(denoFlags ? { denoFlags: translateDenoFlags(denoFlags, paths) } : {}),
+      ...(options.args ? { args: options.args } : {}),
+    });
+  }
+  const libraries = dedupeLibraries([
+    ...await sharedLibraries(binary),
+    ...(options.tools.root && options.uid !== undefined
+      ? await sharedLibraries(options.tools.setpriv)
+      : []),
+  ]);
+  const argv = bwrapCommand({
+    tools: options.tools,
+    mounts,
+    libraries,
+    ...(native ? {} : { scratch: [`${P.denoDir}/gen`] }),
+    ...(options.uid !== undefined ? { uid: options.uid } : {}),
+    cwd: P.code,
+    command: [inside.command, ...inside.args],
+  });
+  return {
+    kind: inside.kind,
+    command: argv[0]!,
+    args: argv.slice(1),
+    // Deno's libraries sit in the loader's default folders, and Deno treats
+    // LD_LIBRARY_PATH as sensitive; native plugins may link libraries
+    // elsewhere, and there is no /etc/ld.so.cache inside.
+    env: {
+      ...inside.env,
+      ...(native && libraries.length
+        ? { LD_LIBRARY_PATH: libraryPath(libraries) }
+        : {}),
+    },
+    cwd: "/",
+    paths: new PathMap(mounts),
+    uid: options.uid,
+  };
 }

@@ -4,6 +4,11 @@
  * go-plugin's handshake. TypeScript plugins (written with the SDK at
  * `@goatkit/deno/sdk`) run under `deno run` with least-privilege flags; Go
  * plugins built with go-plugin run unchanged when the operator trusts them.
+ * Both run inside an OS sandbox (bubblewrap: own namespaces, only their own
+ * folders mounted, a per-plugin uid when the host is root, resource
+ * limits; see {@linkcode SandboxOptions}); without bubblewrap they are
+ * refused with a {@linkcode SandboxUnavailableError} unless the operator
+ * opts out with `sandbox: "none"`.
  *
  * @example
  * ```ts ignore
@@ -23,14 +28,25 @@ export type {
   GrpcPluginStatus,
   LoadGrpcPluginOptions,
   RestartOptions,
+  SandboxLimits,
+  SandboxOptions,
   SupervisorOptions,
 } from "./options.ts";
 export {
   GrpcHandshakeError,
   type HandshakeFailure,
   PluginCallError,
+  SandboxUnavailableError,
   UntrustedExecutableError,
 } from "./errors.ts";
+export {
+  DEFAULT_SANDBOX_LIMITS,
+  probeSandbox,
+  resolveSandbox,
+  SANDBOX_PATHS,
+  type SandboxProbe,
+  type SandboxTools,
+} from "./sandbox.ts";
 export {
   type Handshake,
   HandshakeLineError,

@@ -29,12 +29,73 @@ export interface RestartOptions {
   maxBackoffMs?: number;
 }
 
+/**
+ * Resource limits of a sandboxed plugin process (set with `prlimit`,
+ * inherited by everything it starts). See `sandbox.ts` for what each one
+ * covers.
+ */
+export interface SandboxLimits {
+  /**
+   * Processes and threads the plugin's uid may have (`RLIMIT_NPROC`); a
+   * Deno plugin uses about 10 threads, each Worker a few more. Applied
+   * only when the host runs as root (then the uid is the plugin's own).
+   * @default 128
+   */
+  maxProcesses?: number;
+  /**
+   * Largest file the plugin may write, in bytes (`RLIMIT_FSIZE`); a write
+   * past it ends the process (`SIGXFSZ`). @default 1 GiB
+   */
+  maxFileBytes?: number;
+  /**
+   * Private writable memory, in bytes (`RLIMIT_DATA`): the V8 heap,
+   * `ArrayBuffer`s and the rest. Deno itself needs about 600 MiB of it.
+   * @default 4 GiB
+   */
+  maxMemoryBytes?: number;
+  /** Open file descriptors (`RLIMIT_NOFILE`). @default 1024 */
+  maxOpenFiles?: number;
+  /** Size of the sandbox's own `/tmp` (a tmpfs), in bytes. @default 64 MiB */
+  tmpBytes?: number;
+}
+
+/**
+ * The OS sandbox (bubblewrap) plugin processes run in; see `sandbox.ts`.
+ * Without bubblewrap (or when its test run fails) plugins are refused with
+ * a `SandboxUnavailableError`, unless the operator opts out with
+ * `sandbox: "none"` (the host's `GOATKIT_UNSANDBOXED_PLUGINS=1`).
+ */
+export interface SandboxOptions {
+  /** The `bwrap` executable. @default found in `/usr/bin`, `/bin`, …, else on `PATH` */
+  bwrapPath?: string;
+  /** The `prlimit` executable (util-linux). @default found like `bwrapPath` */
+  prlimitPath?: string;
+  /** The `setpriv` executable (util-linux; used when the host is root). @default found like `bwrapPath` */
+  setprivPath?: string;
+  /** Resource limits. */
+  limits?: SandboxLimits;
+  /** First uid of the per-plugin range (root hosts). @default 200000 */
+  uidBase?: number;
+  /** Size of the per-plugin uid range. @default 100000 */
+  uidCount?: number;
+}
+
 /** How a plugin process is launched, watched, restarted and stopped. */
 export interface SupervisorOptions {
   /**
-   * Permission flags derived from the plugin's grants (`--allow-net=…`,
-   * `--allow-read=…`, `--allow-write=…`), merged with the runtime's own
+   * The OS sandbox around the process: options, or `"none"` to run it
+   * without one (development only: the host logs a warning at every
+   * launch, and a TypeScript plugin can then read any file the host can
+   * through string-literal imports).
+   * @default {} (sandboxed with the default limits)
+   */
+  sandbox?: SandboxOptions | "none";
+  /**
+   * Permission flags derived from the plugin's grants (`--allow-read=…`,
+   * `--allow-write=…` in its data directory), merged with the runtime's own
    * (its sockets, data directory). Without it the plugin gets only those.
+   * In the sandbox, host paths are translated and paths that are not
+   * mounted are dropped.
    */
   denoFlags?: readonly string[];
   /** The plugin's data directory (read/write); created if missing. */
@@ -66,7 +127,10 @@ export interface SupervisorOptions {
 export interface GrpcPluginStatus {
   /** `starting`, `running`, `restarting`, `quarantined` or `stopped`. */
   state: "starting" | "running" | "restarting" | "quarantined" | "stopped";
-  /** The current process id, when one runs. */
+  /**
+   * The current process id, when one runs: in the sandbox, the plugin's own
+   * process as the host sees it (inside its PID namespace it has another).
+   */
   pid: number | undefined;
   /** Result of the last health check. */
   healthy: boolean;
@@ -76,6 +140,10 @@ export interface GrpcPluginStatus {
   restarts: number;
   /** Why the plugin was quarantined. */
   quarantineReason: string | undefined;
+  /** Whether the current (or last) process runs in the OS sandbox. */
+  sandboxed: boolean;
+  /** The uid the process runs as outside the sandbox, when the host gave it its own. */
+  uid: number | undefined;
 }
 
 /** Options of {@linkcode loadGrpcPlugin}. */

@@ -7,6 +7,14 @@
  * after repeated crashes, and stops it along a kill ladder (`Shutdown` RPCs,
  * then SIGTERM, then SIGKILL) before removing its sockets.
  *
+ * Every process starts inside the OS sandbox of `sandbox.ts` (bubblewrap,
+ * its own namespaces, a per-plugin uid when the host is root, resource
+ * limits) unless the options say `sandbox: "none"`; a missing or broken
+ * bubblewrap refuses the start with a {@linkcode SandboxUnavailableError}.
+ * The supervisor translates what crosses the wall: the socket path in the
+ * handshake line back to the host, the paths in `Init`'s config into the
+ * sandbox, and it signals the plugin itself (bwrap forwards no signals).
+ *
  * What the process is for is left to its owner (the plugin adapter in
  * `plugin.ts`): it gets each new connection through
  * {@linkcode SupervisorHooks}, asks for a live {@linkcode PluginConnection}
@@ -21,16 +29,31 @@ import { basename, dirname, resolve } from "node:path";
 import { tmpdir } from "node:os";
 import type { LogLevel } from "../../host/model/host_api.ts";
 import { errorText, PluginCrashedError } from "../../host/model/errors.ts";
-import { GrpcHandshakeError, type HandshakeFailure } from "./errors.ts";
+import {
+  GrpcHandshakeError,
+  type HandshakeFailure,
+  SandboxUnavailableError,
+} from "./errors.ts";
 import { HandshakeLineError, parseHandshake } from "./handshake.ts";
 import {
   buildLaunch,
+  type BuildLaunchOptions,
+  buildSandboxedLaunch,
   hostDenoDir,
   hostLockFile,
   importMapJson,
   type LaunchSpec,
   PROTOCOL_VERSIONS,
 } from "./launch.ts";
+import {
+  allocateSandboxUid,
+  type PathMap,
+  probeSandbox,
+  resolveSandbox,
+  SANDBOX_PATHS,
+  sandboxedPids,
+  type SandboxTools,
+} from "./sandbox.ts";
 import { LogRateLimiter, parseLogLine, readLines } from "./log_lines.ts";
 import { loadProto, LOCAL_CHANNEL_OPTIONS, unary } from "./proto.ts";
 import type {
@@ -144,6 +167,8 @@ interface GenerationInit {
   socketPath: string | undefined;
   output: Promise<void>;
   owner: GenerationOwner;
+  sandboxed: boolean;
+  pluginPid: number | undefined;
 }
 
 /** One running process and its connection. */
@@ -157,6 +182,9 @@ class Generation implements PluginConnection {
   readonly stdin: WritableStreamDefaultWriter<Uint8Array>;
   readonly socketPath: string | undefined;
   readonly output: Promise<void>;
+  readonly sandboxed: boolean;
+  /** In the sandbox: the host pid of the plugin itself (bwrap's is `pid`). */
+  readonly pluginPid: number | undefined;
   /** Calls running on it, by their crash callback. */
   readonly inflight = new Set<(error: PluginCrashedError) => void>();
   exited = false;
@@ -174,7 +202,14 @@ class Generation implements PluginConnection {
     this.stdin = init.stdin;
     this.socketPath = init.socketPath;
     this.output = init.output;
+    this.sandboxed = init.sandboxed;
+    this.pluginPid = init.pluginPid;
     this.#owner = init.owner;
+  }
+
+  /** Sends `signal` to the plugin (see {@linkcode signalPlugin}). */
+  signal(signal: Deno.Signal): void {
+    signalPlugin(this.child, this.sandboxed, signal);
   }
 
   track(onCrash: (error: PluginCrashedError) => void): () => void {
@@ -194,6 +229,67 @@ class Generation implements PluginConnection {
 const CAPTURE_LIMIT = 8192;
 const LOCK_FILE = hostLockFile();
 const noop = () => {};
+
+const INIT_PATH = "/goatkit.plugin.v1.GKPlugin/Init";
+
+/**
+ * A client interceptor that rewrites the host paths in `Init`'s config
+ * (`host_socket`, `data_dir`, …) into the paths the sandboxed plugin sees,
+ * so it never learns a host path and finds its sockets and folders.
+ */
+function initPathsInterceptor(paths: PathMap): grpc.Interceptor {
+  return (options, nextCall) => {
+    if (options.method_definition.path !== INIT_PATH) {
+      return new grpc.InterceptingCall(nextCall(options));
+    }
+    return new grpc.InterceptingCall(nextCall(options), {
+      sendMessage(message: { config?: Record<string, string> }, next) {
+        const config: Record<string, string> = {};
+        for (const [k, v] of Object.entries(message.config ?? {})) {
+          config[k] = typeof v === "string" && v.startsWith("/")
+            ? paths.toInside(v) ?? v
+            : v;
+        }
+        next({ ...message, config });
+      },
+    });
+  };
+}
+
+/**
+ * Sends `signal` to a plugin process. In the sandbox it goes to the plugin
+ * itself: bwrap passes no signal on (it would die of it and take the
+ * sandbox with it, without a SIGTERM reaching the plugin), and bwrap exits
+ * once the plugin has, so its exit status means the plugin is gone.
+ * Without a plugin process yet, bwrap gets it.
+ */
+function signalPlugin(
+  child: Deno.ChildProcess,
+  sandboxed: boolean,
+  signal: Deno.Signal,
+): void {
+  if (sandboxed) {
+    let sent = false;
+    for (const pid of sandboxedPidsOf(child.pid)) {
+      try {
+        Deno.kill(pid, signal);
+        sent = true;
+      } catch { /* gone */ }
+    }
+    if (sent) return;
+  }
+  try {
+    child.kill(signal);
+  } catch { /* gone */ }
+}
+
+function sandboxedPidsOf(pid: number): number[] {
+  try {
+    return sandboxedPids(pid);
+  } catch {
+    return [];
+  }
+}
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -248,6 +344,9 @@ export class ProcessSupervisor<R> {
   #healthTimer: ReturnType<typeof setInterval> | undefined;
   #launching: Promise<Generation> | undefined;
   #limiter: LogRateLimiter;
+  #tools: SandboxTools | undefined;
+  #sandboxed = false;
+  #uid: number | undefined;
 
   /** Prepares supervision; {@linkcode start} launches the first process. */
   constructor(init: ProcessSupervisorInit<R>) {
@@ -281,11 +380,15 @@ export class ProcessSupervisor<R> {
   status(): GrpcPluginStatus {
     return {
       state: this.#state,
-      pid: this.#gen && !this.#gen.exited ? this.#gen.pid : undefined,
+      pid: this.#gen && !this.#gen.exited
+        ? this.#gen.pluginPid ?? this.#gen.pid
+        : undefined,
       healthy: this.#healthy,
       crashes: this.#crashes,
       restarts: this.#restarts,
       quarantineReason: this.#quarantineReason,
+      sandboxed: this.#sandboxed,
+      uid: this.#uid,
     };
   }
 
@@ -449,14 +552,8 @@ export class ProcessSupervisor<R> {
       controller.close();
       await gen.stdin.close().catch(noop);
       if (!await exitsWithin(gen, grace)) {
-        try {
-          gen.child.kill("SIGTERM");
-        } catch { /* gone */ }
-        if (!await exitsWithin(gen, grace)) {
-          try {
-            gen.child.kill("SIGKILL");
-          } catch { /* gone */ }
-        }
+        gen.signal("SIGTERM");
+        if (!await exitsWithin(gen, grace)) gen.signal("SIGKILL");
       }
       await gen.status;
       gen.client.close();
@@ -492,7 +589,7 @@ export class ProcessSupervisor<R> {
     const deadline = Date.now() + startTimeout;
     const pluginSocket = `${this.#socketDir}/plugin.sock`;
     await Deno.remove(pluginSocket).catch(noop);
-    const spec: LaunchSpec = buildLaunch({
+    const launch: BuildLaunchOptions = {
       entry: this.#entry,
       socketDir: this.#socketDir,
       pluginSocket,
@@ -508,7 +605,36 @@ export class ProcessSupervisor<R> {
         ? { trustedExecutables: this.#options.trustedExecutables }
         : {}),
       ...(this.#options.args ? { args: this.#options.args } : {}),
-    });
+    };
+    // Refuses an untrusted executable before anything else.
+    let spec: LaunchSpec = buildLaunch(launch);
+    let paths: PathMap | undefined;
+    const sandbox = this.#options.sandbox ?? {};
+    if (sandbox === "none") {
+      this.#sandboxed = false;
+      this.#uid = undefined;
+      this.#log(
+        "warn",
+        'SANDBOX DISABLED: this plugin process runs without the OS sandbox (sandbox: "none" / GOATKIT_UNSANDBOXED_PLUGINS=1); a TypeScript plugin can read every file the host can through module imports. Development only.',
+        { plugin: this.#hooks.name() },
+      );
+    } else {
+      const tools = this.#tools ??= resolveSandbox(sandbox);
+      const probe = await probeSandbox(tools);
+      if (!probe.ok) {
+        throw new SandboxUnavailableError(this.#hooks.name(), probe.reason);
+      }
+      const uid = tools.root ? await this.#prepareUid(tools) : undefined;
+      const sandboxed = await buildSandboxedLaunch({
+        ...launch,
+        tools,
+        ...(uid !== undefined ? { uid } : {}),
+      });
+      spec = sandboxed;
+      paths = sandboxed.paths;
+      this.#sandboxed = true;
+      this.#uid = uid;
+    }
     let child: Deno.ChildProcess;
     try {
       child = new Deno.Command(spec.command, {
@@ -563,9 +689,7 @@ export class ProcessSupervisor<R> {
       reason: HandshakeFailure,
       detail: string,
     ): Promise<never> => {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* already gone */ }
+      signalPlugin(child, paths !== undefined, "SIGKILL");
       await status;
       await Promise.race([output, delay(500)]);
       await stdin.close().catch(noop);
@@ -616,6 +740,20 @@ export class ProcessSupervisor<R> {
         errorText(e),
       );
     }
+    if (paths) {
+      // The plugin names its socket as it sees it.
+      const host = network === "unix" &&
+          address.startsWith(SANDBOX_PATHS.sock + "/")
+        ? paths.toHost(address)
+        : undefined;
+      if (!host) {
+        return fail(
+          "network",
+          `a sandboxed plugin must listen on a unix socket in ${SANDBOX_PATHS.sock}, not on ${network} address "${address}"`,
+        );
+      }
+      address = host;
+    }
     handshaking = false;
 
     const proto = loadProto();
@@ -623,7 +761,10 @@ export class ProcessSupervisor<R> {
     const client = new proto.GKPlugin(
       target,
       grpc.credentials.createInsecure(),
-      LOCAL_CHANNEL_OPTIONS,
+      {
+        ...LOCAL_CHANNEL_OPTIONS,
+        ...(paths ? { interceptors: [initPathsInterceptor(paths)] } : {}),
+      },
     );
     const channelOverride = client.getChannel();
     const health = new proto.Health(
@@ -641,6 +782,9 @@ export class ProcessSupervisor<R> {
       socketPath: network === "unix" ? address : undefined,
       output,
       owner: this.#owner,
+      sandboxed: paths !== undefined,
+      // It wrote its handshake line, so it runs by now.
+      pluginPid: paths ? sandboxedPidsOf(child.pid)[0] : undefined,
     });
     try {
       const remaining = () => new Date(Math.max(Date.now() + 1, deadline));
@@ -672,9 +816,7 @@ export class ProcessSupervisor<R> {
     if (this.#state === "stopped") {
       // Shut down while this process was starting: it must not outlive us.
       client.close();
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
+      signalPlugin(child, paths !== undefined, "SIGKILL");
       await status;
       await stdin.close().catch(noop);
       throw new PluginCrashedError(
@@ -686,6 +828,46 @@ export class ProcessSupervisor<R> {
     this.#state = "running";
     status.then((s) => this.#onExit(gen, s));
     return gen;
+  }
+
+  /**
+   * The plugin's uid (root hosts): allocated by its data folder (else its
+   * entry), which keeps the uid as its owner. Hands it the folders it
+   * writes: the socket folder, the data folder (the folder itself, never
+   * what is inside: a link planted there must not redirect a chown) and the
+   * host socket (mode 0600).
+   */
+  async #prepareUid(tools: SandboxTools): Promise<number> {
+    const dataDir = this.#options.dataDir
+      ? resolve(this.#options.dataDir)
+      : undefined;
+    let previous: number | undefined;
+    if (dataDir) {
+      const info = await Deno.lstat(dataDir);
+      if (!info.isDirectory) {
+        throw new Error(
+          `Cannot start plugin "${this.#hooks.name()}": its data folder "${dataDir}" is not a directory`,
+        );
+      }
+      previous = info.uid ?? undefined;
+    }
+    const uid = allocateSandboxUid({
+      key: dataDir ?? this.#entry,
+      base: tools.uidBase,
+      count: tools.uidCount,
+      ...(previous !== undefined ? { previous } : {}),
+    });
+    for (const dir of [this.#socketDir, ...(dataDir ? [dataDir] : [])]) {
+      if (!(await Deno.lstat(dir)).isDirectory) {
+        throw new Error(
+          `Cannot start plugin "${this.#hooks.name()}": "${dir}" is not a directory`,
+        );
+      }
+      await Deno.chown(dir, uid, uid);
+    }
+    await Deno.chown(this.#hostSocket, uid, uid);
+    await Deno.chmod(this.#hostSocket, 0o600);
+    return uid;
   }
 
   /** Runs {@linkcode #launch}, remembering it so shutdown can wait for it. */
@@ -779,9 +961,7 @@ export class ProcessSupervisor<R> {
       this.#log("error", "plugin connection lost; killing the process", {
         plugin: this.#hooks.name(),
       });
-      try {
-        gen.child.kill("SIGKILL");
-      } catch { /* gone */ }
+      gen.signal("SIGKILL");
     });
   }
 
@@ -803,9 +983,7 @@ export class ProcessSupervisor<R> {
         this.#log("error", `plugin hung: no health answer within ${ms} ms`, {
           plugin: this.#hooks.name(),
         });
-        try {
-          gen.child.kill("SIGKILL");
-        } catch { /* gone */ }
+        gen.signal("SIGKILL");
       },
     );
   }

@@ -323,6 +323,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     dataDir: server.dataDir,
     logs,
     pluginConfig: (name) => services.config.pluginSection(name),
+    audit,
     ...(unsandboxed ? { sandbox: "none" as const } : {}),
   });
   const loader = new Loader(manager, {

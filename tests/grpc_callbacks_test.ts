@@ -34,6 +34,7 @@ import {
 } from "../permissions/mod.ts";
 import { LogBuffer } from "../host/log_buffer.ts";
 import {
+  type CallbackRefusal,
   type GrpcPlugin,
   loadGrpcPlugin,
   type LoadGrpcPluginOptions,
@@ -152,7 +153,10 @@ Deno.test(
   async () => {
     const name = `forger-${suffix()}`;
     const { manager, hosts } = memoryManager({ "init.key": "init-value" });
-    const plugin = await load(FORGER, name);
+    const refusals: CallbackRefusal[] = [];
+    const plugin = await load(FORGER, name, {
+      onCallbackRefused: (r) => refusals.push(r),
+    });
     const pid = plugin.status().pid!;
     await manager.register(plugin);
     const host = hosts.get(name)!;
@@ -264,6 +268,11 @@ Deno.test(
         );
       }
       assert.ok(audit.every((l) => l.plugin === name));
+      // …and each reached the host's audit hook, with the status it got.
+      assert.ok(refusals.length >= 5, JSON.stringify(refusals));
+      assert.ok(refusals.every((r) => r.plugin === name));
+      assert.ok(refusals.some((r) => r.status === "FAILED_PRECONDITION"));
+      assert.ok(refusals.some((r) => r.status === "PERMISSION_DENIED"));
 
       // The host survived and legitimate calls still work.
       assert.deepEqual(await call(manager, name, "echo", { x: 1 }), { x: 1 });

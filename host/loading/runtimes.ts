@@ -17,6 +17,7 @@ import type { PluginFactory, PluginSource } from "./loader.ts";
 import type { Plugin } from "../model/plugin.ts";
 import { effectivePermissions } from "../../permissions/grammar.ts";
 import type { GrantStore } from "../../permissions/grants.ts";
+import type { AuditLog } from "../../permissions/audit.ts";
 import { denoFlagsFor } from "../../permissions/deno_flags.ts";
 import { assertFsContained } from "../../permissions/fs_check.ts";
 import { wasiPreopensFor } from "../../permissions/wasi_preopens.ts";
@@ -25,6 +26,7 @@ import {
   type WasmPluginOptions,
 } from "../../runtimes/wasm/mod.ts";
 import {
+  type CallbackRefusal,
   loadGrpcPlugin,
   type LoadGrpcPluginOptions,
   type SandboxOptions,
@@ -53,6 +55,8 @@ export interface RuntimeFactoryOptions {
    * @default {} (sandboxed; refused without bubblewrap)
    */
   sandbox?: SandboxOptions | "none";
+  /** Where refused gRPC host callbacks are recorded (the host's audit log). */
+  audit?: Pick<AuditLog, "record">;
 }
 
 /**
@@ -110,6 +114,19 @@ export function createRuntimeFactory(
             }
             : {}),
           trustedExecutables: options.trustedExecutables ?? [],
+          ...(options.audit
+            ? {
+              onCallbackRefused: (r: CallbackRefusal) =>
+                options.audit?.record({
+                  plugin: name,
+                  permission: "call",
+                  attempted: `${
+                    r.method ?? "callback"
+                  } outside a live call: ${r.reason}`,
+                  ...(r.method ? { method: r.method } : {}),
+                }),
+            }
+            : {}),
           ...(logs
             ? {
               logs: (level, message, fields) =>

@@ -172,10 +172,12 @@ export class MemoryHostAPI implements HostAPI {
     });
   }
 
-  /** Answers from `options.config` (`""` when absent). */
+  /** Answers from `options.config`'s own string values (`""` when absent, also for `__proto__`). */
   configGet(ctx: CallContext, key: string): Promise<string> {
     this.#rec(ctx, "configGet", [key]);
-    return Promise.resolve(this.#o.config?.[key] ?? "");
+    const config = this.#o.config ?? {};
+    const value = Object.hasOwn(config, key) ? config[key] : undefined;
+    return Promise.resolve(typeof value === "string" ? value : "");
   }
 
   /** Answers from `options.translate` (the key by default). */

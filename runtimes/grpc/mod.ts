@@ -23,6 +23,7 @@
 
 export { loadGrpcPlugin } from "./load.ts";
 export type {
+  CallbackRefusal,
   GrpcLogSink,
   GrpcPlugin,
   GrpcPluginStatus,

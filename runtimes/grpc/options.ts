@@ -156,6 +156,24 @@ export interface LoadGrpcPluginOptions extends SupervisorOptions {
   hostVersion?: string;
   /** Directory under which the private socket directory is made. @default the OS temp dir */
   tempDir?: string;
+  /**
+   * Told of every host callback refused because it was not bound to a live
+   * call of this plugin (for the host's audit log, which rate-limits per
+   * plugin); the plugin's log also gets a line, at most ten a second.
+   */
+  onCallbackRefused?: (refusal: CallbackRefusal) => void;
+}
+
+/** A host callback the runtime refused (see `onCallbackRefused`). */
+export interface CallbackRefusal {
+  /** The plugin whose callback was refused. */
+  plugin: string;
+  /** The `GKHost` method, when known. */
+  method?: string;
+  /** Why, in words. */
+  reason: string;
+  /** The gRPC status name the plugin received, such as `PERMISSION_DENIED`. */
+  status: string;
 }
 
 /**

@@ -215,6 +215,14 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
 
   /** Writes a refused callback to the log at warn (rate-limited), for the audit trail. */
   #auditRefusal(e: CallbackRefusedError): void {
+    try {
+      this.#options.onCallbackRefused?.({
+        plugin: e.plugin,
+        ...(e.method ? { method: e.method } : {}),
+        reason: e.reason,
+        status: grpc.status[e.code] ?? String(e.code),
+      });
+    } catch { /* the audit hook must not break the refusal */ }
     const r = this.#refusals;
     const second = Math.floor(Date.now() / 1000);
     if (second !== r.second) {

@@ -57,7 +57,9 @@ export type {
   Row,
 } from "./host/model/host_api.ts";
 export {
+  DEFAULT_ROUTE_TIMEOUT_MS,
   type ErrorCodeSpec,
+  functionTimeoutMs,
   type GKRegistration,
   type I18nSpec,
   type JobSpec,
@@ -68,6 +70,7 @@ export {
   ROUTE_METHODS,
   ROUTE_MIDDLEWARE,
   type RouteSpec,
+  routeTimeoutMs,
   type TemplateSpec,
   WIDGET_SIZES,
   type WidgetSpec,
@@ -92,6 +95,7 @@ export {
   type StateStore,
 } from "./host/state_store.ts";
 export {
+  type CatchUpPolicy,
   type JobClaim,
   type JobOutcome,
   type JobRun,
@@ -105,13 +109,23 @@ export { ErrorCodeRegistry } from "./host/registries/error_codes.ts";
 export { TemplateOverrideRegistry } from "./host/registries/templates.ts";
 
 // Embedding: runtimes, loading and the server.
-export { loadWasmPlugin, type WasmPluginOptions } from "./runtimes/wasm/mod.ts";
+export {
+  loadWasmPlugin,
+  type WasmPluginOptions,
+  type WasmQuarantineOptions,
+  type WasmQueueOptions,
+} from "./runtimes/wasm/mod.ts";
 export {
   loadGrpcPlugin,
   type LoadGrpcPluginOptions,
 } from "./runtimes/grpc/mod.ts";
 export { createApp, type GoatKitApp } from "./host/server/mod.ts";
-export { boot, type BootOptions, type RunningHost } from "./host/boot.ts";
+export {
+  boot,
+  type BootOptions,
+  type CloseOptions,
+  type RunningHost,
+} from "./host/boot.ts";
 export type { AppOptions } from "./host/server/mod.ts";
 
 // Permissions.
@@ -143,15 +157,21 @@ export {
 // Errors.
 export {
   InvalidManifestError,
+  isPluginFault,
   type ManifestIssue,
+  type OverloadReason,
   PermissionDeniedError,
   PluginAlreadyRegisteredError,
   PluginCallCycleError,
   PluginCrashedError,
   PluginDisabledError,
   PluginError,
+  type PluginErrorOptions,
+  type PluginFault,
   PluginInitError,
   PluginNotFoundError,
+  PluginOverloadedError,
+  type PluginOverloadedErrorOptions,
   PluginTimeoutError,
   ServiceUnavailableError,
 } from "./host/model/errors.ts";

@@ -35,7 +35,10 @@ import { errorText } from "./model/errors.ts";
 import type { GKRegistration } from "./model/manifest.ts";
 import { LogBuffer } from "./log_buffer.ts";
 import { Loader } from "./loading/loader.ts";
-import { createRuntimeFactory } from "./loading/runtimes.ts";
+import {
+  createRuntimeFactory,
+  preparePluginRunRoot,
+} from "./loading/runtimes.ts";
 import { Manager } from "./manager.ts";
 import { PackageInstaller } from "./loading/packages.ts";
 import { I18nRegistry } from "./registries/i18n.ts";
@@ -96,8 +99,25 @@ export interface RunningHost {
   config: HostConfig;
   /** The Manager, with the plugins registered so far. */
   manager: Manager;
-  /** Stops serving and shuts every plugin and service down (once). */
-  close(): Promise<void>;
+  /**
+   * Stops serving and shuts every plugin and service down (once; later
+   * calls wait for the same close). The listener closes at once (new
+   * connections are refused) and requests in flight get up to
+   * `options.drainTimeoutMs` (default: the `server.drainTimeoutMs` setting)
+   * to finish; a request that still reaches the app meanwhile is answered
+   * 503 with `Connection: close`. Then the scheduler, plugins and services
+   * stop; requests still running then fail with their plugin.
+   */
+  close(options?: CloseOptions): Promise<void>;
+}
+
+/** Options of {@linkcode RunningHost.close}. */
+export interface CloseOptions {
+  /**
+   * How long requests in flight may take to finish, in ms.
+   * @default the `server.drainTimeoutMs` setting (10 000)
+   */
+  drainTimeoutMs?: number;
 }
 
 /** Options of {@linkcode grantsProvider}. */
@@ -318,7 +338,28 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   });
 
   // Loader, packages, scheduler, tokens.
+  // gRPC plugins' sockets live under <dataDir>/run; what a killed host
+  // left there is removed now, before any plugin starts.
+  const runRoot = await preparePluginRunRoot(server.dataDir);
+  for (const dir of runRoot.removed) {
+    logs.log(
+      "",
+      "info",
+      `removed plugin socket folder of an earlier run: ${dir}`,
+    );
+  }
+  for (const k of runRoot.kept) {
+    logs.log("", "warn", `plugin socket folder ${k.dir} left alone: ${k.why}`);
+  }
+  if (runRoot.fallback) {
+    logs.log(
+      "",
+      "warn",
+      `plugin sockets in ${runRoot.dir}: ${runRoot.fallback}`,
+    );
+  }
   const runtimeFactory = createRuntimeFactory({
+    runDir: runRoot.dir,
     grants,
     dataDir: server.dataDir,
     logs,
@@ -364,10 +405,10 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     },
   });
   const pool = (sql as { pool?: SqlPool }).pool;
-  const scheduler = new Scheduler(
-    manager,
-    config.env.DATABASE_URL && pool ? { claim: new PgJobClaim(pool) } : {},
-  );
+  const scheduler = new Scheduler(manager, {
+    catchUp: server.jobCatchUp,
+    ...(config.env.DATABASE_URL && pool ? { claim: new PgJobClaim(pool) } : {}),
+  });
   const tokens = new FileTokenStore(join(server.dataDir, "tokens.json"));
   let adminToken: string | undefined;
   if (
@@ -420,6 +461,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
         return src ? [src.manifest] : [];
       }),
     title: server.title,
+    maxInFlight: server.maxInFlight,
     secureCookies: server.secureCookies,
     trustProxy: server.trustProxy,
     health: () => ({
@@ -431,12 +473,10 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   }));
 
   // Serve, then load plugins (the URL is shown while they load).
-  const ac = new AbortController();
   const listening = Promise.withResolvers<Deno.NetAddr>();
   const httpServer = Deno.serve({
     port: server.port,
     hostname: server.hostname,
-    signal: ac.signal,
     onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
   }, app.fetch);
   const addr = await listening.promise;
@@ -496,25 +536,57 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   }
   scheduler.start();
 
-  let closed = false;
+  // Graceful close: stop accepting, drain, then stop plugins and services.
+  const close = async (drainMs: number) => {
+    clearInterval(rescan);
+    scheduler.stop();
+    // The listener closes now (new connections are refused) and idle
+    // keep-alive connections with it; requests in flight go on. One that
+    // still reaches the app is answered 503 + Connection: close.
+    app.drain();
+    const finished = httpServer.shutdown();
+    const drained = await settlesWithin(finished, drainMs);
+    if (!drained) {
+      const left = app.admission().in_flight;
+      print(
+        `  drain timeout of ${drainMs} ms reached: stopping with ${left} plugin request(s) in flight`,
+      );
+      logs.log("", "warn", `shutdown: drain timeout of ${drainMs} ms reached`);
+    }
+    app.close();
+    await loader.close().catch((e) => print(`loader: ${errorText(e)}`));
+    // Drained: jobs still running get the Manager's grace; else none is left.
+    await manager.shutdownAll(drained ? {} : { graceMs: 0 }).catch((e) =>
+      print(`shutdown: ${errorText(e)}`)
+    );
+    await services.close().catch((e) => print(`services: ${errorText(e)}`));
+    // Requests cut above end with their plugin; never wait for ever.
+    if (!drained) await settlesWithin(finished, 2_000);
+  };
+  let closing: Promise<void> | undefined;
   return {
     url,
     ...(adminToken ? { adminToken } : {}),
     config,
     manager,
-    async close() {
-      if (closed) return;
-      closed = true;
-      clearInterval(rescan);
-      scheduler.stop();
-      ac.abort();
-      await httpServer.finished;
-      app.close();
-      await loader.close().catch((e) => print(`loader: ${errorText(e)}`));
-      await manager.shutdownAll().catch((e) =>
-        print(`shutdown: ${errorText(e)}`)
-      );
-      await services.close().catch((e) => print(`services: ${errorText(e)}`));
+    close(opts: CloseOptions = {}) {
+      return closing ??= close(opts.drainTimeoutMs ?? server.drainTimeoutMs);
     },
   };
+}
+
+/** Whether `p` settles within `ms` (its rejection counts as settled). */
+async function settlesWithin(
+  p: Promise<unknown>,
+  ms: number,
+): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -25,10 +25,13 @@ import { ErrorCodeRegistry } from "./registries/error_codes.ts";
 import { LogBuffer } from "./log_buffer.ts";
 import {
   checkManifest,
+  DEFAULT_ROUTE_TIMEOUT_MS,
+  functionTimeoutMs,
   type GKRegistration,
   type JobSpec,
   type MenuItemSpec,
   type RouteSpec,
+  routeTimeoutMs,
   type WidgetSpec,
 } from "./model/manifest.ts";
 import type {
@@ -74,8 +77,23 @@ export interface ManagerOptions {
   errorCodes?: ErrorCodeRegistry;
   /** Template overrides. @default a new {@linkcode TemplateOverrideRegistry} */
   templates?: TemplateOverrideRegistry;
-  /** Call deadline when a call names none, in ms. @default 30000 */
+  /**
+   * Call deadline when a call names none and the manifest declares none for
+   * the function (`timeouts`), in ms. @default 30000
+   */
   defaultTimeoutMs?: number;
+  /**
+   * Deadline of a route's call when the manifest declares none (route
+   * `timeout`, then `timeouts[handler]`); see
+   * {@linkcode Manager.routeTimeoutMs}. @default 10000 (`DEFAULT_ROUTE_TIMEOUT_MS`)
+   */
+  defaultRouteTimeoutMs?: number;
+  /**
+   * Longest deadline a manifest may declare (route `timeout`, `timeouts`),
+   * in ms; longer ones are cut to it. Deadlines the host names itself
+   * (`CallOptions.timeoutMs`) are not cut. @default 300000 (5 minutes)
+   */
+  maxManifestTimeoutMs?: number;
   /** How long `shutdownAll` and `unregister` wait for in-flight calls, in ms. @default 5000 */
   shutdownGraceMs?: number;
   /** The host version `min_host_version` is compared with. */
@@ -86,7 +104,11 @@ export interface ManagerOptions {
 
 /** Options of {@linkcode Manager.call}. */
 export interface CallOptions {
-  /** Deadline in ms from now (capped by the parent's deadline). */
+  /**
+   * Deadline in ms from now (capped by the parent's deadline). Absent: the
+   * manifest's `timeouts[fn]`, else `defaultTimeoutMs`; see
+   * {@linkcode Manager.functionTimeoutMs}.
+   */
   timeoutMs?: number;
   /** Request language (defaults to the parent's). */
   language?: string;
@@ -170,6 +192,8 @@ export class Manager {
   #loading = new Map<string, Promise<void>>();
   #listeners = new Set<(e: ManagerEvent) => void>();
   #defaultTimeoutMs: number;
+  #defaultRouteTimeoutMs: number;
+  #maxManifestTimeoutMs: number;
   #graceMs: number;
   #hostVersion: string | undefined;
   #checks: readonly ((m: GKRegistration) => ManifestIssue[])[];
@@ -184,6 +208,9 @@ export class Manager {
       new BasicHostAPI({ logs: this.logs, i18n: this.i18n, manager: this });
     this.#state = options.stateStore ?? new MemoryStateStore();
     this.#defaultTimeoutMs = options.defaultTimeoutMs ?? 30_000;
+    this.#defaultRouteTimeoutMs = options.defaultRouteTimeoutMs ??
+      DEFAULT_ROUTE_TIMEOUT_MS;
+    this.#maxManifestTimeoutMs = options.maxManifestTimeoutMs ?? 300_000;
     this.#graceMs = options.shutdownGraceMs ?? 5_000;
     this.#hostVersion = options.hostVersion;
     this.#checks = options.manifestChecks ?? [];
@@ -347,6 +374,71 @@ export class Manager {
     };
   }
 
+  /**
+   * The deadline, in ms, of a call of `fn` of plugin `name` that names none
+   * itself: the manifest's `timeouts[fn]` (cut to `maxManifestTimeoutMs`),
+   * else `defaultTimeoutMs`. {@linkcode Manager.call} uses it when
+   * `timeoutMs` is absent.
+   *
+   * @example
+   * ```ts
+   * import { Manager } from "../mod.ts";
+   * const manager = new Manager();
+   * await manager.register({
+   *   gkRegister: () => ({ name: "slow", version: "1.0.0", timeouts: { report: "20s" } }),
+   *   init: async () => {},
+   *   call: async () => null,
+   *   shutdown: async () => {},
+   * });
+   * console.log(manager.functionTimeoutMs("slow", "report")); // 20000
+   * console.log(manager.functionTimeoutMs("slow", "other")); // 30000
+   * await manager.shutdownAll();
+   * ```
+   */
+  functionTimeoutMs(name: string, fn: string): number {
+    const m = this.#entries.get(name)?.manifest;
+    const declared = m && functionTimeoutMs(m, fn);
+    return declared === undefined
+      ? this.#defaultTimeoutMs
+      : Math.min(declared, this.#maxManifestTimeoutMs);
+  }
+
+  /**
+   * The deadline, in ms, of the call a plugin route makes: the route's
+   * `timeout`, else the manifest's `timeouts[handler]` (either cut to
+   * `maxManifestTimeoutMs`), else `defaultRouteTimeoutMs` (10 s). An HTTP
+   * front end passes it as `timeoutMs`. `route` is one of
+   * {@linkcode Manager.routes} (its `plugin` names the plugin).
+   *
+   * @example
+   * ```ts
+   * import { Manager } from "../mod.ts";
+   * const manager = new Manager();
+   * await manager.register({
+   *   gkRegister: () => ({
+   *     name: "pages",
+   *     version: "1.0.0",
+   *     routes: [{ method: "GET", path: "/slow", handler: "slow", timeout: "2s" }],
+   *   }),
+   *   init: async () => {},
+   *   call: async () => null,
+   *   shutdown: async () => {},
+   * });
+   * console.log(manager.routeTimeoutMs(manager.routes()[0]!)); // 2000
+   * await manager.shutdownAll();
+   * ```
+   */
+  routeTimeoutMs(
+    route: Pick<Contributed<RouteSpec>, "plugin" | "handler" | "timeout">,
+  ): number {
+    const m = this.#entries.get(route.plugin)?.manifest ??
+      { name: route.plugin, version: "0.0.0" };
+    const declared = routeTimeoutMs(m, route);
+    return declared === undefined
+      ? this.#defaultRouteTimeoutMs
+      : Math.min(declared, this.#maxManifestTimeoutMs);
+  }
+
   /** Enables a plugin (loading it lazily when discovered) and persists it. */
   async enable(name: string): Promise<void> {
     if (!this.#entries.has(name) && this.#lazy) {
@@ -387,9 +479,12 @@ export class Manager {
 
   /**
    * Calls `fn` of plugin `name` with JSON `args`. Loads the plugin lazily
-   * when needed; refuses disabled plugins and call cycles; fails with
-   * {@linkcode PluginTimeoutError} at the deadline (the plugin's context
-   * signal aborts, so runtimes stop the guest).
+   * when needed; refuses disabled plugins (with
+   * {@linkcode PluginDisabledError}, whose `reason` tells a quarantine) and
+   * call cycles; fails with {@linkcode PluginTimeoutError} at the deadline
+   * (the plugin's context signal aborts, so runtimes stop the guest). A
+   * runtime that queues calls may refuse one with `PluginOverloadedError`
+   * (never counted against the plugin).
    */
   call(
     name: string,
@@ -610,7 +705,8 @@ export class Manager {
     }
 
     const now = Date.now();
-    let deadline = now + (options.timeoutMs ?? this.#defaultTimeoutMs);
+    let deadline = now +
+      (options.timeoutMs ?? this.functionTimeoutMs(name, fn));
     if (parent) deadline = Math.min(deadline, parent.deadline);
     const timeoutMs = Math.max(0, deadline - now);
     // One controller per call; the parent's and the caller's signals are

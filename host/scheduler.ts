@@ -11,6 +11,17 @@
  * system clock unless {@linkcode SchedulerOptions.clock} gives another, so
  * that tests can drive the scheduler with a clock they advance.
  *
+ * Misfires: a tick whose claim fails (the database is down) is not lost
+ * silently. The scheduler retries the claim of the last missed tick (1 s,
+ * then doubling up to 30 s); once the database answers, the host that wins
+ * that tick records one `skipped` run per job and outage (reason `database
+ * unavailable`, how many ticks, the first and the last) and, under the
+ * `once` {@linkcode CatchUpPolicy} (the default; the job's manifest
+ * `catch_up` or {@linkcode SchedulerOptions.catchUp}), runs the job once
+ * (trigger `catch-up`) — never once per missed tick. A regular tick that
+ * finds the database back also ends the outage; its own run is then the
+ * run after the outage, so no catch-up run is added.
+ *
  * @module
  */
 
@@ -27,18 +38,64 @@ export const DEFAULT_JOB_TIMEOUT_MS = 300_000;
 /** How one run of a job ended. */
 export type JobOutcome = "ok" | "error" | "timeout" | "skipped";
 
+/**
+ * What a scheduler does about the ticks of a job it could not claim because
+ * the database was down, once it is back: `once` runs the job one time
+ * (trigger `catch-up`; cron's usual misfire handling, as Quartz's "fire
+ * once now", systemd's `Persistent=` and Kubernetes CronJobs do), `skip`
+ * only records the gap. Either way the missed ticks are one `skipped`
+ * record, and never make a burst of runs.
+ */
+export type CatchUpPolicy = "skip" | "once";
+
+/** The default {@linkcode CatchUpPolicy}: run once after an outage. */
+export const DEFAULT_CATCH_UP: CatchUpPolicy = "once";
+
+/** Why a `skipped` run of ticks that could not be claimed did not run. */
+export const REASON_DATABASE_UNAVAILABLE = "database unavailable";
+
+/** Why a `skipped` run did not run because the previous one was still going. */
+export const REASON_STILL_RUNNING = "previous run still running";
+
+/** The first retry of a failed claim, in ms (then doubled). */
+export const CLAIM_RETRY_MS = 1000;
+
+/** The longest wait between two retries of a failed claim, in ms. */
+export const CLAIM_RETRY_MAX_MS = 30_000;
+
 /** One run of a job. */
 export interface JobRun {
   /** When it started (RFC 3339). */
   start: string;
   /** How long it took, in ms. */
   durationMs: number;
-  /** How it ended; `skipped` when the previous run was still going. */
+  /**
+   * How it ended; `skipped` when the previous run was still going, or for
+   * ticks that could not be claimed (see `reason`).
+   */
   outcome: JobOutcome;
-  /** The error message, for `error` and `timeout`. */
+  /**
+   * The error message, for `error` and `timeout`; for ticks that could not
+   * be claimed, which ticks and the database's last error.
+   */
   error?: string;
-  /** `schedule` or `manual`. */
-  trigger: "schedule" | "manual";
+  /**
+   * Why a `skipped` run did not run: {@linkcode REASON_STILL_RUNNING} or
+   * {@linkcode REASON_DATABASE_UNAVAILABLE}.
+   */
+  reason?: string;
+  /**
+   * For ticks that could not be claimed: how many this one record stands
+   * for, from `start` to `lastTick`.
+   */
+  missedTicks?: number;
+  /** The last of the `missedTicks` (RFC 3339). */
+  lastTick?: string;
+  /**
+   * `schedule`, `manual`, or `catch-up` (the one run after ticks were
+   * missed, under the `once` {@linkcode CatchUpPolicy}).
+   */
+  trigger: "schedule" | "manual" | "catch-up";
 }
 
 /** A scheduled job as the admin pages show it. */
@@ -168,11 +225,38 @@ export interface SchedulerOptions {
   /** Runs kept per job. @default 20 */
   historySize?: number;
   /**
-   * The clock that times the ticks, the run records and the job deadlines.
-   * The Manager's own deadline for the call stays in real time as a backstop.
+   * The clock that times the ticks, the run records, the job deadlines and
+   * the claim retries. The Manager's own deadline for the call stays in
+   * real time as a backstop.
    * @default the system clock
    */
   clock?: SchedulerClock;
+  /**
+   * What to do about ticks missed while the claim failed (the host's
+   * `server.jobCatchUp`, `GOATKIT_JOB_CATCH_UP`); see
+   * {@linkcode CatchUpPolicy}. A job's manifest `catch_up` wins.
+   * @default "once"
+   */
+  catchUp?: CatchUpPolicy;
+}
+
+/** Ticks of one job that could not be claimed, until the database is back. */
+interface Outage {
+  /** The first and the last missed tick (epoch ms). */
+  first: number;
+  last: number;
+  /** How many ticks were missed. */
+  count: number;
+  /** The last error of the claim. */
+  error: string;
+  /** The wait before the next retry. */
+  delayMs: number;
+  /** Cancels the armed retry, if any. */
+  retry: (() => void) | undefined;
+  /** The attempt to end the outage in progress, if any. */
+  ending: Promise<void> | undefined;
+  /** A regular tick was claimed since: its run is the run after the outage. */
+  tickClaimed: boolean;
 }
 
 interface Slot {
@@ -186,6 +270,8 @@ interface Slot {
   nextAt: number | null;
   /** Cancels the wait for `nextAt`. */
   cancel: () => void;
+  /** Ticks missed because the claim failed, until one is claimed again. */
+  outage: Outage | null;
   running: boolean;
   runs: JobRun[];
 }
@@ -241,7 +327,7 @@ export class Scheduler {
   stop(): void {
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
-    for (const s of this.#slots.values()) s.cancel();
+    for (const s of this.#slots.values()) drop(s);
     this.#slots.clear();
   }
 
@@ -261,7 +347,7 @@ export class Scheduler {
     for (const [key, slot] of this.#slots) {
       const job = wanted.get(key);
       if (!job || signature(job) !== slot.signature) {
-        slot.cancel();
+        drop(slot);
         this.#slots.delete(key);
       }
     }
@@ -281,6 +367,7 @@ export class Scheduler {
         }),
         nextAt: null,
         cancel: () => {},
+        outage: null,
       };
       this.#slots.set(key, slot);
       this.#plan(slot, this.#clock.now());
@@ -337,19 +424,127 @@ export class Scheduler {
   async #tick(slot: Slot, tickAt: number): Promise<void> {
     const claim = this.#options.claim;
     if (claim) {
-      const tick = Math.round(tickAt / 1000);
+      let won: boolean;
       try {
-        if (!(await claim.claim(slot.key, tick))) return;
+        won = await claim.claim(slot.key, epochSeconds(tickAt));
       } catch (e) {
-        this.#manager.logs.log(
-          slot.job.plugin,
-          "error",
-          `job "${slot.job.id}" claim failed: ${errorText(e)}`,
-        );
+        this.#missed(slot, tickAt, e);
         return;
       }
+      const outage = slot.outage;
+      if (outage) {
+        // The database answers again, and this tick runs (here or on
+        // another host): it is the run after the outage.
+        outage.tickClaimed = true;
+        await this.#endOutage(slot, outage);
+      }
+      if (!won) return;
     }
     await this.#run(slot, "schedule");
+  }
+
+  /** Counts a tick whose claim failed; the first one starts the retries. */
+  #missed(slot: Slot, tickAt: number, e: unknown): void {
+    const error = errorText(e);
+    const o = slot.outage;
+    if (o) {
+      o.count++;
+      o.first = Math.min(o.first, tickAt);
+      o.last = Math.max(o.last, tickAt);
+      o.error = error;
+      return;
+    }
+    if (this.#slots.get(slot.key) !== slot) return; // dropped meanwhile
+    const outage: Outage = {
+      first: tickAt,
+      last: tickAt,
+      count: 1,
+      error,
+      delayMs: CLAIM_RETRY_MS,
+      retry: undefined,
+      ending: undefined,
+      tickClaimed: false,
+    };
+    slot.outage = outage;
+    this.#manager.logs.log(
+      slot.job.plugin,
+      "warn",
+      `job "${slot.job.id}": cannot claim the tick of ${
+        new Date(tickAt).toISOString()
+      }: ${REASON_DATABASE_UNAVAILABLE} (${error}); retrying`,
+    );
+    this.#retryLater(slot, outage);
+  }
+
+  /** Arms the next retry of an outage (at most one at a time). */
+  #retryLater(slot: Slot, o: Outage): void {
+    if (o.retry) return;
+    const at = this.#clock.now() + o.delayMs;
+    o.delayMs = Math.min(o.delayMs * 2, CLAIM_RETRY_MAX_MS);
+    o.retry = callAt(this.#clock, at, () => {
+      o.retry = undefined;
+      if (slot.outage !== o || this.#slots.get(slot.key) !== slot) return;
+      this.#track(this.#endOutage(slot, o));
+    });
+  }
+
+  /** Tries to end `o` (one attempt at a time; callers share it). */
+  #endOutage(slot: Slot, o: Outage): Promise<void> {
+    o.ending ??= this.#tryEndOutage(slot, o).finally(() => {
+      o.ending = undefined;
+    });
+    return o.ending;
+  }
+
+  /**
+   * Claims the last missed tick. Still failing: retries later. Lost:
+   * another host ran that tick or holds the outage's record (it claimed
+   * it first), so this host records nothing. Won: records the missed
+   * ticks as one `skipped` run and, under `once`, runs the job once unless
+   * a regular tick was claimed meanwhile.
+   */
+  async #tryEndOutage(slot: Slot, o: Outage): Promise<void> {
+    let won: boolean;
+    try {
+      won = await this.#options.claim!.claim(slot.key, epochSeconds(o.last));
+    } catch (e) {
+      if (slot.outage === o) {
+        o.error = errorText(e);
+        this.#retryLater(slot, o);
+      }
+      return;
+    }
+    if (slot.outage !== o) return;
+    slot.outage = null;
+    o.retry?.();
+    o.retry = undefined;
+    if (!won) return;
+    const first = new Date(o.first).toISOString();
+    const last = new Date(o.last).toISOString();
+    const ticks = o.count === 1
+      ? `the tick of ${first}`
+      : `${o.count} ticks from ${first} to ${last}`;
+    this.#record(slot, {
+      start: first,
+      durationMs: 0,
+      outcome: "skipped",
+      reason: REASON_DATABASE_UNAVAILABLE,
+      error: `Cannot run ${ticks}: ${REASON_DATABASE_UNAVAILABLE} (${o.error})`,
+      missedTicks: o.count,
+      lastTick: last,
+      trigger: "schedule",
+    });
+    const policy = slot.job.catch_up ?? this.#options.catchUp ??
+      DEFAULT_CATCH_UP;
+    const catchUp = policy === "once" && !o.tickClaimed;
+    this.#manager.logs.log(
+      slot.job.plugin,
+      "warn",
+      `job "${slot.job.id}": the database is back; ${ticks} skipped (${
+        catchUp ? "running once to catch up" : "no catch-up run"
+      })`,
+    );
+    if (catchUp) await this.#run(slot, "catch-up");
   }
 
   async #run(slot: Slot, trigger: JobRun["trigger"]): Promise<JobRun> {
@@ -361,6 +556,7 @@ export class Scheduler {
         start,
         durationMs: 0,
         outcome: "skipped",
+        reason: REASON_STILL_RUNNING,
         trigger,
       });
     }
@@ -438,8 +634,25 @@ export function jobTimeoutMs(timeout: string | undefined): number {
   return ms && ms > 0 ? ms : DEFAULT_JOB_TIMEOUT_MS;
 }
 
+/** A tick's claim key: its time in whole epoch seconds. */
+function epochSeconds(ms: number): number {
+  return Math.round(ms / 1000);
+}
+
+/** Cancels everything a slot waits for (its tick, its claim retry). */
+function drop(slot: Slot): void {
+  slot.cancel();
+  slot.outage?.retry?.();
+  slot.outage = null;
+}
+
 function signature(job: Contributed<JobSpec>): string {
-  return JSON.stringify([job.schedule, job.handler, job.timeout ?? ""]);
+  return JSON.stringify([
+    job.schedule,
+    job.handler,
+    job.timeout ?? "",
+    job.catch_up ?? "",
+  ]);
 }
 
 /**

@@ -3,6 +3,13 @@
  * environment configuration ({@linkcode loadConfig}), prints its URL and how
  * to log in, and shuts down gracefully on SIGINT/SIGTERM.
  *
+ * Shutdown: the first SIGTERM or SIGINT closes the listener (new
+ * connections are refused), lets requests in flight finish for up to
+ * `server.drainTimeoutMs` (a request that still arrives on an open
+ * connection gets 503 and `Connection: close`), then stops the scheduler,
+ * the plugins and the services and exits 0. A second SIGTERM or SIGINT
+ * exits at once (status 143 or 130), cutting what is in flight.
+ *
  * Server settings: the `server` section of `goatkit.json`, overridden by
  * `GOATKIT_SERVER__<KEY>` (the key upper-cased), overridden by the flat
  * alias. A bad value stops the start with an error naming the variable or
@@ -22,6 +29,9 @@
  * | `server.trustedKeys` (array) | `GOATKIT_TRUSTED_KEYS` (comma-separated) | `GOATKIT_SERVER__TRUSTEDKEYS` | none |
  * | `server.requireSignature` | `GOATKIT_REQUIRE_SIGNATURE` | `GOATKIT_SERVER__REQUIRESIGNATURE` | false |
  * | `server.requireApproval` (array) | `GOATKIT_REQUIRE_APPROVAL` (`all`, `none` or kinds, comma-separated) | `GOATKIT_SERVER__REQUIREAPPROVAL` | `all`: every permission but `log` waits for the operator; `none` is for development only (warned at start); secrets always wait |
+ * | `server.jobCatchUp` | `GOATKIT_JOB_CATCH_UP` (`once` or `skip`) | `GOATKIT_SERVER__JOBCATCHUP` | `once`: a job whose ticks could not be claimed while the database was down runs once when it is back (`skip`: it does not); the missed ticks show as one `skipped` run either way; a job's manifest `catch_up` wins |
+ * | `server.maxInFlight` | `GOATKIT_MAX_IN_FLIGHT` | `GOATKIT_SERVER__MAXINFLIGHT` | 1024 plugin requests in flight server-wide (plugin routes, widgets, admin calls); one more gets 503 + `Retry-After` at once; `/healthz` is never limited |
+ * | `server.drainTimeoutMs` | `GOATKIT_DRAIN_TIMEOUT_MS` | `GOATKIT_SERVER__DRAINTIMEOUTMS` | 10000: how long requests in flight may finish after SIGTERM/SIGINT |
  *
  * Flags are `true`/`false` (or `1`/`0`). Everything else:
  *
@@ -95,11 +105,17 @@ async function main(): Promise<void> {
       `warning: listening on ${hostname} over plain HTTP: sessions and tokens cross the network in clear text. Put a TLS-terminating proxy in front and set GOATKIT_TRUST_PROXY (see host/serve.ts), or keep the default GOATKIT_HOSTNAME=127.0.0.1.`,
     );
   }
-  // A signal during start-up is honoured once the host is up (so plugins,
-  // workers and the database are shut down properly); later ones are no-ops.
+  // The first signal starts a graceful shutdown (one during start-up is
+  // honoured once the host is up, so plugins, workers and the database are
+  // shut down properly); a second one exits at once.
   const signal = Promise.withResolvers<Deno.Signal>();
+  let signals = 0;
   for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(sig, () => signal.resolve(sig));
+    Deno.addSignalListener(sig, () => {
+      if (++signals === 1) return signal.resolve(sig);
+      console.error(`${sig} again: exiting now, without draining`);
+      Deno.exit(sig === "SIGINT" ? 130 : 143);
+    });
   }
   const host = await boot({
     config,
@@ -120,8 +136,12 @@ async function main(): Promise<void> {
     },
   });
   console.log(`Ready: ${host.manager.list().length} plugin(s) registered.`);
-  console.log(`\n${await signal.promise}: shutting down…`);
+  const sig = await signal.promise;
+  console.log(
+    `\n${sig}: shutting down: no new connections; requests in flight get up to ${config.server.drainTimeoutMs} ms (${sig} again to exit at once)…`,
+  );
   await host.close();
+  console.log("Stopped.");
   Deno.exit(0);
 }
 

@@ -1,7 +1,7 @@
 // Browser acceptance test: Debian's /usr/bin/chromium driven by
 // npm:playwright-core against a real server on 127.0.0.1. Logs in with an
 // admin token, sees the plugin list, disables and enables a plugin (its route
-// 404s and comes back), views and filters logs, sees the dashboard widgets in
+// answers 503 and comes back), views and filters logs, sees the dashboard widgets in
 // order with auto-refresh, and checks that a widget's <script> and onerror
 // never execute, and that a widget's own refresh attributes (issue 10 item
 // 8: data-refresh-url to another site or to /admin/logout, a fake token
@@ -207,7 +207,7 @@ Deno.test({
         .allInnerTexts();
       assertEquals(menu, ["Hello first", "Hello second"]);
 
-      // Disable: the route answers 404 at once; enable: back.
+      // Disable: the route answers 503 (plugin unavailable) at once; enable: back.
       const routeStatus = () =>
         page.evaluate(
           async (u) => (await fetch(u)).status,
@@ -218,7 +218,7 @@ Deno.test({
       await page.waitForSelector(
         'tr[data-plugin="hello"] [data-status="disabled"]',
       );
-      assertEquals(await routeStatus(), 404);
+      assertEquals(await routeStatus(), 503);
       await page.locator('tr[data-plugin="hello"] button', {
         hasText: "Enable",
       }).click();

@@ -251,11 +251,80 @@ Deno.test("Manager.quarantine() disables with a reason admins and callers see", 
     });
     await assert.rejects(
       () => m.call("hello", "hello", null),
-      /is disabled: 5 timeouts in 60 s/,
+      (e: unknown) =>
+        e instanceof PluginDisabledError && e.quarantined &&
+        e.reason === "5 timeouts in 60 s" &&
+        /is disabled: 5 timeouts in 60 s/.test(e.message),
     );
     assert.ok(m.logs.getByLevel("error").some((e) => e.plugin === "hello"));
     await m.enable("hello");
     assert.equal(m.status("hello")?.reason, undefined);
+    // An admin's disable is not a quarantine: no reason.
+    await m.disable("hello");
+    await assert.rejects(
+      () => m.call("hello", "hello", null),
+      (e: unknown) =>
+        e instanceof PluginDisabledError && !e.quarantined &&
+        e.reason === undefined,
+    );
+  });
+});
+
+Deno.test("deadlines from the manifest: per function for calls, per route for routes, capped; explicit ones win", async () => {
+  const manifest = {
+    routes: [
+      { method: "GET", path: "/quick", handler: "report", timeout: "2s" },
+      { method: "GET", path: "/report", handler: "report" },
+      { method: "GET", path: "/plain", handler: "plain" },
+      { method: "GET", path: "/huge", handler: "plain", timeout: "2h" },
+    ],
+    timeouts: { report: "20s" },
+  };
+  const deadlines: Record<string, number> = {};
+  const p = plugin("timed", (fn, _args, ctx) => {
+    deadlines[fn] = ctx.deadline;
+    return Promise.resolve(null);
+  }, { manifest });
+  /** The deadline a call got, as ms from its start (within the call's own span). */
+  const deadlineOf = async (
+    m: Manager,
+    fn: string,
+    timeoutMs?: number,
+  ): Promise<[number, number]> => {
+    const before = Date.now();
+    await m.call("timed", fn, null, timeoutMs ? { timeoutMs } : {});
+    const after = Date.now();
+    return [deadlines[fn]! - after, deadlines[fn]! - before];
+  };
+  const within = ([lo, hi]: [number, number], ms: number) =>
+    assert.ok(lo <= ms && ms <= hi, `${ms} not in [${lo}, ${hi}]`);
+  await withManager(async (m) => {
+    await m.register(p);
+    within(await deadlineOf(m, "report"), 20_000);
+    within(await deadlineOf(m, "plain"), 30_000);
+    within(await deadlineOf(m, "report", 700), 700);
+    assert.equal(m.functionTimeoutMs("timed", "report"), 20_000);
+    assert.equal(m.functionTimeoutMs("timed", "plain"), 30_000);
+    assert.equal(m.functionTimeoutMs("nobody", "x"), 30_000);
+    assert.deepEqual(m.routes().map((r) => m.routeTimeoutMs(r)), [
+      2_000,
+      20_000,
+      10_000,
+      300_000,
+    ]);
+  });
+  await withManager(async (m) => {
+    await m.register(p);
+    assert.deepEqual(m.routes().map((r) => m.routeTimeoutMs(r)), [
+      2_000,
+      15_000,
+      5_000,
+      15_000,
+    ]);
+    within(await deadlineOf(m, "report"), 15_000);
+  }, {
+    defaultRouteTimeoutMs: 5_000,
+    maxManifestTimeoutMs: 15_000,
   });
 });
 

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { InvalidManifestError, parseManifest } from "../mod.ts";
-import { checkManifest, MAX_MANIFEST_BYTES } from "../host/model/manifest.ts";
+import {
+  checkManifest,
+  DEFAULT_ROUTE_TIMEOUT_MS,
+  functionTimeoutMs,
+  MAX_MANIFEST_BYTES,
+  routeTimeoutMs,
+} from "../host/model/manifest.ts";
 import { HOST_VERSION } from "../host/model/version.ts";
 import { HELLO_MANIFEST } from "../fixtures/native/hello.ts";
 
@@ -45,6 +51,29 @@ Deno.test("checkManifest() warns that a job without enabled never runs", () => {
     jobs: [{ id: "j", handler: "h", schedule: "@hourly" }],
   });
   assert.deepEqual(warnings.map((w) => w.path), ["jobs[0].enabled"]);
+});
+
+Deno.test("route timeout and per-function timeouts are accepted, known and read in ms", () => {
+  const { manifest, warnings } = checkManifest({
+    ...base,
+    routes: [
+      { method: "GET", path: "/fast", handler: "fast", timeout: "1.5s" },
+      { method: "GET", path: "/report", handler: "report" },
+      { method: "GET", path: "/plain", handler: "plain" },
+    ],
+    timeouts: { report: "20s", "constructor": "1ms", tick: "500us" },
+  });
+  assert.deepEqual(warnings, []);
+  const [fast, report, plain] = manifest.routes!;
+  assert.equal(routeTimeoutMs(manifest, fast!), 1500);
+  assert.equal(routeTimeoutMs(manifest, report!), 20_000);
+  assert.equal(routeTimeoutMs(manifest, plain!), undefined);
+  assert.equal(functionTimeoutMs(manifest, "report"), 20_000);
+  // Sub-millisecond durations round up to 1 ms; inherited names are not keys.
+  assert.equal(functionTimeoutMs(manifest, "tick"), 1);
+  assert.equal(functionTimeoutMs(manifest, "toString"), undefined);
+  assert.equal(functionTimeoutMs(base, "report"), undefined);
+  assert.ok(DEFAULT_ROUTE_TIMEOUT_MS < 30_000);
 });
 
 // Each case: a manifest and the JSON path the refusal must name.
@@ -230,6 +259,19 @@ const INVALID: [string, unknown, string][] = [
     ...base,
     min_host_version: "99.0.0",
   }, "min_host_version"],
+  ["route timeout not a duration", {
+    ...base,
+    routes: [{ method: "GET", path: "/x", handler: "h", timeout: "10" }],
+  }, "routes[0].timeout"],
+  ["route timeout of zero", {
+    ...base,
+    routes: [{ method: "GET", path: "/x", handler: "h", timeout: "0s" }],
+  }, "routes[0].timeout"],
+  ["function timeout not a duration", {
+    ...base,
+    timeouts: { report: "soon" },
+  }, "timeouts.report"],
+  ["timeouts not an object", { ...base, timeouts: ["5s"] }, "timeouts"],
   ["permissions not strings", { ...base, permissions: [1] }, "permissions[0]"],
   ["duplicate permission", {
     ...base,

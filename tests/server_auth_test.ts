@@ -118,7 +118,13 @@ Deno.test("API: users may read, only admins may call functions, toggle plugins o
       await status(t, "POST", "/api/v1/plugins/guarded/disable", t.adminToken),
       200,
     );
-    assertEquals(await status(t, "GET", "/g/public"), 404);
+    assertEquals(await status(t, "GET", "/g/public"), 503);
+    // A disabled plugin's protected routes keep their auth: nothing more
+    // is told to a caller the route itself would refuse.
+    assertEquals(await status(t, "GET", "/g/user"), 401);
+    assertEquals(await status(t, "GET", "/g/admin", t.userToken), 403);
+    assertEquals(await status(t, "GET", "/g/user", t.userToken), 503);
+    assertEquals(await status(t, "GET", "/g/admin", t.adminToken), 503);
     // Calling a disabled plugin's function: 403 (GoatFlow's mapping); unknown plugin: 404.
     assertEquals(
       await status(t, "POST", "/api/v1/plugins/guarded/call/ok", t.adminToken),

@@ -122,15 +122,46 @@ Deno.test("plugin route answers with GoatFlow's args shape and the request langu
   }
 });
 
-Deno.test("disable removes the route at once (404), enable restores it, unregister removes it", async () => {
+Deno.test("disable makes the route answer 503 at once (JSON reason), quarantine too, enable restores it, unregister removes it (404)", async () => {
   const t = await setup();
   try {
-    await t.manager.register(hello());
+    const plugin = hello();
+    await t.manager.register(plugin);
     assertEquals((await t.req("GET", "/api/plugins/hello/1")).status, 200);
+    const served = plugin.calls.length;
     await t.manager.disable("hello");
     const off = await t.req("GET", "/api/plugins/hello/1");
-    assertEquals(off.status, 404);
-    await off.body?.cancel();
+    assertEquals(off.status, 503);
+    assertEquals(off.headers.get("retry-after"), null);
+    assertEquals(await off.json(), {
+      error: "plugin unavailable",
+      message: 'Cannot call plugin "hello": an administrator disabled it',
+      plugin: "hello",
+      reason: "disabled",
+    });
+    // A wrong URL is still 404: clients can tell the two apart.
+    const wrong = await t.req("GET", "/api/plugins/hellp/1");
+    assertEquals(wrong.status, 404);
+    await wrong.body?.cancel();
+    await t.manager.quarantine("hello", "secret detail: 5 traps at 0xdead");
+    const q = await t.req("GET", "/api/plugins/hello/1");
+    assertEquals(q.status, 503);
+    const qBody = await q.json();
+    assertEquals([qBody.error, qBody.reason], [
+      "plugin unavailable",
+      "quarantined",
+    ]);
+    // The quarantine's own text is for admins (the plugin list), not clients.
+    assert(!JSON.stringify(qBody).includes("0xdead"), JSON.stringify(qBody));
+    const listed = await json(
+      await t.req("GET", "/api/v1/plugins/hello", { token: t.adminToken }),
+    );
+    assertEquals([listed.status, listed.reason], [
+      "quarantined",
+      "secret detail: 5 traps at 0xdead",
+    ]);
+    // The plugin was never called while unavailable.
+    assertEquals(plugin.calls.length, served);
     await t.manager.enable("hello");
     const on = await t.req("GET", "/api/plugins/hello/1");
     assertEquals(on.status, 200);
@@ -426,8 +457,8 @@ Deno.test("lazy loading: discovered plugins' routes are mounted and a hit loads 
     assertEquals(loads, 1);
     await t.manager.disable("lazy");
     const off = await t.req("GET", "/lazy/9");
-    assertEquals(off.status, 404);
-    await off.body?.cancel();
+    assertEquals(off.status, 503);
+    assertEquals((await off.json()).reason, "disabled");
   } finally {
     await t.close();
   }

@@ -1,5 +1,5 @@
 // `deno task serve`: configuration, the admin token printed once, a real WASM
-// example plugin's route and widget over real HTTP, disable → 404 → enable,
+// example plugin's route and widget over real HTTP, disable → 503 → enable,
 // and graceful shutdown of the real entry point on SIGTERM.
 
 import { join } from "node:path";
@@ -93,6 +93,44 @@ Deno.test("loadConfig: server defaults, goatkit.json, environment overrides", as
       failed instanceof ConfigValueError && failed.setting === "PORT",
       `bad port refused: ${failed}`,
     );
+    // Admission and drain settings: defaults, file, environment, refusals.
+    assertEquals([d.maxInFlight, d.drainTimeoutMs], [1024, 10_000]);
+    await Deno.writeTextFile(
+      file,
+      JSON.stringify({ server: { maxInFlight: 64, drainTimeoutMs: 0 } }),
+    );
+    const f = loadConfig({ env: { GOATKIT_CONFIG: file } }).server;
+    assertEquals([f.maxInFlight, f.drainTimeoutMs], [64, 0]);
+    const e = loadConfig({
+      env: {
+        GOATKIT_CONFIG: file,
+        GOATKIT_MAX_IN_FLIGHT: "5",
+        GOATKIT_SERVER__DRAINTIMEOUTMS: "2500",
+      },
+    }).server;
+    assertEquals([e.maxInFlight, e.drainTimeoutMs], [5, 2500]);
+    for (
+      const [name, value] of [
+        ["GOATKIT_MAX_IN_FLIGHT", "0"],
+        ["GOATKIT_MAX_IN_FLIGHT", "many"],
+        ["GOATKIT_DRAIN_TIMEOUT_MS", "-1"],
+        ["GOATKIT_DRAIN_TIMEOUT_MS", "1.5"],
+      ] as const
+    ) {
+      let refused: unknown;
+      try {
+        loadConfig({
+          env: { [name]: value },
+          defaultPath: join(dir, "x.json"),
+        });
+      } catch (err) {
+        refused = err;
+      }
+      assert(
+        refused instanceof ConfigValueError && refused.setting === name,
+        `${name}=${value} refused: ${refused}`,
+      );
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -126,6 +164,9 @@ Deno.test("boot: admin token once, example WASM plugin route and widget, disable
         });
       const health = await (await get("/healthz", false)).json();
       assertEquals([health.status, health.plugins.registered], ["ok", 1]);
+      // The host tables (goatkit.plugin_state) are shared by every test
+      // host on the test database: another test may have left it disabled.
+      await host.manager.enable("hello-c");
 
       const hello = await get("/api/plugins/hello-c?name=Ana", false);
       assertEquals(hello.status, 200);
@@ -142,9 +183,10 @@ Deno.test("boot: admin token once, example WASM plugin route and widget, disable
       });
       assertEquals(off.status, 200);
       await off.body?.cancel();
+      // Disabled: 503 with the reason (a wrong URL would be 404).
       const gone = await get("/api/plugins/hello-c", false);
-      assertEquals(gone.status, 404);
-      await gone.body?.cancel();
+      assertEquals(gone.status, 503);
+      assertEquals((await gone.json()).reason, "disabled");
       const on = await fetch(`${host.url}/api/v1/plugins/hello-c/enable`, {
         method: "POST",
         headers: { authorization: `Bearer ${token}` },
@@ -285,6 +327,7 @@ Deno.test("boot: a package uploaded through the API installs and serves; uninsta
     const result = await up.json();
     assertEquals(up.status, 200, JSON.stringify(result));
     assertEquals([result.name, result.version], ["hello-c", "1.0.0"]);
+    await host.manager.enable("hello-c"); // shared state: see above
     const hello = await fetch(`${host.url}/api/plugins/hello-c`);
     assertEquals(hello.status, 200);
     assertMatch(await hello.text(), /Hello from C/);

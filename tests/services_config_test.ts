@@ -182,6 +182,9 @@ Deno.test("loadConfig: one goatkit.json + environment gives server and plugin se
       requireSignature: false,
       trustProxy: false,
       requireApproval: [...APPROVAL_KINDS], // default: all
+      jobCatchUp: "once", // default
+      maxInFlight: 1024, // default
+      drainTimeoutMs: 10_000, // default
     });
     // The same read gives the host values, plugin sections and secrets.
     assert.equal(config.store.hostValue("app.name"), "Desk");

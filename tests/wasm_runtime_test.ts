@@ -580,15 +580,27 @@ Deno.test("a call past its deadline fails with PluginTimeoutError and the instan
   }
 });
 
-Deno.test("direct Plugin use: abort signal interrupts; traps are PluginCrashedError", async () => {
-  const p = await loadWasmPlugin(fixturePath("hello-rust"));
+Deno.test("direct Plugin use: abort signal interrupts (the caller's reason, no fault); traps are PluginCrashedError", async () => {
+  const p = await loadWasmPlugin(fixturePath("hello-rust"), {
+    quarantine: { maxOverruns: 1 },
+  });
   const host = new RecordingHost();
-  await p.init(host, { name: "hello-rust", quarantine: () => {} });
+  const quarantined: string[] = [];
+  await p.init(host, {
+    name: "hello-rust",
+    quarantine: (r) => quarantined.push(r),
+  });
   try {
     const ac = new AbortController();
     const ctx = createCallContext({ timeoutMs: 20_000, signal: ac.signal });
-    setTimeout(() => ac.abort(), 200);
-    await assert.rejects(p.call("spin", null, ctx), PluginTimeoutError);
+    setTimeout(() => ac.abort(new Error("caller gave up")), 200);
+    await assert.rejects(
+      p.call("spin", null, ctx),
+      (e: Error) =>
+        /caller gave up/.test(e.message) && !(e instanceof PluginTimeoutError),
+    );
+    // A caller's abort is not the plugin's fault, even with maxOverruns 1.
+    assert.deepEqual(quarantined, []);
     const out = await p.call("hello", null, createCallContext());
     assert.equal(
       dec.decode(out!),

@@ -32,6 +32,11 @@ import {
   type SandboxOptions,
 } from "../../runtimes/grpc/mod.ts";
 
+export {
+  type PluginRunRoot,
+  preparePluginRunRoot,
+} from "../../runtimes/grpc/mod.ts";
+
 /** Options of {@linkcode createRuntimeFactory}. */
 export interface RuntimeFactoryOptions {
   /** Where approved permissions are kept. */
@@ -57,6 +62,13 @@ export interface RuntimeFactoryOptions {
   sandbox?: SandboxOptions | "none";
   /** Where refused gRPC host callbacks are recorded (the host's audit log). */
   audit?: Pick<AuditLog, "record">;
+  /**
+   * The folder gRPC plugins' private folders (sockets, import map) are made
+   * in: the `dir` of {@linkcode preparePluginRunRoot} (`<dataDir>/run`),
+   * whose leftovers the next start removes. `grpc.tempDir` wins.
+   * @default the OS temp dir
+   */
+  runDir?: string;
 }
 
 /**
@@ -99,6 +111,7 @@ export function createRuntimeFactory(
       case "grpc-native": {
         const logs = options.logs;
         return await loadGrpcPlugin(source.entry, {
+          ...(options.runDir !== undefined ? { tempDir: options.runDir } : {}),
           ...options.grpc,
           ...(options.sandbox !== undefined
             ? { sandbox: options.sandbox }

@@ -8,6 +8,20 @@
  * @module
  */
 
+/**
+ * A failure that was the plugin's own fault, as its runtime judged it; only
+ * these count toward quarantine.
+ *
+ * - `crash`: a trap, an ABI violation, `proc_exit`, a lost instance or process.
+ * - `deadline`: the guest was still computing when its call's deadline passed
+ *   (time spent queued before the call ran, and time the host spent serving
+ *   a pending host call, are not the guest's).
+ * - `defect`: the guest ignored its interrupt and its worker was terminated.
+ *
+ * Overload refusals, caller aborts and shutdowns never carry a fault.
+ */
+export type PluginFault = "crash" | "deadline" | "defect";
+
 /** Options shared by the plugin error classes. */
 export interface PluginErrorOptions {
   /** The plugin that made the call, when one did. */
@@ -16,6 +30,8 @@ export interface PluginErrorOptions {
   function?: string;
   /** The underlying error. */
   cause?: unknown;
+  /** Set by a runtime when the failure was the plugin's own fault. */
+  fault?: PluginFault;
 }
 
 /**
@@ -38,6 +54,11 @@ export class PluginError extends Error {
   readonly caller: string | undefined;
   /** The function that was called, when known. */
   readonly function: string | undefined;
+  /**
+   * The plugin's own fault, when its runtime judged the failure to be one
+   * (then it counted toward quarantine); `undefined` for every other failure.
+   */
+  readonly fault: PluginFault | undefined;
 
   /** Creates an error about `plugin` with `message`. */
   constructor(
@@ -50,7 +71,25 @@ export class PluginError extends Error {
     this.plugin = plugin;
     this.caller = options.caller;
     this.function = options.function;
+    this.fault = options.fault;
   }
+}
+
+/**
+ * Whether `e` is a failure the plugin's runtime counted as the plugin's own
+ * fault (see {@linkcode PluginFault}); overload refusals, caller aborts,
+ * host-side timeouts and everything that is not a {@linkcode PluginError}
+ * are not.
+ *
+ * @example
+ * ```ts
+ * import { isPluginFault, PluginCrashedError, PluginOverloadedError } from "./errors.ts";
+ * isPluginFault(new PluginCrashedError("p", "unreachable", { fault: "crash" })); // true
+ * isPluginFault(new PluginOverloadedError("p", { queued: 256, retryAfterSeconds: 1 })); // false
+ * ```
+ */
+export function isPluginFault(e: unknown): e is PluginError {
+  return e instanceof PluginError && e.fault !== undefined;
 }
 
 /**
@@ -80,8 +119,14 @@ export class PluginNotFoundError extends PluginError {
  * reason follows after a colon.
  */
 export class PluginDisabledError extends PluginError {
-  /** Why the plugin is disabled, when known (for example a quarantine reason). */
+  /**
+   * Why the host disabled the plugin (a quarantine reason such as
+   * `3 deadline overruns within 600000 ms; last: …`); `undefined` when an
+   * admin disabled it.
+   */
   readonly reason: string | undefined;
+  /** Whether the host quarantined the plugin (rather than an admin disabling it). */
+  readonly quarantined: boolean;
 
   /** Creates the error for `plugin`. */
   constructor(
@@ -95,6 +140,7 @@ export class PluginDisabledError extends PluginError {
     super(plugin, msg, options);
     this.name = "PluginDisabledError";
     this.reason = options.reason;
+    this.quarantined = options.reason !== undefined;
   }
 }
 
@@ -166,6 +212,82 @@ export class PluginCrashedError extends PluginError {
       options,
     );
     this.name = "PluginCrashedError";
+  }
+}
+
+/** Why a call was refused as overload (see {@linkcode PluginOverloadedError}). */
+export type OverloadReason = "queue-full" | "queue-timeout";
+
+/** Options of {@linkcode PluginOverloadedError}. */
+export interface PluginOverloadedErrorOptions
+  extends Omit<PluginErrorOptions, "fault"> {
+  /**
+   * `queue-full` (refused at once: the plugin's queue held its maximum) or
+   * `queue-timeout` (waited its whole queue budget without getting an
+   * instance). @default "queue-full"
+   */
+  reason?: OverloadReason;
+  /** Calls waiting in the plugin's queue when this one was refused. */
+  queued: number;
+  /** For `queue-timeout`: how long the call waited, in ms. */
+  waitedMs?: number;
+  /** When a retry is likely to be admitted, in whole seconds (at least 1). */
+  retryAfterSeconds: number;
+}
+
+/**
+ * A call was refused because the plugin is busy: its queue is full, or the
+ * call waited its whole queue budget. The plugin never saw the call, so this
+ * is never the plugin's fault (it does not count toward quarantine). An HTTP
+ * front end answers 503 with `Retry-After: <retryAfterSeconds>`.
+ *
+ * Message: `Cannot call function "f" of plugin "p": it is overloaded (256
+ * calls queued); retry after 1 s`, or `… it is overloaded (waited 1000 ms in
+ * its queue); retry after 2 s`.
+ *
+ * @example
+ * ```ts
+ * import { PluginOverloadedError } from "./errors.ts";
+ * const e = new PluginOverloadedError("hello", { queued: 256, retryAfterSeconds: 1 });
+ * console.log(e.reason, e.retryAfterSeconds); // queue-full 1
+ * ```
+ */
+export class PluginOverloadedError extends PluginError {
+  /** `queue-full` or `queue-timeout`. */
+  readonly reason: OverloadReason;
+  /** When a retry is likely to be admitted, in whole seconds (at least 1). */
+  readonly retryAfterSeconds: number;
+  /** Calls waiting in the plugin's queue when this one was refused. */
+  readonly queued: number;
+  /** For `queue-timeout`: how long the call waited, in ms. */
+  readonly waitedMs: number | undefined;
+
+  /** Creates the error for a call of `plugin` refused as overload. */
+  constructor(plugin: string, options: PluginOverloadedErrorOptions) {
+    const reason = options.reason ?? "queue-full";
+    const retry = Math.max(1, Math.ceil(options.retryAfterSeconds));
+    const why = reason === "queue-timeout"
+      ? `waited ${options.waitedMs ?? 0} ms in its queue`
+      : `${options.queued} calls queued`;
+    const {
+      reason: _r,
+      queued: _q,
+      waitedMs: _w,
+      retryAfterSeconds: _s,
+      ...rest
+    } = options;
+    super(
+      plugin,
+      `Cannot call ${
+        callee(plugin, options.function)
+      }: it is overloaded (${why}); retry after ${retry} s`,
+      rest,
+    );
+    this.name = "PluginOverloadedError";
+    this.reason = reason;
+    this.retryAfterSeconds = retry;
+    this.queued = options.queued;
+    this.waitedMs = options.waitedMs;
   }
 }
 

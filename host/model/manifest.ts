@@ -31,6 +31,11 @@ export const WIDGET_SIZES = ["small", "medium", "large", "full"] as const;
 
 const id = z.string().min(1, "must not be empty");
 const httpPath = z.string().startsWith("/", "must start with /");
+/** A positive Go duration such as `500ms`, `10s` or `5m`. */
+const duration = z.string().refine(
+  (t) => (parseDuration(t) ?? 0) > 0,
+  "is not a duration such as 30s or 5m",
+);
 
 /** A route the plugin serves: `method path` → `handler`. */
 const RouteSpecSchema = z.object({
@@ -41,6 +46,7 @@ const RouteSpecSchema = z.object({
     z.enum(ROUTE_MIDDLEWARE, "unknown middleware (known: auth, admin)"),
   ).optional(),
   description: z.string().optional(),
+  timeout: duration.optional(),
 });
 
 /** A navigation menu item (with optional children). */
@@ -81,10 +87,8 @@ const JobSpecSchema = z.object({
   ),
   description: z.string().optional(),
   enabled: z.boolean().optional(),
-  timeout: z.string().refine(
-    (t) => (parseDuration(t) ?? 0) > 0,
-    "is not a duration such as 30s or 5m",
-  ).optional(),
+  timeout: duration.optional(),
+  catch_up: z.enum(["skip", "once"], "must be skip or once").optional(),
 });
 
 /** A template the plugin provides or overrides. */
@@ -134,6 +138,7 @@ const GKRegistrationSchema = z.object({
   )
     .optional(),
   permissions: z.array(z.string().min(1, "must not be empty")).optional(),
+  timeouts: z.record(id, duration).optional(),
 });
 
 /** A route declared by a plugin. */
@@ -148,6 +153,13 @@ export interface RouteSpec {
   middleware?: (typeof ROUTE_MIDDLEWARE)[number][] | undefined;
   /** Shown to admins. */
   description?: string | undefined;
+  /**
+   * Deadline of the handler's call for this route, a Go duration such as
+   * `5s` (our addition; GoatFlow ignores it). Absent: the plugin's
+   * `timeouts[handler]`, else the host's route default (10 s); see
+   * {@linkcode routeTimeoutMs}.
+   */
+  timeout?: string | undefined;
 }
 
 /** A menu item declared by a plugin. */
@@ -206,6 +218,12 @@ export interface JobSpec {
   enabled?: boolean | undefined;
   /** Go duration such as `30s`; default 5 minutes. */
   timeout?: string | undefined;
+  /**
+   * After ticks were missed because the database was down: `once` runs
+   * the job one time when it is back, `skip` does not (our addition;
+   * GoatFlow ignores it). Absent: the host's `server.jobCatchUp`.
+   */
+  catch_up?: "skip" | "once" | undefined;
 }
 
 /** A template declared by a plugin. */
@@ -270,6 +288,12 @@ export interface GKRegistration {
   min_host_version?: string | undefined;
   /** Requested permissions (see `permissions/`). */
   permissions?: string[] | undefined;
+  /**
+   * Deadlines per function, Go durations such as `{"report": "20s"}` (our
+   * addition; GoatFlow ignores it). Used for every call of that function
+   * that names no deadline of its own, and for routes without a `timeout`.
+   */
+  timeouts?: Record<string, string> | undefined;
 }
 
 // The interfaces above are what the schemas infer: these lines fail to type
@@ -379,6 +403,63 @@ export function parseManifest(
   const { manifest, warnings } = checkManifest(json, options);
   for (const w of warnings) options.onWarning?.(w);
   return manifest;
+}
+
+/**
+ * Default deadline of a plugin route's call, in ms, when neither the route's
+ * `timeout` nor the plugin's `timeouts[handler]` names one: 10 s. An
+ * interactive request that has not answered in 10 s has usually been given
+ * up on, and a runaway guest burns a third of what it would at 30 s before
+ * each overrun counts against it.
+ */
+export const DEFAULT_ROUTE_TIMEOUT_MS = 10_000;
+
+/**
+ * The deadline `manifest` declares for function `fn` (`timeouts[fn]`), in
+ * ms (at least 1); `undefined` when it declares none.
+ *
+ * @example
+ * ```ts
+ * import { functionTimeoutMs } from "./manifest.ts";
+ * const m = { name: "p", version: "1.0.0", timeouts: { report: "20s" } };
+ * functionTimeoutMs(m, "report"); // 20000
+ * functionTimeoutMs(m, "other"); // undefined
+ * ```
+ */
+export function functionTimeoutMs(
+  manifest: GKRegistration,
+  fn: string,
+): number | undefined {
+  const t = manifest.timeouts;
+  if (!t || !Object.hasOwn(t, fn)) return undefined;
+  return durationMs(t[fn]);
+}
+
+/**
+ * The deadline `manifest` declares for `route`, in ms (at least 1): the
+ * route's `timeout`, else `timeouts[route.handler]`; `undefined` when it
+ * declares neither (the host then uses its route default,
+ * {@linkcode DEFAULT_ROUTE_TIMEOUT_MS} unless configured otherwise).
+ *
+ * @example
+ * ```ts
+ * import { routeTimeoutMs } from "./manifest.ts";
+ * const route = { method: "GET" as const, path: "/r", handler: "report", timeout: "2s" };
+ * routeTimeoutMs({ name: "p", version: "1.0.0", routes: [route] }, route); // 2000
+ * ```
+ */
+export function routeTimeoutMs(
+  manifest: GKRegistration,
+  route: Pick<RouteSpec, "handler" | "timeout">,
+): number | undefined {
+  return durationMs(route.timeout) ??
+    functionTimeoutMs(manifest, route.handler);
+}
+
+function durationMs(text: unknown): number | undefined {
+  if (typeof text !== "string") return undefined;
+  const ms = parseDuration(text);
+  return ms === undefined || ms <= 0 ? undefined : Math.max(1, Math.ceil(ms));
 }
 
 function decodeInput(json: unknown): unknown {

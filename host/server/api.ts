@@ -9,7 +9,7 @@
 
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import type { Context } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { errorText, PluginNotFoundError } from "../model/errors.ts";
 import { LOG_LEVELS, type LogLevel } from "../model/host_api.ts";
 import { requireAuth } from "./auth/authenticator.ts";
@@ -21,10 +21,11 @@ import {
 } from "./context.ts";
 import { markup, raw } from "./html.ts";
 import type { ServerInstallOverrides } from "./options.ts";
+import { OVERLOAD_RETRY_AFTER_SEC } from "./unavailable.ts";
 import {
   BadRequestError,
   BodyTooLargeError,
-  errorToHttp,
+  hostErrorToHttp,
   PLUGIN_HTML_HEADERS,
   preferredLanguage,
   readBody,
@@ -170,6 +171,15 @@ export function createApi(ctx: ServerContext): Hono {
   const admin = requireAuth(ctx.auth, { admin: true });
   const small = 1024 * 1024;
   const uploadLimit = ctx.options.maxUploadBytes ?? 50 * 1024 * 1024;
+  // A call of a plugin function takes a place of the server-wide limit.
+  const admitted: MiddlewareHandler = async (_c, next) => {
+    if (!ctx.admission.tryEnter()) return ctx.admission.overloaded();
+    try {
+      await next();
+    } finally {
+      ctx.admission.leave();
+    }
+  };
 
   api.use(
     "/plugins/upload",
@@ -183,11 +193,11 @@ export function createApi(ctx: ServerContext): Hono {
   api.onError((e, c) => {
     if (e.name === "JobNotFoundError") return c.json({ error: e.message }, 404);
     const plugin = c.req.param("name") ?? "";
-    const mapped = errorToHttp(e, plugin, ctx.manager.errorCodes);
+    const mapped = hostErrorToHttp(e, plugin, ctx.manager.errorCodes);
     if (mapped.status === 500) {
       ctx.logs.log(plugin, "error", `API error: ${errorText(e)}`);
     }
-    return c.json(mapped.body, mapped.status as 500);
+    return c.json(mapped.body, mapped.status as 500, mapped.headers);
   });
 
   // -- plugins ---------------------------------------------------------------
@@ -272,7 +282,7 @@ export function createApi(ctx: ServerContext): Hono {
     return c.json({ status: "uninstalled" });
   });
 
-  api.post("/plugins/:name/call/:fn", admin, async (c) => {
+  api.post("/plugins/:name/call/:fn", admin, admitted, async (c) => {
     const name = c.req.param("name");
     const body = await readBody(c.req.raw, ctx.options.maxBodyBytes ?? small);
     let args: Uint8Array | null = null;
@@ -305,6 +315,9 @@ export function createApi(ctx: ServerContext): Hono {
     if (!r.ok) {
       return c.text(r.message, r.status as 404, {
         "x-content-type-options": "nosniff",
+        ...(r.status === 503
+          ? { "retry-after": String(OVERLOAD_RETRY_AFTER_SEC) }
+          : {}),
       });
     }
     let body = r.html;

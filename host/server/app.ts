@@ -17,6 +17,7 @@ import { errorText } from "../model/errors.ts";
 import type { GKRegistration } from "../model/manifest.ts";
 import { sanitizeHtml } from "../registries/sanitize.ts";
 import { HOST_VERSION } from "../model/version.ts";
+import { AdmissionGate, type AdmissionStats } from "./admission.ts";
 import { createApi } from "./api.ts";
 import { Authenticator } from "./auth/authenticator.ts";
 import type { ServerContext } from "./context.ts";
@@ -25,7 +26,11 @@ import { checkRouteCollisions } from "./route_checks.ts";
 import { ADMIN_CSS, ADMIN_JS } from "./html.ts";
 import type { AppOptions } from "./options.ts";
 import { mountPages } from "./pages/routes.ts";
-import { pluginRouteHandlers } from "./plugin_http.ts";
+import {
+  hostErrorToHttp,
+  pluginRouteHandlers,
+  unavailableRouteHandlers,
+} from "./plugin_http.ts";
 import { buildRouteTable, type RouteTable } from "./route_table.ts";
 import { SessionStore } from "./auth/sessions.ts";
 import { MemoryTokenStore } from "./auth/tokens.ts";
@@ -34,6 +39,10 @@ import {
   HSTS_VALUE,
   isHttpsRequest,
 } from "./transport.ts";
+import {
+  SHUTDOWN_RETRY_AFTER_SEC,
+  unavailableResponse,
+} from "./unavailable.ts";
 
 /** What {@linkcode createApp} returns. */
 export interface GoatKitApp {
@@ -59,6 +68,17 @@ export interface GoatKitApp {
   /** The current route table (routes served and plugins refused). */
   routeTable(): RouteTable;
   /**
+   * Starts draining before a shutdown: from now on every request that still
+   * reaches the app (on a connection opened before the listener closed) is
+   * answered `503` with `Connection: close`. Requests already in flight
+   * finish normally. Cannot be undone.
+   */
+  drain(): void;
+  /** Whether {@linkcode GoatKitApp.drain} was called. */
+  readonly draining: boolean;
+  /** The in-flight limit's counters (also in `GET /healthz`). */
+  admission(): AdmissionStats;
+  /**
    * Throws {@linkcode RouteCollisionError} if `manifest`'s routes collide
    * with the host's or another registered plugin's (call before registering).
    */
@@ -72,9 +92,17 @@ export interface GoatKitApp {
  *
  * Plugin routes come from enabled plugins' manifests; the table is rebuilt
  * and swapped on every Manager event (register, enable, disable, unregister,
- * replace), so a disabled plugin's routes answer 404 at once. A plugin whose
- * routes collide is left out of the table and logged (wire
- * {@linkcode routeCollisionCheck} into the Manager to refuse it at register).
+ * replace), so a disabled or quarantined plugin's routes answer 503
+ * (`plugin unavailable`, with `reason`) at once, and an unregistered one's
+ * 404. A plugin whose routes collide is left out of the table and logged
+ * (wire {@linkcode routeCollisionCheck} into the Manager to refuse it at
+ * register).
+ *
+ * Overload: at most `maxInFlight` plugin requests run at once; one more is
+ * answered `503 overloaded` with `Retry-After` at once, as is a call the
+ * plugin's runtime refuses for overload. `GET /healthz` is never limited.
+ * After {@linkcode GoatKitApp.drain} every request is answered 503 with
+ * `Connection: close`.
  *
  * Host routes ({@linkcode HOST_ROUTE_PATTERNS}): `GET /healthz`; `/login`,
  * `/logout`; `/admin/*` pages; `/api/v1/*` JSON API; `/static/*`.
@@ -99,8 +127,17 @@ export function createApp(options: AppOptions): GoatKitApp {
   const sanitize = options.sanitize ?? sanitizeHtml;
   const auth = new Authenticator(tokens, sessions);
   const started = Date.now();
+  const gate = new AdmissionGate(
+    options.maxInFlight !== undefined
+      ? { maxInFlight: options.maxInFlight }
+      : {},
+  );
+  let draining = false;
 
   let table: RouteTable;
+  // Routes of registered plugins that are disabled or quarantined: they
+  // answer 503 with the reason (not 404, which means a wrong URL).
+  let unavailable: RouteTable;
   const ctx: ServerContext = {
     manager,
     options,
@@ -111,6 +148,7 @@ export function createApp(options: AppOptions): GoatKitApp {
     sanitize,
     table: () => table,
     callTimeoutMs: options.callTimeoutMs,
+    admission: gate,
     https: (c) =>
       isHttpsRequest(
         c.req.raw,
@@ -128,6 +166,8 @@ export function createApp(options: AppOptions): GoatKitApp {
     callTimeoutMs: options.callTimeoutMs,
   });
 
+  const offHandlers = unavailableRouteHandlers({ manager, auth });
+
   function rebuildRoutes(): RouteTable {
     const lazy = (options.discovered?.() ?? []).filter((m) =>
       !manager.manifest(m.name)
@@ -140,6 +180,9 @@ export function createApp(options: AppOptions): GoatKitApp {
         logs.log(r.plugin, "error", `routes not mounted: ${r.error.message}`);
       }
     }
+    const off = manager.list().filter((m) => !manager.isEnabled(m.name))
+      .flatMap((m) => (m.routes ?? []).map((r) => ({ ...r, plugin: m.name })));
+    unavailable = buildRouteTable(off, offHandlers);
     table = next; // one assignment: in-flight requests keep their snapshot
     return next;
   }
@@ -173,15 +216,36 @@ export function createApp(options: AppOptions): GoatKitApp {
       set();
     }
   });
+  app.use("*", async function drainGuard(_c, next) {
+    if (draining) {
+      // A request on a connection opened before the listener closed.
+      return unavailableResponse({
+        error: "shutting down",
+        message: "Cannot serve the request: the host is shutting down",
+        retry_after_sec: SHUTDOWN_RETRY_AFTER_SEC,
+      }, { close: true });
+    }
+    await next();
+  });
   app.use("*", async function pluginRoutes(c, next) {
     if (isHostPath(c.req.path)) return await next();
     const t = table; // one snapshot per request
-    if (!t.matches(c.req.method, c.req.path)) return await next();
-    return await t.app.fetch(c.req.raw);
+    if (t.matches(c.req.method, c.req.path)) {
+      // The server-wide limit: beyond it, 503 at once (plugin untouched).
+      return await gate.run(() => Promise.resolve(t.app.fetch(c.req.raw)));
+    }
+    const u = unavailable;
+    if (u.matches(c.req.method, c.req.path)) {
+      return await u.app.fetch(c.req.raw);
+    }
+    return await next();
   });
 
   app.get("/healthz", (c) => {
     const registered = manager.list();
+    const quarantined = registered.filter((m) =>
+      manager.status(m.name)?.reason !== undefined
+    ).length;
     return c.json({
       status: "ok",
       version: HOST_VERSION,
@@ -189,9 +253,11 @@ export function createApp(options: AppOptions): GoatKitApp {
       plugins: {
         registered: registered.length,
         enabled: registered.filter((m) => manager.isEnabled(m.name)).length,
+        quarantined,
         discovered: manager.discovered().length,
       },
       routes: table.routes.length,
+      requests: gate.stats(),
       ...(options.health?.() ?? {}),
     });
   });
@@ -228,6 +294,11 @@ export function createApp(options: AppOptions): GoatKitApp {
     return c.json({ error: "not found" }, 404);
   });
   app.onError((e, c) => {
+    // The database (grants, plugin state) is down: 503, retry later.
+    const mapped = hostErrorToHttp(e, "");
+    if (mapped.status === 503) {
+      return c.json(mapped.body, 503, mapped.headers);
+    }
     logs.log("", "error", `${c.req.method} ${c.req.path}: ${errorText(e)}`);
     return c.json({ error: "internal server error" }, 500);
   });
@@ -238,6 +309,13 @@ export function createApp(options: AppOptions): GoatKitApp {
       Promise.resolve(app.fetch(request, info)),
     rebuildRoutes,
     routeTable: () => table,
+    drain: () => {
+      draining = true;
+    },
+    get draining() {
+      return draining;
+    },
+    admission: () => gate.stats(),
     checkRoutes: (manifest) => checkRouteCollisions(manager, manifest),
     close: () => {
       unsubscribe();

@@ -11,6 +11,8 @@ import type { Manager } from "../manager.ts";
 import type { GKRegistration } from "../model/manifest.ts";
 import { decodeJson, encodeJson } from "../model/plugin.ts";
 import type { Authenticator } from "./auth/authenticator.ts";
+import type { AdmissionGate } from "./admission.ts";
+import { overloadRetryAfter } from "./unavailable.ts";
 import type { AppOptions } from "./options.ts";
 import type { RouteTable } from "./route_table.ts";
 import type { SessionStore } from "./auth/sessions.ts";
@@ -36,6 +38,8 @@ export interface ServerContext {
   table(): RouteTable;
   /** Call timeout for HTTP-initiated plugin calls. */
   callTimeoutMs: number | undefined;
+  /** The server-wide limit on plugin requests in flight. */
+  admission: AdmissionGate;
   /**
    * Whether the request came over HTTPS (TLS, or a trusted proxy's
    * `X-Forwarded-Proto`); see `transport.ts`.
@@ -179,7 +183,9 @@ export type WidgetRender =
 
 /**
  * Renders a widget: calls its handler with `{}` and the request language,
- * expects `{"html": "…"}`, returns the sanitised HTML.
+ * expects `{"html": "…"}`, returns the sanitised HTML. The call takes a
+ * place of the server-wide in-flight limit: none free (or the runtime
+ * overloaded) is status 503.
  */
 export async function renderWidget(
   ctx: ServerContext,
@@ -220,6 +226,13 @@ export async function renderWidget(
     };
   }
   let result: Uint8Array | null;
+  if (!ctx.admission.tryEnter()) {
+    return {
+      ok: false,
+      status: 503,
+      message: ctx.admission.overloadedBody().message,
+    };
+  }
   try {
     result = await ctx.manager.call(plugin, w.handler, encodeJson({}), {
       ...(language ? { language } : {}),
@@ -231,11 +244,14 @@ export async function renderWidget(
       "warn",
       `widget "${widgetId}" failed: ${e instanceof Error ? e.message : e}`,
     );
+    const overloaded = overloadRetryAfter(e) !== undefined;
     return {
       ok: false,
-      status: 500,
+      status: overloaded ? 503 : 500,
       message: `Widget error: ${e instanceof Error ? e.message : e}`,
     };
+  } finally {
+    ctx.admission.leave();
   }
   let parsed: unknown;
   try {

@@ -80,6 +80,17 @@ export {
   buildRouteArgs,
   type ErrorCodeLookup,
   errorToHttp,
+  hostErrorToHttp,
   type HttpError,
   preferredLanguage,
 } from "./plugin_http.ts";
+export {
+  AdmissionGate,
+  type AdmissionGateOptions,
+  type AdmissionStats,
+} from "./admission.ts";
+export {
+  isDatabaseUnavailable,
+  type UnavailableBody,
+  type UnavailableError,
+} from "./unavailable.ts";

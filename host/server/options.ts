@@ -172,8 +172,20 @@ export interface AppOptions {
    * after the discovered set changes (the Manager's events cover loads).
    */
   discovered?: () => readonly GKRegistration[];
-  /** Deadline of plugin calls made for HTTP requests, in ms. @default the Manager's */
+  /**
+   * Deadline of plugin calls made for HTTP requests, in ms. @default for a
+   * route, its own (`Manager.routeTimeoutMs`: the manifest's, else the
+   * Manager's route default); for widgets and admin calls, the Manager's
+   */
   callTimeoutMs?: number;
+  /**
+   * Most plugin requests in flight at once, server-wide: plugin routes,
+   * widget renders and admin calls of plugin functions. One more is
+   * answered `503` with `Retry-After` at once, without reaching the plugin
+   * (`/healthz`, the pages and the rest of the API are not counted).
+   * @default 1024
+   */
+  maxInFlight?: number;
   /** Largest request body passed to a plugin, in bytes. @default 1 MiB */
   maxBodyBytes?: number;
   /** Largest package upload, in bytes. @default 50 MiB */

@@ -17,12 +17,21 @@ import {
   PluginCallCycleError,
   PluginCrashedError,
   PluginDisabledError,
+  PluginError,
   PluginNotFoundError,
   PluginTimeoutError,
 } from "../model/errors.ts";
 import { decodeJson, encodeJson } from "../model/plugin.ts";
 import { type Authenticator, requireAuth } from "./auth/authenticator.ts";
 import type { PluginRoute } from "./route_table.ts";
+import {
+  databaseUnavailableBody,
+  isDatabaseUnavailable,
+  overloadRetryAfter,
+  type UnavailableBody,
+  unavailableHeaders,
+  unavailableResponse,
+} from "./unavailable.ts";
 
 /** A request the server cannot use (bad JSON, missing field, …): HTTP 400. */
 export class BadRequestError extends Error {
@@ -163,8 +172,14 @@ export interface ErrorCodeLookup {
 export interface HttpError {
   /** HTTP status. */
   status: number;
-  /** JSON body. */
-  body: { error: string | { code: string; message: string } };
+  /**
+   * JSON body: `error` is the message or a declared `{code, message}`; a
+   * 503 has the {@linkcode UnavailableBody} shape (`error` a short phrase,
+   * `message` the why, `retry_after_sec`).
+   */
+  body: { error: string | { code: string; message: string } } | UnavailableBody;
+  /** Headers to send with it (`Retry-After` of a 503). */
+  headers?: Record<string, string>;
 }
 
 function codeEntry(
@@ -183,9 +198,12 @@ function codeEntry(
 /**
  * Maps an error thrown by a plugin call to a status and JSON body:
  * not found 404, disabled 403, permission denied 403, timeout 504, crash 502,
- * a package refused for its signer or version 409, another refused package 422,
- * an error with a `code` the plugin declared → that code's status, anything
- * else 500.
+ * a runtime's overload (`PluginOverloadedError`: queue full or queue-time
+ * budget spent) 503 `overloaded` with `Retry-After` (see `unavailable.ts`),
+ * a package refused for its signer or version 409,
+ * another refused package 422, an error with a `code` the plugin declared →
+ * that code's status, anything else 500. (Plugin routes answer a disabled
+ * or quarantined plugin with 503 instead: {@linkcode pluginUnavailableBody}.)
  *
  * @example
  * ```ts
@@ -210,6 +228,17 @@ export function errorToHttp(
     }
   }
   const msg = errorText(e);
+  const retryAfter = overloadRetryAfter(e);
+  if (retryAfter !== undefined) {
+    const plugin = (e as { plugin?: unknown }).plugin;
+    const body: UnavailableBody = {
+      error: "overloaded",
+      message: msg,
+      retry_after_sec: retryAfter,
+      ...(typeof plugin === "string" ? { plugin } : {}),
+    };
+    return { status: 503, body, headers: unavailableHeaders(body) };
+  }
   if (e instanceof PluginNotFoundError) {
     return { status: 404, body: { error: msg } };
   }
@@ -248,6 +277,115 @@ export function errorToHttp(
     return { status: 422, body: { error: msg } };
   }
   return { status: 500, body: { error: msg } };
+}
+
+/**
+ * {@linkcode errorToHttp} for errors of the host's own work (the API, the
+ * admin pages): an unreachable database, grant store or state store is
+ * `503 database unavailable` with `Retry-After` (see `unavailable.ts`)
+ * rather than 500; anything else as {@linkcode errorToHttp}. (Plugin routes
+ * use {@linkcode errorToHttp} alone: a plugin's own socket error is not a
+ * database outage.)
+ *
+ * @example
+ * ```ts
+ * import { hostErrorToHttp } from "./plugin_http.ts";
+ * const e = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), {
+ *   code: "ECONNREFUSED",
+ * });
+ * hostErrorToHttp(e, "").status; // 503
+ * ```
+ */
+export function hostErrorToHttp(
+  e: unknown,
+  plugin: string,
+  codes?: ErrorCodeLookup,
+): HttpError {
+  if (!(e instanceof PluginError) && isDatabaseUnavailable(e)) {
+    const body = databaseUnavailableBody(e);
+    return { status: 503, body, headers: unavailableHeaders(body) };
+  }
+  return errorToHttp(e, plugin, codes);
+}
+
+/** The `admin` or `auth` middleware a route asks for (a new chain). */
+function routeAuth(
+  auth: Authenticator,
+): (route: PluginRoute) => MiddlewareHandler[] {
+  const authMw = requireAuth(auth);
+  const adminMw = requireAuth(auth, { admin: true });
+  return (route) => {
+    const mw = route.middleware ?? [];
+    return mw.includes("admin")
+      ? [adminMw]
+      : mw.includes("auth")
+      ? [authMw]
+      : [];
+  };
+}
+
+/**
+ * The handler chain of a route whose plugin is disabled or quarantined (the
+ * `handlers` argument of `buildRouteTable` for such routes): the route's
+ * own `admin` or `auth` middleware first (so the answer tells nothing more
+ * than the route itself would), then {@linkcode pluginUnavailableResponse}.
+ */
+export function unavailableRouteHandlers(
+  options: Pick<PluginRouteOptions, "manager" | "auth">,
+): (route: PluginRoute) => MiddlewareHandler[] {
+  const authChain = routeAuth(options.auth);
+  return (route) => [
+    ...authChain(route),
+    () =>
+      Promise.resolve(pluginUnavailableResponse(options.manager, route.plugin)),
+  ];
+}
+
+/**
+ * Whether `e` says that `plugin` itself is disabled or quarantined (not a
+ * plugin it called).
+ */
+export function isPluginUnavailable(e: unknown, plugin: string): boolean {
+  const name = (e as { name?: unknown } | null)?.name;
+  return (e instanceof PluginDisabledError ||
+    name === "PluginDisabledError" || name === "PluginQuarantinedError") &&
+    (e as { plugin?: unknown }).plugin === plugin;
+}
+
+/**
+ * The 503 body for a route of a disabled or quarantined plugin: `reason`
+ * says which (a plugin with a host-given reason is quarantined); the
+ * reason's text itself is shown to admins only.
+ *
+ * @example
+ * ```ts
+ * import { Manager } from "../manager.ts";
+ * import { pluginUnavailableBody } from "./plugin_http.ts";
+ * const body = pluginUnavailableBody(new Manager(), "hello");
+ * console.log(body.error, body.reason); // "plugin unavailable" "disabled"
+ * ```
+ */
+export function pluginUnavailableBody(
+  manager: Pick<Manager, "status">,
+  plugin: string,
+): UnavailableBody {
+  const quarantined = manager.status(plugin)?.reason !== undefined;
+  return {
+    error: "plugin unavailable",
+    message: quarantined
+      ? `Cannot call plugin "${plugin}": the host quarantined it after repeated faults (an administrator sees why in the plugin list and can enable it again)`
+      : `Cannot call plugin "${plugin}": an administrator disabled it`,
+    plugin,
+    reason: quarantined ? "quarantined" : "disabled",
+  };
+}
+
+/** {@linkcode pluginUnavailableBody} as a 503 response. */
+export function pluginUnavailableResponse(
+  manager: Pick<Manager, "status">,
+  plugin: string,
+): Response {
+  return unavailableResponse(pluginUnavailableBody(manager, plugin));
 }
 
 /** Headers sent with plugin-provided HTML (sanitised, and no script may run). */
@@ -317,7 +455,11 @@ export interface PluginRouteOptions {
   sanitize: (html: string) => string;
   /** Largest request body read, in bytes (413 beyond). @default 1048576 */
   maxBodyBytes?: number;
-  /** Call timeout in ms (the Manager's own default without it). */
+  /**
+   * Call timeout in ms for every route; without it each route's own
+   * deadline ({@linkcode Manager.routeTimeoutMs}: the manifest's, else the
+   * Manager's route default).
+   */
   callTimeoutMs?: number;
 }
 
@@ -328,7 +470,8 @@ export interface PluginRouteOptions {
  * for GET and HEAD), builds the args with {@linkcode buildRouteArgs}, calls
  * the plugin in the request's {@linkcode preferredLanguage} and answers with
  * {@linkcode resultToResponse}. Errors map through {@linkcode errorToHttp}
- * (5xx ones are logged); a plugin found disabled answers 404.
+ * (5xx ones but 503 are logged); the route's plugin found disabled or
+ * quarantined answers 503 ({@linkcode pluginUnavailableResponse}).
  *
  * @example
  * ```ts
@@ -355,13 +498,9 @@ export function pluginRouteHandlers(
 ): (route: PluginRoute) => MiddlewareHandler[] {
   const { manager, logs, sanitize, callTimeoutMs } = options;
   const maxBody = options.maxBodyBytes ?? 1024 * 1024;
-  const authMw = requireAuth(options.auth);
-  const adminMw = requireAuth(options.auth, { admin: true });
+  const authChain = routeAuth(options.auth);
   return (route) => {
-    const chain: MiddlewareHandler[] = [];
-    const mw = route.middleware ?? [];
-    if (mw.includes("admin")) chain.push(adminMw);
-    else if (mw.includes("auth")) chain.push(authMw);
+    const chain = authChain(route);
     chain.push(async function pluginRoute(c) {
       try {
         const body = c.req.method === "GET" || c.req.method === "HEAD"
@@ -380,7 +519,9 @@ export function pluginRouteHandlers(
           encodeJson(args),
           {
             ...(language ? { language } : {}),
-            ...(callTimeoutMs ? { timeoutMs: callTimeoutMs } : {}),
+            // The app's setting, else the route's own deadline (manifest
+            // `timeout` / `timeouts`, else the Manager's route default).
+            timeoutMs: callTimeoutMs ?? manager.routeTimeoutMs(route),
           },
         );
         return resultToResponse(
@@ -390,19 +531,21 @@ export function pluginRouteHandlers(
           manager.errorCodes,
         );
       } catch (e) {
-        // A lazily mounted route whose plugin turns out disabled: not there.
-        if (e instanceof PluginDisabledError) {
-          return c.json({ error: "not found" }, 404);
+        // The route's own plugin turned out disabled or quarantined (the
+        // table was built just before, or the route was mounted lazily).
+        if (isPluginUnavailable(e, route.plugin)) {
+          return pluginUnavailableResponse(manager, route.plugin);
         }
         const mapped = errorToHttp(e, route.plugin, manager.errorCodes);
-        if (mapped.status >= 500) {
+        // Overload is expected under load: counted, not logged per request.
+        if (mapped.status >= 500 && mapped.status !== 503) {
           logs.log(
             route.plugin,
             "error",
             `route ${route.method} ${route.path}: ${errorText(e)}`,
           );
         }
-        return c.json(mapped.body, mapped.status as 500);
+        return c.json(mapped.body, mapped.status as 500, mapped.headers);
       }
     });
     return chain;

@@ -386,6 +386,30 @@ export interface ServerSettings {
    * @default every kind but `log`
    */
   requireApproval: ApprovalKind[];
+  /**
+   * What the scheduler does about job ticks it could not claim because the
+   * database was down (`GOATKIT_JOB_CATCH_UP`): `once` runs each such job
+   * one time when the database is back, `skip` does not. Either way the
+   * missed ticks show in the job's runs as one `skipped` record
+   * (`database unavailable`); a job's manifest `catch_up` wins.
+   * @default "once"
+   */
+  jobCatchUp: "skip" | "once";
+  /**
+   * Most plugin requests served at once, server-wide (plugin routes, widget
+   * renders and admin calls of plugin functions). One more is answered at
+   * once with `503 Service Unavailable` and `Retry-After`, without reaching
+   * the plugin. `/healthz`, the admin pages and the API are not counted.
+   * @default 1024
+   */
+  maxInFlight: number;
+  /**
+   * On SIGTERM/SIGINT (or `close()`): how long requests in flight may take
+   * to finish, in milliseconds, after the server stopped accepting new
+   * connections; then plugins and services are shut down regardless.
+   * @default 10000
+   */
+  drainTimeoutMs: number;
 }
 
 /**
@@ -413,6 +437,9 @@ export const SERVER_SETTING_ALIASES: Readonly<
   requireSignature: "GOATKIT_REQUIRE_SIGNATURE",
   trustProxy: "GOATKIT_TRUST_PROXY",
   requireApproval: "GOATKIT_REQUIRE_APPROVAL",
+  jobCatchUp: "GOATKIT_JOB_CATCH_UP",
+  maxInFlight: "GOATKIT_MAX_IN_FLIGHT",
+  drainTimeoutMs: "GOATKIT_DRAIN_TIMEOUT_MS",
 });
 
 const SERVER_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
@@ -428,6 +455,9 @@ const SERVER_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   requireSignature: false,
   trustProxy: false,
   requireApproval: [...APPROVAL_KINDS],
+  jobCatchUp: "once",
+  maxInFlight: 1024,
+  drainTimeoutMs: 10_000,
 });
 
 /** Why a raw value is refused (wrapped into a {@linkcode ConfigValueError}). */
@@ -446,6 +476,19 @@ function parsePort(raw: unknown): number {
   }
   return n;
 }
+
+/** An integer of at least `min` (a JSON number or decimal digits). */
+const parseCount = (min: number) => (raw: unknown): number => {
+  const n = typeof raw === "number"
+    ? raw
+    : typeof raw === "string" && /^\d+$/.test(raw.trim())
+    ? Number(raw.trim())
+    : NaN;
+  if (!Number.isSafeInteger(n) || n < min) {
+    throw new BadValue(`${show(raw)} is not an integer of at least ${min}`);
+  }
+  return n;
+};
 
 function parseFlag(raw: unknown): boolean {
   if (raw === true || raw === "true" || raw === "1" || raw === 1) return true;
@@ -511,6 +554,12 @@ function parseApproval(raw: unknown): ApprovalKind[] {
   }
 }
 
+function parseCatchUp(raw: unknown): "skip" | "once" {
+  const v = typeof raw === "string" ? raw.trim().toLowerCase() : raw;
+  if (v === "skip" || v === "once") return v;
+  throw new BadValue(`${show(raw)} is not skip or once`);
+}
+
 const PARSERS: {
   readonly [K in keyof ServerSettings]: (raw: unknown) => ServerSettings[K];
 } = {
@@ -526,6 +575,9 @@ const PARSERS: {
   requireSignature: parseFlag,
   trustProxy: parseTrustProxy,
   requireApproval: parseApproval,
+  jobCatchUp: parseCatchUp,
+  maxInFlight: parseCount(1),
+  drainTimeoutMs: parseCount(0),
 };
 
 /** Server settings from the file's `server` section and `env`. */
@@ -583,6 +635,9 @@ function serverFrom(
     requireSignature: setting("requireSignature"),
     trustProxy: setting("trustProxy"),
     requireApproval: setting("requireApproval"),
+    jobCatchUp: setting("jobCatchUp"),
+    maxInFlight: setting("maxInFlight"),
+    drainTimeoutMs: setting("drainTimeoutMs"),
   };
 }
 

@@ -6,7 +6,9 @@
  * @module
  */
 
+import { tmpdir } from "node:os";
 import type { GrpcPlugin, LoadGrpcPluginOptions } from "./options.ts";
+import { makeRunDir, runDirLabel } from "./run_dir.ts";
 
 /**
  * Launches a gRPC plugin, performs go-plugin's handshake, connects, checks
@@ -18,6 +20,10 @@ import type { GrpcPlugin, LoadGrpcPluginOptions } from "./options.ts";
  * An entry ending in `.ts`/`.js` runs under `deno run` with least-privilege
  * flags; any other entry is a native executable and must be listed in
  * `trustedExecutables`.
+ *
+ * Its sockets and import map live in a private folder under
+ * `options.tempDir` (see `run_dir.ts`), removed when the plugin stops and,
+ * after a crash of the host, by `removeStaleRunDirs` at the next start.
  *
  * @example
  * ```ts ignore
@@ -31,11 +37,10 @@ export async function loadGrpcPlugin(
   entry: string,
   options: LoadGrpcPluginOptions = {},
 ): Promise<GrpcPlugin> {
-  const dir = await Deno.makeTempDir({
-    prefix: "gk-grpc-",
-    ...(options.tempDir ? { dir: options.tempDir } : {}),
-  });
-  await Deno.chmod(dir, 0o700);
+  const dir = await makeRunDir(
+    options.tempDir ?? tmpdir(),
+    runDirLabel(entry, options.dataDir),
+  );
   const { SupervisedGrpcPlugin } = await import("./plugin.ts");
   const plugin = new SupervisedGrpcPlugin(entry, dir, options);
   await plugin.start();

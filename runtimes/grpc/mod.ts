@@ -54,3 +54,10 @@ export {
   parseHandshake,
 } from "./handshake.ts";
 export { type LogRecord, parseLogLine } from "./log_lines.ts";
+export {
+  type PluginRunRoot,
+  preparePluginRunRoot,
+  removeStaleRunDirs,
+  RUN_DIR_MARKER,
+  type StaleRunDirs,
+} from "./run_dir.ts";

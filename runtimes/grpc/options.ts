@@ -154,7 +154,14 @@ export interface LoadGrpcPluginOptions extends SupervisorOptions {
   logs?: GrpcLogSink;
   /** Sent to the plugin at `Init`. @default HOST_VERSION */
   hostVersion?: string;
-  /** Directory under which the private socket directory is made. @default the OS temp dir */
+  /**
+   * Directory under which the plugin's private folder (its unix sockets
+   * and import map) is made, as `gk-<label>-<random>` with a marker file,
+   * so that `removeStaleRunDirs` can remove it after the host was killed.
+   * The host passes `<dataDir>/run` (see `preparePluginRunRoot`). Keep it
+   * short: socket paths under it must fit in 104 bytes.
+   * @default the OS temp dir
+   */
   tempDir?: string;
   /**
    * Told of every host callback refused because it was not bound to a live

@@ -55,6 +55,7 @@ import {
   type SandboxTools,
 } from "./sandbox.ts";
 import { LogRateLimiter, parseLogLine, readLines } from "./log_lines.ts";
+import { removeRunDir } from "./run_dir.ts";
 import { loadProto, LOCAL_CHANNEL_OPTIONS, unary } from "./proto.ts";
 import type {
   GrpcLogSink,
@@ -102,8 +103,9 @@ export interface ProcessSupervisorInit<R> {
   /** The plugin's resolved entry path. */
   entry: string;
   /**
-   * The private directory (mode 0700) for sockets and the import map; the
-   * supervisor removes it when it stops.
+   * The private directory (mode 0700) for sockets and the import map
+   * (made by `makeRunDir`); the supervisor removes it when it stops,
+   * without following links, whatever uid the sandboxed plugin wrote as.
    */
   dir: string;
   /** Launch, health and restart policy. */
@@ -1003,6 +1005,6 @@ export class ProcessSupervisor<R> {
         ) await Deno.remove(sock);
       } catch { /* gone */ }
     }
-    await Deno.remove(this.#dir, { recursive: true }).catch(noop);
+    await removeRunDir(this.#dir).catch(noop);
   }
 }

@@ -86,7 +86,15 @@ export type Outcome =
   | { kind: "abi"; message: string }
   | { kind: "trap"; message: string }
   | { kind: "exit"; code: number }
-  | { kind: "interrupted" }
+  | {
+    kind: "interrupted";
+    /**
+     * Whether the deadline (or abort) came while the host was still serving
+     * one of the guest's host calls: then the time was the host's, not the
+     * guest's.
+     */
+    inHostCall: boolean;
+  }
   | { kind: "killed" }
   | { kind: "fatal"; message: string };
 
@@ -246,7 +254,17 @@ export class InstanceHandle {
     const ch = this.#ch;
     const { signal } = hooks;
     let interrupting = false;
-    const graceEnd = () => hooks.deadline + this.#settings.graceMs;
+    let inHostCall = false;
+    // The grace period runs from when the interrupt flag was set, not from
+    // the deadline: a main thread that was late (busy with other work) must
+    // not take its own delay out of the guest's grace.
+    let graceEnd = Infinity;
+    const startInterrupt = (now: number) => {
+      interrupting = true;
+      graceEnd = now + this.#settings.graceMs;
+      Atomics.store(ch.ctl, INTERRUPT, 1);
+      Atomics.notify(ch.ctl, INTERRUPT);
+    };
     const onAbort = () => this.interrupt();
     signal?.addEventListener("abort", onAbort);
     try {
@@ -256,18 +274,19 @@ export class InstanceHandle {
         }
         const now = Date.now();
         if (!interrupting && (now >= hooks.deadline || signal?.aborted)) {
-          interrupting = true;
-          Atomics.store(ch.ctl, INTERRUPT, 1);
-          Atomics.notify(ch.ctl, INTERRUPT);
+          startInterrupt(now);
         }
-        if (interrupting && now >= graceEnd()) {
+        // An answer already waiting is read before the grace period is
+        // judged: a late main thread must not kill a guest that stopped.
+        const pending = Atomics.load(ch.ctl, M_SEQ) !== this.#mSeen;
+        if (interrupting && now >= graceEnd && !pending) {
           this.terminate(
-            "no answer within the grace period after the deadline",
+            "no answer within the grace period after the interrupt",
           );
           return { kind: "killed" };
         }
-        const limit = interrupting ? graceEnd() : hooks.deadline;
-        const got = await ch.waitFromWorker(
+        const limit = interrupting ? graceEnd : hooks.deadline;
+        const got = pending || await ch.waitFromWorker(
           this.#mSeen,
           Math.max(1, limit - now),
           this.#settings.spinMicros,
@@ -303,8 +322,8 @@ export class InstanceHandle {
               msg.part1,
             );
             if (answer === "deadline") {
-              interrupting = true;
-              Atomics.store(ch.ctl, INTERRUPT, 1);
+              inHostCall = true;
+              startInterrupt(Date.now());
               this.#reply(OP_REPLY_INTERRUPTED, null);
             } else if ("ok" in answer) {
               if (answer.ok.length > this.#settings.maxResultBytes) {
@@ -342,7 +361,7 @@ export class InstanceHandle {
           case MSG_EXIT:
             return { kind: "exit", code: msg.aux };
           case MSG_INTERRUPTED:
-            return { kind: "interrupted" };
+            return { kind: "interrupted", inHostCall };
           case MSG_ACK:
             return { kind: "result", bytes: null };
           case MSG_FATAL: {
@@ -382,7 +401,15 @@ export class InstanceHandle {
       const served = Promise.resolve()
         .then(() => hooks.hostCall!(fn, args))
         .catch((e): HostCallResult => ({ error: errorJson(e) }));
-      return await Promise.race([served, stop]);
+      const answer = await Promise.race([served, stop]);
+      // An answer that comes only after the deadline (often the failure the
+      // deadline itself caused, such as a nested call's timeout) still means
+      // the deadline passed while the host was serving.
+      if (
+        answer !== "deadline" &&
+        (Date.now() >= hooks.deadline || hooks.signal?.aborted)
+      ) return "deadline";
+      return answer;
     } finally {
       clearTimeout(timer);
       if (onAbort) hooks.signal?.removeEventListener("abort", onAbort);

@@ -28,6 +28,7 @@ export {
   type WasmPluginOptions,
   type WasmPreopen,
   type WasmQuarantineOptions,
+  type WasmQueueOptions,
   type WasmWasiOptions,
 } from "./plugin.ts";
 export { WasmAbiError } from "./abi.ts";

@@ -22,18 +22,29 @@
  *   `gk.interrupt`, which traps once the main thread set the instance's
  *   interrupt flag (at the call's deadline, on abort, at shutdown). The call
  *   fails with `PluginTimeoutError` and the instance is re-instantiated in the
- *   same worker. A worker that does not answer within the deadline plus
- *   `graceMs` is terminated and replaced, and the plugin is quarantined (a
+ *   same worker. A worker that does not answer within `graceMs` after its
+ *   interrupt is terminated and replaced, and the plugin is quarantined (a
  *   defect: `Worker.terminate()` cannot stop a busy thread on this Deno).
  * - **Limits.** Memory capped by instrumentation (`memoryLimitPages`); every
  *   pointer and length bounds-checked; results and payloads up to
- *   `maxResultBytes`; log lines per call capped. Traps fail the call with
- *   `PluginCrashedError` and replace the instance; `quarantine.maxFailures`
- *   traps/timeouts within `quarantine.windowMs` quarantine the plugin.
- * - **Concurrency.** Calls queue per instance; `instances` > 1 serves them
- *   in parallel. A re-entrant call (made by this plugin itself, e.g. through
- *   `plugin_call`) is served by a free instance or fails at once with
- *   `PluginCallCycleError`, never deadlocks.
+ *   `maxResultBytes`; log lines per call capped.
+ * - **Faults and quarantine.** Only the plugin's own faults count (the
+ *   error's `fault`): traps, ABI violations, `proc_exit` and lost workers
+ *   (`crash`: `quarantine.maxFailures` within `quarantine.windowMs`, default
+ *   5 in 60 s), and deadline overruns of a guest that was still computing
+ *   (`deadline`: `quarantine.maxOverruns` within
+ *   `quarantine.overrunWindowMs`, default 3 in 10 minutes). Time spent
+ *   queued, overload refusals, caller aborts, shutdowns and deadlines that
+ *   pass while the host serves a host call never count.
+ * - **Concurrency.** Calls wait in one FIFO queue per plugin; a finished
+ *   call hands its instance straight to the oldest waiter (one waiter woken
+ *   per free instance). The queue is bounded (`queue.maxLength`, default
+ *   256): one call more is refused at once with `PluginOverloadedError`, as
+ *   is a call that waited its queue budget (`queue.maxWaitMs`, default 1 s,
+ *   never more than half of the call's remaining deadline). `instances` > 1
+ *   serves calls in parallel. A re-entrant call (made by this plugin itself,
+ *   e.g. through `plugin_call`) is served by a free instance or fails at once
+ *   with `PluginCallCycleError`, never deadlocks.
  *
  * @module
  */
@@ -51,8 +62,12 @@ import {
   PluginCallCycleError,
   PluginCrashedError,
   PluginError,
+  type PluginErrorOptions,
+  type PluginFault,
+  PluginOverloadedError,
   PluginTimeoutError,
 } from "../../host/model/errors.ts";
+import { HandOffQueue } from "./handoff_queue.ts";
 import { FUEL, instrumentModuleCached } from "./instrument/mod.ts";
 import { OP_CALL, OP_REGISTER } from "./channel.ts";
 import { type HostCallResult, serveHostCall } from "./host_calls.ts";
@@ -79,12 +94,51 @@ export interface WasmWasiOptions {
   preopens?: WasmPreopen[];
 }
 
-/** Quarantine policy: `maxFailures` traps/timeouts within `windowMs`. */
+/**
+ * Quarantine policy: `maxFailures` crashes (traps, ABI violations,
+ * `proc_exit`, lost workers) within `windowMs`, or `maxOverruns` deadline
+ * overruns within `overrunWindowMs`. Only the plugin's own faults count.
+ */
 export interface WasmQuarantineOptions {
-  /** Failures that quarantine the plugin. @default 5 */
+  /** Crashes that quarantine the plugin. @default 5 */
   maxFailures?: number;
-  /** Window in which failures count, in ms. @default 60000 */
+  /** Window in which crashes count, in ms. @default 60000 */
   windowMs?: number;
+  /**
+   * Deadline overruns (the guest still computing when its deadline passed)
+   * that quarantine the plugin. @default 3
+   */
+  maxOverruns?: number;
+  /**
+   * Window in which overruns count, in ms: long, so that a guest looping
+   * until a 10–30 s deadline is caught too. @default 600000 (10 minutes)
+   */
+  overrunWindowMs?: number;
+}
+
+/**
+ * The per-plugin queue of calls waiting for a free instance. Beyond it a
+ * call fails with `PluginOverloadedError` (an HTTP front end answers 503 with
+ * `Retry-After`); the plugin never sees such a call, and it never counts
+ * toward quarantine.
+ */
+export interface WasmQueueOptions {
+  /**
+   * Calls that may wait; the next one is refused at once. 256 waiting calls
+   * of a fast plugin (hello-c: about 0.25 ms each) drain in well under its
+   * budget, while a slow one sheds load instead of holding connections.
+   * @default 256
+   */
+  maxLength?: number;
+  /**
+   * Longest wait for an instance, in ms; a call that waited this long is
+   * refused. Never more than half of the call's remaining deadline, so an
+   * admitted call keeps at least half its deadline to run: a deadline that
+   * then passes is the guest's own overrun, not the queue's. A client that
+   * has waited a second is better served by a prompt 503 and a retry.
+   * @default 1000
+   */
+  maxWaitMs?: number;
 }
 
 /** Options of {@linkcode loadWasmPlugin}. */
@@ -106,8 +160,10 @@ export interface WasmPluginOptions {
   instances?: number;
   /** Largest result or host call payload, in bytes. @default 16 MiB */
   maxResultBytes?: number;
-  /** When repeated failures quarantine the plugin. */
+  /** When repeated faults of the plugin quarantine it. */
   quarantine?: WasmQuarantineOptions;
+  /** Bounds of the queue of calls waiting for an instance. */
+  queue?: WasmQueueOptions;
   /**
    * Rewrite the module for fuel-based interruption and the memory cap.
    * Only tests turn this off (to compare answers with the original); an
@@ -154,11 +210,17 @@ export interface WasmPlugin extends Plugin {
   readonly interruptCount: number;
   /** Workers terminated because a guest did not stop (defects). */
   readonly killedWorkers: number;
+  /** Calls waiting for an instance now. */
+  readonly queueLength: number;
+  /** Calls refused as overload so far (queue full or queue budget spent). */
+  readonly overloadCount: number;
 }
 
 interface Slot {
   host: InstanceHandle | null;
   starting: Promise<void> | null;
+  /** Held by a call (or handed to a waiter that is about to run). */
+  leased: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -274,14 +336,22 @@ class WasmPluginImpl implements WasmPlugin {
   #manifest: GKRegistration | undefined;
   #settings: InstanceSettings;
   #slots: Slot[] = [];
-  #waiters: (() => void)[] = [];
+  #queue = new HandOffQueue<Slot>();
+  #maxQueue: number;
+  #maxWaitMs: number;
+  /** Moving average of a call's run time, in ms (for `retryAfterSeconds`). */
+  #avgRunMs = 1;
+  overloadCount = 0;
   #host: HostAPI | undefined;
   #env: PluginEnvironment | undefined;
   #callTimeoutMs: number;
   #graceMs: number;
-  #failures: number[] = [];
+  #crashes: number[] = [];
   #maxFailures: number;
   #windowMs: number;
+  #overruns: number[] = [];
+  #maxOverruns: number;
+  #overrunWindowMs: number;
   #closed = false;
 
   constructor(
@@ -299,11 +369,19 @@ class WasmPluginImpl implements WasmPlugin {
     this.#graceMs = options.graceMs ?? 2_000;
     this.#maxFailures = options.quarantine?.maxFailures ?? 5;
     this.#windowMs = options.quarantine?.windowMs ?? 60_000;
+    this.#maxOverruns = options.quarantine?.maxOverruns ?? 3;
+    this.#overrunWindowMs = options.quarantine?.overrunWindowMs ?? 600_000;
+    this.#maxQueue = Math.max(0, Math.floor(options.queue?.maxLength ?? 256));
+    this.#maxWaitMs = Math.max(0, options.queue?.maxWaitMs ?? 1_000);
     this.#settings = { module, ...instanceSettings(options) };
     const n = Math.max(1, Math.floor(options.instances ?? 1));
     for (let i = 0; i < n; i++) {
-      this.#slots.push({ host: null, starting: null });
+      this.#slots.push({ host: null, starting: null, leased: false });
     }
+  }
+
+  get queueLength(): number {
+    return this.#queue.length;
   }
 
   get instanceCount(): number {
@@ -424,54 +502,135 @@ class WasmPluginImpl implements WasmPlugin {
     return Promise.resolve();
   }
 
+  /**
+   * An instance for a call: a free one at once when nobody waits, else a
+   * place in the FIFO queue until a finished call hands one over. Refuses
+   * with {@linkcode PluginOverloadedError} when the queue is full or the
+   * wait exceeds its budget.
+   */
   async #acquire(
     ctx: CallContext,
     deadline: number,
-    timeoutMs: number,
+    errOpts: PluginErrorOptions,
   ): Promise<Slot> {
-    for (;;) {
-      if (this.#closed) {
-        throw new PluginCrashedError(this.#name, "plugin is shut down");
-      }
+    if (this.#closed) {
+      throw new PluginCrashedError(this.#name, "plugin is shut down", errOpts);
+    }
+    // Waiters exist only while every live instance is leased (a freed one
+    // goes straight to the oldest waiter), so a newcomer never overtakes.
+    if (this.#queue.length === 0) {
       for (const s of this.#slots) {
-        if (s.host && !s.host.dead && !s.host.busy) {
-          s.host.busy = true;
+        if (!s.leased && s.host && !s.host.dead) {
+          s.leased = true;
           return s;
         }
       }
-      // Dead slots restart in the background; wait for one.
-      for (const s of this.#slots) {
-        if ((!s.host || s.host.dead) && !s.starting) {
-          s.host = null;
-          this.#startSlot(s, false).catch(() => {}).finally(() => this.#wake());
-        }
-      }
-      const reentrant = ctx.caller === this.#name ||
-        ctx.chain.filter((p) => p === this.#name).length > 1;
-      if (reentrant) throw new PluginCallCycleError(this.#name, ctx.chain);
-      const remaining = deadline - Date.now();
-      if (remaining <= 0 || ctx.signal.aborted) {
-        throw new PluginTimeoutError(this.#name, timeoutMs);
-      }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, remaining);
-        const onAbort = () => done();
-        ctx.signal.addEventListener("abort", onAbort);
-        const waiter = () => done();
-        this.#waiters.push(waiter);
-        function done() {
-          clearTimeout(timer);
-          ctx.signal.removeEventListener("abort", onAbort);
-          resolve();
-        }
+    }
+    // Idle dead instances restart in the background; each goes to the
+    // oldest waiter once it is up.
+    for (const s of this.#slots) {
+      if (!s.leased && (!s.host || s.host.dead)) this.#restart(s);
+    }
+    const reentrant = ctx.caller === this.#name ||
+      ctx.chain.filter((p) => p === this.#name).length > 1;
+    if (reentrant) throw new PluginCallCycleError(this.#name, ctx.chain);
+    if (ctx.signal.aborted) throw this.#abortError(ctx.signal.reason, errOpts);
+    const queued = this.#queue.length;
+    if (queued >= this.#maxQueue) {
+      this.overloadCount++;
+      throw new PluginOverloadedError(this.#name, {
+        ...errOpts,
+        reason: "queue-full",
+        queued,
+        retryAfterSeconds: this.#retryAfterSeconds(queued),
       });
     }
+    // At most half of what is left of the deadline: an admitted call keeps
+    // the other half to run.
+    const waitMs = Math.min(
+      this.#maxWaitMs,
+      Math.floor((deadline - Date.now()) / 2),
+    );
+    const slot = await this.#queue.wait({
+      waitMs,
+      signal: ctx.signal,
+      onTimeout: (waitedMs) => {
+        this.overloadCount++;
+        const q = this.#queue.length;
+        return new PluginOverloadedError(this.#name, {
+          ...errOpts,
+          reason: "queue-timeout",
+          queued: q,
+          waitedMs,
+          retryAfterSeconds: this.#retryAfterSeconds(q),
+        });
+      },
+      onAbort: (reason) => this.#abortError(reason, errOpts),
+    });
+    if (this.#closed) {
+      slot.leased = false;
+      throw new PluginCrashedError(this.#name, "plugin is shut down", errOpts);
+    }
+    return slot;
   }
 
-  #wake(): void {
-    const ws = this.#waiters;
-    this.#waiters = [];
-    for (const w of ws) w();
+  /** Gives a finished call's instance to the oldest waiter, or frees it. */
+  #release(slot: Slot): void {
+    slot.leased = false;
+    if (this.#closed) return;
+    if (!slot.host || slot.host.dead) {
+      this.#restart(slot);
+      return;
+    }
+    this.#dispatch(slot);
+  }
+
+  #dispatch(slot: Slot): void {
+    slot.leased = true;
+    if (!this.#queue.handOff(slot)) slot.leased = false;
+  }
+
+  /** Starts a new instance in `slot` in the background; waiters get it. */
+  #restart(slot: Slot): void {
+    if (this.#closed || slot.starting) return;
+    slot.host = null;
+    this.#startSlot(slot, false).catch(() => {}).finally(() => {
+      if (this.#closed) return;
+      if (slot.host && !slot.host.dead) {
+        if (!slot.leased) this.#dispatch(slot);
+        return;
+      }
+      // It could not start (the plugin is quarantined as a defect). Unless
+      // another instance lives or starts, nobody would serve the waiters.
+      const serving = this.#slots.some((s) =>
+        (s.host && !s.host.dead) || s.starting
+      );
+      if (!serving) {
+        this.#queue.rejectAll(
+          new PluginCrashedError(this.#name, "no instance could be started"),
+        );
+      }
+    });
+  }
+
+  /** `Retry-After` estimate: the queue ahead, drained at the recent pace. */
+  #retryAfterSeconds(queued: number): number {
+    const ms = ((queued + 1) * this.#avgRunMs) / this.#slots.length;
+    return Math.min(60, Math.max(1, Math.ceil(ms / 1000)));
+  }
+
+  /** The error of a call its caller gave up on: the caller's reason. */
+  #abortError(reason: unknown, errOpts: PluginErrorOptions): unknown {
+    if (reason instanceof Error) return reason;
+    return new PluginError(
+      this.#name,
+      `Cannot call ${
+        errOpts.function
+          ? `function "${errOpts.function}" of plugin "${this.#name}"`
+          : `plugin "${this.#name}"`
+      }: the caller cancelled it`,
+      errOpts,
+    );
   }
 
   async call(
@@ -491,8 +650,13 @@ class WasmPluginImpl implements WasmPlugin {
     const started = Date.now();
     const deadline = Math.min(ctx.deadline, started + this.#callTimeoutMs);
     const timeoutMs = Math.max(0, deadline - started);
-    const slot = await this.#acquire(ctx, deadline, timeoutMs);
+    const errOpts: PluginErrorOptions = {
+      function: fn,
+      ...(ctx.caller ? { caller: ctx.caller } : {}),
+    };
+    const slot = await this.#acquire(ctx, deadline, errOpts);
     const host = slot.host!;
+    const ran = Date.now();
     let out: Outcome;
     try {
       out = await host.request(
@@ -503,34 +667,31 @@ class WasmPluginImpl implements WasmPlugin {
         this.#hooks(deadline, ctx.signal, ctx),
       );
     } finally {
-      host.busy = false;
-      this.#wake();
+      this.#avgRunMs += (Date.now() - ran - this.#avgRunMs) * 0.2;
+      this.#release(slot);
     }
-    const errOpts = {
-      function: fn,
-      ...(ctx.caller ? { caller: ctx.caller } : {}),
-    };
+    const fault = (kind: PluginFault) => ({ ...errOpts, fault: kind });
     switch (out.kind) {
       case "result":
         return out.bytes;
       case "abi":
-        this.#failure(`ABI violation in ${fn}: ${out.message}`);
+        this.#fault("crash", `ABI violation in ${fn}: ${out.message}`);
         throw new PluginCrashedError(
           this.#name,
           `ABI violation: ${out.message}`,
-          errOpts,
+          fault("crash"),
         );
       case "trap":
-        this.#failure(`trap in ${fn}: ${out.message}`);
-        throw new PluginCrashedError(this.#name, out.message, errOpts);
+        this.#fault("crash", `trap in ${fn}: ${out.message}`);
+        throw new PluginCrashedError(this.#name, out.message, fault("crash"));
       case "exit":
-        this.#failure(`proc_exit(${out.code}) in ${fn}`);
+        this.#fault("crash", `proc_exit(${out.code}) in ${fn}`);
         throw new PluginCrashedError(
           this.#name,
           `guest called proc_exit(${out.code})`,
-          errOpts,
+          fault("crash"),
         );
-      case "interrupted":
+      case "interrupted": {
         if (this.#closed) {
           throw new PluginCrashedError(
             this.#name,
@@ -538,26 +699,36 @@ class WasmPluginImpl implements WasmPlugin {
             errOpts,
           );
         }
-        this.#failure(`timeout in ${fn}`);
-        throw new PluginTimeoutError(this.#name, timeoutMs, errOpts);
+        const signal = ctx.signal;
+        if (signal.aborted && !isDeadlineReason(signal.reason)) {
+          // The caller gave up: not the plugin's fault.
+          throw this.#abortError(signal.reason, errOpts);
+        }
+        if (out.inHostCall) {
+          // The deadline passed while the host served a host call: the
+          // time was the host's (a slow database, a nested plugin call).
+          this.#log(
+            "warn",
+            `deadline of ${fn} passed during a host call (not counted against the plugin)`,
+          );
+          throw new PluginTimeoutError(this.#name, timeoutMs, errOpts);
+        }
+        this.#fault(
+          "deadline",
+          `${fn} still running at its deadline of ${timeoutMs} ms`,
+        );
+        throw new PluginTimeoutError(this.#name, timeoutMs, fault("deadline"));
+      }
       case "killed":
         this.killedWorkers++;
         this.#defect(
-          `guest did not stop within ${this.#graceMs} ms after the deadline of ${fn}; worker terminated (its thread may keep running)`,
+          `guest did not stop within ${this.#graceMs} ms after the interrupt of ${fn}; worker terminated (its thread may keep running)`,
         );
-        this.#wakeRestart(slot);
-        throw new PluginTimeoutError(this.#name, timeoutMs, errOpts);
+        throw new PluginTimeoutError(this.#name, timeoutMs, fault("defect"));
       case "fatal":
-        this.#failure(`instance lost in ${fn}: ${out.message}`);
-        this.#wakeRestart(slot);
-        throw new PluginCrashedError(this.#name, out.message, errOpts);
+        this.#fault("crash", `instance lost in ${fn}: ${out.message}`);
+        throw new PluginCrashedError(this.#name, out.message, fault("crash"));
     }
-  }
-
-  #wakeRestart(slot: Slot): void {
-    if (this.#closed) return;
-    slot.host = null;
-    this.#startSlot(slot, false).catch(() => {}).finally(() => this.#wake());
   }
 
   #log(level: "warn" | "error", message: string): void {
@@ -579,17 +750,30 @@ class WasmPluginImpl implements WasmPlugin {
     this.#quarantine(reason);
   }
 
-  #failure(reason: string): void {
+  /**
+   * Counts one of the plugin's own faults; enough of one kind within its
+   * window quarantine the plugin. Nothing else ever reaches here.
+   */
+  #fault(kind: "crash" | "deadline", reason: string): void {
     if (this.#closed) return;
     const now = Date.now();
-    this.#failures = this.#failures.filter((t) => now - t < this.#windowMs);
-    this.#failures.push(now);
+    const crash = kind === "crash";
+    const windowMs = crash ? this.#windowMs : this.#overrunWindowMs;
+    const max = crash ? this.#maxFailures : this.#maxOverruns;
+    const list = (crash ? this.#crashes : this.#overruns)
+      .filter((t) => now - t < windowMs);
+    list.push(now);
+    if (crash) this.#crashes = list;
+    else this.#overruns = list;
     this.#log("warn", reason);
-    if (this.#failures.length >= this.#maxFailures) {
+    if (list.length >= max) {
       this.#quarantine(
-        `${this.#failures.length} failures within ${this.#windowMs} ms; last: ${reason}`,
+        `${list.length} ${
+          crash ? "failures" : "deadline overruns"
+        } within ${windowMs} ms; last: ${reason}`,
       );
-      this.#failures = [];
+      if (crash) this.#crashes = [];
+      else this.#overruns = [];
     }
   }
 
@@ -599,7 +783,9 @@ class WasmPluginImpl implements WasmPlugin {
 
   async shutdown(): Promise<void> {
     this.#closed = true;
-    this.#wake();
+    this.#queue.rejectAll(
+      new PluginCrashedError(this.#name, "plugin is shut down"),
+    );
     await Promise.all(this.#slots.map(async (s) => {
       if (s.starting) await s.starting.catch(() => {});
       await s.host?.shutdown(this.#graceMs);
@@ -623,6 +809,12 @@ function instanceSettings(
     preopens: options.wasi?.preopens ?? [],
     graceMs: options.graceMs ?? 2_000,
   };
+}
+
+/** Whether an abort reason is a deadline (the Manager's or a timeout signal's). */
+function isDeadlineReason(reason: unknown): boolean {
+  return reason instanceof PluginTimeoutError ||
+    (reason instanceof DOMException && reason.name === "TimeoutError");
 }
 
 function describe(o: Outcome): string {

@@ -15,7 +15,7 @@ import {
 } from "../auth/authenticator.ts";
 import type { PluginInfo, ServerContext } from "../context.ts";
 import { layout, markup, PAGE_HEADERS, type SafeHtml } from "../html.ts";
-import { errorToHttp } from "../plugin_http.ts";
+import { hostErrorToHttp } from "../plugin_http.ts";
 
 /** Options of {@linkcode render}. */
 export interface PageOptions {
@@ -264,7 +264,7 @@ export function pageKit(ctx: ServerContext): PageKit {
     e: unknown,
     back: string,
   ): Promise<Response> {
-    const mapped = errorToHttp(
+    const mapped = hostErrorToHttp(
       e,
       c.req.param("name") ?? "",
       ctx.manager.errorCodes,

@@ -171,10 +171,8 @@ export function mountPluginPages(
       <div class="cards">
         <div class="stat"><b>${infos.length}</b>Total</div>
         <div class="stat"><b>${count("enabled")}</b>Enabled</div>
-        <div class="stat"><b>${
-      count("disabled") +
-      count("quarantined")
-    }</b>Disabled</div>
+        <div class="stat"><b>${count("disabled")}</b>Disabled</div>
+        <div class="stat"><b>${count("quarantined")}</b>Quarantined</div>
         <div class="stat"><b>${count("not-loaded")}</b>Not loaded</div>
       </div>
       <table id="plugins">

@@ -1,0 +1,200 @@
+/**
+ * HTTP load generator (issue 11): starts `host/serve.ts` as a subprocess
+ * (temp data dir, a private schema on the test PostgreSQL, the `hello-c`
+ * WASM and `hello-grpc-ts` gRPC fixtures) and, for a plain route
+ * (`/healthz`), a WASM route (`GET /api/plugins/hello-c`) and a gRPC route
+ * (`GET /api/plugins/hello-grpc/status`, with the admin token), runs closed
+ * loops on N keep-alive HTTP/1.1 connections (raw `Deno.connect`, one
+ * request at a time per connection) for a fixed time per cell, then prints
+ * req/s, p50/p99 latency and the answers by status (or error) per cell.
+ *
+ * A script, not a `Deno.bench` file (a cell is a timed run against a
+ * separate process, not a function to repeat):
+ *
+ * ```sh
+ * deno run -A bench/http_load.ts                        # 10, 100, 1000, 2000 connections, 3 s per cell
+ * deno run -A bench/http_load.ts --conns=100,2000 --seconds=5 --routes=wasm
+ * GOATKIT_MAX_IN_FLIGHT=256 deno run -A bench/http_load.ts   # host settings pass through
+ * ```
+ *
+ * Loopback only; every loop stops at its cell's deadline and each request
+ * has a 10 s cap. The generator shares the machine (and its cores) with
+ * the host: figures are comparative, not absolute.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { startHost } from "../tests/helpers/host_process.ts";
+import { Http1Connection, requestOnce } from "../tests/helpers/http1_client.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    conns: { type: "string", default: "10,100,1000,2000" },
+    seconds: { type: "string", default: "3" },
+    routes: { type: "string", default: "plain,wasm,grpc" },
+  },
+});
+const CONNS = values.conns.split(",").map(Number).filter((n) => n > 0);
+const SECONDS = Math.max(0.5, Number(values.seconds) || 3);
+const PER_REQUEST_TIMEOUT_MS = 10_000;
+
+interface Cell {
+  route: string;
+  conns: number;
+  done: number;
+  elapsedMs: number;
+  latencies: number[];
+  byStatus: Map<string, number>;
+}
+
+/** Closed loops on `n` connections for `SECONDS`. */
+async function runCell(
+  url: string,
+  route: string,
+  path: string,
+  headers: Record<string, string>,
+  n: number,
+): Promise<Cell> {
+  const cell: Cell = {
+    route,
+    conns: n,
+    done: 0,
+    elapsedMs: 0,
+    latencies: [],
+    byStatus: new Map(),
+  };
+  const count = (key: string) =>
+    cell.byStatus.set(key, (cell.byStatus.get(key) ?? 0) + 1);
+  // Open the connections in batches: a burst of SYNs beyond the listen
+  // backlog (511) would measure the kernel's SYN retries.
+  const conns: Http1Connection[] = [];
+  for (let i = 0; i < n; i += 200) {
+    const batch = await Promise.allSettled(
+      Array.from(
+        { length: Math.min(200, n - i) },
+        () => Http1Connection.open(url),
+      ),
+    );
+    for (const b of batch) {
+      if (b.status === "fulfilled") conns.push(b.value);
+      else count(`connect error`);
+    }
+  }
+  const start = performance.now();
+  const deadline = start + SECONDS * 1000;
+  await Promise.all(conns.map(async (first) => {
+    let conn: Http1Connection | undefined = first;
+    while (performance.now() < deadline) {
+      if (!conn) {
+        try {
+          conn = await Http1Connection.open(url);
+        } catch {
+          count("connect error");
+          continue;
+        }
+      }
+      const t0 = performance.now();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      try {
+        const res = await Promise.race([
+          conn.request(path, { headers }),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error("timeout")),
+              PER_REQUEST_TIMEOUT_MS,
+            );
+          }),
+        ]);
+        cell.latencies.push(performance.now() - t0);
+        cell.done++;
+        count(String(res.status));
+        if (res.closed) {
+          conn.close();
+          conn = undefined;
+        }
+      } catch (e) {
+        count((e as Error).message === "timeout" ? "timeout" : "error");
+        conn?.close();
+        conn = undefined;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    conn?.close();
+  }));
+  cell.elapsedMs = performance.now() - start;
+  return cell;
+}
+
+function pct(sorted: number[], p: number): string {
+  if (sorted.length === 0) return "—";
+  const v = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
+  return v < 10 ? v.toFixed(2) : v.toFixed(0);
+}
+
+const ROUTES: Record<string, { path: string; auth: boolean; label: string }> = {
+  plain: { path: "/healthz", auth: false, label: "plain /healthz" },
+  wasm: {
+    path: "/api/plugins/hello-c?name=bench",
+    auth: false,
+    label: "WASM hello-c",
+  },
+  grpc: {
+    path: "/api/plugins/hello-grpc/status",
+    auth: true,
+    label: "gRPC hello-grpc",
+  },
+};
+
+const hostEnv: Record<string, string> = {};
+for (const [k, v] of Object.entries(Deno.env.toObject())) {
+  if (k.startsWith("GOATKIT_")) hostEnv[k] = v;
+}
+const host = await startHost({
+  plugins: ["plugins/hello-c", "plugins/hello-grpc-ts"],
+  env: hostEnv,
+  enable: ["hello-c", "hello-grpc"],
+  lifetimeMs: 30 * 60_000,
+});
+try {
+  const health = JSON.parse((await requestOnce(host.url, "/healthz")).body);
+  console.log(
+    `host ${host.url}: ${health.plugins.registered} plugins, max_in_flight ${health.requests.max_in_flight}; ${SECONDS} s per cell\n`,
+  );
+  console.log(
+    "| route | conns | req/s | p50 ms | p99 ms | answers by status |",
+  );
+  console.log("|---|---:|---:|---:|---:|---|");
+  for (const key of values.routes.split(",")) {
+    const r = ROUTES[key];
+    if (!r) {
+      throw new Error(
+        `Cannot run route "${key}": not one of ${Object.keys(ROUTES)}`,
+      );
+    }
+    const headers: Record<string, string> = r.auth
+      ? { authorization: `Bearer ${host.token}` }
+      : {};
+    for (const n of CONNS) {
+      const cell = await runCell(host.url, r.label, r.path, headers, n);
+      const sorted = cell.latencies.sort((a, b) => a - b);
+      const statuses = [...cell.byStatus].sort().map(([k, v]) => `${k}: ${v}`)
+        .join(", ");
+      console.log(
+        `| ${r.label} | ${n} | ${
+          Math.round(cell.done / (cell.elapsedMs / 1000))
+        } | ${pct(sorted, 0.5)} | ${pct(sorted, 0.99)} | ${statuses} |`,
+      );
+      // Let the host settle between cells (queues drain, sockets close).
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+  const after = JSON.parse((await requestOnce(host.url, "/healthz")).body);
+  console.log(
+    `\nafter: quarantined ${after.plugins.quarantined}, in flight ${after.requests.in_flight}, shed by the in-flight limit ${after.requests.shed_total}`,
+  );
+} finally {
+  await host.cleanup();
+}

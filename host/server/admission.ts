@@ -1,0 +1,123 @@
+/**
+ * Admission control of plugin work: {@linkcode AdmissionGate} counts the
+ * plugin requests in flight server-wide and refuses one more beyond its
+ * limit, at once and without a queue (the runtimes keep their own bounded
+ * queues behind it). A refused request is answered `503` with `Retry-After`
+ * ({@linkcode AdmissionGate.overloaded}) before it reaches the plugin, so an
+ * overload never becomes plugin timeouts, and never counts against the
+ * plugin's quarantine.
+ *
+ * @module
+ */
+
+import {
+  OVERLOAD_RETRY_AFTER_SEC,
+  type UnavailableBody,
+  unavailableResponse,
+} from "./unavailable.ts";
+
+/** Options of {@linkcode AdmissionGate}. */
+export interface AdmissionGateOptions {
+  /** Most plugin requests in flight at once (at least 1). @default 1024 */
+  maxInFlight?: number;
+  /** `Retry-After` of a refusal, in seconds. @default 1 */
+  retryAfterSec?: number;
+}
+
+/** What {@linkcode AdmissionGate.stats} reports (shown by `/healthz`). */
+export interface AdmissionStats {
+  /** Plugin requests in flight now. */
+  in_flight: number;
+  /** The limit. */
+  max_in_flight: number;
+  /** Plugin requests refused with 503 since the start. */
+  shed_total: number;
+}
+
+/**
+ * A server-wide limit on plugin requests in flight.
+ *
+ * @example
+ * ```ts
+ * import { AdmissionGate } from "./admission.ts";
+ * const gate = new AdmissionGate({ maxInFlight: 1 });
+ * gate.tryEnter(); // true
+ * gate.tryEnter(); // false: answer gate.overloaded()
+ * gate.leave();
+ * gate.stats(); // { in_flight: 0, max_in_flight: 1, shed_total: 1 }
+ * ```
+ */
+export class AdmissionGate {
+  readonly #max: number;
+  readonly #retryAfterSec: number;
+  #inFlight = 0;
+  #shed = 0;
+
+  /** Creates a gate; throws `RangeError` for a limit below 1. */
+  constructor(options: AdmissionGateOptions = {}) {
+    const max = options.maxInFlight ?? 1024;
+    if (!Number.isSafeInteger(max) || max < 1) {
+      throw new RangeError(
+        `Cannot limit plugin requests to ${max}: the limit must be an integer of at least 1`,
+      );
+    }
+    this.#max = max;
+    this.#retryAfterSec = options.retryAfterSec ?? OVERLOAD_RETRY_AFTER_SEC;
+  }
+
+  /**
+   * Takes a place and returns true, or counts a refusal and returns false
+   * when {@linkcode AdmissionGateOptions.maxInFlight} requests are in flight.
+   * Every `true` must be followed by one {@linkcode AdmissionGate.leave}.
+   */
+  tryEnter(): boolean {
+    if (this.#inFlight >= this.#max) {
+      this.#shed++;
+      return false;
+    }
+    this.#inFlight++;
+    return true;
+  }
+
+  /** Gives back a place taken by {@linkcode AdmissionGate.tryEnter}. */
+  leave(): void {
+    if (this.#inFlight > 0) this.#inFlight--;
+  }
+
+  /**
+   * Runs `work` in a place, or returns {@linkcode AdmissionGate.overloaded}
+   * at once when none is free.
+   */
+  async run(work: () => Promise<Response>): Promise<Response> {
+    if (!this.tryEnter()) return this.overloaded();
+    try {
+      return await work();
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** The 503 body of a refusal. */
+  overloadedBody(): UnavailableBody {
+    return {
+      error: "overloaded",
+      message:
+        `Cannot serve the request now: ${this.#max} plugin requests are in flight (the server's limit)`,
+      retry_after_sec: this.#retryAfterSec,
+    };
+  }
+
+  /** The 503 answer to a refused request (with `Retry-After`). */
+  overloaded(): Response {
+    return unavailableResponse(this.overloadedBody());
+  }
+
+  /** Counters for `/healthz`. */
+  stats(): AdmissionStats {
+    return {
+      in_flight: this.#inFlight,
+      max_in_flight: this.#max,
+      shed_total: this.#shed,
+    };
+  }
+}

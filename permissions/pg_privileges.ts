@@ -2,11 +2,18 @@
  * PostgreSQL roles, schemas and table privileges per plugin: the database's
  * own enforcement of `db:read` / `db:write` grants.
  *
- * Each plugin gets a `NOLOGIN` role `gk_plugin_<name>` (`-` → `_`) that owns a
- * schema `plugin_<name>`; its grants become `SELECT` (read) and
+ * Each plugin gets a role `gk_plugin_<name>` (`-` → `_`; `NOINHERIT`, no
+ * superuser, role or database creation) that owns a schema
+ * `plugin_<name>`; its grants become `SELECT` (read) and
  * `INSERT, UPDATE, DELETE` (write, plus `USAGE` on the tables' own sequences)
  * on host tables. Names longer than PostgreSQL's 63-byte identifier limit are
  * shortened with a hash so two plugins never share a role.
+ *
+ * The role is created `NOLOGIN`. On PostgreSQL the host then logs in as it
+ * ({@linkcode enablePluginLogin}: `LOGIN`, a `CONNECTION LIMIT`, a random
+ * password the host keeps in memory and sends only as a SCRAM verifier, see
+ * `pg_scram.ts`), so the plugin's statements run with the role as the
+ * session user; a resync leaves the login as it is.
  *
  * Never granted, whatever the grants say ({@linkcode ReservedSchemaError}):
  * the host's own schema `goatkit` (see `host_schema.ts`), PostgreSQL's
@@ -255,15 +262,18 @@ export async function syncPrivileges(
   const schema = pluginSchemaName(plugin);
   const r = quoteIdent(role);
   const attrs =
-    "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS";
+    "NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS";
   await lockPrivileges(s);
   const exists = await s.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [
     role,
   ]);
+  // A new role cannot log in until the host enables it (enablePluginLogin);
+  // a resync leaves LOGIN as it is, so connections the host opens as the
+  // plugin keep working while grants change.
   await s.exec(
     exists.rows.length
       ? `ALTER ROLE ${r} ${attrs}`
-      : `CREATE ROLE ${r} ${attrs}`,
+      : `CREATE ROLE ${r} NOLOGIN ${attrs}`,
   );
   const me = await s.query(
     "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
@@ -414,6 +424,90 @@ export async function dropPrivileges(
     await s.exec(`DROP ROLE ${r}`);
   } catch {
     await s.exec("ROLLBACK TO SAVEPOINT gk_drop_role");
+  }
+}
+
+/** What {@linkcode enablePluginLogin} sets on the plugin's role. */
+export interface PluginLogin {
+  /**
+   * The password as a SCRAM-SHA-256 verifier (`SCRAM-SHA-256$<iterations>:
+   * <salt>$<StoredKey>:<ServerKey>`, see `pg_scram.ts`): the clear password
+   * never reaches the server, its logs or `pg_stat_activity`.
+   */
+  verifier: string;
+  /** The role's `CONNECTION LIMIT`. */
+  connectionLimit: number;
+}
+
+const SCRAM_VERIFIER =
+  /^SCRAM-SHA-256\$[1-9][0-9]{0,8}:[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}:[A-Za-z0-9+/]+={0,2}$/;
+
+/**
+ * Lets `plugin`'s role log in with `login.verifier`'s password and at most
+ * `login.connectionLimit` sessions, and clears role-level settings it may
+ * have set on itself (`ALTER ROLE … SET`, which an ordinary role may do).
+ * Returns `false` (and changes nothing) when the role does not exist yet
+ * ({@linkcode syncPrivileges} creates it). Runs inside the caller's
+ * transaction; a verifier that is not SCRAM-SHA-256 is a `TypeError`.
+ *
+ * @example
+ * ```ts ignore
+ * import { enablePluginLogin } from "./pg_privileges.ts";
+ * import { scramSha256Verifier } from "./pg_scram.ts";
+ * const verifier = await scramSha256Verifier(password);
+ * await enablePluginLogin(session, "hello", { verifier, connectionLimit: 5 });
+ * ```
+ */
+export async function enablePluginLogin(
+  s: PrivilegeSession,
+  plugin: string,
+  login: PluginLogin,
+): Promise<boolean> {
+  if (!SCRAM_VERIFIER.test(login.verifier)) {
+    throw new TypeError(
+      `Cannot enable login for plugin "${plugin}": the password must be a SCRAM-SHA-256 verifier`,
+    );
+  }
+  const limit = Math.floor(login.connectionLimit);
+  if (!(limit >= 1)) {
+    throw new TypeError(
+      `Cannot enable login for plugin "${plugin}": the connection limit must be at least 1`,
+    );
+  }
+  const role = pluginRoleName(plugin);
+  const r = quoteIdent(role);
+  await lockPrivileges(s);
+  const exists = await s.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [
+    role,
+  ]);
+  if (!exists.rows.length) return false;
+  const db = await s.query("SELECT current_database() AS name");
+  await s.exec(
+    `ALTER ROLE ${r} LOGIN CONNECTION LIMIT ${limit} PASSWORD '${login.verifier}'; ` +
+      `ALTER ROLE ${r} RESET ALL; ` +
+      `ALTER ROLE ${r} IN DATABASE ${
+        quoteIdent(String(db.rows[0]?.name))
+      } RESET ALL`,
+  );
+  return true;
+}
+
+/**
+ * Removes the password of `plugin`'s role (no session can log in with a
+ * password any more; open sessions go on). Does nothing when the role does
+ * not exist. Runs inside the caller's transaction.
+ */
+export async function clearPluginPassword(
+  s: PrivilegeSession,
+  plugin: string,
+): Promise<void> {
+  const role = pluginRoleName(plugin);
+  await lockPrivileges(s);
+  const exists = await s.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [
+    role,
+  ]);
+  if (exists.rows.length) {
+    await s.exec(`ALTER ROLE ${quoteIdent(role)} PASSWORD NULL`);
   }
 }
 

@@ -225,28 +225,44 @@ Deno.test("db walls: session-level functions are refused by PostgreSQL itself", 
       );
       const [row] = await host.dbQuery(ctx(), "SELECT current_user AS u");
       assert.equal(row?.u, pluginRoleName(attacker));
-      const { rows } = await bare.pluginClient.query(
-        "SELECT current_user AS u, current_setting('role') AS r",
+      // The plugin's session is still its own role, with no role set on top.
+      const rows = await bare.query(
+        "SELECT session_user AS s, current_user AS u, current_setting('role') AS r",
+        [],
+        ro,
       );
-      assert.deepEqual(rows, [{ u: "postgres", r: "none" }]);
+      const role = pluginRoleName(attacker);
+      assert.deepEqual(rows, [{ s: role, u: role, r: "none" }]);
     });
 
     await t.step(
-      "LISTEN that got past the check is undone before reuse",
+      "LISTEN that got past the check: discarded, its session never reused",
       async () => {
-        // One connection in `bare`'s plugin pool: what the plugin left on it
-        // is what the next user would find.
+        // `bare` has one connection for the plugin: what the plugin left on
+        // it is what its next statement would find.
         const pid = async () =>
-          (await bare.pluginClient.query("SELECT pg_backend_pid() AS p"))
-            .rows[0]?.p;
-        const before = await pid();
-        await bare.query(`LISTEN ${channel}`, [], ro); // rolled back
-        await bare.exec(`LISTEN ${channel}`, [], rw); // committed, then UNLISTEN *
-        assert.equal(await pid(), before, "the same pooled connection");
-        const { rows } = await bare.pluginClient.query(
-          "SELECT pg_listening_channels() AS c",
-        );
-        assert.deepEqual(rows, []);
+          (await bare.query("SELECT pg_backend_pid() AS p", [], ro))[0]?.p;
+        const alive = async (p: unknown) =>
+          (await db.sqlClient.query(
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1",
+            [p],
+          )).rows[0]?.n === 1;
+        for (const opts of [ro, rw]) {
+          const before = await pid();
+          assert.equal(await pid(), before, "a plain statement keeps it");
+          // Read call: inside BEGIN READ ONLY … ROLLBACK; write call: committed.
+          await bare.exec(`LISTEN ${channel}`, [], opts);
+          const after = await pid();
+          assert.notEqual(after, before, "the session that ran LISTEN is gone");
+          assert.deepEqual(
+            await bare.query("SELECT pg_listening_channels() AS c", [], ro),
+            [],
+          );
+          for (let tries = 0; await alive(before); tries++) {
+            assert.ok(tries < 500, "the LISTEN session never ended");
+            await new Promise((r) => setTimeout(r, 10));
+          }
+        }
       },
     );
 
@@ -690,9 +706,9 @@ Deno.test("db walls: the host's own connections are not the plugins' pool", asyn
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.equal(
-      db.pluginClient.pool.waitingCount,
+      db.pluginWaitingCount,
       4,
-      "the plugin pool is exhausted",
+      "the plugin's connections are all taken",
     );
 
     // The host's own work goes on meanwhile: a privilege sync of another
@@ -767,5 +783,722 @@ Deno.test("db walls: a late cancel request cannot hit the next plugin's statemen
     await db.dropPlugin(slow).catch(() => {});
     await db.dropPlugin(next).catch(() => {});
     await db.close();
+  }
+});
+
+/** `PG_URL` with `user` as its user (trust authentication lets tests log in as any role). */
+function urlAs(url: string, user: string, password?: string): string {
+  const u = new URL(url);
+  u.username = user;
+  u.password = password === undefined ? "" : encodeURIComponent(password);
+  return u.toString();
+}
+
+/** Logs in as `user` on a client of its own; resolves to the SQLSTATE of a refusal, or the open client. */
+async function logIn(
+  url: string,
+  user: string,
+  password?: string,
+): Promise<pg.Client | string> {
+  const c = new pg.Client({ connectionString: urlAs(url, user, password) });
+  c.on("error", () => {});
+  try {
+    await c.connect();
+    return c;
+  } catch (e) {
+    await c.end().catch(() => {});
+    return String((e as { code?: unknown }).code ?? e);
+  }
+}
+
+Deno.test("db walls: logged in as its own role, a plugin cannot leave it (statement check removed)", async (t) => {
+  // One connection per plugin: a following statement would meet whatever
+  // the previous one left, if the connection were reused.
+  const bare = new BarePgDatabase({ url: PG_URL, max: 4, maxPerPlugin: 1 });
+  const plugin = `${RUN}-esc`;
+  const other = `${RUN}-esc2`;
+  const role = pluginRoleName(plugin);
+  const otherRole = pluginRoleName(other);
+  const vault = `gk_${RUN}_vault`;
+  const open = `gk_${RUN}_open`;
+  const rw = { plugin, readOnly: false };
+  const ro = { plugin, readOnly: true };
+  const raw: pg.Client[] = [];
+  try {
+    await bare.sqlClient.query(`CREATE TABLE ${vault} (secret text)`);
+    await bare.sqlClient.query(`INSERT INTO ${vault} VALUES ('top')`);
+    await bare.sqlClient.query(`CREATE TABLE ${open} (v text)`);
+    await bare.syncPluginPrivileges(plugin, { read: [open], write: [open] });
+    await bare.syncPluginPrivileges(other, { read: null, write: null });
+    const orw = { plugin: other, readOnly: false };
+    await bare.exec("CREATE TABLE mine (v text)", [], orw);
+    await bare.exec("INSERT INTO mine VALUES ('theirs')", [], orw);
+    assert.equal(bare.pluginSessions, "login");
+
+    /** What a following statement of the plugin reaches: its grants only. */
+    const reach = async () => {
+      await rejectsCode(bare.query(`SELECT * FROM ${vault}`, [], ro), "42501");
+      await rejectsCode(
+        bare.exec(`DELETE FROM ${vault}`, [], rw),
+        "42501",
+      );
+      await rejectsCode(
+        bare.query("SELECT * FROM goatkit.plugin_grants", [], rw),
+        "42501",
+      );
+      await rejectsCode(
+        bare.query(`SELECT * FROM ${pluginSchemaName(other)}.mine`, [], ro),
+        "42501",
+      );
+      assert.deepEqual(
+        await bare.query(
+          "SELECT session_user AS s, current_user AS u",
+          [],
+          ro,
+        ),
+        [{ s: role, u: role }],
+      );
+    };
+
+    await t.step(
+      "RESET ROLE, SET ROLE, SET SESSION AUTHORIZATION through the service",
+      async () => {
+        const outcomes: Record<string, string> = {};
+        for (
+          const sql of [
+            "RESET ROLE",
+            "SET ROLE NONE",
+            "SET ROLE postgres",
+            `SET ROLE ${otherRole}`,
+            "SET SESSION AUTHORIZATION postgres",
+            `SET SESSION AUTHORIZATION ${otherRole}`,
+            "RESET SESSION AUTHORIZATION",
+            "SET SESSION AUTHORIZATION DEFAULT",
+            "SET SESSION ROLE postgres",
+            "RESET ALL",
+            "DISCARD ALL",
+          ]
+        ) {
+          for (const [mode, opts] of [["rw", rw], ["ro", ro]] as const) {
+            outcomes[`${mode} ${sql}`] = await bare.exec(sql, [], opts).then(
+              () => "ran",
+              (e) => e instanceof DbQueryError ? e.code : String(e),
+            );
+            await reach();
+          }
+        }
+        // Leaving the role is refused by PostgreSQL itself.
+        for (
+          const sql of [
+            "SET ROLE postgres",
+            `SET ROLE ${otherRole}`,
+            "SET SESSION AUTHORIZATION postgres",
+            `SET SESSION AUTHORIZATION ${otherRole}`,
+          ]
+        ) {
+          assert.equal(outcomes[`rw ${sql}`], "42501", sql);
+          assert.equal(outcomes[`ro ${sql}`], "42501", sql);
+        }
+        // Nothing of the host's changed.
+        const { rows } = await bare.sqlClient.query(`SELECT * FROM ${vault}`);
+        assert.deepEqual(rows, [{ secret: "top" }]);
+      },
+    );
+
+    await t.step(
+      "in one session of the role, RESET ROLE then a read of the host's table",
+      async () => {
+        // The session the host opens for the plugin, kept open across
+        // statements here (the host would close it after RESET).
+        const c = await logIn(PG_URL, role);
+        assert.ok(c instanceof pg.Client, `login: ${c}`);
+        raw.push(c);
+        for (
+          const sql of [
+            "RESET ROLE",
+            "SET ROLE NONE",
+            "RESET SESSION AUTHORIZATION",
+          ]
+        ) {
+          await c.query(sql);
+          await assert.rejects(
+            c.query(`SELECT * FROM ${vault}`),
+            (e: unknown) => (e as { code?: string }).code === "42501",
+          );
+          const { rows } = await c.query(
+            "SELECT session_user AS s, current_user AS u",
+          );
+          assert.deepEqual(rows, [{ s: role, u: role }]);
+        }
+        for (
+          const sql of [
+            "SET ROLE postgres",
+            "SET SESSION AUTHORIZATION postgres",
+          ]
+        ) {
+          await assert.rejects(
+            c.query(sql),
+            (e: unknown) => (e as { code?: string }).code === "42501",
+          );
+        }
+        await c.end();
+        raw.splice(raw.indexOf(c), 1);
+      },
+    );
+
+    await t.step("a plugin cannot act as another plugin's role", async () => {
+      // Interleaved calls of both plugins: each in its own role's session.
+      const plugins = Array.from(
+        { length: 10 },
+        (_, i) => i % 2 ? plugin : other,
+      );
+      const seen = await Promise.all(
+        plugins.map((p) =>
+          bare.query(
+            "SELECT session_user AS s, current_user AS u, pg_sleep(0.01)::text AS z",
+            [],
+            { plugin: p, readOnly: true },
+          )
+        ),
+      );
+      seen.forEach((rows, i) => {
+        const r = pluginRoleName(plugins[i]!);
+        assert.deepEqual(rows, [{ s: r, u: r, z: "" }]);
+      });
+      // Passwords are out of reach.
+      await rejectsCode(
+        bare.query("SELECT rolpassword FROM pg_authid", [], ro),
+        "42501",
+      );
+      await rejectsCode(
+        bare.query("SELECT passwd FROM pg_shadow", [], ro),
+        "42501",
+      );
+      assert.deepEqual(
+        await bare.query(
+          "SELECT rolpassword AS p FROM pg_roles WHERE rolname = $1",
+          [otherRole],
+          ro,
+        ),
+        [{ p: "********" }],
+      );
+      // Roles cannot be changed or joined.
+      for (
+        const sql of [
+          `ALTER ROLE ${otherRole} PASSWORD 'known'`,
+          `ALTER ROLE ${otherRole} NOLOGIN`,
+          `ALTER ROLE ${role} CONNECTION LIMIT 100`,
+          `ALTER ROLE ${role} SUPERUSER`,
+          `GRANT ${otherRole} TO ${role}`,
+          `GRANT postgres TO ${role}`,
+          `CREATE ROLE ${RUN}_x LOGIN PASSWORD 'known'`,
+        ]
+      ) {
+        await rejectsCode(bare.exec(sql, [], rw), "42501");
+      }
+      assert.deepEqual(
+        await bare.query("SELECT v FROM mine", [], {
+          plugin: other,
+          readOnly: true,
+        }),
+        [{ v: "theirs" }],
+      );
+      const { rows } = await bare.sqlClient.query(
+        `SELECT rolname, rolcanlogin, rolconnlimit, rolsuper, rolcreaterole
+           FROM pg_roles WHERE rolname = ANY ($1) ORDER BY rolname`,
+        [[role, otherRole]],
+      );
+      assert.deepEqual(
+        rows,
+        [role, otherRole].sort().map((r) => ({
+          rolname: r,
+          rolcanlogin: true,
+          rolconnlimit: 3,
+          rolsuper: false,
+          rolcreaterole: false,
+        })),
+      );
+      const members = await bare.sqlClient.query(
+        `SELECT count(*)::int AS n FROM pg_auth_members
+          WHERE member = (SELECT oid FROM pg_roles WHERE rolname = $1)`,
+        [role],
+      );
+      assert.equal(members.rows[0]?.n, 0);
+    });
+
+    await t.step(
+      "session state a plugin leaves behind never reaches its next statement",
+      async () => {
+        const pid = async () =>
+          (await bare.query("SELECT pg_backend_pid() AS p", [], ro))[0]?.p;
+        const cases: [string, () => Promise<void>][] = [
+          ["SET statement_timeout = 0", async () => {
+            assert.deepEqual(
+              await bare.query("SHOW statement_timeout", [], ro),
+              [{ statement_timeout: "5s" }],
+            );
+          }],
+          ["SET default_transaction_read_only = off", async () => {
+            await rejectsCode(
+              bare.exec(`INSERT INTO ${open} VALUES ('x')`, [], ro),
+              "25006",
+            );
+            await rejectsCode(
+              bare.query(`INSERT INTO ${open} VALUES ('x')`, [], ro),
+              "25006",
+            );
+          }],
+          ["SET search_path = public", async () => {
+            assert.deepEqual(
+              await bare.query("SHOW search_path", [], ro),
+              [{ search_path: `${pluginSchemaName(plugin)}, public` }],
+            );
+          }],
+          ["BEGIN", async () => {
+            // Inside one transaction now() would not move.
+            const now = async () =>
+              (await bare.query("SELECT now()::text AS t", [], ro))[0]?.t;
+            const first = await now();
+            await new Promise((r) => setTimeout(r, 5));
+            assert.notEqual(await now(), first);
+          }],
+          ["DECLARE c CURSOR WITH HOLD FOR SELECT 1", async () => {
+            assert.deepEqual(
+              await bare.query(
+                "SELECT count(*)::int AS n FROM pg_cursors WHERE name = 'c'",
+                [],
+                ro,
+              ),
+              [{ n: 0 }],
+            );
+          }],
+          ["PREPARE p AS SELECT 1", async () => {
+            assert.deepEqual(
+              await bare.query(
+                "SELECT count(*)::int AS n FROM pg_prepared_statements WHERE name = 'p'",
+                [],
+                ro,
+              ),
+              [{ n: 0 }],
+            );
+          }],
+        ];
+        for (const [sql, check] of cases) {
+          for (const opts of [rw, ro]) {
+            const before = await pid();
+            await bare.exec(sql, [], opts).catch(() => {});
+            assert.notEqual(await pid(), before, `${sql}: a new session`);
+            await check();
+          }
+        }
+        // A plain statement keeps its session.
+        const p = await pid();
+        await bare.exec(`INSERT INTO ${open} VALUES ('ok')`, [], rw);
+        assert.equal(await pid(), p);
+      },
+    );
+
+    await t.step("the role's connection limit holds", async () => {
+      // maxPerPlugin 1 + 2: three sessions of the role at most, whoever opens
+      // them (trust authentication lets this test log in as the role).
+      let refused = "";
+      for (let i = 0; i < 10 && !refused; i++) {
+        const c = await logIn(PG_URL, role);
+        if (typeof c === "string") refused = c;
+        else raw.push(c);
+      }
+      assert.equal(refused, "53300", "too many connections for role");
+      const { rows } = await bare.sqlClient.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1",
+        [role],
+      );
+      assert.equal(rows[0]?.n, 3);
+      // The host and the other plugin go on.
+      assert.deepEqual(
+        await bare.query("SELECT v FROM mine", [], {
+          plugin: other,
+          readOnly: true,
+        }),
+        [{ v: "theirs" }],
+      );
+      await bare.syncPluginPrivileges(plugin, { read: [open], write: [open] });
+      for (const c of raw.splice(0)) await c.end();
+      assert.deepEqual(
+        await bare.query("SELECT session_user AS s", [], ro),
+        [{ s: role }],
+      );
+    });
+  } finally {
+    for (const c of raw) await c.end().catch(() => {});
+    await bare.dropPlugin(plugin).catch(() => {});
+    await bare.dropPlugin(other).catch(() => {});
+    await bare.sqlClient.query(`DROP TABLE IF EXISTS ${vault}, ${open}`);
+    await bare.close();
+  }
+});
+
+Deno.test("db walls: a plugin's statements use at most maxPerPlugin sessions, closed when idle", async () => {
+  const db = new PgDatabase({
+    url: PG_URL,
+    max: 10,
+    maxPerPlugin: 2,
+    idleTimeoutMs: 200,
+  });
+  const plugin = `${RUN}-par`;
+  try {
+    await db.syncPluginPrivileges(plugin, { read: null, write: null });
+    const pids = await Promise.all(
+      Array.from(
+        { length: 8 },
+        () =>
+          db.query(
+            "SELECT pg_backend_pid() AS p, pg_sleep(0.05)::text AS z",
+            [],
+            {
+              plugin,
+              readOnly: true,
+            },
+          ).then((rows) => rows[0]?.p),
+      ),
+    );
+    assert.ok(
+      new Set(pids).size <= 2,
+      `sessions used: ${new Set(pids).size}`,
+    );
+    const { rows } = await db.sqlClient.query(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1",
+      [pluginRoleName(plugin)],
+    );
+    assert.ok(Number(rows[0]?.n) <= 2);
+    // Idle sessions are closed (bounded wait, no timing asserted).
+    for (let tries = 0;; tries++) {
+      const { rows } = await db.sqlClient.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1",
+        [pluginRoleName(plugin)],
+      );
+      if (rows[0]?.n === 0) break;
+      assert.ok(tries < 500, "idle plugin sessions were never closed");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // And opened again on demand.
+    assert.deepEqual(
+      await db.query("SELECT session_user AS s", [], {
+        plugin,
+        readOnly: true,
+      }),
+      [{ s: pluginRoleName(plugin) }],
+    );
+  } finally {
+    await db.dropPlugin(plugin).catch(() => {});
+    await db.close();
+  }
+});
+
+/** A PostgreSQL cluster of this test's own, with password authentication. */
+interface PrivateCluster {
+  url(database: string): string;
+  /** The server's log (every statement: `log_statement = all`). */
+  log(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/** The PostgreSQL server binaries, or why there are none. */
+async function postgresBin(): Promise<string | { missing: string }> {
+  try {
+    const out = await new Deno.Command("pg_config", { args: ["--bindir"] })
+      .output();
+    const dir = new TextDecoder().decode(out.stdout).trim();
+    await Deno.stat(`${dir}/initdb`);
+    return dir;
+  } catch {
+    try {
+      for await (const e of Deno.readDir("/usr/lib/postgresql")) {
+        const dir = `/usr/lib/postgresql/${e.name}/bin`;
+        if (await Deno.stat(`${dir}/initdb`).then(() => true, () => false)) {
+          return dir;
+        }
+      }
+    } catch {
+      // no Debian-style install either
+    }
+  }
+  return { missing: "no initdb (PostgreSQL server binaries) on this machine" };
+}
+
+/**
+ * Starts a throw-away cluster on a free loopback port: `postgres` logs in by
+ * `trust`, every other role by SCRAM password, and in database `refuse`
+ * every other role is rejected by `pg_hba.conf` (the fallback case). As
+ * root, the server runs as the `postgres` system user (it refuses root).
+ */
+async function startCluster(bin: string): Promise<PrivateCluster> {
+  const dir = await Deno.makeTempDir({ prefix: "gk_pg_" });
+  const root = Deno.uid() === 0;
+  const run = async (cmd: string, args: string[]) => {
+    const out = await new Deno.Command(root ? "runuser" : cmd, {
+      args: root ? ["-u", "postgres", "--", cmd, ...args] : args,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new Error(
+        `Cannot run ${cmd}: ${new TextDecoder().decode(out.stderr)}`,
+      );
+    }
+  };
+  const data = `${dir}/data`;
+  let started = false;
+  try {
+    if (root) {
+      const id = await new Deno.Command("id", { args: ["-u", "postgres"] })
+        .output();
+      await Deno.chown(
+        dir,
+        Number(new TextDecoder().decode(id.stdout).trim()),
+        null,
+      );
+    }
+    await run(`${bin}/initdb`, [
+      "-D",
+      data,
+      "-A",
+      "trust",
+      "-U",
+      "postgres",
+      "--no-sync",
+      "-E",
+      "UTF8",
+    ]);
+    await Deno.writeTextFile(
+      `${data}/pg_hba.conf`,
+      [
+        "host all postgres 127.0.0.1/32 trust",
+        "host refuse all 127.0.0.1/32 reject",
+        "host all all 127.0.0.1/32 scram-sha-256",
+      ].join("\n") + "\n",
+    );
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (probe.addr as Deno.NetAddr).port;
+    probe.close();
+    await run(`${bin}/pg_ctl`, [
+      "-D",
+      data,
+      "-l",
+      `${dir}/server.log`,
+      "-w",
+      "-t",
+      "30",
+      "-o",
+      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c log_statement=all`,
+      "start",
+    ]);
+    started = true;
+    const url = (db: string) => `postgres://postgres@127.0.0.1:${port}/${db}`;
+    const admin = new pg.Client({ connectionString: url("postgres") });
+    await admin.connect();
+    await admin.query("CREATE DATABASE refuse");
+    await admin.end();
+    return {
+      url,
+      log: () => Deno.readTextFile(`${dir}/server.log`),
+      async stop() {
+        await run(`${bin}/pg_ctl`, [
+          "-D",
+          data,
+          "-m",
+          "immediate",
+          "-w",
+          "stop",
+        ])
+          .catch(() => {});
+        await Deno.remove(dir, { recursive: true });
+      },
+    };
+  } catch (e) {
+    if (started) {
+      await run(`${bin}/pg_ctl`, ["-D", data, "-m", "immediate", "-w", "stop"])
+        .catch(() => {});
+    }
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw e;
+  }
+}
+
+const PG_BIN = await postgresBin();
+
+Deno.test({
+  name:
+    "db walls: SCRAM logins as plugin roles, passwords the host alone knows, and the pg_hba fallback",
+  // Needs the PostgreSQL server binaries to start a cluster of its own.
+  ignore: typeof PG_BIN !== "string",
+  async fn(t) {
+    const cluster = await startCluster(PG_BIN as string);
+    const url = cluster.url("postgres");
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    const db = new BarePgDatabase({ url, max: 4, maxPerPlugin: 2 });
+    const plugin = `${RUN}-scram`;
+    const role = pluginRoleName(plugin);
+    const rw = { plugin, readOnly: false };
+    const ro = { plugin, readOnly: true };
+    const passwordOf = async () =>
+      (await admin.query(
+        "SELECT rolpassword AS p FROM pg_authid WHERE rolname = $1",
+        [role],
+      )).rows[0]?.p as string | null;
+    try {
+      await db.syncPluginPrivileges(plugin, { read: null, write: null });
+
+      await t.step(
+        "the plugin's session logs in with SCRAM as its role",
+        async () => {
+          assert.equal(
+            await passwordOf(),
+            null,
+            "no password before first use",
+          );
+          assert.deepEqual(
+            await db.query("SELECT session_user AS s", [], ro),
+            [{ s: role }],
+          );
+          assert.equal(db.pluginSessions, "login");
+          assert.match(String(await passwordOf()), /^SCRAM-SHA-256\$4096:/);
+          // Only the verifier ever reached the server (its statement log).
+          const log = await cluster.log();
+          assert.match(log, /PASSWORD 'SCRAM-SHA-256\$4096:/);
+          assert.doesNotMatch(log, /PASSWORD '(?!SCRAM-SHA-256\$)/);
+        },
+      );
+
+      await t.step("nobody else can log in as the role", async () => {
+        assert.equal(await logIn(url, role, "guess"), "28P01");
+        assert.equal(await logIn(url, role, role), "28P01");
+        assert.equal(
+          await logIn(cluster.url("refuse"), role, "guess"),
+          "28000",
+        );
+      });
+
+      await t.step(
+        "a plugin that sets its own password (check removed) loses it at once",
+        async () => {
+          assert.equal(
+            await db.exec(`ALTER ROLE ${role} PASSWORD 'known-pw'`, [], rw),
+            0,
+          );
+          assert.equal(await logIn(url, role, "known-pw"), "28P01");
+          assert.match(String(await passwordOf()), /^SCRAM-SHA-256\$4096:/);
+          // Its next statements log in again with the host's password.
+          for (let i = 0; i < 3; i++) {
+            assert.deepEqual(
+              await db.query("SELECT session_user AS s", [], ro),
+              [{ s: role }],
+            );
+          }
+        },
+      );
+
+      await t.step(
+        "a password changed behind the host's back is set again",
+        async () => {
+          await admin.query(`ALTER ROLE ${role} PASSWORD 'someone-else'`);
+          // A statement that closes its session, so the next one logs in anew.
+          await db.exec("SET work_mem = '8MB'", [], rw);
+          await db.exec("SET work_mem = '8MB'", [], rw);
+          assert.deepEqual(
+            await db.query("SELECT session_user AS s", [], ro),
+            [{ s: role }],
+          );
+          assert.equal(await logIn(url, role, "someone-else"), "28P01");
+        },
+      );
+
+      await t.step("close removes the password", async () => {
+        await db.close();
+        assert.equal(await passwordOf(), null);
+      });
+
+      await t.step(
+        "pg_hba.conf refusing the role: falls back to SET LOCAL ROLE, logged once",
+        async () => {
+          const lines: string[] = [];
+          const refused = new PgDatabase({
+            url: cluster.url("refuse"),
+            log: (line) => lines.push(line),
+          });
+          const p = `${RUN}-refused`;
+          try {
+            await refused.syncPluginPrivileges(p, { read: null, write: null });
+            for (let i = 0; i < 3; i++) {
+              assert.deepEqual(
+                await refused.query(
+                  "SELECT session_user AS s, current_user AS u",
+                  [],
+                  { plugin: p, readOnly: true },
+                ),
+                [{ s: "postgres", u: pluginRoleName(p) }],
+              );
+            }
+            assert.equal(refused.pluginSessions, "set-role");
+            assert.equal(lines.length, 1, lines.join("\n"));
+            assert.match(lines[0]!, /28000/);
+            assert.doesNotMatch(lines[0]!, /SCRAM|PASSWORD/i);
+            // The statement check is the wall against RESET ROLE there.
+            await rejectsCode(
+              refused.exec("RESET ROLE", [], { plugin: p, readOnly: false }),
+              "GK001",
+            );
+            await refused.dropPlugin(p);
+          } finally {
+            await refused.close();
+          }
+        },
+      );
+    } finally {
+      await db.dropPlugin(plugin).catch(() => {});
+      await db.close().catch(() => {});
+      await admin.end().catch(() => {});
+      await cluster.stop();
+    }
+  },
+});
+
+Deno.test("db walls: the SET LOCAL ROLE fallback (pluginLogin: false) keeps its second walls", async () => {
+  // One shared connection for every plugin statement, the statement check
+  // removed: what a plugin leaves on it is what the next user would find.
+  const bare = new BarePgDatabase({ url: PG_URL, max: 1, pluginLogin: false });
+  const plugin = `${RUN}-fb`;
+  const channel = `app_${RUN}_fb`;
+  const rw = { plugin, readOnly: false };
+  const ro = { plugin, readOnly: true };
+  try {
+    assert.equal(bare.pluginSessions, "set-role");
+    await bare.syncPluginPrivileges(plugin, { read: null, write: null });
+    const pid = async () =>
+      (await bare.pluginClient.query("SELECT pg_backend_pid() AS p")).rows[0]
+        ?.p;
+    const before = await pid();
+    await bare.query(`LISTEN ${channel}`, [], ro); // rolled back
+    await bare.exec(`LISTEN ${channel}`, [], rw); // committed, then UNLISTEN *
+    assert.equal(await pid(), before, "the same pooled connection");
+    const { rows } = await bare.pluginClient.query(
+      "SELECT pg_listening_channels() AS c",
+    );
+    assert.deepEqual(rows, []);
+    const who = await bare.pluginClient.query(
+      "SELECT current_user AS u, current_setting('role') AS r",
+    );
+    assert.deepEqual(who.rows, [{ u: "postgres", r: "none" }]);
+    await rejectsCode(
+      bare.exec("SELECT pg_advisory_lock(1)", [], rw),
+      "42501",
+    );
+    assert.deepEqual(
+      await bare.query("SELECT session_user AS s, current_user AS u", [], ro),
+      [{ s: "postgres", u: pluginRoleName(plugin) }],
+    );
+  } finally {
+    await bare.dropPlugin(plugin).catch(() => {});
+    await bare.close();
   }
 });

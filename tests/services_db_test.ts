@@ -65,7 +65,7 @@ async function sharedSuite(
     await db.syncPluginPrivileges(WRITER, { read: [TICKET], write: [TICKET] });
     await db.syncPluginPrivileges(OTHER, { read: null, write: null });
 
-    await t.step("roles are NOLOGIN and own their schema", async () => {
+    await t.step("roles start without login and own their schema", async () => {
       const { rows } = await c.query(
         `SELECT r.rolcanlogin, r.rolsuper, n.nspowner = r.oid AS owns
            FROM pg_roles r, pg_namespace n WHERE r.rolname = $1 AND n.nspname = $2`,
@@ -344,6 +344,31 @@ async function sharedSuite(
           .length,
         10,
       );
+      // A write whose RETURNING rows overflow the cap changes nothing.
+      const count = async () =>
+        Number(
+          (await c.query(`SELECT count(*)::int AS n FROM ${TICKET}`)).rows[0]
+            ?.n,
+        );
+      const before = await count();
+      await assert.rejects(
+        db.query(
+          `INSERT INTO ${TICKET} (title) SELECT 'bulk' FROM generate_series(1, 20) RETURNING id`,
+          [],
+          { ...rw(WRITER), maxRows: 5 },
+        ),
+        DbRowLimitError,
+      );
+      assert.equal(await count(), before);
+      assert.equal(
+        (await db.query(
+          `WITH n AS (INSERT INTO ${TICKET} (title) VALUES ('one') RETURNING id) SELECT id FROM n`,
+          [],
+          { ...rw(WRITER), maxRows: 5 },
+        )).length,
+        1,
+      );
+      assert.equal(await count(), before + 1);
     });
 
     await t.step("resync revokes what is no longer granted", async () => {
@@ -437,18 +462,63 @@ Deno.test("database: real PostgreSQL", async (t) => {
     });
 
     await t.step(
-      "one pooled connection: the role ends with each call",
+      "login roles: each call in a session of the plugin's role",
       async () => {
-        const one = new PgDatabase({ url: PG_URL, max: 1 });
+        const one = new PgDatabase({ url: PG_URL, max: 2, maxPerPlugin: 1 });
         try {
+          assert.equal(one.pluginSessions, "login");
+          await one.syncPluginPrivileges(OTHER, { read: null, write: null });
+          const role = pluginRoleName(OTHER);
+          const seen = new Set<unknown>();
+          for (let i = 0; i < 3; i++) {
+            for (
+              const [opts, readOnly] of [[ro(OTHER), "on"], [
+                rw(OTHER),
+                "off",
+              ]] as const
+            ) {
+              const [row] = await one.query(
+                `SELECT session_user AS s, current_user AS u,
+                        current_setting('transaction_read_only') AS ro,
+                        pg_backend_pid() AS pid`,
+                [],
+                opts,
+              );
+              assert.deepEqual(
+                { s: row?.s, u: row?.u, ro: row?.ro },
+                { s: role, u: role, ro: readOnly },
+              );
+              seen.add(row?.pid);
+            }
+          }
+          // One session throughout: read-only switched in the same round trip.
+          assert.equal(seen.size, 1);
+          const { rows } = await one.sqlClient.query(
+            "SELECT rolcanlogin, rolconnlimit FROM pg_roles WHERE rolname = $1",
+            [role],
+          );
+          assert.deepEqual(rows, [{ rolcanlogin: true, rolconnlimit: 3 }]);
+          await one.dropPlugin(OTHER);
+        } finally {
+          await one.close();
+        }
+      },
+    );
+
+    await t.step(
+      "SET LOCAL ROLE fallback, one pooled connection: the role ends with each call",
+      async () => {
+        const one = new PgDatabase({ url: PG_URL, max: 1, pluginLogin: false });
+        try {
+          assert.equal(one.pluginSessions, "set-role");
           await one.syncPluginPrivileges(OTHER, { read: null, write: null });
           for (let i = 0; i < 3; i++) {
             const [row] = await one.query(
-              "SELECT current_user AS u",
+              "SELECT session_user AS s, current_user AS u",
               [],
               ro(OTHER),
             );
-            assert.equal(row.u, pluginRoleName(OTHER));
+            assert.deepEqual(row, { s: "postgres", u: pluginRoleName(OTHER) });
             // Read-only COMMIT is queued, not awaited: the next statement on
             // the same connection still runs after it.
             const { rows } = await one.pluginClient.query(

@@ -4,32 +4,44 @@
  * the embedded default PGlite in `./data/pg`, started lazily.
  *
  * Every plugin statement runs as the plugin's own role, so the database
- * itself enforces the grant:
+ * itself enforces the grant. First the host refuses statements that could
+ * leave the role or outlive the call (see `sql_guard.ts`); then, with `$1…`
+ * placeholders passed to PostgreSQL as they are (extended protocol: one
+ * statement, `$` inside literals is just text):
  *
- * 1. the host refuses statements that could leave the role (see `sql_guard.ts`);
- * 2. `BEGIN` (`READ ONLY` for read calls), `SET LOCAL ROLE gk_plugin_<name>`,
- *    `SET LOCAL search_path = plugin_<name>, public`,
- *    `SET LOCAL statement_timeout = <ms>` — sent in one round trip;
- * 3. the statement, with `$1…` placeholders passed to PostgreSQL as they are
- *    (extended protocol: one statement, `$` inside literals is just text);
- * 4. `COMMIT` (`ROLLBACK` for read calls, and on any error), followed in the
- *    same round trip by `UNLISTEN *; SELECT pg_advisory_unlock_all()`;
- *    `SET LOCAL` ends with the transaction, so the pooled connection is back
- *    to its own role and holds nothing the plugin left behind.
+ * - **PostgreSQL** ({@linkcode PgDatabase}): the statement runs on a
+ *   connection that logged in as the plugin's role — the session user, which
+ *   `RESET ROLE`, `SET ROLE` and `SET SESSION AUTHORIZATION` cannot leave —
+ *   used by that plugin alone, in one round trip like a direct query. Read
+ *   calls run read-only (`default_transaction_read_only` of the session, or
+ *   `BEGIN READ ONLY … ROLLBACK` for anything but a plain query), and a
+ *   connection that may carry session state is closed, not reused. If the
+ *   server refuses that login (`pg_hba.conf`), the database falls back,
+ *   logged once, to the path below on a shared pool.
+ * - **PGlite** ({@linkcode PgliteDatabase}, a single session) and the
+ *   fallback: `BEGIN` (`READ ONLY` for read calls), `SET LOCAL ROLE
+ *   gk_plugin_<name>`, `SET LOCAL search_path = plugin_<name>, public`,
+ *   `SET LOCAL statement_timeout = <ms>` in one round trip; the statement;
+ *   `COMMIT` (`ROLLBACK` for read calls, and on any error) followed by
+ *   {@linkcode PLUGIN_SESSION_RESET}. `SET LOCAL` ends with the transaction,
+ *   so the connection is back to the host's user and holds nothing the plugin
+ *   left behind; there the statement check is what stops `RESET ROLE`.
  *
- * Walls under the statement check: `hardenDatabase` (in
+ * Walls under the statement check, on both paths: `hardenDatabase` (in
  * `permissions/pg_privileges.ts`) revokes from PUBLIC the functions whose
  * effects outlive a transaction (advisory locks, `pg_notify`, `set_config`,
- * `pg_cancel_backend`, …) and the procedural languages; the end of step 4
- * undoes a `LISTEN` or a session lock that got through anyway.
+ * `pg_cancel_backend`, …), temporary tables and the procedural languages;
+ * a read call's `NOTIFY` or `LISTEN` is rolled back; a `LISTEN` or session
+ * lock that got through anyway is undone (shared pool) or dies with its
+ * connection (login path).
  *
  * On PostgreSQL the host's own work (privilege syncs, hardening, the grant
  * and state stores, job claims: everything on {@linkcode SqlDatabase.sqlClient})
- * runs on a small pool of its own, apart from the pool plugin statements run
- * on ({@linkcode SqlDatabase.pluginClient}), so a plugin that ties up every
- * plugin connection cannot hold the host up. A plugin statement whose call
- * is aborted is cancelled and its connection closed, never reused (see
- * `PgPoolClient`), so a late cancel request cannot hit another statement.
+ * runs on a small pool of its own, apart from the plugins' connections, so a
+ * plugin that ties up its connections cannot hold the host up. A plugin
+ * statement whose call is aborted is cancelled and its connection closed,
+ * never reused (see `pg_plugin_pool.ts` and `PgPoolClient`), so a late
+ * cancel request cannot hit another statement.
  *
  * Rows are JSON-safe objects (`int8`/`numeric` as strings, dates RFC 3339,
  * `bytea` base64, `json` as values; see `pg_types.ts`). A query returning more
@@ -47,7 +59,9 @@ import {
 } from "./errors.ts";
 import {
   checkPrivileges,
+  clearPluginPassword,
   dropPrivileges,
+  enablePluginLogin,
   hardenDatabase,
   type PluginPrivileges,
   pluginRoleName,
@@ -63,13 +77,22 @@ import {
   type SqlClient,
   type SqlResult,
 } from "./sql_client.ts";
-import { checkPluginStatement } from "./sql_guard.ts";
+import { checkPluginStatement, leadingWords } from "./sql_guard.ts";
+import {
+  PgPluginPool,
+  type PluginCredentials,
+  PluginLoginRefusedError,
+} from "./pg_plugin_pool.ts";
+import {
+  randomRolePassword,
+  scramSha256Verifier,
+} from "../../permissions/pg_scram.ts";
 
 /** Per-call options: who runs the statement, and its limits. */
 export interface DbCallOptions {
   /** The plugin whose role runs the statement. */
   plugin: string;
-  /** Run in a `READ ONLY` transaction (`db:read` without `db:write`). */
+  /** Run read-only (`db:read` without `db:write`). */
   readOnly: boolean;
   /** Cancels the statement when aborted. */
   signal?: AbortSignal;
@@ -207,39 +230,71 @@ export abstract class SqlDatabase implements Database {
   ): Promise<SqlResult> {
     const { plugin } = opts;
     this.checkStatement(plugin, sql);
-    const timeout = Math.max(
-      1,
-      Math.floor(opts.statementTimeoutMs ?? DEFAULT_TIMEOUT_MS),
-    );
     const maxRows = opts.maxRows ?? DEFAULT_MAX_ROWS;
-    const role = pluginRoleName(plugin);
-    const setup = `SET LOCAL ROLE ${quoteIdent(role)}; ` +
+    const call: DbCallOptions = {
+      plugin,
+      readOnly: opts.readOnly,
+      statementTimeoutMs: Math.max(
+        1,
+        Math.floor(opts.statementTimeoutMs ?? DEFAULT_TIMEOUT_MS),
+      ),
+      maxRows,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    };
+    try {
+      const r = await this.runPluginStatement(sql, args, call, isQuery);
+      if (isQuery && (r.truncated || r.rows.length > maxRows)) {
+        throw new DbRowLimitError(plugin, maxRows);
+      }
+      return r;
+    } catch (e) {
+      throw toDbError(plugin, pluginRoleName(plugin), e);
+    }
+  }
+
+  /**
+   * Runs one plugin statement that passed the statement check, as the
+   * plugin's role; `opts` has its limits filled in. This implementation is
+   * the transaction path on {@linkcode SqlDatabase.pluginClient}: `BEGIN`
+   * (`READ ONLY` for read calls), `SET LOCAL ROLE`, `search_path` and
+   * `statement_timeout`, the statement, `COMMIT` (`ROLLBACK` for read calls)
+   * and {@linkcode PLUGIN_SESSION_RESET}. A query over `opts.maxRows` rows
+   * throws {@linkcode DbRowLimitError} inside the transaction (so a write is
+   * rolled back).
+   */
+  protected async runPluginStatement(
+    sql: string,
+    args: unknown[],
+    opts: DbCallOptions,
+    isQuery: boolean,
+  ): Promise<SqlResult> {
+    const { plugin } = opts;
+    const maxRows = opts.maxRows ?? DEFAULT_MAX_ROWS;
+    const setup = `SET LOCAL ROLE ${quoteIdent(pluginRoleName(plugin))}; ` +
       `SET LOCAL search_path = ${
         quoteIdent(pluginSchemaName(plugin))
       }, public; ` +
-      `SET LOCAL statement_timeout = ${timeout}`;
-    try {
-      return await this.pluginClient.transaction(
-        {
-          readOnly: opts.readOnly,
-          setup,
-          // A read call has nothing to commit: what it may have registered
-          // (LISTEN, NOTIFY) ends with the transaction.
-          rollback: opts.readOnly,
-          reset: PLUGIN_SESSION_RESET,
-          ...(opts.signal ? { signal: opts.signal } : {}),
-        },
-        async (s) => {
-          const r = await s.query(sql, args, isQuery ? { maxRows } : {});
-          if (r.truncated || (isQuery && r.rows.length > maxRows)) {
-            throw new DbRowLimitError(plugin, maxRows);
-          }
-          return r;
-        },
-      );
-    } catch (e) {
-      throw toDbError(plugin, role, e);
-    }
+      `SET LOCAL statement_timeout = ${
+        opts.statementTimeoutMs ?? DEFAULT_TIMEOUT_MS
+      }`;
+    return await this.pluginClient.transaction(
+      {
+        readOnly: opts.readOnly,
+        setup,
+        // A read call has nothing to commit: what it may have registered
+        // (LISTEN, NOTIFY) ends with the transaction.
+        rollback: opts.readOnly,
+        reset: PLUGIN_SESSION_RESET,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      },
+      async (s) => {
+        const r = await s.query(sql, args, isQuery ? { maxRows } : {});
+        if (r.truncated || (isQuery && r.rows.length > maxRows)) {
+          throw new DbRowLimitError(plugin, maxRows);
+        }
+        return r;
+      },
+    );
   }
 
   #hardenOnce(): Promise<void> {
@@ -332,7 +387,108 @@ function toDbError(plugin: string, role: string, e: unknown): unknown {
 }
 
 /**
- * A PostgreSQL database reached through an `npm:pg` pool.
+ * The passwords of the plugin roles this process logs in as: random, in
+ * memory only, one per role (shared by every {@linkcode PgDatabase} of the
+ * process, so two databases of one cluster agree on a role's password).
+ */
+const ROLE_PASSWORDS = new Map<string, string>();
+
+/**
+ * Per plugin role, the databases of this process that log in as it and how
+ * many sessions each may open: the role's `CONNECTION LIMIT` is their sum
+ * plus 2 (two databases of one cluster share the role).
+ */
+const ROLE_SESSIONS = new Map<string, Map<object, number>>();
+
+function roleConnectionLimit(role: string): number {
+  let sum = 0;
+  for (const n of ROLE_SESSIONS.get(role)?.values() ?? []) sum += n;
+  return sum + 2;
+}
+
+/**
+ * First keywords of statements that run alone on a read-only session: they
+ * cannot `NOTIFY` or `LISTEN`, and read-only refuses any write in them.
+ */
+const READ_ALONE = new Set([
+  "select",
+  "values",
+  "table",
+  "show",
+  "with",
+  "explain",
+]);
+
+/**
+ * First keywords of queries that run alone on a read-write session: they
+ * write nothing themselves, so a row cap overflow has nothing to roll back.
+ */
+const WRITE_ALONE = new Set(["select", "values", "table", "show"]);
+
+/**
+ * A PostgreSQL database reached through `npm:pg`.
+ *
+ * **Plugin statements log in as the plugin's role.** Each plugin gets a few
+ * connections of its own ({@linkcode PgPluginPool}: at most `maxPerPlugin`
+ * per plugin and `max` in all, opened on first use, closed when idle for
+ * `idleTimeoutMs`) whose session user is `gk_plugin_<name>`, with
+ * `search_path`, `statement_timeout` and `default_transaction_read_only` set
+ * in the startup packet. A statement is then one round trip, like a direct
+ * query:
+ *
+ * - read calls (`readOnly`) run on a session that is read-only by default
+ *   (switched in the same round trip when needed), write calls on one that
+ *   is not; a statement runs alone, committed by the server like any single
+ *   statement, when it is a read call starting with `SELECT`, `WITH`,
+ *   `VALUES`, `TABLE`, `SHOW` or `EXPLAIN`, a write call's query starting
+ *   with `SELECT`, `VALUES`, `TABLE` or `SHOW`, or any `exec` write call;
+ * - any other read call runs as `BEGIN READ ONLY; …; ROLLBACK` in the same
+ *   round trip, so a `NOTIFY` or `LISTEN` past the statement check is
+ *   discarded as before; any other write call that returns rows (`INSERT …
+ *   RETURNING` through `query`) runs in `BEGIN … COMMIT` (a second round
+ *   trip) so that overflowing `maxRows` rolls it back. (A `SELECT` calling a
+ *   function that writes keeps the writes when its rows overflow `maxRows`:
+ *   the error still reports the overflow.)
+ * - a statement that asks for another `statement_timeout` than the
+ *   session's sends `SET statement_timeout` in the same round trip.
+ *
+ * What the database enforces does not depend on the statement check: the
+ * session user is the plugin's role, so `RESET ROLE`, `SET ROLE` and
+ * `SET SESSION AUTHORIZATION` cannot leave it; the role has only the
+ * privileges its grants give (a `db:read` role holds nothing but `SELECT`
+ * outside its own schema); a connection is never shared with another
+ * plugin or the host, and one that may carry session state (after `SET`,
+ * `LISTEN`, `BEGIN`, … or a cancel) is closed rather than reused (see
+ * `pg_plugin_pool.ts`).
+ *
+ * **The role's login.** At its first statement in this process the host
+ * makes the role `LOGIN` with a random password (32 bytes) that lives only
+ * in this process's memory and reaches the server only as a SCRAM-SHA-256
+ * verifier (never in clear, so never in a statement log), and with
+ * `CONNECTION LIMIT` = `maxPerPlugin` + 2 (summed over this process's
+ * databases that share the role). A role that can log in could be used by
+ * anyone reaching PostgreSQL who learnt the password: it is never logged or
+ * stored, the connection limit bounds such sessions, and
+ * {@linkcode PgDatabase.close} removes the passwords this database set.
+ * (Under `trust` authentication anyone reaching the server can log in as
+ * any role anyway, the superuser included.) When the server refuses the
+ * password later (a plugin's own `ALTER ROLE … PASSWORD` past the statement
+ * check, a re-created role, another host process on the same cluster, which
+ * sets its own password) the host sets a new one and logs in again; after a
+ * plugin statement that altered its own role it does so at once. Several
+ * host processes on one cluster therefore take turns on a role's password
+ * (each time one opens a new connection), and the limit one of them sets
+ * does not count the others' sessions: a plugin busy on several hosts at
+ * once may meet "too many connections for role" (53300, retried briefly,
+ * then reported).
+ *
+ * **Fallback.** When PostgreSQL refuses the login even with a password just
+ * set (`pg_hba.conf` rejects the role or asks for another method) or the
+ * host's user may not set role passwords, the database falls back, once and
+ * with one log line, to the transaction path of {@linkcode SqlDatabase}
+ * (`SET LOCAL ROLE` on the shared plugin pool, {@linkcode SqlDatabase.pluginClient},
+ * several round trips per statement); `pluginLogin: false` chooses it from
+ * the start. PGlite always uses that path (a single session).
  *
  * @example
  * ```ts ignore
@@ -346,15 +502,36 @@ function toDbError(plugin: string, role: string, e: unknown): unknown {
 export class PgDatabase extends SqlDatabase {
   /** The host's own pool (its `pool` is the raw `pg.Pool`). */
   readonly sqlClient: PgPoolClient;
-  /** The pool plugin statements run on. */
+  /**
+   * The shared pool of the fallback path (plugin statements as
+   * `SET LOCAL ROLE`); connects only if that path is used.
+   */
   readonly pluginClient: PgPoolClient;
+  #plugins: PgPluginPool;
+  #shared: boolean;
+  #log: (message: string) => void;
+  #current = new Map<string, PluginCredentials>();
+  #pending = new Map<string, Promise<PluginCredentials>>();
 
   /**
    * Connects lazily to `url`: at most `max` (default 10) connections for
-   * plugin statements plus `hostMax` (default 3) for the host's own work.
+   * plugin statements, `maxPerPlugin` (default 3) of them for one plugin,
+   * closed after `idleTimeoutMs` (default 10 000) idle; plus `hostMax`
+   * (default 3) for the host's own work. `pluginLogin: false` runs plugin
+   * statements on a shared pool with `SET LOCAL ROLE` instead of logging in
+   * as their roles; `log` receives the line written when the database falls
+   * back to that (default `console.warn`).
    */
   constructor(
-    opts: { url: string; max?: number; hostMax?: number } & SqlDatabaseOptions,
+    opts: {
+      url: string;
+      max?: number;
+      hostMax?: number;
+      maxPerPlugin?: number;
+      idleTimeoutMs?: number;
+      pluginLogin?: boolean;
+      log?: (message: string) => void;
+    } & SqlDatabaseOptions,
   ) {
     super(opts);
     this.sqlClient = new PgPoolClient({
@@ -367,10 +544,172 @@ export class PgDatabase extends SqlDatabase {
       max: opts.max ?? 10,
       applicationName: "goatkit-plugins",
     });
+    this.#plugins = new PgPluginPool({
+      url: opts.url,
+      max: opts.max ?? 10,
+      maxPerPlugin: opts.maxPerPlugin ?? 3,
+      ...(opts.idleTimeoutMs !== undefined
+        ? { idleTimeoutMs: opts.idleTimeoutMs }
+        : {}),
+      statementTimeoutMs: DEFAULT_TIMEOUT_MS,
+      credentials: (plugin, renewOf) => this.#credentials(plugin, renewOf),
+    });
+    this.#shared = opts.pluginLogin === false;
+    this.#log = opts.log ?? ((message) => console.warn(message));
   }
 
-  /** Closes both pools. */
+  /**
+   * How plugin statements reach the database: `"login"` (connections logged
+   * in as the plugin's role) or `"set-role"` (the fallback: `SET LOCAL ROLE`
+   * on the shared pool).
+   */
+  get pluginSessions(): "login" | "set-role" {
+    return this.#shared ? "set-role" : "login";
+  }
+
+  /** Plugin statements waiting for a connection of their plugin. */
+  get pluginWaitingCount(): number {
+    return this.#shared
+      ? this.pluginClient.pool.waitingCount
+      : this.#plugins.waitingCount;
+  }
+
+  /** Runs the statement on a connection logged in as the plugin's role. */
+  protected override async runPluginStatement(
+    sql: string,
+    args: unknown[],
+    opts: DbCallOptions,
+    isQuery: boolean,
+  ): Promise<SqlResult> {
+    if (this.#shared) {
+      return await super.runPluginStatement(sql, args, opts, isQuery);
+    }
+    const first = leadingWords(sql, 1)[0] ?? "";
+    const transaction = opts.readOnly
+      ? (READ_ALONE.has(first) ? undefined : "rollback" as const)
+      : isQuery && !WRITE_ALONE.has(first)
+      ? "commit" as const
+      : undefined;
+    try {
+      return await this.#plugins.run(opts.plugin, sql, args, {
+        readOnly: opts.readOnly,
+        statementTimeoutMs: opts.statementTimeoutMs ?? DEFAULT_TIMEOUT_MS,
+        ...(isQuery ? { maxRows: opts.maxRows ?? DEFAULT_MAX_ROWS } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(transaction ? { transaction } : {}),
+      });
+    } catch (e) {
+      if (!(e instanceof PluginLoginRefusedError)) throw e;
+      if (!this.#shared) {
+        this.#shared = true;
+        this.#log(
+          `${e.message}; plugin statements on this database now run on a shared pool with SET LOCAL ROLE (slower; see PgDatabase)`,
+        );
+      }
+      return await super.runPluginStatement(sql, args, opts, isQuery);
+    }
+  }
+
+  #credentials(
+    plugin: string,
+    renewOf?: PluginCredentials,
+  ): Promise<PluginCredentials> {
+    const pending = this.#pending.get(plugin);
+    if (pending) return pending;
+    const current = this.#current.get(plugin);
+    if (current && (!renewOf || renewOf.password !== current.password)) {
+      return Promise.resolve(current);
+    }
+    const p = this.#enableLogin(plugin, renewOf).finally(() =>
+      this.#pending.delete(plugin)
+    );
+    this.#pending.set(plugin, p);
+    return p;
+  }
+
+  async #enableLogin(
+    plugin: string,
+    renewOf: PluginCredentials | undefined,
+  ): Promise<PluginCredentials> {
+    const role = pluginRoleName(plugin);
+    let password = ROLE_PASSWORDS.get(role);
+    if (!password || renewOf?.password === password) {
+      password = randomRolePassword();
+      ROLE_PASSWORDS.set(role, password);
+    }
+    const verifier = await scramSha256Verifier(password);
+    let sessions = ROLE_SESSIONS.get(role);
+    if (!sessions) ROLE_SESSIONS.set(role, sessions = new Map());
+    sessions.set(this, this.#plugins.maxPerPlugin);
+    let exists: boolean;
+    try {
+      exists = await this.sqlClient.transaction(
+        {},
+        (s) =>
+          enablePluginLogin(s, plugin, {
+            verifier,
+            connectionLimit: roleConnectionLimit(role),
+          }),
+      );
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      if (code === "42501") {
+        throw new PluginLoginRefusedError(
+          plugin,
+          code,
+          `the host's database user may not set the role's password: ${
+            (e as Error).message
+          }`,
+          { cause: e },
+        );
+      }
+      throw e;
+    }
+    if (!exists) {
+      throw Object.assign(new Error(`role "${role}" does not exist`), {
+        code: "22023",
+      });
+    }
+    const creds = { user: role, password, schema: pluginSchemaName(plugin) };
+    this.#current.set(plugin, creds);
+    return creds;
+  }
+
+  #forgetRole(plugin: string): void {
+    const role = pluginRoleName(plugin);
+    const sessions = ROLE_SESSIONS.get(role);
+    sessions?.delete(this);
+    if (sessions?.size === 0) ROLE_SESSIONS.delete(role);
+  }
+
+  /** Closes the plugin's own connections, then drops its schema and role. */
+  override async dropPlugin(plugin: string): Promise<void> {
+    await this.#plugins.closePlugin(plugin);
+    this.#current.delete(plugin);
+    this.#forgetRole(plugin);
+    await super.dropPlugin(plugin);
+  }
+
+  /**
+   * Closes the plugin connections, removes the passwords this database set
+   * on plugin roles (best effort), and closes both pools.
+   */
   override async close(): Promise<void> {
+    await this.#plugins.close();
+    const enabled = [...this.#current.keys()];
+    this.#current.clear();
+    for (const plugin of enabled) this.#forgetRole(plugin);
+    if (enabled.length) {
+      // Bounded: a server that is gone must not hold the host's shutdown.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.sqlClient.transaction({}, async (s) => {
+          for (const plugin of enabled) await clearPluginPassword(s, plugin);
+        }).catch(() => {}),
+        new Promise<void>((resolve) => timer = setTimeout(resolve, 2000)),
+      ]);
+      clearTimeout(timer);
+    }
     await Promise.all([this.pluginClient.close(), this.sqlClient.close()]);
   }
 }

@@ -191,7 +191,7 @@ function pgSimple(
  * the pool, which may be exhausted). Resolves when the server has closed
  * that connection, i.e. has taken the request (at most `capMs` later).
  */
-function sendCancel(
+export function sendCancel(
   url: string,
   client: pg.PoolClient,
   query: unknown,

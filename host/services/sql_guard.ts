@@ -2,11 +2,14 @@
  * The statement check run before a plugin's SQL reaches the database.
  *
  * PostgreSQL checks `SET ROLE` / `RESET ROLE` against the *session* user, not
- * the current role, so a plugin that runs `RESET ROLE` (or a `DO` block, a
- * function of its own, or `set_config('role', …)`) inside the host's
- * transaction would get the host's privileges back. The host therefore
- * refuses, before sending, statements that start with transaction control,
- * session settings, `LISTEN`/`NOTIFY` or procedural code, and any text
+ * the current role, so where a plugin's statement runs under `SET LOCAL ROLE`
+ * on the host's connection (PGlite, and PostgreSQL when it refuses the
+ * plugin roles' login), a `RESET ROLE` (or a `DO` block, a function of its
+ * own, or `set_config('role', …)`) would get the host's privileges back; on
+ * connections logged in as the plugin's role it has nothing to return to.
+ * The host therefore refuses, before sending, statements that start with
+ * transaction control, session settings, `LISTEN`/`NOTIFY` or procedural
+ * code, and any text
  * mentioning a function whose effects outlive the plugin's transaction
  * (`set_config`, advisory locks, `pg_notify`, `pg_cancel_backend`,
  * `pg_terminate_backend`, large objects, `dblink`, …). One statement per call
@@ -16,8 +19,9 @@
  * This is the first wall, never the only one: text can be spelled in ways a
  * check cannot follow (`U&"…" UESCAPE`, query text built at run time and run
  * by `query_to_xml`). The database refuses the same functions to plugin
- * roles (`hardenDatabase` revokes them from PUBLIC), and the end of every
- * plugin transaction undoes `LISTEN` and session locks (see `database.ts`).
+ * roles (`hardenDatabase` revokes them from PUBLIC), and what a plugin's
+ * statement leaves on its session (`LISTEN`, settings, session locks) is
+ * undone or dies with the connection (see `database.ts`).
  *
  * @module
  */

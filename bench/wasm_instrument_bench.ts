@@ -3,7 +3,10 @@
  *
  * - the run-time overhead of the inserted fuel checks on CPU-bound guests
  *   (original module = baseline, instrumented module with a trivial
- *   `gk.interrupt` that just refuels), target ≤ 15 %;
+ *   `gk.interrupt` that just refuels, both in the same run), target ≤ 15 %:
+ *   tight loops, a sieve, floating point, recursion (direct and through a
+ *   table) and a real compiler's output (hello-rust: a xorshift loop and a
+ *   recursive fib);
  * - the time to instrument a ~100 KB module.
  *
  * The guests are written in WAT and compiled with `npm:wabt` at start.
@@ -67,7 +70,7 @@ const GUEST = wat(`
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $count_loop)))
     (local.get $count))
-  ;; naive recursive fib: the worst case for function-entry checks
+  ;; naive recursive fib: the worst case for checks on call cycles
   (func $fib (export "fib") (param $n i32) (result i32)
     (if (result i32) (i32.lt_u (local.get $n) (i32.const 2))
       (then (local.get $n))
@@ -88,34 +91,59 @@ const GUEST = wat(`
     (f64.mul (local.get $sum) (local.get $h)))
 )`);
 
+// The naive fib through a table (call_indirect): the conservative case,
+// where the fuel cannot travel in a register. A module of its own, so that
+// the module above keeps its shape (V8's inlining budget depends on the
+// share of small functions in a module).
+const INDIRECT = wat(`
+(module
+  (type $fib_t (func (param i32) (result i32)))
+  (table 1 funcref)
+  (elem (i32.const 0) $fib_ind)
+  (func $fib_ind (export "fib_ind") (param $n i32) (result i32)
+    (if (result i32) (i32.lt_u (local.get $n) (i32.const 2))
+      (then (local.get $n))
+      (else (i32.add
+        (call_indirect (type $fib_t) (i32.sub (local.get $n) (i32.const 1)) (i32.const 0))
+        (call_indirect (type $fib_t) (i32.sub (local.get $n) (i32.const 2)) (i32.const 0)))))))`);
+
 type Guest = {
   loop_sum(n: number): bigint;
   sieve(n: number): number;
   fib(n: number): number;
+  fib_ind(n: number): number;
   pi(n: number): number;
 };
 
 let interrupts = 0;
-const original = new WebAssembly.Instance(new WebAssembly.Module(GUEST))
-  .exports as unknown as Guest;
-const instrumented = new WebAssembly.Instance(
-  new WebAssembly.Module(instrumentModule(GUEST).bytes),
-  {
-    gk: {
-      interrupt: () => {
-        interrupts++;
-        return FUEL;
-      },
+const refuel = {
+  gk: {
+    interrupt: () => {
+      interrupts++;
+      return FUEL;
     },
   },
-).exports as unknown as Guest;
+};
+const exportsOf = (bytes: Uint8Array<ArrayBuffer>, imports = {}) =>
+  new WebAssembly.Instance(new WebAssembly.Module(bytes), imports).exports;
+const original = {
+  ...exportsOf(GUEST),
+  ...exportsOf(INDIRECT),
+} as unknown as Guest;
+const instrumented = {
+  ...exportsOf(instrumentModule(GUEST).bytes, refuel),
+  ...exportsOf(instrumentModule(INDIRECT).bytes, refuel),
+} as unknown as Guest;
 
 // Same answers, and the interrupt is reached.
 for (
-  const [name, arg] of [["loop_sum", 100_000], ["sieve", 200_000], [
-    "fib",
-    20,
-  ], ["pi", 100_000]] as const
+  const [name, arg] of [
+    ["loop_sum", 100_000],
+    ["sieve", 200_000],
+    ["fib", 20],
+    ["fib_ind", 20],
+    ["pi", 100_000],
+  ] as const
 ) {
   const a = (original[name] as (n: number) => unknown)(arg);
   const b = (instrumented[name] as (n: number) => unknown)(arg);
@@ -127,6 +155,7 @@ const cases: [string, (g: Guest) => unknown][] = [
   ["loop_sum(1e6)", (g) => g.loop_sum(1_000_000)],
   ["sieve(200000)", (g) => g.sieve(200_000)],
   ["fib(25)", (g) => g.fib(25)],
+  ["fib_ind(25)", (g) => g.fib_ind(25)],
   ["pi(1e6)", (g) => g.pi(1_000_000)],
 ];
 for (const [label, run] of cases) {

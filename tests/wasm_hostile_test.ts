@@ -561,6 +561,50 @@ async function runChild(code: string): Promise<unknown> {
   return JSON.parse(dec.decode(out.stdout).trim().split("\n").at(-1)!);
 }
 
+Deno.test("call-graph cycles without loops (a table, tail calls, the host re-entering gk_malloc) stop themselves at the deadline", async () => {
+  const p = await loadWasmPlugin(hostile("cycles"), {
+    graceMs: 10_000,
+    // Four deliberate overruns in a row: keep the plugin out of quarantine.
+    quarantine: { maxOverruns: 1000 },
+  });
+  let translations = 0;
+  const host = {
+    log: () => {},
+    translate: (_ctx: unknown, key: string) => {
+      translations++;
+      return Promise.resolve(key);
+    },
+  } as unknown as HostAPI;
+  const quarantined: unknown[] = [];
+  await p.init(host, {
+    name: "hostile-cycles",
+    quarantine: (r: unknown) => quarantined.push(r),
+  });
+  try {
+    for (
+      const fn of ["indirect", "tail_indirect", "tail_threaded", "reenter"]
+    ) {
+      const t0 = Date.now();
+      await assert.rejects(
+        p.call(fn, null, createCallContext({ timeoutMs: 500 })),
+        PluginTimeoutError,
+        fn,
+      );
+      // Far below the 10 s grace period: the guest stopped at a check of
+      // its own, not by the worker being terminated.
+      assert.ok(Date.now() - t0 < 5000, `${fn} took ${Date.now() - t0} ms`);
+      const ok = await p.call("ok", null, createCallContext());
+      assert.equal(dec.decode(ok!), '{"ok":true}', fn);
+    }
+    // The re-entry really went through the host, many times.
+    assert.ok(translations > 10, `${translations} host calls`);
+    assert.equal(p.killedWorkers, 0);
+    assert.deepEqual(quarantined, []);
+  } finally {
+    await p.shutdown();
+  }
+});
+
 Deno.test("after timeouts no thread keeps spinning (per-thread CPU time from /proc/self/task/*/stat)", async () => {
   // In a child process, so that only this scenario's threads are measured
   // (deno test --parallel runs other test files in this process).

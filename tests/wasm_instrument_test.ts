@@ -486,7 +486,7 @@ Deno.test("an infinite loop stops when gk.interrupt throws, after the given refi
   }
 });
 
-Deno.test("recursion without any loop stops too (function-entry checks)", () => {
+Deno.test("recursion without any loop stops too (checks on call cycles)", () => {
   const bytes = wat(`(module
     (func $f (export "forever") (param i32) (result i32)
       (i32.add (call $g (local.get 0)) (i32.const 1)))
@@ -546,6 +546,253 @@ Deno.test("an exponential call tree without loops or cycles still reaches gk.int
     stop.interrupt,
   );
   assert.throws(() => exports.f0!(), StopGuest);
+});
+
+Deno.test("cycles through a table, an export the host calls back, and tail-call loops stop at gk.interrupt", () => {
+  const bytes = wat(`(module
+    (import "env" "again" (func $again (param i32)))
+    (type $level (func (param i32) (result i64)))
+    (type $v (func))
+    (table 3 funcref)
+    (elem (i32.const 0) $even $odd $spin_ind)
+    ;; Bounds the test if a cycle went unchecked: traps after 2^25 calls.
+    (global $ticks (mut i32) (i32.const 0))
+    (func $tick
+      (global.set $ticks (i32.add (global.get $ticks) (i32.const 1)))
+      (if (i32.gt_u (global.get $ticks) (i32.const 33554432)) (then unreachable)))
+    ;; $even and $odd call each other through the table, twice per level
+    (func $even (export "even") (param $n i32) (result i64)
+      (call $tick)
+      (if (result i64) (i32.eqz (local.get $n)) (then (i64.const 1))
+        (else (i64.add
+          (call_indirect (type $level) (i32.sub (local.get $n) (i32.const 1)) (i32.const 1))
+          (call_indirect (type $level) (i32.sub (local.get $n) (i32.const 1)) (i32.const 1))))))
+    (func $odd (param $n i32) (result i64)
+      (call $tick)
+      (if (result i64) (i32.eqz (local.get $n)) (then (i64.const 0))
+        (else (i64.add
+          (call_indirect (type $level) (i32.sub (local.get $n) (i32.const 1)) (i32.const 0))
+          (call_indirect (type $level) (i32.sub (local.get $n) (i32.const 1)) (i32.const 0))))))
+    ;; the host's "again" calls this export back, twice per level
+    (func (export "reenter") (param $n i32)
+      (call $tick)
+      (if (local.get $n) (then
+        (call $again (i32.sub (local.get $n) (i32.const 1)))
+        (call $again (i32.sub (local.get $n) (i32.const 1))))))
+    (func $spin_ind (export "spin_ind")
+      (call $tick)
+      (return_call_indirect (type $v) (i32.const 2)))
+    (func $ping (export "ping") (param $n i64) (param $acc i64) (result i64)
+      (call $tick)
+      (return_call $pong (i64.add (local.get $n) (i64.const 1)) (i64.xor (local.get $acc) (local.get $n))))
+    (func $pong (param $n i64) (param $acc i64) (result i64)
+      (return_call $ping (local.get $n) (i64.rotl (local.get $acc) (i64.const 7))))
+    ;; rustc's fib: a loop around one recursive call
+    (func $rfib (export "rfib") (param $n i64) (result i64) (local $acc i64)
+      (call $tick)
+      (block $done
+        (br_if $done (i64.lt_u (local.get $n) (i64.const 2)))
+        (loop $l
+          (local.set $acc (i64.add (local.get $acc) (call $rfib (i64.sub (local.get $n) (i64.const 1)))))
+          (local.set $n (i64.sub (local.get $n) (i64.const 2)))
+          (br_if $l (i64.gt_u (local.get $n) (i64.const 1)))))
+      (i64.add (local.get $n) (local.get $acc))))`);
+  const out = instrumentModule(bytes).bytes;
+  const runs: [string, unknown[]][] = [
+    ["even", [60]],
+    ["reenter", [40]],
+    ["spin_ind", []],
+    ["ping", [0n, 1n]],
+    ["rfib", [90n]],
+  ];
+  for (const [name, args] of runs) {
+    const stop = stopAfter(2);
+    const box: { exports?: Exports } = {};
+    const { exports } = instantiate(out, {
+      env: { again: (n: number) => box.exports!.reenter!(n) },
+    }, stop.interrupt);
+    box.exports = exports;
+    assert.throws(() => exports[name]!(...args), StopGuest, name);
+    assert.equal(stop.calls(), 3, name);
+  }
+});
+
+/** Function body sizes of a module's code section. */
+function bodySizes(bytes: Uint8Array): number[] {
+  let pos = 8;
+  const u32 = () => {
+    let v = 0;
+    let shift = 0;
+    for (;;) {
+      const b = bytes[pos++]!;
+      v += (b & 0x7f) * 2 ** shift;
+      shift += 7;
+      if (!(b & 0x80)) return v;
+    }
+  };
+  while (pos < bytes.length) {
+    const id = bytes[pos++]!;
+    const size = u32();
+    const end = pos + size;
+    if (id === 10) {
+      const sizes = [];
+      for (let n = u32(); n > 0; n--) {
+        const s = u32();
+        sizes.push(s);
+        pos += s;
+      }
+      return sizes;
+    }
+    pos = end;
+  }
+  return [];
+}
+
+const THREADED = `(module
+  (type $t (func (param i32) (result i32)))
+  (memory 1)
+  (table 2 funcref)
+  (elem (i32.const 0) $fact $triple)
+  ;; two results; returns from a branch, a br_table to the function label
+  ;; and the end
+  (func $mv (export "mv") (param $n i32) (result i32 i64) (local $a i32) (local $b i64)
+    (if (i32.lt_s (local.get $n) (i32.const 2))
+      (then (return (local.get $n) (i64.const 1))))
+    (call $mv (i32.sub (local.get $n) (i32.const 1)))
+    (local.set $b) (local.set $a)
+    (block $x (result i32 i64)
+      (block $y (result i32 i64)
+        (i32.add (local.get $a) (local.get $n))
+        (i64.mul (local.get $b) (i64.extend_i32_u (local.get $n)))
+        (br_table $x $y 2 (i32.and (local.get $n) (i32.const 3))))
+      (local.set $b) (local.set $a)
+      (return (i32.sub (local.get $a) (i32.const 1)) (local.get $b))))
+  ;; 200 locals: renumbered indices cross the one-byte LEB128 limit
+  (func $many (export "many") (param $n i32) (result i32) ${
+  Array.from({ length: 200 }, (_, i) => `(local $x${i} i32)`).join(" ")
+}
+    (local.set $x150 (local.get $n))
+    (block $d (loop $l
+      (br_if $d (i32.ge_u (local.get $x199) (local.get $n)))
+      (local.set $x199 (i32.add (local.get $x199) (i32.const 1)))
+      (local.set $x128 (i32.add (local.get $x128) (i32.mul (local.get $x199) (local.get $x150))))
+      (br $l)))
+    (if (result i32) (i32.lt_s (local.get $n) (i32.const 1))
+      (then (local.get $x128))
+      (else (i32.add (local.get $x128) (call $many (i32.sub (local.get $n) (i32.const 1)))))))
+  ;; a bulk operation (its scratch local) in a recursive function
+  (func $bulk (export "bulk") (param $n i32) (result i32)
+    (memory.fill (i32.mul (local.get $n) (i32.const 64)) (local.get $n) (i32.const 64))
+    (if (result i32) (i32.eqz (local.get $n))
+      (then (i32.load8_u (i32.const 0)))
+      (else (i32.add (i32.load8_u (i32.mul (local.get $n) (i32.const 64)))
+                     (call $bulk (i32.sub (local.get $n) (i32.const 1)))))))
+  ;; a loop with a parameter in a recursive function
+  (func $lp (export "lp") (param $n i32) (result i32) (local $t i32)
+    (if (result i32) (i32.lt_s (local.get $n) (i32.const 1))
+      (then (i32.const 1))
+      (else
+        (i32.add
+          (call $lp (i32.sub (local.get $n) (i32.const 1)))
+          (i32.const 0)
+          (loop $l (param i32) (result i32)
+            (local.set $t (i32.add (i32.const 1)))
+            (local.get $t)
+            (br_if $l (i32.lt_u (local.get $t) (local.get $n))))))))
+  ;; tail calls between two threaded functions, a million deep
+  (func $ta (export "ta") (param $n i64) (param $acc i64) (result i64)
+    (if (result i64) (i64.eqz (local.get $n))
+      (then (local.get $acc))
+      (else (return_call $tb (i64.sub (local.get $n) (i64.const 1))
+                             (i64.add (local.get $acc) (local.get $n))))))
+  (func $tb (param $n i64) (param $acc i64) (result i64)
+    (return_call $ta (local.get $n) (i64.xor (local.get $acc) (i64.const 5))))
+  ;; recursive, exported and in the table: reached through its wrapper
+  (func $fact (export "fact") (param $n i32) (result i32)
+    (if (result i32) (i32.le_s (local.get $n) (i32.const 1))
+      (then (i32.const 1))
+      (else (i32.mul (local.get $n) (call $fact (i32.sub (local.get $n) (i32.const 1)))))))
+  (func $triple (param $n i32) (result i32) (i32.mul (local.get $n) (i32.const 3)))
+  (func $inc (param i32) (result i32) (i32.add (local.get 0) (i32.const 1)))
+  ;; a loop calling a threaded function directly (fuel passed in a local),
+  ;; both table entries and a fuel-neutral helper
+  (func (export "drive") (param $n i32) (result i32) (local $i i32) (local $acc i32)
+    (block $d (loop $l
+      (br_if $d (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $acc (i32.add (local.get $acc) (call $fact (i32.and (local.get $i) (i32.const 7)))))
+      (local.set $acc (i32.add (local.get $acc)
+        (call_indirect (type $t) (local.get $i) (i32.and (local.get $i) (i32.const 1)))))
+      (local.set $i (call $inc (local.get $i)))
+      (br $l)))
+    (local.get $acc))
+  ;; a straight-line function calling a threaded one (through its wrapper)
+  (func (export "once") (param $n i32) (result i32) (call $fact (local.get $n))))`;
+
+Deno.test("threaded copies of cycle members give the same answers: results, locals, bulk, loop parameters, tail calls, tables", () => {
+  const bytes = wat(THREADED);
+  const scenario = (e: Exports) => [
+    outcome(() => e.mv!(25)),
+    outcome(() => e.many!(40)),
+    outcome(() => e.bulk!(100)),
+    outcome(() => e.bulk!(2000)), // out of bounds: trap
+    outcome(() => e.lp!(60)),
+    outcome(() => e.ta!(1_000_000n, 0n)),
+    outcome(() => e.fact!(12)),
+    outcome(() => e.drive!(3000)),
+    outcome(() => e.once!(10)),
+  ];
+  assertSameAnswers(bytes, () => ({}), scenario);
+  // Tiny refills: nearly every check refills, so every refill path runs.
+  let interrupts = 0;
+  const tiny = instantiate(
+    instrumentModule(bytes).bytes,
+    {},
+    () => 1 + (interrupts++ % 3),
+  );
+  assert.deepStrictEqual(
+    scenario(tiny.exports),
+    scenario(instantiate(bytes).exports),
+  );
+  assert.ok(interrupts > 1000, `${interrupts}`);
+  // The cycle members got threaded copies (and the module its padding).
+  assert.ok(
+    bodySizes(instrumentModule(bytes).bytes).length >=
+      bodySizes(bytes).length + 7,
+  );
+});
+
+Deno.test("the share of small functions that V8's inlining budget depends on is kept", async () => {
+  const modules: [string, Uint8Array][] = [["THREADED", wat(THREADED)]];
+  for (const dir of ["plugins", "wasi"]) {
+    for await (
+      const entry of Deno.readDir(
+        new URL(`../fixtures/${dir}/`, import.meta.url),
+      )
+    ) {
+      const file = entry.isDirectory
+        ? new URL(
+          `../fixtures/${dir}/${entry.name}/plugin.wasm`,
+          import.meta.url,
+        )
+        : new URL(`../fixtures/${dir}/${entry.name}`, import.meta.url);
+      if (!file.pathname.endsWith(".wasm")) continue;
+      try {
+        modules.push([file.pathname, await Deno.readFile(file)]);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+    }
+  }
+  assert.ok(modules.length > 3);
+  const share = (sizes: number[]) =>
+    sizes.filter((s) => s < 50).length / sizes.length;
+  for (const [name, bytes] of modules) {
+    const before = share(bodySizes(bytes));
+    const after = share(
+      bodySizes(instrumentModule(bytes, { memoryLimitPages: 65536 }).bytes),
+    );
+    assert.ok(after >= Math.min(before, 0.5), `${name}: ${before} -> ${after}`);
+  }
 });
 
 Deno.test("bulk memory and table operations spend fuel by length, so big fills reach gk.interrupt", () => {
@@ -1311,15 +1558,19 @@ Deno.test("fixtures built by real compilers give the same answers instrumented; 
  * blocks, loops (bounded by counters), ifs, br/br_if/br_table to random
  * enclosing labels (including the function's own), returns, calls to later
  * functions, call_indirect, memory traffic and bulk fills. All effects go into
- * a global accumulator and memory, which `run` returns a digest of.
+ * a global accumulator and memory, which `run` returns a digest of. With
+ * `recursive`, calls (and tail calls, direct or through the table) go to any
+ * function, itself included, while the depth parameter `$p` is positive:
+ * call cycles of every shape, bounded by the depth.
  */
-function randomProgram(seed: number): string {
+function randomProgram(seed: number, recursive = false): string {
   let state = seed >>> 0;
   const rnd = (n: number) => {
     state = (state * 1664525 + 1013904223) >>> 0;
     return state % n;
   };
   const FUNCS = 6;
+  const HALF = 3;
   const funcs: string[] = [];
   for (let f = 0; f < FUNCS; f++) {
     let loops = 0;
@@ -1341,6 +1592,23 @@ function randomProgram(seed: number): string {
         case 2:
           return `(i32.store (i32.and (global.get $acc) (i32.const 1020)) (global.get $acc))`;
         case 3:
+          if (recursive) {
+            // The upper half stays out of the table and calls only itself,
+            // so that its cycles get threaded copies.
+            const callee = f >= HALF ? HALF + rnd(FUNCS - HALF) : rnd(FUNCS);
+            switch (rnd(4)) {
+              case 0:
+                return `(if (i32.gt_s (local.get $p) (i32.const 0)) (then (return_call $f${callee} (i32.sub (local.get $p) (i32.const 1)))))`;
+              case 1:
+                return f >= HALF
+                  ? mix
+                  : `(if (i32.gt_s (local.get $p) (i32.const 0)) (then (return_call_indirect (type $t) (i32.sub (local.get $p) (i32.const 1)) (i32.const ${
+                    rnd(HALF)
+                  }))))`;
+              default:
+                return `(if (i32.gt_s (local.get $p) (i32.const 0)) (then (call $f${callee} (i32.sub (local.get $p) (i32.const 1)))))`;
+            }
+          }
           return f + 1 < FUNCS
             ? `(call $f${f + 1 + rnd(FUNCS - f - 1)} (i32.const ${rnd(5)}))`
             : mix;
@@ -1373,6 +1641,13 @@ function randomProgram(seed: number): string {
           return `(br_table ${ls} (i32.and (global.get $acc) (i32.const 3)))`;
         }
         case 8:
+          if (recursive) {
+            return f >= HALF
+              ? mix
+              : `(if (i32.gt_s (local.get $p) (i32.const 0)) (then (call_indirect (type $t) (i32.sub (local.get $p) (i32.const 1)) (i32.const ${
+                rnd(HALF)
+              }))))`;
+          }
           return f + 1 < FUNCS
             ? `(call_indirect (type $t) (i32.const ${rnd(3)}) (i32.const ${
               f + 1 + rnd(FUNCS - f - 1)
@@ -1402,7 +1677,9 @@ function randomProgram(seed: number): string {
     (memory 1)
     (table ${FUNCS} funcref)
     (elem (i32.const 0) ${
-    Array.from({ length: FUNCS }, (_, i) => `$f${i}`).join(" ")
+    Array.from({ length: recursive ? HALF : FUNCS }, (_, i) => `$f${i}`).join(
+      " ",
+    )
   })
     (global $acc (mut i32) (i32.const 7))
     ${funcs.join("\n")}
@@ -1412,7 +1689,7 @@ function randomProgram(seed: number): string {
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br_if $burn (i32.lt_u (local.get $i) (i32.const ${FUEL + 1}))))
       (local.set $i (i32.const 0))
-      (call $f0 (i32.const 0))
+      (call $f0 (i32.const ${recursive ? 3 : 0}))
       (local.set $h (global.get $acc))
       (block $d (loop $l
         (br_if $d (i32.ge_u (local.get $i) (i32.const 8192)))
@@ -1422,22 +1699,30 @@ function randomProgram(seed: number): string {
       (local.get $h)))`;
 }
 
-Deno.test("random structured programs: instrumented and original agree (200 programs)", () => {
-  let interrupts = 0;
-  for (let seed = 1; seed <= 200; seed++) {
-    const bytes = wat(randomProgram(seed));
-    const expected = outcome(() => instantiate(bytes).exports.run!());
-    // Refill with tiny amounts: nearly every check runs out and refills, so
-    // the refill paths (wrapped loops re-entered, reloads) all run.
-    const actual = outcome(() =>
-      instantiate(
-        instrumentModule(bytes).bytes,
-        {},
-        () => 1 + (interrupts++ % 3),
-      )
-        .exports.run!()
-    );
-    assert.deepStrictEqual(actual, expected, `seed ${seed}`);
-  }
-  assert.ok(interrupts > 1000, `${interrupts}`);
-});
+for (const recursive of [false, true]) {
+  const what = recursive ? " with call cycles" : "";
+  Deno.test(`random structured programs${what}: instrumented and original agree (200 programs)`, () => {
+    let interrupts = 0;
+    for (let seed = 1; seed <= 200; seed++) {
+      const bytes = wat(randomProgram(seed, recursive));
+      const expected = outcome(() => instantiate(bytes).exports.run!());
+      // Refill with tiny amounts: nearly every check runs out and refills, so
+      // the refill paths (wrapped loops re-entered, reloads) all run. A
+      // broken rewrite that loops forever ends at a budget.
+      const budget = interrupts + 2_000_000;
+      const actual = outcome(() =>
+        instantiate(
+          instrumentModule(bytes).bytes,
+          {},
+          () => {
+            if (interrupts > budget) throw new StopGuest();
+            return 1 + (interrupts++ % 3);
+          },
+        )
+          .exports.run!()
+      );
+      assert.deepStrictEqual(actual, expected, `seed ${seed}`);
+    }
+    assert.ok(interrupts > 1000, `${interrupts}`);
+  });
+}

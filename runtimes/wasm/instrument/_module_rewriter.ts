@@ -5,7 +5,8 @@
  *
  * - adds the `() -> i32` type, the `gk.interrupt` import after the other
  *   imports and the fuel global after the module's own globals (creating
- *   those sections when the module has none);
+ *   those sections when the module has none), and the types and function
+ *   entries of the threaded copies that the code rewriter appends;
  * - remaps the function indices that the added import shifts: exports,
  *   element segments, the start function and `ref.func` in constant
  *   expressions, and records which functions are address-taken;
@@ -18,13 +19,14 @@
  * @module
  */
 
+import { rewriteCode } from "./_code_rewriter.ts";
 import {
   checkFunc,
   checkGlobal,
+  type CodeAdditions,
   type ModuleState,
   remapFunc,
-  rewriteCode,
-} from "./_code_rewriter.ts";
+} from "./_module_state.ts";
 import { isRefType, isValType, refusedTypeReason } from "./_opcodes.ts";
 import {
   checkEnd,
@@ -69,12 +71,13 @@ function dropCustomSection(name: string): boolean {
     name.startsWith("reloc.");
 }
 
-function readValType(r: WasmReader): void {
+function readValType(r: WasmReader): number {
   const pos = r.pos;
   const b = r.u8();
   if (!isValType(b)) {
     r.fail(`unsupported value type ${hex(b)} (${refusedTypeReason(b)})`, pos);
   }
+  return b;
 }
 
 function readRefType(r: WasmReader): void {
@@ -202,6 +205,7 @@ export function rewriteModule(
   const s: ModuleState = {
     numTypes: 0,
     typeParams: [],
+    typeSigs: [],
     numFuncImports: 0,
     numGlobalImports: 0,
     numDefinedFuncs: 0,
@@ -216,6 +220,12 @@ export function rewriteModule(
   const out = new WasmWriter(bytes.length + bytes.length / 4 + 64);
   out.bytes(bytes.subarray(0, 8));
 
+  // Sections in output order; the type and function sections are written
+  // last, once the code rewriter has said what they gain.
+  const parts: { id: number; data: Uint8Array }[] = [];
+  let typeEntries: Uint8Array = new Uint8Array(0);
+  let functionEntries: Uint8Array = new Uint8Array(0);
+  let additions: CodeAdditions = { types: [], funcTypes: [] };
   let typeDone = false;
   let importDone = false;
   let globalDone = false;
@@ -225,11 +235,8 @@ export function rewriteModule(
   const emitSynthetic = (rank: number) => {
     if (!typeDone && rank > SECTION_RANK[SEC_TYPE]!) {
       typeDone = true;
-      const w = new WasmWriter(8);
-      w.u32(1);
-      w.bytes(new Uint8Array([0x60, 0x00, 0x01, 0x7f]));
       s.interruptType = 0;
-      emitSection(out, SEC_TYPE, w.view());
+      parts.push({ id: SEC_TYPE, data: TYPE_SLOT });
     }
     if (!importDone && rank > SECTION_RANK[SEC_IMPORT]!) {
       importDone = true;
@@ -237,7 +244,7 @@ export function rewriteModule(
       w.u32(1);
       writeInterruptImport(w, s);
       s.interruptFunc = 0;
-      emitSection(out, SEC_IMPORT, w.view());
+      parts.push({ id: SEC_IMPORT, data: w.finish() });
     }
     if (!globalDone && rank > SECTION_RANK[SEC_GLOBAL]!) {
       globalDone = true;
@@ -245,7 +252,7 @@ export function rewriteModule(
       w.u32(1);
       writeFuelGlobal(w);
       finishGlobals(s);
-      emitSection(out, SEC_GLOBAL, w.view());
+      parts.push({ id: SEC_GLOBAL, data: w.finish() });
     }
   };
 
@@ -254,7 +261,7 @@ export function rewriteModule(
     if (span.id === SEC_CUSTOM) {
       const name = r.name();
       if (!dropCustomSection(name)) {
-        out.bytes(bytes.subarray(span.at, span.end));
+        parts.push({ id: SEC_CUSTOM, data: bytes.subarray(span.at, span.end) });
       }
       continue;
     }
@@ -278,21 +285,24 @@ export function rewriteModule(
               pos,
             );
           }
+          const params: number[] = [];
           const np = r.u32();
-          for (let j = 0; j < np; j++) readValType(r);
-          s.typeParams.push(np);
+          for (let j = 0; j < np; j++) params.push(readValType(r));
+          const results: number[] = [];
           const nr = r.u32();
-          for (let j = 0; j < nr; j++) readValType(r);
+          for (let j = 0; j < nr; j++) results.push(readValType(r));
+          s.typeParams.push(np);
+          s.typeSigs.push({ params, results });
         }
         checkEnd(r, "type");
         s.numTypes = count;
         s.interruptType = count;
         s.typeParams.push(0);
-        w.u32(count + 1);
-        w.bytes(bytes.subarray(entriesStart, span.end));
-        w.bytes(new Uint8Array([0x60, 0x00, 0x01, 0x7f]));
+        s.typeSigs.push({ params: [], results: [0x7f] });
+        typeEntries = bytes.subarray(entriesStart, span.end);
         typeDone = true;
-        break;
+        parts.push({ id: SEC_TYPE, data: TYPE_SLOT });
+        continue;
       }
       case SEC_IMPORT: {
         const count = r.u32();
@@ -354,6 +364,7 @@ export function rewriteModule(
       }
       case SEC_FUNCTION: {
         const count = r.u32();
+        const entriesStart = r.pos;
         for (let i = 0; i < count; i++) {
           const pos = r.pos;
           const t = r.u32();
@@ -363,8 +374,9 @@ export function rewriteModule(
         checkEnd(r, "function");
         s.numDefinedFuncs = count;
         functionCount = count;
-        w.bytes(bytes.subarray(span.start, span.end));
-        break;
+        functionEntries = bytes.subarray(entriesStart, span.end);
+        parts.push({ id: SEC_FUNCTION, data: FUNCTION_SLOT });
+        continue;
       }
       case SEC_TABLE: {
         const count = r.u32();
@@ -504,7 +516,7 @@ export function rewriteModule(
             span.start,
           );
         }
-        rewriteCode(r, count, s, w);
+        additions = rewriteCode(r, count, s, w);
         checkEnd(r, "code");
         break;
       }
@@ -533,7 +545,7 @@ export function rewriteModule(
         break;
       }
     }
-    emitSection(out, span.id, w.view());
+    parts.push({ id: span.id, data: w.finish() });
   }
   emitSynthetic(Infinity);
   if (!sawCode && functionCount !== 0) {
@@ -542,6 +554,21 @@ export function rewriteModule(
     );
   }
 
+  for (const part of parts) {
+    if (part.id === SEC_CUSTOM) {
+      out.bytes(part.data);
+    } else if (part.data === TYPE_SLOT) {
+      emitSection(out, SEC_TYPE, typeSection(s, typeEntries, additions));
+    } else if (part.data === FUNCTION_SLOT) {
+      emitSection(
+        out,
+        SEC_FUNCTION,
+        functionSection(functionCount, functionEntries, additions),
+      );
+    } else {
+      emitSection(out, part.id, part.data);
+    }
+  }
   const result = out.finish();
   if (!WebAssembly.validate(result)) {
     let detail = "";
@@ -558,6 +585,38 @@ export function rewriteModule(
     );
   }
   return { bytes: result, memoryMaxPages: s.memoryMaxPages };
+}
+
+/** Placeholder for the type section in the list of output sections. */
+const TYPE_SLOT = new Uint8Array(0);
+/** Placeholder for the function section in the list of output sections. */
+const FUNCTION_SLOT = new Uint8Array(0);
+
+/** The type section: original entries, `() -> i32`, then the added types. */
+function typeSection(
+  s: ModuleState,
+  entries: Uint8Array,
+  additions: CodeAdditions,
+): Uint8Array {
+  const w = new WasmWriter(entries.length + 16);
+  w.u32(s.interruptType + 1 + additions.types.length);
+  w.bytes(entries);
+  w.bytes(new Uint8Array([0x60, 0x00, 0x01, 0x7f]));
+  for (const t of additions.types) w.bytes(t);
+  return w.finish();
+}
+
+/** The function section: original entries, then the appended functions'. */
+function functionSection(
+  count: number,
+  entries: Uint8Array,
+  additions: CodeAdditions,
+): Uint8Array {
+  const w = new WasmWriter(entries.length + 16);
+  w.u32(count + additions.funcTypes.length);
+  w.bytes(entries);
+  for (const t of additions.funcTypes) w.u32(t);
+  return w.finish();
 }
 
 function markAddressTaken(s: ModuleState, idx: number): void {

@@ -15,22 +15,56 @@
  * - **Fuel.** Adds one mutable, non-exported i32 global (appended after the
  *   module's own globals, so no existing global index moves; guest code that
  *   names a global index past its own is refused, so it cannot reach it)
- *   holding the fuel, initially {@link FUEL}. Checks of the form
- *   `fuel -= w; if (fuel <= 0) fuel = gk.interrupt()` are inserted at every
- *   `loop` header, before every bulk memory/table operation (w = length / 1024)
- *   and at the entry of every function that is part of a call cycle
- *   (recursion, tail-call loops, indirect calls among address-taken or
- *   exported functions) or starts a call tree too big to leave unchecked.
- *   Functions without loops or such calls are straight-line code of bounded
- *   length and get no check. The weight `w` grows with the code a check covers
- *   (1 per {@link BYTES_PER_FUEL} bytes; 1 for a tight loop), so one fuel unit
- *   is roughly 1–10 ns of guest work. Inside a function with loops the fuel
- *   lives in a local (a register): loaded at entry, written back before calls
- *   and exits, reloaded after calls; and each parameterless loop is wrapped
- *   so that the `gk.interrupt` call sits outside the loop body. The host's
- *   `interrupt` returns the new fuel (normally {@link FUEL}) or throws to stop
- *   the guest: a JS exception thrown from an import unwinds the whole WASM
- *   call.
+ *   holding the fuel, initially {@link FUEL}. A check is `fuel -= w; if
+ *   (fuel <= 0) fuel = gk.interrupt()`; the host's `interrupt` returns the
+ *   new fuel (normally {@link FUEL}) or throws to stop the guest (a JS
+ *   exception thrown from an import unwinds the whole WASM call). The weight
+ *   `w` grows with the code a check covers (1 per {@link BYTES_PER_FUEL}
+ *   bytes), so one fuel unit is roughly 1–10 ns of guest work.
+ * - **Where the checks go.**
+ *   - *Loops*: every loop header. A loop without parameters is wrapped so
+ *     that the `gk.interrupt` call sits outside it; a small innermost loop
+ *     without calls is unrolled four times behind one check.
+ *   - *Bulk memory/table operations*: before each, weighed by its length.
+ *   - *Call cycles*: the call graph has a virtual node for "any function a
+ *     table, `ref.func`, an export or the host can reach": its successors
+ *     are the address-taken and exported functions, and every
+ *     `call_indirect`, `return_call_indirect` and call to an import (the
+ *     host may call any export back, as `host_call` does with `gk_malloc`)
+ *     is an edge to it. In a strongly connected component with a cycle, a
+ *     call (or tail call) that can re-enter the component is an *R-site*;
+ *     each activation of a member passes a check before its first R-site:
+ *     the site is checked unless an earlier check of the same activation
+ *     dominates it (a loop header, the entry, or an earlier R-site on every
+ *     path). Members whose unchecked work exceeds a few hundred bytes are
+ *     checked at entry instead. Functions outside every cycle get no check
+ *     unless the straight-line work of their call tree would be too big.
+ *   - *Fuel in registers*: a function with loops keeps the fuel in a local,
+ *     stored back around calls (not around calls to functions that never
+ *     touch the fuel). Members of cycles that no table, export or import
+ *     reaches, and whose tail calls stay among such members, get a
+ *     *threaded* copy that takes and returns the fuel as an extra `i32`, so
+ *     recursion passes it in a register; the original index becomes a
+ *     wrapper that passes the fuel global (exports, tables and `ref.func`
+ *     keep working, and a tail-call cycle never goes through a wrapper).
+ *   - *Engine heuristics*: V8 cuts its inlining budget when under half of a
+ *     module's bodies are small (under 50 bytes); checks grow small bodies,
+ *     so empty, never-called functions are added until the share of small
+ *     bodies is the original's again (capped at one half).
+ *
+ *   Why every unbounded run reaches a check: take a stretch of execution
+ *   with no check. Straight-line code runs each instruction once; crossing a
+ *   loop's back edge passes its header check (an unrolled loop: after at
+ *   most four call-free copies of its body). An activation *started* in the
+ *   stretch cannot make an R-call (that needs a check in the same
+ *   activation first), so it only calls functions of lower components,
+ *   whose unchecked work is bounded by induction over the (acyclic)
+ *   component graph; a tail call is a call here. Only the activations
+ *   already on the stack when the stretch began can make R-calls (dominated
+ *   by their earlier checks), each at most once per call site as the stack
+ *   unwinds, so the stretch is bounded by the engine's stack depth times the
+ *   largest function and its unchecked callees. A blocking import is the
+ *   host's to bound (ours are: every host call honours the deadline).
  * - **Memory cap.** The module's own memory gets the maximum
  *   `min(declared maximum, memoryLimitPages)`, so `memory.grow` past it returns
  *   -1 inside the guest. A module whose memory needs more pages at start than
@@ -59,11 +93,15 @@
  * {@link DEFAULT_MEMORY_LIMIT_PAGES}) and `wasm_instrument_error.ts`
  * ({@link WasmInstrumentError}). Private: `_rewrite_key.ts` (the checked
  * memory limit and the content hash), `_module_rewriter.ts` (every section but
- * the code: imports, function indices, memory cap, globals, custom sections,
- * validation), `_sections.ts` (header, section ids and order),
- * `_code_rewriter.ts` (the code section: fuel checks), `_opcodes.ts` (opcode
- * tables), `_wasm_reader.ts` and `_wasm_writer.ts` (binary reader and
- * writer).
+ * the code: imports, function indices, memory cap, globals, added types and
+ * functions, custom sections, validation), `_module_state.ts` (what the
+ * sections tell the code rewriter), `_sections.ts` (header, section ids and
+ * order), `_code_rewriter.ts` (the code section: scan, plan, emit, padding),
+ * `_code_scanner.ts` (decoding a body, recording edits), `_check_plan.ts`
+ * (call graph, cycles, where checks go, threaded functions),
+ * `_code_emitter.ts` (writing bodies with their checks), `_opcodes.ts`
+ * (opcode tables), `_wasm_reader.ts` and `_wasm_writer.ts` (binary reader
+ * and writer).
  *
  * @example Instrument, compile and run a module
  * ```ts

@@ -165,7 +165,31 @@ async function burst(
   n: number,
 ): Promise<{ outcomes: Outcome[]; health: Outcome[] }> {
   const conns: Http1Connection[] = [];
-  const probe = await Http1Connection.open(h.url);
+  // The prober is a process of its own: probing from this process would
+  // measure this event loop, busy with thousands of connections, too.
+  const prober = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--no-config",
+      new URL("./helpers/healthz_probe.ts", import.meta.url).pathname,
+      h.url,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = prober.stdout.pipeThrough(new TextDecoderStream());
+  const reader = lines.getReader();
+  let text = "";
+  const readUntilReady = async () => {
+    while (!text.includes("ready\n")) {
+      const { value, done } = await reader.read();
+      if (done) {
+        throw new Error("the /healthz prober ended before it was ready");
+      }
+      text += value;
+    }
+  };
   try {
     for (let i = 0; i < n; i += 200) {
       conns.push(
@@ -177,19 +201,12 @@ async function burst(
         ),
       );
     }
-    let done = false;
-    const health: Outcome[] = [];
-    const probing = (async () => {
-      while (!done) {
-        const t0 = performance.now();
-        try {
-          const res = await probe.request("/healthz");
-          health.push({ ms: performance.now() - t0, res });
-        } catch (e) {
-          health.push({ ms: performance.now() - t0, error: String(e) });
-          return;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 20));
+    await readUntilReady();
+    const collecting = (async () => {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        text += value;
       }
     })();
     const outcomes = await Promise.all(
@@ -214,11 +231,27 @@ async function burst(
         }
       }),
     );
-    done = true;
-    await probing;
+    prober.kill("SIGTERM");
+    await collecting;
+    const health: Outcome[] = text.split("\n").slice(1).filter((l) => l)
+      .map((l) => {
+        const [ms, status] = l.split(" ");
+        return ms === "error" ? { ms: NaN, error: l } : {
+          ms: Number(ms),
+          res: {
+            status: Number(status),
+            headers: new Headers(),
+            body: "",
+            closed: false,
+          },
+        };
+      });
     return { outcomes, health };
   } finally {
-    probe.close();
+    try {
+      prober.kill("SIGTERM");
+    } catch { /* already gone */ }
+    await prober.status;
     for (const c of conns) c.close();
   }
 }

@@ -45,6 +45,13 @@
  *   serves calls in parallel. A re-entrant call (made by this plugin itself,
  *   e.g. through `plugin_call`) is served by a free instance or fails at once
  *   with `PluginCallCycleError`, never deadlocks.
+ * - **Idle release.** An instance whose worker served no call for
+ *   `idleTimeoutMs` (default 60 s) is released: its worker (about 11–12 MB)
+ *   is shut down, the compiled module stays cached in the plugin, and the
+ *   next call starts a worker from it again (tens of ms, no recompilation).
+ *   A worker serving a call is never released. Guest state does not survive
+ *   a release; nothing of the host's relies on it (the manifest from
+ *   `gk_register` is read once at load and kept by the host).
  *
  * @module
  */
@@ -171,6 +178,20 @@ export interface WasmPluginOptions {
    * @default true
    */
   instrument?: boolean;
+  /**
+   * Idle time, in ms, after which an instance whose worker has served no
+   * call is released: its worker is shut down (about 11–12 MB each), while
+   * the compiled, instrumented `WebAssembly.Module` stays cached in the
+   * plugin. The next call starts a fresh worker from that module (no
+   * recompilation): it works the same, only slower (tens of ms). Only an
+   * idle worker is ever released, never one serving a call. The guest's
+   * state (globals, linear memory, WASI file descriptors) is lost on
+   * release, as it is whenever an instance is replaced: instances are
+   * pooled, so a plugin must not rely on state kept between calls.
+   * `0` or `Infinity` keeps workers for the plugin's lifetime.
+   * @default 60000
+   */
+  idleTimeoutMs?: number;
   /** Main-thread spin, in µs, before `Atomics.waitAsync`. @default 50 */
   spinMicros?: number;
   /** Worker spin, in µs, before `Atomics.wait`. @default 50 */
@@ -204,8 +225,13 @@ export interface WasmPlugin extends Plugin {
   readonly moduleHash: string;
   /** Whether the module was instrumented. */
   readonly instrumented: boolean;
-  /** Live instances (workers). */
+  /**
+   * Live instances (workers); an instance released after
+   * `idleTimeoutMs` does not count until a call starts it again.
+   */
   readonly instanceCount: number;
+  /** Idle workers released after `idleTimeoutMs` so far (diagnostics). */
+  readonly releasedWorkers: number;
   /** How many times guests ran `gk.interrupt` (diagnostics). */
   readonly interruptCount: number;
   /** Workers terminated because a guest did not stop (defects). */
@@ -221,6 +247,12 @@ interface Slot {
   starting: Promise<void> | null;
   /** Held by a call (or handed to a waiter that is about to run). */
   leased: boolean;
+  /** Its worker was released after `idleTimeoutMs`; a call restarts it. */
+  idleReleased: boolean;
+  /** When the instance last became free (epoch ms). */
+  freeSince: number;
+  /** The pending idle check, if armed. */
+  idleTimer: ReturnType<typeof setTimeout> | undefined;
 }
 
 const encoder = new TextEncoder();
@@ -331,6 +363,7 @@ class WasmPluginImpl implements WasmPlugin {
   readonly moduleHash: string;
   readonly instrumented: boolean;
   killedWorkers = 0;
+  releasedWorkers = 0;
   #label: string;
   #name: string;
   #manifest: GKRegistration | undefined;
@@ -353,6 +386,10 @@ class WasmPluginImpl implements WasmPlugin {
   #maxOverruns: number;
   #overrunWindowMs: number;
   #closed = false;
+  /** `idleTimeoutMs`; 0 when workers are never released. */
+  #idleMs: number;
+  /** Shutdowns of released workers still in progress. */
+  #releasing = new Set<Promise<void>>();
 
   constructor(
     label: string,
@@ -367,6 +404,8 @@ class WasmPluginImpl implements WasmPlugin {
     this.instrumented = instrumented;
     this.#callTimeoutMs = options.callTimeoutMs ?? 30_000;
     this.#graceMs = options.graceMs ?? 2_000;
+    const idle = options.idleTimeoutMs ?? 60_000;
+    this.#idleMs = idle > 0 && Number.isFinite(idle) ? idle : 0;
     this.#maxFailures = options.quarantine?.maxFailures ?? 5;
     this.#windowMs = options.quarantine?.windowMs ?? 60_000;
     this.#maxOverruns = options.quarantine?.maxOverruns ?? 3;
@@ -376,7 +415,14 @@ class WasmPluginImpl implements WasmPlugin {
     this.#settings = { module, ...instanceSettings(options) };
     const n = Math.max(1, Math.floor(options.instances ?? 1));
     for (let i = 0; i < n; i++) {
-      this.#slots.push({ host: null, starting: null, leased: false });
+      this.#slots.push({
+        host: null,
+        starting: null,
+        leased: false,
+        idleReleased: false,
+        freeSince: 0,
+        idleTimer: undefined,
+      });
     }
   }
 
@@ -427,6 +473,53 @@ class WasmPluginImpl implements WasmPlugin {
     if (typeof this.#manifest?.name === "string" && this.#manifest.name) {
       this.#name = this.#manifest.name;
     }
+    for (const s of this.#slots) this.#markFree(s);
+  }
+
+  /** Notes that `slot` became free and arms its idle check. */
+  #markFree(slot: Slot): void {
+    if (this.#idleMs === 0 || this.#closed) return;
+    slot.freeSince = Date.now();
+    if (slot.idleTimer === undefined) this.#armIdle(slot, this.#idleMs);
+  }
+
+  #armIdle(slot: Slot, ms: number): void {
+    // setTimeout fires at once beyond 2^31-1 ms; a later check re-arms.
+    const timer = setTimeout(
+      () => this.#idleCheck(slot),
+      Math.min(ms, 2_147_483_647),
+    );
+    // An idle check never keeps the process alive.
+    Deno.unrefTimer(timer);
+    slot.idleTimer = timer;
+  }
+
+  /**
+   * Releases the slot's worker when it has been free for `idleTimeoutMs`.
+   * A leased slot (serving a call or handed to a waiter) is left alone: it
+   * is checked again once it is free.
+   */
+  #idleCheck(slot: Slot): void {
+    slot.idleTimer = undefined;
+    const host = slot.host;
+    if (
+      this.#closed || slot.leased || slot.starting || !host || host.dead ||
+      host.busy
+    ) return;
+    const left = slot.freeSince + this.#idleMs - Date.now();
+    if (left > 0) {
+      this.#armIdle(slot, left);
+      return;
+    }
+    slot.host = null;
+    slot.idleReleased = true;
+    this.releasedWorkers++;
+    // The worker is idle (blocked waiting for a request): it leaves its loop
+    // on OP_SHUTDOWN and is terminated.
+    const done: Promise<void> = host.shutdown(this.#graceMs)
+      .catch(() => {})
+      .finally(() => this.#releasing.delete(done));
+    this.#releasing.add(done);
   }
 
   async #startSlot(
@@ -525,6 +618,13 @@ class WasmPluginImpl implements WasmPlugin {
           return s;
         }
       }
+      // An instance released when idle: this call starts it again from
+      // the cached module (nobody waits, so nobody is overtaken).
+      for (const s of this.#slots) {
+        if (!s.leased && !s.starting && !s.host && s.idleReleased) {
+          return await this.#restartReleased(s, errOpts);
+        }
+      }
     }
     // Idle dead instances restart in the background; each goes to the
     // oldest waiter once it is up.
@@ -574,6 +674,25 @@ class WasmPluginImpl implements WasmPlugin {
     return slot;
   }
 
+  /** Starts a released slot's worker again for the calling caller. */
+  async #restartReleased(
+    slot: Slot,
+    errOpts: PluginErrorOptions,
+  ): Promise<Slot> {
+    slot.leased = true;
+    slot.idleReleased = false;
+    await this.#startSlot(slot, false).catch(() => {});
+    if (!this.#closed && slot.host && !slot.host.dead) return slot;
+    // Shut down meanwhile, or it could not start (then the plugin is
+    // quarantined as a defect): free the slot for the waiters' sake.
+    this.#release(slot);
+    throw new PluginCrashedError(
+      this.#name,
+      this.#closed ? "plugin is shut down" : "no instance could be started",
+      errOpts,
+    );
+  }
+
   /** Gives a finished call's instance to the oldest waiter, or frees it. */
   #release(slot: Slot): void {
     slot.leased = false;
@@ -587,13 +706,17 @@ class WasmPluginImpl implements WasmPlugin {
 
   #dispatch(slot: Slot): void {
     slot.leased = true;
-    if (!this.#queue.handOff(slot)) slot.leased = false;
+    if (!this.#queue.handOff(slot)) {
+      slot.leased = false;
+      this.#markFree(slot);
+    }
   }
 
   /** Starts a new instance in `slot` in the background; waiters get it. */
   #restart(slot: Slot): void {
     if (this.#closed || slot.starting) return;
     slot.host = null;
+    slot.idleReleased = false;
     this.#startSlot(slot, false).catch(() => {}).finally(() => {
       if (this.#closed) return;
       if (slot.host && !slot.host.dead) {
@@ -783,6 +906,10 @@ class WasmPluginImpl implements WasmPlugin {
 
   async shutdown(): Promise<void> {
     this.#closed = true;
+    for (const s of this.#slots) {
+      clearTimeout(s.idleTimer);
+      s.idleTimer = undefined;
+    }
     this.#queue.rejectAll(
       new PluginCrashedError(this.#name, "plugin is shut down"),
     );
@@ -791,6 +918,7 @@ class WasmPluginImpl implements WasmPlugin {
       await s.host?.shutdown(this.#graceMs);
       s.host = null;
     }));
+    await Promise.all([...this.#releasing]);
   }
 }
 

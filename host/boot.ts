@@ -315,6 +315,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   };
   const manager = managerSeam.bind(
     new Manager({
+      defaultRouteTimeoutMs: server.routeTimeoutMs,
       logs,
       stateStore,
       i18n,
@@ -365,6 +366,13 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     logs,
     pluginConfig: (name) => services.config.pluginSection(name),
     audit,
+    wasm: {
+      queue: {
+        maxLength: server.pluginQueueLength,
+        maxWaitMs: server.pluginQueueWaitMs,
+      },
+      idleTimeoutMs: server.pluginIdleTimeoutMs,
+    },
     ...(unsandboxed ? { sandbox: "none" as const } : {}),
   });
   const loader = new Loader(manager, {

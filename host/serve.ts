@@ -32,6 +32,10 @@
  * | `server.jobCatchUp` | `GOATKIT_JOB_CATCH_UP` (`once` or `skip`) | `GOATKIT_SERVER__JOBCATCHUP` | `once`: a job whose ticks could not be claimed while the database was down runs once when it is back (`skip`: it does not); the missed ticks show as one `skipped` run either way; a job's manifest `catch_up` wins |
  * | `server.maxInFlight` | `GOATKIT_MAX_IN_FLIGHT` | `GOATKIT_SERVER__MAXINFLIGHT` | 1024 plugin requests in flight server-wide (plugin routes, widgets, admin calls); one more gets 503 + `Retry-After` at once; `/healthz` is never limited |
  * | `server.drainTimeoutMs` | `GOATKIT_DRAIN_TIMEOUT_MS` | `GOATKIT_SERVER__DRAINTIMEOUTMS` | 10000: how long requests in flight may finish after SIGTERM/SIGINT |
+ * | `server.pluginQueueLength` | `GOATKIT_PLUGIN_QUEUE_LENGTH` | `GOATKIT_SERVER__PLUGINQUEUELENGTH` | 256 calls a WASM plugin may have waiting for an instance; one more gets 503 + `Retry-After` |
+ * | `server.pluginQueueWaitMs` | `GOATKIT_PLUGIN_QUEUE_WAIT_MS` | `GOATKIT_SERVER__PLUGINQUEUEWAITMS` | 1000: longest wait for an instance (at most half the call's deadline), then 503 |
+ * | `server.pluginIdleTimeoutMs` | `GOATKIT_PLUGIN_IDLE_TIMEOUT_MS` | `GOATKIT_SERVER__PLUGINIDLETIMEOUTMS` | 60000: an idle WASM worker is closed (module kept); `0` keeps them |
+ * | `server.routeTimeoutMs` | `GOATKIT_ROUTE_TIMEOUT_MS` | `GOATKIT_SERVER__ROUTETIMEOUTMS` | 10000: deadline of a plugin route whose manifest names none |
  *
  * Flags are `true`/`false` (or `1`/`0`). Everything else:
  *

@@ -109,12 +109,42 @@ Deno.test("loadConfig: server defaults, goatkit.json, environment overrides", as
       },
     }).server;
     assertEquals([e.maxInFlight, e.drainTimeoutMs], [5, 2500]);
+    // Plugin queue, idle release and route deadline settings.
+    assertEquals(
+      [
+        d.pluginQueueLength,
+        d.pluginQueueWaitMs,
+        d.pluginIdleTimeoutMs,
+        d.routeTimeoutMs,
+      ],
+      [256, 1000, 60_000, 10_000],
+    );
+    const q = loadConfig({
+      env: {
+        GOATKIT_CONFIG: file,
+        GOATKIT_PLUGIN_QUEUE_LENGTH: "0",
+        GOATKIT_PLUGIN_QUEUE_WAIT_MS: "250",
+        GOATKIT_PLUGIN_IDLE_TIMEOUT_MS: "0",
+        GOATKIT_SERVER__ROUTETIMEOUTMS: "3000",
+      },
+    }).server;
+    assertEquals(
+      [
+        q.pluginQueueLength,
+        q.pluginQueueWaitMs,
+        q.pluginIdleTimeoutMs,
+        q.routeTimeoutMs,
+      ],
+      [0, 250, 0, 3000],
+    );
     for (
       const [name, value] of [
         ["GOATKIT_MAX_IN_FLIGHT", "0"],
         ["GOATKIT_MAX_IN_FLIGHT", "many"],
         ["GOATKIT_DRAIN_TIMEOUT_MS", "-1"],
         ["GOATKIT_DRAIN_TIMEOUT_MS", "1.5"],
+        ["GOATKIT_ROUTE_TIMEOUT_MS", "0"],
+        ["GOATKIT_PLUGIN_QUEUE_LENGTH", "-3"],
       ] as const
     ) {
       let refused: unknown;

@@ -185,6 +185,10 @@ Deno.test("loadConfig: one goatkit.json + environment gives server and plugin se
       jobCatchUp: "once", // default
       maxInFlight: 1024, // default
       drainTimeoutMs: 10_000, // default
+      pluginQueueLength: 256, // default
+      pluginQueueWaitMs: 1_000, // default
+      pluginIdleTimeoutMs: 60_000, // default
+      routeTimeoutMs: 10_000, // default
     });
     // The same read gives the host values, plugin sections and secrets.
     assert.equal(config.store.hostValue("app.name"), "Desk");

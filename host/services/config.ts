@@ -410,6 +410,31 @@ export interface ServerSettings {
    * @default 10000
    */
   drainTimeoutMs: number;
+  /**
+   * Calls one WASM plugin may have waiting for a free instance; one more is
+   * refused at once with `503` + `Retry-After`.
+   * @default 256
+   */
+  pluginQueueLength: number;
+  /**
+   * Longest wait for a free instance, in milliseconds (never more than half
+   * the call's remaining deadline); past it the call is refused as overload.
+   * @default 1000
+   */
+  pluginQueueWaitMs: number;
+  /**
+   * A WASM instance's worker that served no call for this long is closed
+   * (the compiled module is kept; the next call starts a new worker). `0`
+   * keeps workers for good.
+   * @default 60000
+   */
+  pluginIdleTimeoutMs: number;
+  /**
+   * Deadline of a plugin route whose manifest names none
+   * (`routes[].timeout`, `timeouts`).
+   * @default 10000
+   */
+  routeTimeoutMs: number;
 }
 
 /**
@@ -440,6 +465,10 @@ export const SERVER_SETTING_ALIASES: Readonly<
   jobCatchUp: "GOATKIT_JOB_CATCH_UP",
   maxInFlight: "GOATKIT_MAX_IN_FLIGHT",
   drainTimeoutMs: "GOATKIT_DRAIN_TIMEOUT_MS",
+  pluginQueueLength: "GOATKIT_PLUGIN_QUEUE_LENGTH",
+  pluginQueueWaitMs: "GOATKIT_PLUGIN_QUEUE_WAIT_MS",
+  pluginIdleTimeoutMs: "GOATKIT_PLUGIN_IDLE_TIMEOUT_MS",
+  routeTimeoutMs: "GOATKIT_ROUTE_TIMEOUT_MS",
 });
 
 const SERVER_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
@@ -458,6 +487,10 @@ const SERVER_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   jobCatchUp: "once",
   maxInFlight: 1024,
   drainTimeoutMs: 10_000,
+  pluginQueueLength: 256,
+  pluginQueueWaitMs: 1_000,
+  pluginIdleTimeoutMs: 60_000,
+  routeTimeoutMs: 10_000,
 });
 
 /** Why a raw value is refused (wrapped into a {@linkcode ConfigValueError}). */
@@ -578,6 +611,10 @@ const PARSERS: {
   jobCatchUp: parseCatchUp,
   maxInFlight: parseCount(1),
   drainTimeoutMs: parseCount(0),
+  pluginQueueLength: parseCount(0),
+  pluginQueueWaitMs: parseCount(0),
+  pluginIdleTimeoutMs: parseCount(0),
+  routeTimeoutMs: parseCount(1),
 };
 
 /** Server settings from the file's `server` section and `env`. */
@@ -638,6 +675,10 @@ function serverFrom(
     jobCatchUp: setting("jobCatchUp"),
     maxInFlight: setting("maxInFlight"),
     drainTimeoutMs: setting("drainTimeoutMs"),
+    pluginQueueLength: setting("pluginQueueLength"),
+    pluginQueueWaitMs: setting("pluginQueueWaitMs"),
+    pluginIdleTimeoutMs: setting("pluginIdleTimeoutMs"),
+    routeTimeoutMs: setting("routeTimeoutMs"),
   };
 }
 

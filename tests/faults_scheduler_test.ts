@@ -16,6 +16,7 @@ import {
   RUN_DIR_MARKER,
 } from "../runtimes/grpc/run_dir.ts";
 import { FakeClock } from "./helpers/fake_clock.ts";
+import { privateSchema } from "./server_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const PG_URL = "postgres://postgres@127.0.0.1:5432/test";
@@ -249,32 +250,6 @@ for (const policy of ["skip", "once"] as const) {
 }
 
 // -- plugin socket folders under the data dir ----------------------------------
-
-/** A private schema on the test PostgreSQL (no PGlite start-up wait). */
-async function privateSchema(): Promise<
-  { url: string; drop(): Promise<void> }
-> {
-  const schema = `gk_faults_${suffix()}`;
-  const admin = new pg.Client({ connectionString: PG_URL });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE SCHEMA ${schema}`);
-  } finally {
-    await admin.end();
-  }
-  return {
-    url: `${PG_URL}?options=${encodeURIComponent(`-c search_path=${schema}`)}`,
-    async drop() {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      try {
-        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      } finally {
-        await c.end();
-      }
-    },
-  };
-}
 
 /** `host/serve.ts` as a process, up to its "Ready:" line. */
 async function startHost(env: Record<string, string>): Promise<{

@@ -11,7 +11,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import pg from "pg";
 import { boot, type RunningHost } from "../host/boot.ts";
-import { loadConfig } from "../host/services/config.ts";
 import { PgDatabase } from "../host/services/database.ts";
 import { pluginRoleName } from "../permissions/pg_privileges.ts";
 import { buildWat } from "../fixtures/hostile/wat_build.ts";
@@ -26,6 +25,7 @@ import {
   PermissionSyntaxError,
   PgGrantStore,
 } from "../permissions/mod.ts";
+import { hostConfig, privateSchema } from "./server_helpers.ts";
 
 const DATABASE_URL = Deno.env.get("GOATKIT_TEST_DATABASE_URL") ??
   "postgres://postgres@127.0.0.1:5432/test";
@@ -262,36 +262,6 @@ const PROBE_WAT = join(ROOT, "fixtures/plugins/perm-probe-wat/plugin.wat");
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** A private schema on the test PostgreSQL; its DATABASE_URL and a drop function. */
-async function privateSchema(): Promise<
-  { url: string; drop(): Promise<void> }
-> {
-  const schema = `gk_grants_test_${
-    crypto.randomUUID().replaceAll("-", "").slice(0, 12)
-  }`;
-  const admin = new pg.Client({ connectionString: DATABASE_URL });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE SCHEMA ${schema}`);
-  } finally {
-    await admin.end();
-  }
-  return {
-    url: `${DATABASE_URL}?options=${
-      encodeURIComponent(`-c search_path=${schema}`)
-    }`,
-    async drop() {
-      const c = new pg.Client({ connectionString: DATABASE_URL });
-      await c.connect();
-      try {
-        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      } finally {
-        await c.end();
-      }
-    },
-  };
-}
-
 /**
  * Boots a real host (loopback, port 0, private schema) whose plugin folder
  * holds the WAT permission probe requesting `db:read`, `cache:read`,
@@ -339,20 +309,12 @@ async function withProbeHost(
   let host: RunningHost | undefined;
   try {
     host = await boot({
-      config: loadConfig({
-        env: {
-          PORT: "0",
-          GOATKIT_HOSTNAME: "127.0.0.1",
-          GOATKIT_DATA_DIR: join(data, "data"),
-          GOATKIT_PLUGINS_DIR: plugins,
-          GOATKIT_HOT_RELOAD: "false",
-          DATABASE_URL: db.url,
-          ...(approval === undefined
-            ? {}
-            : { GOATKIT_REQUIRE_APPROVAL: approval }),
-        },
-        defaultPath: join(data, "absent.json"),
-      }),
+      config: hostConfig(
+        join(data, "data"),
+        plugins,
+        db.url,
+        approval === undefined ? {} : { GOATKIT_REQUIRE_APPROVAL: approval },
+      ),
       print: (l) => lines.push(l),
     });
     const h = host;

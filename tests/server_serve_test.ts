@@ -3,60 +3,17 @@
 // and graceful shutdown of the real entry point on SIGTERM.
 
 import { join } from "node:path";
-import pg from "pg";
 import { boot } from "../host/boot.ts";
 import { ConfigValueError, loadConfig } from "../host/services/config.ts";
-import { assert, assertEquals, assertMatch } from "./server_helpers.ts";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  hostConfig,
+  privateSchema,
+} from "./server_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const PG_URL = "postgres://postgres@127.0.0.1:5432/test";
-
-/**
- * A private schema on the real test PostgreSQL (PGlite's first start takes
- * ~25 s on a loaded 2-core box): returns a DATABASE_URL whose search_path is
- * that schema, and a function that drops it.
- */
-async function privateSchema(): Promise<
-  { url: string; drop(): Promise<void> }
-> {
-  const schema = `gk_server_test_${
-    crypto.randomUUID().replaceAll("-", "").slice(0, 12)
-  }`;
-  const admin = new pg.Client({ connectionString: PG_URL });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE SCHEMA ${schema}`);
-  } finally {
-    await admin.end();
-  }
-  return {
-    url: `${PG_URL}?options=${encodeURIComponent(`-c search_path=${schema}`)}`,
-    async drop() {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      try {
-        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      } finally {
-        await c.end();
-      }
-    },
-  };
-}
-
-/** The configuration of an in-process test host on loopback and a private schema. */
-function testHostConfig(data: string, plugins: string, databaseUrl: string) {
-  return loadConfig({
-    env: {
-      PORT: "0",
-      GOATKIT_HOSTNAME: "127.0.0.1",
-      GOATKIT_DATA_DIR: data,
-      GOATKIT_PLUGINS_DIR: plugins,
-      GOATKIT_HOT_RELOAD: "false",
-      DATABASE_URL: databaseUrl,
-    },
-    defaultPath: join(data, "absent.json"),
-  });
-}
 
 Deno.test("loadConfig: server defaults, goatkit.json, environment overrides", async () => {
   const dir = await Deno.makeTempDir();
@@ -178,7 +135,7 @@ Deno.test("boot: admin token once, example WASM plugin route and widget, disable
         join(plugins, "hello-c", f),
       );
     }
-    const config = testHostConfig(data, plugins, db.url);
+    const config = hostConfig(data, plugins, db.url);
     const lines: string[] = [];
     const host = await boot({ config, print: (l) => lines.push(l) });
     let token: string;
@@ -333,7 +290,7 @@ Deno.test("boot: a package uploaded through the API installs and serves; uninsta
   const plugins = await Deno.makeTempDir();
   const db = await privateSchema();
   const { packFolder } = await import("../host/loading/packages.ts");
-  const config = testHostConfig(data, plugins, db.url);
+  const config = hostConfig(data, plugins, db.url);
   const host = await boot({ config, print: () => {} });
   try {
     const auth = { authorization: `Bearer ${host.adminToken}` };

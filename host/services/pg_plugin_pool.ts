@@ -337,14 +337,16 @@ export class PgPluginPool {
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     let broken: Error | undefined;
-    try {
-      let result: PipelineResult;
+    /**
+     * Awaits one step; on failure, a broken connection is marked, and an
+     * explicit transaction of ours left open is rolled back before reuse.
+     */
+    const settle = async <T>(step: Promise<T>): Promise<T> => {
       try {
-        result = await done;
+        return await step;
       } catch (e) {
         if (!isServerError(e)) broken = e as Error;
         else if (!cancelled && txStatus(client) !== "I") {
-          // An explicit transaction of ours failed: end it before reuse.
           current = undefined;
           await client.query("ROLLBACK").catch((r: unknown) =>
             broken = r as Error
@@ -352,6 +354,9 @@ export class PgPluginPool {
         }
         throw e;
       }
+    };
+    try {
+      const result: PipelineResult = await settle(done);
       if (options.transaction === "commit") {
         const end = runPipelined(
           client,
@@ -359,18 +364,7 @@ export class PgPluginPool {
           [],
         );
         current = end.query;
-        try {
-          await end.done;
-        } catch (e) {
-          if (!isServerError(e)) broken = e as Error;
-          else if (!cancelled && txStatus(client) !== "I") {
-            current = undefined;
-            await client.query("ROLLBACK").catch((r: unknown) =>
-              broken = r as Error
-            );
-          }
-          throw e;
-        }
+        await settle(end.done);
       }
       if (cancelled) signal?.throwIfAborted();
       // What we sent took effect (the server's own report of read-only wins).

@@ -1,12 +1,17 @@
 /**
- * HTTP load generator (issue 11): starts `host/serve.ts` as a subprocess
- * (temp data dir, a private schema on the test PostgreSQL, the `hello-c`
- * WASM and `hello-grpc-ts` gRPC fixtures) and, for a plain route
- * (`/healthz`), a WASM route (`GET /api/plugins/hello-c`) and a gRPC route
- * (`GET /api/plugins/hello-grpc/status`, with the admin token), runs closed
- * loops on N keep-alive HTTP/1.1 connections (raw `Deno.connect`, one
- * request at a time per connection) for a fixed time per cell, then prints
- * req/s, p50/p99 latency and the answers by status (or error) per cell.
+ * HTTP load generator (issues 11 and 12): starts `host/serve.ts` as a
+ * subprocess (temp data dir, a private schema on the test PostgreSQL, the
+ * `hello-c` WASM, `bench-echo` WASM and `hello-grpc-ts` gRPC fixtures) and,
+ * for a plain route (`/healthz`, the baseline), a WASM echo route (`GET
+ * /api/plugins/bench-echo`: the guest does nothing, so the figure is the
+ * host's route path), the `hello-c` WASM route (it logs a line per call) and
+ * a gRPC route (`GET /api/plugins/hello-grpc/status`, with the admin token),
+ * runs closed loops on N keep-alive HTTP/1.1 connections (raw
+ * `Deno.connect`, one request at a time per connection) for a fixed time
+ * per cell, then prints req/s, the ratio to the plain route at the same
+ * connection count, p50/p99 latency, the host's CPU time per request (its
+ * main thread, and its WASM worker threads, from Linux `/proc`) and the
+ * answers by status (or error) per cell.
  *
  * A script, not a `Deno.bench` file (a cell is a timed run against a
  * separate process, not a function to repeat):
@@ -33,7 +38,7 @@ const { values } = parseArgs({
   options: {
     conns: { type: "string", default: "10,100,1000,2000" },
     seconds: { type: "string", default: "3" },
-    routes: { type: "string", default: "plain,wasm,grpc" },
+    routes: { type: "string", default: "plain,echo,wasm,grpc" },
   },
 });
 const CONNS = values.conns.split(",").map(Number).filter((n) => n > 0);
@@ -128,6 +133,27 @@ async function runCell(
   return cell;
 }
 
+/**
+ * CPU time (ms) the host process has used so far, split into its main
+ * thread and its WASM worker threads (Linux `/proc`; zeros elsewhere).
+ */
+function threadCpu(pid: number): { main: number; workers: number } {
+  const out = { main: 0, workers: 0 };
+  try {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const stat = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/stat`);
+      const close = stat.lastIndexOf(")");
+      const comm = stat.slice(stat.indexOf("(") + 1, close);
+      const f = stat.slice(close + 2).split(" ");
+      // utime + stime, in clock ticks of 10 ms.
+      const ms = (Number(f[11]) + Number(f[12])) * 10;
+      if (t.name === String(pid)) out.main += ms;
+      else if (comm.startsWith("worker")) out.workers += ms;
+    }
+  } catch { /* not Linux, or the process is gone */ }
+  return out;
+}
+
 function pct(sorted: number[], p: number): string {
   if (sorted.length === 0) return "—";
   const v = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
@@ -136,6 +162,11 @@ function pct(sorted: number[], p: number): string {
 
 const ROUTES: Record<string, { path: string; auth: boolean; label: string }> = {
   plain: { path: "/healthz", auth: false, label: "plain /healthz" },
+  echo: {
+    path: "/api/plugins/bench-echo?message=hello",
+    auth: false,
+    label: "WASM echo",
+  },
   wasm: {
     path: "/api/plugins/hello-c?name=bench",
     auth: false,
@@ -153,9 +184,9 @@ for (const [k, v] of Object.entries(Deno.env.toObject())) {
   if (k.startsWith("GOATKIT_")) hostEnv[k] = v;
 }
 const host = await startHost({
-  plugins: ["plugins/hello-c", "plugins/hello-grpc-ts"],
+  plugins: ["plugins/hello-c", "plugins/hello-grpc-ts", "bench/echo-wat"],
   env: hostEnv,
-  enable: ["hello-c", "hello-grpc"],
+  enable: ["hello-c", "hello-grpc", "bench-echo"],
   lifetimeMs: 30 * 60_000,
 });
 try {
@@ -164,9 +195,10 @@ try {
     `host ${host.url}: ${health.plugins.registered} plugins, max_in_flight ${health.requests.max_in_flight}; ${SECONDS} s per cell\n`,
   );
   console.log(
-    "| route | conns | req/s | p50 ms | p99 ms | answers by status |",
+    "| route | conns | req/s | vs plain | p50 ms | p99 ms | host CPU µs/req (main + workers) | answers by status |",
   );
-  console.log("|---|---:|---:|---:|---:|---|");
+  console.log("|---|---:|---:|---:|---:|---:|---|---|");
+  const plainRate = new Map<number, number>();
   for (const key of values.routes.split(",")) {
     const r = ROUTES[key];
     if (!r) {
@@ -178,14 +210,23 @@ try {
       ? { authorization: `Bearer ${host.token}` }
       : {};
     for (const n of CONNS) {
+      const cpu0 = threadCpu(host.child.pid);
       const cell = await runCell(host.url, r.label, r.path, headers, n);
+      const cpu1 = threadCpu(host.child.pid);
       const sorted = cell.latencies.sort((a, b) => a - b);
       const statuses = [...cell.byStatus].sort().map(([k, v]) => `${k}: ${v}`)
         .join(", ");
+      const rate = Math.round(cell.done / (cell.elapsedMs / 1000));
+      if (key === "plain") plainRate.set(n, rate);
+      const base = plainRate.get(n);
+      const perReq = (ms: number) =>
+        cell.done > 0 ? ((ms * 1000) / cell.done).toFixed(0) : "—";
       console.log(
-        `| ${r.label} | ${n} | ${
-          Math.round(cell.done / (cell.elapsedMs / 1000))
-        } | ${pct(sorted, 0.5)} | ${pct(sorted, 0.99)} | ${statuses} |`,
+        `| ${r.label} | ${n} | ${rate} | ${
+          base ? (rate / base).toFixed(2) : "—"
+        } | ${pct(sorted, 0.5)} | ${pct(sorted, 0.99)} | ${
+          perReq(cpu1.main - cpu0.main)
+        } + ${perReq(cpu1.workers - cpu0.workers)} | ${statuses} |`,
       );
       // Let the host settle between cells (queues drain, sockets close).
       await new Promise((resolve) => setTimeout(resolve, 500));

@@ -9,6 +9,12 @@
  * change, first with a short bounded spin (`spinMicros`), then blocking (`Atomics.wait` in
  * the worker, `Atomics.waitAsync` on the main thread).
  *
+ * A call's log lines do not cost a round trip each: the worker batches
+ * them ({@linkcode LogBatch}) and the call's final message (`MSG_RESULT`,
+ * `MSG_ABI_ERROR`, `MSG_TRAP`, `MSG_INTERRUPTED`, `MSG_EXIT`, `MSG_FATAL`)
+ * carries them in part 1; a batch goes ahead as `MSG_LOG` only before a
+ * host call, or when it grows large or old.
+ *
  * The buffer is a growable SharedArrayBuffer: a message larger than the
  * current data region grows it, up to the maximum given at creation.
  *
@@ -72,7 +78,7 @@ export const MSG_FATAL = 24;
 export const MSG_EXIT = 25;
 /** Worker → main: a `gk.host_call` (part 0 fn name, part 1 args). */
 export const MSG_HOST_CALL = 30;
-/** Worker → main: a log line (aux = level 0–3, part 0 text; aux 10 = defect). */
+/** Worker → main: log lines ({@linkcode LogBatch} in part 0; levels 0–3). */
 export const MSG_LOG = 31;
 /** Worker → main: acknowledgement (of reset/shutdown). */
 export const MSG_ACK = 32;
@@ -283,19 +289,30 @@ export class Channel {
 
   /**
    * Worker: blocks until `W_SEQ` differs from `seen`, spinning for up to
-   * `spinMicros` µs first; returns the new value.
+   * `spinMicros` µs first (less while spinning does not pay: see
+   * {@linkcode AdaptiveSpin}); returns the new value.
    */
   waitFromMain(seen: number, spinMicros: number): number {
     const ctl = this.ctl;
-    if (spinUntil(ctl, W_SEQ, seen, spinMicros)) {
+    // Adaptive, as on the main thread: a worker that spins while the main
+    // thread is slow to answer burns the core the main thread needs.
+    const budget = this.#workerSpin.budget(spinMicros);
+    if (spinUntil(ctl, W_SEQ, seen, budget)) {
+      if (budget > 0) this.#workerSpin.hit(spinMicros);
       return Atomics.load(ctl, W_SEQ);
     }
+    const t0 = budget > 0 ? performance.now() : 0;
     for (;;) {
       Atomics.store(ctl, W_WAITING, 1);
       Atomics.wait(ctl, W_SEQ, seen);
       Atomics.store(ctl, W_WAITING, 0);
       const v = Atomics.load(ctl, W_SEQ);
-      if (v !== seen) return v;
+      if (v !== seen) {
+        if (budget > 0) {
+          this.#workerSpin.miss(spinMicros, (performance.now() - t0) * 1000);
+        }
+        return v;
+      }
     }
   }
 
@@ -337,5 +354,74 @@ export class Channel {
   /** Main thread: wakes its own pending {@linkcode waitFromWorker}. */
   wakeMain(): void {
     Atomics.notify(this.ctl, M_SEQ);
+  }
+}
+
+/**
+ * Log lines of one call, batched in the worker and carried to the main
+ * thread as one byte part: each line is a level byte, a little-endian u32
+ * length and the text. A call's lines travel with its final message (or
+ * before a host call, or when the batch grows large or old), so a line
+ * costs no round trip of its own.
+ *
+ * @example
+ * ```ts
+ * import { LogBatch, readLogBatch } from "./channel.ts";
+ * const b = new LogBatch();
+ * b.add(1, new TextEncoder().encode("hi"));
+ * for (const l of readLogBatch(b.take())) console.log(l.level, l.text); // 1 "hi"
+ * ```
+ */
+export class LogBatch {
+  #lines: { level: number; text: Uint8Array }[] = [];
+  #bytes = 0;
+  #since = 0;
+
+  /** Encoded size of the batch, in bytes. */
+  get byteLength(): number {
+    return this.#bytes;
+  }
+
+  /** Milliseconds since the oldest line was added (0 when empty). */
+  get ageMs(): number {
+    return this.#lines.length === 0 ? 0 : performance.now() - this.#since;
+  }
+
+  /** Adds a line (copied: `text` may be a view of guest memory). */
+  add(level: number, text: Uint8Array): void {
+    if (this.#lines.length === 0) this.#since = performance.now();
+    this.#lines.push({ level, text: text.slice() });
+    this.#bytes += 5 + text.length;
+  }
+
+  /** The encoded batch (`null` when empty), and the batch emptied. */
+  take(): Uint8Array | null {
+    if (this.#lines.length === 0) return null;
+    const out = new Uint8Array(this.#bytes);
+    const view = new DataView(out.buffer);
+    let at = 0;
+    for (const { level, text } of this.#lines) {
+      out[at] = level;
+      view.setUint32(at + 1, text.length, true);
+      out.set(text, at + 5);
+      at += 5 + text.length;
+    }
+    this.#lines = [];
+    this.#bytes = 0;
+    return out;
+  }
+}
+
+/** The lines of an encoded {@linkcode LogBatch} (stops at a malformed tail). */
+export function* readLogBatch(
+  bytes: Uint8Array,
+): Generator<{ level: number; text: Uint8Array }> {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  while (at + 5 <= bytes.length) {
+    const len = view.getUint32(at + 1, true);
+    if (at + 5 + len > bytes.length) return;
+    yield { level: bytes[at]!, text: bytes.subarray(at + 5, at + 5 + len) };
+    at += 5 + len;
   }
 }

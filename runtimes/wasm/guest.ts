@@ -14,6 +14,7 @@ import {
   Channel,
   INTERRUPT,
   INTERRUPT_COUNT,
+  LogBatch,
   MSG_ABI_ERROR,
   MSG_ACK,
   MSG_EXIT,
@@ -65,6 +66,10 @@ export interface WorkerInit {
 
 /** Longest log line forwarded; longer lines are cut. */
 const MAX_LINE = 16 * 1024;
+/** A log batch this large goes ahead of the call's final message. */
+const LOG_BATCH_BYTES = 64 * 1024;
+/** A log batch this old (ms) goes ahead of the call's final message. */
+const LOG_BATCH_MS = 100;
 
 const encoder = new TextEncoder();
 
@@ -88,19 +93,30 @@ function start(init: WorkerInit): void {
     lastW = ch.waitFromMain(lastW, init.spinMicros);
     return ch.read();
   };
+  const logs = new LogBatch();
+  /** Sends the batched log lines now (one round trip), if any. */
+  const flushLogs = () => {
+    const batch = logs.take();
+    if (batch === null) return;
+    send(MSG_LOG, batch, null, 0);
+    receive(); // ack
+  };
+  /** Sends a call's final message with the batched log lines in part 1. */
+  const sendFinal = (kind: number, p0: Uint8Array | null, aux: number) => {
+    if ((p0?.length ?? 0) + logs.byteLength > ch.maxMessageBytes) flushLogs();
+    send(kind, p0, logs.take(), aux);
+  };
   const sendLog = (level: number, text: Uint8Array) => {
     if (logLines >= init.maxLogLinesPerCall) {
       droppedLines++;
       return;
     }
     logLines++;
-    send(
-      MSG_LOG,
-      text.length > MAX_LINE ? text.subarray(0, MAX_LINE) : text,
-      null,
-      level,
-    );
-    receive(); // ack
+    logs.add(level, text.length > MAX_LINE ? text.subarray(0, MAX_LINE) : text);
+    // Lines of a long call still arrive while it runs.
+    if (logs.byteLength >= LOG_BATCH_BYTES || logs.ageMs >= LOG_BATCH_MS) {
+      flushLogs();
+    }
   };
 
   // Line-buffered stdout (info) and stderr (warn).
@@ -144,6 +160,8 @@ function start(init: WorkerInit): void {
 
   const bridge: GuestBridge = {
     hostCall(fn: Uint8Array, args: Uint8Array): HostCallAnswer {
+      // Lines logged before a host call reach the host before it.
+      flushLogs();
       send(MSG_HOST_CALL, fn, args, 0);
       const reply = receive();
       if (reply.kind === OP_REPLY_OK) return { ok: reply.part0 };
@@ -219,7 +237,7 @@ function start(init: WorkerInit): void {
       create();
       return true;
     } catch (e) {
-      send(MSG_FATAL, message(e), null, 0);
+      sendFinal(MSG_FATAL, message(e), 0);
       return false;
     }
   };
@@ -228,9 +246,9 @@ function start(init: WorkerInit): void {
   try {
     create();
     flushStreams();
-    send(MSG_RESULT, null, null, 1);
+    sendFinal(MSG_RESULT, null, 1);
   } catch (e) {
-    send(MSG_FATAL, message(e), null, 0);
+    sendFinal(MSG_FATAL, message(e), 0);
     return;
   }
 
@@ -257,16 +275,16 @@ function start(init: WorkerInit): void {
             ? guest.register()
             : guest.call(req.part0, req.aux === 1 ? null : req.part1);
           flushStreams();
-          send(MSG_RESULT, out, null, out === null ? 1 : 0);
+          sendFinal(MSG_RESULT, out, out === null ? 1 : 0);
         } catch (e) {
           flushStreams();
           const code = wasi?.exitCode(e);
           if (e instanceof GuestInterrupt) {
-            if (recreate()) send(MSG_INTERRUPTED, null, null, 0);
+            if (recreate()) sendFinal(MSG_INTERRUPTED, null, 0);
           } else if (e instanceof WasmAbiError) {
-            send(MSG_ABI_ERROR, encoder.encode(e.message), null, 0);
+            sendFinal(MSG_ABI_ERROR, encoder.encode(e.message), 0);
           } else if (code !== undefined) {
-            if (recreate()) send(MSG_EXIT, null, null, code);
+            if (recreate()) sendFinal(MSG_EXIT, null, code);
           } else {
             const text =
               e instanceof RangeError && /call stack/i.test(e.message)
@@ -274,7 +292,7 @@ function start(init: WorkerInit): void {
                 : e instanceof Error
                 ? e.message
                 : String(e);
-            if (recreate()) send(MSG_TRAP, encoder.encode(text), null, 0);
+            if (recreate()) sendFinal(MSG_TRAP, encoder.encode(text), 0);
           }
         }
         continue;

@@ -28,6 +28,7 @@ import {
   OP_REPLY_INTERRUPTED,
   OP_REPLY_OK,
   OP_SHUTDOWN,
+  readLogBatch,
 } from "./channel.ts";
 import { errorJson, type HostCallResult } from "./host_calls.ts";
 import type { WorkerInit } from "./guest.ts";
@@ -119,6 +120,21 @@ export function workerPermissions(
     sys: false,
     import: false,
   };
+}
+
+/**
+ * Hands each line of an encoded log batch to `hooks.log`; a line the host
+ * fails to record does not fail the call.
+ */
+function deliverLogs(hooks: RequestHooks, batch: Uint8Array): void {
+  if (batch.length === 0 || !hooks.log) return;
+  for (const { level, text } of readLogBatch(batch)) {
+    try {
+      hooks.log(level, decoder.decode(text));
+    } catch {
+      // the host's log is not the guest's outcome
+    }
+  }
 }
 
 /** One worker running one instance. */
@@ -297,7 +313,7 @@ export class InstanceHandle {
         switch (msg.kind) {
           case MSG_LOG:
             try {
-              hooks.log?.(msg.aux, decoder.decode(msg.part0));
+              deliverLogs(hooks, msg.part0);
             } finally {
               this.#reply(OP_ACK, null);
             }
@@ -352,6 +368,10 @@ export class InstanceHandle {
             }
             continue;
           }
+        }
+        // A final message: the call's remaining log lines come with it.
+        deliverLogs(hooks, msg.part1);
+        switch (msg.kind) {
           case MSG_RESULT:
             return { kind: "result", bytes: msg.aux === 1 ? null : msg.part0 };
           case MSG_ABI_ERROR:

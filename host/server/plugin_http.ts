@@ -200,7 +200,8 @@ function codeEntry(
  * not found 404, disabled 403, permission denied 403, timeout 504, crash 502,
  * a runtime's overload (`PluginOverloadedError`: queue full or queue-time
  * budget spent) 503 `overloaded` with `Retry-After` (see `unavailable.ts`),
- * a package refused for its signer or version 409,
+ * a package refused for its signer or version 409, an uninstall refused
+ * for an unknown plugin 404 or a plugin not installed from a package 409,
  * another refused package 422, an error with a `code` the plugin declared →
  * that code's status, anything else 500. (Plugin routes answer a disabled
  * or quarantined plugin with 503 instead: {@linkcode pluginUnavailableBody}.)
@@ -275,6 +276,15 @@ export function errorToHttp(
   }
   if (name === "PackageRejectedError") {
     return { status: 422, body: { error: msg } };
+  }
+  // An uninstall of an unknown plugin (404) or of one not installed from a
+  // package (409) carries its status.
+  if (name === "PackageUninstallError") {
+    const status = (e as { status?: unknown }).status;
+    return {
+      status: status === 404 || status === 409 ? status : 409,
+      body: { error: msg },
+    };
   }
   return { status: 500, body: { error: msg } };
 }

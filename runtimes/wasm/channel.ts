@@ -336,12 +336,20 @@ export class Channel {
     }
     const t0 = performance.now();
     Atomics.store(ctl, M_WAITING, 1);
-    const r = Atomics.waitAsync(ctl, M_SEQ, seen, Math.max(0, timeoutMs));
+    // No timeout argument: V8 arms a platform task for each timed
+    // waitAsync that outlives an early wake-up; one JS timer per wait that
+    // wakes this waiter at the timeout costs less.
+    const r = Atomics.waitAsync(ctl, M_SEQ, seen);
     if (!r.async) {
       Atomics.store(ctl, M_WAITING, 0);
       return Atomics.load(ctl, M_SEQ) !== seen;
     }
+    const timer = setTimeout(
+      () => Atomics.notify(ctl, M_SEQ),
+      Math.max(0, timeoutMs),
+    );
     return r.value.then(() => {
+      clearTimeout(timer);
       Atomics.store(ctl, M_WAITING, 0);
       const changed = Atomics.load(ctl, M_SEQ) !== seen;
       if (changed && budget > 0) {

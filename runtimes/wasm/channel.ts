@@ -377,7 +377,7 @@ export class Channel {
  * import { LogBatch, readLogBatch } from "./channel.ts";
  * const b = new LogBatch();
  * b.add(1, new TextEncoder().encode("hi"));
- * for (const l of readLogBatch(b.take())) console.log(l.level, l.text); // 1 "hi"
+ * for (const l of readLogBatch(b.take()!)) console.log(l.level, l.text); // 1 "hi"
  * ```
  */
 export class LogBatch {

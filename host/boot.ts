@@ -31,6 +31,7 @@
  */
 
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { errorText } from "./model/errors.ts";
 import type { GKRegistration } from "./model/manifest.ts";
 import { LogBuffer } from "./log_buffer.ts";
@@ -52,6 +53,8 @@ import {
   routeCollisionCheck,
 } from "./server/mod.ts";
 import { FileTokenStore } from "./server/auth/tokens.ts";
+import type { ReadinessFailure } from "./server/options.ts";
+import { probe } from "./server/readiness.ts";
 import {
   createServices,
   PgStateStore,
@@ -191,6 +194,21 @@ function hostGrantPolicy(config: HostConfig): GrantPolicy {
     mayBeSecret: (key) =>
       store.secret(key) !== undefined || store.hostValue(key) === undefined,
   });
+}
+
+const EXAMPLES_URL = new URL("../fixtures/plugins", import.meta.url);
+
+/**
+ * The repository's example plugins (`GOATKIT_EXAMPLE_PLUGINS`): a folder of
+ * a local copy (a clone); `undefined` when this module was imported from a
+ * registry, which does not ship them.
+ */
+export const EXAMPLE_PLUGINS_DIR: string | undefined =
+  EXAMPLES_URL.protocol === "file:" ? fileURLToPath(EXAMPLES_URL) : undefined;
+
+/** Seconds since `t0` (a `performance.now()`), one decimal: `8.2`. */
+function secondsSince(t0: number): string {
+  return ((performance.now() - t0) / 1000).toFixed(1);
 }
 
 /** A value built after something that needs it: the seam of a real cycle. */
@@ -365,6 +383,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     dataDir: server.dataDir,
     logs,
     pluginConfig: (name) => services.config.pluginSection(name),
+    trustedExecutables: server.trustedExecutables,
     audit,
     wasm: {
       queue: {
@@ -377,6 +396,9 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   });
   const loader = new Loader(manager, {
     dir: server.pluginsDir,
+    ...(server.examplePlugins && EXAMPLE_PLUGINS_DIR
+      ? { exampleDirs: [EXAMPLE_PLUGINS_DIR] }
+      : {}),
     load: async (source) => {
       // The host's policy decides new requests (by default: they wait for
       // the operator) before the runtime maps grants onto WASI preopens
@@ -400,6 +422,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     loader,
     trustedKeys: server.trustedKeys,
     requireSignature: server.requireSignature,
+    trustedExecutables: server.trustedExecutables,
     // Signer pins outlive the plugin folder (uninstall) and restarts.
     pinsFile: join(server.dataDir, "package_signers.json"),
     logs,
@@ -431,18 +454,33 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     // A fresh install is only discovered by the installer: load it now
     // (unless loading is lazy) and mount what it declares.
     install: async (bytes, opts) => {
+      const t0 = performance.now();
+      print(
+        `  installing a package (${(bytes.byteLength / 1024).toFixed(0)} KiB)…`,
+      );
       const result = await installer.install(bytes, {
         ...(opts?.signature ? { signature: opts.signature } : {}),
+        ...(opts?.signer ? { signer: opts.signer } : {}),
         allowSignerChange: opts?.allowSignerChange === true,
         allowDowngrade: opts?.allowDowngrade === true,
       });
       try {
         if (!server.lazyLoad) await loader.ensureLoaded(result.name);
+      } catch (e) {
+        // A fresh install that does not register leaves nothing behind.
+        if (!result.upgraded) await installer.rollback(result.name, e);
+        throw e;
       } finally {
         appSeam.get().rebuildRoutes();
       }
+      print(
+        `  … installed ${result.name} ${result.version} in ${
+          secondsSince(t0)
+        } s`,
+      );
       return result;
     },
+    signature: (name) => installer.signature(name),
     uninstall: async (name, opts) => {
       try {
         await installer.uninstall(name, {
@@ -462,7 +500,14 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     grants: grantsProvider(grants, { audit, policy: grantPolicy }),
     scheduler,
     packages,
-    loader,
+    loader: {
+      reload: (name) => loader.reload(name),
+      ensureLoaded: (name) => loader.ensureLoaded(name),
+      failure: (name) => loader.failure(name),
+      dir: loader.dir,
+      exampleDirs: loader.exampleDirs,
+      lazy: server.lazyLoad,
+    },
     discovered: () =>
       loader.discovered().flatMap((n) => {
         const src = loader.source(n);
@@ -478,6 +523,26 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       hot_reload: server.hotReload,
       discovery_problems: loader.problems().length,
     }),
+    // /readyz: start-up done, plugin folders usable, services answering.
+    readiness: async () => {
+      const failures: ReadinessFailure[] = [];
+      if (state.loading) {
+        failures.push({ check: "plugins", error: "plugins are still loading" });
+      }
+      for (const p of loader.problems()) {
+        failures.push({ check: "plugin-folder", name: p.dir, error: p.error });
+      }
+      const [db, cache] = await Promise.all([
+        probe(() => sql.query("SELECT 1"), READINESS_TIMEOUT_MS),
+        probe(
+          () => services.cache.get("goatkit", "readyz"),
+          READINESS_TIMEOUT_MS,
+        ),
+      ]);
+      if (db !== undefined) failures.push({ check: "database", error: db });
+      if (cache !== undefined) failures.push({ check: "cache", error: cache });
+      return failures;
+    },
   }));
 
   // Serve, then load plugins (the URL is shown while they load).
@@ -498,10 +563,40 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   const url = `http://${shownHost}:${addr.port}`;
   options.onListen?.({ url, ...(adminToken ? { adminToken } : {}) });
 
+  // The embedded database starts on first use: say so, and how long it took
+  // (a first start creates the cluster: several seconds in silence else).
+  if (!config.env.DATABASE_URL) {
+    const first = !(await exists(join(server.dataDir, "pg")));
+    print(
+      `  starting embedded database${
+        first ? " (first start can take 10-20 s)" : ""
+      }…`,
+    );
+    const t0 = performance.now();
+    try {
+      await sql.query("SELECT 1");
+      print(`  … embedded database ready in ${secondsSince(t0)} s`);
+    } catch (e) {
+      print(`  embedded database failed to start: ${errorText(e)}`);
+    }
+  }
+
   let rescan: ReturnType<typeof setInterval> | undefined;
   if (options.loadPlugins ?? true) {
     state.loading = true;
-    print(`  loading plugins from ${server.pluginsDir} …`);
+    const t0 = performance.now();
+    if (server.examplePlugins && !EXAMPLE_PLUGINS_DIR) {
+      print(
+        "  GOATKIT_EXAMPLE_PLUGINS: the example plugins come only with a clone of the repository; none loaded",
+      );
+    }
+    print(
+      `  loading plugins from ${server.pluginsDir}${
+        server.examplePlugins && EXAMPLE_PLUGINS_DIR
+          ? ` and the examples in ${EXAMPLE_PLUGINS_DIR}`
+          : ""
+      }…`,
+    );
     await loader.scan();
     for (const p of loader.problems()) {
       print(`  not a plugin: ${p.dir}: ${p.error}`);
@@ -522,6 +617,11 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       for (const f of failed) {
         print(`  plugin ${f.name} not loaded: ${f.error}`);
       }
+      print(
+        `  … ${loaded.length} plugin(s) loaded${
+          failed.length > 0 ? `, ${failed.length} failed` : ""
+        } in ${secondsSince(t0)} s`,
+      );
     } else {
       print(
         `  ${loader.discovered().length} plugin(s) discovered (lazy loading)`,
@@ -581,6 +681,19 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       return closing ??= close(opts.drainTimeoutMs ?? server.drainTimeoutMs);
     },
   };
+}
+
+/** How long `/readyz` waits for the database and the cache, in ms. */
+const READINESS_TIMEOUT_MS = 3000;
+
+/** Whether `path` exists. */
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether `p` settles within `ms` (its rejection counts as settled). */

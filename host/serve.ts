@@ -20,17 +20,19 @@
  * | `server.port` | `PORT` | `GOATKIT_SERVER__PORT` | 8080 (0 = any free port) |
  * | `server.hostname` | `GOATKIT_HOSTNAME` | `GOATKIT_SERVER__HOSTNAME` | `127.0.0.1` (this machine only; see "Exposing the host") |
  * | `server.dataDir` | `GOATKIT_DATA_DIR` | `GOATKIT_SERVER__DATADIR` | `./data` |
- * | `server.pluginsDir` | `GOATKIT_PLUGINS_DIR` | `GOATKIT_SERVER__PLUGINSDIR` | `./fixtures/plugins` |
+ * | `server.pluginsDir` | `GOATKIT_PLUGINS_DIR` | `GOATKIT_SERVER__PLUGINSDIR` | `./data/plugins` (created at start): plugin folders, bare `*.wasm` files (GoatFlow's layout, named by their manifest) and installed packages; each plugin's private data is in `<dataDir>/plugin-data/<name>` |
+ * | `server.examplePlugins` | `GOATKIT_EXAMPLE_PLUGINS` | `GOATKIT_SERVER__EXAMPLEPLUGINS` | false; true also loads the repository's examples (`fixtures/plugins`, read only, a clone only); `deno task serve` sets it; a plugin of the same name in `pluginsDir` wins |
  * | `server.title` | `GOATKIT_TITLE` | `GOATKIT_SERVER__TITLE` | `GoatKit` |
  * | `server.secureCookies` | `GOATKIT_SECURE_COOKIES` | `GOATKIT_SERVER__SECURECOOKIES` | false (cookies are `Secure` on HTTPS requests anyway; true forces it on plain HTTP too) |
  * | `server.trustProxy` (`true` or an array of IPs) | `GOATKIT_TRUST_PROXY` (`true`, `false` or IPs, comma-separated) | `GOATKIT_SERVER__TRUSTPROXY` | false (`X-Forwarded-Proto` is ignored) |
  * | `server.lazyLoad` | `GOATKIT_LAZY_LOAD` | `GOATKIT_SERVER__LAZYLOAD` | false (load every plugin at start) |
  * | `server.hotReload` | `GOATKIT_HOT_RELOAD` | `GOATKIT_SERVER__HOTRELOAD` | true |
  * | `server.trustedKeys` (array) | `GOATKIT_TRUSTED_KEYS` (comma-separated) | `GOATKIT_SERVER__TRUSTEDKEYS` | none |
- * | `server.requireSignature` | `GOATKIT_REQUIRE_SIGNATURE` | `GOATKIT_SERVER__REQUIRESIGNATURE` | false |
+ * | `server.requireSignature` | `GOATKIT_REQUIRE_SIGNATURE` | `GOATKIT_SERVER__REQUIRESIGNATURE` | false (true: unsigned packages, and signed ones no trusted key verifies, are refused) |
+ * | `server.trustedExecutables` (array) | `GOATKIT_TRUSTED_EXECUTABLES` (SHA-256 hex digests, comma-separated) | `GOATKIT_SERVER__TRUSTEDEXECUTABLES` | none: a native plugin executable runs (and a package carrying one installs) only when the SHA-256 of its binary is listed (`sha256sum plugin`) |
  * | `server.requireApproval` (array) | `GOATKIT_REQUIRE_APPROVAL` (`all`, `none` or kinds, comma-separated) | `GOATKIT_SERVER__REQUIREAPPROVAL` | `all`: every permission but `log` waits for the operator; `none` is for development only (warned at start); secrets always wait |
  * | `server.jobCatchUp` | `GOATKIT_JOB_CATCH_UP` (`once` or `skip`) | `GOATKIT_SERVER__JOBCATCHUP` | `once`: a job whose ticks could not be claimed while the database was down runs once when it is back (`skip`: it does not); the missed ticks show as one `skipped` run either way; a job's manifest `catch_up` wins |
- * | `server.maxInFlight` | `GOATKIT_MAX_IN_FLIGHT` | `GOATKIT_SERVER__MAXINFLIGHT` | 1024 plugin requests in flight server-wide (plugin routes, widgets, admin calls); one more gets 503 + `Retry-After` at once; `/healthz` is never limited |
+ * | `server.maxInFlight` | `GOATKIT_MAX_IN_FLIGHT` | `GOATKIT_SERVER__MAXINFLIGHT` | 1024 plugin requests in flight server-wide (plugin routes, widgets, admin calls); one more gets 503 + `Retry-After` at once; `/healthz` and `/readyz` are never limited |
  * | `server.drainTimeoutMs` | `GOATKIT_DRAIN_TIMEOUT_MS` | `GOATKIT_SERVER__DRAINTIMEOUTMS` | 10000: how long requests in flight may finish after SIGTERM/SIGINT |
  * | `server.pluginQueueLength` | `GOATKIT_PLUGIN_QUEUE_LENGTH` | `GOATKIT_SERVER__PLUGINQUEUELENGTH` | 256 calls a WASM plugin may have waiting for an instance; one more gets 503 + `Retry-After` |
  * | `server.pluginQueueWaitMs` | `GOATKIT_PLUGIN_QUEUE_WAIT_MS` | `GOATKIT_SERVER__PLUGINQUEUEWAITMS` | 1000: longest wait for an instance (at most half the call's deadline), then 503 |
@@ -48,6 +50,16 @@
  * | `DATABASE_URL`, `DATABASE_URL_<NAME>` | PostgreSQL (else PGlite in `<dataDir>/pg`) |
  * | `REDIS_URL`, `REDIS_PREFIX` | Redis cache (else Deno KV `<dataDir>/cache.kv`) |
  * | `SMTP_URL`, `SMTP_FROM` | SMTP mail (else `.eml` files in `<dataDir>/outbox`); sender else `mail.from` |
+ *
+ * Probes: `GET /healthz` is liveness (the process answers); `GET /readyz`
+ * is readiness: 200 once the plugins have loaded and the database and the
+ * cache answer, else 503 with every failure listed as JSON (plugins that
+ * failed to load, plugin folders that are not usable, an unreachable
+ * service, start-up still loading).
+ *
+ * Start-up prints progress for the long waits: the embedded database
+ * (first start 10-20 s), plugin loading and each package install, each
+ * with the time it took.
  *
  * Exposing the host: it listens on loopback only unless `GOATKIT_HOSTNAME`
  * says otherwise, and it speaks plain HTTP. To serve other machines, put a

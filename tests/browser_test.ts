@@ -188,7 +188,7 @@ Deno.test({
       const helloRow = page.locator('tr[data-plugin="hello"]');
       assertMatch(
         await helloRow.innerText(),
-        /1\.4\.2[\s\S]*native[\s\S]*enabled/,
+        /1\.4\.2[\s\S]*native[\s\S]*pending grants/,
       );
       assertMatch(await helloRow.innerText(), /1\/3 granted[\s\S]*1 to review/);
       assertEquals(
@@ -223,7 +223,7 @@ Deno.test({
         hasText: "Enable",
       }).click();
       await page.waitForSelector(
-        'tr[data-plugin="hello"] [data-status="enabled"]',
+        'tr[data-plugin="hello"] [data-status="pending-grants"]',
       );
       assertEquals(await routeStatus(), 200);
 

@@ -105,7 +105,7 @@ Deno.test("plugin list: loaded plugins with status, runtime, permissions; discov
       await t.req("GET", "/api/v1/plugins", { token: t.userToken }),
     );
     assertEquals(plugins.map((p) => [p.name, p.loaded, p.status]), [
-      ["dash", true, "enabled"],
+      ["dash", true, "pending-grants"], // http:api.example.com waits
       ["lazy-one", false, "not-loaded"],
     ]);
     const w = plugins[0]!;

@@ -1,7 +1,8 @@
 // The package seam of the server (issue 10 items 14 and 15): the operator
 // overrides reach the installer from the API (fields or query values) and
 // from the admin upload form's checkboxes, never by default; refusals
-// answer 409 with the reason; uninstall keeps the signer pin unless asked.
+// answer 409 with {error: {code, message, details}}; uninstall keeps the
+// signer pin unless asked.
 
 import {
   DowngradeRefusedError,
@@ -73,9 +74,13 @@ Deno.test("API upload: overrides only when asked; refusals answer 409 with the r
     };
     const refused = await upload({});
     assertEquals(refused.status, 409);
+    const body = await json<{ error: { code: string; message: string } }>(
+      refused,
+    );
+    assertEquals(body.error.code, "signer_pinned");
     assertMatch(
-      (await json<{ error: string }>(refused)).error,
-      /^Cannot install package: plugin "dash" is pinned to signer aaaaaaaaaaaaaaaa and this package is not signed/,
+      body.error.message,
+      /^Cannot install package: plugin "dash" is pinned to signer aaaaaaaaaaaaaaaa and this package is not signed.*; install a package signed by the pinned key/,
     );
     // "false"-ish values are no override.
     const no = await upload({ allow_signer_change: "false" });
@@ -83,7 +88,11 @@ Deno.test("API upload: overrides only when asked; refusals answer 409 with the r
     await no.body?.cancel();
     const older = await upload({ allow_signer_change: "true" });
     assertEquals(older.status, 409);
-    assertMatch((await json<{ error: string }>(older)).error, /older than/);
+    const olderBody = await json<{ error: { code: string; message: string } }>(
+      older,
+    );
+    assertEquals(olderBody.error.code, "downgrade_refused");
+    assertMatch(olderBody.error.message, /older than/);
     const ok = await upload({
       allow_signer_change: "1",
       allow_downgrade: "on",

@@ -23,7 +23,7 @@ Deno.test("loadConfig: server defaults, goatkit.json, environment overrides", as
     assertEquals([d.port, d.dataDir, d.pluginsDir], [
       8080,
       "./data",
-      "./fixtures/plugins",
+      "./data/plugins",
     ]);
     const file = join(dir, "goatkit.json");
     await Deno.writeTextFile(

@@ -173,13 +173,15 @@ Deno.test("loadConfig: one goatkit.json + environment gives server and plugin se
       port: 9200,
       hostname: "127.0.0.1", // default
       dataDir: "/srv/env",
-      pluginsDir: "./fixtures/plugins", // default
+      pluginsDir: "./data/plugins", // default
+      examplePlugins: false, // default
       title: "From env",
       secureCookies: false,
       lazyLoad: true, // file
       hotReload: false,
       trustedKeys: ["key-a", "key-b"],
       requireSignature: false,
+      trustedExecutables: [], // default
       trustProxy: false,
       requireApproval: [...APPROVAL_KINDS], // default: all
       jobCatchUp: "once", // default

@@ -9,6 +9,18 @@
  * runtime); `main.ts`, `plugin.ts`, `main.js` (gRPC, run by Deno); an
  * executable file named `plugin` (gRPC, native: the host must trust it).
  *
+ * A bare `*.wasm` file (any case of the extension) directly in the plugins
+ * directory is a plugin too, as in GoatFlow: it is named by the manifest its
+ * `gk_register` returns (read once per file version, see
+ * `wasm_manifest.ts`), not by its file name.
+ *
+ * Example folders (`exampleDirs`, the host's `GOATKIT_EXAMPLE_PLUGINS`) are
+ * scanned after the plugins directory; a plugin there is shadowed by one of
+ * the same name in the plugins directory.
+ *
+ * Load failures are kept per plugin ({@linkcode Loader.failure}) until the
+ * plugin loads, so the list and `/readyz` can say why it is not running.
+ *
  * The Loader does not know the runtimes: `load` turns a
  * {@linkcode PluginSource} into a {@linkcode Plugin} (the server wires it to
  * `loadWasmPlugin` / `loadGrpcPlugin` with the plugin's grants).
@@ -17,10 +29,12 @@
  */
 
 import { join, relative, resolve, sep } from "node:path";
-import { errorText } from "../model/errors.ts";
+import { errorText, PluginNotFoundError } from "../model/errors.ts";
 import type { LazyLoader, Manager } from "../manager.ts";
 import { checkManifest, type GKRegistration } from "../model/manifest.ts";
 import type { Plugin } from "../model/plugin.ts";
+import { readWasmManifest, type WasmManifestReader } from "./wasm_manifest.ts";
+import { assertManifestMatches } from "./manifest_match.ts";
 
 /** How a discovered plugin runs. */
 export type PluginSourceKind = "wasm" | "grpc-deno" | "grpc-native";
@@ -29,14 +43,19 @@ export type PluginSourceKind = "wasm" | "grpc-deno" | "grpc-native";
 export interface PluginSource {
   /** The manifest name (the registry key). */
   name: string;
-  /** The plugin's folder (absolute). */
+  /**
+   * The plugin's folder (absolute); for a bare `.wasm` file, the file
+   * itself.
+   */
   dir: string;
   /** How it runs. */
   kind: PluginSourceKind;
   /** The entry file (absolute). */
   entry: string;
-  /** The validated `manifest.json`. */
+  /** The validated `manifest.json` (for a bare `.wasm`: its `gk_register`). */
   manifest: GKRegistration;
+  /** Found in one of the loader's `exampleDirs` (never installed over or removed). */
+  example?: boolean;
 }
 
 /** Builds a runnable plugin from its source. */
@@ -63,9 +82,9 @@ export class PluginNameMismatchError extends Error {
   }
 }
 
-/** A folder that could not be used as a plugin. */
+/** A folder (or bare `.wasm` file) that could not be used as a plugin. */
 export interface DiscoveryProblem {
-  /** The folder. */
+  /** The folder or file (absolute). */
   dir: string;
   /** What is wrong. */
   error: string;
@@ -79,6 +98,25 @@ export interface LoaderOptions {
   load: PluginFactory;
   /** Debounce of file events per plugin folder, in ms. @default 300 */
   debounceMs?: number;
+  /**
+   * Further folders of plugins, scanned after `dir` and never written to:
+   * the repository's examples. A plugin of the same name in `dir` wins.
+   * @default []
+   */
+  exampleDirs?: readonly string[];
+  /**
+   * Reads the manifest of a bare `.wasm` file from its `gk_register`.
+   * @default readWasmManifest (starts the module once in its sandbox)
+   */
+  readWasmManifest?: WasmManifestReader;
+}
+
+/** A plugin that did not load, and why. */
+export interface LoadFailure {
+  /** The plugin name. */
+  name: string;
+  /** The error text. */
+  error: string;
 }
 
 /**
@@ -98,8 +136,10 @@ export class Loader implements LazyLoader {
   #manager: Manager;
   #options: LoaderOptions;
   #dir: string;
+  #exampleDirs: string[];
   #sources = new Map<string, PluginSource>();
   #problems: DiscoveryProblem[] = [];
+  #failures = new Map<string, string>();
   #loadedFrom = new Map<string, string>(); // name → folder it was loaded from
   #watcher: Deno.FsWatcher | undefined;
   #timers = new Map<string, ReturnType<typeof setTimeout>>();
@@ -111,40 +151,75 @@ export class Loader implements LazyLoader {
     this.#manager = manager;
     this.#options = options;
     this.#dir = resolve(options.dir);
+    this.#exampleDirs = (options.exampleDirs ?? []).map((d) => resolve(d))
+      .filter((d) => d !== this.#dir);
   }
 
-  /** Finds every plugin folder; returns the sources (problems via `problems()`). */
+  /** The plugins directory (absolute). */
+  get dir(): string {
+    return this.#dir;
+  }
+
+  /** The example folders scanned after it (absolute). */
+  get exampleDirs(): readonly string[] {
+    return [...this.#exampleDirs];
+  }
+
+  /**
+   * Finds every plugin folder and bare `.wasm` file; returns the sources
+   * (problems via `problems()`).
+   */
   async scan(): Promise<PluginSource[]> {
     await Deno.mkdir(this.#dir, { recursive: true });
     const sources = new Map<string, PluginSource>();
     const problems: DiscoveryProblem[] = [];
-    const dirs: string[] = [];
-    for await (const e of Deno.readDir(this.#dir)) {
-      if (e.isDirectory && !e.name.startsWith(".")) {
-        dirs.push(join(this.#dir, e.name));
-      }
-    }
-    dirs.sort();
-    for (const dir of dirs) {
-      const found = await inspectFolder(dir);
-      if ("error" in found) {
-        if (found.error !== NOT_A_PLUGIN) {
-          problems.push({ dir, error: found.error });
+    const readManifest = this.#options.readWasmManifest ?? readWasmManifest;
+    for (const root of [this.#dir, ...this.#exampleDirs]) {
+      const example = root !== this.#dir;
+      const entries: { path: string; bare: boolean }[] = [];
+      try {
+        for await (const e of Deno.readDir(root)) {
+          if (e.name.startsWith(".")) continue;
+          if (e.isDirectory) {
+            entries.push({ path: join(root, e.name), bare: false });
+          } else if (e.isFile && /\.wasm$/i.test(e.name)) {
+            entries.push({ path: join(root, e.name), bare: true });
+          }
         }
+      } catch (e) {
+        if (!example) throw e;
+        problems.push({ dir: root, error: errorText(e) });
         continue;
       }
-      const other = sources.get(found.name);
-      if (other) {
-        problems.push({
-          dir,
-          error: `plugin "${found.name}" is already provided by ${other.dir}`,
-        });
-        continue;
+      entries.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+      for (const { path, bare } of entries) {
+        const found = bare
+          ? await inspectBareWasm(path, readManifest)
+          : await inspectFolder(path);
+        if ("error" in found) {
+          if (found.error !== NOT_A_PLUGIN) {
+            problems.push({ dir: path, error: found.error });
+          }
+          continue;
+        }
+        const other = sources.get(found.name);
+        if (other) {
+          // An installed plugin shadows the example of the same name.
+          if (example && !other.example) continue;
+          problems.push({
+            dir: path,
+            error: `plugin "${found.name}" is already provided by ${other.dir}`,
+          });
+          continue;
+        }
+        sources.set(found.name, example ? { ...found, example } : found);
       }
-      sources.set(found.name, found);
     }
     this.#sources = sources;
     this.#problems = problems;
+    for (const name of this.#failures.keys()) {
+      if (!sources.has(name)) this.#failures.delete(name);
+    }
     return [...sources.values()];
   }
 
@@ -163,6 +238,21 @@ export class Loader implements LazyLoader {
     return [...this.#problems];
   }
 
+  /**
+   * Why `name` did not load at its last attempt (start, lazy load, reload);
+   * `undefined` once it has loaded, or when it was never tried.
+   */
+  failure(name: string): string | undefined {
+    return this.#failures.get(name);
+  }
+
+  /** Every plugin whose last load attempt failed, by name. */
+  failures(): LoadFailure[] {
+    return [...this.#failures].sort(([a], [b]) => a < b ? -1 : 1).map((
+      [name, error],
+    ) => ({ name, error }));
+  }
+
   /** Loads and registers `name` unless it is registered already. */
   async ensureLoaded(name: string): Promise<void> {
     if (this.#manager.manifest(name)) return;
@@ -171,18 +261,23 @@ export class Loader implements LazyLoader {
       await this.scan();
       source = this.#sources.get(name);
     }
-    if (!source) {
-      throw new Error(
-        `Cannot load plugin "${name}": it was not discovered in "${this.#dir}"`,
-      );
-    }
-    const plugin = await this.#build(source);
+    if (!source) throw new PluginNotFoundError(name);
     try {
-      await this.#manager.register(plugin);
+      const plugin = await this.#build(source);
+      try {
+        await this.#manager.register(plugin);
+      } catch (e) {
+        await plugin.shutdown().catch(() => {});
+        throw e;
+      }
     } catch (e) {
-      await plugin.shutdown().catch(() => {});
+      // A concurrent load of the same plugin is no failure of this one.
+      if (!this.#manager.manifest(name)) {
+        this.#failures.set(name, errorText(e));
+      }
       throw e;
     }
+    this.#failures.delete(name);
     this.#loadedFrom.set(name, source.dir);
   }
 
@@ -214,15 +309,24 @@ export class Loader implements LazyLoader {
     const source = this.#sources.get(name);
     if (!source) {
       if (this.#manager.manifest(name)) await this.#manager.unregister(name);
+      else throw new PluginNotFoundError(name);
       return;
     }
     if (!this.#manager.manifest(name)) return;
-    const plugin = await this.#build(source);
+    let plugin: Plugin;
+    try {
+      plugin = await this.#build(source);
+    } catch (e) {
+      this.#failures.set(name, `reload failed: ${errorText(e)}`);
+      throw e;
+    }
     try {
       await this.#manager.replace(plugin);
       this.#loadedFrom.set(name, source.dir);
+      this.#failures.delete(name);
     } catch (e) {
       await plugin.shutdown().catch(() => {});
+      this.#failures.set(name, `reload failed: ${errorText(e)}`);
       throw e;
     }
   }
@@ -250,24 +354,34 @@ export class Loader implements LazyLoader {
    */
   async #build(source: PluginSource): Promise<Plugin> {
     const plugin = await this.#options.load(source);
-    let registered: string;
+    let registration: GKRegistration;
     try {
-      registered = (await plugin.gkRegister()).name;
+      registration = await plugin.gkRegister();
     } catch (e) {
       await plugin.shutdown().catch(() => {});
       throw e;
     }
+    const registered = registration.name;
     if (registered !== source.name) {
       await plugin.shutdown().catch(() => {});
       throw new PluginNameMismatchError(source.name, registered);
     }
+    // One manifest per plugin: the code registers what manifest.json says.
+    try {
+      assertManifestMatches(source.manifest, registration);
+    } catch (e) {
+      await plugin.shutdown().catch(() => {});
+      throw e;
+    }
     return plugin;
   }
 
-  /** Watches the plugins directory and reloads changed plugins. */
+  /** Watches the plugins directory (and example folders) and reloads changed plugins. */
   watch(): void {
     if (this.#watcher) return;
-    const watcher = Deno.watchFs(this.#dir, { recursive: true });
+    const watcher = Deno.watchFs([this.#dir, ...this.#exampleDirs], {
+      recursive: true,
+    });
     this.#watcher = watcher;
     (async () => {
       try {
@@ -294,17 +408,21 @@ export class Loader implements LazyLoader {
   }
 
   #onChange(path: string): void {
-    const rel = relative(this.#dir, path);
-    if (!rel || rel.startsWith("..")) return;
-    const folder = rel.split(sep)[0]!;
-    if (folder.startsWith(".")) return; // temp and upload folders
+    const root = [this.#dir, ...this.#exampleDirs].find((d) => {
+      const r = relative(d, path);
+      return r !== "" && !r.startsWith("..");
+    });
+    if (root === undefined) return;
+    const top = relative(root, path).split(sep)[0]!;
+    if (top.startsWith(".")) return; // temp and upload folders
+    const folder = join(root, top);
     clearTimeout(this.#timers.get(folder));
     this.#timers.set(
       folder,
       setTimeout(() => {
         this.#timers.delete(folder);
         const p = this.#queue = this.#queue.then(() =>
-          this.#reloadFolder(join(this.#dir, folder))
+          this.#reloadFolder(folder)
         );
         this.#reloads.add(p);
         p.finally(() => this.#reloads.delete(p));
@@ -344,6 +462,27 @@ export class Loader implements LazyLoader {
 
 const NOT_A_PLUGIN = "no manifest.json";
 
+async function inspectBareWasm(
+  path: string,
+  read: WasmManifestReader,
+): Promise<PluginSource | { error: string }> {
+  let manifest: GKRegistration;
+  try {
+    manifest = await read(path);
+  } catch (e) {
+    return {
+      error: `cannot read the manifest of this module: ${errorText(e)}`,
+    };
+  }
+  return {
+    name: manifest.name,
+    dir: path,
+    kind: "wasm",
+    entry: path,
+    manifest,
+  };
+}
+
 async function inspectFolder(
   dir: string,
 ): Promise<PluginSource | { error: string }> {
@@ -364,7 +503,7 @@ async function inspectFolder(
   const names = files.filter((f) => f.isFile).map((f) => f.name).sort();
   const wasm = names.includes("plugin.wasm")
     ? "plugin.wasm"
-    : names.find((n) => n.endsWith(".wasm"));
+    : names.find((n) => /\.wasm$/i.test(n));
   const base = { name: manifest.name, dir, manifest };
   if (wasm) return { ...base, kind: "wasm", entry: join(dir, wasm) };
   const ts = ["main.ts", "plugin.ts", "main.js"].find((n) => names.includes(n));

@@ -27,15 +27,23 @@ export {
   type DiscoveryProblem,
   Loader,
   type LoaderOptions,
+  type LoadFailure,
   type PluginFactory,
   PluginNameMismatchError,
   type PluginSource,
   type PluginSourceKind,
 } from "./loader.ts";
+export { readWasmManifest, type WasmManifestReader } from "./wasm_manifest.ts";
 export {
   createRuntimeFactory,
+  ExecutableNotTrustedError,
   type RuntimeFactoryOptions,
 } from "./runtimes.ts";
+export {
+  type ManifestDifference,
+  manifestDifferences,
+  PluginManifestMismatchError,
+} from "./manifest_match.ts";
 export {
   DowngradeRefusedError,
   generateSigningKeys,
@@ -47,7 +55,10 @@ export {
   PackageInstaller,
   type PackageInstallerOptions,
   type PackageRecord,
+  PackageUninstallError,
   packFolder,
+  type SignatureInfo,
+  type SignatureStatus,
   SIGNER_PINS_FILE,
   SignerMismatchError,
   signPackage,
@@ -61,6 +72,7 @@ export {
 } from "./signer_pins.ts";
 export {
   PackageRejectedError,
+  type PackageRejectedErrorOptions,
   SafeZip,
   type ZipEntry,
   type ZipLimits,

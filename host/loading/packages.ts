@@ -7,7 +7,28 @@
  * rename), keeps the old version of an upgrade until the new one has
  * registered, and uninstalls everything a plugin left.
  *
- * Signatures are detached: Ed25519 over the package's bytes, base64.
+ * A package is a `.zip`, or a bare WebAssembly module (recognised by its
+ * magic bytes, whatever the file name): the module is run once without
+ * permissions to read what it registers, and installed as `plugin.wasm`
+ * with that registration as its `manifest.json`.
+ *
+ * Signatures are detached: Ed25519 over the package's bytes, base64. Their
+ * status is recorded with the package: `verified` (a trusted key verifies
+ * it), `unverified` (signed, but by no key this host trusts; installed
+ * unless the host requires signatures) or `unsigned`.
+ *
+ * Every refusal is a {@linkcode PackageRejectedError} whose `status` (400
+ * bad package, 403 signature or trust, 409 conflict, 413 too big, 422
+ * manifest), `code` and message (which names the fix) the API answers
+ * with. Nothing is left in the plugins folder by a refused install: a new
+ * plugin is started once from its temporary folder before it is put in
+ * place. Uninstall removes only what a package installed (its folder holds
+ * the package record, {@linkcode PACKAGE_RECORD}); other plugin folders are
+ * refused with {@linkcode PackageUninstallError}.
+ *
+ * Native executables (an executable file named `plugin`) keep their mode,
+ * and are refused with status 403 unless the SHA-256 of the binary is among
+ * `trustedExecutables`.
  *
  * Two operator decisions are kept sticky:
  *
@@ -31,14 +52,20 @@
  * @module
  */
 
-import { dirname, join, resolve } from "node:path";
-import { zipSync } from "fflate";
+import { basename, dirname, join, resolve } from "node:path";
+import { type Zippable, zipSync } from "fflate";
 import { errorText } from "../model/errors.ts";
 import type { PluginLogSink } from "../model/host_api.ts";
 import { compareVersions } from "../model/version.ts";
 import { type Loader, PluginNameMismatchError } from "./loader.ts";
 import type { Manager } from "../manager.ts";
 import { checkManifest, type GKRegistration } from "../model/manifest.ts";
+import { PluginManifestMismatchError } from "./manifest_match.ts";
+import {
+  ExecutableNotTrustedError,
+  readWasmRegistration,
+  sha256Hex,
+} from "./runtimes.ts";
 import { PackageRejectedError, SafeZip, type ZipLimits } from "./zip_reader.ts";
 import { signerKeyId, type SignerPin, SignerPinStore } from "./signer_pins.ts";
 
@@ -76,6 +103,13 @@ export class SignerMismatchError extends PackageRejectedError {
       `plugin "${plugin}" is pinned to signer ${pinnedKeyId} and this package is ${
         presentedKeyId ? `signed by ${presentedKeyId}` : "not signed"
       } (an operator may allow a signer change explicitly)`,
+      {
+        code: "signer_pinned",
+        status: 409,
+        fix:
+          "install a package signed by the pinned key, or let an operator allow the signer change (gk install --allow-signer-change, or the upload form's checkbox)",
+        details: { plugin, pinnedKeyId, presentedKeyId },
+      },
     );
     this.name = "SignerMismatchError";
     this.plugin = plugin;
@@ -100,12 +134,87 @@ export class DowngradeRefusedError extends PackageRejectedError {
   constructor(plugin: string, installed: string, offered: string) {
     super(
       `plugin "${plugin}" ${offered} is older than the installed ${installed} (an operator may force a downgrade explicitly)`,
+      {
+        code: "downgrade_refused",
+        status: 409,
+        fix:
+          "install a version at least as new, or let an operator force the downgrade (gk install --allow-downgrade, or the upload form's checkbox)",
+        details: { plugin, installed, offered },
+      },
     );
     this.name = "DowngradeRefusedError";
     this.plugin = plugin;
     this.installed = installed;
     this.offered = offered;
   }
+}
+
+/**
+ * An uninstall is refused: the plugin is unknown (`status` 404), or its
+ * folder was not installed from a package (409: source plugins, such as
+ * folders kept in git, are never deleted by the host).
+ *
+ * @example
+ * ```ts ignore
+ * try {
+ *   await installer.uninstall("wat-edge");
+ * } catch (e) {
+ *   if (e instanceof PackageUninstallError) console.log(e.status, e.code);
+ * }
+ * ```
+ */
+export class PackageUninstallError extends Error {
+  /** The plugin name. */
+  readonly plugin: string;
+  /** `plugin_not_found` or `plugin_not_from_package`. */
+  readonly code: string;
+  /** HTTP status for the API: 404 or 409. */
+  readonly status: number;
+  /** Structured details. */
+  readonly details: Record<string, unknown>;
+
+  /** Creates the error. */
+  constructor(
+    plugin: string,
+    why: "not-found" | "not-from-package",
+    folder?: string,
+  ) {
+    super(
+      why === "not-found"
+        ? `Cannot uninstall plugin "${plugin}": no plugin of that name is installed (gk list shows the installed ones)`
+        : `Cannot uninstall plugin "${plugin}": it was not installed from a package (its folder "${
+          folder ?? "?"
+        }" in the plugins folder has no ${PACKAGE_RECORD}), and the host removes only what a package installed; to remove it, delete or move that folder yourself, or disable the plugin`,
+    );
+    this.name = "PackageUninstallError";
+    this.plugin = plugin;
+    this.code = why === "not-found"
+      ? "plugin_not_found"
+      : "plugin_not_from_package";
+    this.status = why === "not-found" ? 404 : 409;
+    this.details = {
+      plugin,
+      ...(folder !== undefined ? { folder } : {}),
+    };
+  }
+}
+
+/** How a package's signature checked out. */
+export type SignatureStatus = "verified" | "unverified" | "unsigned";
+
+/** The signature status of an installed package, as the API shows it. */
+export interface SignatureInfo {
+  /**
+   * `verified` (a trusted key verifies the signature), `unverified`
+   * (signed, but by no key this host trusts) or `unsigned`.
+   */
+  status: SignatureStatus;
+  /**
+   * Fingerprint of the key (see `signerKeyId`): the trusted key of a
+   * `verified` package, the key sent with an `unverified` one (when the
+   * uploader named it and it verifies the signature).
+   */
+  fingerprint?: string;
 }
 
 /** One audit entry the installer writes (the permissions layer's `AuditLog` accepts it). */
@@ -134,6 +243,12 @@ export interface InstallOptions {
   /** Detached Ed25519 signature of the package bytes, base64. */
   signature?: string | null;
   /**
+   * The public key (base64 raw Ed25519) the uploader says signed it. Only
+   * used to name the signer of an `unverified` package: trust comes from
+   * `trustedKeys` alone.
+   */
+  signer?: string | null;
+  /**
    * Operator override: install although the plugin name is pinned to
    * another signer (or the package is unsigned). Logged and audited.
    * @default false
@@ -158,8 +273,13 @@ export interface PackageRecord {
   version: string;
   /** SHA-256 of the package bytes, hex. */
   sha256: string;
-  /** The trusted key (base64) that signed it, if it was signed. */
+  /** The trusted key (base64) that signed it, if a trusted key did. */
   signedBy: string | null;
+  /**
+   * The signature status (absent in records written before it existed:
+   * `verified` when `signedBy` is set, else `unsigned`).
+   */
+  signature?: SignatureInfo;
   /** When it was installed (RFC 3339). */
   installedAt: string;
 }
@@ -189,8 +309,22 @@ export interface PackageInstallerOptions {
   loader: Loader;
   /** Public keys (base64 raw 32-byte Ed25519) whose signatures are trusted. */
   trustedKeys?: readonly string[];
-  /** Refuse unsigned packages. @default false (true makes sense with trustedKeys) */
+  /**
+   * Refuse unsigned packages, and signed ones no trusted key verifies.
+   * @default false (true makes sense with trustedKeys)
+   */
   requireSignature?: boolean;
+  /**
+   * SHA-256 digests (hex) of the native plugin executables the operator
+   * trusts; a package carrying another executable is refused (403).
+   * @default []
+   */
+  trustedExecutables?: readonly string[];
+  /**
+   * Reads what a bare WASM module registers (an uploaded `.wasm` file).
+   * @default runs it once without permissions (`readWasmRegistration`)
+   */
+  readRegistration?: (wasm: Uint8Array) => Promise<unknown>;
   /** ZIP limits. */
   limits?: ZipLimits;
   /** Called after uninstall to drop grants, state, database role… */
@@ -260,52 +394,85 @@ export class PackageInstaller {
   }
 
   /**
-   * Validates a package without writing anything: ZIP structure and limits,
-   * manifest, entry file, signature. Returns the manifest and the files.
+   * Validates a package without writing anything: ZIP structure and limits
+   * (or a bare WASM module and what it registers), manifest, entry file,
+   * signature, a native executable's trust. Returns the manifest and the
+   * files.
    */
   async inspect(
     bytes: Uint8Array,
-    options: { signature?: string | null } = {},
+    options: { signature?: string | null; signer?: string | null } = {},
   ): Promise<
     {
       manifest: GKRegistration;
       files: Map<string, Uint8Array>;
+      modes: Map<string, number>;
       sha256: string;
       signedBy: string | null;
+      signature: SignatureInfo;
     }
   > {
-    const signedBy = await this.#checkSignature(
+    const checked = await this.#checkSignature(
       bytes,
       options.signature ?? null,
+      options.signer ?? null,
     );
-    const zip = SafeZip.open(bytes, this.#o.limits);
-    if (!zip.has("manifest.json")) {
+    const files = new Map<string, Uint8Array>();
+    const modes = new Map<string, number>();
+    if (isWasmModule(bytes)) {
+      files.set("manifest.json", await this.#registrationOf(bytes));
+      files.set("plugin.wasm", bytes);
+    } else {
+      try {
+        const zip = SafeZip.open(bytes, this.#o.limits);
+        for (const e of zip.entries) {
+          files.set(e.name, zip.read(e.name));
+          modes.set(e.name, e.mode);
+        }
+      } catch (e) {
+        if (!(e instanceof PackageRejectedError) || e.fix) throw e;
+        throw new PackageRejectedError(e.reason, {
+          code: e.code,
+          status: e.status,
+          fix: REPACK,
+        });
+      }
+    }
+    if (!files.has("manifest.json")) {
       throw new PackageRejectedError(
         "no manifest.json at the top of the package",
+        { fix: `put manifest.json next to the module and ${REPACK}` },
       );
     }
-    const files = new Map<string, Uint8Array>();
-    for (const e of zip.entries) files.set(e.name, zip.read(e.name));
     let manifest: GKRegistration;
     try {
       manifest = checkManifest(files.get("manifest.json")!).manifest;
     } catch (e) {
-      throw new PackageRejectedError(`manifest.json: ${errorText(e)}`);
+      throw new PackageRejectedError(`manifest.json: ${errorText(e)}`, {
+        code: "manifest_invalid",
+        status: 422,
+        fix: "correct manifest.json as listed (gk pack checks it)",
+      });
     }
-    const top = [...files.keys()].filter((n) => !n.includes("/"));
-    const hasEntry = top.some((n) =>
-      n.endsWith(".wasm") || ["main.ts", "plugin.ts", "main.js"].includes(n)
-    );
-    if (!hasEntry) {
+    const kind = entryKind([...files.keys()]);
+    if (!kind) {
       throw new PackageRejectedError(
-        "no module or entry (plugin.wasm, *.wasm, main.ts, plugin.ts or main.js) at the top of the package",
+        "no module or entry (plugin.wasm, *.wasm, main.ts, plugin.ts, main.js or an executable named plugin) at the top of the package",
+        { fix: `build the plugin first, then ${REPACK}` },
       );
     }
-    const digest = await crypto.subtle.digest("SHA-256", bytes as BufferSource);
-    const sha256 = [...new Uint8Array(digest)].map((b) =>
-      b.toString(16).padStart(2, "0")
-    ).join("");
-    return { manifest, files, sha256, signedBy };
+    if (kind === "grpc-native") {
+      await this.#checkExecutable(manifest.name, files.get("plugin")!);
+    }
+    const sha256 = await sha256Hex(bytes);
+    return {
+      manifest,
+      files,
+      modes,
+      sha256,
+      signedBy: checked.signedBy,
+      signature: checked.signature,
+    };
   }
 
   /**
@@ -324,15 +491,26 @@ export class PackageInstaller {
 
   /**
    * Unregisters a plugin and removes its files, then runs `onUninstall`.
-   * Its signer pin stays (a reinstall from another signer still needs the
-   * override) unless `forgetSigner` is set.
+   * Only a plugin installed from a package is removed: an unknown name or a
+   * folder without a package record throws {@linkcode PackageUninstallError}
+   * and nothing changes. Its signer pin stays (a reinstall from another
+   * signer still needs the override) unless `forgetSigner` is set (which
+   * also clears the pin of a plugin uninstalled earlier).
    */
   uninstall(
     name: string,
     options: { forgetSigner?: boolean } = {},
   ): Promise<void> {
     const run = this.#busy.then(async () => {
-      await this.#uninstall(name);
+      try {
+        await this.#uninstall(name);
+      } catch (e) {
+        // Forgetting the pin of a plugin uninstalled earlier is allowed.
+        const pinOnly = options.forgetSigner &&
+          e instanceof PackageUninstallError && e.status === 404 &&
+          (await this.#pins.get(name)) !== undefined;
+        if (!pinOnly) throw e;
+      }
       if (options.forgetSigner) await this.#forgetSigner(name);
     });
     this.#busy = run.catch(() => {});
@@ -345,17 +523,41 @@ export class PackageInstaller {
     return dir ? readRecord(dir) : Promise.resolve(undefined);
   }
 
+  /**
+   * The signature status of an installed plugin's package; `undefined` for
+   * a plugin that was not installed from a package (or is unknown).
+   */
+  async signature(name: string): Promise<SignatureInfo | undefined> {
+    const record = await this.record(name);
+    if (!record) return undefined;
+    if (record.signature) return record.signature;
+    return record.signedBy
+      ? { status: "verified", fingerprint: await signerKeyId(record.signedBy) }
+      : { status: "unsigned" };
+  }
+
   async #install(
     bytes: Uint8Array,
     options: InstallOptions,
   ): Promise<InstallResult> {
-    const { manifest, files, sha256, signedBy } = await this.inspect(
-      bytes,
-      options,
-    );
+    const { manifest, files, modes, sha256, signedBy, signature } = await this
+      .inspect(bytes, options);
     const name = manifest.name;
     await this.#o.loader.scan();
     const existing = this.#o.loader.source(name);
+    if (existing && !(await readRecord(existing.dir))) {
+      const folder = basename(existing.dir);
+      throw new PackageRejectedError(
+        `plugin "${name}" is already provided by the folder "${folder}" in the plugins folder, which was not installed from a package`,
+        {
+          code: "plugin_not_from_package",
+          status: 409,
+          fix:
+            `remove or move that folder first (the host never overwrites it), or give the package another plugin name`,
+          details: { plugin: name, folder },
+        },
+      );
+    }
     const target = existing?.dir ?? join(this.#dir, name);
     const oldManifest = existing?.manifest;
     const admitted = await this.#admit(
@@ -375,19 +577,30 @@ export class PackageInstaller {
       version: manifest.version,
       sha256,
       signedBy,
+      signature,
       installedAt: new Date().toISOString(),
     };
 
     await Deno.mkdir(this.#dir, { recursive: true });
+    await this.#cleanDotFolders(".install-");
     const tmp = join(this.#dir, `.install-${crypto.randomUUID()}`);
+    const native = entryKind([...files.keys()]) === "grpc-native";
     try {
       for (const [path, data] of files) {
         const out = join(tmp, path);
         if (!resolve(out).startsWith(tmp + "/")) {
-          throw new PackageRejectedError(`entry "${path}" leaves the package`);
+          throw new PackageRejectedError(`entry "${path}" leaves the package`, {
+            fix: REPACK,
+          });
         }
+        // Executables keep their mode (ZIP external attributes); the
+        // native entry is executable whatever the archive says (it runs
+        // only when its SHA-256 is trusted).
+        const exec = ((modes.get(path) ?? 0) & 0o111) !== 0 ||
+          (native && path === "plugin");
         await Deno.mkdir(dirname(out), { recursive: true });
-        await Deno.writeFile(out, data, { mode: 0o644 });
+        await Deno.writeFile(out, data, { mode: exec ? 0o755 : 0o644 });
+        await Deno.chmod(out, exec ? 0o755 : 0o644);
       }
       await Deno.writeTextFile(
         join(tmp, PACKAGE_RECORD),
@@ -398,19 +611,17 @@ export class PackageInstaller {
       throw e;
     }
 
-    // A module that registers under another name than its manifest would
-    // take that plugin's place and grants: start a plugin that is not
-    // running (a registered one is checked by the reload below) once in the
-    // temporary folder and refuse the package before it is put in place.
+    // Start a plugin that is not running once in the temporary folder (a
+    // registered one is checked by the reload below) and refuse the
+    // package before it is put in place when it does not start, registers
+    // under another name (it would take that plugin's place and grants) or
+    // registers something else than its manifest.json says.
     if (!this.#o.manager.manifest(name)) {
       try {
         await this.#o.loader.verifyFolder(tmp);
       } catch (e) {
-        if (e instanceof PluginNameMismatchError) {
-          await Deno.remove(tmp, { recursive: true }).catch(() => {});
-          throw new PackageRejectedError(errorText(e));
-        }
-        // Other start-up failures are reported when the plugin is loaded.
+        await Deno.remove(tmp, { recursive: true }).catch(() => {});
+        throw this.#startRefusal(name, e, tmp);
       }
     }
 
@@ -443,11 +654,16 @@ export class PackageInstaller {
         .catch(() => {});
       await Deno.rename(aside, target);
       await this.#o.loader.scan();
-      await this.#cleanDotFolders();
+      await this.#cleanDotFolders(".failed-");
+      const refusal = this.#startRefusal(name, e, target);
       throw new PackageRejectedError(
-        `new version of "${name}" failed to start, the old one keeps running: ${
-          errorText(e)
-        }`,
+        `new version of "${name}" failed to start, the old one keeps running: ${refusal.reason}`,
+        {
+          code: refusal.code,
+          status: refusal.status,
+          fix: refusal.fix,
+          details: refusal.details,
+        },
       );
     }
     await Deno.remove(aside, { recursive: true });
@@ -460,6 +676,153 @@ export class PackageInstaller {
       newPermissions: (manifest.permissions ?? []).filter((p) => !old.has(p)),
       ...admitted.result,
     };
+  }
+
+  /**
+   * Undoes a fresh install whose plugin then failed to load or register
+   * (the host's install seam calls it when `ensureLoaded` fails: the
+   * Manager's checks, such as a route or translation namespace taken by
+   * another plugin, run only then), so that nothing of it stays on disk,
+   * and rejects with the {@linkcode PackageRejectedError} to answer. Only a
+   * plugin installed from a package is removed; its grants and state are
+   * dropped through `onUninstall`.
+   */
+  rollback(name: string, cause: unknown): Promise<never> {
+    const run = this.#busy.then(async () => {
+      const dir = this.#o.loader.source(name)?.dir ?? join(this.#dir, name);
+      try {
+        await this.#uninstall(name);
+      } catch (e) {
+        if (!(e instanceof PackageUninstallError)) throw e;
+      }
+      this.#o.logs?.log(
+        name,
+        "warn",
+        `package install undone: the plugin did not load: ${
+          this.#redact(errorText(cause), dir, name)
+        }`,
+      );
+      throw this.#startRefusal(name, cause, dir);
+    });
+    this.#busy = run.catch(() => {});
+    return run;
+  }
+
+  /** The refusal of a plugin that did not start from `dir`. */
+  #startRefusal(name: string, e: unknown, dir: string): PackageRejectedError {
+    const why = this.#redact(errorText(e), dir, name);
+    if (
+      e instanceof PluginNameMismatchError ||
+      e instanceof PluginManifestMismatchError
+    ) {
+      return new PackageRejectedError(why, {
+        code: "manifest_mismatch",
+        status: 422,
+        fix:
+          "make manifest.json and what the code registers say the same, build and pack again",
+        details: {
+          plugin: name,
+          fields: e instanceof PluginManifestMismatchError
+            ? e.fields
+            : ["name"],
+          ...(e instanceof PluginManifestMismatchError
+            ? { differences: e.differences }
+            : {}),
+        },
+      });
+    }
+    const kind = (e as { name?: unknown } | null)?.name;
+    if (kind === "InvalidManifestError") {
+      return new PackageRejectedError(why, {
+        code: "manifest_invalid",
+        status: 422,
+        fix: "correct manifest.json as listed, build and pack again",
+        details: { plugin: name },
+      });
+    }
+    if (
+      kind === "TranslationConflictError" ||
+      kind === "ErrorCodeConflictError" ||
+      kind === "TemplateOverrideConflictError" ||
+      kind === "PluginAlreadyRegisteredError"
+    ) {
+      return new PackageRejectedError(why, {
+        code: "plugin_conflict",
+        status: 409,
+        fix:
+          "use names of its own (i18n namespace, error codes, template overrides) that no other plugin holds",
+        details: { plugin: name },
+      });
+    }
+    if (e instanceof ExecutableNotTrustedError) {
+      return new PackageRejectedError(why, {
+        code: "executable_untrusted",
+        status: 403,
+        details: { plugin: name, sha256: e.sha256 },
+      });
+    }
+    return new PackageRejectedError(`plugin "${name}" does not start: ${why}`, {
+      code: "plugin_start_failed",
+      status: 400,
+      fix:
+        "build it for GoatKit (gk build) and try it locally (gk run) before installing",
+      details: { plugin: name },
+    });
+  }
+
+  /**
+   * Replaces the server's folders in a message: a temporary or plugin
+   * folder by the plugin's name, the plugins folder by `<plugins>`.
+   */
+  #redact(text: string, dir: string, name: string): string {
+    return text.split(dir).join(name).split(this.#dir).join("<plugins>");
+  }
+
+  /** What a bare WASM module registers, as `manifest.json` bytes. */
+  async #registrationOf(wasm: Uint8Array): Promise<Uint8Array> {
+    let registration: unknown;
+    try {
+      registration = await (this.#o.readRegistration ?? readWasmRegistration)(
+        wasm,
+      );
+    } catch (e) {
+      throw new PackageRejectedError(
+        `the WebAssembly module does not load or register: ${
+          errorText(e).split(this.#dir).join("<plugins>")
+        }`,
+        {
+          code: "module_invalid",
+          fix:
+            "build it for GoatKit: it must export gk_register, gk_call, gk_malloc and memory (gk pack checks it)",
+        },
+      );
+    }
+    return new TextEncoder().encode(JSON.stringify(registration, null, 2));
+  }
+
+  /** Refuses (403, logged and audited) a native executable not trusted by its SHA-256. */
+  async #checkExecutable(name: string, binary: Uint8Array): Promise<void> {
+    const sha256 = await sha256Hex(binary);
+    const trusted = (this.#o.trustedExecutables ?? []).map((d) =>
+      d.trim().toLowerCase()
+    );
+    if (trusted.includes(sha256)) return;
+    this.#note(
+      name,
+      "package:executable",
+      `install native executable with SHA-256 ${sha256}: not in trustedExecutables`,
+      "denied",
+    );
+    throw new PackageRejectedError(
+      `the package carries a native executable (plugin, SHA-256 ${sha256}) that this host does not trust`,
+      {
+        code: "executable_untrusted",
+        status: 403,
+        fix:
+          `to trust it, add ${sha256} to GOATKIT_TRUSTED_EXECUTABLES (or server.trustedExecutables in goatkit.json), restart the host and install again`,
+        details: { plugin: name, sha256 },
+      },
+    );
   }
 
   /**
@@ -576,15 +939,30 @@ export class PackageInstaller {
   async #uninstall(name: string): Promise<void> {
     await this.#o.loader.scan();
     const source = this.#o.loader.source(name);
+    if (!source) {
+      throw new PackageUninstallError(
+        name,
+        this.#o.manager.manifest(name) ? "not-from-package" : "not-found",
+        this.#o.manager.manifest(name) ? "(none)" : undefined,
+      );
+    }
+    if (!(await readRecord(source.dir))) {
+      throw new PackageUninstallError(
+        name,
+        "not-from-package",
+        basename(source.dir),
+      );
+    }
     if (this.#o.manager.manifest(name)) await this.#o.manager.unregister(name);
-    if (source) await Deno.remove(source.dir, { recursive: true });
+    await Deno.remove(source.dir, { recursive: true });
     await this.#o.loader.scan();
     await this.#o.onUninstall?.(name);
   }
 
-  async #cleanDotFolders(): Promise<void> {
+  /** Removes folders of the plugins folder that an interrupted install left. */
+  async #cleanDotFolders(prefix: string): Promise<void> {
     for await (const e of Deno.readDir(this.#dir)) {
-      if (e.isDirectory && e.name.startsWith(".failed-")) {
+      if (e.isDirectory && e.name.startsWith(prefix)) {
         await Deno.remove(join(this.#dir, e.name), { recursive: true }).catch(
           () => {},
         );
@@ -592,34 +970,87 @@ export class PackageInstaller {
     }
   }
 
+  /**
+   * Checks a package's signature: `verified` by a trusted key,
+   * `unverified` (signed, no trusted key verifies it: refused when the host
+   * requires signatures) or `unsigned` (refused likewise).
+   */
   async #checkSignature(
     bytes: Uint8Array,
     signature: string | null,
-  ): Promise<string | null> {
+    signer: string | null,
+  ): Promise<{ signedBy: string | null; signature: SignatureInfo }> {
     const keys = this.#o.trustedKeys ?? [];
+    const trustHow =
+      "add the signer's public key to GOATKIT_TRUSTED_KEYS (or server.trustedKeys in goatkit.json)";
     if (!signature) {
       if (this.#o.requireSignature) {
         throw new PackageRejectedError(
           "the package is not signed and this host requires signatures",
+          {
+            code: "signature_required",
+            status: 403,
+            fix:
+              "sign it with a trusted key (gk sign) and upload the signature with it (field signature, or gk install, which sends the .sig file)",
+          },
         );
       }
-      return null;
-    }
-    if (keys.length === 0) {
-      throw new PackageRejectedError(
-        "the package is signed but this host trusts no signing key",
-      );
+      return { signedBy: null, signature: { status: "unsigned" } };
     }
     let sig: Uint8Array;
     try {
       sig = decodeBase64(signature.trim());
     } catch {
-      throw new PackageRejectedError("the signature is not base64");
+      throw new PackageRejectedError("the signature is not base64", {
+        code: "signature_malformed",
+        fix: "send the content of the .sig file that gk sign wrote, unchanged",
+      });
     }
     for (const k of keys) {
-      if (await verifySignature(bytes, sig, k)) return k;
+      if (await verifySignature(bytes, sig, k)) {
+        return {
+          signedBy: k,
+          signature: { status: "verified", fingerprint: await signerKeyId(k) },
+        };
+      }
     }
-    throw new PackageRejectedError("bad signature: no trusted key verifies it");
+    if (this.#o.requireSignature) {
+      throw new PackageRejectedError(
+        keys.length === 0
+          ? "the package is signed but this host trusts no signing key and requires signatures"
+          : "bad signature: no trusted key verifies it",
+        {
+          code: "signature_untrusted",
+          status: 403,
+          fix:
+            `sign exactly these bytes with a trusted key, or ${trustHow} and restart the host`,
+        },
+      );
+    }
+    // Not required: installed as "unverified". A key sent along names the
+    // signer when it verifies the signature (a key that does not is a
+    // broken upload).
+    if (signer) {
+      if (!(await verifySignature(bytes, sig, signer.trim()))) {
+        throw new PackageRejectedError(
+          "the signature does not verify with the signer key sent with it",
+          {
+            code: "signature_invalid",
+            status: 403,
+            fix:
+              "sign exactly the bytes you upload (gk sign, after gk pack) and send that key's signature",
+          },
+        );
+      }
+      return {
+        signedBy: null,
+        signature: {
+          status: "unverified",
+          fingerprint: await signerKeyId(signer),
+        },
+      };
+    }
+    return { signedBy: null, signature: { status: "unverified" } };
   }
 }
 
@@ -722,17 +1153,68 @@ export async function verifySignature(
  */
 export async function packFolder(dir: string): Promise<Uint8Array> {
   checkManifest(await Deno.readFile(join(dir, "manifest.json")));
-  const files: Record<string, Uint8Array> = {};
+  const files: Zippable = {};
   const walk = async (rel: string): Promise<void> => {
     for await (const e of Deno.readDir(join(dir, rel))) {
       if (e.name.startsWith(".") || e.name === "node_modules") continue;
       const path = rel ? `${rel}/${e.name}` : e.name;
       if (e.isDirectory) await walk(path);
-      else if (e.isFile) files[path] = await Deno.readFile(join(dir, path));
+      else if (e.isFile) {
+        const full = join(dir, path);
+        files[path] = [
+          await Deno.readFile(full),
+          zipAttributes(
+            (await Deno.stat(full)).mode,
+          ),
+        ];
+      }
     }
   };
   await walk("");
   return zipSync(files, { level: 9 });
+}
+
+/**
+ * ZIP attributes that keep a file's Unix mode (executables stay
+ * executable): made on Unix, a regular file, `0o755` when any `x` bit is
+ * set, else `0o644`.
+ *
+ * @example
+ * ```ts
+ * import { zipSync } from "fflate";
+ * import { zipAttributes } from "./packages.ts";
+ * const zip = zipSync({ plugin: [new Uint8Array([1]), zipAttributes(0o755)] });
+ * console.log(zip.length > 0); // true
+ * ```
+ */
+export function zipAttributes(
+  mode: number | null,
+): { os: number; attrs: number } {
+  const perm = (mode ?? 0) & 0o111 ? 0o755 : 0o644;
+  return { os: 3, attrs: ((0o100000 | perm) << 16) >>> 0 };
+}
+
+/** Whether `bytes` start with the WebAssembly magic (`\0asm`). */
+export function isWasmModule(bytes: Uint8Array): boolean {
+  return bytes.length >= 8 && bytes[0] === 0x00 && bytes[1] === 0x61 &&
+    bytes[2] === 0x73 && bytes[3] === 0x6d;
+}
+
+const REPACK = "pack the plugin folder again with gk pack";
+
+/**
+ * How a package's top-level files run (as the Loader chooses): WASM,
+ * a Deno entry, or a native executable named `plugin`.
+ */
+function entryKind(
+  paths: readonly string[],
+): "wasm" | "grpc-deno" | "grpc-native" | undefined {
+  const top = paths.filter((n) => !n.includes("/"));
+  if (top.some((n) => n.toLowerCase().endsWith(".wasm"))) return "wasm";
+  if (top.some((n) => ["main.ts", "plugin.ts", "main.js"].includes(n))) {
+    return "grpc-deno";
+  }
+  return top.includes("plugin") ? "grpc-native" : undefined;
 }
 
 /**

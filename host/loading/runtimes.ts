@@ -41,11 +41,22 @@ export {
 export interface RuntimeFactoryOptions {
   /** Where approved permissions are kept. */
   grants: GrantStore;
-  /** Data root; each plugin gets `<dataDir>/plugins/<name>`. */
+  /**
+   * Data root; each plugin gets `<dataDir>/plugin-data/<name>` (apart from
+   * the default plugins folder `<dataDir>/plugins`, so a package upgrade
+   * never touches a plugin's data).
+   */
   dataDir: string;
   /** A plugin's own configuration values (become WASI environment). */
   pluginConfig?: (name: string) => Record<string, string>;
-  /** Native executables the operator trusts (absolute paths). */
+  /**
+   * Native executables the operator trusts: SHA-256 digests of the binary
+   * (64 hex digits, the `trustedExecutables` setting) or absolute paths.
+   * A digest trusts those exact bytes wherever they are; a path trusts
+   * whatever is there, so prefer digests. A native plugin whose binary
+   * matches neither is refused with {@linkcode ExecutableNotTrustedError}
+   * (logged under the plugin's name).
+   */
   trustedExecutables?: readonly string[];
   /** Where gRPC plugins' stderr lines go. */
   logs?: LogBuffer;
@@ -92,7 +103,7 @@ export function createRuntimeFactory(
       source.manifest.permissions ?? [],
       granted,
     );
-    const dataDir = resolve(join(options.dataDir, "plugins", name));
+    const dataDir = resolve(join(options.dataDir, "plugin-data", name));
     await Deno.mkdir(dataDir, { recursive: true });
     // Deno's flags and our WASI layer both follow symlinks that already
     // exist: refuse to start a plugin whose granted folders contain one
@@ -110,6 +121,9 @@ export function createRuntimeFactory(
       case "grpc-deno":
       case "grpc-native": {
         const logs = options.logs;
+        const trustedExecutables = source.kind === "grpc-native"
+          ? await trustedEntry(name, source.entry, options)
+          : [];
         return await loadGrpcPlugin(source.entry, {
           ...(options.runDir !== undefined ? { tempDir: options.runDir } : {}),
           ...options.grpc,
@@ -126,7 +140,7 @@ export function createRuntimeFactory(
               }),
             }
             : {}),
-          trustedExecutables: options.trustedExecutables ?? [],
+          trustedExecutables,
           ...(options.audit
             ? {
               onCallbackRefused: (r: CallbackRefusal) =>
@@ -150,4 +164,114 @@ export function createRuntimeFactory(
       }
     }
   };
+}
+
+/** Whether `entry` is a SHA-256 digest (64 hex digits), not a path. */
+function isDigest(entry: string): boolean {
+  return /^[0-9a-f]{64}$/i.test(entry.trim());
+}
+
+/**
+ * The SHA-256 of a file, lower-case hex.
+ *
+ * @example
+ * ```ts ignore
+ * console.log(await fileSha256("./plugins/hello-go/plugin"));
+ * ```
+ */
+export async function fileSha256(path: string): Promise<string> {
+  const bytes = await Deno.readFile(path);
+  return sha256Hex(bytes);
+}
+
+/** The SHA-256 of `bytes`, lower-case hex. */
+export async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", bytes as BufferSource);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0"))
+    .join("");
+}
+
+/**
+ * A native plugin's executable is trusted neither by the SHA-256 of its
+ * bytes nor by its path (`trustedExecutables`): it is not run.
+ *
+ * @example
+ * ```ts
+ * import { ExecutableNotTrustedError } from "./runtimes.ts";
+ * const e = new ExecutableNotTrustedError("hello-go", "ab".repeat(32));
+ * console.log(e.sha256.length); // 64
+ * ```
+ */
+export class ExecutableNotTrustedError extends Error {
+  /** The plugin name. */
+  readonly plugin: string;
+  /** SHA-256 of the executable, hex. */
+  readonly sha256: string;
+
+  /** Creates the error. */
+  constructor(plugin: string, sha256: string) {
+    super(
+      `Cannot run native plugin "${plugin}": its executable (SHA-256 ${sha256}) is not trusted; to trust it, add ${sha256} to GOATKIT_TRUSTED_EXECUTABLES (or server.trustedExecutables in goatkit.json) and restart the host`,
+    );
+    this.name = "ExecutableNotTrustedError";
+    this.plugin = plugin;
+    this.sha256 = sha256;
+  }
+}
+
+/**
+ * The `trustedExecutables` list the gRPC runtime gets for a native entry:
+ * the entry itself when its SHA-256 is trusted, the trusted paths
+ * otherwise; throws {@linkcode ExecutableNotTrustedError} (logged) when
+ * neither trusts it.
+ */
+async function trustedEntry(
+  name: string,
+  entry: string,
+  options: RuntimeFactoryOptions,
+): Promise<string[]> {
+  const listed = options.trustedExecutables ?? [];
+  const digests = new Set(
+    listed.filter(isDigest).map((d) => d.trim().toLowerCase()),
+  );
+  const paths = listed.filter((p) => !isDigest(p)).map((p) => resolve(p));
+  const sha256 = await fileSha256(entry);
+  if (digests.has(sha256)) return [entry];
+  let real = entry;
+  try {
+    real = await Deno.realPath(entry);
+  } catch { /* the runtime reports a missing file */ }
+  if (paths.includes(resolve(entry)) || paths.includes(real)) return paths;
+  const error = new ExecutableNotTrustedError(name, sha256);
+  options.logs?.log(name, "warn", error.message, { sha256 });
+  throw error;
+}
+
+/**
+ * Runs a bare WASM module once, with no permissions, to read what it
+ * registers (`gk_register`), then shuts it down. The package installer
+ * names an uploaded `.wasm` file by it.
+ *
+ * @example
+ * ```ts ignore
+ * const manifest = await readWasmRegistration(await Deno.readFile("hello.wasm"));
+ * console.log(manifest.name);
+ * ```
+ */
+export async function readWasmRegistration(
+  wasm: Uint8Array,
+  options: Omit<WasmPluginOptions, "config" | "wasi" | "name"> = {},
+): Promise<unknown> {
+  const plugin = await loadWasmPlugin(wasm, {
+    ...options,
+    name: "uploaded-module",
+    config: {},
+    wasi: { preopens: [] },
+    instances: 1,
+  });
+  try {
+    return await plugin.gkRegister();
+  } finally {
+    await plugin.shutdown().catch(() => {});
+  }
 }

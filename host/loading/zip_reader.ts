@@ -32,19 +32,82 @@ export interface ZipEntry {
   size: number;
   /** Compressed size. */
   compressedSize: number;
+  /**
+   * Unix permission bits from the entry's external attributes (`0o755`,
+   * `0o644`…), or 0 when the archive was not made on Unix. An executable
+   * plugin keeps its `x` bits through them.
+   */
+  mode: number;
 }
 
-/** The package is not an acceptable ZIP; `reason` says why. */
+/** Options of {@linkcode PackageRejectedError}. */
+export interface PackageRejectedErrorOptions extends ErrorOptions {
+  /**
+   * Machine-readable code, such as `package_invalid`.
+   * @default "package_invalid"
+   */
+  code?: string;
+  /**
+   * The HTTP status the API answers with: 400 (bad package), 403
+   * (signature or trust), 409 (conflict with what is installed), 413 (too
+   * big), 422 (invalid manifest).
+   * @default 400
+   */
+  status?: number;
+  /** What the client needs to fix it (appended to the message after `; `). */
+  fix?: string;
+  /** Structured details (JSON-serialisable). */
+  details?: Record<string, unknown>;
+}
+
+/**
+ * A package (or an uninstall) is refused; `reason` says why, `fix` what to
+ * do about it, `code` and `status` how the API reports it.
+ *
+ * @example
+ * ```ts
+ * import { PackageRejectedError } from "./zip_reader.ts";
+ * const e = new PackageRejectedError("no manifest.json at the top of the package", {
+ *   fix: "add manifest.json next to the module",
+ * });
+ * console.log(e.status, e.code); // 400 "package_invalid"
+ * ```
+ */
 export class PackageRejectedError extends Error {
   /** Why, in a few words (also in the message). */
   readonly reason: string;
+  /** Machine-readable code. */
+  readonly code: string;
+  /** HTTP status for the API. */
+  readonly status: number;
+  /** What to do about it ("" when the reason says it). */
+  readonly fix: string;
+  /** Structured details. */
+  readonly details: Record<string, unknown>;
 
   /** Creates the error. */
-  constructor(reason: string) {
-    super(`Cannot install package: ${reason}`);
+  constructor(reason: string, options: PackageRejectedErrorOptions = {}) {
+    const { code, status, fix, details, ...errorOptions } = options;
+    super(
+      `Cannot install package: ${reason}${fix ? `; ${fix}` : ""}`,
+      errorOptions,
+    );
     this.name = "PackageRejectedError";
     this.reason = reason;
+    this.code = code ?? "package_invalid";
+    this.status = status ?? 400;
+    this.fix = fix ?? "";
+    this.details = details ?? {};
   }
+}
+
+/** A limit of {@linkcode ZipLimits} was passed: 413, `package_too_large`. */
+function tooLarge(reason: string): PackageRejectedError {
+  return new PackageRejectedError(reason, {
+    code: "package_too_large",
+    status: 413,
+    fix: "make the package smaller (leave build outputs and dependencies out)",
+  });
 }
 
 interface RawEntry extends ZipEntry {
@@ -81,10 +144,11 @@ export class SafeZip {
   private constructor(bytes: Uint8Array, raw: RawEntry[]) {
     this.#bytes = bytes;
     this.#raw = new Map(raw.map((e) => [e.name, e]));
-    this.entries = raw.map(({ name, size, compressedSize }) => ({
+    this.entries = raw.map(({ name, size, compressedSize, mode }) => ({
       name,
       size,
       compressedSize,
+      mode,
     }));
   }
 
@@ -103,7 +167,7 @@ export class SafeZip {
       throw new PackageRejectedError("central directory out of bounds");
     }
     if (count > l.maxEntries) {
-      throw new PackageRejectedError(
+      throw tooLarge(
         `${count} entries, more than the limit of ${l.maxEntries}`,
       );
     }
@@ -148,14 +212,14 @@ export class SafeZip {
       }
       seen.add(name);
       if (size > l.maxEntryBytes) {
-        throw new PackageRejectedError(
+        throw tooLarge(
           `entry "${name}" is ${size} bytes, more than the limit of ${l.maxEntryBytes}`,
         );
       }
       if (
         size > 1024 * 1024 && size / Math.max(1, compressedSize) > l.maxRatio
       ) {
-        throw new PackageRejectedError(
+        throw tooLarge(
           `entry "${name}" compresses ${
             Math.round(size / Math.max(1, compressedSize))
           }:1, above the limit of ${l.maxRatio}:1 (zip bomb?)`,
@@ -163,11 +227,19 @@ export class SafeZip {
       }
       total += size;
       if (total > l.maxTotalBytes) {
-        throw new PackageRejectedError(
+        throw tooLarge(
           `more than ${l.maxTotalBytes} bytes uncompressed in all`,
         );
       }
-      raw.push({ name, size, compressedSize, method, crc, localOffset });
+      raw.push({
+        name,
+        size,
+        compressedSize,
+        mode: unixMode & 0o7777,
+        method,
+        crc,
+        localOffset,
+      });
     }
     return new SafeZip(bytes, raw);
   }
@@ -251,7 +323,9 @@ function findEocd(bytes: Uint8Array, dv: DataView): number {
   for (let i = bytes.length - 22; i >= min; i--) {
     if (dv.getUint32(i, true) === 0x06054b50) return i;
   }
-  throw new PackageRejectedError("not a ZIP archive");
+  throw new PackageRejectedError("not a ZIP archive", {
+    fix: "upload a .zip made with gk pack, or a bare .wasm module",
+  });
 }
 
 function checkName(name: string): void {

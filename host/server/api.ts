@@ -164,6 +164,129 @@ export function installOverrides(
   };
 }
 
+/** The JSON body of a refused package install or uninstall. */
+export interface PackageErrorBody {
+  /** What went wrong. */
+  error: {
+    /** Machine-readable code, such as `signature_required`. */
+    code: string;
+    /** What went wrong and how to fix it (no server paths). */
+    message: string;
+    /** Structured details (such as the differing manifest fields). */
+    details: Record<string, unknown>;
+  };
+}
+
+/** Names of the package errors that carry their own `status` and `code`. */
+const PACKAGE_ERRORS = new Set([
+  "PackageRejectedError",
+  "SignerMismatchError",
+  "DowngradeRefusedError",
+  "PackageUninstallError",
+]);
+
+/**
+ * Replaces absolute paths of this server's file system in `text` by their
+ * last part (`/srv/x/plugins/.install-1/plugin.wasm` → `plugin.wasm`): a
+ * path is one when its first folder exists here, so route paths such as
+ * `/api/plugins/x` stay.
+ *
+ * @example
+ * ```ts
+ * import { redactServerPaths } from "./api.ts";
+ * const dir = Deno.makeTempDirSync();
+ * redactServerPaths(`cannot read "${dir}/plugin.wasm"`); // 'cannot read "plugin.wasm"'
+ * Deno.removeSync(dir);
+ * ```
+ */
+export function redactServerPaths(text: string): string {
+  return text.replace(
+    /(?<![\w:/.~-])\/[A-Za-z0-9._@+-]+(?:\/[A-Za-z0-9._@+-]*)*/g,
+    (path) => {
+      const first = path.split("/")[1] ?? "";
+      let local = false;
+      try {
+        local = first !== "" && Deno.statSync(`/${first}`) !== undefined;
+      } catch { /* not a folder here: a route or URL path */ }
+      if (!local) return path;
+      const parts = path.split("/").filter(Boolean);
+      return parts.at(-1) ?? path;
+    },
+  );
+}
+
+/**
+ * The status and `{error: {code, message, details}}` body of an error of a
+ * package upload, install or uninstall: the refusal's own status (400 bad
+ * package, 403 signature or trust, 404 unknown plugin, 409 conflict, 413
+ * too big, 422 invalid manifest); 500 only for a fault of the host itself.
+ *
+ * @example
+ * ```ts
+ * import { packageErrorHttp } from "./api.ts";
+ * import { PackageRejectedError } from "../loading/zip_reader.ts";
+ * const r = packageErrorHttp(new PackageRejectedError("not a ZIP archive"));
+ * console.log(r.status, r.body.error.code); // 400 "package_invalid"
+ * ```
+ */
+export function packageErrorHttp(
+  e: unknown,
+): { status: number; body: PackageErrorBody } {
+  const x = (e ?? {}) as {
+    name?: unknown;
+    code?: unknown;
+    status?: unknown;
+    details?: unknown;
+  };
+  let status = 500;
+  let code = "internal_error";
+  let details: Record<string, unknown> = {};
+  let message = redactServerPaths(errorText(e));
+  if (e instanceof BodyTooLargeError) {
+    status = 413;
+    code = "upload_too_large";
+    message = `${message}; upload a smaller package`;
+  } else if (e instanceof BadRequestError) {
+    status = 400;
+    code = "upload_invalid";
+    message =
+      `${message}; send the package as multipart field "plugin" or as the raw request body`;
+  } else if (
+    typeof x.name === "string" && PACKAGE_ERRORS.has(x.name) &&
+    typeof x.status === "number" && x.status >= 400 && x.status < 500 &&
+    typeof x.code === "string"
+  ) {
+    status = x.status;
+    code = x.code;
+    details = x.details && typeof x.details === "object"
+      ? x.details as Record<string, unknown>
+      : {};
+  } else if (x.name === "SignerPinFileError") {
+    code = "signer_pins_unreadable";
+    message =
+      `${message}; an operator must repair or remove the signer pin file (package_signers.json in the data folder)`;
+  }
+  return { status, body: { error: { code, message, details } } };
+}
+
+/**
+ * A plugin's info with `signature: {status, fingerprint?}` of its package
+ * (`null` when it was not installed from a package), when the host has a
+ * package seam that knows it.
+ */
+async function withSignature<T extends { name: string }>(
+  ctx: ServerContext,
+  info: T,
+): Promise<
+  T & { signature?: { status: string; fingerprint?: string } | null }
+> {
+  const lookup = ctx.options.packages?.signature;
+  if (!lookup) return info;
+  const signature = await lookup.call(ctx.options.packages, info.name)
+    .catch(() => undefined);
+  return { ...info, signature: signature ?? null };
+}
+
 /** Builds the `/api/v1` sub-app. */
 export function createApi(ctx: ServerContext): Hono {
   const api = new Hono();
@@ -186,7 +309,17 @@ export function createApi(ctx: ServerContext): Hono {
     bodyLimit({
       maxSize: uploadLimit + 1024 * 1024,
       onError: (c) =>
-        c.json({ error: `upload larger than ${uploadLimit} bytes` }, 413),
+        c.json(
+          {
+            error: {
+              code: "upload_too_large",
+              message:
+                `Cannot install package: the upload is larger than ${uploadLimit} bytes; upload a smaller package (or raise the host's upload limit)`,
+              details: { limit: uploadLimit },
+            },
+          } satisfies PackageErrorBody,
+          413,
+        ),
     }),
   );
 
@@ -204,7 +337,12 @@ export function createApi(ctx: ServerContext): Hono {
   api.get(
     "/plugins",
     auth,
-    async (c) => c.json({ plugins: await allPluginInfos(ctx) }),
+    async (c) => {
+      const infos = await allPluginInfos(ctx);
+      return c.json({
+        plugins: await Promise.all(infos.map((i) => withSignature(ctx, i))),
+      });
+    },
   );
 
   api.get("/plugins/widgets", auth, async (c) => {
@@ -249,15 +387,25 @@ export function createApi(ctx: ServerContext): Hono {
   api.post("/plugins/upload", admin, async (c) => {
     const packages = ctx.options.packages;
     if (!packages) return notImplemented(c, "package install");
-    const { bytes, filename, fields } = await readUpload(c, uploadLimit);
-    const signature = fields.signature?.trim() ||
-      c.req.header("x-goatkit-signature");
-    const result = await packages.install(bytes, {
-      ...(filename ? { filename } : {}),
-      ...(signature ? { signature } : {}),
-      ...installOverrides(c, fields),
-    });
-    return c.json({ status: "installed", ...result });
+    try {
+      const { bytes, filename, fields } = await readUpload(c, uploadLimit);
+      const signature = fields.signature?.trim() ||
+        c.req.header("x-goatkit-signature");
+      const signer = fields.signer?.trim() || c.req.header("x-goatkit-signer");
+      const result = await packages.install(bytes, {
+        ...(filename ? { filename } : {}),
+        ...(signature ? { signature } : {}),
+        ...(signer ? { signer } : {}),
+        ...installOverrides(c, fields),
+      });
+      return c.json({ status: "installed", ...result });
+    } catch (e) {
+      const r = packageErrorHttp(e);
+      if (r.status === 500) {
+        ctx.logs.log("", "error", `package install: ${errorText(e)}`);
+      }
+      return c.json(r.body, r.status as 400);
+    }
   });
 
   api.get("/plugins/:name", auth, async (c) => {
@@ -268,17 +416,29 @@ export function createApi(ctx: ServerContext): Hono {
         404,
       );
     }
-    return c.json(info);
+    return c.json(await withSignature(ctx, info));
   });
 
   api.delete("/plugins/:name", admin, async (c) => {
     const packages = ctx.options.packages;
     if (!packages) return notImplemented(c, "package uninstall");
     const forgetSigner = isYes(c.req.query("forget_signer"));
-    await packages.uninstall(
-      c.req.param("name"),
-      forgetSigner ? { forgetSigner } : undefined,
-    );
+    try {
+      await packages.uninstall(
+        c.req.param("name"),
+        forgetSigner ? { forgetSigner } : undefined,
+      );
+    } catch (e) {
+      const r = packageErrorHttp(e);
+      if (r.status === 500) {
+        ctx.logs.log(
+          c.req.param("name"),
+          "error",
+          `package uninstall: ${errorText(e)}`,
+        );
+      }
+      return c.json(r.body, r.status as 400);
+    }
     return c.json({ status: "uninstalled" });
   });
 
@@ -346,8 +506,20 @@ export function createApi(ctx: ServerContext): Hono {
   api.post("/plugins/:name/reload", admin, async (c) => {
     const loader = ctx.options.loader;
     if (!loader) return notImplemented(c, "plugin reload");
-    await loader.reload(c.req.param("name"));
-    return c.json({ status: "reloaded" });
+    const name = c.req.param("name");
+    const known = ctx.manager.manifest(name) !== undefined;
+    await loader.reload(name); // our Loader throws PluginNotFoundError (404)
+    const info = await pluginInfo(ctx, name);
+    if (!info && known) return c.json({ status: "removed" }); // gone from disk
+    if (!info) throw new PluginNotFoundError(name);
+    return c.json({
+      status: "reloaded",
+      plugin: {
+        name,
+        status: info.status,
+        ...(info.statusReason ? { statusReason: info.statusReason } : {}),
+      },
+    });
   });
 
   // -- grants ----------------------------------------------------------------

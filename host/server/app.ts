@@ -26,6 +26,7 @@ import { checkRouteCollisions } from "./route_checks.ts";
 import { ADMIN_CSS, ADMIN_JS } from "./html.ts";
 import type { AppOptions } from "./options.ts";
 import { mountPages } from "./pages/routes.ts";
+import { readinessHandler } from "./readiness.ts";
 import {
   hostErrorToHttp,
   pluginRouteHandlers,
@@ -104,7 +105,8 @@ export interface GoatKitApp {
  * After {@linkcode GoatKitApp.drain} every request is answered 503 with
  * `Connection: close`.
  *
- * Host routes ({@linkcode HOST_ROUTE_PATTERNS}): `GET /healthz`; `/login`,
+ * Host routes ({@linkcode HOST_ROUTE_PATTERNS}): `GET /healthz` (liveness),
+ * `GET /readyz` (readiness, see `readiness.ts`); `/login`,
  * `/logout`; `/admin/*` pages; `/api/v1/*` JSON API; `/static/*`.
  *
  * @example
@@ -261,6 +263,9 @@ export function createApp(options: AppOptions): GoatKitApp {
       ...(options.health?.() ?? {}),
     });
   });
+
+  // Readiness (plugins loaded, services reachable): see readiness.ts.
+  app.get("/readyz", readinessHandler(ctx));
 
   const staticHeaders = (type: string) => ({
     "content-type": type,

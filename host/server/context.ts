@@ -17,6 +17,7 @@ import type { AppOptions } from "./options.ts";
 import type { RouteTable } from "./route_table.ts";
 import type { SessionStore } from "./auth/sessions.ts";
 import type { TokenStore } from "./auth/tokens.ts";
+import { type PluginStatus, pluginStatus } from "./plugin_status.ts";
 
 /** Internal state shared by the server's modules. */
 export interface ServerContext {
@@ -73,8 +74,13 @@ export interface PluginInfo {
   enabled: boolean;
   /** Whether the plugin is registered (else only discovered). */
   loaded: boolean;
-  /** One word: `enabled`, `disabled`, `quarantined` or `not-loaded`. */
-  status: "enabled" | "disabled" | "quarantined" | "not-loaded";
+  /**
+   * One word: `running`, `pending-grants`, `disabled`, `quarantined`,
+   * `failed` or `not-loaded` (see `plugin_status.ts`).
+   */
+  status: PluginStatus;
+  /** Why it has that status (load error, quarantine, pending grants, …). */
+  statusReason?: string;
   /** Why the host disabled it (quarantine). */
   reason?: string;
   /** `native`, `wasm` or `grpc`. */
@@ -107,10 +113,21 @@ export async function pluginInfo(
     if (!ctx.manager.discovered().includes(name)) return undefined;
     const d = ctx.options.discovered?.().find((x) => x.name === name);
     const requested = [...(d?.permissions ?? [])];
+    const view = pluginStatus({
+      loaded: false,
+      enabled: false,
+      pending: [],
+      loadError: ctx.options.loader?.failure?.(name),
+      lazy: ctx.options.loader?.lazy ?? false,
+      roots: statusRoots(ctx),
+    });
     return {
       name,
       version: d?.version ?? "",
-      description: d?.description ?? "Not loaded (lazy loading enabled)",
+      description: d?.description ??
+        (view.status === "failed"
+          ? "Not loaded (failed)"
+          : "Not loaded (lazy loading enabled)"),
       author: d?.author ?? "",
       license: d?.license ?? "",
       homepage: d?.homepage ?? "",
@@ -120,7 +137,7 @@ export async function pluginInfo(
       menuItems: d?.menu_items ?? [],
       enabled: false,
       loaded: false,
-      status: "not-loaded",
+      ...view,
       permissions: { requested, granted: null, pending: [], unused: [] },
     };
   }
@@ -130,6 +147,18 @@ export async function pluginInfo(
     granted = [...await ctx.options.grants.granted(name)];
   }
   const conflict = ctx.table().refused.find((r) => r.plugin === name);
+  const pending = granted
+    ? (ctx.options.grants?.pending?.(requested, granted) ??
+      requested.filter((p) => p !== "log" && !granted.includes(p)))
+    : [];
+  const view = pluginStatus({
+    loaded: true,
+    enabled: st.enabled,
+    quarantineReason: st.reason,
+    pending,
+    loadError: ctx.options.loader?.failure?.(name),
+    roots: statusRoots(ctx),
+  });
   return {
     name: m.name,
     version: m.version,
@@ -143,21 +172,24 @@ export async function pluginInfo(
     menuItems: m.menu_items ?? [],
     enabled: st.enabled,
     loaded: true,
-    status: st.enabled ? "enabled" : st.reason ? "quarantined" : "disabled",
+    ...view,
     ...(st.reason ? { reason: st.reason } : {}),
     runtime: st.runtime,
     inFlight: st.inFlight,
     permissions: {
       requested,
       granted,
-      pending: granted
-        ? (ctx.options.grants?.pending?.(requested, granted) ??
-          requested.filter((p) => p !== "log" && !granted.includes(p)))
-        : [],
+      pending,
       unused: granted ? granted.filter((p) => !requested.includes(p)) : [],
     },
     ...(conflict ? { routeConflict: conflict.error.message } : {}),
   };
+}
+
+/** Folders whose absolute paths status texts show relative. */
+function statusRoots(ctx: ServerContext): string[] {
+  const l = ctx.options.loader;
+  return [...(l?.dir ? [l.dir] : []), ...(l?.exampleDirs ?? [])];
 }
 
 /** Every registered plugin, then discovered ones not loaded, by name. */

@@ -14,6 +14,7 @@
  */
 export const HOST_ROUTE_PATTERNS: readonly string[] = [
   "/healthz",
+  "/readyz",
   "/login",
   "/logout",
   "/admin/*",

@@ -32,6 +32,7 @@ export type {
   GrantsProvider,
   LoaderProvider,
   PackagesProvider,
+  ReadinessFailure,
   SchedulerProvider,
   ServerAuditEntry,
   ServerInstallOverrides,
@@ -40,6 +41,15 @@ export type {
   ServerJobRun,
 } from "./options.ts";
 export type { PluginInfo } from "./context.ts";
+export {
+  PLUGIN_STATUSES,
+  type PluginStatus,
+  pluginStatus,
+  type PluginStatusInput,
+  type PluginStatusView,
+  withoutServerPaths,
+} from "./plugin_status.ts";
+export { probe, type ReadinessReport } from "./readiness.ts";
 export {
   type ConnectionInfo,
   HSTS_VALUE,

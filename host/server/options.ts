@@ -125,9 +125,17 @@ export interface PackagesProvider {
   install(
     bytes: Uint8Array,
     options?:
-      & { filename?: string; signature?: string | null }
+      & { filename?: string; signature?: string | null; signer?: string | null }
       & ServerInstallOverrides,
   ): Promise<ServerInstallResult>;
+  /**
+   * The signature status of an installed plugin's package (`verified`,
+   * `unverified` or `unsigned`, with the key's fingerprint when known);
+   * `undefined` when the plugin was not installed from a package.
+   */
+  signature?(
+    name: string,
+  ): Promise<{ status: string; fingerprint?: string } | undefined>;
   /**
    * Removes a plugin with its files, grants, state, routes and jobs. Its
    * signer pin is kept unless `forgetSigner` is set.
@@ -141,6 +149,14 @@ export interface LoaderProvider {
   reload(name: string): Promise<void>;
   /** Loads a discovered plugin now (widget render of a lazy plugin). */
   ensureLoaded?(name: string): Promise<void>;
+  /** Why `name` did not load at its last attempt (shown as its status reason). */
+  failure?(name: string): string | undefined;
+  /** Plugin folders (absolute) whose paths status texts show relative. */
+  readonly dir?: string;
+  /** Example folders (absolute) scanned after {@linkcode LoaderProvider.dir}. */
+  readonly exampleDirs?: readonly string[];
+  /** Whether discovered plugins load on first use (lazy loading). */
+  readonly lazy?: boolean;
 }
 
 /** Options of {@linkcode createApp}. */
@@ -209,4 +225,20 @@ export interface AppOptions {
   title?: string;
   /** Extra fields in `GET /healthz`. */
   health?: () => Record<string, unknown>;
+  /**
+   * Readiness checks of `GET /readyz` beyond the plugins' own state
+   * (database and cache pings, broken plugin folders, start-up still
+   * loading); see `readiness.ts`.
+   */
+  readiness?: () => Promise<ReadinessFailure[]>;
+}
+
+/** One reason `GET /readyz` answers 503. */
+export interface ReadinessFailure {
+  /** What failed: `database`, `cache`, `plugins`, `plugin`, `plugin-folder`, … */
+  check: string;
+  /** The plugin, folder or service concerned (never an absolute server path). */
+  name?: string;
+  /** Why. */
+  error: string;
 }

@@ -344,8 +344,19 @@ export interface ServerSettings {
   hostname: string;
   /** Where the host keeps its data (tokens, database, cache, outbox). @default "./data" */
   dataDir: string;
-  /** Where plugins are discovered (and packages installed). @default "./fixtures/plugins" */
+  /**
+   * Where plugins are discovered (and packages installed); created at start.
+   * @default "./data/plugins"
+   */
   pluginsDir: string;
+  /**
+   * Also load the repository's example plugins (`fixtures/plugins` of this
+   * package, read only; `GOATKIT_EXAMPLE_PLUGINS`). `deno task serve` in a
+   * clone of the repository sets it. A plugin of the same name in
+   * `pluginsDir` wins.
+   * @default false
+   */
+  examplePlugins: boolean;
   /** Title of the admin pages. @default "GoatKit" */
   title: string;
   /**
@@ -364,6 +375,14 @@ export interface ServerSettings {
   trustedKeys: string[];
   /** Refuse unsigned packages. @default false */
   requireSignature: boolean;
+  /**
+   * SHA-256 digests (64 hex digits) of the native plugin executables the
+   * operator trusts (`GOATKIT_TRUSTED_EXECUTABLES`, comma-separated). A
+   * native plugin (an executable named `plugin`) runs, and a package
+   * carrying one installs, only when the digest of its binary is listed.
+   * @default []
+   */
+  trustedExecutables: string[];
   /**
    * Which peers are reverse proxies whose `X-Forwarded-Proto` header is
    * believed: `false` (none: the header is ignored), `true` (every peer —
@@ -454,12 +473,14 @@ export const SERVER_SETTING_ALIASES: Readonly<
   hostname: "GOATKIT_HOSTNAME",
   dataDir: "GOATKIT_DATA_DIR",
   pluginsDir: "GOATKIT_PLUGINS_DIR",
+  examplePlugins: "GOATKIT_EXAMPLE_PLUGINS",
   title: "GOATKIT_TITLE",
   secureCookies: "GOATKIT_SECURE_COOKIES",
   lazyLoad: "GOATKIT_LAZY_LOAD",
   hotReload: "GOATKIT_HOT_RELOAD",
   trustedKeys: "GOATKIT_TRUSTED_KEYS",
   requireSignature: "GOATKIT_REQUIRE_SIGNATURE",
+  trustedExecutables: "GOATKIT_TRUSTED_EXECUTABLES",
   trustProxy: "GOATKIT_TRUST_PROXY",
   requireApproval: "GOATKIT_REQUIRE_APPROVAL",
   jobCatchUp: "GOATKIT_JOB_CATCH_UP",
@@ -475,13 +496,15 @@ const SERVER_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   port: 8080,
   hostname: "127.0.0.1",
   dataDir: "./data",
-  pluginsDir: "./fixtures/plugins",
+  pluginsDir: "./data/plugins",
+  examplePlugins: false,
   title: "GoatKit",
   secureCookies: false,
   lazyLoad: false,
   hotReload: true,
   trustedKeys: [],
   requireSignature: false,
+  trustedExecutables: [],
   trustProxy: false,
   requireApproval: [...APPROVAL_KINDS],
   jobCatchUp: "once",
@@ -548,6 +571,20 @@ function parseKeys(raw: unknown): string[] {
   return list.map((k: string) => k.trim()).filter(Boolean);
 }
 
+/** SHA-256 digests: 64 hex digits each, lower-cased. */
+function parseDigests(raw: unknown): string[] {
+  const digests = parseKeys(raw).map((d) => d.toLowerCase());
+  const bad = digests.find((d) => !/^[0-9a-f]{64}$/.test(d));
+  if (bad !== undefined) {
+    throw new BadValue(
+      `${
+        show(bad)
+      } is not a SHA-256 digest (64 hex digits; sha256sum <executable> prints it)`,
+    );
+  }
+  return digests;
+}
+
 /** IPv4 dotted quad, or an IPv6 address (hex groups and colons). */
 const IP_ADDRESS_REGEXP =
   /^(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}|[0-9a-f:.]*:[0-9a-f:.]*)$/i;
@@ -600,12 +637,14 @@ const PARSERS: {
   hostname: parseText(true),
   dataDir: parseText(true),
   pluginsDir: parseText(true),
+  examplePlugins: parseFlag,
   title: parseText(false),
   secureCookies: parseFlag,
   lazyLoad: parseFlag,
   hotReload: parseFlag,
   trustedKeys: parseKeys,
   requireSignature: parseFlag,
+  trustedExecutables: parseDigests,
   trustProxy: parseTrustProxy,
   requireApproval: parseApproval,
   jobCatchUp: parseCatchUp,
@@ -664,12 +703,14 @@ function serverFrom(
     hostname: setting("hostname"),
     dataDir: setting("dataDir"),
     pluginsDir: setting("pluginsDir"),
+    examplePlugins: setting("examplePlugins"),
     title: setting("title"),
     secureCookies: setting("secureCookies"),
     lazyLoad: setting("lazyLoad"),
     hotReload: setting("hotReload"),
     trustedKeys: setting("trustedKeys"),
     requireSignature: setting("requireSignature"),
+    trustedExecutables: setting("trustedExecutables"),
     trustProxy: setting("trustProxy"),
     requireApproval: setting("requireApproval"),
     jobCatchUp: setting("jobCatchUp"),

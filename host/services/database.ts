@@ -7,7 +7,8 @@
  * itself enforces the grant. First the host refuses statements that could
  * leave the role or outlive the call (see `sql_guard.ts`); then, with `$1…`
  * placeholders passed to PostgreSQL as they are (extended protocol: one
- * statement, `$` inside literals is just text):
+ * statement, `$` inside literals is just text; GoatFlow's `?` placeholders
+ * are rewritten to `$n` first, see `placeholders.ts`):
  *
  * - **PostgreSQL** ({@linkcode PgDatabase}): the statement runs on a
  *   connection that logged in as the plugin's role — the session user, which
@@ -78,6 +79,7 @@ import {
   type SqlResult,
 } from "./sql_client.ts";
 import { checkPluginStatement, leadingWords } from "./sql_guard.ts";
+import { toPgPlaceholders } from "./placeholders.ts";
 import {
   PgPluginPool,
   type PluginCredentials,
@@ -229,6 +231,8 @@ export abstract class SqlDatabase implements Database {
     isQuery: boolean,
   ): Promise<SqlResult> {
     const { plugin } = opts;
+    // GoatFlow's `?` placeholders (its plugins rely on them) become `$n`.
+    sql = toPgPlaceholders(sql, args.length).sql;
     this.checkStatement(plugin, sql);
     const maxRows = opts.maxRows ?? DEFAULT_MAX_ROWS;
     const call: DbCallOptions = {

@@ -858,7 +858,7 @@ class WasmPluginImpl implements WasmPlugin {
     if (!this.#host) return;
     const ctx: CallContext = {
       caller: this.#name,
-      chain: [],
+      chain: [this.#name], // files the line under this plugin, not ""
       deadline: Date.now() + 1000,
       signal: new AbortController().signal,
     };

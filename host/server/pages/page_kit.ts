@@ -103,13 +103,17 @@ export function toggleButton(
 
 /** The status badge of a plugin. */
 export function statusBadge(info: PluginInfo): SafeHtml {
-  const cls = info.status === "enabled"
+  const cls = info.status === "running"
     ? "ok"
-    : info.status === "quarantined"
+    : info.status === "quarantined" || info.status === "failed"
     ? "bad"
+    : info.status === "pending-grants"
+    ? "new"
     : "off";
-  const label = info.status === "not-loaded" ? "not loaded" : info.status;
-  return markup`<span class="badge ${cls}" data-status="${info.status}">${label}</span>`;
+  const label = info.status.replace("-", " ");
+  return markup`<span class="badge ${cls}" data-status="${info.status}"${
+    info.statusReason ? markup` title="${info.statusReason}"` : ""
+  }>${label}</span>`;
 }
 
 /** Where a refused or missing `next` goes: the admin home. */

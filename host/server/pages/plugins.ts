@@ -8,7 +8,12 @@
 
 import type { Context, Hono } from "hono";
 import { checkCsrf, type Principal } from "../auth/authenticator.ts";
-import { installOverrides, notRequestedText, readUpload } from "../api.ts";
+import {
+  installOverrides,
+  notRequestedText,
+  packageErrorHttp,
+  readUpload,
+} from "../api.ts";
 import {
   allPluginInfos,
   type PluginInfo,
@@ -153,7 +158,9 @@ export function mountPluginPages(
           <td>${i.version || "—"}</td>
           <td>${i.runtime ?? "—"}</td>
           <td>${statusBadge(i)}${
-        i.reason ? markup`<div class="muted">${i.reason}</div>` : ""
+        i.statusReason
+          ? markup`<div class="muted status-reason">${i.statusReason}</div>`
+          : ""
       }${
         i.routeConflict
           ? markup`<div class="badge bad">route conflict</div>`
@@ -170,9 +177,11 @@ export function mountPluginPages(
     const body = markup`
       <div class="cards">
         <div class="stat"><b>${infos.length}</b>Total</div>
-        <div class="stat"><b>${count("enabled")}</b>Enabled</div>
+        <div class="stat"><b>${count("running")}</b>Running</div>
+        <div class="stat"><b>${count("pending-grants")}</b>Pending grants</div>
         <div class="stat"><b>${count("disabled")}</b>Disabled</div>
         <div class="stat"><b>${count("quarantined")}</b>Quarantined</div>
+        <div class="stat"><b>${count("failed")}</b>Failed</div>
         <div class="stat"><b>${count("not-loaded")}</b>Not loaded</div>
       </div>
       <table id="plugins">
@@ -206,8 +215,8 @@ export function mountPluginPages(
           csrfField(
             p,
           )
-        }<input type="file" name="plugin" accept=".zip" required> <input name="signature" placeholder="Ed25519 signature (base64, optional)" size="40"> <button class="primary" type="submit">Upload</button>
-          <p class="muted">A .zip with manifest.json and the module or entry. Its permissions are shown for approval after install.</p>
+        }<input type="file" name="plugin" accept=".zip,.wasm" required> <input name="signature" placeholder="Ed25519 signature (base64, optional)" size="40"> <button class="primary" type="submit">Upload</button>
+          <p class="muted">A .zip with manifest.json and the module or entry, or a bare .wasm module (named by what it registers). Its permissions are shown for approval after install.</p>
           <p><label class="check"><input type="checkbox" name="allow_signer_change" value="1"> Allow a different signer (or an unsigned package) for an already signed plugin</label><br>
           <label class="check"><input type="checkbox" name="allow_downgrade" value="1"> Allow installing an older version</label></p>
           <p class="muted">Both overrides are recorded in the audit log.</p></form>
@@ -239,9 +248,11 @@ export function mountPluginPages(
       const { bytes, filename, fields } = await readUpload(c, uploadLimit);
       if (!checkCsrf(p!, "POST", fields._csrf)) return csrfRefused(c);
       const signature = fields.signature?.trim();
+      const signer = fields.signer?.trim();
       const result = await ctx.options.packages.install(bytes, {
         ...(filename ? { filename } : {}),
         ...(signature ? { signature } : {}),
+        ...(signer ? { signer } : {}),
         ...installOverrides(c, fields),
       });
       const q = new URLSearchParams({ done: "installed" });
@@ -255,7 +266,17 @@ export function mountPluginPages(
         303,
       );
     } catch (e) {
-      return await failure(c, "Upload failed", e, "/admin/plugins");
+      // The API's status and message (which names the fix, without server
+      // paths); a fault of the host itself goes the usual way.
+      const r = packageErrorHttp(e);
+      if (r.status === 500) {
+        return await failure(c, "Upload failed", e, "/admin/plugins");
+      }
+      return render(c, ctx, p, {
+        title: "Upload failed",
+        status: r.status,
+        flash: { kind: "error", text: r.body.error.message },
+      }, markup`<p><a class="button" href="/admin/plugins">Back</a></p>`);
     }
   });
 
@@ -326,9 +347,9 @@ export function mountPluginPages(
       <div class="panel">
         <dl class="meta">
       <dt>Status</dt><dd>${statusBadge(info)}${
-      info.reason
+      info.statusReason
         ? markup`
-          <span class="muted">${info.reason}</span>
+          <span class="muted status-reason">${info.statusReason}</span>
         `
         : ""
     }</dd>

@@ -1,160 +1,483 @@
+/**
+ * `gk` from the plugin author's own directory, without a host: paths
+ * resolve against the caller's directory (plain, `deno task` with
+ * `INIT_CWD`, and installed with `deno install -g`), `pack` honours
+ * `.gkignore`, lists what it packs and refuses modules that are not real
+ * GoatKit WASM, `keygen` never overwrites and keeps keys outside the repo,
+ * `sign`/`verify` agree on the signer, `run` calls a WASM plugin locally,
+ * and every failure is one line with exit code 1 (2 for usage). The last
+ * test is the signer/downgrade journey against an in-process host.
+ *
+ * Run: `deno test -A tests/cli_test.ts`
+ *
+ * @module
+ */
+
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Manager, parseManifest } from "../mod.ts";
-import { Loader } from "../host/loading/loader.ts";
-import { PackageInstaller } from "../host/loading/packages.ts";
+import { parseManifest } from "../mod.ts";
 import { SafeZip } from "../host/loading/zip_reader.ts";
+import { hostErrorText } from "../host/cli/host_client.ts";
+import { runCli } from "../host/cli/main.ts";
+import { CLI, gk, HELLO_C, ROOT, run } from "./cli_helpers.ts";
 
-const CLI = new URL("../host/cli/main.ts", import.meta.url).pathname;
-
-async function gk(cwd: string, ...args: string[]) {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, ...args],
-    cwd,
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  return {
-    code: r.code,
-    out: new TextDecoder().decode(r.stdout),
-    err: new TextDecoder().decode(r.stderr),
-  };
-}
-
-async function hasClang(): Promise<boolean> {
+/** A temp dir outside the repository, removed after `fn`. */
+async function inTemp(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.realPath(
+    await Deno.makeTempDir({ prefix: "gk_cli_" }),
+  );
+  assert.ok(!dir.startsWith(ROOT + "/"), "temp dir inside the repo");
   try {
-    return (await new Deno.Command("clang", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    }).output()).success;
-  } catch {
-    return false;
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 }
 
-Deno.test("gk init, build, pack, keygen and sign make an installable signed package", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const init = await gk(dir, "init", "my-widget", "--runtime", "wasm-c");
-    assert.equal(init.code, 0, init.err);
+/** Files directly in the repository root (to see nothing was written there). */
+async function repoTopLevel(): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(ROOT)) names.push(e.name);
+  return names.sort();
+}
+
+/** A copy of the hello-c example (built module included) at `<dir>/hello-c`. */
+async function copyHelloC(dir: string): Promise<string> {
+  const to = join(dir, "hello-c");
+  await Deno.mkdir(to);
+  for await (const e of Deno.readDir(HELLO_C)) {
+    if (e.isFile) await Deno.copyFile(join(HELLO_C, e.name), join(to, e.name));
+  }
+  return to;
+}
+
+Deno.test("gk resolves paths against the caller's directory: plain, under deno task, and installed with deno install -g", async () => {
+  await inTemp(async (dir) => {
+    const before = await repoTopLevel();
+    const plugin = await copyHelloC(dir);
+
+    // Plain: `gk pack` in the plugin's folder writes next to it.
+    const plain = await gk(plugin, ["pack"]);
+    assert.equal(plain.code, 0, plain.err);
+    assert.ok((await Deno.stat(join(plugin, "hello-c-1.0.0.zip"))).isFile);
+    assert.match(plain.out, /^hello-c-1\.0\.0\.zip: hello-c 1\.0\.0, 4 files/m);
+
+    // `deno task gk` runs in the repo; INIT_CWD is the caller's directory.
+    const task = await run(
+      Deno.execPath(),
+      [
+        "task",
+        "--config",
+        join(ROOT, "deno.json"),
+        "gk",
+        "pack",
+        ".",
+        "-o",
+        "t.zip",
+      ],
+      plugin,
+    );
+    assert.equal(task.code, 0, task.err);
+    assert.ok((await Deno.stat(join(plugin, "t.zip"))).isFile);
+
+    // Installed as `gk` (the published entry, from this checkout).
+    const root = join(dir, "tools");
+    const inst = await run(Deno.execPath(), [
+      "install",
+      "-g",
+      "-A",
+      "--root",
+      root,
+      "-n",
+      "gk",
+      "--config",
+      join(ROOT, "deno.json"),
+      CLI,
+    ], dir);
+    assert.equal(inst.code, 0, inst.err);
+    const installed = await run(join(root, "bin", "gk"), [
+      "pack",
+      "hello-c",
+      "-o",
+      "i.zip",
+    ], dir);
+    assert.equal(installed.code, 0, installed.err);
+    assert.match(installed.out, /^i\.zip: hello-c 1\.0\.0/m);
+    assert.ok(
+      SafeZip.open(await Deno.readFile(join(dir, "i.zip"))).has("plugin.wasm"),
+    );
+    const help = await run(join(root, "bin", "gk"), ["--help"], dir);
+    assert.equal(help.code, 0);
+    assert.match(help.out, /gk run <plugin\.wasm> <fn>/);
+
+    // A relative path that does not exist is reported as the caller's.
+    const missing = await gk(dir, ["pack", "nope"]);
+    assert.equal(missing.code, 1);
+    assert.equal(missing.err.trim().split("\n").length, 1);
+    assert.ok(
+      missing.err.includes(`Cannot pack "${join(dir, "nope")}"`),
+      missing.err,
+    );
+
+    assert.deepEqual(
+      await repoTopLevel(),
+      before,
+      "gk wrote into the repository",
+    );
+  });
+});
+
+Deno.test("gk pack honours .gkignore, lists what it packs, and keeps the executable bit", async () => {
+  await inTemp(async (dir) => {
+    const plugin = await copyHelloC(dir);
+    await Deno.mkdir(join(plugin, "docs/drafts"), { recursive: true });
+    await Deno.writeTextFile(join(plugin, "docs/README.md"), "# hello\n");
+    await Deno.writeTextFile(join(plugin, "docs/drafts/wip.md"), "wip\n");
+    await Deno.writeTextFile(join(plugin, "notes.tmp"), "scratch\n");
+    await Deno.writeTextFile(join(plugin, ".env"), "SECRET=1\n");
+    await Deno.writeTextFile(
+      join(plugin, ".gkignore"),
+      "# sources stay home\n*.c\n/build.sh\n*.tmp\ndrafts/\n",
+    );
+    const r = await gk(dir, ["pack", "hello-c", "-o", "out.zip"]);
+    assert.equal(r.code, 0, r.err);
+    const zip = SafeZip.open(await Deno.readFile(join(dir, "out.zip")));
+    assert.deepEqual(
+      zip.entries.map((e) => e.name).sort(),
+      ["docs/README.md", "manifest.json", "plugin.wasm"],
+    );
+    // The listing names each packed file with its size, and only those.
+    const wasmSize = (await Deno.stat(join(plugin, "plugin.wasm"))).size;
+    assert.match(
+      r.out,
+      new RegExp(
+        `${(wasmSize / 1024).toFixed(1)} KB  plugin\\.wasm  \\(entry, wasm\\)`,
+      ),
+    );
+    assert.match(r.out, /8 B {2}docs\/README\.md/);
+    assert.doesNotMatch(r.out, /plugin\.c|build\.sh|notes\.tmp|wip\.md|\.env/);
+    assert.match(r.out, /out\.zip: hello-c 1\.0\.0, 3 files/);
+
+    // A native gRPC plugin's executable keeps its mode in the package.
+    const native = join(dir, "native");
+    await Deno.mkdir(native);
+    await Deno.writeTextFile(
+      join(native, "manifest.json"),
+      JSON.stringify({ name: "native-demo", version: "0.1.0" }),
+    );
+    await Deno.writeTextFile(join(native, "plugin"), "#!/bin/sh\nexit 0\n");
+    await Deno.chmod(join(native, "plugin"), 0o644);
+    const notExec = await gk(dir, ["pack", "native"]);
+    assert.equal(notExec.code, 1);
+    assert.match(notExec.err, /the native entry "plugin" is not executable/);
+    await Deno.chmod(join(native, "plugin"), 0o755);
+    const packed = await gk(dir, ["pack", "native", "-o", "n.zip"]);
+    assert.equal(packed.code, 0, packed.err);
+    assert.match(packed.out, /plugin {2}\(entry, grpc-native\)/);
+    const entry = SafeZip.open(await Deno.readFile(join(dir, "n.zip"))).entries
+      .find((e) => e.name === "plugin") as { mode?: number } | undefined;
+    assert.equal((entry?.mode ?? 0) & 0o777, 0o755);
+  });
+});
+
+Deno.test("gk pack refuses what is not a real GoatKit plugin, in one line each", async () => {
+  await inTemp(async (dir) => {
+    const plugin = await copyHelloC(dir);
+    const pack = async () => {
+      const r = await gk(dir, ["pack", "hello-c", "-o", "x.zip"]);
+      assert.equal(r.code, 1, r.out);
+      assert.equal(r.err.trim().split("\n").length, 1, r.err);
+      return r.err.trim();
+    };
+    const wasm = join(plugin, "plugin.wasm");
+    await Deno.writeTextFile(wasm, "not wasm at all");
+    assert.match(
+      await pack(),
+      /^gk pack: Cannot use ".*plugin\.wasm": not a WebAssembly module \(no \\0asm magic\)$/,
+    );
+    // Valid WebAssembly, but an empty module: no ABI.
+    await Deno.writeFile(
+      wasm,
+      new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]),
+    );
+    assert.match(
+      await pack(),
+      /it does not export the GoatKit ABI: missing gk_register, gk_call, gk_malloc, memory$/,
+    );
+    // Right magic, broken body.
+    await Deno.writeFile(
+      wasm,
+      new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 1, 9, 9]),
+    );
+    assert.match(await pack(), /the module does not compile: /);
+    // The entry left out by .gkignore.
+    await Deno.copyFile(join(HELLO_C, "plugin.wasm"), wasm);
+    await Deno.writeTextFile(join(plugin, ".gkignore"), "*.wasm\n");
+    assert.match(await pack(), /no entry \(plugin\.wasm, \*\.wasm, main\.ts/);
+    await Deno.remove(join(plugin, ".gkignore"));
+    // A broken manifest names the field.
+    await Deno.writeTextFile(
+      join(plugin, "manifest.json"),
+      '{"name":"Bad Name","version":"1"}',
+    );
+    assert.match(await pack(), /manifest\.json is invalid: .*name/);
+    // A gRPC-TS plugin without its entry file.
+    const ts = join(dir, "ts-demo");
+    await Deno.mkdir(ts);
+    await Deno.writeTextFile(
+      join(ts, "manifest.json"),
+      JSON.stringify({ name: "ts-demo", version: "0.1.0" }),
+    );
+    const noEntry = await gk(dir, ["pack", "ts-demo"]);
+    assert.equal(noEntry.code, 1);
+    assert.match(noEntry.err, /Cannot pack ".*ts-demo": no entry/);
+    await Deno.writeTextFile(join(ts, "plugin.ts"), "export {};\n");
+    const ok = await gk(dir, ["pack", "ts-demo"]);
+    assert.equal(ok.code, 0, ok.err);
+    assert.match(ok.out, /plugin\.ts {2}\(entry, grpc-deno\)/);
+    assert.ok((await Deno.stat(join(dir, "ts-demo-0.1.0.zip"))).isFile);
+  });
+});
+
+Deno.test("gk keygen keeps keys outside the repo, never overwrites them; sign and verify agree on the signer", async () => {
+  await inTemp(async (dir) => {
+    const env = { XDG_CONFIG_HOME: join(dir, "config") };
+    const keys = join(dir, "config", "goatkit", "keys");
+    const made = await gk(dir, ["keygen"], env);
+    assert.equal(made.code, 0, made.err);
+    const fingerprint = /^fingerprint: ([0-9a-f]{16})$/m.exec(made.out)?.[1];
+    assert.ok(fingerprint, made.out);
+    const key = await Deno.readTextFile(join(keys, "signing.key"));
+    assert.equal(
+      (await Deno.stat(join(keys, "signing.key"))).mode! & 0o777,
+      0o600,
+    );
+    assert.ok((await Deno.stat(join(keys, "signing.pub"))).isFile);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "config",
+    ]);
+
+    const again = await gk(dir, ["keygen"], env);
+    assert.equal(again.code, 1);
+    assert.equal(
+      again.err.trim(),
+      `gk keygen: Cannot write key pair: "${
+        join(keys, "signing.key")
+      }" exists already; keys are never overwritten (pass -o <prefix> for another pair)`,
+    );
+    assert.equal(await Deno.readTextFile(join(keys, "signing.key")), key);
+
+    // HOME is the fallback when XDG_CONFIG_HOME is not set.
+    const home = await gk(dir, ["keygen"], {
+      HOME: join(dir, "home"),
+      XDG_CONFIG_HOME: "",
+    });
+    assert.equal(home.code, 0, home.err);
+    assert.ok(
+      (await Deno.stat(join(dir, "home/.config/goatkit/keys/signing.pub")))
+        .isFile,
+    );
+
+    await copyHelloC(dir);
+    assert.equal((await gk(dir, ["pack", "hello-c", "-o", "p.zip"])).code, 0);
+    const signed = await gk(dir, ["sign", "p.zip"], env);
+    assert.equal(signed.code, 0, signed.err);
+    assert.equal(signed.out.trim(), `p.zip.sig (signed by ${fingerprint})`);
+    const ok = await gk(dir, ["verify", "p.zip"], env);
+    assert.equal(ok.code, 0, ok.err);
+    assert.equal(
+      ok.out.trim(),
+      `good signature: p.zip signed by ${fingerprint}`,
+    );
+    const pub = (await Deno.readTextFile(join(keys, "signing.pub"))).trim();
+    const byValue = await gk(dir, ["verify", "p.zip", "--pub", pub]);
+    assert.equal(byValue.code, 0, byValue.err);
+
+    // Another key, or changed bytes: refused with the key's fingerprint.
+    assert.equal((await gk(dir, ["keygen", "-o", "other"])).code, 0);
+    const wrongKey = await gk(dir, ["verify", "p.zip", "--pub", "other.pub"]);
+    assert.equal(wrongKey.code, 1);
+    assert.match(
+      wrongKey.err,
+      /^gk verify: Cannot verify "p\.zip": the signature in "p\.zip\.sig" was not made by key [0-9a-f]{16} for these bytes$/m,
+    );
+    const bytes = await Deno.readFile(join(dir, "p.zip"));
+    bytes[bytes.length - 30] ^= 1;
+    await Deno.writeFile(join(dir, "p.zip"), bytes);
+    const tampered = await gk(dir, ["verify", "p.zip"], env);
+    assert.equal(tampered.code, 1);
+    assert.match(tampered.err, new RegExp(`not made by key ${fingerprint}`));
+  });
+});
+
+Deno.test("gk run calls a WASM plugin locally: output, input, config, log lines, and failures", async () => {
+  await inTemp(async (dir) => {
+    const wasm = join(dir, "hello.wasm");
+    await Deno.copyFile(join(HELLO_C, "plugin.wasm"), wasm);
+    const hello = await gk(dir, [
+      "run",
+      "hello.wasm",
+      "hello",
+      "--input",
+      '{"name":"Ana"}',
+    ]);
+    assert.equal(hello.code, 0, hello.err);
+    assert.deepEqual(JSON.parse(hello.out), {
+      message: "Hello from C, Ana!",
+      runtime: "c-wasm",
+    });
+    // printf reaches the log, shown on stderr.
+    assert.match(hello.err, /\[info\] hello-c: hello called for Ana/);
+
+    await Deno.writeTextFile(join(dir, "in.json"), '"echo me"');
+    const echo = await gk(dir, [
+      "run",
+      "hello.wasm",
+      "echo",
+      "--input-file",
+      "in.json",
+    ]);
+    assert.equal(echo.out.trim(), '"echo me"');
+
+    const env = await gk(dir, [
+      "run",
+      "hello.wasm",
+      "env",
+      "--config",
+      "GK_GREETING=Grüezi",
+    ]);
+    assert.deepEqual(JSON.parse(env.out), { GK_GREETING: "Grüezi" });
+
+    const logs = await gk(dir, ["run", "hello.wasm", "log_all"]);
+    assert.equal(logs.code, 0);
+    assert.match(
+      logs.err,
+      /\[warn\] Warn from hello-c\n\[error\] Error from hello-c/,
+    );
+
+    const unknown = await gk(dir, ["run", "hello.wasm", "nope"]);
+    assert.equal(unknown.code, 1);
+    assert.equal(unknown.out, "");
+    assert.equal(
+      unknown.err.trim(),
+      'gk run: Cannot run function "nope" of "hello.wasm": the plugin answered an error: unknown function: nope',
+    );
+    const badJson = await gk(dir, [
+      "run",
+      "hello.wasm",
+      "echo",
+      "--input",
+      "{",
+    ]);
+    assert.equal(badJson.code, 1);
+    assert.match(badJson.err, /^gk run: Cannot parse the input as JSON/);
+    await Deno.writeTextFile(join(dir, "fake.wasm"), "text");
+    const fake = await gk(dir, ["run", "fake.wasm", "hello"]);
+    assert.equal(fake.code, 1);
+    assert.match(fake.err, /not a WebAssembly module/);
+    const usage = await gk(dir, ["run", "hello.wasm"]);
+    assert.equal(usage.code, 2);
+    assert.match(
+      usage.err,
+      /^gk run: Missing argument: gk run <plugin\.wasm> <fn>/,
+    );
+  });
+});
+
+Deno.test("gk init creates the plugin in the caller's directory and refuses bad names", async () => {
+  await inTemp(async (dir) => {
+    const r = await gk(dir, ["init", "my-widget", "--runtime", "wasm-c"]);
+    assert.equal(r.code, 0, r.err);
     const manifest = parseManifest(
       await Deno.readTextFile(join(dir, "my-widget", "manifest.json")),
     );
     assert.equal(manifest.name, "my-widget");
-    assert.match(
-      await Deno.readTextFile(join(dir, "my-widget", "plugin.c")),
-      /gk_register/,
-    );
-
-    if (await hasClang()) {
-      const built = await gk(dir, "build", "my-widget");
-      assert.equal(built.code, 0, built.err);
-      assert.ok(
-        (await Deno.stat(join(dir, "my-widget", "plugin.wasm"))).size > 1000,
-      );
-    } else {
-      // The compiler is installed by .ci/setup; without it, use a module
-      // from the examples so packing can still be exercised.
-      await Deno.copyFile(
-        new URL("../fixtures/plugins/hello-c/plugin.wasm", import.meta.url)
-          .pathname,
-        join(dir, "my-widget", "plugin.wasm"),
-      );
-    }
-    const packed = await gk(dir, "pack", "my-widget", "-o", "w.zip");
-    assert.equal(packed.code, 0, packed.err);
-    const zip = await Deno.readFile(join(dir, "w.zip"));
-    assert.ok(SafeZip.open(zip).has("plugin.wasm"));
-
-    assert.equal((await gk(dir, "keygen", "-o", "k")).code, 0);
-    const signed = await gk(dir, "sign", "w.zip", "--key", "k.key");
-    assert.equal(signed.code, 0, signed.err);
-    const pub = (await Deno.readTextFile(join(dir, "k.pub"))).trim();
-    const sig = (await Deno.readTextFile(join(dir, "w.zip.sig"))).trim();
-
-    const manager = new Manager();
-    const plugins = join(dir, "plugins");
-    const loader = new Loader(manager, {
-      dir: plugins,
-      load: () => Promise.reject(new Error("not loaded in this test")),
-    });
-    const installer = new PackageInstaller({
-      dir: plugins,
-      manager,
-      loader,
-      trustedKeys: [pub],
-      requireSignature: true,
-    });
-    const inspected = await installer.inspect(zip, { signature: sig });
-    assert.equal(inspected.manifest.name, "my-widget");
-    assert.equal(inspected.signedBy, pub);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("gk init scaffolds every runtime and refuses bad names and runtimes", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    for (const runtime of ["wasm-as", "grpc-ts"]) {
-      const r = await gk(dir, "init", `demo-${runtime}`, "--runtime", runtime);
-      assert.equal(r.code, 0, r.err);
-    }
-    assert.match(
-      await Deno.readTextFile(join(dir, "demo-grpc-ts", "plugin.ts")),
-      /"demo-grpc-ts"/,
-    );
-    const bad = await gk(dir, "init", "Bad_Name", "--runtime", "wasm-c");
+    const bad = await gk(dir, ["init", "Bad_Name", "--runtime", "wasm-c"]);
     assert.equal(bad.code, 1);
     assert.match(
       bad.err,
       /^gk init: Cannot create plugin "Bad_Name": the name must match/m,
     );
-    const badRuntime = await gk(dir, "init", "okname", "--runtime", "cobol");
-    assert.match(
-      badRuntime.err,
-      /Cannot create plugin "okname": --runtime must be one of wasm-c, wasm-as, grpc-ts/,
-    );
-    const again = await gk(dir, "init", "demo-wasm-as", "--runtime", "wasm-as");
-    assert.match(
-      again.err,
-      /Cannot create plugin "demo-wasm-as": ".*demo-wasm-as" exists already/,
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    const noRuntime = await gk(dir, ["init", "okname"]);
+    assert.equal(noRuntime.code, 2);
+    assert.match(noRuntime.err, /--runtime <runtime> \(one of .*wasm-c/);
+  });
 });
 
-Deno.test("gk host commands fail in one line when the host is unreachable or no token is set", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const noToken = await gk(dir, "list");
+Deno.test("gk host commands fail in one line; usage errors exit 2", async () => {
+  await inTemp(async (dir) => {
+    const noToken = await gk(dir, ["list"], { GOATKIT_TOKEN: "" });
     assert.equal(noToken.code, 1);
     assert.equal(
       noToken.err.trim(),
       "gk list: Cannot send request: no token (pass --token or set GOATKIT_TOKEN)",
     );
-    const down = await gk(
-      dir,
+    const down = await gk(dir, [
       "list",
       "--token",
       "x",
       "--url",
       "http://127.0.0.1:9",
-    );
+    ]);
     assert.equal(down.code, 1);
     assert.match(
       down.err.trim(),
       /^gk list: Cannot reach "http:\/\/127\.0\.0\.1:9": /,
     );
     assert.equal(down.err.trim().split("\n").length, 1);
-    const unknown = await gk(dir, "frobnicate");
-    assert.equal(unknown.code, 2);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    assert.equal((await gk(dir, ["frobnicate"])).code, 2);
+    const badOption = await gk(dir, ["pack", "--ouput", "x.zip"]);
+    assert.equal(badOption.code, 2);
+    assert.match(
+      badOption.err,
+      /^gk: Cannot read the command line: Unknown option '--ouput'/,
+    );
+    assert.equal((await gk(dir, ["grants"])).code, 2);
+  });
+});
+
+Deno.test("hostErrorText() prints both error shapes of the host in one line", () => {
+  assert.equal(
+    hostErrorText({
+      error: {
+        code: "signature_required",
+        message:
+          "Cannot install package: it is not signed; sign it with gk sign",
+        details: { plugin: "hello-c", requireSignatures: true },
+      },
+    }, ""),
+    "Cannot install package: it is not signed; sign it with gk sign [signature_required] (plugin=hello-c, requireSignatures=true)",
+  );
+  assert.equal(
+    hostErrorText({ error: "Plugin not found: x" }, ""),
+    "Plugin not found: x",
+  );
+  assert.equal(
+    hostErrorText(null, "Internal\nServer Error"),
+    "Internal Server Error",
+  );
+  assert.equal(
+    hostErrorText({ error: { message: "m", details: "more" } }, ""),
+    "m (more)",
+  );
+});
+
+Deno.test("runCli() runs in-process with its own IO and the caller's directory", async () => {
+  await inTemp(async (dir) => {
+    await copyHelloC(dir);
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await runCli(["pack", "hello-c"], {
+      out: (l) => out.push(l),
+      err: (l) => err.push(l),
+      env: (n) => n === "INIT_CWD" ? dir : undefined,
+      // Under `deno task`: started in the folder of deno.json.
+      cwd: () => ROOT,
+    });
+    assert.equal(code, 0, err.join("\n"));
+    assert.ok((await Deno.stat(join(dir, "hello-c-1.0.0.zip"))).isFile);
+    assert.match(out.at(-1)!, /^hello-c-1\.0\.0\.zip: /);
+  });
 });
 
 // Issue 10 items 14 and 15 through the command line against a real host
@@ -185,7 +508,7 @@ Deno.test("gk install journey: signer pinned, override audited, downgrade refuse
   ) => {
     const folder = join(dir, `src-${file}`);
     await Deno.mkdir(folder);
-    for (const f of ["plugin.wasm", "manifest.json"]) {
+    for (const f of ["plugin.c", "build.sh", "manifest.json"]) {
       await Deno.copyFile(join(source, f), join(folder, f));
     }
     const manifest = JSON.parse(
@@ -195,6 +518,11 @@ Deno.test("gk install journey: signer pinned, override audited, downgrade refuse
       join(folder, "manifest.json"),
       JSON.stringify({ ...manifest, version }),
     );
+    // The module embeds its manifest: build it, so it registers `version`.
+    const built = await run("sh", ["build.sh"], folder);
+    assert.equal(built.code, 0, built.err);
+    await Deno.remove(join(folder, "plugin.c"));
+    await Deno.remove(join(folder, "build.sh"));
     const bytes = await packFolder(folder);
     await Deno.writeFile(join(dir, file), bytes);
     await Deno.writeTextFile(
@@ -214,7 +542,7 @@ Deno.test("gk install journey: signer pinned, override audited, downgrade refuse
     print: () => {},
   });
   const cli = (...args: string[]) =>
-    gk(dir, ...args, "--url", host.url, "--token", host.adminToken!);
+    gk(dir, [...args, "--url", host.url, "--token", host.adminToken!]);
   const api = async (path: string) => {
     const res = await fetch(`${host.url}${path}`, {
       headers: { authorization: `Bearer ${host.adminToken}` },
@@ -222,8 +550,7 @@ Deno.test("gk install journey: signer pinned, override audited, downgrade refuse
     assert.equal(res.status, 200, path);
     return await res.json();
   };
-  // What is installed: the package record in the plugin's folder (the API
-  // shows the version the WASM module registers, which is always 1.0.0).
+  // What is installed: the package record in the plugin's folder.
   const installed = async () => {
     const r = JSON.parse(
       await Deno.readTextFile(
@@ -307,12 +634,28 @@ Deno.test("gk install journey: signer pinned, override audited, downgrade refuse
     const again = await cli("install", "a-1.0.0.zip");
     assert.equal(again.code, 1);
     assert.match(again.err, /409 .*pinned to signer/);
+    const changed = await cli(
+      "install",
+      "a-1.0.0.zip",
+      "--allow-signer-change",
+    );
+    assert.equal(changed.code, 0, changed.err);
+    assert.deepEqual(await installed(), ["1.0.0", vendorA.publicKey]);
     const forget = await cli("uninstall", "hello-c", "--forget-signer");
     assert.equal(forget.code, 0, forget.err);
     assert.match(forget.out, /signer pin cleared/);
-    const fresh = await cli("install", "a-1.0.0.zip");
+    const fresh = await cli("install", "b-1.0.0.zip");
     assert.equal(fresh.code, 0, fresh.err);
-    assert.deepEqual(await installed(), ["1.0.0", vendorA.publicKey]);
+    assert.deepEqual(await installed(), ["1.0.0", vendorB.publicKey]);
+    // Uninstalling what is not installed names the plugin, in one line.
+    assert.equal((await cli("uninstall", "hello-c")).code, 0);
+    const gone = await cli("uninstall", "hello-c");
+    assert.equal(gone.code, 1);
+    assert.match(
+      gone.err,
+      /^gk uninstall: Cannot DELETE "\/api\/v1\/plugins\/hello-c": 404 .*hello-c/,
+    );
+    assert.equal(gone.err.trim().split("\n").length, 1);
     assert.equal((await api("/healthz")).status, "ok");
   } finally {
     await host.close();

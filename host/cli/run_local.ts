@@ -1,0 +1,189 @@
+/**
+ * `gk run <plugin.wasm> <fn> [--input <json> | --input-file <f>]
+ * [--config k=v]… [--timeout ms]`: loads a WASM plugin locally, without a
+ * host or a database, calls one function and prints its output (like
+ * `extism call`). The plugin runs in the real WASM runtime (its own worker,
+ * instrumented, with WASI); its host calls are answered by the in-memory
+ * test host ({@linkcode MemoryHostAPI}: config from `--config`, empty
+ * database answers, log lines printed on stderr). A failing call, or an
+ * answer `{"error": …}` (GoatFlow's convention), exits with code 1.
+ *
+ * @module
+ */
+
+import { basename, dirname, join } from "node:path";
+import { errorText } from "../model/errors.ts";
+import type { LogLevel } from "../model/host_api.ts";
+import { checkManifest, type GKRegistration } from "../model/manifest.ts";
+import { type CallContext, createCallContext } from "../model/plugin.ts";
+import { createRuntimeFactory } from "../loading/runtimes.ts";
+import { MemoryHostAPI } from "../testing/memory_host_api.ts";
+import { MemoryGrantStore } from "../../permissions/grants.ts";
+import { need } from "./args.ts";
+import type { CommandContext } from "./context.ts";
+import { CliError, CliUsageError } from "./errors.ts";
+import { readInput } from "./host_commands.ts";
+import type { CliIO } from "./io.ts";
+import { resolveFrom } from "./paths.ts";
+import { checkWasmModule } from "./wasm_check.ts";
+
+/** A memory host that also prints the plugin's log lines. */
+class PrintingHost extends MemoryHostAPI {
+  #io: CliIO;
+
+  constructor(io: CliIO, config: Record<string, string>) {
+    super({ config });
+    this.#io = io;
+  }
+
+  override log(
+    ctx: CallContext,
+    level: LogLevel,
+    message: string,
+    fields?: Record<string, unknown>,
+  ): void {
+    super.log(ctx, level, message, fields);
+    const { plugin: _plugin, ...rest } = fields ?? {};
+    this.#io.err(
+      `[${level}] ${message}${
+        Object.keys(rest).length ? ` ${JSON.stringify(rest)}` : ""
+      }`,
+    );
+  }
+}
+
+/** Parses `--config k=v` values. */
+export function parseConfig(values: readonly string[]): Record<string, string> {
+  const config: Record<string, string> = {};
+  for (const v of values) {
+    const i = v.indexOf("=");
+    if (i <= 0) {
+      throw new CliUsageError(
+        `Cannot read --config "${v}": expected key=value`,
+      );
+    }
+    config[v.slice(0, i)] = v.slice(i + 1);
+  }
+  return config;
+}
+
+async function siblingManifest(
+  wasm: string,
+): Promise<GKRegistration | undefined> {
+  try {
+    const text = await Deno.readTextFile(join(dirname(wasm), "manifest.json"));
+    return checkManifest(text).manifest;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The error text of a `{"error": …}` answer, or `undefined`. */
+function answerError(text: string): string | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!v || typeof v !== "object" || Array.isArray(v) || !("error" in v)) {
+    return undefined;
+  }
+  const e = (v as { error: unknown }).error;
+  if (e === null || e === undefined || e === false || e === "") {
+    return undefined;
+  }
+  if (typeof e === "string") return e;
+  const m = (e as { message?: unknown }).message;
+  return typeof m === "string" ? m : JSON.stringify(e);
+}
+
+/** `gk run`. */
+export async function runCommand(ctx: CommandContext): Promise<void> {
+  const usage =
+    "run <plugin.wasm> <fn> [--input <json> | --input-file <f>] [--config k=v]";
+  const wasmArg = need(ctx.args.rest[0], usage);
+  const fn = need(ctx.args.rest[1], usage);
+  if (ctx.args.rest.length > 2) {
+    throw new CliUsageError(
+      `Cannot read the command line: unexpected "${
+        ctx.args.rest[2]
+      }" (pass the input with --input)`,
+    );
+  }
+  const path = resolveFrom(ctx.io, wasmArg);
+  const input = await readInput(ctx, undefined);
+  const config = parseConfig(ctx.args.all("config"));
+  const timeoutMs = Math.max(1, ctx.args.num("timeout", 30_000));
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    throw new CliError(
+      `Cannot read "${path}": ${errorText(e).split("\n")[0]}`,
+    );
+  }
+  checkWasmModule(bytes, path);
+  const fallbackName = basename(path).replace(/\.wasm$/i, "").toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-").replace(/^[^a-z]+/, "") || "plugin";
+  const manifest = await siblingManifest(path) ??
+    { name: fallbackName.padEnd(2, "x"), version: "0.0.0" };
+  const grants = new MemoryGrantStore();
+  try {
+    await grants.set(manifest.name, manifest.permissions ?? []);
+  } catch { /* unparsable permissions: grant none */ }
+  const dataDir = await Deno.makeTempDir({ prefix: "gk_run_" });
+  const where = `Cannot run function "${fn}" of "${wasmArg}"`;
+  try {
+    const load = createRuntimeFactory({
+      grants,
+      dataDir,
+      pluginConfig: () => config,
+      wasm: { idleTimeoutMs: 0, callTimeoutMs: timeoutMs },
+    });
+    let plugin;
+    try {
+      plugin = await load({
+        name: manifest.name,
+        dir: dirname(path),
+        kind: "wasm",
+        entry: path,
+        manifest,
+      });
+    } catch (e) {
+      throw new CliError(`${where}: ${errorText(e).split("\n")[0]}`);
+    }
+    try {
+      const registered = await plugin.gkRegister();
+      const host = new PrintingHost(ctx.io, config);
+      await plugin.init(host, {
+        name: registered.name,
+        quarantine: (reason) => ctx.io.err(`quarantined: ${reason}`),
+      });
+      const callCtx = createCallContext({
+        timeoutMs,
+        chain: [registered.name],
+      });
+      let out: Uint8Array | null;
+      try {
+        out = await plugin.call(
+          fn,
+          input === undefined ? null : new TextEncoder().encode(input),
+          callCtx,
+        );
+      } catch (e) {
+        throw new CliError(`${where}: ${errorText(e).split("\n")[0]}`);
+      }
+      const text = out && out.length ? new TextDecoder().decode(out) : "null";
+      const failed = answerError(text);
+      if (failed !== undefined) {
+        throw new CliError(`${where}: the plugin answered an error: ${failed}`);
+      }
+      ctx.io.out(text);
+    } finally {
+      await plugin.shutdown();
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  }
+}

@@ -7,7 +7,9 @@
  *   `PluginOverloadedError`, the admitted calls all complete in FIFO order,
  *   and the plugin is not quarantined.
  * - Calls that wait past their queue budget (or half their deadline) fail
- *   with the same overload error, never a timeout; not quarantined.
+ *   with the same overload error, never a timeout; not quarantined. A call
+ *   that the queued work (at the plugin's recent run time) would keep past
+ *   its budget is refused at once (`queue-wait`).
  * - A looping guest is quarantined after 3 deadline overruns (short window
  *   and deadline here); the quarantine carries its reason and persists.
  * - A trapping guest is still quarantined after 5 crashes.
@@ -161,6 +163,73 @@ Deno.test("2,000 concurrent calls into a 1-instance plugin: the excess is refuse
       dec.decode((await manager.call("wat-edge", "echo", enc.encode("ok")))!),
       "ok",
     );
+  } finally {
+    await manager.shutdownAll();
+  }
+});
+
+Deno.test("a call the queued work would keep past its budget is refused at once (queue-wait); the rest complete", async () => {
+  const manager = new Manager({ logs: new LogBuffer({ capacity: 5000 }) });
+  // Each wat-edge call makes a plugin_call into this native plugin, which
+  // answers after 100 ms: the WASM plugin's run time is about 100 ms.
+  await manager.register({
+    gkRegister: () => ({ name: "gate", version: "1.0.0" }),
+    init: () => Promise.resolve(),
+    call: () =>
+      new Promise((r) =>
+        setTimeout(() => r(enc.encode('{"passed":true}')), 100)
+      ),
+    shutdown: () => Promise.resolve(),
+  });
+  const wasm = await loadWasmPlugin(fixture("plugins", "wat-edge"), {
+    instances: 1,
+    quarantine: { maxFailures: 1, maxOverruns: 1 },
+    queue: { maxLength: 256, maxWaitMs: 1000 },
+  });
+  await manager.register(wasm);
+  try {
+    // Learn the run time.
+    for (let i = 0; i < 12; i++) {
+      await manager.call("wat-edge", "callhost", throughGate(i));
+    }
+    const started = performance.now();
+    const calls = Array.from(
+      { length: 40 },
+      (_, i) =>
+        manager.call("wat-edge", "callhost", throughGate(100 + i), {
+          timeoutMs: 60_000,
+        }).then(
+          () => ({ ok: true, at: performance.now() - started }),
+          (error: Error) => ({ error, at: performance.now() - started }),
+        ),
+    );
+    const results = await Promise.all(calls);
+    const refused = results.filter((r) => "error" in r);
+    const served = results.filter((r) => "ok" in r);
+    // About 1 s of 100 ms calls fits the budget; the rest is refused.
+    assert.ok(
+      served.length >= 8 && served.length <= 14,
+      `served ${served.length}`,
+    );
+    assert.equal(refused.length, 40 - served.length);
+    let atOnce = 0;
+    for (const r of refused) {
+      const e = (r as { error: Error }).error;
+      assert.ok(e instanceof PluginOverloadedError, String(e));
+      if (e.reason === "queue-wait") {
+        assert.match(e.message, /ms of work ahead/);
+        // Refused at once, not after waiting out the 1 s budget.
+        assert.ok(r.at < 300, `refused after ${r.at.toFixed(0)} ms`);
+        atOnce++;
+      } else {
+        // The estimate is the recent average: a call admitted at its edge
+        // may still run out of budget, and then says so.
+        assert.equal(e.reason, "queue-timeout");
+        assert.ok((e.waitedMs ?? 0) >= 900, `waited ${e.waitedMs} ms`);
+      }
+    }
+    assert.ok(atOnce >= refused.length - 2, `${atOnce} refused at once`);
+    assert.equal(manager.status("wat-edge")?.enabled, true);
   } finally {
     await manager.shutdownAll();
   }

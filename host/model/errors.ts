@@ -216,13 +216,15 @@ export class PluginCrashedError extends PluginError {
 }
 
 /** Why a call was refused as overload (see {@linkcode PluginOverloadedError}). */
-export type OverloadReason = "queue-full" | "queue-timeout";
+export type OverloadReason = "queue-full" | "queue-wait" | "queue-timeout";
 
 /** Options of {@linkcode PluginOverloadedError}. */
 export interface PluginOverloadedErrorOptions
   extends Omit<PluginErrorOptions, "fault"> {
   /**
-   * `queue-full` (refused at once: the plugin's queue held its maximum) or
+   * `queue-full` (refused at once: the plugin's queue held its maximum),
+   * `queue-wait` (refused at once: the calls ahead of it, at the plugin's
+   * recent run time, would keep it waiting past its queue budget) or
    * `queue-timeout` (waited its whole queue budget without getting an
    * instance). @default "queue-full"
    */
@@ -231,6 +233,8 @@ export interface PluginOverloadedErrorOptions
   queued: number;
   /** For `queue-timeout`: how long the call waited, in ms. */
   waitedMs?: number;
+  /** For `queue-wait`: the wait it would have had, in ms. */
+  expectedWaitMs?: number;
   /** When a retry is likely to be admitted, in whole seconds (at least 1). */
   retryAfterSeconds: number;
 }
@@ -253,7 +257,7 @@ export interface PluginOverloadedErrorOptions
  * ```
  */
 export class PluginOverloadedError extends PluginError {
-  /** `queue-full` or `queue-timeout`. */
+  /** `queue-full`, `queue-wait` or `queue-timeout`. */
   readonly reason: OverloadReason;
   /** When a retry is likely to be admitted, in whole seconds (at least 1). */
   readonly retryAfterSeconds: number;
@@ -268,11 +272,16 @@ export class PluginOverloadedError extends PluginError {
     const retry = Math.max(1, Math.ceil(options.retryAfterSeconds));
     const why = reason === "queue-timeout"
       ? `waited ${options.waitedMs ?? 0} ms in its queue`
+      : reason === "queue-wait"
+      ? `${options.queued} calls queued, about ${
+        options.expectedWaitMs ?? 0
+      } ms of work ahead`
       : `${options.queued} calls queued`;
     const {
       reason: _r,
       queued: _q,
       waitedMs: _w,
+      expectedWaitMs: _e,
       retryAfterSeconds: _s,
       ...rest
     } = options;

@@ -41,7 +41,10 @@
  *   per free instance). The queue is bounded (`queue.maxLength`, default
  *   256): one call more is refused at once with `PluginOverloadedError`, as
  *   is a call that waited its queue budget (`queue.maxWaitMs`, default 1 s,
- *   never more than half of the call's remaining deadline). `instances` > 1
+ *   never more than half of the call's remaining deadline), and a call
+ *   that the work queued ahead of it would keep past that budget at the
+ *   plugin's recent run time (`queue-wait`, refused before it waits).
+ *   `instances` > 1
  *   serves calls in parallel. A re-entrant call (made by this plugin itself,
  *   e.g. through `plugin_call`) is served by a free instance or fails at once
  *   with `PluginCallCycleError`, never deadlocks.
@@ -651,6 +654,22 @@ class WasmPluginImpl implements WasmPlugin {
       this.#maxWaitMs,
       Math.floor((deadline - Date.now()) / 2),
     );
+    // A call that the work already queued ahead of it (at the recent run
+    // time) would keep waiting past its budget is refused now rather than
+    // after the budget: its caller learns at once, and the host does not
+    // hold a request it will refuse anyway.
+    const expectedWaitMs = ((queued + 1) * this.#avgRunMs) /
+      this.#slots.length;
+    if (queued > 0 && expectedWaitMs > waitMs) {
+      this.overloadCount++;
+      throw new PluginOverloadedError(this.#name, {
+        ...errOpts,
+        reason: "queue-wait",
+        queued,
+        expectedWaitMs: Math.round(expectedWaitMs),
+        retryAfterSeconds: this.#retryAfterSeconds(queued),
+      });
+    }
     const slot = await this.#queue.wait({
       waitMs,
       signal: ctx.signal,
@@ -779,7 +798,7 @@ class WasmPluginImpl implements WasmPlugin {
     };
     const slot = await this.#acquire(ctx, deadline, errOpts);
     const host = slot.host!;
-    const ran = Date.now();
+    const ran = performance.now();
     let out: Outcome;
     try {
       out = await host.request(
@@ -790,7 +809,7 @@ class WasmPluginImpl implements WasmPlugin {
         this.#hooks(deadline, ctx.signal, ctx),
       );
     } finally {
-      this.#avgRunMs += (Date.now() - ran - this.#avgRunMs) * 0.2;
+      this.#avgRunMs += (performance.now() - ran - this.#avgRunMs) * 0.2;
       this.#release(slot);
     }
     const fault = (kind: PluginFault) => ({ ...errOpts, fault: kind });

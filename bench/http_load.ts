@@ -19,6 +19,7 @@
  * ```sh
  * deno run -A bench/http_load.ts                        # 10, 100, 1000, 2000 connections, 3 s per cell
  * deno run -A bench/http_load.ts --conns=100,2000 --seconds=5 --routes=wasm
+ * deno run -A bench/http_load.ts --routes=plain,echo --honor-retry-after  # clients wait as a 503 asks
  * GOATKIT_MAX_IN_FLIGHT=256 deno run -A bench/http_load.ts   # host settings pass through
  * ```
  *
@@ -39,16 +40,20 @@ const { values } = parseArgs({
     conns: { type: "string", default: "10,100,1000,2000" },
     seconds: { type: "string", default: "3" },
     routes: { type: "string", default: "plain,echo,wasm,grpc" },
+    "honor-retry-after": { type: "boolean", default: false },
   },
 });
 const CONNS = values.conns.split(",").map(Number).filter((n) => n > 0);
 const SECONDS = Math.max(0.5, Number(values.seconds) || 3);
 const PER_REQUEST_TIMEOUT_MS = 10_000;
+const HONOR_RETRY_AFTER = values["honor-retry-after"];
 
 interface Cell {
   route: string;
   conns: number;
   done: number;
+  /** Answers with status 200. */
+  ok: number;
   elapsedMs: number;
   latencies: number[];
   byStatus: Map<string, number>;
@@ -66,6 +71,7 @@ async function runCell(
     route,
     conns: n,
     done: 0,
+    ok: 0,
     elapsedMs: 0,
     latencies: [],
     byStatus: new Map(),
@@ -91,6 +97,7 @@ async function runCell(
   const deadline = start + SECONDS * 1000;
   await Promise.all(conns.map(async (first) => {
     let conn: Http1Connection | undefined = first;
+    let retryAfterMs = 0;
     while (performance.now() < deadline) {
       if (!conn) {
         try {
@@ -113,8 +120,12 @@ async function runCell(
           }),
         ]);
         cell.latencies.push(performance.now() - t0);
+        if (res.status === 503) {
+          retryAfterMs = 1000 * Number(res.headers.get("retry-after") ?? "1");
+        }
         cell.done++;
         count(String(res.status));
+        if (res.status === 200) cell.ok++;
         if (res.closed) {
           conn.close();
           conn = undefined;
@@ -125,6 +136,12 @@ async function runCell(
         conn = undefined;
       } finally {
         clearTimeout(timer);
+      }
+      // A well-behaved client waits as a 503 asks (up to the cell's end).
+      if (HONOR_RETRY_AFTER && retryAfterMs > 0) {
+        const wait = Math.min(retryAfterMs, deadline - performance.now());
+        retryAfterMs = 0;
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       }
     }
     conn?.close();
@@ -195,9 +212,9 @@ try {
     `host ${host.url}: ${health.plugins.registered} plugins, max_in_flight ${health.requests.max_in_flight}; ${SECONDS} s per cell\n`,
   );
   console.log(
-    "| route | conns | req/s | vs plain | p50 ms | p99 ms | host CPU µs/req (main + workers) | answers by status |",
+    "| route | conns | req/s | 200/s | vs plain | p50 ms | p99 ms | host CPU µs/req (main + workers) | answers by status |",
   );
-  console.log("|---|---:|---:|---:|---:|---:|---|---|");
+  console.log("|---|---:|---:|---:|---:|---:|---:|---|---|");
   const plainRate = new Map<number, number>();
   for (const key of values.routes.split(",")) {
     const r = ROUTES[key];
@@ -221,8 +238,9 @@ try {
       const base = plainRate.get(n);
       const perReq = (ms: number) =>
         cell.done > 0 ? ((ms * 1000) / cell.done).toFixed(0) : "—";
+      const okRate = Math.round(cell.ok / (cell.elapsedMs / 1000));
       console.log(
-        `| ${r.label} | ${n} | ${rate} | ${
+        `| ${r.label} | ${n} | ${rate} | ${okRate} | ${
           base ? (rate / base).toFixed(2) : "—"
         } | ${pct(sorted, 0.5)} | ${pct(sorted, 0.99)} | ${
           perReq(cpu1.main - cpu0.main)

@@ -62,6 +62,7 @@ import {
   type SqlDatabase,
 } from "./services/mod.ts";
 import { type HostConfig, loadConfig } from "./services/config.ts";
+import { createInterceptors, interceptHostAPI } from "./model/interceptors.ts";
 import {
   applyGrantPolicy,
   AuditLog,
@@ -305,13 +306,16 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   const http = createEgressClient();
   const i18n = new I18nRegistry();
 
+  // Interceptors of plugin calls and host calls, filled below by what
+  // observes or limits them (the first outermost).
+  const interceptors = createInterceptors();
   // Manager. Seam: its HostAPIs and route check reach back into it.
   const managerSeam = new LateBound<Manager>("the Manager");
   // Guarded HostAPIs per plugin, newest last; older ones are closed when
   // their instance is replaced or unregistered (they listen for grant changes).
   const hosts = new Map<string, GuardedHostAPI[]>();
   const guardedHost = (name: string, manifest: GKRegistration) => {
-    const host = createGuardedHostAPI({
+    const guarded = createGuardedHostAPI({
       plugin: name,
       requested: manifest.permissions ?? [],
       grants,
@@ -328,12 +332,15 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       callPlugin: (caller, target, fn, args, opts) =>
         managerSeam.get().callFrom(caller, target, fn, args, opts),
     });
-    hosts.set(name, [...(hosts.get(name) ?? []), host]);
-    return host;
+    hosts.set(name, [...(hosts.get(name) ?? []), guarded]);
+    // Host calls pass the host's interceptors (metrics, traces, quotas)
+    // before the guard.
+    return interceptHostAPI(guarded, name, interceptors);
   };
   const manager = managerSeam.bind(
     new Manager({
       defaultRouteTimeoutMs: server.routeTimeoutMs,
+      interceptors: interceptors.plugin,
       logs,
       stateStore,
       i18n,

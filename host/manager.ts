@@ -20,6 +20,10 @@ import {
 } from "./model/errors.ts";
 import type { ManifestIssue } from "./model/errors.ts";
 import type { HostAPI } from "./model/host_api.ts";
+import {
+  type PluginCallInterceptor,
+  runIntercepted,
+} from "./model/interceptors.ts";
 import { I18nRegistry } from "./registries/i18n.ts";
 import { ErrorCodeRegistry } from "./registries/error_codes.ts";
 import { LogBuffer } from "./log_buffer.ts";
@@ -100,6 +104,13 @@ export interface ManagerOptions {
   hostVersion?: string;
   /** Extra manifest checks run at register (permission grammar, route collisions). */
   manifestChecks?: readonly ((m: GKRegistration) => ManifestIssue[])[];
+  /**
+   * Wrap every call made through {@linkcode Manager.call} once the plugin
+   * is found and enabled (metrics, traces, quotas; the first outermost).
+   * The array is read at each call, so it may be filled after this
+   * Manager is built. @default none
+   */
+  interceptors?: PluginCallInterceptor[];
 }
 
 /** Options of {@linkcode Manager.call}. */
@@ -197,6 +208,7 @@ export class Manager {
   #graceMs: number;
   #hostVersion: string | undefined;
   #checks: readonly ((m: GKRegistration) => ManifestIssue[])[];
+  #interceptors: PluginCallInterceptor[];
 
   /** Creates a Manager; every part can be replaced through `options`. */
   constructor(options: ManagerOptions = {}) {
@@ -214,6 +226,7 @@ export class Manager {
     this.#graceMs = options.shutdownGraceMs ?? 5_000;
     this.#hostVersion = options.hostVersion;
     this.#checks = options.manifestChecks ?? [];
+    this.#interceptors = options.interceptors ?? [];
   }
 
   /**
@@ -746,7 +759,12 @@ export class Manager {
             s.addEventListener("abort", onAbort, { once: true });
           }
         }
-        entry.plugin.call(fn, args, ctx).then(resolve, reject);
+        const chain = this.#interceptors;
+        (chain.length === 0 ? entry.plugin.call(fn, args, ctx) : runIntercepted(
+          chain,
+          { plugin: name, fn, args, ctx, ...(caller ? { caller } : {}) },
+          () => entry.plugin.call(fn, args, ctx),
+        )).then(resolve, reject);
       });
     } finally {
       clearTimeout(timer);

@@ -47,7 +47,20 @@ export {
   type Plugin,
   type PluginEnvironment,
   type PluginRuntimeKind,
+  type PluginUsage,
 } from "./host/model/plugin.ts";
+export {
+  createInterceptors,
+  HOST_METHODS,
+  type HostCallInfo,
+  type HostCallInterceptor,
+  type HostMethod,
+  interceptHostAPI,
+  type Interceptors,
+  type PluginCallInfo,
+  type PluginCallInterceptor,
+  runIntercepted,
+} from "./host/model/interceptors.ts";
 export type {
   EmailMessage,
   HostAPI,

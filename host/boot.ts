@@ -306,9 +306,13 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   const http = createEgressClient();
   const i18n = new I18nRegistry();
 
-  // Interceptors of plugin calls and host calls, filled below by what
-  // observes or limits them (the first outermost).
+  // Interceptors of plugin calls and host calls, filled by what observes or
+  // limits them. Order matters (the first outermost): tracing, then
+  // metrics (which see quota refusals), then quotas.
   const interceptors = createInterceptors();
+  // [tracing]
+  // [metrics]
+  // [quotas]
   // Manager. Seam: its HostAPIs and route check reach back into it.
   const managerSeam = new LateBound<Manager>("the Manager");
   // Guarded HostAPIs per plugin, newest last; older ones are closed when

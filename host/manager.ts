@@ -43,6 +43,7 @@ import type {
   Plugin,
   PluginEnvironment,
   PluginRuntimeKind,
+  PluginUsage,
 } from "./model/plugin.ts";
 import { MemoryStateStore, type StateStore } from "./state_store.ts";
 import { TemplateOverrideRegistry } from "./registries/templates.ts";
@@ -385,6 +386,15 @@ export class Manager {
       runtime: e.plugin.runtime ?? "native",
       inFlight: e.inFlight,
     };
+  }
+
+  /**
+   * A registered plugin's resource use as its runtime reports it
+   * ({@linkcode Plugin.usage}); `undefined` when not registered or the
+   * runtime cannot tell.
+   */
+  usage(name: string): PluginUsage | undefined {
+    return this.#entries.get(name)?.plugin.usage?.();
   }
 
   /**

@@ -76,6 +76,32 @@ export interface Plugin {
   shutdown(): Promise<void>;
   /** How the plugin runs; `native` when absent. */
   readonly runtime?: PluginRuntimeKind;
+  /**
+   * What the plugin has used so far (cumulative counters since load), for
+   * metrics and quotas; absent when the runtime cannot tell.
+   */
+  usage?(): PluginUsage;
+}
+
+/**
+ * A plugin's resource use as its runtime measures it. Counters are
+ * cumulative since the plugin was loaded; gauges are current values.
+ */
+export interface PluginUsage {
+  /**
+   * Guest CPU time in ms, cumulative: for WASM the time guest code ran in
+   * its workers (a call's run time less the time the host spent serving
+   * its host calls); for a subprocess its user + system CPU time.
+   */
+  cpuMs: number;
+  /** Calls that ran guest code, cumulative. */
+  calls: number;
+  /** Guest memory in bytes now (WASM linear memory of its instances). */
+  memoryBytes?: number;
+  /** Resident memory of the plugin's process(es) in bytes now (subprocesses). */
+  rssBytes?: number;
+  /** Times the runtime replaced a crashed or stuck instance or process. */
+  restarts?: number;
 }
 
 const encoder = new TextEncoder();

@@ -222,6 +222,11 @@ export class GuestInstance {
     return g;
   }
 
+  /** The guest's linear memory size now, in 64 KiB pages. */
+  get memoryPages(): number {
+    return this.#memory.buffer.byteLength / 65536;
+  }
+
   /** Returns a bounds-checked live view of guest memory, or `null`. */
   #view(ptr: number, len: number): Uint8Array | null {
     ptr >>>= 0;

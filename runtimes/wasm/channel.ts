@@ -46,6 +46,8 @@ export const INTERRUPT_COUNT = 7;
 export const W_WAITING = 8;
 /** Int32 slot: 1 while the main thread blocks in `Atomics.waitAsync`. */
 export const M_WAITING = 9;
+/** Int32 slot: the guest's memory size in 64 KiB pages, set by the worker after each call. */
+export const MEM_PAGES = 10;
 /** Bytes before the data region. */
 export const HEADER_BYTES = 64;
 

@@ -15,6 +15,7 @@ import {
   INTERRUPT,
   INTERRUPT_COUNT,
   LogBatch,
+  MEM_PAGES,
   MSG_ABI_ERROR,
   MSG_ACK,
   MSG_EXIT,
@@ -104,6 +105,7 @@ function start(init: WorkerInit): void {
   /** Sends a call's final message with the batched log lines in part 1. */
   const sendFinal = (kind: number, p0: Uint8Array | null, aux: number) => {
     if ((p0?.length ?? 0) + logs.byteLength > ch.maxMessageBytes) flushLogs();
+    Atomics.store(ctl, MEM_PAGES, guest?.memoryPages ?? 0);
     send(kind, p0, logs.take(), aux);
   };
   const sendLog = (level: number, text: Uint8Array) => {

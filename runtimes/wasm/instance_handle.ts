@@ -14,6 +14,7 @@ import {
   INTERRUPT,
   INTERRUPT_COUNT,
   M_SEQ,
+  MEM_PAGES,
   MSG_ABI_ERROR,
   MSG_ACK,
   MSG_EXIT,
@@ -147,6 +148,11 @@ export class InstanceHandle {
   #deathReason = "";
   /** Whether a request is in progress. */
   busy = false;
+  /**
+   * Time (ms) the main thread spent serving the last request's host calls
+   * and log lines, while the guest waited: not guest time.
+   */
+  hostMs = 0;
   #current: Promise<Outcome> | null = null;
 
   private constructor(settings: Omit<InstanceSettings, "module">) {
@@ -174,6 +180,11 @@ export class InstanceHandle {
   /** Whether the worker is gone (terminated or broken). */
   get dead(): boolean {
     return this.#dead;
+  }
+
+  /** The guest's memory after its last call, in 64 KiB pages. */
+  get memoryPages(): number {
+    return Atomics.load(this.#ch.ctl, MEM_PAGES);
   }
 
   /** How often the guest's `gk.interrupt` ran (diagnostics). */
@@ -241,6 +252,7 @@ export class InstanceHandle {
   ): Promise<Outcome> {
     if (this.#dead) return { kind: "fatal", message: this.#deathReason };
     this.busy = true;
+    this.hostMs = 0;
     try {
       Atomics.store(this.#ch.ctl, INTERRUPT, 0);
       this.#ch.write(kind, part0, part1, aux);
@@ -332,11 +344,13 @@ export class InstanceHandle {
               continue;
             }
             const fn = decoder.decode(msg.part0);
+            const served = performance.now();
             const answer = await this.#serveUntilDeadline(
               hooks,
               fn,
               msg.part1,
             );
+            this.hostMs += performance.now() - served;
             if (answer === "deadline") {
               inHostCall = true;
               startInterrupt(Date.now());

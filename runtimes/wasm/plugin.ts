@@ -66,6 +66,7 @@ import type {
   CallContext,
   Plugin,
   PluginEnvironment,
+  PluginUsage,
 } from "../../host/model/plugin.ts";
 import {
   errorText,
@@ -377,6 +378,9 @@ class WasmPluginImpl implements WasmPlugin {
   #maxWaitMs: number;
   /** Moving average of a call's run time, in ms (for `retryAfterSeconds`). */
   #avgRunMs = 1;
+  #guestMs = 0;
+  #guestCalls = 0;
+  #restarts = 0;
   overloadCount = 0;
   #host: HostAPI | undefined;
   #env: PluginEnvironment | undefined;
@@ -583,6 +587,24 @@ class WasmPluginImpl implements WasmPlugin {
           plugin: this.#name,
         });
       },
+    };
+  }
+
+  /**
+   * Guest CPU time (cumulative run time of calls less the time the host
+   * spent serving their host calls), calls, the linear memory of live
+   * instances and how many instances were replaced.
+   */
+  usage(): PluginUsage {
+    let pages = 0;
+    for (const s of this.#slots) {
+      if (s.host && !s.host.dead) pages += s.host.memoryPages;
+    }
+    return {
+      cpuMs: this.#guestMs,
+      calls: this.#guestCalls,
+      memoryBytes: pages * 65536,
+      restarts: this.#restarts,
     };
   }
 
@@ -809,10 +831,15 @@ class WasmPluginImpl implements WasmPlugin {
         this.#hooks(deadline, ctx.signal, ctx),
       );
     } finally {
-      this.#avgRunMs += (performance.now() - ran - this.#avgRunMs) * 0.2;
+      const runMs = performance.now() - ran;
+      this.#avgRunMs += (runMs - this.#avgRunMs) * 0.2;
+      this.#guestMs += Math.max(0, runMs - host.hostMs);
+      this.#guestCalls++;
       this.#release(slot);
     }
     const fault = (kind: PluginFault) => ({ ...errOpts, fault: kind });
+    // Every outcome but a result or an ABI error replaces the instance.
+    if (out.kind !== "result" && out.kind !== "abi") this.#restarts++;
     switch (out.kind) {
       case "result":
         return out.bytes;

@@ -193,3 +193,25 @@ Deno.test("shutdown with a released worker and a pending idle timer is clean", a
     /shut down/,
   );
 });
+
+Deno.test("a release primes one shared spare worker: the next start takes it, a new one is made, and the last shutdown ends them", async () => {
+  const { spareWorkers } = await import("../runtimes/wasm/spare_workers.ts");
+  assert.equal(spareWorkers.size, 0, "no spare before any release");
+  const { manager, plugin } = await setup({ idleTimeoutMs: 100 });
+  try {
+    await hello(manager, "A");
+    await eventually("worker released", () => plugin.instanceCount === 0);
+    await eventually("a spare is ready", () => spareWorkers.size === 1);
+    // The restart takes the spare (it skips the worker's bootstrap) ...
+    assert.deepEqual(await hello(manager, "B"), {
+      message: "Hello from C, B!",
+      runtime: "c-wasm",
+    });
+    assert.equal(plugin.instanceCount, 1);
+    // ... and the pool makes another one in the background.
+    await eventually("the spare is replaced", () => spareWorkers.size === 1);
+  } finally {
+    await manager.shutdownAll();
+  }
+  assert.equal(spareWorkers.size, 0, "the last shutdown ends the spares");
+});

@@ -140,7 +140,7 @@ function deliverLogs(hooks: RequestHooks, batch: Uint8Array): void {
 
 /** One worker running one instance. */
 export class InstanceHandle {
-  readonly #settings: Omit<InstanceSettings, "module">;
+  #settings: Omit<InstanceSettings, "module">;
   readonly #ch: Channel;
   readonly #worker: Worker;
   #mSeen = 0;
@@ -210,6 +210,33 @@ export class InstanceHandle {
    */
   static spawn(settings: Omit<InstanceSettings, "module">): InstanceHandle {
     return new InstanceHandle(settings);
+  }
+
+  /**
+   * Whether a worker spawned with `settings` could serve `other` (same
+   * channel size, and no preopens on either side: a worker's permissions
+   * are fixed at spawn).
+   */
+  static compatible(
+    settings: Omit<InstanceSettings, "module">,
+    other: Omit<InstanceSettings, "module">,
+  ): boolean {
+    return settings.maxResultBytes === other.maxResultBytes &&
+      settings.preopens.length === 0 && other.preopens.length === 0;
+  }
+
+  /**
+   * Takes on `settings` before {@linkcode boot} (a spare worker spawned for
+   * another plugin); they must be {@linkcode InstanceHandle.compatible}.
+   */
+  adopt(settings: Omit<InstanceSettings, "module">): this {
+    if (!InstanceHandle.compatible(this.#settings, settings)) {
+      throw new RangeError(
+        "Cannot adopt settings: the worker was spawned for another channel size or permissions",
+      );
+    }
+    this.#settings = settings;
+    return this;
   }
 
   /** Instantiates `module` in the spawned worker (see {@linkcode spawn}). */

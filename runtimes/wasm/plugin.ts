@@ -82,6 +82,7 @@ import { HandOffQueue } from "./handoff_queue.ts";
 import { FUEL, instrumentModuleCached } from "./instrument/mod.ts";
 import { OP_CALL, OP_REGISTER } from "./channel.ts";
 import { type HostCallResult, serveHostCall } from "./host_calls.ts";
+import { spareWorkers } from "./spare_workers.ts";
 import {
   InstanceHandle,
   type InstanceSettings,
@@ -378,6 +379,8 @@ class WasmPluginImpl implements WasmPlugin {
   #maxWaitMs: number;
   /** Moving average of a call's run time, in ms (for `retryAfterSeconds`). */
   #avgRunMs = 1;
+  /** Whether this plugin holds a reference on the spare worker pool. */
+  #pooled = false;
   #guestMs = 0;
   #guestCalls = 0;
   #restarts = 0;
@@ -481,6 +484,10 @@ class WasmPluginImpl implements WasmPlugin {
       this.#name = this.#manifest.name;
     }
     for (const s of this.#slots) this.#markFree(s);
+    if (this.#idleMs > 0 && !this.#closed) {
+      spareWorkers.retain();
+      this.#pooled = true;
+    }
   }
 
   /** Notes that `slot` became free and arms its idle check. */
@@ -521,6 +528,8 @@ class WasmPluginImpl implements WasmPlugin {
     slot.host = null;
     slot.idleReleased = true;
     this.releasedWorkers++;
+    // The next start skips the worker's bootstrap (see spare_workers.ts).
+    spareWorkers.prime(this.#settings);
     // The worker is idle (blocked waiting for a request): it leaves its loop
     // on OP_SHUTDOWN and is terminated.
     const done: Promise<void> = host.shutdown(this.#graceMs)
@@ -541,8 +550,10 @@ class WasmPluginImpl implements WasmPlugin {
         undefined,
         undefined,
       );
-      const { host, outcome } = spawned
-        ? await spawned.boot(this.#settings.module, hooks)
+      const handle = spawned ??
+        (atLoad ? undefined : spareWorkers.take(this.#settings));
+      const { host, outcome } = handle
+        ? await handle.boot(this.#settings.module, hooks)
         : await InstanceHandle.start(this.#settings, hooks);
       if (outcome.kind !== "result") {
         host.terminate("start failed");
@@ -951,7 +962,10 @@ class WasmPluginImpl implements WasmPlugin {
   }
 
   async shutdown(): Promise<void> {
+    if (this.#closed) return;
     this.#closed = true;
+    if (this.#pooled) spareWorkers.release();
+    this.#pooled = false;
     for (const s of this.#slots) {
       clearTimeout(s.idleTimer);
       s.idleTimer = undefined;

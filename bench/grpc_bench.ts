@@ -19,6 +19,11 @@ import { Manager } from "../host/manager.ts";
 import { MemoryHostAPI } from "../host/testing/memory_host_api.ts";
 import { type GrpcPlugin, loadGrpcPlugin } from "../runtimes/grpc/mod.ts";
 import { loadProto, LOCAL_CHANNEL_OPTIONS } from "../runtimes/grpc/proto.ts";
+import { H2Channel, REQUEST_PREFIX } from "../runtimes/grpc/h2_client.ts";
+import {
+  decodeCallResponse,
+  encodeCallRequest,
+} from "../runtimes/grpc/call_codec.ts";
 
 const TS_ENTRY =
   new URL("../fixtures/plugins/hello-grpc-ts/plugin.ts", import.meta.url)
@@ -63,8 +68,11 @@ if (go) {
   await manager.register(await load(goBin!));
 }
 
-// The floor: grpc-js alone, no runtime wrapper, to the Go plugin.
+// Two floors, no runtime wrapper, to the Go plugin: grpc-js (what
+// GrpcPlugin.call used before issue 12) and the host's own HTTP/2 client
+// (what it uses now), each with the same request.
 let raw: (() => Promise<unknown>) | undefined;
+let h2: (() => Promise<unknown>) | undefined;
 if (go) {
   const probe = await loadGrpcPlugin(goBin!, { trustedExecutables: [goBin!] });
   loaded.push(probe);
@@ -80,6 +88,27 @@ if (go) {
   const req = { function: "echo", args_json: PAYLOAD };
   raw = () =>
     new Promise((res, rej) => client.Call(req, (e, r) => e ? rej(e) : res(r)));
+  const channel = new H2Channel({ transport: "unix", path: address });
+  h2 = () => {
+    const deadline = Date.now() + 60_000;
+    const body = encodeCallRequest({
+      function: "echo",
+      args: PAYLOAD,
+      callId: crypto.randomUUID(),
+      caller: "",
+      language: "",
+      deadline,
+      chain: [],
+    }, REQUEST_PREFIX);
+    return new Promise((res, rej) =>
+      channel.call(
+        "/goatkit.plugin.v1.GKPlugin/Call",
+        body,
+        deadline,
+        (e, m) => e ? rej(e) : res(decodeCallResponse(m!)),
+      )
+    );
+  };
 }
 
 async function percentiles(
@@ -128,6 +157,7 @@ if (anchor.length) {
   );
 }
 if (raw) rows.push(await percentiles("grpc-js alone → Go plugin", raw));
+if (h2) rows.push(await percentiles("h2_client alone → Go plugin", h2));
 if (go) {
   rows.push(
     await percentiles(
@@ -176,10 +206,11 @@ Deno.bench({
   },
 });
 
-async function coldStart(entry: string): Promise<number> {
+async function coldStart(entry: string, sandboxed = true): Promise<number> {
   const t0 = performance.now();
   const p = await loadGrpcPlugin(entry, {
     ...(entry === goBin ? { trustedExecutables: [entry] } : {}),
+    ...(sandboxed ? {} : { sandbox: "none" as const, logs: () => {} }),
     startTimeoutMs: 30_000,
   });
   await p.init(new MemoryHostAPI());
@@ -202,11 +233,17 @@ if (anchor.length) {
     } ms | ${Math.min(...anchor.map((a) => a.cold_ms)).toFixed(1)} ms |`,
   );
 }
-for (const [label, entry] of [["Go plugin", goBin], ["TS plugin", TS_ENTRY]]) {
+for (
+  const [label, entry, sandboxed] of [
+    ["Go plugin (sandboxed)", goBin, true],
+    ["TS plugin (sandboxed)", TS_ENTRY, true],
+    ["TS plugin (unsandboxed)", TS_ENTRY, false],
+  ] as const
+) {
   if (!entry) continue;
-  await coldStart(entry);
+  await coldStart(entry, sandboxed);
   const t: number[] = [];
-  for (let i = 0; i < 5; i++) t.push(await coldStart(entry));
+  for (let i = 0; i < 5; i++) t.push(await coldStart(entry, sandboxed));
   t.sort((a, b) => a - b);
   cold.push(`| ${label} | ${t[2]!.toFixed(1)} ms | ${t[0]!.toFixed(1)} ms |`);
 }

@@ -26,15 +26,16 @@ import {
 } from "../../host/model/errors.ts";
 import { HOST_VERSION } from "../../host/model/version.ts";
 import { PluginCallError } from "./errors.ts";
+import { type PbRegistration, unary } from "./proto.ts";
+import { decodeCallResponse, encodeCallRequest } from "./call_codec.ts";
 import {
-  type PbCallRequest,
-  type PbCallResponse,
-  type PbRegistration,
-  unary,
-} from "./proto.ts";
+  type GrpcStatusError,
+  REQUEST_PREFIX,
+  type UnaryCall,
+} from "./h2_client.ts";
 import { registrationFromPb } from "./registration.ts";
 import { CallbackRefusedError, serveHostService } from "./host_service.ts";
-import { ProcessSupervisor } from "./supervisor.ts";
+import { type PluginConnection, ProcessSupervisor } from "./supervisor.ts";
 import type {
   GrpcLogSink,
   GrpcPlugin,
@@ -43,6 +44,9 @@ import type {
 } from "./options.ts";
 
 const noop = () => {};
+
+/** The method of the hot path. */
+const CALL_PATH = "/goatkit.plugin.v1.GKPlugin/Call";
 
 /** Refused callbacks written to the log per second, at most; the rest are counted. */
 const REFUSALS_LOGGED_PER_SECOND = 10;
@@ -350,7 +354,7 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
   }
 
   /** Calls `fn` in the plugin process, honouring `ctx`'s deadline and signal. */
-  async call(
+  call(
     fn: string,
     args: Uint8Array | null,
     ctx: CallContext,
@@ -367,29 +371,49 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
       });
     const state = this.#supervisor.state;
     if (state === "stopped") {
-      throw new PluginCrashedError(this.#name, "plugin was shut down", {
-        function: fn,
-      });
+      return Promise.reject(
+        new PluginCrashedError(this.#name, "plugin was shut down", {
+          function: fn,
+        }),
+      );
     }
     // The Manager routes no calls to a disabled plugin, so a call reaching
     // a quarantined one means an admin enabled it again.
     if (state === "quarantined") this.#supervisor.lift();
-    const conn = await this.#supervisor.connection({ deadline, timeoutError });
+    // The common case runs without awaiting anything before the write.
+    const live = this.#supervisor.live();
+    if (live) {
+      return this.#callOn(live, fn, args, ctx, deadline, timeoutError);
+    }
+    return this.#supervisor.connection({ deadline, timeoutError }).then((
+      conn,
+    ) => this.#callOn(conn, fn, args, ctx, deadline, timeoutError));
+  }
+
+  /** Runs one `Call` on `conn` over the host's own HTTP/2 client. */
+  #callOn(
+    conn: PluginConnection,
+    fn: string,
+    args: Uint8Array | null,
+    ctx: CallContext,
+    deadline: number,
+    timeoutError: () => PluginTimeoutError,
+  ): Promise<Uint8Array | null> {
     const callId = crypto.randomUUID();
-    const request: Partial<PbCallRequest> = {
+    const body = encodeCallRequest({
       function: fn,
-      args_json: args ?? new Uint8Array(),
-      call_id: callId,
+      args,
+      callId,
       caller: ctx.caller ?? "",
       language: ctx.language ?? "",
-      deadline_unix_ms: deadline,
-      chain: [...ctx.chain],
-    };
+      deadline,
+      chain: ctx.chain,
+    }, REQUEST_PREFIX);
     const close = this.#openCallRecord(callId, ctx, deadline, timeoutError);
-    return await new Promise<Uint8Array | null>((resolvePromise, reject) => {
+    return new Promise<Uint8Array | null>((resolvePromise, reject) => {
       let settled = false;
       // deno-lint-ignore prefer-const
-      let call: grpc.ClientUnaryCall | undefined;
+      let call: UnaryCall | undefined;
       let untrack: () => void = noop;
       const onAbort = () => call?.cancel();
       const finish = () => {
@@ -401,6 +425,7 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
       untrack = conn.track((e) => {
         if (settled) return;
         finish();
+        call?.cancel();
         reject(e);
       });
       if (ctx.signal.aborted) {
@@ -409,55 +434,70 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
         return;
       }
       ctx.signal.addEventListener("abort", onAbort, { once: true });
-      call = (conn.client as unknown as {
-        Call: (
-          r: unknown,
-          o: grpc.CallOptions,
-          cb: (e: grpc.ServiceError | null, r?: PbCallResponse) => void,
-        ) => grpc.ClientUnaryCall;
-      }).Call(request, { deadline: new Date(deadline) }, (err, res) => {
+      call = conn.channel.call(CALL_PATH, body, deadline, (err, message) => {
         if (settled) return;
         finish();
         if (!err) {
-          if (res!.error) {
-            reject(new PluginCallError(this.#name, fn, res!.error));
-          } else {resolvePromise(
-              res!.result_json?.length
-                ? new Uint8Array(res!.result_json)
-                : null,
-            );}
+          let res;
+          try {
+            res = decodeCallResponse(message!);
+          } catch (e) {
+            conn.lost();
+            reject(
+              new PluginCrashedError(
+                this.#name,
+                `connection lost: ${errorText(e)}`,
+                { function: fn },
+              ),
+            );
+            return;
+          }
+          if (res.error) reject(new PluginCallError(this.#name, fn, res.error));
+          else resolvePromise(res.result.length ? res.result : null);
           return;
         }
-        if (err.code === grpc.status.DEADLINE_EXCEEDED) {
-          conn.timedOut();
-          reject(timeoutError());
-        } else if (err.code === grpc.status.CANCELLED && ctx.signal.aborted) {
-          const e = this.#abortError(ctx, timeoutError);
-          if (e instanceof PluginTimeoutError) conn.timedOut();
-          reject(e);
-        } else if (
-          conn.exited || err.code === grpc.status.UNAVAILABLE ||
-          err.code === grpc.status.INTERNAL
-        ) {
-          conn.lost();
-          reject(
-            new PluginCrashedError(
-              this.#name,
-              `connection lost: ${err.details || err.message}`,
-              { function: fn },
-            ),
-          );
-        } else {
-          reject(
-            new PluginCallError(
-              this.#name,
-              fn,
-              `gRPC ${grpc.status[err.code]}: ${err.details}`,
-            ),
-          );
-        }
+        this.#rejectFailed(err, conn, fn, ctx, timeoutError, reject);
       });
     });
+  }
+
+  /** Maps a failed `Call`'s status to the error its caller sees. */
+  #rejectFailed(
+    err: GrpcStatusError,
+    conn: PluginConnection,
+    fn: string,
+    ctx: CallContext,
+    timeoutError: () => PluginTimeoutError,
+    reject: (e: Error) => void,
+  ): void {
+    if (err.code === grpc.status.DEADLINE_EXCEEDED) {
+      conn.timedOut();
+      reject(timeoutError());
+    } else if (err.code === grpc.status.CANCELLED && ctx.signal.aborted) {
+      const e = this.#abortError(ctx, timeoutError);
+      if (e instanceof PluginTimeoutError) conn.timedOut();
+      reject(e);
+    } else if (
+      conn.exited || err.code === grpc.status.UNAVAILABLE ||
+      err.code === grpc.status.INTERNAL
+    ) {
+      conn.lost();
+      reject(
+        new PluginCrashedError(
+          this.#name,
+          `connection lost: ${err.details || err.message}`,
+          { function: fn },
+        ),
+      );
+    } else {
+      reject(
+        new PluginCallError(
+          this.#name,
+          fn,
+          `gRPC ${grpc.status[err.code]}: ${err.details}`,
+        ),
+      );
+    }
   }
 
   #abortError(ctx: CallContext, timeoutError: () => PluginTimeoutError) {

@@ -57,6 +57,7 @@ import {
 import { LogRateLimiter, parseLogLine, readLines } from "./log_lines.ts";
 import { removeRunDir } from "./run_dir.ts";
 import { loadProto, LOCAL_CHANNEL_OPTIONS, unary } from "./proto.ts";
+import { H2Channel, type H2Target } from "./h2_client.ts";
 import type {
   GrpcLogSink,
   GrpcPluginStatus,
@@ -130,6 +131,11 @@ export interface ConnectionOptions {
 export interface PluginConnection {
   /** A `goatkit.plugin.v1.GKPlugin` client on the process's socket. */
   readonly client: grpc.Client;
+  /**
+   * The host's own HTTP/2 connection to the process, for `Call` (the hot
+   * path; see `h2_client.ts`); `client` carries the other methods.
+   */
+  readonly channel: H2Channel;
   /** Whether the process has exited. */
   readonly exited: boolean;
   /**
@@ -163,6 +169,7 @@ interface GenerationInit {
   child: Deno.ChildProcess;
   status: Promise<Deno.CommandStatus>;
   client: grpc.Client;
+  channel: H2Channel;
   health: grpc.Client;
   target: string;
   stdin: WritableStreamDefaultWriter<Uint8Array>;
@@ -178,6 +185,7 @@ class Generation implements PluginConnection {
   readonly child: Deno.ChildProcess;
   readonly pid: number;
   readonly client: grpc.Client;
+  readonly channel: H2Channel;
   readonly health: grpc.Client;
   readonly target: string;
   readonly status: Promise<Deno.CommandStatus>;
@@ -198,6 +206,7 @@ class Generation implements PluginConnection {
     this.child = init.child;
     this.pid = init.child.pid;
     this.client = init.client;
+    this.channel = init.channel;
     this.health = init.health;
     this.target = init.target;
     this.status = init.status;
@@ -291,6 +300,17 @@ function sandboxedPidsOf(pid: number): number[] {
   } catch {
     return [];
   }
+}
+
+/** Where the host's own HTTP/2 client reaches a plugin's handshake address. */
+function h2Target(network: "unix" | "tcp", address: string): H2Target {
+  if (network === "unix") return { transport: "unix", path: address };
+  const colon = address.lastIndexOf(":");
+  return {
+    transport: "tcp",
+    hostname: address.slice(0, colon),
+    port: Number(address.slice(colon + 1)),
+  };
 }
 
 function delay(ms: number): Promise<void> {
@@ -444,6 +464,16 @@ export class ProcessSupervisor<R> {
   }
 
   /**
+   * The connection to the running process when there is one that takes
+   * calls now (not exited, not being killed); otherwise use
+   * {@linkcode connection}.
+   */
+  live(): PluginConnection | undefined {
+    const gen = this.#gen;
+    return gen && !gen.exited && !gen.doomed ? gen : undefined;
+  }
+
+  /**
    * A connection to a live process for a call. A process being killed is
    * waited out; a restart is waited for until `deadline`.
    */
@@ -536,6 +566,7 @@ export class ProcessSupervisor<R> {
       } catch (e) {
         if (!gen.exited) error = e;
       }
+      gen.channel.close();
       // Deno's node:http2 client can abort the whole process (an nghttp2
       // assertion in find_stream_on_goaway_func) when a GOAWAY arrives on a
       // session that has carried many streams. So close the busy channel
@@ -768,6 +799,7 @@ export class ProcessSupervisor<R> {
         ...(paths ? { interceptors: [initPathsInterceptor(paths)] } : {}),
       },
     );
+    const channel = new H2Channel(h2Target(network, address));
     const channelOverride = client.getChannel();
     const health = new proto.Health(
       target,
@@ -778,6 +810,7 @@ export class ProcessSupervisor<R> {
       child,
       status,
       client,
+      channel,
       health,
       target,
       stdin,
@@ -793,12 +826,14 @@ export class ProcessSupervisor<R> {
       await new Promise<void>((res, rej) =>
         client.waitForReady(remaining(), (e) => e ? rej(e) : res())
       );
-      // The health check and the owner's first call share a round trip.
+      // The health check and the owner's first call share a round trip;
+      // the call path's own connection opens meanwhile.
       const [check, registered] = await Promise.all([
         unary<{ status: string }>(health, "Check", { service: "plugin" }, {
           deadline: remaining(),
         }),
         this.#hooks.register(client, remaining()),
+        channel.connect(),
       ]);
       if (check.status !== "SERVING") {
         throw new Error(`health check answered ${check.status}`);
@@ -807,6 +842,7 @@ export class ProcessSupervisor<R> {
       await this.#hooks.attach(registered, client, remaining);
     } catch (e) {
       client.close();
+      channel.close();
       if (exited) {
         return fail(
           "exited",
@@ -818,6 +854,7 @@ export class ProcessSupervisor<R> {
     if (this.#state === "stopped") {
       // Shut down while this process was starting: it must not outlive us.
       client.close();
+      channel.close();
       signalPlugin(child, paths !== undefined, "SIGKILL");
       await status;
       await stdin.close().catch(noop);
@@ -885,6 +922,7 @@ export class ProcessSupervisor<R> {
   #onExit(gen: Generation, s: Deno.CommandStatus) {
     gen.exited = true;
     gen.client.close();
+    gen.channel.close();
     gen.stdin.close().catch(noop);
     if (this.#gen !== gen || this.#state === "stopped") return;
     const detail = `process ${gen.pid} exited (code ${s.code}${

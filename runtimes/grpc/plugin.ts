@@ -16,6 +16,7 @@ import type { HostAPI, LogLevel } from "../../host/model/host_api.ts";
 import type {
   CallContext,
   PluginEnvironment,
+  PluginUsage,
 } from "../../host/model/plugin.ts";
 import type { GKRegistration } from "../../host/model/manifest.ts";
 import {
@@ -33,6 +34,7 @@ import {
   REQUEST_PREFIX,
   type UnaryCall,
 } from "./h2_client.ts";
+import { processTreeUsage } from "./process_usage.ts";
 import { registrationFromPb } from "./registration.ts";
 import { CallbackRefusedError, serveHostService } from "./host_service.ts";
 import { type PluginConnection, ProcessSupervisor } from "./supervisor.ts";
@@ -86,6 +88,10 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
 
   readonly #options: LoadGrpcPluginOptions;
   readonly #supervisor: ProcessSupervisor<PbRegistration>;
+  #callCount = 0;
+  #usagePid: number | undefined;
+  #usageLastMs = 0;
+  #usageDeadMs = 0;
   #registration: GKRegistration | undefined;
   #name: string;
   #host: HostAPI | undefined;
@@ -130,6 +136,27 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
   /** Supervision state. */
   status(): GrpcPluginStatus {
     return this.#supervisor.status();
+  }
+
+  /**
+   * CPU time of the plugin's processes (cumulative over its restarts, as
+   * last seen of each), their resident memory now, calls and restarts.
+   */
+  usage(): PluginUsage {
+    const st = this.#supervisor.status();
+    if (st.pid !== this.#usagePid) {
+      this.#usageDeadMs += this.#usageLastMs;
+      this.#usageLastMs = 0;
+      this.#usagePid = st.pid;
+    }
+    const now = st.pid === undefined ? undefined : processTreeUsage(st.pid);
+    if (now) this.#usageLastMs = now.cpuMs;
+    return {
+      cpuMs: this.#usageDeadMs + this.#usageLastMs,
+      calls: this.#callCount,
+      ...(now ? { rssBytes: now.rssBytes } : {}),
+      restarts: st.restarts,
+    };
   }
 
   /** The unix socket the host serves `GKHost` on for this plugin. */
@@ -360,6 +387,7 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
     ctx: CallContext,
   ): Promise<Uint8Array | null> {
     const started = Date.now();
+    this.#callCount++;
     let deadline = ctx.deadline;
     if (this.#options.callTimeoutMs !== undefined) {
       deadline = Math.min(deadline, started + this.#options.callTimeoutMs);

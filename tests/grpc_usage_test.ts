@@ -52,6 +52,8 @@ Deno.test({
         await new Promise((r) => setTimeout(r, 50));
       }
       await manager.call("hello-grpc", "echo", encodeJson({ name: "again" }));
+      // usage() reads /proc at most once a second.
+      await new Promise((r) => setTimeout(r, 1100));
       const after = manager.usage("hello-grpc")!;
       assert.equal(after.restarts, 1);
       assert.ok(

@@ -92,6 +92,7 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
   #usagePid: number | undefined;
   #usageLastMs = 0;
   #usageDeadMs = 0;
+  #usageCache: { at: number; value: PluginUsage } | undefined;
   #registration: GKRegistration | undefined;
   #name: string;
   #host: HostAPI | undefined;
@@ -140,9 +141,21 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
 
   /**
    * CPU time of the plugin's processes (cumulative over its restarts, as
-   * last seen of each), their resident memory now, calls and restarts.
+   * last seen of each), their resident memory (both read at most once a
+   * second), calls and restarts.
    */
   usage(): PluginUsage {
+    // Read from /proc at most once a second (quotas ask at every call).
+    const at = Date.now();
+    if (this.#usageCache && at - this.#usageCache.at < 1000) {
+      return { ...this.#usageCache.value, calls: this.#callCount };
+    }
+    const value = this.#readUsage();
+    this.#usageCache = { at, value };
+    return value;
+  }
+
+  #readUsage(): PluginUsage {
     const st = this.#supervisor.status();
     if (st.pid !== this.#usagePid) {
       this.#usageDeadMs += this.#usageLastMs;

@@ -16,15 +16,12 @@ export interface ProcessTreeUsage {
 const TICK_MS = 10; // USER_HZ is 100 on Linux
 const PAGE_BYTES = 4096;
 
-function stat(pid: number): { ppid: number; cpuTicks: number } | undefined {
+/** utime + stime + cutime + cstime of `pid`, in clock ticks. */
+function cpuTicks(pid: number): number | undefined {
   try {
     const text = Deno.readTextFileSync(`/proc/${pid}/stat`);
     const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    // Fields after the name: state ppid … utime(11) stime(12) cutime(13) cstime(14).
-    return {
-      ppid: Number(f[1]),
-      cpuTicks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]),
-    };
+    return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
   } catch {
     return undefined;
   }
@@ -39,9 +36,26 @@ function residentBytes(pid: number): number {
   }
 }
 
+/** The child processes of `pid` (of each of its threads). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      try {
+        const text = Deno.readTextFileSync(
+          `/proc/${pid}/task/${t.name}/children`,
+        ).trim();
+        if (text) { for (const c of text.split(" ")) out.push(Number(c)); }
+      } catch { /* thread gone */ }
+    }
+  } catch { /* process gone */ }
+  return out;
+}
+
 /**
- * The usage of process `root` and every live descendant; `undefined` when
- * `root` is gone or `/proc` cannot be read.
+ * The usage of process `root` and every live descendant (found through
+ * `/proc/<pid>/task/<tid>/children`, not a scan of `/proc`); `undefined`
+ * when `root` is gone or `/proc` cannot be read.
  *
  * @example
  * ```ts
@@ -51,22 +65,7 @@ function residentBytes(pid: number): number {
  * ```
  */
 export function processTreeUsage(root: number): ProcessTreeUsage | undefined {
-  const own = stat(root);
-  if (!own) return undefined;
-  const children = new Map<number, number[]>();
-  try {
-    for (const e of Deno.readDirSync("/proc")) {
-      if (!/^\d+$/.test(e.name)) continue;
-      const pid = Number(e.name);
-      const s = pid === root ? own : stat(pid);
-      if (!s) continue;
-      const list = children.get(s.ppid);
-      if (list) list.push(pid);
-      else children.set(s.ppid, [pid]);
-    }
-  } catch {
-    return undefined;
-  }
+  if (cpuTicks(root) === undefined) return undefined;
   let ticks = 0;
   let rss = 0;
   const queue = [root];
@@ -75,11 +74,11 @@ export function processTreeUsage(root: number): ProcessTreeUsage | undefined {
     const pid = queue.pop()!;
     if (seen.has(pid)) continue;
     seen.add(pid);
-    const s = pid === root ? own : stat(pid);
-    if (!s) continue;
-    ticks += s.cpuTicks;
+    const t = cpuTicks(pid);
+    if (t === undefined) continue;
+    ticks += t;
     rss += residentBytes(pid);
-    for (const c of children.get(pid) ?? []) queue.push(c);
+    queue.push(...childrenOf(pid));
   }
   return { cpuMs: ticks * TICK_MS, rssBytes: rss };
 }

@@ -171,10 +171,13 @@ export interface PgGrantStoreOptions {
 
 /**
  * A {@linkcode GrantStore} in PostgreSQL (table `goatkit.plugin_grants`:
- * `plugin text primary key, granted jsonb, updated_at timestamptz`), created
- * on first use in the host's own schema, which no plugin role can see (the
- * old `goatkit_plugin_grants` table of an upgraded database is moved there;
- * see `host_schema.ts`).
+ * `scope, plugin, granted jsonb, updated_at`), created on first use in the
+ * host's own schema, which no plugin role can see (the old
+ * `goatkit_plugin_grants` table of an upgraded database is moved there; see
+ * `host_schema.ts`). Rows are
+ * scoped by the host connection's application schema (`current_schema()`):
+ * hosts sharing a database and schema share grants; deployments on other
+ * schemas of one database (tests, staging) do not see each other's.
  *
  * @example
  * ```ts ignore
@@ -199,9 +202,12 @@ export class PgGrantStore implements GrantStore {
     // Checks the name (a TypeError for anything but plain identifiers).
     this.#host = new HostTable(options.client, {
       table,
-      columns: `plugin text PRIMARY KEY,
+      columns: `scope text NOT NULL DEFAULT current_schema(),
+        plugin text NOT NULL,
         granted jsonb NOT NULL,
-        updated_at timestamptz NOT NULL DEFAULT now()`,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (scope, plugin)`,
+      scopedKey: ["plugin"],
       ...(options.table === undefined
         ? { legacy: "goatkit_plugin_grants" }
         : {}),
@@ -222,7 +228,8 @@ export class PgGrantStore implements GrantStore {
     }
     await this.#ensure();
     const { rows } = await this.#client.query(
-      `SELECT granted FROM ${this.#table} WHERE plugin = $1`,
+      `SELECT granted FROM ${this.#table}
+       WHERE scope = current_schema() AND plugin = $1`,
       [plugin],
     );
     const raw = rows[0]?.granted;
@@ -239,7 +246,7 @@ export class PgGrantStore implements GrantStore {
     await this.#ensure();
     await this.#client.query(
       `INSERT INTO ${this.#table} (plugin, granted, updated_at) VALUES ($1, $2::jsonb, now())
-       ON CONFLICT (plugin) DO UPDATE SET granted = EXCLUDED.granted, updated_at = now()`,
+       ON CONFLICT (scope, plugin) DO UPDATE SET granted = EXCLUDED.granted, updated_at = now()`,
       [plugin, JSON.stringify(list)],
     );
     this.#cache.delete(plugin);
@@ -259,9 +266,10 @@ export class PgGrantStore implements GrantStore {
   /** Forgets the plugin entirely (at uninstall), so the policy applies again. */
   async delete(plugin: string): Promise<void> {
     await this.#ensure();
-    await this.#client.query(`DELETE FROM ${this.#table} WHERE plugin = $1`, [
-      plugin,
-    ]);
+    await this.#client.query(
+      `DELETE FROM ${this.#table} WHERE scope = current_schema() AND plugin = $1`,
+      [plugin],
+    );
     this.#cache.delete(plugin);
     this.#listeners.emit(plugin);
   }

@@ -60,6 +60,14 @@ export interface HostTableSpec {
    * search path), moved into place once when the new table does not exist.
    */
   legacy?: string;
+  /**
+   * Rows scoped by the connection's application schema: `columns` declares
+   * `scope text NOT NULL DEFAULT current_schema()` and the primary key
+   * `(scope, ...scopedKey)`; a table of an earlier layout (no `scope`) gains
+   * the column (its rows go to the schema of the host that upgrades it) and
+   * the primary key.
+   */
+  scopedKey?: readonly string[];
 }
 
 const NAME_REGEXP = /^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$/;
@@ -165,10 +173,29 @@ export function hostTableSql(spec: HostTableSpec): string {
     );
   }
   lines.push(`CREATE TABLE IF NOT EXISTS ${target} (${spec.columns});`);
+  if (spec.scopedKey !== undefined) {
+    for (const c of spec.scopedKey) splitTableName(c); // plain names only
+    const key = ["scope", ...spec.scopedKey].join(", ");
+    lines.push(
+      `ALTER TABLE ${target} ADD COLUMN IF NOT EXISTS scope text NOT NULL DEFAULT pg_catalog.current_schema();`,
+      `SELECT conname INTO pk FROM pg_catalog.pg_constraint`,
+      ` WHERE conrelid = ${literal(target)}::regclass AND contype = 'p'`,
+      `   AND pg_catalog.pg_get_constraintdef(oid) <> ${
+        literal(`PRIMARY KEY (${key})`)
+      };`,
+      `IF pk IS NOT NULL THEN`,
+      `  EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', ${
+        literal(target)
+      }, pk);`,
+      `  ALTER TABLE ${target} ADD PRIMARY KEY (${key});`,
+      `END IF;`,
+    );
+  }
   return `DO $goatkit$
 DECLARE
   old regclass;
   grantee oid;
+  pk name;
 BEGIN
   ${lines.join("\n  ")}
 END

@@ -1,7 +1,9 @@
 /**
  * Plugin enabled state kept in PostgreSQL (or PGlite), so it survives
- * restarts and is shared by several hosts: table `goatkit.plugin_state`, in
- * the host's own schema that no plugin role can see (created on first use;
+ * restarts and is shared by several hosts on the same database and
+ * application schema (rows are scoped by `current_schema()`): table
+ * `goatkit.plugin_state`, in the host's own schema that no plugin role can
+ * see (created on first use;
  * the old `goatkit_plugin_state` table of an upgraded database is moved
  * there, see `permissions/host_schema.ts`). Fixes GoatFlow's MySQL-only
  * upsert, which silently failed on PostgreSQL.
@@ -35,17 +37,22 @@ export class PgStateStore implements StateStore {
 
   /**
    * Uses `client`; the table (`table` or `schema.table`, plain lower-case
-   * names) defaults to `goatkit.plugin_state`.
+   * names) defaults to `goatkit.plugin_state`. Rows are scoped by the
+   * connection's application schema (`current_schema()`): hosts sharing a
+   * database and schema share plugin states, other schemas do not.
    */
   constructor(opts: { client: SqlClient; table?: string }) {
     this.#client = opts.client;
     const table = opts.table ?? "goatkit.plugin_state";
     this.#host = new HostTable(opts.client, {
       table,
-      columns: `name text PRIMARY KEY,
+      columns: `scope text NOT NULL DEFAULT current_schema(),
+         name text NOT NULL,
          enabled boolean NOT NULL,
          reason text,
-         updated_at timestamptz NOT NULL DEFAULT now()`,
+         updated_at timestamptz NOT NULL DEFAULT now(),
+         PRIMARY KEY (scope, name)`,
+      scopedKey: ["name"],
       ...(opts.table === undefined ? { legacy: "goatkit_plugin_state" } : {}),
     });
     this.#table = this.#host.sqlName;
@@ -59,7 +66,8 @@ export class PgStateStore implements StateStore {
   async get(name: string): Promise<PluginState | undefined> {
     await this.#ensure();
     const { rows } = await this.#client.query(
-      `SELECT enabled, reason FROM ${this.#table} WHERE name = $1`,
+      `SELECT enabled, reason FROM ${this.#table}
+       WHERE scope = current_schema() AND name = $1`,
       [name],
     );
     const row = rows[0];
@@ -74,7 +82,7 @@ export class PgStateStore implements StateStore {
     await this.#ensure();
     await this.#client.query(
       `INSERT INTO ${this.#table} (name, enabled, reason) VALUES ($1, $2, $3)
-       ON CONFLICT (name) DO UPDATE
+       ON CONFLICT (scope, name) DO UPDATE
          SET enabled = EXCLUDED.enabled, reason = EXCLUDED.reason, updated_at = now()`,
       [name, state.enabled, state.reason ?? null],
     );
@@ -83,8 +91,9 @@ export class PgStateStore implements StateStore {
   /** Forgets a plugin's state. */
   async delete(name: string): Promise<void> {
     await this.#ensure();
-    await this.#client.query(`DELETE FROM ${this.#table} WHERE name = $1`, [
-      name,
-    ]);
+    await this.#client.query(
+      `DELETE FROM ${this.#table} WHERE scope = current_schema() AND name = $1`,
+      [name],
+    );
   }
 }

@@ -101,7 +101,13 @@ export {
   type ManagerOptions,
   type PluginStatus,
 } from "./host/manager.ts";
-export { LogBuffer, type LogEntry, type LogQuery } from "./host/log_buffer.ts";
+export {
+  type DurableLogStore,
+  LogBuffer,
+  type LogEntry,
+  type LogQuery,
+  type LogSearch,
+} from "./host/log_buffer.ts";
 export {
   MemoryStateStore,
   type PluginState,
@@ -140,6 +146,17 @@ export {
   type RunningHost,
 } from "./host/boot.ts";
 export type { AppOptions } from "./host/server/mod.ts";
+export {
+  type LogFormat,
+  LogOutput,
+  type LogOutputOptions,
+} from "./host/telemetry/log_output.ts";
+export {
+  type QuotaReport,
+  type QuotasProvider,
+  type QuotaUsage,
+} from "./host/quotas/quotas.ts";
+export type { QuotaKey, QuotaLimits } from "./host/quotas/quota_limits.ts";
 
 // Permissions.
 export { parsePermission, type Permission } from "./permissions/grammar.ts";
@@ -153,7 +170,12 @@ export {
   guardedHostFactory,
   type GuardedHostFactoryOptions,
 } from "./permissions/guarded_host_api.ts";
-export { AuditLog } from "./permissions/audit.ts";
+export {
+  AuditLog,
+  type AuditOrigin,
+  type AuditSearch,
+  type DurableAuditStore,
+} from "./permissions/audit.ts";
 
 // Services.
 export {
@@ -186,6 +208,9 @@ export {
   PluginOverloadedError,
   type PluginOverloadedErrorOptions,
   PluginTimeoutError,
+  QuotaExceededError,
+  type QuotaExceededErrorOptions,
+  type QuotaKind,
   ServiceUnavailableError,
 } from "./host/model/errors.ts";
 export { PermissionSyntaxError } from "./permissions/grammar.ts";

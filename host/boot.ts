@@ -34,7 +34,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { errorText } from "./model/errors.ts";
 import type { GKRegistration } from "./model/manifest.ts";
-import { LogBuffer } from "./log_buffer.ts";
+import { LogBuffer, type LogEntry } from "./log_buffer.ts";
 import { Loader } from "./loading/loader.ts";
 import {
   createRuntimeFactory,
@@ -63,6 +63,27 @@ import {
 } from "./services/mod.ts";
 import { type HostConfig, loadConfig } from "./services/config.ts";
 import { createInterceptors, interceptHostAPI } from "./model/interceptors.ts";
+import { PgLogStore } from "./services/pg_log_store.ts";
+import { PgAuditStore } from "./services/pg_audit_store.ts";
+import { PgSessionStore } from "./services/pg_session_store.ts";
+import { SessionStore } from "./server/auth/sessions.ts";
+import {
+  auditedPackages,
+  auditedTokens,
+  auditOrigins,
+  auditPluginToggles,
+} from "./audit_trail.ts";
+import { createTracing, tracingEnabled } from "./telemetry/tracing.ts";
+import {
+  tracedCache,
+  tracedEgress,
+  tracedMailer,
+} from "./telemetry/service_spans.ts";
+import type { LogOutput } from "./telemetry/log_output.ts";
+import { printGrantChanges } from "./telemetry/host_events.ts";
+import { PgQuotaStore } from "./quotas/quota_store.ts";
+import { Quotas } from "./quotas/quotas.ts";
+import { HostMetrics } from "./telemetry/metrics.ts";
 import {
   applyGrantPolicy,
   AuditLog,
@@ -84,6 +105,13 @@ export interface BootOptions {
   newAdminToken?: boolean;
   /** Where progress lines go. @default console.log */
   print?: (line: string) => void;
+  /**
+   * Where the host's stdout goes (`host/serve.ts` builds it from
+   * `--log-format` / `GOATKIT_LOG_FORMAT`): progress lines (unless `print`
+   * is given), every log line of the host and the plugins at `info` or
+   * above, and grant changes. Without it only progress lines are printed.
+   */
+  logOutput?: LogOutput;
   /** Discover and load the plugins of `pluginsDir` at start. @default true */
   loadPlugins?: boolean;
   /**
@@ -154,13 +182,23 @@ export function grantsProvider(
   store: GrantStore,
   options: GrantsProviderOptions = {},
 ): GrantsProvider {
-  const note = (plugin: string, list: readonly string[], outcome: string) => {
+  // One entry per permission, each with the plugin's grants before and after.
+  const note = (
+    plugin: string,
+    list: readonly string[],
+    outcome: string,
+    before: readonly string[],
+    after: readonly string[],
+  ) => {
     for (const permission of list) {
       options.audit?.record({
         plugin,
         permission,
         attempted: `${outcome} by the operator`,
         outcome,
+        action: outcome === "granted" ? "grant.approve" : "grant.revoke",
+        before: [...before],
+        after: [...after],
       });
     }
   };
@@ -168,12 +206,15 @@ export function grantsProvider(
     granted: async (plugin) => (await store.get(plugin)) ?? [],
     approve: async (plugin, permissions) => {
       const current = (await store.get(plugin)) ?? [];
-      await store.set(plugin, [...new Set([...current, ...permissions])]);
-      note(plugin, permissions, "granted");
+      const next = [...new Set([...current, ...permissions])];
+      await store.set(plugin, next);
+      note(plugin, permissions, "granted", current, next);
     },
     revoke: async (plugin, permissions) => {
+      const current = options.audit ? (await store.get(plugin)) ?? [] : [];
       await store.revoke(plugin, permissions);
-      note(plugin, permissions ?? ["*"], "revoked");
+      const next = options.audit ? (await store.get(plugin)) ?? [] : [];
+      note(plugin, permissions ?? ["*"], "revoked", current, next);
     },
     pending: (requested, granted) =>
       options.policy
@@ -265,14 +306,21 @@ class LateBound<T> {
 export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   const config = options.config ?? loadConfig();
   const { server } = config;
-  const print = options.print ?? ((l: string) => console.log(l));
+  const out = options.logOutput;
+  // Progress lines; `fields` reach JSON output (`--log-format json`) only.
+  const print: (line: string, fields?: Record<string, unknown>) => void =
+    options.print ??
+      (out ? (l, f) => out.print(l, f) : (l) => console.log(l));
   await Deno.mkdir(server.dataDir, { recursive: true });
 
   // Services. The file is already parsed: createServices gets the
   // environment only (no configPath, so it does not read the file again)
   // plus the sender address it would have taken from config `mail.from`,
   // and the one ConfigStore replaces the environment-only one it builds.
-  const logs = new LogBuffer({ capacity: 2000 });
+  const logs = new LogBuffer({
+    capacity: 2000,
+    ...(out ? { onEntry: (e: LogEntry) => out.entry(e) } : {}),
+  });
   const audit = new AuditLog({ logs });
   // Consent by default: what waits for the operator. `none` is for
   // development only, and said so loudly.
@@ -303,16 +351,74 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   const sql = (services.db.default as SqlDatabase).sqlClient;
   const grants = new PgGrantStore({ client: sql });
   const stateStore = new PgStateStore({ client: sql });
-  const http = createEgressClient();
+  // The durable record of logs, audit entries and sessions (batched writes,
+  // retention by age and count); the in-memory buffers stay as caches.
+  // They write only once the embedded database has started (below).
+  const dbStarted = Promise.withResolvers<void>();
+  const storeError = (what: string) => (kind: string, e: unknown) =>
+    console.error(`${what} ${kind} failed: ${errorText(e)}`);
+  const logStore = new PgLogStore({
+    client: sql,
+    retentionDays: server.logRetentionDays,
+    maxRows: server.logMaxRows,
+    after: dbStarted.promise,
+    onError: storeError("log store"),
+  });
+  logs.persistTo(logStore);
+  const auditStore = new PgAuditStore({
+    client: sql,
+    retentionDays: server.auditRetentionDays,
+    maxRows: server.auditMaxRows,
+    after: dbStarted.promise,
+    onError: storeError("audit store"),
+  });
+  audit.persistTo(auditStore);
+  const sessions = new SessionStore({
+    backend: new PgSessionStore({ client: sql }),
+  });
+  const traced = tracingEnabled(config.env);
+  const http = traced
+    ? tracedEgress(createEgressClient())
+    : createEgressClient();
   const i18n = new I18nRegistry();
 
   // Interceptors of plugin calls and host calls, filled by what observes or
   // limits them. Order matters (the first outermost): tracing, then
   // metrics (which see quota refusals), then quotas.
   const interceptors = createInterceptors();
-  // [tracing]
-  // [metrics]
-  // [quotas]
+  // Tracing (OTEL_DENO=true): a plugin.call span per Manager.call, a
+  // host.<method> span per host call, service spans below them.
+  if (traced) {
+    const tracing = createTracing({
+      runtimeOf: (name) => managerSeam.current?.status(name)?.runtime,
+    });
+    interceptors.plugin.push(tracing.plugin);
+    interceptors.host.push(tracing.host);
+    services.cache = tracedCache(services.cache);
+    services.mailer = tracedMailer(services.mailer);
+  }
+  // Metrics (`server.metrics`, on by default): calls, errors, latency,
+  // host calls, usage, quarantines, jobs, routes; GET /metrics.
+  const metrics = server.metrics ? new HostMetrics() : undefined;
+  if (metrics) {
+    interceptors.plugin.push(metrics.pluginInterceptor);
+    interceptors.host.push(metrics.hostInterceptor);
+  }
+  // [quotas] Per-plugin quotas, innermost (metrics and traces see their
+  // refusals): config limits, the operator's overrides from the database.
+  const quotas = new Quotas({
+    defaults: config.quotas.default,
+    plugins: config.quotas.plugins,
+    store: new PgQuotaStore({ client: sql }),
+    usage: (name) => managerSeam.current?.usage(name),
+    audit,
+    logs,
+  });
+  interceptors.plugin.push(quotas.pluginInterceptor);
+  interceptors.host.push(quotas.hostInterceptor);
+  // The operator's overrides are read once the database is up (reading
+  // them now would start the embedded database before its progress line).
+  void dbStarted.promise.then(() => quotas.refresh());
   // Manager. Seam: its HostAPIs and route check reach back into it.
   const managerSeam = new LateBound<Manager>("the Manager");
   // Guarded HostAPIs per plugin, newest last; older ones are closed when
@@ -333,13 +439,15 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       i18n,
       logs,
       audit,
+      statementTimeoutMs: () => quotas.statementTimeoutMs(name),
       callPlugin: (caller, target, fn, args, opts) =>
         managerSeam.get().callFrom(caller, target, fn, args, opts),
     });
     hosts.set(name, [...(hosts.get(name) ?? []), guarded]);
     // Host calls pass the host's interceptors (metrics, traces, quotas)
     // before the guard.
-    return interceptHostAPI(guarded, name, interceptors);
+    const api = interceptHostAPI(guarded, name, interceptors);
+    return out ? out.pluginLogs(api) : api;
   };
   const manager = managerSeam.bind(
     new Manager({
@@ -356,6 +464,9 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       ],
     }),
   );
+  metrics?.watch(manager);
+  if (out) printGrantChanges(grants, out);
+  auditPluginToggles(manager, audit);
   manager.subscribe((e) => {
     const list = hosts.get(e.name) ?? [];
     if (e.type === "unregistered") {
@@ -449,9 +560,13 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   const pool = (sql as { pool?: SqlPool }).pool;
   const scheduler = new Scheduler(manager, {
     catchUp: server.jobCatchUp,
+    ...(metrics ? { onRun: metrics.jobRun.bind(metrics) } : {}),
     ...(config.env.DATABASE_URL && pool ? { claim: new PgJobClaim(pool) } : {}),
   });
-  const tokens = new FileTokenStore(join(server.dataDir, "tokens.json"));
+  const tokens = auditedTokens(
+    new FileTokenStore(join(server.dataDir, "tokens.json")),
+    audit,
+  );
   let adminToken: string | undefined;
   if (
     options.newAdminToken || !(await tokens.list()).some((t) => t.admin)
@@ -478,6 +593,11 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       try {
         if (!server.lazyLoad) await loader.ensureLoaded(result.name);
       } catch (e) {
+        print(`  install of ${result.name} failed: ${errorText(e)}`, {
+          event: "plugin.failed",
+          plugin: result.name,
+          level: "error",
+        });
         // A fresh install that does not register leaves nothing behind.
         if (!result.upgraded) await installer.rollback(result.name, e);
         throw e;
@@ -485,9 +605,14 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
         appSeam.get().rebuildRoutes();
       }
       print(
-        `  … installed ${result.name} ${result.version} in ${
-          secondsSince(t0)
-        } s`,
+        `  … ${
+          result.upgraded ? "upgraded" : "installed"
+        } ${result.name} ${result.version} in ${secondsSince(t0)} s`,
+        {
+          event: result.upgraded ? "plugin.upgraded" : "plugin.installed",
+          plugin: result.name,
+          version: result.version,
+        },
       );
       return result;
     },
@@ -496,6 +621,10 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       try {
         await installer.uninstall(name, {
           forgetSigner: opts?.forgetSigner === true,
+        });
+        print(`  uninstalled ${name}`, {
+          event: "plugin.uninstalled",
+          plugin: name,
         });
       } finally {
         appSeam.get().rebuildRoutes();
@@ -506,11 +635,13 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   const app = appSeam.bind(createApp({
     manager,
     tokens,
+    sessions,
     logs,
     audit,
     grants: grantsProvider(grants, { audit, policy: grantPolicy }),
+    quotas,
     scheduler,
-    packages,
+    packages: auditedPackages(packages, { audit, manager }),
     loader: {
       reload: (name) => loader.reload(name),
       ensureLoaded: (name) => loader.ensureLoaded(name),
@@ -534,6 +665,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       hot_reload: server.hotReload,
       discovery_problems: loader.problems().length,
     }),
+    ...(metrics ? { metrics, metricsToken: server.metricsToken } : {}),
     // /readyz: start-up done, plugin folders usable, services answering.
     readiness: async () => {
       const failures: ReadinessFailure[] = [];
@@ -558,11 +690,19 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
 
   // Serve, then load plugins (the URL is shown while they load).
   const listening = Promise.withResolvers<Deno.NetAddr>();
-  const httpServer = Deno.serve({
-    port: server.port,
-    hostname: server.hostname,
-    onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
-  }, app.fetch);
+  const httpServer = Deno.serve(
+    {
+      port: server.port,
+      hostname: server.hostname,
+      onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
+    },
+    auditOrigins(app.fetch, {
+      audit,
+      tokens,
+      sessions,
+      trustProxy: server.trustProxy,
+    }),
+  );
   const addr = await listening.promise;
   // The address actually bound (IPv6 in brackets); a wildcard is shown as
   // localhost.
@@ -591,6 +731,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       print(`  embedded database failed to start: ${errorText(e)}`);
     }
   }
+  dbStarted.resolve();
 
   let rescan: ReturnType<typeof setInterval> | undefined;
   if (options.loadPlugins ?? true) {
@@ -623,10 +764,15 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
           `  plugin ${name} ${mf?.version ?? ""} (${
             manager.status(name)?.runtime ?? "?"
           }) loaded`,
+          { event: "plugin.loaded", plugin: name },
         );
       }
       for (const f of failed) {
-        print(`  plugin ${f.name} not loaded: ${f.error}`);
+        print(`  plugin ${f.name} not loaded: ${f.error}`, {
+          event: "plugin.failed",
+          plugin: f.name,
+          level: "error",
+        });
       }
       print(
         `  … ${loaded.length} plugin(s) loaded${
@@ -657,6 +803,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
 
   // Graceful close: stop accepting, drain, then stop plugins and services.
   const close = async (drainMs: number) => {
+    dbStarted.resolve();
     clearInterval(rescan);
     scheduler.stop();
     // The listener closes now (new connections are refused) and idle
@@ -677,6 +824,9 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     // Drained: jobs still running get the Manager's grace; else none is left.
     await manager.shutdownAll(drained ? {} : { graceMs: 0 }).catch((e) =>
       print(`shutdown: ${errorText(e)}`)
+    );
+    await Promise.all([logStore.close(), auditStore.close()]).catch((e) =>
+      print(`log and audit stores: ${errorText(e)}`)
     );
     await services.close().catch((e) => print(`services: ${errorText(e)}`));
     // Requests cut above end with their plugin; never wait for ever.

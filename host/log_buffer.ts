@@ -2,6 +2,13 @@
  * The log buffer: a ring of the most recent log entries from plugins and the
  * host, read newest first by the admin pages and the logs API.
  *
+ * The ring is a fast front cache. With a durable store attached
+ * ({@linkcode LogBuffer.persistTo}; the host attaches `PgLogStore`), every
+ * entry is also queued for the database, which is the record:
+ * {@linkcode LogBuffer.search} reads it (by plugin, level, time range and
+ * text), so logs survive a restart and are shared by the hosts of one
+ * database.
+ *
  * @module
  */
 
@@ -19,6 +26,11 @@ export interface LogEntry {
   message: string;
   /** Structured fields, if any. */
   fields?: Record<string, unknown>;
+  /**
+   * A position, increasing with time, for cursors (`after`): the database
+   * row id when read from the durable store, else the buffer's own count.
+   */
+  id?: number;
 }
 
 /** Filters for {@linkcode LogBuffer.query}; all given filters apply together. */
@@ -29,6 +41,36 @@ export interface LogQuery {
   minLevel?: LogLevel;
   /** At most this many entries (the newest). */
   limit?: number;
+}
+
+/** Filters for {@linkcode LogBuffer.search}: a {@linkcode LogQuery} plus time, text and a cursor. */
+export interface LogSearch extends LogQuery {
+  /** Only entries at or after this time. */
+  since?: Date | string;
+  /** Only entries at or before this time. */
+  until?: Date | string;
+  /** Only entries whose message (or fields) contain this text, ignoring case. */
+  text?: string;
+  /** Only entries after this id (a cursor; use with `order: "asc"`). */
+  after?: number;
+  /**
+   * `desc` (newest first, `limit` keeps the newest) or `asc` (oldest
+   * first, `limit` keeps the oldest: the next page after a cursor).
+   * @default "desc"
+   */
+  order?: "asc" | "desc";
+}
+
+/** A durable home of log entries (the host's `PgLogStore`). */
+export interface DurableLogStore {
+  /** Queues an entry (never throws, never waits). */
+  add(entry: LogEntry): void;
+  /** Entries matching every filter. */
+  search(q: LogSearch): Promise<LogEntry[]>;
+  /** How many entries are held. */
+  count(): Promise<number>;
+  /** Removes every entry. */
+  clear(): Promise<void>;
 }
 
 /** Options of {@linkcode LogBuffer}. */
@@ -56,6 +98,9 @@ export class LogBuffer {
   #head = 0;
   #count = 0;
   #onEntry: ((entry: LogEntry) => void) | undefined;
+  #listeners = new Set<(entry: LogEntry) => void>();
+  #store: DurableLogStore | undefined;
+  #seq = 0;
 
   /** Creates a buffer holding at most `capacity` entries. */
   constructor(options: LogBufferOptions = {}) {
@@ -85,11 +130,82 @@ export class LogBuffer {
       message,
       ...(fields && Object.keys(fields).length > 0 ? { fields } : {}),
     };
-    this.#entries[this.#head] = entry;
+    this.#store?.add(entry);
+    this.#entries[this.#head] = { ...entry, id: ++this.#seq };
     this.#head = (this.#head + 1) % this.#entries.length;
     this.#count = Math.min(this.#count + 1, this.#entries.length);
     this.#onEntry?.(entry);
+    for (const l of this.#listeners) l(entry);
     return entry;
+  }
+
+  /**
+   * Calls `listener` with each new entry (after `onEntry`); returns the
+   * function that stops it.
+   */
+  subscribe(listener: (entry: LogEntry) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Makes `store` the record: every later entry is queued for it, and so
+   * are the entries the buffer holds now (those logged before the store
+   * existed).
+   */
+  persistTo(store: DurableLogStore): void {
+    this.#store = store;
+    for (const e of this.getAll().reverse()) {
+      const { id: _id, ...entry } = e;
+      store.add(entry);
+    }
+  }
+
+  /** Whether a durable store is attached. */
+  get durable(): boolean {
+    return this.#store !== undefined;
+  }
+
+  /**
+   * Entries matching every filter: from the durable store when one is
+   * attached, else from the buffer.
+   */
+  async search(q: LogSearch = {}): Promise<LogEntry[]> {
+    if (this.#store) return await this.#store.search(q);
+    const since = q.since === undefined ? -Infinity : Date.parse(
+      new Date(q.since).toISOString(),
+    );
+    const until = q.until === undefined ? Infinity : Date.parse(
+      new Date(q.until).toISOString(),
+    );
+    const text = q.text?.toLowerCase();
+    const min = q.minLevel ? LOG_LEVELS.indexOf(q.minLevel) : 0;
+    let out = this.getAll().filter((e) => {
+      if (q.plugin !== undefined && e.plugin !== q.plugin) return false;
+      if (LOG_LEVELS.indexOf(e.level) < min) return false;
+      if (q.after !== undefined && (e.id ?? 0) <= q.after) return false;
+      const t = Date.parse(e.timestamp);
+      if (t < since || t > until) return false;
+      if (
+        text &&
+        !`${e.message} ${e.fields ? JSON.stringify(e.fields) : ""}`
+          .toLowerCase().includes(text)
+      ) return false;
+      return true;
+    });
+    if (q.order === "asc") out = out.reverse();
+    return q.limit !== undefined && q.limit >= 0 ? out.slice(0, q.limit) : out;
+  }
+
+  /** How many entries the record holds (the store's count, else the buffer's). */
+  async total(): Promise<number> {
+    return this.#store ? await this.#store.count() : this.#count;
+  }
+
+  /** Removes every entry from the buffer and the durable store. */
+  async clearAll(): Promise<void> {
+    this.clear();
+    await this.#store?.clear();
   }
 
   /** All entries, newest first. */

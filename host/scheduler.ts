@@ -238,6 +238,11 @@ export interface SchedulerOptions {
    * @default "once"
    */
   catchUp?: CatchUpPolicy;
+  /**
+   * Called with every run record as it is kept (metrics, host events); an
+   * error it throws is ignored.
+   */
+  onRun?: (plugin: string, job: string, run: JobRun) => void;
 }
 
 /** Ticks of one job that could not be claimed, until the database is back. */
@@ -603,6 +608,9 @@ export class Scheduler {
   }
 
   #record(slot: Slot, run: JobRun): JobRun {
+    try {
+      this.#options.onRun?.(slot.job.plugin, slot.job.id, run);
+    } catch { /* an observer never breaks the scheduler */ }
     slot.runs.unshift(run);
     slot.runs.length = Math.min(
       slot.runs.length,
@@ -674,8 +682,9 @@ export interface PgJobClaimOptions {
 }
 
 /**
- * Claims ticks in PostgreSQL so that several hosts sharing a database run
- * each tick once: the first host to insert (job, tick) into
+ * Claims ticks in PostgreSQL so that several hosts sharing a database (and
+ * application schema: rows are scoped by `current_schema()`) run each tick
+ * once: the first host to insert (job, tick) into
  * `goatkit.job_ticks` wins (the primary key decides; a concurrent insert of
  * the same row waits for the first and then does nothing). No advisory lock
  * is taken, so nothing a plugin does to the lock space can hold claims up.
@@ -700,8 +709,11 @@ export class PgJobClaim implements JobClaim {
     this.#pool = pool;
     this.#table = new HostTable(pool, {
       table: options.table ?? "goatkit.job_ticks",
+      // Scoped by the application schema: hosts of one deployment share
+      // ticks, deployments on other schemas of the database do not.
       columns:
-        "job text NOT NULL, tick bigint NOT NULL, claimed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, tick)",
+        "scope text NOT NULL DEFAULT current_schema(), job text NOT NULL, tick bigint NOT NULL, claimed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (scope, job, tick)",
+      scopedKey: ["job", "tick"],
       ...(options.table === undefined ? { legacy: "goatkit_job_ticks" } : {}),
     });
   }
@@ -716,7 +728,8 @@ export class PgJobClaim implements JobClaim {
     );
     if (tick % 60 === 0) {
       await this.#pool.query(
-        `DELETE FROM ${table} WHERE job = $1 AND tick < $2`,
+        `DELETE FROM ${table}
+         WHERE scope = current_schema() AND job = $1 AND tick < $2`,
         [key, tick - 86_400],
       );
     }

@@ -38,6 +38,29 @@
  * | `server.pluginQueueWaitMs` | `GOATKIT_PLUGIN_QUEUE_WAIT_MS` | `GOATKIT_SERVER__PLUGINQUEUEWAITMS` | 1000: longest wait for an instance (at most half the call's deadline), then 503 |
  * | `server.pluginIdleTimeoutMs` | `GOATKIT_PLUGIN_IDLE_TIMEOUT_MS` | `GOATKIT_SERVER__PLUGINIDLETIMEOUTMS` | 60000: an idle WASM worker is closed (module kept); `0` keeps them |
  * | `server.routeTimeoutMs` | `GOATKIT_ROUTE_TIMEOUT_MS` | `GOATKIT_SERVER__ROUTETIMEOUTMS` | 10000: deadline of a plugin route whose manifest names none |
+ * | `server.logFormat` | `GOATKIT_LOG_FORMAT` | `GOATKIT_SERVER__LOGFORMAT` | `text`; `json` (or the flag `--log-format json`, which wins) writes one JSON object per line to stdout: `{time, level, source: "host"\|"plugin", plugin?, message, …fields}` |
+ * | `server.metrics` | `GOATKIT_METRICS` | `GOATKIT_SERVER__METRICS` | true: count plugin calls, host calls, jobs and routes; `GET /metrics` and the Operations page (`false`: off, `/metrics` is 404) |
+ * | `server.logRetentionDays` | `GOATKIT_LOG_RETENTION_DAYS` | `GOATKIT_SERVER__LOGRETENTIONDAYS` | 14: plugin and host log lines older than this are deleted from the database |
+ * | `server.logMaxRows` | `GOATKIT_LOG_MAX_ROWS` | `GOATKIT_SERVER__LOGMAXROWS` | 100000: at most this many log lines are kept (the oldest go first) |
+ * | `server.auditRetentionDays` | `GOATKIT_AUDIT_RETENTION_DAYS` | `GOATKIT_SERVER__AUDITRETENTIONDAYS` | 90: audit entries older than this are deleted |
+ * | `server.auditMaxRows` | `GOATKIT_AUDIT_MAX_ROWS` | `GOATKIT_SERVER__AUDITMAXROWS` | 100000: at most this many audit entries are kept |
+ * | `server.metricsToken` | `GOATKIT_METRICS_TOKEN` | `GOATKIT_SERVER__METRICSTOKEN` | none: a separate Bearer token (16+ characters) for scraping `GET /metrics`; admin tokens always work |
+ *
+ * Quotas per plugin (`quotas.default` and `quotas.plugins.<name>` in
+ * `goatkit.json`, `GOATKIT_QUOTA_<KEY>` for the defaults, and per plugin
+ * through `PUT /api/v1/plugins/<name>/quotas` or the plugin's admin page,
+ * which win; `0` is no limit). Beyond one, the call or host call is refused
+ * with `QuotaExceededError` (a route answers 429 with `Retry-After`),
+ * audited, and never counted towards quarantine:
+ *
+ * | key | variable | default |
+ * |---|---|---|
+ * | `hostCallsPerSecond` / `hostCallBurst` | `GOATKIT_QUOTA_HOST_CALLS_PER_SECOND` / `GOATKIT_QUOTA_HOST_CALL_BURST` | 1000 / 2000 (token bucket) |
+ * | `cpuMsPerMinute` | `GOATKIT_QUOTA_CPU_MS_PER_MINUTE` | 60000 ms of guest CPU in any minute |
+ * | `concurrentCalls` | `GOATKIT_QUOTA_CONCURRENT_CALLS` | 256 calls in flight |
+ * | `httpBytesPerMinute` | `GOATKIT_QUOTA_HTTP_BYTES_PER_MINUTE` | 100 MiB of outbound request + response bodies |
+ * | `emailsPerHour` | `GOATKIT_QUOTA_EMAILS_PER_HOUR` | 1000 |
+ * | `dbStatementMs` | `GOATKIT_QUOTA_DB_STATEMENT_MS` | 5000 ms per statement |
  *
  * Flags are `true`/`false` (or `1`/`0`). Everything else:
  *
@@ -80,7 +103,22 @@
  *
  * An admin token is created on first start and printed once; only its
  * SHA-256 is stored (`<dataDir>/tokens.json`). `--new-admin-token` creates
- * and prints another one.
+ * and prints another one. It is written straight to the terminal, never
+ * through `console` (so `OTEL_DENO=true` never exports it as a log record);
+ * with `--log-format json` it is not printed at all but written to
+ * `<dataDir>/admin_token` (mode 0600), whose path is logged.
+ *
+ * Logs: stdout carries the progress lines, host events (start, plugins
+ * loaded or failed, install, upgrade, uninstall, grant changes, quarantine,
+ * job failures, permission denials) and the plugins' log lines at `info`
+ * and above, as text or JSON (`--log-format`). Fields named like
+ * credentials and anything shaped like a token are redacted.
+ *
+ * Traces: with `OTEL_DENO=true` (Deno's built-in OpenTelemetry; OTLP to
+ * `OTEL_EXPORTER_OTLP_ENDPOINT`) each request is one trace: Deno's HTTP
+ * span, a `plugin.call` span per plugin call, a `host.<method>` span per
+ * host call, and `db.*`, `cache.*`, `http.request`, `email.send` spans
+ * (see `host/telemetry/tracing.ts`).
  *
  * @module
  */
@@ -89,6 +127,12 @@ import { join } from "node:path";
 import { boot } from "./boot.ts";
 import { HOST_VERSION } from "./model/version.ts";
 import { ConfigError, type HostConfig, loadConfig } from "./services/config.ts";
+import {
+  isLogFormat,
+  type LogFormat,
+  LogOutput,
+} from "./telemetry/log_output.ts";
+import { writeSecretFile, writeTerminal } from "./telemetry/secret_output.ts";
 
 // Kept here for the modules and tests that import it from this entry point.
 export { grantsProvider } from "./boot.ts";
@@ -110,16 +154,44 @@ function configOrExit(): HostConfig {
   }
 }
 
+/**
+ * The `--log-format` flag (`--log-format json` or `--log-format=json`), or
+ * exit 1 when its value is not a format; `undefined` when absent.
+ */
+function logFormatFlag(args: readonly string[]): LogFormat | undefined {
+  const i = args.findIndex((a) =>
+    a === "--log-format" || a.startsWith("--log-format=")
+  );
+  if (i < 0) return undefined;
+  const value = args[i]!.includes("=")
+    ? args[i]!.slice("--log-format=".length)
+    : args[i + 1];
+  if (!isLogFormat(value)) {
+    console.error(
+      `error: Cannot use --log-format ${
+        value ?? ""
+      }: the format is text or json`,
+    );
+    Deno.exit(1);
+  }
+  return value;
+}
+
 async function main(): Promise<void> {
+  const format = logFormatFlag(Deno.args);
   const config = configOrExit();
   const { dataDir, pluginsDir, hostname, trustProxy } = config.server;
-  console.log(
+  const out = new LogOutput({ format: format ?? config.server.logFormat });
+  const json = out.format === "json";
+  out.print(
     `GoatKit host ${HOST_VERSION} starting (data ${dataDir}, plugins ${pluginsDir})`,
+    { event: "host.starting", version: HOST_VERSION },
   );
   if (!isLoopback(hostname) && !trustProxy) {
-    console.warn(
-      `warning: listening on ${hostname} over plain HTTP: sessions and tokens cross the network in clear text. Put a TLS-terminating proxy in front and set GOATKIT_TRUST_PROXY (see host/serve.ts), or keep the default GOATKIT_HOSTNAME=127.0.0.1.`,
-    );
+    const warning =
+      `warning: listening on ${hostname} over plain HTTP: sessions and tokens cross the network in clear text. Put a TLS-terminating proxy in front and set GOATKIT_TRUST_PROXY (see host/serve.ts), or keep the default GOATKIT_HOSTNAME=127.0.0.1.`;
+    if (json) out.print(warning);
+    else console.warn(warning);
   }
   // The first signal starts a graceful shutdown (one during start-up is
   // honoured once the host is up, so plugins, workers and the database are
@@ -136,29 +208,62 @@ async function main(): Promise<void> {
   const host = await boot({
     config,
     newAdminToken: Deno.args.includes("--new-admin-token"),
+    logOutput: out,
     onListen: ({ url, adminToken }) => {
-      console.log(`Listening on ${url}  (health: ${url}/healthz)`);
-      if (adminToken) {
-        console.log(
-          `\nAdmin token (shown ONCE; only its hash is stored in ${
-            join(dataDir, "tokens.json")
-          }):\n\n    ${adminToken}\n\nLog in at ${url}/login with it, or use it as "Authorization: Bearer <token>" on ${url}/api/v1/…\n`,
-        );
-      } else {
-        console.log(
+      out.print(`Listening on ${url}  (health: ${url}/healthz)`, {
+        event: "host.listening",
+        url,
+      });
+      if (adminToken) showAdminToken(out, adminToken, url, dataDir);
+      else {
+        out.print(
           `Log in at ${url}/login with the admin token printed at first start (lost it? restart with: deno task serve --new-admin-token)`,
         );
       }
     },
   });
-  console.log(`Ready: ${host.manager.list().length} plugin(s) registered.`);
+  out.print(`Ready: ${host.manager.list().length} plugin(s) registered.`, {
+    event: "host.ready",
+    plugins: host.manager.list().length,
+  });
   const sig = await signal.promise;
-  console.log(
-    `\n${sig}: shutting down: no new connections; requests in flight get up to ${config.server.drainTimeoutMs} ms (${sig} again to exit at once)…`,
+  out.print(
+    `${
+      json ? "" : "\n"
+    }${sig}: shutting down: no new connections; requests in flight get up to ${config.server.drainTimeoutMs} ms (${sig} again to exit at once)…`,
+    { event: "host.stopping", signal: sig },
   );
   await host.close();
-  console.log("Stopped.");
+  out.print("Stopped.", { event: "host.stopped" });
   Deno.exit(0);
+}
+
+/**
+ * Shows a new admin token once, never through `console` (Deno exports
+ * `console.*` as OpenTelemetry log records under `OTEL_DENO=true`): in text
+ * written straight to the terminal; in JSON (whose stdout is meant for a
+ * log collector) only into `<dataDir>/admin_token` (mode 0600), whose path
+ * is logged.
+ */
+function showAdminToken(
+  out: LogOutput,
+  token: string,
+  url: string,
+  dataDir: string,
+): void {
+  const hashes = join(dataDir, "tokens.json");
+  if (out.format === "text") {
+    writeTerminal(
+      `\nAdmin token (shown ONCE; only its hash is stored in ${hashes}):\n\n    ${token}\n\nLog in at ${url}/login with it, or use it as "Authorization: Bearer <token>" on ${url}/api/v1/…\n\n`,
+    );
+    return;
+  }
+  const file = join(dataDir, "admin_token");
+  writeSecretFile(file, `${token}\n`);
+  out.print(
+    `Admin token written to ${file} (mode 0600; only its hash is stored in ${hashes}): read it, delete the file, and log in at ${url}/login with it`,
+    { event: "admin_token.created", file },
+  );
 }
 
 if (import.meta.main) await main();

@@ -20,11 +20,22 @@
  *   the next record or read). Operator entries (any outcome but `denied`)
  *   are never rate-limited.
  *
- * Durable storage comes with the operations issue: this log is in memory.
+ * Operator actions (login and logout, tokens, installs, enable and disable,
+ * grants, settings) are entries too, with who did it (`actor`), from where
+ * (`ip`, the client address as the server sees it) and what changed
+ * (`before` / `after`). The server runs each request inside
+ * {@linkcode AuditLog.within}, so an entry recorded while it is handled
+ * gets the request's actor and address without passing them down.
+ *
+ * Memory is a fast front cache: with a durable store attached
+ * ({@linkcode AuditLog.persistTo}; the host attaches `PgAuditStore`) every
+ * entry is queued for the database, and {@linkcode AuditLog.search} reads
+ * it, so the log survives a restart.
  *
  * @module
  */
 
+import { AsyncLocalStorage } from "node:async_hooks";
 import type { PluginLogSink } from "../host/model/host_api.ts";
 
 /** One recorded entry. */
@@ -47,15 +58,38 @@ export interface AuditEntry {
   outcome: string;
   /** For a `suppressed` summary: how many denials it stands for. */
   count?: number;
+  /**
+   * What kind of action, machine-readable: `login`, `logout`,
+   * `token.create`, `token.revoke`, `plugin.install`, `plugin.upgrade`,
+   * `plugin.uninstall`, `plugin.enable`, `plugin.disable`, `grant.approve`,
+   * `grant.revoke`, `settings.change`, … (absent on permission denials).
+   */
+  action?: string;
+  /**
+   * Who did it: `token "<name>" (<id>)` (with ` via session` for a browser
+   * session), `plugin:<name>` for what a plugin attempted, `host` for the
+   * host itself.
+   */
+  actor?: string;
+  /** From where: the client's IP address as the server sees it (trusted proxies honoured). */
+  ip?: string;
+  /** The state before the action (JSON). */
+  before?: unknown;
+  /** The state after the action (JSON). */
+  after?: unknown;
+  /** A stable id of the entry (a summary keeps its id while its count grows). */
+  id?: string;
 }
 
 /** What {@linkcode AuditLog.record} takes: an entry without its time (and `outcome` defaulting to `denied`). */
-export type AuditRecord = Omit<AuditEntry, "time" | "outcome" | "count"> & {
-  /** When it happened. @default now */
-  time?: string;
-  /** @default "denied" */
-  outcome?: string;
-};
+export type AuditRecord =
+  & Omit<AuditEntry, "time" | "outcome" | "count" | "id">
+  & {
+    /** When it happened. @default now */
+    time?: string;
+    /** @default "denied" */
+    outcome?: string;
+  };
 
 /** Filters for {@linkcode AuditLog.query}; given filters apply together. */
 export interface AuditQuery {
@@ -65,6 +99,34 @@ export interface AuditQuery {
   since?: Date | string;
   /** At most this many (the newest). */
   limit?: number;
+}
+
+/** Filters for {@linkcode AuditLog.search}: an {@linkcode AuditQuery} plus more. */
+export interface AuditSearch extends AuditQuery {
+  /** Only entries at or before this time. */
+  until?: Date | string;
+  /** Only entries with this outcome (`denied`, `granted`, …). */
+  outcome?: string;
+  /** Only entries of this action (`login`, `plugin.install`, …). */
+  action?: string;
+  /** Only entries containing this text (any field), ignoring case. */
+  text?: string;
+}
+
+/** Who and where of the request being handled (see {@linkcode AuditLog.within}). */
+export interface AuditOrigin {
+  /** Who (see {@linkcode AuditEntry.actor}). */
+  readonly actor?: string;
+  /** The client's address. */
+  readonly ip?: string;
+}
+
+/** A durable home of audit entries (the host's `PgAuditStore`). */
+export interface DurableAuditStore {
+  /** Queues an entry, or a newer version of one (same `id`); never throws. */
+  add(entry: AuditEntry): void;
+  /** Entries matching every filter, newest first. */
+  search(q: AuditSearch): Promise<AuditEntry[]>;
 }
 
 /** The per-plugin rate limit of {@linkcode AuditLogOptions}. */
@@ -138,6 +200,9 @@ export class AuditLog {
   #windows = new Map<string, Window>();
   #count = 0;
   #seq = 0;
+  #store: DurableAuditStore | undefined;
+  #origin = new AsyncLocalStorage<AuditOrigin>();
+  #idBase = crypto.randomUUID().slice(0, 13);
 
   /** Creates an empty log. */
   constructor(options: AuditLogOptions = {}) {
@@ -163,13 +228,27 @@ export class AuditLog {
    */
   record(entry: AuditRecord): AuditEntry {
     const now = this.#now();
+    const outcome = entry.outcome ?? "denied";
+    const origin = this.#origin.getStore();
+    // A HostAPI call is the plugin's doing; anything else the requester's.
+    const actor = entry.actor ??
+      (entry.method ? `plugin:${entry.plugin}` : origin?.actor ??
+        (outcome === "denied" && entry.plugin
+          ? `plugin:${entry.plugin}`
+          : "host"));
+    const ip = entry.ip ?? origin?.ip;
     const e: AuditEntry = {
       time: entry.time ?? new Date(now).toISOString(),
       plugin: entry.plugin,
       permission: entry.permission,
       attempted: entry.attempted,
       ...(entry.method ? { method: entry.method } : {}),
-      outcome: entry.outcome ?? "denied",
+      outcome,
+      ...(entry.action ? { action: entry.action } : {}),
+      actor,
+      ...(ip ? { ip } : {}),
+      ...(entry.before !== undefined ? { before: entry.before } : {}),
+      ...(entry.after !== undefined ? { after: entry.after } : {}),
     };
     if (e.outcome !== "denied" || !this.#rate) return this.#add(e).entry;
     const w = this.#window(e.plugin, now);
@@ -209,7 +288,51 @@ export class AuditLog {
       `${w.suppressed} more denial(s) suppressed (audit limit: ${this.#rate.max} per ${
         seconds(this.#rate.windowMs)
       }); ${last}`;
+    this.#store?.add({ ...s });
     return { ...s };
+  }
+
+  /**
+   * Runs `fn` with `origin` as the actor and address of every entry
+   * recorded while it runs (its awaits included) that names none.
+   */
+  within<T>(origin: AuditOrigin, fn: () => T): T {
+    return this.#origin.run(origin, fn);
+  }
+
+  /** The origin of the request being handled, if any. */
+  origin(): AuditOrigin | undefined {
+    return this.#origin.getStore();
+  }
+
+  /**
+   * Makes `store` the record: every later entry is queued for it, and so
+   * are the entries held now.
+   */
+  persistTo(store: DurableAuditStore): void {
+    this.#store = store;
+    const held = [...this.#byPlugin.values()].flat().sort((a, b) =>
+      a.seq - b.seq
+    );
+    for (const h of held) store.add({ ...h.entry });
+  }
+
+  /**
+   * Entries matching every filter, newest first: from the durable store
+   * when one is attached, else from memory.
+   */
+  async search(q: AuditSearch = {}): Promise<AuditEntry[]> {
+    if (this.#store) return await this.#store.search(q);
+    const until = q.until === undefined ? Infinity : new Date(q.until)
+      .getTime();
+    const text = q.text?.toLowerCase();
+    const all = this.query({ ...q, limit: -1 }).filter((e) =>
+      Date.parse(e.time) <= until &&
+      (q.outcome === undefined || e.outcome === q.outcome) &&
+      (q.action === undefined || e.action === q.action) &&
+      (!text || JSON.stringify(e).toLowerCase().includes(text))
+    );
+    return q.limit !== undefined && q.limit >= 0 ? all.slice(0, q.limit) : all;
   }
 
   /** Entries matching every given filter, newest first (copies). */
@@ -288,6 +411,8 @@ export class AuditLog {
   /** Stores `entry` within the plugin's share and the total capacity. */
   #add(entry: AuditEntry): Held {
     const h: Held = { seq: ++this.#seq, entry };
+    entry.id = `${this.#idBase}-${h.seq}`;
+    this.#store?.add({ ...entry });
     let list = this.#byPlugin.get(entry.plugin);
     if (!list) this.#byPlugin.set(entry.plugin, list = []);
     if (list.length >= this.#share) {

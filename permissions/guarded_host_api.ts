@@ -197,8 +197,12 @@ export interface GuardedHostAPIOptions {
   audit?: AuditLog;
   /** Routes `callPlugin`. */
   callPlugin?: PluginCallFn;
-  /** Statement timeout cap in ms (also capped by the call's deadline). @default 5000 */
-  statementTimeoutMs?: number;
+  /**
+   * Statement timeout cap in ms (also capped by the call's deadline); a
+   * function is read at each statement (the host's `dbStatementMs` quota).
+   * @default 5000
+   */
+  statementTimeoutMs?: number | (() => number);
   /** Row cap per query. @default 10000 */
   maxRows?: number;
   /** The host schema grants refer to. @default "public" */
@@ -323,7 +327,8 @@ export function createGuardedHostAPI(
   const requested = options.requested.map((r) => parsePermission(r));
   const hostSchema = options.hostSchema ?? "public";
   const ownSchema = pluginSchemaName(plugin);
-  const statementCap = options.statementTimeoutMs ?? 5000;
+  const cap = options.statementTimeoutMs ?? 5000;
+  const statementCap = typeof cap === "function" ? cap : () => cap;
   const maxRows = options.maxRows ?? 10_000;
   let memo: { key: string; value: Effective } | undefined;
   const privilegeSync = new PrivilegeSync<GuardedDatabase>(plugin);
@@ -391,7 +396,7 @@ export function createGuardedHostAPI(
       plugin,
       readOnly,
       signal: ctx.signal,
-      statementTimeoutMs: Math.max(1, Math.min(statementCap, left)),
+      statementTimeoutMs: Math.max(1, Math.min(statementCap(), left)),
       maxRows,
     };
   }

@@ -66,9 +66,12 @@ export {
   type AuditEntry,
   AuditLog,
   type AuditLogOptions,
+  type AuditOrigin,
   type AuditQuery,
   type AuditRateLimit,
   type AuditRecord,
+  type AuditSearch,
+  type DurableAuditStore,
 } from "./audit.ts";
 export {
   createGuardedHostAPI,

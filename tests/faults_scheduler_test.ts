@@ -382,16 +382,6 @@ Deno.test("kill -9 of the host leaves its gRPC plugin's socket folder; the next 
     }
     await Deno.remove(tmp, { recursive: true });
     await db.drop();
-    const c = new pg.Client({ connectionString: PG_URL });
-    await c.connect();
-    try {
-      await c.query("DELETE FROM goatkit.plugin_state WHERE name = $1", [name]);
-      await c.query("DELETE FROM goatkit.plugin_grants WHERE plugin = $1", [
-        name,
-      ]);
-    } finally {
-      await c.end();
-    }
   }
 });
 

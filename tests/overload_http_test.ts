@@ -320,6 +320,9 @@ Deno.test({
     const h = await startHost({
       plugins: ["faults/slow-grpc-ts", "plugins/hello-c"],
       enable: ["hello-c", "slow-grpc"],
+      // No per-plugin concurrency quota (its 429 is tests/quotas_test.ts's):
+      // the server-wide limit is what this test drives.
+      env: { GOATKIT_QUOTA_CONCURRENT_CALLS: "0" },
       lifetimeMs: 240_000,
     });
     try {

@@ -414,13 +414,13 @@ Deno.test("login: `next` is same-origin only; sessions expire", async () => {
 
   const { SessionStore } = await import("../host/server/mod.ts");
   const sessions = new SessionStore({ ttlMs: 1, maxSessions: 2 });
-  const a = sessions.create({ tokenId: "t", name: "n", admin: false });
+  const a = await sessions.create({ tokenId: "t", name: "n", admin: false });
   await new Promise((r) => setTimeout(r, 20));
-  assertEquals(sessions.get(a.id), undefined);
+  assertEquals(await sessions.get(a.id), undefined);
   // The oldest session is dropped beyond maxSessions.
   const long = new SessionStore({ maxSessions: 2 });
-  const s1 = long.create({ tokenId: "t", name: "n", admin: false });
-  long.create({ tokenId: "t", name: "n", admin: false });
-  long.create({ tokenId: "t", name: "n", admin: false });
-  assertEquals(long.get(s1.id), undefined);
+  const s1 = await long.create({ tokenId: "t", name: "n", admin: false });
+  await long.create({ tokenId: "t", name: "n", admin: false });
+  await long.create({ tokenId: "t", name: "n", admin: false });
+  assertEquals(await long.get(s1.id), undefined);
 });

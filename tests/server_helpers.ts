@@ -181,10 +181,18 @@ export function assertThrows<E extends Error>(
 /** The test PostgreSQL (trust auth). */
 export const PG_URL = "postgres://postgres@127.0.0.1:5432/test";
 
+/** The host tables whose rows are scoped by the application schema. */
+const SCOPED_HOST_TABLES = [
+  "goatkit.plugin_grants",
+  "goatkit.plugin_state",
+  "goatkit.plugin_quotas",
+  "goatkit.job_ticks",
+];
+
 /**
  * A private schema on the real test PostgreSQL (PGlite's first start takes
  * many seconds on a loaded box): a DATABASE_URL whose search_path is that
- * schema, and a function that drops it.
+ * schema, and a function that drops it with the host's rows scoped to it.
  */
 export async function privateSchema(): Promise<
   { url: string; drop(): Promise<void> }
@@ -206,6 +214,12 @@ export async function privateSchema(): Promise<
       await c.connect();
       try {
         await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        // The host's rows of this deployment (scoped by its schema).
+        for (const table of SCOPED_HOST_TABLES) {
+          const exists = await c.query("SELECT to_regclass($1) AS t", [table]);
+          if (exists.rows[0]?.t === null) continue;
+          await c.query(`DELETE FROM ${table} WHERE scope = $1`, [schema]);
+        }
       } finally {
         await c.end();
       }

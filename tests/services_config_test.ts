@@ -191,6 +191,13 @@ Deno.test("loadConfig: one goatkit.json + environment gives server and plugin se
       pluginQueueWaitMs: 1_000, // default
       pluginIdleTimeoutMs: 60_000, // default
       routeTimeoutMs: 10_000, // default
+      metrics: true, // default
+      metricsToken: "", // default
+      logFormat: "text", // default
+      logRetentionDays: 14, // defaults
+      logMaxRows: 100_000,
+      auditRetentionDays: 90,
+      auditMaxRows: 100_000,
     });
     // The same read gives the host values, plugin sections and secrets.
     assert.equal(config.store.hostValue("app.name"), "Desk");

@@ -1,7 +1,11 @@
 /**
- * `gk logs [--plugin p] [--level l] [--limit n] [--follow [--seconds s]
- * [--interval ms]]`: the host's log buffer; `--follow` polls it and prints
- * each new line once, until Ctrl-C or `--seconds`.
+ * `gk logs [--plugin p] [--level l] [--since t] [--until t] [--grep text]
+ * [--limit n] [--follow [--seconds s] [--interval ms]]`: the host's logs
+ * (the durable record: they survive restarts); `t` is an RFC 3339 time or
+ * a duration ago (`15m`, `2h`, `7d`). `--follow` polls and prints each new
+ * line once, until Ctrl-C or `--seconds`: after the first page it asks only
+ * for lines after the newest id it printed (a cursor), so a burst between
+ * two polls is printed whole.
  *
  * @module
  */
@@ -21,6 +25,8 @@ export interface LogLine {
   message: string;
   /** Structured fields. */
   fields?: Record<string, unknown>;
+  /** Position for a cursor (hosts with durable logs). */
+  id?: number;
 }
 
 /** One log entry as a line: `time LEVEL [plugin] message {fields}`. */
@@ -68,12 +74,25 @@ class Seen {
 /** `gk logs`. */
 export async function logsCommand(ctx: CommandContext): Promise<void> {
   const { args, io } = ctx;
-  const query = (limit: number) => {
-    const q = new URLSearchParams();
-    const plugin = args.str("plugin");
-    const level = args.str("level");
-    if (plugin) q.set("plugin", plugin);
-    if (level) q.set("level", level);
+  const filters = new URLSearchParams();
+  for (
+    const [flag, param] of [
+      ["plugin", "plugin"],
+      ["level", "level"],
+      ["since", "since"],
+      ["until", "until"],
+      ["grep", "q"],
+    ] as const
+  ) {
+    const v = args.str(flag);
+    if (v) filters.set(param, v);
+  }
+  const query = (limit: number, after?: number) => {
+    const q = new URLSearchParams(filters);
+    if (after !== undefined) {
+      q.set("after", String(after));
+      q.set("order", "asc");
+    }
     q.set("limit", String(limit));
     return `/api/v1/plugins/logs?${q}`;
   };
@@ -89,18 +108,39 @@ export async function logsCommand(ctx: CommandContext): Promise<void> {
   const until = seconds > 0 ? Date.now() + seconds * 1000 : Infinity;
   const host = ctx.host(stop.signal);
   const seen = new Seen();
+  let cursor: number | undefined;
   let first = true;
   while (!stop.signal.aborted && Date.now() < until) {
     let r;
     try {
-      r = await host.request("GET", query(first ? limit : 1000));
+      r = await host.request(
+        "GET",
+        first || cursor === undefined ? query(first ? limit : 1000) : query(
+          1000,
+          cursor,
+        ),
+      );
     } catch (e) {
       if (stop.signal.aborted) break;
       throw e;
     }
-    const lines = seen.fresh(r?.logs ?? []);
-    for (const e of lines) io.out(formatLogLine(e));
+    const got: LogLine[] = r?.logs ?? [];
+    let lines: LogLine[];
+    if (!first && cursor !== undefined) {
+      lines = got; // oldest first, all after the cursor
+    } else {
+      lines = seen.fresh(got);
+    }
+    for (const e of lines) {
+      io.out(formatLogLine(e));
+      if (typeof e.id === "number" && (cursor === undefined || e.id > cursor)) {
+        cursor = e.id;
+      }
+    }
+    // A full page after the cursor: more are waiting, ask again at once.
+    const more = !first && cursor !== undefined && got.length >= 1000;
     first = false;
+    if (more) continue;
     await sleep(
       Math.min(interval, Math.max(0, until - Date.now())),
       stop.signal,

@@ -39,7 +39,9 @@ With a host (--url, default $GOATKIT_URL or http://127.0.0.1:8080;
   gk uninstall <plugin> [--forget-signer]
   gk list [--json]                  plugins with version, runtime, status and reason
   gk enable <plugin> | gk disable <plugin>
-  gk logs [--plugin p] [--level l] [--limit n] [--follow [--seconds s]]
+  gk logs [--plugin p] [--level l] [--since t] [--until t] [--grep text]
+          [--limit n] [--follow [--seconds s]]
+                                    t: RFC 3339 or a duration ago (15m, 2h, 7d)
   gk call <plugin> <fn> [json | --input <json> | --input-file <f>]
   gk grants <plugin> [--approve p,q | --revoke p,q] [--json]
 

@@ -330,6 +330,101 @@ export class PermissionDeniedError extends PluginError {
 }
 
 /**
+ * A per-plugin quota the operator sets (see `host/quotas/`):
+ *
+ * - `hostCallsPerSecond`: host calls per second (a token bucket with a burst);
+ * - `cpuMsPerMinute`: guest CPU milliseconds over the last minute;
+ * - `concurrentCalls`: calls of the plugin in flight at once;
+ * - `httpBytesPerMinute`: outbound HTTP request + response body bytes over
+ *   the last minute;
+ * - `emailsPerHour`: e-mails sent over the last hour;
+ * - `dbStatementMs`: the longest one database statement may run.
+ */
+export type QuotaKind =
+  | "hostCallsPerSecond"
+  | "cpuMsPerMinute"
+  | "concurrentCalls"
+  | "httpBytesPerMinute"
+  | "emailsPerHour"
+  | "dbStatementMs";
+
+/** Options of {@linkcode QuotaExceededError}. */
+export interface QuotaExceededErrorOptions
+  extends Omit<PluginErrorOptions, "fault"> {
+  /** The quota that was exceeded. */
+  quota: QuotaKind;
+  /** Its limit (in the quota's unit: calls, ms, bytes, e-mails). */
+  limit: number;
+  /** When a retry may be admitted, in whole seconds (at least 1). */
+  retryAfterSeconds: number;
+  /**
+   * What was refused, such as `http_request POST https://api.example.com/x`;
+   * @default `call function "f" of plugin "p"`
+   */
+  attempted?: string;
+}
+
+/**
+ * A plugin went over one of its quotas. A refused plugin call never reached
+ * the plugin, and a refused host call is the host's decision, so this is
+ * never the plugin's fault (it does not count toward quarantine). An HTTP
+ * front end answers 429 with `Retry-After: <retryAfterSeconds>`; a guest
+ * sees a refused host call as a host-call error, like a denial.
+ *
+ * Message: `Cannot call function "f" of plugin "p": it is over its quota
+ * "concurrentCalls" (limit 4); retry after 1 s`.
+ *
+ * @example
+ * ```ts
+ * import { isPluginFault, QuotaExceededError } from "./errors.ts";
+ * const e = new QuotaExceededError("hello", {
+ *   quota: "emailsPerHour",
+ *   limit: 10,
+ *   retryAfterSeconds: 60,
+ *   attempted: "send_email to a@example.com",
+ * });
+ * console.log(e.message);
+ * // Cannot send_email to a@example.com: plugin "hello" is over its quota "emailsPerHour" (limit 10); retry after 60 s
+ * isPluginFault(e); // false
+ * ```
+ */
+export class QuotaExceededError extends PluginError {
+  /** The quota that was exceeded. */
+  readonly quota: QuotaKind;
+  /** Its limit. */
+  readonly limit: number;
+  /** When a retry may be admitted, in whole seconds (at least 1). */
+  readonly retryAfterSeconds: number;
+  /** What was refused. */
+  readonly attempted: string;
+
+  /** Creates the error for `plugin`. */
+  constructor(plugin: string, options: QuotaExceededErrorOptions) {
+    const {
+      quota,
+      limit,
+      retryAfterSeconds,
+      attempted: what,
+      ...rest
+    } = options;
+    const retry = Math.max(1, Math.ceil(retryAfterSeconds));
+    const attempted = what ?? `call ${callee(plugin, options.function)}`;
+    super(
+      plugin,
+      what === undefined
+        ? `Cannot ${attempted}: it is over its quota "${quota}" (limit ${limit}); retry after ${retry} s`
+        : `Cannot ${attempted}: plugin "${plugin}" is over its quota "${quota}" (limit ${limit}); retry after ${retry} s`,
+      rest,
+    );
+    this.name = "QuotaExceededError";
+    this.quota = quota;
+    this.limit = limit;
+    this.retryAfterSeconds = retry;
+    this.attempted = attempted;
+  }
+}
+
+/**
  * A plugin call would re-enter a plugin already on the call chain (a self
  * call or a cycle such as a → b → a). It fails at once instead of
  * deadlocking.

@@ -20,8 +20,10 @@ import {
   type ServerContext,
 } from "./context.ts";
 import { markup, raw } from "./html.ts";
-import type { ServerInstallOverrides } from "./options.ts";
+import type { LogSearch } from "../log_buffer.ts";
+import type { ServerAuditSearch, ServerInstallOverrides } from "./options.ts";
 import { OVERLOAD_RETRY_AFTER_SEC } from "./unavailable.ts";
+import { parseQuotaLimits, type QuotaLimits } from "../quotas/quota_limits.ts";
 import {
   BadRequestError,
   BodyTooLargeError,
@@ -44,6 +46,98 @@ export function parseLimit(
 /** Parses a log level name; `undefined` for anything else. */
 export function parseLevel(value: string | undefined): LogLevel | undefined {
   return LOG_LEVELS.includes(value as LogLevel) ? value as LogLevel : undefined;
+}
+
+/**
+ * Parses a time filter: an RFC 3339 time, or a duration before now such as
+ * `90s`, `15m`, `2h`, `7d`; `undefined` for nothing, `null` when unreadable.
+ *
+ * @example
+ * ```ts
+ * import { parseTimeFilter } from "./api.ts";
+ * parseTimeFilter("2026-01-02T03:04:05Z", 0); // "2026-01-02T03:04:05.000Z"
+ * parseTimeFilter("1h", Date.UTC(2026, 0, 1, 12)); // "2026-01-01T11:00:00.000Z"
+ * ```
+ */
+export function parseTimeFilter(
+  value: string | undefined,
+  now = Date.now(),
+): string | undefined | null {
+  if (value === undefined || value.trim() === "") return undefined;
+  const v = value.trim();
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(v);
+  if (m) {
+    const unit = { ms: 1, s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[
+      m[2] as "ms"
+    ];
+    return new Date(now - Number(m[1]) * unit).toISOString();
+  }
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? null : new Date(t).toISOString();
+}
+
+/**
+ * The log filters of a request's query: `plugin`, `level` (at least),
+ * `since` / `until` (RFC 3339 or a duration ago), `q` (text), `after` (id
+ * cursor), `order` (`asc`/`desc`), `limit`; an error text when one is
+ * unreadable.
+ */
+export function logSearchFrom(
+  c: Context,
+  defaultLimit: number,
+  maxLimit = 10_000,
+): LogSearch | string {
+  const plugin = c.req.query("plugin") || undefined;
+  const minLevel = parseLevel(c.req.query("level"));
+  const since = parseTimeFilter(c.req.query("since"));
+  const until = parseTimeFilter(c.req.query("until"));
+  if (since === null || until === null) {
+    return 'Cannot read "since"/"until": give an RFC 3339 time or a duration such as 15m, 2h, 7d';
+  }
+  const text = c.req.query("q") || c.req.query("grep") || undefined;
+  const afterRaw = c.req.query("after");
+  const after = afterRaw === undefined || afterRaw === ""
+    ? undefined
+    : Number(afterRaw);
+  if (after !== undefined && !(Number.isSafeInteger(after) && after >= 0)) {
+    return 'Cannot read "after": give a log entry id';
+  }
+  return {
+    ...(plugin !== undefined ? { plugin } : {}),
+    ...(minLevel ? { minLevel } : {}),
+    ...(since ? { since } : {}),
+    ...(until ? { until } : {}),
+    ...(text ? { text: text.slice(0, 200) } : {}),
+    ...(after !== undefined ? { after } : {}),
+    ...(c.req.query("order") === "asc" ? { order: "asc" as const } : {}),
+    limit: parseLimit(c.req.query("limit"), defaultLimit, maxLimit),
+  };
+}
+
+/**
+ * The audit filters of a request's query: `plugin`, `since`, `until`,
+ * `outcome`, `action`, `q` (text), `limit`; an error text when unreadable.
+ */
+export function auditSearchFrom(
+  c: Context,
+  defaultLimit: number,
+): ServerAuditSearch | string {
+  const since = parseTimeFilter(c.req.query("since"));
+  const until = parseTimeFilter(c.req.query("until"));
+  if (since === null || until === null) {
+    return 'Cannot read "since"/"until": give an RFC 3339 time or a duration such as 15m, 2h, 7d';
+  }
+  const pick = (k: string) => c.req.query(k) || undefined;
+  const text = pick("q");
+  return {
+    ...(pick("plugin") !== undefined ? { plugin: pick("plugin")! } : {}),
+    ...(since ? { since } : {}),
+    ...(until ? { until } : {}),
+    ...(pick("outcome") ? { outcome: pick("outcome")! } : {}),
+    ...(pick("action") ? { action: pick("action")! } : {}),
+    ...(text ? { text: text.slice(0, 200) } : {}),
+    limit: parseLimit(c.req.query("limit"), defaultLimit),
+  };
 }
 
 /**
@@ -367,20 +461,22 @@ export function createApi(ctx: ServerContext): Hono {
     return c.json({ menu_items: ctx.manager.menuItems(location) });
   });
 
-  api.get("/plugins/logs", admin, (c) => {
-    const plugin = c.req.query("plugin") || undefined;
-    const minLevel = parseLevel(c.req.query("level"));
-    const limit = parseLimit(c.req.query("limit"), 100);
-    const logs = ctx.logs.query({
-      ...(plugin ? { plugin } : {}),
-      ...(minLevel ? { minLevel } : {}),
-      limit,
-    });
-    return c.json({ logs, count: logs.length, total: ctx.logs.count() });
+  api.get("/plugins/logs", admin, async (c) => {
+    const q = logSearchFrom(c, 100);
+    if (typeof q === "string") return c.json({ error: q }, 400);
+    const logs = await ctx.logs.search(q);
+    return c.json({ logs, count: logs.length, total: await ctx.logs.total() });
   });
 
-  api.delete("/plugins/logs", admin, (c) => {
-    ctx.logs.clear();
+  api.delete("/plugins/logs", admin, async (c) => {
+    await ctx.logs.clearAll();
+    ctx.options.audit?.record?.({
+      plugin: "",
+      action: "logs.clear",
+      permission: "",
+      attempted: "cleared the plugin logs",
+      outcome: "cleared",
+    });
     return c.json({ message: "Plugin logs cleared" });
   });
 
@@ -569,14 +665,44 @@ export function createApi(ctx: ServerContext): Hono {
     return c.json({ plugin: name, ...(info?.permissions ?? {}) });
   });
 
+  // -- quotas ----------------------------------------------------------------
+  // The limits in force, each layer (defaults, config file, overrides) and
+  // the use now; PUT replaces the operator's overrides (`null` or absent =
+  // inherit, 0 = no limit), kept in the database and audited.
+  api.get("/plugins/:name/quotas", admin, async (c) => {
+    const quotas = ctx.options.quotas;
+    if (!quotas) return notImplemented(c, "plugin quotas");
+    const name = c.req.param("name");
+    if (!(await pluginInfo(ctx, name))) throw new PluginNotFoundError(name);
+    return c.json(await quotas.report(name));
+  });
+
+  api.put("/plugins/:name/quotas", admin, async (c) => {
+    const quotas = ctx.options.quotas;
+    if (!quotas) return notImplemented(c, "plugin quotas");
+    const name = c.req.param("name");
+    if (!(await pluginInfo(ctx, name))) throw new PluginNotFoundError(name);
+    const body = await jsonBody(c, small);
+    const raw = Object.hasOwn(body, "overrides") ? body.overrides : body;
+    let limits: Partial<QuotaLimits>;
+    try {
+      limits = parseQuotaLimits(raw, "overrides");
+    } catch (e) {
+      throw new BadRequestError(errorText(e), { cause: e });
+    }
+    await quotas.setOverrides(name, limits);
+    return c.json(await quotas.report(name));
+  });
+
   // -- audit, jobs, routes, tokens --------------------------------------------
   api.get("/audit", admin, async (c) => {
     const audit = ctx.options.audit;
     if (!audit) return notImplemented(c, "the audit log");
-    const plugin = c.req.query("plugin") || undefined;
-    const entries = await audit.query({
-      ...(plugin ? { plugin } : {}),
-      limit: parseLimit(c.req.query("limit"), 100),
+    const f = auditSearchFrom(c, 100);
+    if (typeof f === "string") return c.json({ error: f }, 400);
+    const entries = audit.search ? await audit.search(f) : await audit.query({
+      ...(f.plugin ? { plugin: f.plugin } : {}),
+      ...(f.limit ? { limit: f.limit } : {}),
     });
     return c.json({ entries, count: entries.length });
   });
@@ -659,7 +785,7 @@ export function createApi(ctx: ServerContext): Hono {
     if (!await ctx.tokens.revoke(id)) {
       return c.json({ error: "token not found" }, 404);
     }
-    ctx.sessions.deleteByToken(id);
+    await ctx.sessions.deleteByToken(id);
     return c.json({ status: "revoked" });
   });
 

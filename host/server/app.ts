@@ -27,6 +27,7 @@ import { ADMIN_CSS, ADMIN_JS } from "./html.ts";
 import type { AppOptions } from "./options.ts";
 import { mountPages } from "./pages/routes.ts";
 import { readinessHandler } from "./readiness.ts";
+import { metricsHandler } from "../telemetry/metrics_endpoint.ts";
 import {
   hostErrorToHttp,
   pluginRouteHandlers,
@@ -159,7 +160,7 @@ export function createApp(options: AppOptions): GoatKitApp {
       ),
   };
 
-  const handlers = pluginRouteHandlers({
+  const routeHandlers = pluginRouteHandlers({
     manager,
     auth,
     logs,
@@ -167,8 +168,16 @@ export function createApp(options: AppOptions): GoatKitApp {
     maxBodyBytes: options.maxBodyBytes,
     callTimeoutMs: options.callTimeoutMs,
   });
-
-  const offHandlers = unavailableRouteHandlers({ manager, auth });
+  const offRouteHandlers = unavailableRouteHandlers({ manager, auth });
+  // With metrics, each route's chain starts with its request counter.
+  const metrics = options.metrics;
+  const measured =
+    (inner: typeof routeHandlers): typeof routeHandlers => (route) => [
+      metrics!.routeMiddleware(route),
+      ...inner(route),
+    ];
+  const handlers = metrics ? measured(routeHandlers) : routeHandlers;
+  const offHandlers = metrics ? measured(offRouteHandlers) : offRouteHandlers;
 
   function rebuildRoutes(): RouteTable {
     const lazy = (options.discovered?.() ?? []).filter((m) =>
@@ -266,6 +275,18 @@ export function createApp(options: AppOptions): GoatKitApp {
 
   // Readiness (plugins loaded, services reachable): see readiness.ts.
   app.get("/readyz", readinessHandler(ctx));
+
+  // Prometheus metrics: admins or the scrape token (404 when switched off).
+  if (metrics) {
+    app.get(
+      "/metrics",
+      metricsHandler({
+        metrics,
+        ...(options.metricsToken ? { token: options.metricsToken } : {}),
+        principal: (c) => auth.principal(c),
+      }),
+    );
+  }
 
   const staticHeaders = (type: string) => ({
     "content-type": type,

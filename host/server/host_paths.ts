@@ -15,6 +15,7 @@
 export const HOST_ROUTE_PATTERNS: readonly string[] = [
   "/healthz",
   "/readyz",
+  "/metrics",
   "/login",
   "/logout",
   "/admin/*",

@@ -102,6 +102,12 @@ const HOST_NAV: readonly {
   { id: "plugins", label: "Plugins", href: "/admin/plugins", admin: true },
   { id: "logs", label: "Logs", href: "/admin/logs", admin: true },
   { id: "jobs", label: "Jobs", href: "/admin/jobs", admin: true },
+  {
+    id: "operations",
+    label: "Operations",
+    href: "/admin/operations",
+    admin: true,
+  },
   { id: "audit", label: "Audit", href: "/admin/audit", admin: true },
   { id: "tokens", label: "Tokens", href: "/admin/tokens", admin: true },
 ];

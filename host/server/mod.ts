@@ -35,6 +35,7 @@ export type {
   ReadinessFailure,
   SchedulerProvider,
   ServerAuditEntry,
+  ServerAuditSearch,
   ServerInstallOverrides,
   ServerInstallResult,
   ServerJobInfo,
@@ -80,6 +81,7 @@ export {
 export {
   type Session,
   SESSION_COOKIE,
+  type SessionBackend,
   SessionStore,
   type SessionStoreOptions,
 } from "./auth/sessions.ts";
@@ -104,3 +106,18 @@ export {
   type UnavailableBody,
   type UnavailableError,
 } from "./unavailable.ts";
+export {
+  type CallErrorKind,
+  callErrorKind,
+  declaredFunctions,
+  type HostCallOutcome,
+  HostMetrics,
+  type HostMetricsOptions,
+  LATENCY_BUCKETS_SECONDS,
+  type MetricsManager,
+  type MetricsRoute,
+  type OperationsRow,
+  OTHER_FUNCTION,
+  type QuotaUse,
+} from "../telemetry/metrics.ts";
+export type { HourSummary } from "../telemetry/metrics_ring.ts";

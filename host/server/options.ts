@@ -6,11 +6,13 @@
  * @module
  */
 
+import type { QuotasProvider } from "../quotas/quotas.ts";
 import type { LogBuffer } from "../log_buffer.ts";
 import type { GKRegistration } from "../model/manifest.ts";
 import type { Manager } from "../manager.ts";
 import type { SessionStore } from "./auth/sessions.ts";
 import type { TokenStore } from "./auth/tokens.ts";
+import type { HostMetrics } from "../telemetry/metrics.ts";
 
 /** Grants of permissions to plugins (the permissions layer implements it). */
 export interface GrantsProvider {
@@ -43,14 +45,53 @@ export interface ServerAuditEntry {
   outcome?: string;
   /** The HostAPI method, such as `dbExec`. */
   method?: string;
+  /** The kind of operator action (`login`, `plugin.install`, …). */
+  action?: string;
+  /** Who did it. */
+  actor?: string;
+  /** From where (the client's IP address). */
+  ip?: string;
+  /** The state before the action. */
+  before?: unknown;
+  /** The state after the action. */
+  after?: unknown;
+  /** For a summary of suppressed denials: how many. */
+  count?: number;
 }
 
-/** The audit log (permission denials and grant changes). */
+/** Filters of {@linkcode AuditProvider.search}. */
+export interface ServerAuditSearch {
+  /** Only this plugin's entries. */
+  plugin?: string;
+  /** Only entries at or after this time. */
+  since?: string;
+  /** Only entries at or before this time. */
+  until?: string;
+  /** Only this outcome. */
+  outcome?: string;
+  /** Only this action. */
+  action?: string;
+  /** Only entries containing this text. */
+  text?: string;
+  /** At most this many (the newest). */
+  limit?: number;
+}
+
+/** The audit log (permission denials and operator actions). */
 export interface AuditProvider {
   /** Newest first, filtered. */
   query(
     filter: { plugin?: string; limit?: number },
   ): ServerAuditEntry[] | Promise<ServerAuditEntry[]>;
+  /** Newest first, with every filter (the durable record when there is one). */
+  search?(filter: ServerAuditSearch): Promise<ServerAuditEntry[]>;
+  /** Records an operator action (login, logout, …) of the request being handled. */
+  record?(
+    entry: Omit<ServerAuditEntry, "time" | "timestamp"> & {
+      permission: string;
+      attempted: string;
+    },
+  ): unknown;
 }
 
 /** One run of a job. */
@@ -173,6 +214,8 @@ export interface AppOptions {
   sanitize?: (html: string) => string;
   /** Permission grants seam. */
   grants?: GrantsProvider;
+  /** Per-plugin quotas seam (`/api/v1/plugins/:name/quotas`, detail page). */
+  quotas?: QuotasProvider;
   /** Audit log seam. */
   audit?: AuditProvider;
   /** Scheduler seam. */
@@ -231,6 +274,14 @@ export interface AppOptions {
    * loading); see `readiness.ts`.
    */
   readiness?: () => Promise<ReadinessFailure[]>;
+  /**
+   * Host metrics (`host/telemetry/metrics.ts`): with them the app serves
+   * `GET /metrics` (admins or `metricsToken`), counts plugin route requests
+   * by status and shows `/admin/operations`. Without them `/metrics` is 404.
+   */
+  metrics?: HostMetrics;
+  /** The separate scrape token of `GET /metrics` (`GOATKIT_METRICS_TOKEN`). */
+  metricsToken?: string;
 }
 
 /** One reason `GET /readyz` answers 503. */

@@ -20,6 +20,7 @@ import {
   PluginError,
   PluginNotFoundError,
   PluginTimeoutError,
+  QuotaExceededError,
 } from "../model/errors.ts";
 import { decodeJson, encodeJson } from "../model/plugin.ts";
 import { type Authenticator, requireAuth } from "./auth/authenticator.ts";
@@ -239,6 +240,22 @@ export function errorToHttp(
       ...(typeof plugin === "string" ? { plugin } : {}),
     };
     return { status: 503, body, headers: unavailableHeaders(body) };
+  }
+  // A per-plugin quota (host/quotas): 429 + Retry-After.
+  if (e instanceof QuotaExceededError) {
+    const body = {
+      error: "quota exceeded",
+      message: msg,
+      retry_after_sec: e.retryAfterSeconds,
+      plugin: e.plugin,
+      quota: e.quota,
+      limit: e.limit,
+    };
+    return {
+      status: 429,
+      body,
+      headers: { "retry-after": String(e.retryAfterSeconds) },
+    };
   }
   if (e instanceof PluginNotFoundError) {
     return { status: 404, body: { error: msg } };

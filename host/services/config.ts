@@ -58,6 +58,11 @@ import {
   type ApprovalKind,
   parseApprovalSetting,
 } from "../../permissions/grants.ts";
+import {
+  parseQuotaLimits,
+  type QuotaLimits,
+  quotaLimitsFromEnv,
+} from "../quotas/quota_limits.ts";
 
 export { ConfigError };
 
@@ -449,11 +454,56 @@ export interface ServerSettings {
    */
   pluginIdleTimeoutMs: number;
   /**
+   * Log lines older than this many days are pruned from the database
+   * (`GOATKIT_LOG_RETENTION_DAYS`; 0 keeps them by age).
+   * @default 14
+   */
+  logRetentionDays: number;
+  /**
+   * At most this many log lines are kept in the database, the oldest pruned
+   * first (`GOATKIT_LOG_MAX_ROWS`; 0: no cap).
+   * @default 100000
+   */
+  logMaxRows: number;
+  /**
+   * Audit entries older than this many days are pruned
+   * (`GOATKIT_AUDIT_RETENTION_DAYS`; 0 keeps them by age).
+   * @default 90
+   */
+  auditRetentionDays: number;
+  /**
+   * At most this many audit entries are kept, the oldest pruned first
+   * (`GOATKIT_AUDIT_MAX_ROWS`; 0: no cap).
+   * @default 100000
+   */
+  auditMaxRows: number;
+  /**
    * Deadline of a plugin route whose manifest names none
    * (`routes[].timeout`, `timeouts`).
    * @default 10000
    */
   routeTimeoutMs: number;
+  /**
+   * How the host writes its stdout (`GOATKIT_LOG_FORMAT`, or the
+   * `--log-format` flag of `host/serve.ts`, which wins): `text`, or `json`
+   * (one JSON object per line for host and plugin lines).
+   * @default "text"
+   */
+  logFormat: "text" | "json";
+  /**
+   * Count what plugins do and serve it at `GET /metrics` (Prometheus text
+   * format) and on the admin "Operations" page (`GOATKIT_METRICS`). `false`
+   * switches collection off: no per-call cost, `/metrics` answers 404.
+   * @default true
+   */
+  metrics: boolean;
+  /**
+   * A separate token a Prometheus scraper sends as `Authorization: Bearer
+   * <token>` to read `GET /metrics` (`GOATKIT_METRICS_TOKEN`; at least 16
+   * characters). Admin tokens are always accepted; empty: admins only.
+   * @default ""
+   */
+  metricsToken: string;
 }
 
 /**
@@ -489,7 +539,14 @@ export const SERVER_SETTING_ALIASES: Readonly<
   pluginQueueLength: "GOATKIT_PLUGIN_QUEUE_LENGTH",
   pluginQueueWaitMs: "GOATKIT_PLUGIN_QUEUE_WAIT_MS",
   pluginIdleTimeoutMs: "GOATKIT_PLUGIN_IDLE_TIMEOUT_MS",
+  logRetentionDays: "GOATKIT_LOG_RETENTION_DAYS",
+  logMaxRows: "GOATKIT_LOG_MAX_ROWS",
+  auditRetentionDays: "GOATKIT_AUDIT_RETENTION_DAYS",
+  auditMaxRows: "GOATKIT_AUDIT_MAX_ROWS",
   routeTimeoutMs: "GOATKIT_ROUTE_TIMEOUT_MS",
+  logFormat: "GOATKIT_LOG_FORMAT",
+  metrics: "GOATKIT_METRICS",
+  metricsToken: "GOATKIT_METRICS_TOKEN",
 });
 
 const SERVER_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
@@ -513,7 +570,14 @@ const SERVER_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   pluginQueueLength: 256,
   pluginQueueWaitMs: 1_000,
   pluginIdleTimeoutMs: 60_000,
+  logRetentionDays: 14,
+  logMaxRows: 100_000,
+  auditRetentionDays: 90,
+  auditMaxRows: 100_000,
   routeTimeoutMs: 10_000,
+  logFormat: "text",
+  metrics: true,
+  metricsToken: "",
 });
 
 /** Why a raw value is refused (wrapped into a {@linkcode ConfigValueError}). */
@@ -624,6 +688,26 @@ function parseApproval(raw: unknown): ApprovalKind[] {
   }
 }
 
+/** A scrape token: empty (none) or at least 16 characters, no spaces. */
+function parseMetricsToken(raw: unknown): string {
+  if (typeof raw !== "string") {
+    throw new BadValue(`${show(raw)} is not a string`);
+  }
+  const token = raw.trim();
+  if (token !== "" && (token.length < 16 || /\s/.test(token))) {
+    throw new BadValue(
+      "it is not a token of at least 16 characters without spaces",
+    );
+  }
+  return token;
+}
+
+function parseLogFormat(raw: unknown): "text" | "json" {
+  const v = typeof raw === "string" ? raw.trim().toLowerCase() : raw;
+  if (v === "text" || v === "json") return v;
+  throw new BadValue(`${show(raw)} is not text or json`);
+}
+
 function parseCatchUp(raw: unknown): "skip" | "once" {
   const v = typeof raw === "string" ? raw.trim().toLowerCase() : raw;
   if (v === "skip" || v === "once") return v;
@@ -653,7 +737,14 @@ const PARSERS: {
   pluginQueueLength: parseCount(0),
   pluginQueueWaitMs: parseCount(0),
   pluginIdleTimeoutMs: parseCount(0),
+  logRetentionDays: parseCount(0),
+  logMaxRows: parseCount(0),
+  auditRetentionDays: parseCount(0),
+  auditMaxRows: parseCount(0),
   routeTimeoutMs: parseCount(1),
+  logFormat: parseLogFormat,
+  metrics: parseFlag,
+  metricsToken: parseMetricsToken,
 };
 
 /** Server settings from the file's `server` section and `env`. */
@@ -719,7 +810,14 @@ function serverFrom(
     pluginQueueLength: setting("pluginQueueLength"),
     pluginQueueWaitMs: setting("pluginQueueWaitMs"),
     pluginIdleTimeoutMs: setting("pluginIdleTimeoutMs"),
+    logRetentionDays: setting("logRetentionDays"),
+    logMaxRows: setting("logMaxRows"),
+    auditRetentionDays: setting("auditRetentionDays"),
+    auditMaxRows: setting("auditMaxRows"),
     routeTimeoutMs: setting("routeTimeoutMs"),
+    logFormat: setting("logFormat"),
+    metrics: setting("metrics"),
+    metricsToken: setting("metricsToken"),
   };
 }
 
@@ -744,6 +842,8 @@ export interface HostConfig {
   readonly server: Readonly<ServerSettings>;
   /** Host values, secrets and plugin sections (what plugins may read). */
   readonly store: ConfigStore;
+  /** Per-plugin quota limits (`quotas` section, `GOATKIT_QUOTA_<KEY>`). */
+  readonly quotas: QuotaSettings;
   /** The environment it was read from (services read their URLs from it). */
   readonly env: Record<string, string | undefined>;
 }
@@ -781,6 +881,68 @@ export function loadConfig(options: LoadConfigOptions = {}): HostConfig {
     fileFound: file.found,
     server: serverFrom(file.json, env, path),
     store: storeFrom(file.json, env),
+    quotas: quotasFrom(file.json, env, path),
     env,
   };
+}
+
+/**
+ * The operator's quota limits: the `quotas` section of `goatkit.json`
+ * (`{"default": {…}, "plugins": {"<name>": {…}}}`, keys as in
+ * `host/quotas/quota_limits.ts`, whole numbers, 0 = no limit) and
+ * `GOATKIT_QUOTA_<KEY>` variables for the defaults (they win over the file).
+ */
+export interface QuotaSettings {
+  /** The host's defaults over the built-in ones. */
+  readonly default: Partial<QuotaLimits>;
+  /** Per-plugin limits over the defaults. */
+  readonly plugins: Readonly<Record<string, Partial<QuotaLimits>>>;
+}
+
+/** Quota settings from the file's `quotas` section and `env`. */
+function quotasFrom(
+  file: Record<string, unknown>,
+  env: Record<string, string | undefined>,
+  path: string,
+): QuotaSettings {
+  const raw = own(file, "quotas") ?? {};
+  const fail = (e: unknown, setting: string): never => {
+    throw new ConfigValueError(setting, "file", (e as Error).message, {
+      path,
+    });
+  };
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    fail(new Error(`${show(raw)} is not an object`), "quotas");
+  }
+  const section = raw as Record<string, unknown>;
+  let defaults: Partial<QuotaLimits> = {};
+  try {
+    defaults = parseQuotaLimits(own(section, "default"), "quotas.default");
+  } catch (e) {
+    fail(e, "quotas.default");
+  }
+  try {
+    defaults = { ...defaults, ...quotaLimitsFromEnv(env) };
+  } catch (e) {
+    const name = /GOATKIT_QUOTA_[A-Z_]+/.exec((e as Error).message)?.[0];
+    throw new ConfigValueError(
+      name ?? "GOATKIT_QUOTA_*",
+      "environment",
+      (e as Error).message,
+    );
+  }
+  const plugins = bare<Partial<QuotaLimits>>();
+  const rawPlugins = own(section, "plugins") ?? {};
+  if (typeof rawPlugins !== "object" || Array.isArray(rawPlugins)) {
+    fail(new Error(`${show(rawPlugins)} is not an object`), "quotas.plugins");
+  }
+  for (const [name, limits] of Object.entries(rawPlugins as object)) {
+    const where = `quotas.plugins.${name}`;
+    try {
+      plugins[name] = parseQuotaLimits(limits, where);
+    } catch (e) {
+      fail(e, where);
+    }
+  }
+  return { default: defaults, plugins };
 }

@@ -89,6 +89,7 @@ import {
   randomRolePassword,
   scramSha256Verifier,
 } from "../../permissions/pg_scram.ts";
+import { dbSpan } from "../telemetry/service_spans.ts";
 
 /** Per-call options: who runs the statement, and its limits. */
 export interface DbCallOptions {
@@ -212,7 +213,12 @@ export abstract class SqlDatabase implements Database {
     args: unknown[],
     opts: DbCallOptions,
   ): Promise<Row[]> {
-    return (await this.#run(sql, args, opts, true)).rows;
+    return (await dbSpan(
+      "db.query",
+      sql,
+      opts.plugin,
+      () => this.#run(sql, args, opts, true),
+    )).rows;
   }
 
   /** Runs a statement as the plugin's role; returns the affected rows. */
@@ -221,7 +227,12 @@ export abstract class SqlDatabase implements Database {
     args: unknown[],
     opts: DbCallOptions,
   ): Promise<number> {
-    return (await this.#run(sql, args, opts, false)).rowCount;
+    return (await dbSpan(
+      "db.exec",
+      sql,
+      opts.plugin,
+      () => this.#run(sql, args, opts, false),
+    )).rowCount;
   }
 
   async #run(

@@ -39,6 +39,7 @@ export {
   type HostConfig,
   loadConfig,
   type LoadConfigOptions,
+  type QuotaSettings,
   SERVER_SETTING_ALIASES,
   type ServerSettings,
 } from "./config.ts";

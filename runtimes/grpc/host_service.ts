@@ -30,7 +30,9 @@ import {
   PluginDisabledError,
   PluginError,
   PluginNotFoundError,
+  PluginOverloadedError,
   PluginTimeoutError,
+  QuotaExceededError,
 } from "../../host/model/errors.ts";
 import { loadProto, LOCAL_SERVER_OPTIONS } from "./proto.ts";
 
@@ -125,6 +127,10 @@ export function statusForError(e: unknown): number {
   if (e instanceof PluginTimeoutError) return grpc.status.DEADLINE_EXCEEDED;
   if (e instanceof PluginCallCycleError) return grpc.status.ABORTED;
   if (e instanceof PluginCrashedError) return grpc.status.UNAVAILABLE;
+  // Over a quota or overloaded: the guest may retry later.
+  if (
+    e instanceof QuotaExceededError || e instanceof PluginOverloadedError
+  ) return grpc.status.RESOURCE_EXHAUSTED;
   if (e instanceof PluginError) return grpc.status.UNKNOWN;
   if (e instanceof TypeError || e instanceof RangeError) {
     return grpc.status.INVALID_ARGUMENT;

@@ -245,8 +245,10 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
       parent.removeEventListener("abort", onAbort);
       if (!controller.signal.aborted) controller.abort(reason);
     };
+    // The call's own chain array when it ends with this plugin: whoever
+    // keys per-call state by it (the tracer's parent span) finds the call.
     const chain = open.ctx.chain.at(-1) === this.#name
-      ? [...open.ctx.chain]
+      ? open.ctx.chain
       : [...open.ctx.chain, this.#name];
     return open.callback = {
       ...(open.ctx.caller ? { caller: open.ctx.caller } : {}),

@@ -25,11 +25,12 @@ export interface StartHostOptions {
   plugins: string[];
   /** Extra environment (settings such as `GOATKIT_MAX_IN_FLIGHT`). */
   env?: Record<string, string>;
+  /** Arguments after `host/serve.ts` (such as `--log-format json`). */
+  args?: string[];
   /**
-   * Plugins to enable through the API once the host is ready. The host
-   * tables (`goatkit.plugin_state`) are shared by every test host on the
-   * test database, whatever its schema: a fixture another test left
-   * disabled starts disabled.
+   * Plugins to enable through the API once the host is ready. (The host's
+   * rows in `goatkit.*` are scoped by the application schema, so each test
+   * host, on its own private schema, starts from nothing.)
    */
   enable?: string[];
   /** Longest wait for "Ready", in ms. @default 120000 */
@@ -40,6 +41,21 @@ export interface StartHostOptions {
    * @default 300000
    */
   lifetimeMs?: number;
+  /**
+   * Start on an earlier host's data folder and/or database (a restart, or a
+   * second host sharing the database): what is reused is left for that
+   * host's `cleanup()`. Give `token` when reusing `data` (no new admin
+   * token is printed then).
+   */
+  reuse?: { data?: string; db?: HostDatabase; token?: string };
+}
+
+/** The private schema a test host uses. */
+export interface HostDatabase {
+  /** The connection URL (search_path set to the schema). */
+  url: string;
+  /** Drops the schema. */
+  drop(): Promise<void>;
 }
 
 /** A running host process. */
@@ -50,6 +66,10 @@ export interface HostProcess {
   token: string;
   /** The child process. */
   child: Deno.ChildProcess;
+  /** Its temp folder (the data folder is `<data>/d`). */
+  data: string;
+  /** Its database. */
+  db: HostDatabase;
   /** Everything it printed on stdout so far. */
   stdout(): string;
   /** Everything it printed on stderr so far. */
@@ -68,15 +88,21 @@ export interface HostProcess {
 export async function startHost(
   options: StartHostOptions,
 ): Promise<HostProcess> {
-  const data = await Deno.makeTempDir({ prefix: "gk_host_" });
+  const data = options.reuse?.data ??
+    await Deno.makeTempDir({ prefix: "gk_host_" });
   const plugins = join(data, "plugins");
-  await Deno.mkdir(plugins);
+  await Deno.mkdir(plugins, { recursive: true });
   for (const p of options.plugins) {
     await copy(join(ROOT, "fixtures", p), join(plugins, p.split("/").at(-1)!));
   }
-  const db = await privateSchema();
+  const db = options.reuse?.db ?? await privateSchema();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", join(ROOT, "host/serve.ts")],
+    args: [
+      "run",
+      "--allow-all",
+      join(ROOT, "host/serve.ts"),
+      ...(options.args ?? []),
+    ],
     cwd: data,
     env: {
       PORT: "0",
@@ -147,8 +173,10 @@ export async function startHost(
     signal("SIGKILL");
     await status;
     await ended;
-    await Deno.remove(data, { recursive: true }).catch(() => {});
-    await db.drop();
+    if (!options.reuse?.data) {
+      await Deno.remove(data, { recursive: true }).catch(() => {});
+    }
+    if (!options.reuse?.db) await db.drop();
   };
   try {
     let startTimer: ReturnType<typeof setTimeout> | undefined;
@@ -166,7 +194,11 @@ export async function startHost(
     throw e;
   }
   const url = /Listening on (http:\/\/\S+)/.exec(out)?.[1];
-  const token = /^\s+(gk_\S+)$/m.exec(out)?.[1];
+  // Text output shows the token; JSON output (`--log-format json`) only
+  // writes it to <dataDir>/admin_token.
+  const token = /^\s+(gk_\S+)$/m.exec(out)?.[1] ?? options.reuse?.token ??
+    (await Deno.readTextFile(join(data, "d", "admin_token")).catch(() => ""))
+      .trim();
   if (!url || !token) {
     await cleanup();
     throw new Error(`no URL or token in the host's output: ${out}`);
@@ -185,6 +217,8 @@ export async function startHost(
   return {
     url,
     token,
+    data,
+    db,
     child,
     stdout: () => out,
     stderr: () => err,

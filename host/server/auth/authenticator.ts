@@ -68,7 +68,7 @@ export class Authenticator {
         p = { via: "token", tokenId: rec.id, name: rec.name, admin: rec.admin };
       }
     } else {
-      const session = this.#sessions.get(getCookie(c, SESSION_COOKIE));
+      const session = await this.#sessions.get(getCookie(c, SESSION_COOKIE));
       if (session) {
         p = {
           via: "session",

@@ -1,17 +1,21 @@
 /**
  * The login page (an API token becomes an HttpOnly SameSite=Strict session
- * cookie; the form carries a double-submit CSRF token) and logout.
+ * cookie; the form carries a double-submit CSRF token) and logout. Each
+ * login, failed login and logout is an audit entry with the client's
+ * address.
  *
  * @module
  */
 
-import type { Hono } from "hono";
+import type { Context, Hono } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import { randomBytes } from "node:crypto";
 import type { ServerContext } from "../context.ts";
 import { markup } from "../html.ts";
 import { safeEqual, SESSION_COOKIE } from "../auth/sessions.ts";
 import { type PageKit, render, safeNext } from "./page_kit.ts";
+import { actorName, clientAddress } from "../request_origin.ts";
+import type { ConnectionInfo } from "../transport.ts";
 
 const LOGIN_CSRF_COOKIE = "gk_login_csrf";
 
@@ -22,6 +26,12 @@ export function mountLoginPages(
   kit: PageKit,
 ): void {
   const { secure, principal, form, csrfRefused } = kit;
+  const ip = (c: Context) =>
+    clientAddress(
+      c.req.raw,
+      c.env as ConnectionInfo | undefined,
+      ctx.options.trustProxy,
+    );
   // -- login / logout -----------------------------------------------------------
   app.get("/login", async (c) => {
     const p = await principal(c);
@@ -77,12 +87,22 @@ export function mountLoginPages(
     const rec = token ? await ctx.tokens.verify(token) : undefined;
     if (!rec) {
       ctx.logs.log("", "warn", "login failed: unknown token");
+      const from = ip(c);
+      ctx.options.audit?.record?.({
+        plugin: "",
+        action: "login",
+        permission: "",
+        attempted: "log in with an unknown token",
+        outcome: "denied",
+        actor: "anonymous",
+        ...(from ? { ip: from } : {}),
+      });
       return c.redirect(
         `/login?failed=1&next=${encodeURIComponent(next)}`,
         303,
       );
     }
-    const { id } = ctx.sessions.create({
+    const { id, session } = await ctx.sessions.create({
       tokenId: rec.id,
       name: rec.name,
       admin: rec.admin,
@@ -95,13 +115,40 @@ export function mountLoginPages(
       secure: secure(c),
     });
     ctx.logs.log("", "info", `login: token "${rec.name}" (${rec.id})`);
+    const from = ip(c);
+    ctx.options.audit?.record?.({
+      plugin: "",
+      action: "login",
+      permission: "",
+      attempted: "logged in (new browser session)",
+      outcome: "ok",
+      actor: actorName({ name: rec.name, tokenId: rec.id }),
+      ...(from ? { ip: from } : {}),
+      after: {
+        admin: rec.admin,
+        expires: new Date(session.expires).toISOString(),
+      },
+    });
     return c.redirect(next, 303);
   });
 
   app.post("/logout", async (c) => {
     const fields = await form(c);
     if (!fields) return csrfRefused(c);
-    ctx.sessions.delete(getCookie(c, SESSION_COOKIE));
+    const p = await principal(c);
+    await ctx.sessions.delete(getCookie(c, SESSION_COOKIE));
+    if (p) {
+      const from = ip(c);
+      ctx.options.audit?.record?.({
+        plugin: "",
+        action: "logout",
+        permission: "",
+        attempted: "logged out (session ended)",
+        outcome: "ok",
+        actor: actorName(p, p.via === "session" ? "session" : undefined),
+        ...(from ? { ip: from } : {}),
+      });
+    }
     deleteCookie(c, SESSION_COOKIE, { path: "/", secure: secure(c) });
     return c.redirect("/login", 303);
   });

@@ -9,7 +9,7 @@ import type { Context, Hono } from "hono";
 import { BadRequestError } from "../plugin_http.ts";
 import { LOG_LEVELS } from "../../model/host_api.ts";
 import type { LogEntry } from "../../log_buffer.ts";
-import { parseLevel, parseLimit } from "../api.ts";
+import { auditSearchFrom, logSearchFrom } from "../api.ts";
 import type { ServerContext } from "../context.ts";
 import { markup, PAGE_HEADERS, raw } from "../html.ts";
 import {
@@ -29,11 +29,21 @@ export function mountOpsPages(
 ): void {
   const { adminPage, principal, form, csrfRefused, failure } = kit;
   // -- logs ---------------------------------------------------------------------
+  // Filters: plugin, level, since/until (RFC 3339 or "15m", "2h", …), text.
   const logFilter = (c: Context) => {
-    const plugin = c.req.query("plugin") || undefined;
-    const level = parseLevel(c.req.query("level"));
-    const limit = parseLimit(c.req.query("limit"), 100, 1000);
-    return { plugin, level, limit };
+    const q = logSearchFrom(c, 100, 1000);
+    const bad = typeof q === "string" ? q : undefined;
+    const f = typeof q === "string" ? { limit: 100 } : q;
+    return {
+      plugin: f.plugin,
+      level: f.minLevel,
+      limit: f.limit ?? 100,
+      since: c.req.query("since") ?? "",
+      until: c.req.query("until") ?? "",
+      text: f.text ?? "",
+      search: f,
+      bad,
+    };
   };
   const logRows = (entries: LogEntry[]) =>
     entries.length === 0
@@ -61,11 +71,7 @@ export function mountOpsPages(
         )
       }`;
   const queryLogs = (f: ReturnType<typeof logFilter>) =>
-    ctx.logs.query({
-      ...(f.plugin ? { plugin: f.plugin } : {}),
-      ...(f.level ? { minLevel: f.level } : {}),
-      limit: f.limit,
-    });
+    ctx.logs.search(f.search);
 
   app.get("/admin/logs", adminPage, async (c) => {
     const p = await principal(c);
@@ -80,6 +86,9 @@ export function mountOpsPages(
     const q = new URLSearchParams();
     if (f.plugin) q.set("plugin", f.plugin);
     if (f.level) q.set("level", f.level);
+    if (f.since) q.set("since", f.since);
+    if (f.until) q.set("until", f.until);
+    if (f.text) q.set("q", f.text);
     q.set("limit", String(f.limit));
     const body = markup`
       <form class="filters" method="get" action="/admin/logs">
@@ -113,6 +122,9 @@ export function mountOpsPages(
           markup`<option${raw(n === f.limit ? " selected" : "")}>${n}</option>`
         )
     }</select></label>
+        <label>Since<input name="since" value="${f.since}" placeholder="15m, 2h or RFC 3339" size="14"></label>
+        <label>Until<input name="until" value="${f.until}" placeholder="RFC 3339" size="14"></label>
+        <label>Text<input name="q" value="${f.text}" placeholder="contains…" size="16"></label>
         <button type="submit">Apply</button>
         <label class="check"><input type="checkbox" id="auto" checked> Auto-refresh (5 s)</label>
         <button type="button" data-gk-refresh-now="log-rows">Refresh</button>
@@ -124,7 +136,13 @@ export function mountOpsPages(
         p,
       )
     }<button class="danger" type="submit">Clear logs</button></form>
-      <p class="muted">${ctx.logs.count()} entries in the buffer (capacity ${ctx.logs.capacity}).</p>
+      ${
+      f.bad ? markup`<p class="flash error">${f.bad}</p>` : ""
+    }<p class="muted">${await ctx.logs.total()} entries ${
+      ctx.logs.durable
+        ? "in the database"
+        : `in the buffer (capacity ${ctx.logs.capacity})`
+    }.</p>
       <table id="logs">
         <thead>
           <tr>
@@ -137,7 +155,7 @@ export function mountOpsPages(
         <tbody id="log-rows" data-gk-refresh-url="/admin/logs/rows?${q.toString()}"
           data-gk-refresh-sec="5" data-gk-refresh-toggle="auto">${
       logRows(
-        queryLogs(f),
+        await queryLogs(f),
       )
     }</tbody>
       </table>
@@ -152,8 +170,8 @@ export function mountOpsPages(
   app.get(
     "/admin/logs/rows",
     adminPage,
-    (c) =>
-      new Response(logRows(queryLogs(logFilter(c))).value, {
+    async (c) =>
+      new Response(logRows(await queryLogs(logFilter(c))).value, {
         headers: {
           ...PAGE_HEADERS,
           "content-type": "text/html; charset=utf-8",
@@ -163,7 +181,14 @@ export function mountOpsPages(
 
   app.post("/admin/logs/clear", adminPage, async (c) => {
     if (!await form(c)) return csrfRefused(c);
-    ctx.logs.clear();
+    await ctx.logs.clearAll();
+    ctx.options.audit?.record?.({
+      plugin: "",
+      action: "logs.clear",
+      permission: "",
+      attempted: "cleared the plugin logs",
+      outcome: "cleared",
+    });
     return c.redirect("/admin/logs?done=cleared", 303);
   });
 
@@ -269,10 +294,17 @@ export function mountOpsPages(
   app.get("/admin/audit", adminPage, async (c) => {
     const p = await principal(c);
     const audit = ctx.options.audit;
-    const plugin = c.req.query("plugin") || undefined;
+    const parsed = auditSearchFrom(c, 200);
+    const f = typeof parsed === "string" ? { limit: 200 } : parsed;
     const entries = audit
-      ? await audit.query({ ...(plugin ? { plugin } : {}), limit: 200 })
+      ? audit.search ? await audit.search(f) : await audit.query({
+        ...(f.plugin ? { plugin: f.plugin } : {}),
+        limit: 200,
+      })
       : [];
+    const value = (k: string) => c.req.query(k) ?? "";
+    const json = (v: unknown) =>
+      v === undefined ? "" : markup`<code>${JSON.stringify(v)}</code>`;
     return render(
       c,
       ctx,
@@ -282,15 +314,53 @@ export function mountOpsPages(
         audit
           ? ""
           : markup`<p class="muted">No audit log is configured on this host.</p>`
+      }<form class="filters" method="get" action="/admin/audit">
+        <label>Plugin<input name="plugin" value="${
+        value("plugin")
+      }" size="12"></label>
+        <label>Action<input name="action" value="${
+        value("action")
+      }" placeholder="login, plugin.install…" size="14"></label>
+        <label>Outcome<input name="outcome" value="${
+        value("outcome")
+      }" placeholder="denied…" size="10"></label>
+        <label>Since<input name="since" value="${
+        value("since")
+      }" placeholder="15m, 2h or RFC 3339" size="14"></label>
+        <label>Until<input name="until" value="${
+        value("until")
+      }" placeholder="RFC 3339" size="14"></label>
+        <label>Text<input name="q" value="${value("q")}" size="14"></label>
+        <button type="submit">Apply</button>
+      </form>${
+        typeof parsed === "string"
+          ? markup`<p class="flash error">${parsed}</p>`
+          : ""
       }${
         table(
-          ["Time", "Plugin", "Outcome", "Permission", "Attempted"],
+          [
+            "Time",
+            "Who",
+            "From",
+            "Plugin",
+            "Action",
+            "Outcome",
+            "Permission",
+            "What",
+            "Before",
+            "After",
+          ],
           entries.map((e) => [
             markup`<span class="mono">${e.time ?? e.timestamp ?? ""}</span>`,
+            e.actor ?? "",
+            markup`<span class="mono">${e.ip ?? ""}</span>`,
             e.plugin,
+            e.action ?? "",
             e.outcome ?? "denied",
             e.permission ?? "",
             e.attempted ?? "",
+            json(e.before),
+            json(e.after),
           ]),
         )
       }`,
@@ -382,7 +452,7 @@ export function mountOpsPages(
     if (!await form(c)) return csrfRefused(c);
     const id = c.req.param("id");
     await ctx.tokens.revoke(id);
-    ctx.sessions.deleteByToken(id);
+    await ctx.sessions.deleteByToken(id);
     return c.redirect(
       "/admin/tokens?done=revoked&p=" + encodeURIComponent(id),
       303,

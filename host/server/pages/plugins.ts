@@ -24,6 +24,13 @@ import {
 import { markup, PAGE_HEADERS, raw, type SafeHtml } from "../html.ts";
 import { BadRequestError, preferredLanguage } from "../plugin_http.ts";
 import {
+  parseQuotaLimits,
+  QUOTA_KEYS,
+  QUOTA_UNITS,
+  type QuotaKey,
+} from "../../quotas/quota_limits.ts";
+import type { QuotaReport } from "../../quotas/quotas.ts";
+import {
   csrfField,
   flashFromQuery,
   type PageKit,
@@ -393,6 +400,18 @@ export function mountPluginPages(
       </div>
     `;
     const perms = permissionsSection(p, info, !!ctx.options.grants);
+    if (c.req.query("done") === "quotas") {
+      flash = { kind: "ok", text: `Quotas saved for ${name}.` };
+    }
+    const quotaPanel = ctx.options.quotas
+      ? await ctx.options.quotas.report(name).then(
+        (r) => quotasSection(p, name, r),
+        (e) =>
+          markup`<h2>Quotas</h2><p class="muted">Quotas unavailable: ${
+            (e as Error).message
+          }</p>`,
+      )
+      : markup``;
     const routes = table(
       ["Method", "Path", "Middleware", "Handler", "Description"],
       info.routes.map((r) => [
@@ -455,7 +474,7 @@ export function mountPluginPages(
         current: "plugins",
         ...(flash ? { flash } : {}),
       },
-      markup`${actions}${meta}${perms}<h2>Routes</h2>${routes}<h2>Widgets</h2>${widgets}<h2>Jobs</h2>${jobs}<h2>Menu items</h2>${menu}<h2>Error codes</h2>${codes}`,
+      markup`${actions}${meta}${perms}${quotaPanel}<h2>Routes</h2>${routes}<h2>Widgets</h2>${widgets}<h2>Jobs</h2>${jobs}<h2>Menu items</h2>${menu}<h2>Error codes</h2>${codes}`,
     );
   });
 
@@ -515,6 +534,40 @@ export function mountPluginPages(
     () => "/admin/plugins",
   );
 
+  app.post("/admin/plugins/:name/quotas", adminPage, async (c) => {
+    const fields = await form(c);
+    if (!fields) return csrfRefused(c);
+    const name = c.req.param("name");
+    const back = `/admin/plugins/${encodeURIComponent(name)}`;
+    try {
+      const quotas = ctx.options.quotas;
+      if (!quotas) {
+        throw new Error(
+          `Cannot change quotas of plugin "${name}": quotas are not available on this host`,
+        );
+      }
+      const raw: Record<string, string> = {};
+      for (const k of QUOTA_KEYS) {
+        const v = fields[k];
+        const text = (Array.isArray(v) ? v[0] : v)?.trim() ?? "";
+        if (text !== "") raw[k] = text;
+      }
+      let limits;
+      try {
+        limits = parseQuotaLimits(raw, "override");
+      } catch (e) {
+        throw new BadRequestError((e as Error).message, { cause: e });
+      }
+      await quotas.setOverrides(name, limits);
+    } catch (e) {
+      return await failure(c, "Quotas not changed", e, back);
+    }
+    return c.redirect(
+      `${back}?done=quotas&p=${encodeURIComponent(name)}`,
+      303,
+    );
+  });
+
   app.post("/admin/plugins/:name/grants", adminPage, async (c) => {
     const fields = await form(c);
     if (!fields) return csrfRefused(c);
@@ -572,6 +625,61 @@ export function mountPluginPages(
       303,
     );
   });
+}
+
+/**
+ * The quotas panel: each limit in force, where it comes from, the use now,
+ * and a form of overrides (empty = inherit, 0 = no limit).
+ */
+function quotasSection(
+  p: Principal | undefined,
+  name: string,
+  r: QuotaReport,
+): SafeHtml {
+  const used: Partial<Record<QuotaKey, string>> = {
+    hostCallsPerSecond: `${r.usage.hostCallTokens} tokens left`,
+    cpuMsPerMinute: r.usage.cpuMsLastMinute === null
+      ? "not reported"
+      : `${r.usage.cpuMsLastMinute} ms last minute`,
+    concurrentCalls: `${r.usage.inFlight} in flight`,
+    httpBytesPerMinute: `${r.usage.httpBytesLastMinute} bytes last minute`,
+    emailsPerHour: `${r.usage.emailsLastHour} last hour`,
+  };
+  const rows = QUOTA_KEYS.map((k) => {
+    const from = r.overrides[k] !== undefined
+      ? "override"
+      : r.configured[k] !== undefined
+      ? "config file"
+      : "default";
+    const inherited = r.configured[k] ?? r.defaults[k];
+    const refused = k === "hostCallBurst" ? undefined : r.refused[k];
+    return markup`
+      <tr>
+        <td><label for="quota-${k}"><code>${k}</code></label></td>
+        <td>${
+      r.limits[k] === 0 ? "no limit" : String(r.limits[k])
+    } <span class="muted">${QUOTA_UNITS[k]} (${from})</span></td>
+        <td>${used[k] ?? ""}${
+      refused ? markup` <span class="badge bad">${refused} refused</span>` : ""
+    }</td>
+        <td><input id="quota-${k}" type="number" min="0" step="1" name="${k}" value="${
+      r.overrides[k] ?? ""
+    }" placeholder="${String(inherited)}"></td>
+      </tr>
+    `;
+  });
+  return markup`
+    <h2>Quotas</h2>
+    <div class="panel" id="quotas">${
+    r.notes.map((n) => markup`<p class="muted">${n}</p>`)
+  }<form method="post" action="/admin/plugins/${
+    encodeURIComponent(name)
+  }/quotas">${csrfField(p)}
+    <table><thead><tr><th>Quota</th><th>In force</th><th>Use</th><th>Override</th></tr></thead><tbody>${rows}</tbody></table>
+    <p class="muted">Empty: the config file's value or the host default; 0: no limit. Overrides are kept in the database and audited.</p>
+    <p><button class="primary" type="submit">Save quotas</button></p>
+    </form></div>
+  `;
 }
 
 /** "granted/requested" and how many wait for review. */

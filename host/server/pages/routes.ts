@@ -16,6 +16,7 @@ import type { ServerContext } from "../context.ts";
 import { pageKit } from "./page_kit.ts";
 import { mountLoginPages } from "./login.ts";
 import { mountOpsPages } from "./ops.ts";
+import { mountOperationsPage } from "./operations.ts";
 import { mountPluginPages } from "./plugins.ts";
 
 /** Mounts the login/logout handlers and the `/admin` pages on `app`. */
@@ -39,4 +40,5 @@ export function mountPages(app: Hono, ctx: ServerContext): void {
   mountLoginPages(app, ctx, kit);
   mountPluginPages(app, ctx, kit);
   mountOpsPages(app, ctx, kit);
+  mountOperationsPage(app, ctx, kit);
 }

@@ -41,7 +41,18 @@ import {
   preparePluginRunRoot,
 } from "./loading/runtimes.ts";
 import { Manager } from "./manager.ts";
-import { PackageInstaller } from "./loading/packages.ts";
+import {
+  type InstallOptions,
+  type InstallResult,
+  PackageInstaller,
+} from "./loading/packages.ts";
+import { PgSignerPinStore } from "./loading/signer_pins.ts";
+import { PackageStore } from "./loading/package_store.ts";
+import {
+  type ChangeListener,
+  listenForChanges,
+  PackageSync,
+} from "./loading/package_sync.ts";
 import { I18nRegistry } from "./registries/i18n.ts";
 import { PgJobClaim, Scheduler, type SqlPool } from "./scheduler.ts";
 import {
@@ -53,6 +64,13 @@ import {
   routeCollisionCheck,
 } from "./server/mod.ts";
 import { FileTokenStore } from "./server/auth/tokens.ts";
+import { PgTokenStore } from "./server/auth/pg_token_store.ts";
+import { Cluster } from "./cluster/cluster.ts";
+import { newHostId } from "./cluster/host_registry.ts";
+import {
+  publishedQuotaStore,
+  PublishedStateStore,
+} from "./cluster/published_stores.ts";
 import type { ReadinessFailure } from "./server/options.ts";
 import { probe } from "./server/readiness.ts";
 import {
@@ -349,8 +367,30 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     config: config.store,
   };
   const sql = (services.db.default as SqlDatabase).sqlClient;
-  const grants = new PgGrantStore({ client: sql });
-  const stateStore = new PgStateStore({ client: sql });
+  // [cluster] Cluster mode (DATABASE_URL): a heartbeat in goatkit.hosts, a
+  // NOTIFY after each change of shared state (plugin state, grants, quota
+  // overrides), and this host reconciled to other hosts' changes.
+  const hostId = config.env.GOATKIT_HOST_ID ?? newHostId();
+  const roles = ["http", "scheduler"];
+  const cluster = config.env.DATABASE_URL
+    ? new Cluster({
+      url: config.env.DATABASE_URL,
+      client: sql,
+      hostId,
+      roles,
+      logs,
+    })
+    : undefined;
+  const grants = new PgGrantStore({
+    client: sql,
+    ...(cluster
+      ? { onWrite: (p: string) => cluster.publish("grants", p) }
+      : {}),
+  });
+  const stateStore = new PublishedStateStore({
+    inner: new PgStateStore({ client: sql }),
+    ...(cluster ? { publish: (n: string) => cluster.publish("state", n) } : {}),
+  });
   // The durable record of logs, audit entries and sessions (batched writes,
   // retention by age and count); the in-memory buffers stay as caches.
   // They write only once the embedded database has started (below).
@@ -409,7 +449,12 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   const quotas = new Quotas({
     defaults: config.quotas.default,
     plugins: config.quotas.plugins,
-    store: new PgQuotaStore({ client: sql }),
+    store: cluster
+      ? publishedQuotaStore(
+        new PgQuotaStore({ client: sql }),
+        (p) => cluster.publish("quotas", p),
+      )
+      : new PgQuotaStore({ client: sql }),
     usage: (name) => managerSeam.current?.usage(name),
     audit,
     logs,
@@ -466,7 +511,15 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   );
   metrics?.watch(manager);
   if (out) printGrantChanges(grants, out);
-  auditPluginToggles(manager, audit);
+  // [cluster] A state applied from another host was audited there.
+  auditPluginToggles({
+    subscribe: (listener) =>
+      manager.subscribe((e) => {
+        if (!stateStore.isApplying(e.name)) listener(e);
+      }),
+    status: (name) => manager.status(name),
+  }, audit);
+  cluster?.attach({ manager, states: stateStore, grants, quotas });
   manager.subscribe((e) => {
     const list = hosts.get(e.name) ?? [];
     if (e.type === "unregistered") {
@@ -538,6 +591,9 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       return await runtimeFactory(source);
     },
   });
+  // On PostgreSQL (DATABASE_URL) packages live in the database too: every
+  // host of the deployment installs the same bytes (package_sync.ts).
+  const clustered = Boolean(config.env.DATABASE_URL);
   const installer = new PackageInstaller({
     dir: server.pluginsDir,
     manager,
@@ -545,8 +601,18 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     trustedKeys: server.trustedKeys,
     requireSignature: server.requireSignature,
     trustedExecutables: server.trustedExecutables,
-    // Signer pins outlive the plugin folder (uninstall) and restarts.
+    // Signer pins outlive the plugin folder (uninstall) and restarts; on
+    // PostgreSQL they are shared by the hosts of the deployment (the pins
+    // of the file are copied in once).
     pinsFile: join(server.dataDir, "package_signers.json"),
+    ...(clustered
+      ? {
+        pins: new PgSignerPinStore({
+          client: sql,
+          legacyFile: join(server.dataDir, "package_signers.json"),
+        }),
+      }
+      : {}),
     logs,
     audit,
     // Another vendor's code does not inherit what was approved for the
@@ -563,33 +629,41 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     ...(metrics ? { onRun: metrics.jobRun.bind(metrics) } : {}),
     ...(config.env.DATABASE_URL && pool ? { claim: new PgJobClaim(pool) } : {}),
   });
+  // [cluster] With PostgreSQL, tokens are shared by every host.
   const tokens = auditedTokens(
-    new FileTokenStore(join(server.dataDir, "tokens.json")),
+    config.env.DATABASE_URL
+      ? new PgTokenStore({ client: sql })
+      : new FileTokenStore(join(server.dataDir, "tokens.json")),
     audit,
   );
   let adminToken: string | undefined;
-  if (
-    options.newAdminToken || !(await tokens.list()).some((t) => t.admin)
-  ) {
-    adminToken = (await tokens.create({ name: "admin", admin: true })).token;
+  try {
+    if (
+      options.newAdminToken || !(await tokens.list()).some((t) => t.admin)
+    ) {
+      adminToken = (await tokens.create({ name: "admin", admin: true })).token;
+    }
+  } catch (e) {
+    // [cluster] Tokens in PostgreSQL: a database that is down at start
+    // must not stop the host (/readyz says why it is not ready).
+    print(`  tokens: cannot read the token store: ${errorText(e)}`);
   }
 
   // HTTP app. Seam: the package seam it is built with rebuilds its routes.
   const appSeam = new LateBound<GoatKitApp>("the HTTP app");
-  const packages: PackagesProvider = {
-    // A fresh install is only discovered by the installer: load it now
-    // (unless loading is lazy) and mount what it declares.
-    install: async (bytes, opts) => {
+  // A fresh install is only discovered by the installer: load it now
+  // (unless loading is lazy) and mount what it declares. Uploads and
+  // package-store syncs take this same path.
+  const installLocal = async (
+    bytes: Uint8Array,
+    opts: InstallOptions,
+  ): Promise<InstallResult> => {
+    {
       const t0 = performance.now();
       print(
         `  installing a package (${(bytes.byteLength / 1024).toFixed(0)} KiB)…`,
       );
-      const result = await installer.install(bytes, {
-        ...(opts?.signature ? { signature: opts.signature } : {}),
-        ...(opts?.signer ? { signer: opts.signer } : {}),
-        allowSignerChange: opts?.allowSignerChange === true,
-        allowDowngrade: opts?.allowDowngrade === true,
-      });
+      const result = await installer.install(bytes, opts);
       try {
         if (!server.lazyLoad) await loader.ensureLoaded(result.name);
       } catch (e) {
@@ -615,20 +689,85 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
         },
       );
       return result;
+    }
+  };
+  const uninstallLocal = async (
+    name: string,
+    opts: { forgetSigner?: boolean },
+  ): Promise<void> => {
+    try {
+      await installer.uninstall(name, {
+        forgetSigner: opts.forgetSigner === true,
+      });
+      print(`  uninstalled ${name}`, {
+        event: "plugin.uninstalled",
+        plugin: name,
+      });
+    } finally {
+      appSeam.get().rebuildRoutes();
+    }
+  };
+  const packageSync = clustered
+    ? new PackageSync({
+      store: new PackageStore({ client: sql, hostId }),
+      loader,
+      record: (name) => installer.record(name),
+      install: installLocal,
+      uninstall: (name) => uninstallLocal(name, {}),
+      logs,
+    })
+    : undefined;
+  // A change the other hosts must follow is published after it succeeded
+  // here; a failed publish is logged (the local change stands).
+  const published = async (what: string, name: string, fn: () => unknown) => {
+    try {
+      await fn();
+    } catch (e) {
+      print(
+        `  package store: ${what} of ${name} not published: ${errorText(e)}`,
+      );
+      logs.log(
+        name,
+        "error",
+        `package store: ${what} not published: ${errorText(e)}`,
+      );
+    }
+  };
+  const packages: PackagesProvider = {
+    install: (bytes, opts) => {
+      const options: InstallOptions = {
+        ...(opts?.signature ? { signature: opts.signature } : {}),
+        ...(opts?.signer ? { signer: opts.signer } : {}),
+        allowSignerChange: opts?.allowSignerChange === true,
+        allowDowngrade: opts?.allowDowngrade === true,
+      };
+      if (!packageSync) return installLocal(bytes, options);
+      return packageSync.exclusive(async () => {
+        const result = await installLocal(bytes, options);
+        await published(
+          "install",
+          result.name,
+          () =>
+            packageSync.publishInstall(result, bytes, {
+              ...options,
+              signerFingerprint: result.signature?.fingerprint ?? null,
+            }),
+        );
+        return result;
+      });
     },
     signature: (name) => installer.signature(name),
-    uninstall: async (name, opts) => {
-      try {
-        await installer.uninstall(name, {
-          forgetSigner: opts?.forgetSigner === true,
-        });
-        print(`  uninstalled ${name}`, {
-          event: "plugin.uninstalled",
-          plugin: name,
-        });
-      } finally {
-        appSeam.get().rebuildRoutes();
-      }
+    uninstall: (name, opts) => {
+      if (!packageSync) return uninstallLocal(name, opts ?? {});
+      return packageSync.exclusive(async () => {
+        const record = await installer.record(name);
+        await uninstallLocal(name, opts ?? {});
+        await published(
+          "uninstall",
+          name,
+          () => packageSync.publishUninstall(name, record?.sha256),
+        );
+      });
     },
   };
   const state = { loading: false };
@@ -666,6 +805,11 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       discovery_problems: loader.problems().length,
     }),
     ...(metrics ? { metrics, metricsToken: server.metricsToken } : {}),
+    identity: () =>
+      cluster?.info() ?? {
+        host: { id: hostId, roles },
+        cluster: { hosts: 1 },
+      },
     // /readyz: start-up done, plugin folders usable, services answering.
     readiness: async () => {
       const failures: ReadinessFailure[] = [];
@@ -732,6 +876,13 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     }
   }
   dbStarted.resolve();
+  // [cluster] First heartbeat, LISTEN (and a first resync), periodic resync.
+  if (cluster) {
+    const started = await settlesWithin(cluster.start(url), 5_000);
+    if (!started) {
+      print("  cluster: change feed not connected yet; retrying in background");
+    }
+  }
 
   let rescan: ReturnType<typeof setInterval> | undefined;
   if (options.loadPlugins ?? true) {
@@ -799,18 +950,56 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     }
     state.loading = false;
   }
+  // Packages of the deployment: catch up now, then follow notifications,
+  // with a periodic resync for missed ones.
+  let packageTimer: ReturnType<typeof setInterval> | undefined;
+  let packageListener: ChangeListener | undefined;
+  if (packageSync && (options.loadPlugins ?? true)) {
+    const syncNow = async (why: string) => {
+      try {
+        const r = await packageSync.syncPackages();
+        if (r.installed.length + r.removed.length + r.refused.length > 0) {
+          print(
+            `  packages synced (${why}): ${r.installed.length} installed, ${r.removed.length} removed, ${r.refused.length} refused`,
+          );
+        }
+      } catch (e) {
+        logs.log("", "warn", `package sync (${why}) failed: ${errorText(e)}`);
+      }
+    };
+    await syncNow("start");
+    const every = Number(config.env.GOATKIT_PACKAGE_SYNC_MS ?? 10_000);
+    packageTimer = setInterval(
+      () => void syncNow("periodic"),
+      Number.isFinite(every) && every >= 100 ? every : 10_000,
+    );
+    packageListener = listenForChanges({
+      url: config.env.DATABASE_URL!,
+      onChange: (payload) =>
+        void packageSync.handleChange(payload).catch((e) =>
+          logs.log("", "warn", `package sync failed: ${errorText(e)}`)
+        ),
+      onConnected: () => void syncNow("listening"),
+      onError: (e) =>
+        logs.log("", "warn", `package change listener: ${errorText(e)}`),
+    });
+  }
   scheduler.start();
 
   // Graceful close: stop accepting, drain, then stop plugins and services.
   const close = async (drainMs: number) => {
     dbStarted.resolve();
     clearInterval(rescan);
+    clearInterval(packageTimer);
     scheduler.stop();
     // The listener closes now (new connections are refused) and idle
     // keep-alive connections with it; requests in flight go on. One that
-    // still reaches the app is answered 503 + Connection: close.
+    // still reaches the app is answered 503 + Connection: close. (First:
+    // nothing below may let a new request in meanwhile.)
     app.drain();
     const finished = httpServer.shutdown();
+    await packageListener?.close();
+    await cluster?.close().catch((e) => print(`cluster: ${errorText(e)}`));
     const drained = await settlesWithin(finished, drainMs);
     if (!drained) {
       const left = app.admission().in_flight;
@@ -820,6 +1009,10 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       logs.log("", "warn", `shutdown: drain timeout of ${drainMs} ms reached`);
     }
     app.close();
+    // A package sync in progress finishes (its install is atomic anyway).
+    if (packageSync) {
+      await settlesWithin(packageSync.exclusive(async () => {}), 5_000);
+    }
     await loader.close().catch((e) => print(`loader: ${errorText(e)}`));
     // Drained: jobs still running get the Manager's grace; else none is left.
     await manager.shutdownAll(drained ? {} : { graceMs: 0 }).catch((e) =>

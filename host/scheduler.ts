@@ -127,6 +127,12 @@ export interface ScheduledJob {
 export interface JobClaim {
   /** Claims tick `tick` (epoch seconds) of job `key`; true when this host won. */
   claim(key: string, tick: number): Promise<boolean>;
+  /**
+   * Keeps a run record where every host sees it (the shared run history);
+   * `tick` (epoch seconds) for a scheduled run. The scheduler does not wait
+   * for it, and a failure only loses that record.
+   */
+  record?(key: string, run: JobRun, tick?: number): Promise<void>;
 }
 
 /**
@@ -445,7 +451,7 @@ export class Scheduler {
       }
       if (!won) return;
     }
-    await this.#run(slot, "schedule");
+    await this.#run(slot, "schedule", tickAt);
   }
 
   /** Counts a tick whose claim failed; the first one starts the retries. */
@@ -552,7 +558,11 @@ export class Scheduler {
     if (catchUp) await this.#run(slot, "catch-up");
   }
 
-  async #run(slot: Slot, trigger: JobRun["trigger"]): Promise<JobRun> {
+  async #run(
+    slot: Slot,
+    trigger: JobRun["trigger"],
+    tickAt?: number,
+  ): Promise<JobRun> {
     const clock = this.#clock;
     const startedAt = clock.now();
     const start = new Date(startedAt).toISOString();
@@ -563,7 +573,7 @@ export class Scheduler {
         outcome: "skipped",
         reason: REASON_STILL_RUNNING,
         trigger,
-      });
+      }, tickAt);
     }
     slot.running = true;
     const { plugin, id, handler } = slot.job;
@@ -586,7 +596,7 @@ export class Scheduler {
         durationMs: clock.now() - startedAt,
         outcome: "ok",
         trigger,
-      });
+      }, tickAt);
     } catch (e) {
       const outcome = e instanceof PluginTimeoutError ? "timeout" : "error";
       this.#manager.logs.log(
@@ -600,17 +610,24 @@ export class Scheduler {
         outcome,
         error: errorText(e),
         trigger,
-      });
+      }, tickAt);
     } finally {
       cancelDeadline();
       slot.running = false;
     }
   }
 
-  #record(slot: Slot, run: JobRun): JobRun {
+  #record(slot: Slot, run: JobRun, tickAt?: number): JobRun {
     try {
       this.#options.onRun?.(slot.job.plugin, slot.job.id, run);
     } catch { /* an observer never breaks the scheduler */ }
+    const shared = this.#options.claim?.record?.(
+      slot.key,
+      run,
+      tickAt === undefined ? undefined : epochSeconds(tickAt),
+    );
+    // Lost on failure (the database is down): the local list still has it.
+    if (shared) this.#track(shared.catch(() => {}));
     slot.runs.unshift(run);
     slot.runs.length = Math.min(
       slot.runs.length,
@@ -679,6 +696,24 @@ export interface PgJobClaimOptions {
    * @default "goatkit.job_ticks"
    */
   table?: string;
+  /**
+   * The shared run history table (same name rules).
+   * @default "goatkit.job_runs"
+   */
+  runsTable?: string;
+  /**
+   * This host's name in the run history.
+   * @default `<hostname>:<pid>`
+   */
+  host?: string;
+}
+
+/** One row of the shared run history ({@linkcode PgJobClaim.runs}). */
+export interface SharedJobRun extends JobRun {
+  /** The host that ran it ({@linkcode PgJobClaimOptions.host}). */
+  host: string;
+  /** The tick (epoch seconds) of a scheduled run; null otherwise. */
+  tick: number | null;
 }
 
 /**
@@ -703,6 +738,8 @@ export interface PgJobClaimOptions {
 export class PgJobClaim implements JobClaim {
   #pool: SqlPool;
   #table: HostTable;
+  #runs: HostTable;
+  #host: string;
 
   /** Creates the claim over a `pg` Pool (or anything with its `query`). */
   constructor(pool: SqlPool, options: PgJobClaimOptions = {}) {
@@ -716,6 +753,50 @@ export class PgJobClaim implements JobClaim {
       scopedKey: ["job", "tick"],
       ...(options.table === undefined ? { legacy: "goatkit_job_ticks" } : {}),
     });
+    // The run history of every host, scoped the same way.
+    this.#runs = new HostTable(pool, {
+      table: options.runsTable ?? "goatkit.job_runs",
+      columns:
+        "scope text NOT NULL DEFAULT current_schema(), id bigint GENERATED ALWAYS AS IDENTITY, job text NOT NULL, tick bigint, host text NOT NULL, run jsonb NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (scope, id)",
+      scopedKey: ["id"],
+    });
+    this.#host = options.host ?? `${Deno.hostname()}:${Deno.pid}`;
+  }
+
+  /** Adds `run` of job `key` to the shared run history; old rows are pruned. */
+  async record(key: string, run: JobRun, tick?: number): Promise<void> {
+    await this.#runs.ready();
+    const table = this.#runs.sqlName;
+    await this.#pool.query(
+      `INSERT INTO ${table} (job, tick, host, run) VALUES ($1, $2, $3, $4)`,
+      [key, tick ?? null, this.#host, JSON.stringify(run)],
+    );
+    if (tick !== undefined && tick % 60 === 0) {
+      await this.#pool.query(
+        `DELETE FROM ${table} WHERE scope = current_schema() AND job = $1
+         AND recorded_at < now() - interval '1 day'`,
+        [key],
+      );
+    }
+  }
+
+  /** The shared run history of job `key` (`plugin.job`), newest first. */
+  async runs(key: string, limit = 100): Promise<SharedJobRun[]> {
+    await this.#runs.ready();
+    const { rows } = await (this.#pool as unknown as {
+      query(sql: string, params: unknown[]): Promise<{
+        rows: { tick: string | null; host: string; run: JobRun }[];
+      }>;
+    }).query(
+      `SELECT tick, host, run FROM ${this.#runs.sqlName}
+       WHERE scope = current_schema() AND job = $1 ORDER BY id DESC LIMIT $2`,
+      [key, limit],
+    );
+    return rows.map((r) => ({
+      ...r.run,
+      host: r.host,
+      tick: r.tick === null ? null : Number(r.tick),
+    }));
   }
 
   /** Claims (job, tick); true for exactly one host. */

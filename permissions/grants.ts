@@ -167,6 +167,12 @@ export interface PgGrantStoreOptions {
    * call. @default 1000
    */
   cacheTtlMs?: number;
+  /**
+   * Called after each change written through this store (set, revoke,
+   * delete), not after {@linkcode PgGrantStore.invalidate}: a cluster
+   * publishes it to the other hosts.
+   */
+  onWrite?: (plugin: string) => void;
 }
 
 /**
@@ -194,9 +200,11 @@ export class PgGrantStore implements GrantStore {
   #host: HostTable;
   #cache = new Map<string, { at: number; granted: string[] | undefined }>();
   #listeners = new Listeners();
+  #onWrite: ((plugin: string) => void) | undefined;
 
   /** Creates the store; nothing is sent until first use. */
   constructor(options: PgGrantStoreOptions) {
+    this.#onWrite = options.onWrite;
     const table = options.table ?? "goatkit.plugin_grants";
     this.#client = options.client;
     // Checks the name (a TypeError for anything but plain identifiers).
@@ -251,6 +259,7 @@ export class PgGrantStore implements GrantStore {
     );
     this.#cache.delete(plugin);
     this.#listeners.emit(plugin);
+    this.#onWrite?.(plugin);
   }
 
   /** Revokes some or all grants. */
@@ -272,6 +281,34 @@ export class PgGrantStore implements GrantStore {
     );
     this.#cache.delete(plugin);
     this.#listeners.emit(plugin);
+    this.#onWrite?.(plugin);
+  }
+
+  /**
+   * Forgets the cached grants of `plugin` and tells the listeners, as after
+   * a change: for a change made elsewhere (another host), so that guarded
+   * HostAPIs read the grants again.
+   */
+  invalidate(plugin: string): void {
+    this.#cache.delete(plugin);
+    this.#listeners.emit(plugin);
+  }
+
+  /** Every plugin's stored grants, read now (not cached). */
+  async all(): Promise<Map<string, string[]>> {
+    await this.#ensure();
+    const { rows } = await this.#client.query(
+      `SELECT plugin, granted FROM ${this.#table} WHERE scope = current_schema()`,
+    );
+    const out = new Map<string, string[]>();
+    for (const row of rows) {
+      const raw = row.granted;
+      out.set(
+        String(row.plugin),
+        (typeof raw === "string" ? JSON.parse(raw) : raw) as string[],
+      );
+    }
+    return out;
   }
 
   /** Listens for changes made through this store. */

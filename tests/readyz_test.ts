@@ -65,10 +65,15 @@ Deno.test("/readyz: database and cache answer, plugins folder empty → 200 read
   try {
     await withHost(db.url, async (host) => {
       const ready = await fetch(`${host.url}/readyz`);
-      assert.deepEqual([ready.status, await ready.json()], [200, {
+      const body = await ready.json();
+      assert.deepEqual([ready.status, body], [200, {
         status: "ready",
         failures: [],
+        // This host's id and roles; the only live host of its schema.
+        host: { id: body.host?.id, roles: ["http", "scheduler"] },
+        cluster: { hosts: 1 },
       }]);
+      assert.equal(typeof body.host.id, "string");
       // The plugins folder is created at start.
       assert.ok((await Deno.stat(host.config.server.pluginsDir)).isDirectory);
     });

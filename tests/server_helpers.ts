@@ -187,6 +187,12 @@ const SCOPED_HOST_TABLES = [
   "goatkit.plugin_state",
   "goatkit.plugin_quotas",
   "goatkit.job_ticks",
+  "goatkit.job_runs",
+  "goatkit.hosts",
+  "goatkit.api_tokens",
+  "goatkit.packages",
+  "goatkit.package_removals",
+  "goatkit.package_signers",
 ];
 
 /**

@@ -2,6 +2,7 @@
 // example plugin's route and widget over real HTTP, disable → 503 → enable,
 // and graceful shutdown of the real entry point on SIGTERM.
 
+import pg from "pg";
 import { join } from "node:path";
 import { boot } from "../host/boot.ts";
 import { ConfigValueError, loadConfig } from "../host/services/config.ts";
@@ -142,9 +143,20 @@ Deno.test("boot: admin token once, example WASM plugin route and widget, disable
     try {
       token = host.adminToken!;
       assertMatch(token, /^gk_/);
-      assert(
-        !(await Deno.readTextFile(join(data, "tokens.json"))).includes(token),
-      );
+      // With PostgreSQL the tokens are rows of the database, hash only.
+      {
+        const c = new pg.Client({ connectionString: db.url });
+        await c.connect();
+        try {
+          const { rows } = await c.query(
+            "SELECT hash FROM goatkit.api_tokens WHERE scope = current_schema()",
+          );
+          assertEquals(rows.length, 1);
+          assert(!JSON.stringify(rows).includes(token));
+        } finally {
+          await c.end();
+        }
+      }
       const get = (path: string, auth = true) =>
         fetch(`${host.url}${path}`, {
           headers: auth ? { authorization: `Bearer ${token}` } : {},

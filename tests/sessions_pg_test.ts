@@ -84,7 +84,11 @@ Deno.test({
       }
 
       // A second host on its own data folder, same database.
-      b = await startHost({ plugins: [], reuse: { db: a.db } });
+      // Tokens are shared through the database too: a's admin token.
+      b = await startHost({
+        plugins: [],
+        reuse: { db: a.db, token: a.token },
+      });
       assert.equal((await adminPage(b, session)).status, 200, "host B");
 
       // Restart A on the same data folder and database.

@@ -65,11 +65,32 @@ export {
   verifySignature,
 } from "./packages.ts";
 export {
+  PgSignerPinStore,
+  type PgSignerPinStoreOptions,
   signerKeyId,
   type SignerPin,
   SignerPinFileError,
+  type SignerPins,
   SignerPinStore,
 } from "./signer_pins.ts";
+export {
+  type ChangePayload,
+  CHANGES_CHANNEL,
+  type PackagePut,
+  type PackageRemoval,
+  PackageStore,
+  type PackageStoreOptions,
+  type StoredPackage,
+  type StoredPackageBytes,
+} from "./package_store.ts";
+export {
+  type ChangeListener,
+  listenForChanges,
+  type ListenOptions,
+  PackageSync,
+  type PackageSyncOptions,
+  type SyncReport,
+} from "./package_sync.ts";
 export {
   PackageRejectedError,
   type PackageRejectedErrorOptions,

@@ -67,7 +67,12 @@ import {
   sha256Hex,
 } from "./runtimes.ts";
 import { PackageRejectedError, SafeZip, type ZipLimits } from "./zip_reader.ts";
-import { signerKeyId, type SignerPin, SignerPinStore } from "./signer_pins.ts";
+import {
+  signerKeyId,
+  type SignerPin,
+  type SignerPins,
+  SignerPinStore,
+} from "./signer_pins.ts";
 
 /** File (in the plugins directory) that keeps signer pins unless `pinsFile` says otherwise. */
 export const SIGNER_PINS_FILE = ".goatkit-signers.json";
@@ -260,6 +265,14 @@ export interface InstallOptions {
    * @default false
    */
   allowDowngrade?: boolean;
+  /**
+   * The install follows the package store of a deployment (another host
+   * took the upload): every check runs as for an upload, but
+   * `onSignerChange` is not called again (the grants it revokes are shared,
+   * and the host that took the upload revoked them already).
+   * @default false
+   */
+  replica?: boolean;
 }
 
 /** Name of the file an installed plugin keeps its package record in. */
@@ -336,6 +349,12 @@ export interface PackageInstallerOptions {
    */
   pinsFile?: string;
   /**
+   * Where signer pins are kept, instead of `pinsFile` (`boot` gives a
+   * `PgSignerPinStore` when the host runs on PostgreSQL, so that every host
+   * of a deployment shares them).
+   */
+  pins?: SignerPins;
+  /**
    * Called when an operator override lets a package of another signer (or
    * an unsigned one) replace a signed plugin, before the new code is put in
    * place and started. `boot` revokes the plugin's grants here: what the
@@ -366,14 +385,14 @@ export interface PackageInstallerOptions {
 export class PackageInstaller {
   #o: PackageInstallerOptions;
   #dir: string;
-  #pins: SignerPinStore;
+  #pins: SignerPins;
   #busy: Promise<unknown> = Promise.resolve();
 
   /** Creates the installer. */
   constructor(options: PackageInstallerOptions) {
     this.#o = options;
     this.#dir = resolve(options.dir);
-    this.#pins = new SignerPinStore(
+    this.#pins = options.pins ?? new SignerPinStore(
       options.pinsFile ?? join(this.#dir, SIGNER_PINS_FILE),
     );
   }
@@ -566,7 +585,7 @@ export class PackageInstaller {
       existing?.dir,
       options,
     );
-    if (admitted.result.previousSigner !== undefined) {
+    if (admitted.result.previousSigner !== undefined && !options.replica) {
       await this.#o.onSignerChange?.(name, {
         from: admitted.result.previousSigner,
         to: signedBy,

@@ -14,6 +14,8 @@
  */
 
 import { dirname } from "node:path";
+import { HostTable } from "../../permissions/host_schema.ts";
+import type { SqlClient } from "../services/sql_client.ts";
 
 /** One plugin name's pinned signer. */
 export interface SignerPin {
@@ -66,6 +68,22 @@ export async function signerKeyId(publicKey: string): Promise<string> {
 }
 
 /**
+ * Where signer pins are kept: {@linkcode SignerPinStore} (a JSON file) or
+ * {@linkcode PgSignerPinStore} (the database, shared by the hosts of a
+ * deployment).
+ */
+export interface SignerPins {
+  /** The pin of `plugin`, if any. */
+  get(plugin: string): Promise<SignerPin | undefined>;
+  /** Every pin, by plugin name. */
+  all(): Promise<Record<string, SignerPin>>;
+  /** Sets (or replaces) the pin of `plugin`. */
+  set(plugin: string, pin: SignerPin): Promise<void>;
+  /** Removes the pin of `plugin`; returns whether there was one. */
+  delete(plugin: string): Promise<boolean>;
+}
+
+/**
  * Signer pins in a JSON file, read on every lookup (so a restart, or an
  * operator editing the file, is seen at once) and replaced atomically
  * (temporary file, then rename). A missing file means no pins; an
@@ -79,7 +97,7 @@ export async function signerKeyId(publicKey: string): Promise<string> {
  * (await pins.get("hello"))?.keyId;
  * ```
  */
-export class SignerPinStore {
+export class SignerPinStore implements SignerPins {
   readonly #path: string;
 
   /** Creates a store kept in `path` (created on the first pin). */
@@ -179,5 +197,133 @@ export class SignerPinStore {
       await Deno.remove(tmp).catch(() => {});
       throw e;
     }
+  }
+}
+
+/** Options of {@linkcode PgSignerPinStore}. */
+export interface PgSignerPinStoreOptions {
+  /** The host's own SQL client. */
+  client: SqlClient;
+  /**
+   * A pin file of an earlier start ({@linkcode SignerPinStore}): its pins
+   * are copied into the table once, where the table has none for that
+   * plugin name (the file is left as it is).
+   */
+  legacyFile?: string;
+}
+
+/**
+ * Signer pins in PostgreSQL, shared by every host of a deployment: table
+ * `goatkit.package_signers`, rows scoped by the application schema
+ * (`current_schema()`) like the host's other tables. A pin set on one host
+ * holds on all of them at once.
+ *
+ * @example
+ * ```ts ignore
+ * const pins = new PgSignerPinStore({ client: sql, legacyFile: "./data/package_signers.json" });
+ * (await pins.get("hello"))?.keyId;
+ * ```
+ */
+export class PgSignerPinStore implements SignerPins {
+  #client: SqlClient;
+  #table: HostTable;
+  #legacyFile: string | undefined;
+  #ready: Promise<void> | undefined;
+
+  /** Creates the store; nothing is sent before the first call. */
+  constructor(options: PgSignerPinStoreOptions) {
+    this.#client = options.client;
+    this.#legacyFile = options.legacyFile;
+    this.#table = new HostTable(options.client, {
+      table: "goatkit.package_signers",
+      columns: `scope text NOT NULL DEFAULT current_schema(),
+         name text NOT NULL,
+         signer text NOT NULL,
+         key_id text NOT NULL,
+         pinned_at text NOT NULL,
+         plugin_version text NOT NULL,
+         PRIMARY KEY (scope, name)`,
+      scopedKey: ["name"],
+    });
+  }
+
+  #ensure(): Promise<void> {
+    this.#ready ??= (async () => {
+      await this.#table.ready();
+      if (this.#legacyFile === undefined) return;
+      const pins = await new SignerPinStore(this.#legacyFile).all();
+      for (const [name, pin] of Object.entries(pins)) {
+        await this.#insert(name, pin, false);
+      }
+    })().catch((e) => {
+      this.#ready = undefined;
+      throw e;
+    });
+    return this.#ready;
+  }
+
+  async #insert(name: string, pin: SignerPin, replace: boolean) {
+    await this.#client.query(
+      `INSERT INTO ${this.#table.sqlName}
+         (name, signer, key_id, pinned_at, plugin_version)
+       VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (scope, name) DO ${
+        replace
+          ? `UPDATE SET signer = EXCLUDED.signer, key_id = EXCLUDED.key_id,
+               pinned_at = EXCLUDED.pinned_at,
+               plugin_version = EXCLUDED.plugin_version`
+          : "NOTHING"
+      }`,
+      [name, pin.signer, pin.keyId, pin.pinnedAt, pin.pluginVersion],
+    );
+  }
+
+  /** The pin of `plugin`, if any. */
+  async get(plugin: string): Promise<SignerPin | undefined> {
+    return (await this.#select(plugin))[plugin];
+  }
+
+  /** Every pin, by plugin name. */
+  all(): Promise<Record<string, SignerPin>> {
+    return this.#select();
+  }
+
+  async #select(plugin?: string): Promise<Record<string, SignerPin>> {
+    await this.#ensure();
+    const { rows } = await this.#client.query(
+      `SELECT name, signer, key_id, pinned_at, plugin_version
+         FROM ${this.#table.sqlName}
+        WHERE scope = current_schema()${
+        plugin === undefined ? "" : " AND name = $1"
+      }`,
+      plugin === undefined ? [] : [plugin],
+    );
+    const out: Record<string, SignerPin> = Object.create(null);
+    for (const r of rows) {
+      out[String(r.name)] = {
+        signer: String(r.signer),
+        keyId: String(r.key_id),
+        pinnedAt: String(r.pinned_at),
+        pluginVersion: String(r.plugin_version),
+      };
+    }
+    return out;
+  }
+
+  /** Sets (or replaces) the pin of `plugin`. */
+  async set(plugin: string, pin: SignerPin): Promise<void> {
+    await this.#ensure();
+    await this.#insert(plugin, pin, true);
+  }
+
+  /** Removes the pin of `plugin`; returns whether there was one. */
+  async delete(plugin: string): Promise<boolean> {
+    await this.#ensure();
+    const { rowCount } = await this.#client.query(
+      `DELETE FROM ${this.#table.sqlName}
+        WHERE scope = current_schema() AND name = $1`,
+      [plugin],
+    );
+    return rowCount > 0;
   }
 }

@@ -275,6 +275,14 @@ export interface AppOptions {
    */
   readiness?: () => Promise<ReadinessFailure[]>;
   /**
+   * This host's id and roles and the live hosts of its cluster, shown by
+   * `GET /readyz` (`host: {id, roles}`, `cluster: {hosts}`).
+   */
+  identity?: () => {
+    host: { id: string; roles: string[] };
+    cluster: { hosts: number };
+  };
+  /**
    * Host metrics (`host/telemetry/metrics.ts`): with them the app serves
    * `GET /metrics` (admins or `metricsToken`), counts plugin route requests
    * by status and shows `/admin/operations`. Without them `/metrics` is 404.

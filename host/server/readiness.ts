@@ -9,8 +9,13 @@
  * ```json
  * { "status": "not-ready",
  *   "failures": [{ "check": "plugin", "name": "hello", "error": "…" },
- *                { "check": "database", "error": "no answer within 3000 ms" }] }
+ *                { "check": "database", "error": "no answer within 3000 ms" }],
+ *   "host": { "id": "web1-4242-a1b2c3", "roles": ["http", "scheduler"] },
+ *   "cluster": { "hosts": 2 } }
  * ```
+ *
+ * `host` and `cluster` come from `AppOptions.identity` (the host's id and
+ * roles, and the live hosts of its cluster: 1 without one).
  *
  * Texts never show the server's absolute paths.
  *
@@ -29,6 +34,10 @@ export interface ReadinessReport {
   status: "ready" | "not-ready";
   /** Why it is not ready; empty when ready. */
   failures: ReadinessFailure[];
+  /** This host: its id and roles (`http`, `scheduler`), when the host says. */
+  host?: { id: string; roles: string[] };
+  /** Its cluster: live hosts on the same database and schema, this one included. */
+  cluster?: { hosts: number };
 }
 
 /**
@@ -97,7 +106,12 @@ export async function readinessReport(
   } catch (e) {
     failures.push({ check: "readiness", error: errorText(e) });
   }
-  return { status: failures.length === 0 ? "ready" : "not-ready", failures };
+  const identity = ctx.options.identity?.();
+  return {
+    status: failures.length === 0 ? "ready" : "not-ready",
+    failures,
+    ...(identity ? { host: identity.host, cluster: identity.cluster } : {}),
+  };
 }
 
 /** The `GET /readyz` handler. */

@@ -88,6 +88,25 @@ export class PgStateStore implements StateStore {
     );
   }
 
+  /** Every plugin's stored state, read now. */
+  async all(): Promise<Map<string, PluginState>> {
+    await this.#ensure();
+    const { rows } = await this.#client.query(
+      `SELECT name, enabled, reason FROM ${this.#table}
+       WHERE scope = current_schema()`,
+    );
+    const out = new Map<string, PluginState>();
+    for (const row of rows) {
+      out.set(
+        String(row.name),
+        row.reason === null
+          ? { enabled: row.enabled as boolean }
+          : { enabled: row.enabled as boolean, reason: row.reason as string },
+      );
+    }
+    return out;
+  }
+
   /** Forgets a plugin's state. */
   async delete(name: string): Promise<void> {
     await this.#ensure();

@@ -236,6 +236,10 @@ export function buildLaunch(options: BuildLaunchOptions): LaunchSpec {
       command: options.denoPath ?? Deno.execPath(),
       args: [
         "run",
+        // --quiet: Deno's own notices (such as "Ignored build scripts for
+        // npm:protobufjs" at each launch) stay out of the plugin's log;
+        // errors are still printed.
+        "--quiet",
         ...["--no-prompt", "--cached-only", "--no-remote"]
           .filter((f) => !perms.includes(f)),
         ...(options.lockFile

@@ -477,7 +477,43 @@ Deno.test({
   },
 });
 
-// --- Waiting for the cluster change feed (host/cluster/**) ---------------
+/**
+ * Three hosts on one fresh private schema and the test Redis (a unique
+ * prefix): `plugins` copied into each, `enable` enabled through host 1
+ * (the enabled state is a shared row). Cleans up what started on failure.
+ */
+async function threeHosts(
+  plugins: string[],
+  enable: string[] = [],
+): Promise<[HostProcess, HostProcess, HostProcess]> {
+  const env = { REDIS_URL, REDIS_PREFIX: `gk_cluster_${Date.now()}:` };
+  const hosts: HostProcess[] = [];
+  try {
+    hosts.push(await startHost({ plugins, env, enable }));
+    for (let i = 0; i < 2; i++) {
+      hosts.push(
+        await startHost({
+          plugins,
+          env,
+          // Tokens are shared through the database: host 1 printed it.
+          reuse: { db: hosts[0]!.db, token: hosts[0]!.token },
+        }),
+      );
+    }
+  } catch (e) {
+    await stopAll(hosts);
+    throw e;
+  }
+  return hosts as [HostProcess, HostProcess, HostProcess];
+}
+
+/** Stops the hosts, host 1 last (its cleanup drops the shared schema). */
+async function stopAll(hosts: HostProcess[]): Promise<void> {
+  for (const h of hosts.slice(1)) await h.cleanup();
+  await hosts[0]?.cleanup();
+}
+
+// --- The change feed (host/cluster/**) and packages in the database ------
 
 Deno.test({
   name: "disable on host 1 is honoured by hosts 2 and 3 within 1 s",
@@ -486,25 +522,9 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const env = { REDIS_URL, REDIS_PREFIX: `gk_cluster_${Date.now()}:` };
-    const hosts: HostProcess[] = [];
+    let hosts: HostProcess[] = [];
     try {
-      hosts.push(
-        await startHost({
-          plugins: ["bench/echo-wat"],
-          env,
-          enable: ["bench-echo"],
-        }),
-      );
-      for (let i = 0; i < 2; i++) {
-        hosts.push(
-          await startHost({
-            plugins: ["bench/echo-wat"],
-            env,
-            reuse: { db: hosts[0]!.db, token: hosts[0]!.token },
-          }),
-        );
-      }
+      hosts = await threeHosts(["bench/echo-wat"], ["bench-echo"]);
       const route = "/api/plugins/bench-echo";
       for (const h of hosts) {
         assert.equal(await statusOf(`${h.url}${route}`), 200, "served");
@@ -536,8 +556,7 @@ Deno.test({
         assert.ok(took !== undefined, `${h.url} serves again within 1 s`);
       }
     } finally {
-      for (const h of hosts.slice(1)) await h.cleanup();
-      await hosts[0]?.cleanup();
+      await stopAll(hosts);
     }
   },
 });
@@ -552,25 +571,9 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const env = { REDIS_URL, REDIS_PREFIX: `gk_cluster_${Date.now()}:` };
-    const hosts: HostProcess[] = [];
+    let hosts: HostProcess[] = [];
     try {
-      hosts.push(
-        await startHost({
-          plugins: ["plugins/hello-c"],
-          env,
-          enable: ["hello-c"],
-        }),
-      );
-      for (let i = 0; i < 2; i++) {
-        hosts.push(
-          await startHost({
-            plugins: ["plugins/hello-c"],
-            env,
-            reuse: { db: hosts[0]!.db, token: hosts[0]!.token },
-          }),
-        );
-      }
+      hosts = await threeHosts(["plugins/hello-c"], ["hello-c"]);
       const [, h2, h3] = hosts as [HostProcess, HostProcess, HostProcess];
       const cacheDenied = async () => {
         const res = await fetch(`${h3.url}/api/plugins/hello-c/test`, {
@@ -590,8 +593,7 @@ Deno.test({
       const refused = await within(1000, cacheDenied);
       assert.ok(refused !== undefined, "host 3 refuses after the revoke");
     } finally {
-      for (const h of hosts.slice(1)) await h.cleanup();
-      await hosts[0]?.cleanup();
+      await stopAll(hosts);
     }
   },
 });
@@ -606,19 +608,9 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const env = { REDIS_URL, REDIS_PREFIX: `gk_cluster_${Date.now()}:` };
-    const hosts: HostProcess[] = [];
+    let hosts: HostProcess[] = [];
     try {
-      hosts.push(await startHost({ plugins: [], env }));
-      for (let i = 0; i < 2; i++) {
-        hosts.push(
-          await startHost({
-            plugins: [],
-            env,
-            reuse: { db: hosts[0]!.db, token: hosts[0]!.token },
-          }),
-        );
-      }
+      hosts = await threeHosts([]);
       const [h1, h2, h3] = hosts as [HostProcess, HostProcess, HostProcess];
       const dir = new URL("../fixtures/bench/echo-wat/", import.meta.url);
       const bytes = zipSync({
@@ -645,8 +637,7 @@ Deno.test({
         assert.ok(took !== undefined, `${h.url} serves the package`);
       }
     } finally {
-      for (const h of hosts.slice(1)) await h.cleanup();
-      await hosts[0]?.cleanup();
+      await stopAll(hosts);
     }
   },
 });

@@ -14,34 +14,14 @@ import type {
   AuditSearch,
   DurableAuditStore,
 } from "../../permissions/audit.ts";
-import { HostTable } from "../../permissions/host_schema.ts";
-import { BatchWriter } from "./pg_batch.ts";
-import { jsonbText, type PruneResult, storedText } from "./pg_log_store.ts";
-import { ScopedTable } from "./pg_scoped_table.ts";
-import type { SqlClient } from "./sql_client.ts";
+import { jsonbText, storedText } from "./pg_log_store.ts";
+import {
+  RetainedStore,
+  type RetainedStoreOptions,
+} from "./pg_retained_store.ts";
 
-/** Options of {@linkcode PgAuditStore}. */
-export interface PgAuditStoreOptions {
-  /** The host's own SQL client. */
-  client: SqlClient;
-  /** `schema.table`. @default "goatkit.audit" */
-  table?: string;
-  /** Entries older than this many days are pruned (0: never by age). @default 90 */
-  retentionDays?: number;
-  /** At most this many entries are kept (0: no cap). @default 100000 */
-  maxRows?: number;
-  /** How often retention runs, in ms. @default 60000 */
-  pruneIntervalMs?: number;
-  /** Batching: longest wait of an entry, in ms. @default 200 */
-  flushIntervalMs?: number;
-  /**
-   * Nothing is written or read before this settles (the host holds writes
-   * until its embedded database has started, so that start stays its own).
-   */
-  after?: Promise<unknown>;
-  /** Told about write and prune failures. */
-  onError?: (what: string, error: unknown) => void;
-}
+/** Options of {@linkcode PgAuditStore}: `table` defaults to `goatkit.audit`, `retentionDays` to 90, `maxRows` to 100000. */
+export type PgAuditStoreOptions = RetainedStoreOptions;
 
 const COLUMNS = `id bigserial PRIMARY KEY,
   uid text NOT NULL UNIQUE,
@@ -72,65 +52,24 @@ const COLUMNS = `id bigserial PRIMARY KEY,
  * console.log(await audit.search({ plugin: "hello" }));
  * ```
  */
-export class PgAuditStore implements DurableAuditStore {
-  readonly #client: SqlClient;
-  readonly #table: ScopedTable;
-  readonly #writer: BatchWriter<AuditEntry>;
-  readonly #retentionDays: number;
-  readonly #maxRows: number;
-  readonly #pruneEvery: number;
-  readonly #onError: (what: string, error: unknown) => void;
-  #sincePrune = 0;
-  #after: Promise<unknown> | undefined;
-  #pruning: Promise<PruneResult> | undefined;
-  #timer: ReturnType<typeof setInterval> | undefined;
-
+export class PgAuditStore extends RetainedStore<AuditEntry>
+  implements DurableAuditStore {
   /** Creates the store; nothing is sent before the first write or read. */
   constructor(options: PgAuditStoreOptions) {
-    this.#client = options.client;
-    const host = new HostTable(options.client, {
-      table: options.table ?? "goatkit.audit",
+    super(options, {
+      table: "goatkit.audit",
       columns: COLUMNS,
-    });
-    this.#table = new ScopedTable(options.client, host, ["id"]);
-    this.#retentionDays = Math.max(0, options.retentionDays ?? 90);
-    this.#maxRows = Math.max(0, Math.floor(options.maxRows ?? 100_000));
-    this.#pruneEvery = this.#maxRows > 0
-      ? Math.max(100, Math.floor(this.#maxRows / 10))
-      : Infinity;
-    this.#onError = options.onError ?? (() => {});
-    this.#after = options.after?.catch(() => {});
-    this.#writer = new BatchWriter<AuditEntry>({
-      write: (items) => this.#upsert(items),
+      timeColumn: "ts",
+      retentionDays: 90,
+      maxRows: 100_000,
+      // A rate-limit summary whose count grows is one row, updated.
       key: (e) => e.id ?? crypto.randomUUID(),
-      maxBatch: 100,
-      intervalMs: options.flushIntervalMs ?? 200,
-      onError: (e) => this.#onError("write", e),
     });
-    const every = options.pruneIntervalMs ?? 60_000;
-    if (every > 0) {
-      this.#timer = setInterval(() => {
-        this.prune().catch((e) => this.#onError("prune", e));
-      }, every);
-      Deno.unrefTimer(this.#timer as unknown as number);
-    }
-  }
-
-  /** Queues an entry (or a newer version of one with the same `id`). */
-  add(entry: AuditEntry): void {
-    this.#writer.push(entry);
-  }
-
-  /** Writes every queued entry now. */
-  flush(): Promise<void> {
-    return this.#writer.flush();
   }
 
   /** Entries matching every filter of `q`, newest first. */
   async search(q: AuditSearch = {}): Promise<AuditEntry[]> {
-    await this.flush();
-    await this.#after;
-    await this.#table.ready();
+    await this.ready();
     const where = ["scope = current_schema()"];
     const params: unknown[] = [];
     const p = (v: unknown) => {
@@ -156,11 +95,11 @@ export class PgAuditStore implements DurableAuditStore {
     const limit = q.limit !== undefined && q.limit >= 0
       ? Math.min(q.limit, 100_000)
       : 1000;
-    const { rows } = await this.#client.query(
+    const { rows } = await this.client.query(
       `SELECT uid, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS ts,
               plugin, action, outcome, permission, attempted, method, actor, ip,
               before, after, count
-         FROM ${this.#table.sqlName}
+         FROM ${this.table.sqlName}
         WHERE ${where.join(" AND ")}
         ORDER BY ts DESC, id DESC LIMIT ${limit}`,
       params,
@@ -185,31 +124,8 @@ export class PgAuditStore implements DurableAuditStore {
     });
   }
 
-  /** Applies the retention now. */
-  prune(): Promise<PruneResult> {
-    this.#pruning ??= (async () => {
-      this.#sincePrune = 0;
-      return await this.#table.prune({
-        timeColumn: "ts",
-        retentionDays: this.#retentionDays,
-        maxRows: this.#maxRows,
-      });
-    })().finally(() => {
-      this.#pruning = undefined;
-    });
-    return this.#pruning;
-  }
-
-  /** Writes what is queued and stops the timers. */
-  async close(): Promise<void> {
-    clearInterval(this.#timer);
-    await this.#writer.close();
-    await this.#pruning?.catch(() => {});
-  }
-
-  async #upsert(items: AuditEntry[]): Promise<void> {
-    await this.#after;
-    await this.#table.ready();
+  /** Writes one batch of entries (one multi-row upsert). */
+  protected async writeRows(items: AuditEntry[]): Promise<void> {
     const params: unknown[] = [];
     const values = items.map((e) => {
       const b = params.length;
@@ -235,8 +151,8 @@ export class PgAuditStore implements DurableAuditStore {
         n(12)
       }::jsonb, ${n(13)}::integer)`;
     });
-    await this.#client.query(
-      `INSERT INTO ${this.#table.sqlName}
+    await this.client.query(
+      `INSERT INTO ${this.table.sqlName}
          (uid, ts, plugin, action, outcome, permission, attempted, method,
           actor, ip, before, after, count)
        VALUES ${values.join(", ")}
@@ -244,9 +160,5 @@ export class PgAuditStore implements DurableAuditStore {
          SET attempted = EXCLUDED.attempted, count = EXCLUDED.count`,
       params,
     );
-    this.#sincePrune += items.length;
-    if (this.#sincePrune >= this.#pruneEvery) {
-      this.prune().catch((e) => this.#onError("prune", e));
-    }
   }
 }

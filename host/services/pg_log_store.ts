@@ -21,48 +21,19 @@
 
 import type { LogEntry, LogSearch } from "../log_buffer.ts";
 import { LOG_LEVELS } from "../model/host_api.ts";
-import type { SqlClient } from "./sql_client.ts";
-import { BatchWriter } from "./pg_batch.ts";
-import { HostTable } from "../../permissions/host_schema.ts";
-import { ScopedTable } from "./pg_scoped_table.ts";
+import {
+  RetainedStore,
+  type RetainedStoreOptions,
+} from "./pg_retained_store.ts";
 
 /** Longest message kept in the database, in characters (longer ones are cut). */
 export const MAX_STORED_MESSAGE = 16_384;
 
-/** Options of {@linkcode PgLogStore}. */
-export interface PgLogStoreOptions {
-  /** The host's own SQL client (`sqlClient` of the default database). */
-  client: SqlClient;
-  /** `schema.table` (plain lower-case names). @default "goatkit.logs" */
-  table?: string;
-  /** Lines older than this many days are pruned (0: never by age). @default 14 */
-  retentionDays?: number;
-  /** At most this many lines are kept (the oldest pruned; 0: no cap). @default 100000 */
-  maxRows?: number;
-  /** How often retention runs, in ms. @default 60000 */
-  pruneIntervalMs?: number;
-  /** Batching: lines per INSERT. @default 100 */
-  maxBatch?: number;
-  /** Batching: longest wait of a line, in ms. @default 200 */
-  flushIntervalMs?: number;
-  /** Lines kept waiting at most while the database is slow or down. @default 10000 */
-  maxPending?: number;
-  /**
-   * Nothing is written or read before this settles (the host holds writes
-   * until its embedded database has started, so that start stays its own).
-   */
-  after?: Promise<unknown>;
-  /** Told about write and prune failures (never thrown into `add`). */
-  onError?: (what: string, error: unknown) => void;
-}
+/** Options of {@linkcode PgLogStore}: `table` defaults to `goatkit.logs`, `retentionDays` to 14, `maxRows` to 100000. */
+export type PgLogStoreOptions = RetainedStoreOptions;
 
 /** What a prune removed. */
-export interface PruneResult {
-  /** Rows older than the retention. */
-  byAge: number;
-  /** Rows beyond the count cap. */
-  byCount: number;
-}
+export type { PruneResult } from "./pg_scoped_table.ts";
 
 const COLUMNS = `id bigserial PRIMARY KEY,
   scope text NOT NULL DEFAULT current_schema(),
@@ -87,63 +58,16 @@ const TS_TEXT =
  * await store.close();
  * ```
  */
-export class PgLogStore {
-  readonly #client: SqlClient;
-  readonly #table: ScopedTable;
-  readonly #writer: BatchWriter<LogEntry>;
-  readonly #retentionDays: number;
-  readonly #maxRows: number;
-  readonly #pruneEvery: number;
-  readonly #onError: (what: string, error: unknown) => void;
-  #sincePrune = 0;
-  #after: Promise<unknown> | undefined;
-  #pruning: Promise<PruneResult> | undefined;
-  #timer: ReturnType<typeof setInterval> | undefined;
-
+export class PgLogStore extends RetainedStore<LogEntry> {
   /** Creates the store; nothing is sent before the first write or read. */
   constructor(options: PgLogStoreOptions) {
-    this.#client = options.client;
-    const host = new HostTable(options.client, {
-      table: options.table ?? "goatkit.logs",
+    super(options, {
+      table: "goatkit.logs",
       columns: COLUMNS,
+      timeColumn: "ts",
+      retentionDays: 14,
+      maxRows: 100_000,
     });
-    this.#table = new ScopedTable(options.client, host, ["id"]);
-    this.#retentionDays = Math.max(0, options.retentionDays ?? 14);
-    this.#maxRows = Math.max(0, Math.floor(options.maxRows ?? 100_000));
-    this.#pruneEvery = this.#maxRows > 0
-      ? Math.max(100, Math.floor(this.#maxRows / 10))
-      : Infinity;
-    this.#onError = options.onError ?? (() => {});
-    this.#after = options.after?.catch(() => {});
-    this.#writer = new BatchWriter<LogEntry>({
-      write: (items) => this.#insert(items),
-      maxBatch: options.maxBatch ?? 100,
-      intervalMs: options.flushIntervalMs ?? 200,
-      maxPending: options.maxPending ?? 10_000,
-      onError: (e) => this.#onError("write", e),
-    });
-    const every = options.pruneIntervalMs ?? 60_000;
-    if (every > 0) {
-      this.#timer = setInterval(() => {
-        this.prune().catch((e) => this.#onError("prune", e));
-      }, every);
-      Deno.unrefTimer(this.#timer as unknown as number);
-    }
-  }
-
-  /** Lines dropped because the database could not keep up. */
-  get dropped(): number {
-    return this.#writer.dropped;
-  }
-
-  /** Queues a line for the next batch. */
-  add(entry: LogEntry): void {
-    this.#writer.push(entry);
-  }
-
-  /** Writes every queued line now. */
-  flush(): Promise<void> {
-    return this.#writer.flush();
   }
 
   /**
@@ -152,9 +76,7 @@ export class PgLogStore {
    * `after` the last id seen).
    */
   async search(q: LogSearch = {}): Promise<LogEntry[]> {
-    await this.flush();
-    await this.#after;
-    await this.#table.ready();
+    await this.ready();
     const where = ["scope = current_schema()"];
     const params: unknown[] = [];
     const p = (v: unknown) => {
@@ -184,9 +106,9 @@ export class PgLogStore {
       ? Math.min(q.limit, 100_000)
       : 1000;
     const order = q.order === "asc" ? "ASC" : "DESC";
-    const { rows } = await this.#client.query(
+    const { rows } = await this.client.query(
       `SELECT id, ${TS_TEXT} AS ts, plugin, level, message, fields
-         FROM ${this.#table.sqlName}
+         FROM ${this.table.sqlName}
         WHERE ${where.join(" AND ")}
         ORDER BY id ${order} LIMIT ${limit}`,
       params,
@@ -205,56 +127,8 @@ export class PgLogStore {
     }));
   }
 
-  /** How many lines this scope holds. */
-  async count(): Promise<number> {
-    await this.flush();
-    await this.#after;
-    await this.#table.ready();
-    const { rows } = await this.#client.query(
-      `SELECT count(*) AS n FROM ${this.#table.sqlName} WHERE scope = current_schema()`,
-    );
-    return Number(rows[0]?.n ?? 0);
-  }
-
-  /** Removes every line of this scope. */
-  async clear(): Promise<void> {
-    await this.flush();
-    await this.#after;
-    await this.#table.ready();
-    await this.#client.query(
-      `DELETE FROM ${this.#table.sqlName} WHERE scope = current_schema()`,
-    );
-  }
-
-  /** Applies the retention now (one prune at a time). */
-  prune(): Promise<PruneResult> {
-    this.#pruning ??= this.#prune().finally(() => {
-      this.#pruning = undefined;
-    });
-    return this.#pruning;
-  }
-
-  /** Writes what is queued and stops the timers. */
-  async close(): Promise<void> {
-    clearInterval(this.#timer);
-    await this.#writer.close();
-    await this.#pruning?.catch(() => {});
-  }
-
-  async #prune(): Promise<PruneResult> {
-    await this.#after;
-    await this.#table.ready();
-    this.#sincePrune = 0;
-    return await this.#table.prune({
-      timeColumn: "ts",
-      retentionDays: this.#retentionDays,
-      maxRows: this.#maxRows,
-    });
-  }
-
-  async #insert(items: LogEntry[]): Promise<void> {
-    await this.#after;
-    await this.#table.ready();
+  /** Writes one batch of lines (one multi-row INSERT). */
+  protected async writeRows(items: LogEntry[]): Promise<void> {
     const params: unknown[] = [];
     const values = items.map((e) => {
       const base = params.length;
@@ -269,15 +143,11 @@ export class PgLogStore {
         base + 4
       }, $${base + 5}::jsonb)`;
     });
-    await this.#client.query(
-      `INSERT INTO ${this.#table.sqlName} (ts, plugin, level, message, fields)
+    await this.client.query(
+      `INSERT INTO ${this.table.sqlName} (ts, plugin, level, message, fields)
        VALUES ${values.join(", ")}`,
       params,
     );
-    this.#sincePrune += items.length;
-    if (this.#sincePrune >= this.#pruneEvery) {
-      this.prune().catch((e) => this.#onError("prune", e));
-    }
   }
 }
 

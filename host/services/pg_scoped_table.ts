@@ -15,6 +15,14 @@ import {
 } from "../../permissions/host_schema.ts";
 import type { SqlClient } from "./sql_client.ts";
 
+/** What a prune removed. */
+export interface PruneResult {
+  /** Rows older than the retention. */
+  byAge: number;
+  /** Rows beyond the count cap. */
+  byCount: number;
+}
+
 /** Options of {@linkcode ScopedTable.prune}. */
 export interface ScopedPruneOptions {
   /** The row's time column. */
@@ -90,9 +98,7 @@ $goatkit$`);
   }
 
   /** Deletes this scope's rows past the retention; returns how many. */
-  async prune(
-    o: ScopedPruneOptions,
-  ): Promise<{ byAge: number; byCount: number }> {
+  async prune(o: ScopedPruneOptions): Promise<PruneResult> {
     await this.ready();
     let byAge = 0;
     let byCount = 0;

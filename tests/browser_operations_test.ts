@@ -4,7 +4,11 @@
 // and sees each plugin's last hour with server-drawn inline SVG charts; the
 // page needs nothing its CSP forbids.
 
-import { chromium } from "playwright-core";
+import {
+  hasChromium,
+  launchChromium,
+  SCREENSHOT_DIR,
+} from "./helpers/browser.ts";
 import { Manager } from "../host/manager.ts";
 import { createInterceptors } from "../host/model/interceptors.ts";
 import { createApp, MemoryTokenStore } from "../host/server/mod.ts";
@@ -15,27 +19,6 @@ import {
   assertMatch,
   nativePlugin,
 } from "./server_helpers.ts";
-
-const CHROMIUM = "/usr/bin/chromium";
-const ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-component-update",
-  "--disable-sync",
-];
-const SCREENSHOT_DIR = Deno.env.get("GOATKIT_SCREENSHOT_DIR");
-
-const hasChromium = (() => {
-  try {
-    return Deno.statSync(CHROMIUM).isFile;
-  } catch {
-    return false;
-  }
-})();
 
 Deno.test({
   name: "browser: the Operations page shows calls, errors and SVG charts",
@@ -77,10 +60,7 @@ Deno.test({
       onListen: (a) => listen(a as Deno.NetAddr),
     }, server.fetch);
     const base = `http://127.0.0.1:${(await listening).port}`;
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ARGS,
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage({
         viewport: { width: 1280, height: 700 },

@@ -7,7 +7,11 @@
 // 8: data-refresh-url to another site or to /admin/logout, a fake token
 // form) are gone: the dashboard only ever fetches /admin/widgets/….
 
-import { chromium } from "playwright-core";
+import {
+  hasChromium,
+  launchChromium,
+  SCREENSHOT_DIR,
+} from "./helpers/browser.ts";
 import { MemoryGrantStore } from "../permissions/grants.ts";
 import { Manager } from "../host/manager.ts";
 import {
@@ -21,29 +25,6 @@ import {
   assertMatch,
   nativePlugin,
 } from "./server_helpers.ts";
-
-const CHROMIUM = "/usr/bin/chromium";
-const ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-component-update",
-  "--disable-sync",
-];
-// Screenshots only when asked for (GOATKIT_SCREENSHOT_DIR=/tmp), so a test
-// run leaves nothing behind.
-const SCREENSHOT_DIR = Deno.env.get("GOATKIT_SCREENSHOT_DIR");
-
-const hasChromium = (() => {
-  try {
-    return Deno.statSync(CHROMIUM).isFile;
-  } catch {
-    return false;
-  }
-})();
 
 Deno.test({
   name:
@@ -155,10 +136,7 @@ Deno.test({
       onListen: (a) => listen(a as Deno.NetAddr),
     }, server.fetch);
     const base = `http://127.0.0.1:${(await listening).port}`;
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ARGS,
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage({
         viewport: { width: 1280, height: 860 },

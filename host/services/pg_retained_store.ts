@@ -192,8 +192,10 @@ export abstract class RetainedStore<T> {
     await this.table.ready();
     await this.writeRows(items);
     this.#sincePrune += items.length;
+    // Pruned before the next batch is written: however fast rows come, the
+    // table holds at most maxRows plus one prune interval of them.
     if (this.#sincePrune >= this.#pruneEvery) {
-      this.prune().catch((e) => this.#onError("prune", e));
+      await this.prune().catch((e) => this.#onError("prune", e));
     }
   }
 }

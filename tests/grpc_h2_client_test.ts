@@ -281,3 +281,49 @@ Deno.test("h2 client: a server that goes away fails its calls with UNAVAILABLE",
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("h2 client: a peer that floods CONTINUATION frames is cut off (64 KiB header block), not buffered without end", async () => {
+  // A hostile plugin's server: answers the call with a HEADERS frame that
+  // never ends its block, then CONTINUATION frames for ever (as long as
+  // the host reads).
+  const dir = await Deno.makeTempDir({ prefix: "gk-h2-" });
+  const path = `${dir}/s.sock`;
+  const listener = Deno.listen({ transport: "unix", path });
+  let sent = 0;
+  const served = (async () => {
+    const conn = await listener.accept();
+    const frame = (type: number, flags: number, len: number) => {
+      const f = new Uint8Array(9 + len);
+      f[0] = len >> 16;
+      f[1] = (len >> 8) & 0xff;
+      f[2] = len & 0xff;
+      f[3] = type;
+      f[4] = flags;
+      new DataView(f.buffer).setUint32(5, 1); // stream 1
+      f.fill(0x88, 9); // indexed ":status: 200", repeated
+      return f;
+    };
+    try {
+      await conn.read(new Uint8Array(65536));
+      await conn.write(new Uint8Array([0, 0, 0, 4, 0, 0, 0, 0, 0])); // SETTINGS
+      await conn.write(frame(1, 0, 16000)); // HEADERS without END_HEADERS
+      for (let i = 0; i < 1000; i++) {
+        await conn.write(frame(9, 0, 16000)); // CONTINUATION
+        sent += 16000;
+      }
+    } catch { /* the client hung up: what this test wants */ }
+    conn.close();
+  })();
+  const channel = new H2Channel({ transport: "unix", path });
+  try {
+    const e = await request(channel, "x", null, Date.now() + 10_000).done
+      .catch((e) => e);
+    assert.equal(e.code, GrpcCode.UNAVAILABLE, String(e));
+    await served;
+    assert.ok(sent < 1_000 * 16000, `the client read all ${sent} bytes`);
+  } finally {
+    channel.close();
+    listener.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

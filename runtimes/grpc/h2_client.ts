@@ -80,6 +80,8 @@ const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const MAX_WINDOW = 2 ** 31 - 1;
 const DEFAULT_WINDOW = 65535;
 const OUR_MAX_FRAME = 16384;
+/** The largest header block (HEADERS + CONTINUATION frames) accepted. */
+const MAX_HEADER_BLOCK = 64 * 1024;
 /** The largest response message accepted (as the host's grpc-js channels). */
 const MAX_RECEIVE = 64 * 1024 * 1024;
 
@@ -224,7 +226,9 @@ export class H2Session {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   /** A header block split over CONTINUATION frames. */
-  #partial: { stream: number; end: boolean; parts: Uint8Array[] } | undefined;
+  #partial:
+    | { stream: number; end: boolean; parts: Uint8Array[]; size: number }
+    | undefined;
   readonly #onClose: () => void;
 
   private constructor(conn: Deno.Conn, onClose: () => void) {
@@ -492,6 +496,7 @@ export class H2Session {
           stream: id,
           end: (flags & F_END_STREAM) !== 0,
           parts: [block.slice()],
+          size: block.length,
         };
         return;
       }
@@ -501,6 +506,14 @@ export class H2Session {
           throw new Error("unexpected CONTINUATION frame");
         }
         partial.parts.push(payload.slice());
+        partial.size += payload.length;
+        // A peer that never ends its header block (a CONTINUATION flood)
+        // would grow it without end: a connection error instead.
+        if (partial.size > MAX_HEADER_BLOCK) {
+          throw new Error(
+            `header block larger than ${MAX_HEADER_BLOCK} bytes`,
+          );
+        }
         if (flags & F_END_HEADERS) {
           this.#partial = undefined;
           this.#headers(id, partial.end, concat(partial.parts));

@@ -8,16 +8,17 @@
  * |---|---|---|---|
  * | `line-comment` | `--` | before the next `\n` (the `\n` is code) | |
  * | `block-comment` | `/*` | the matching `*\/` | nested, as PostgreSQL does |
- * | `string` | `'` | the next lone `'` | `''` is a quote inside; a backslash is an ordinary character |
+ * | `string` | `'` | the next lone `'` | `''` is a quote inside; a backslash is an ordinary character, but escapes the next one in `E'…'` (an `E` or `e` that starts a word) |
  * | `quoted-identifier` | `"` | the next lone `"` | `""` is a quote inside; `identifier` holds the unquoted name |
- * | `dollar-string` | `$$` or `$tag$` | the same delimiter | |
+ * | `dollar-string` | `$$` or `$tag$` not right after an identifier character | the same delimiter | `a$b$` is an identifier, as in PostgreSQL |
  * | `code` | anything else | the next start above | |
  *
  * An unterminated comment, literal or identifier runs to the end of the
- * text. The scanner is deliberately small: it does not interpret `E'…'`
- * backslash escapes, and it recognises `$tag$` anywhere (also right after an
- * identifier character). Callers use it for conservative checks in front of
- * the database, which remains the enforcement.
+ * text. It reads `E'…'` escapes and `$` inside identifiers as PostgreSQL
+ * does (standard-conforming strings): where the scanner and the database
+ * disagree on what is code, a check in front of the database could be led
+ * to skip code. Callers use it for checks in front of the database, which
+ * remains the enforcement, and to rewrite GoatFlow's `?` placeholders.
  *
  * It lives in `permissions/` because both the permission layer
  * (`sql_scope.ts`) and the services (`host/services/sql_guard.ts`) use it,
@@ -59,6 +60,8 @@ export interface SqlToken {
 
 /** The next place a non-code token may start. */
 const SPECIAL_START = /--|\/\*|['"]|\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/g;
+/** A character that continues an identifier (PostgreSQL allows `$`). */
+const IDENT_CHAR = /[A-Za-z0-9_$\u0080-\uffff]/;
 /** A dollar-quote delimiter (`$$`, `$tag$`) at a given offset. */
 const DOLLAR_DELIMITER = /\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/y;
 
@@ -78,7 +81,15 @@ export function* scanSql(sql: string): Generator<SqlToken> {
   let i = 0;
   while (i < n) {
     SPECIAL_START.lastIndex = i;
-    const special = SPECIAL_START.exec(sql);
+    let special = SPECIAL_START.exec(sql);
+    // `$tag$` right after an identifier character is part of the identifier.
+    while (
+      special && special[0][0] === "$" && special.index > 0 &&
+      IDENT_CHAR.test(sql[special.index - 1]!)
+    ) {
+      SPECIAL_START.lastIndex = special.index + 1;
+      special = SPECIAL_START.exec(sql);
+    }
     const at = special ? special.index : n;
     if (at > i) {
       yield { kind: "code", start: i, end: at };
@@ -115,9 +126,15 @@ function specialAt(sql: string, start: number): SqlToken {
     return { kind: "block-comment", start, end: i };
   }
   if (c === "'") {
+    // E'…' (e'…'): a backslash escapes the next character; the E must
+    // start a word (`name'…'` is no escape string).
+    const escapes = start > 0 && (sql[start - 1] === "E" ||
+      sql[start - 1] === "e") &&
+      !(start > 1 && IDENT_CHAR.test(sql[start - 2]!));
     i++;
     while (i < n) {
-      if (sql[i] === "'" && sql[i + 1] === "'") i += 2;
+      if (escapes && sql[i] === "\\") i += 2;
+      else if (sql[i] === "'" && sql[i + 1] === "'") i += 2;
       else if (sql[i] === "'") break;
       else i++;
     }

@@ -73,3 +73,26 @@ Deno.test("placeholders: statements with $n or without arguments are left alone"
   // A dollar-quoted body that mentions $1 is no placeholder either.
   assert.equal(usesDollarPlaceholders("SELECT $q$ $1 $q$, ?"), false);
 });
+
+Deno.test("the one SQL scanner reads E'…' escapes and $ in identifiers as PostgreSQL does, so a table check cannot be led to skip code", async () => {
+  const { qualifiedTables } = await import("../permissions/sql_scope.ts");
+  // E'\'' is one quote: what follows is code, and its table is seen.
+  assert.deepEqual(
+    qualifiedTables(
+      "SELECT E'\\'', (SELECT s FROM other.secrets) -- '",
+    ).map((t) => `${t.schema}.${t.table}`),
+    ["other.secrets"],
+  );
+  // foo$a$ is an identifier, not the start of a dollar quote.
+  assert.deepEqual(
+    qualifiedTables(
+      "SELECT foo$a$, (SELECT s FROM other.secrets), x$a$ FROM t",
+    ).map((t) => `${t.schema}.${t.table}`),
+    ["other.secrets"],
+  );
+  // The placeholder rewrite reads them the same way.
+  assert.equal(rewrite("SELECT E'it\\'s ?', ?"), "SELECT E'it\\'s ?', $1");
+  assert.equal(rewrite("SELECT a$b$, ? FROM t"), "SELECT a$b$, $1 FROM t");
+  // A plain '…' keeps a backslash as an ordinary character.
+  assert.equal(rewrite("SELECT '\\', ?"), "SELECT '\\', $1");
+});

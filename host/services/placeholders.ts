@@ -14,6 +14,8 @@
  * @module
  */
 
+import { scanSql } from "../../permissions/sql_lexer.ts";
+
 /** What {@linkcode toPgPlaceholders} returns. */
 export interface PlaceholderRewrite {
   /** The statement, with `$1…$n` for each `?` in code. */
@@ -23,70 +25,17 @@ export interface PlaceholderRewrite {
 }
 
 const IDENT_CHAR = /[A-Za-z0-9_$\u0080-\uffff]/;
-const DOLLAR_TAG = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/y;
 
 /**
  * Calls `onCode(offset)` for every character of `sql` that is SQL code (not
- * inside a literal, quoted identifier, dollar quote or comment).
+ * inside a literal, quoted identifier, dollar quote or comment), as the
+ * host's one SQL scanner ({@linkcode scanSql}) reads it: the rewrite and
+ * the statement checks see the same code.
  */
 function forEachCodeChar(sql: string, onCode: (i: number) => void): void {
-  const n = sql.length;
-  let i = 0;
-  while (i < n) {
-    const c = sql[i]!;
-    const next = sql[i + 1];
-    const prevIdent = i > 0 && IDENT_CHAR.test(sql[i - 1]!);
-    if (c === "-" && next === "-") {
-      const end = sql.indexOf("\n", i + 2);
-      i = end === -1 ? n : end;
-    } else if (c === "/" && next === "*") {
-      let depth = 1;
-      i += 2;
-      while (i < n && depth > 0) {
-        if (sql[i] === "/" && sql[i + 1] === "*") {
-          depth++;
-          i += 2;
-        } else if (sql[i] === "*" && sql[i + 1] === "/") {
-          depth--;
-          i += 2;
-        } else i++;
-      }
-    } else if (c === "'") {
-      // E'…' (and e'…'): backslash escapes; the E must start a word.
-      const escapes = i > 0 && /[Ee]/.test(sql[i - 1]!) &&
-        !(i > 1 && IDENT_CHAR.test(sql[i - 2]!));
-      i++;
-      while (i < n) {
-        if (escapes && sql[i] === "\\") i += 2;
-        else if (sql[i] === "'" && sql[i + 1] === "'") i += 2;
-        else if (sql[i] === "'") {
-          i++;
-          break;
-        } else i++;
-      }
-    } else if (c === '"') {
-      i++;
-      while (i < n) {
-        if (sql[i] === '"' && sql[i + 1] === '"') i += 2;
-        else if (sql[i] === '"') {
-          i++;
-          break;
-        } else i++;
-      }
-    } else if (c === "$" && !prevIdent) {
-      DOLLAR_TAG.lastIndex = i;
-      const m = DOLLAR_TAG.exec(sql);
-      if (m) {
-        const end = sql.indexOf(m[0], i + m[0].length);
-        i = end === -1 ? n : end + m[0].length;
-      } else {
-        onCode(i);
-        i++;
-      }
-    } else {
-      onCode(i);
-      i++;
-    }
+  for (const t of scanSql(sql)) {
+    if (t.kind !== "code") continue;
+    for (let i = t.start; i < t.end; i++) onCode(i);
   }
 }
 

@@ -456,6 +456,9 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       )
       : new PgQuotaStore({ client: sql }),
     usage: (name) => managerSeam.current?.usage(name),
+    // No polling: this host's own changes apply at once, other hosts'
+    // arrive through the change feed (and its 10 s resync).
+    refreshMs: Infinity,
     audit,
     logs,
   });

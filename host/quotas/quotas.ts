@@ -26,8 +26,9 @@
  * defaults (`quotas.default` in `goatkit.json`, then `GOATKIT_QUOTA_<KEY>`),
  * the plugin's section of the file (`quotas.plugins.<name>`), then the
  * operator's overrides from the admin API or page, kept in a
- * {@linkcode QuotaStore} and re-read every {@linkcode QuotasOptions.refreshMs}
- * (so other hosts on the same database follow).
+ * {@linkcode QuotaStore} and re-read by {@linkcode Quotas.refresh} (the host
+ * calls it on the cluster change feed) or every
+ * {@linkcode QuotasOptions.refreshMs} when set.
  *
  * @example
  * ```ts

@@ -48,11 +48,7 @@ import {
 } from "./loading/packages.ts";
 import { PgSignerPinStore } from "./loading/signer_pins.ts";
 import { PackageStore } from "./loading/package_store.ts";
-import {
-  type ChangeListener,
-  listenForChanges,
-  PackageSync,
-} from "./loading/package_sync.ts";
+import { PackageSync } from "./loading/package_sync.ts";
 import { I18nRegistry } from "./registries/i18n.ts";
 import { PgJobClaim, Scheduler, type SqlPool } from "./scheduler.ts";
 import {
@@ -956,7 +952,6 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
   // Packages of the deployment: catch up now, then follow notifications,
   // with a periodic resync for missed ones.
   let packageTimer: ReturnType<typeof setInterval> | undefined;
-  let packageListener: ChangeListener | undefined;
   if (packageSync && (options.loadPlugins ?? true)) {
     const syncNow = async (why: string) => {
       try {
@@ -976,15 +971,13 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       () => void syncNow("periodic"),
       Number.isFinite(every) && every >= 100 ? every : 10_000,
     );
-    packageListener = listenForChanges({
-      url: config.env.DATABASE_URL!,
-      onChange: (payload) =>
-        void packageSync.handleChange(payload).catch((e) =>
-          logs.log("", "warn", `package sync failed: ${errorText(e)}`)
-        ),
-      onConnected: () => void syncNow("listening"),
-      onError: (e) =>
-        logs.log("", "warn", `package change listener: ${errorText(e)}`),
+    // Other hosts' installs arrive on the cluster's change feed (one
+    // LISTEN connection per host); one missed while it reconnected is
+    // caught by the periodic sync.
+    cluster?.on("package", async (change) => {
+      await packageSync.handleChange(change).catch((e) =>
+        logs.log("", "warn", `package sync failed: ${errorText(e)}`)
+      );
     });
   }
   scheduler.start();
@@ -1001,7 +994,6 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     // nothing below may let a new request in meanwhile.)
     app.drain();
     const finished = httpServer.shutdown();
-    await packageListener?.close();
     await cluster?.close().catch((e) => print(`cluster: ${errorText(e)}`));
     const drained = await settlesWithin(finished, drainMs);
     if (!drained) {

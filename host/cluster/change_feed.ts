@@ -18,9 +18,10 @@
 
 import pg from "pg";
 import type { SqlQueryClient } from "../../permissions/grants.ts";
+import { CHANGES_CHANNEL } from "../loading/package_store.ts";
 
-/** The NOTIFY channel of the change feed. */
-export const CHANGES_CHANNEL = "goatkit_changes";
+/** The NOTIFY channel of the change feed (the package store notifies on it too). */
+export { CHANGES_CHANNEL };
 
 /** One change, as it travels in the NOTIFY payload. */
 export interface Change {

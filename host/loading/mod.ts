@@ -84,9 +84,6 @@ export {
   type StoredPackageBytes,
 } from "./package_store.ts";
 export {
-  type ChangeListener,
-  listenForChanges,
-  type ListenOptions,
   PackageSync,
   type PackageSyncOptions,
   type SyncReport,

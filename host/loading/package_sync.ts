@@ -17,9 +17,8 @@
  *   removed row (remembered in `goatkit.package_removals`) uninstalls the
  *   plugin here too, when it came from a package;
  * - {@linkcode PackageSync.handleChange} takes a `goatkit_changes`
- *   notification payload (`{scope, kind, name, host}`); the cluster change
- *   feed calls it, or {@linkcode listenForChanges} when nothing else
- *   listens.
+ *   notification payload (`{scope, kind, name, host}`); the host's cluster
+ *   change feed calls it.
  *
  * Local installs, uninstalls and syncs of one host run one at a time
  * ({@linkcode PackageSync.exclusive}), so a sync never sees a local install
@@ -28,15 +27,13 @@
  * @module
  */
 
-import pg from "pg";
 import { errorText } from "../model/errors.ts";
 import type { PluginLogSink } from "../model/host_api.ts";
 import type { InstallOptions, PackageRecord } from "./packages.ts";
-import {
-  type ChangePayload,
-  CHANGES_CHANNEL,
-  type PackageStore,
-  type StoredPackage,
+import type {
+  ChangePayload,
+  PackageStore,
+  StoredPackage,
 } from "./package_store.ts";
 import { sha256Hex } from "./runtimes.ts";
 
@@ -268,94 +265,4 @@ export class PackageSync {
       { sha256: row.sha256 },
     );
   }
-}
-
-/** Options of {@linkcode listenForChanges}. */
-export interface ListenOptions {
-  /** The PostgreSQL URL (`DATABASE_URL`). */
-  url: string;
-  /** Called with each payload on {@linkcode CHANGES_CHANNEL}. */
-  onChange(payload: string): void;
-  /**
-   * Called after the listening connection was (re)established: changes
-   * may have been missed meanwhile, resync.
-   */
-  onConnected?(): void;
-  /** Called when the connection fails (it is retried). */
-  onError?(error: unknown): void;
-  /** Delay before a reconnect, in ms. @default 1000 */
-  retryMs?: number;
-}
-
-/** A running listener of {@linkcode listenForChanges}. */
-export interface ChangeListener {
-  /** Stops listening and closes the connection. */
-  close(): Promise<void>;
-}
-
-/**
- * Listens on {@linkcode CHANGES_CHANNEL} on a connection of its own
- * (`LISTEN` needs one session), reconnecting after a failure.
- *
- * @example
- * ```ts ignore
- * const listener = listenForChanges({
- *   url: Deno.env.get("DATABASE_URL")!,
- *   onChange: (p) => void sync.handleChange(p),
- *   onConnected: () => void sync.syncPackages(),
- * });
- * await listener.close();
- * ```
- */
-export function listenForChanges(options: ListenOptions): ChangeListener {
-  let closed = false;
-  let client: pg.Client | undefined;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const retry = () => {
-    if (closed || timer !== undefined) return;
-    timer = setTimeout(() => {
-      timer = undefined;
-      void connect();
-    }, options.retryMs ?? 1000);
-  };
-  const connect = async () => {
-    if (closed) return;
-    const c = new pg.Client({ connectionString: options.url });
-    client = c;
-    c.on("notification", (msg: { channel: string; payload?: string }) => {
-      if (msg.channel === CHANGES_CHANNEL && msg.payload) {
-        options.onChange(msg.payload);
-      }
-    });
-    c.on("error", (e: unknown) => {
-      options.onError?.(e);
-      c.end().catch(() => {});
-      retry();
-    });
-    c.on("end", () => {
-      if (client === c) client = undefined;
-      retry();
-    });
-    try {
-      await c.connect();
-      await c.query(`LISTEN ${CHANGES_CHANNEL}`);
-      if (closed) {
-        await c.end().catch(() => {});
-        return;
-      }
-      options.onConnected?.();
-    } catch (e) {
-      options.onError?.(e);
-      await c.end().catch(() => {});
-      retry();
-    }
-  };
-  void connect();
-  return {
-    async close() {
-      closed = true;
-      clearTimeout(timer);
-      await client?.end().catch(() => {});
-    },
-  };
 }

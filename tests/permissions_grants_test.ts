@@ -8,6 +8,7 @@
  * approves them through the admin API; with `none` they are granted at once.
  */
 import assert from "node:assert/strict";
+import { callProbe } from "./helpers/probe.ts";
 import { join } from "node:path";
 import pg from "pg";
 import { boot, type RunningHost } from "../host/boot.ts";
@@ -259,8 +260,6 @@ Deno.test("grants: applyGrantPolicy at install, operator approval, and upgrade",
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const PROBE_WAT = join(ROOT, "fixtures/plugins/perm-probe-wat/plugin.wat");
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 /**
  * Boots a real host (loopback, port 0, private schema) whose plugin folder
@@ -339,19 +338,8 @@ async function withProbeHost(
           ...(json === undefined ? {} : { body: JSON.stringify(json) }),
         }),
       async probe(fn, req) {
-        const out = await h.manager.call(
-          name,
-          "call",
-          encoder.encode(`${fn}\n${JSON.stringify(req)}`),
-          { timeoutMs: 20_000 },
-        );
-        const text = decoder.decode(out ?? new Uint8Array());
-        if (text.startsWith("ok:")) {
-          return { ok: true, value: JSON.parse(text.slice(3) || "null") };
-        }
-        assert.ok(text.startsWith("err:"), `probe answered ${text}`);
-        const e = JSON.parse(text.slice(4)).error;
-        return { ok: false, type: e.type, permission: e.permission };
+        const a = await callProbe(h.manager, name, fn, req);
+        return a.ok ? a : { ok: false, type: a.type, permission: a.permission };
       },
     });
   } finally {

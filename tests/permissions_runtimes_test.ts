@@ -40,6 +40,7 @@
  */
 
 import assert from "node:assert/strict";
+import { callProbe } from "./helpers/probe.ts";
 import { join } from "node:path";
 import { Manager } from "../host/manager.ts";
 import { LogBuffer } from "../host/log_buffer.ts";
@@ -321,28 +322,12 @@ async function wasmProbe(env: Env): Promise<Probe> {
     runtime: "wasm",
     name,
     async invoke(method, req) {
-      const out = await env.manager.call(
-        name,
-        "call",
-        encoder.encode(`${method}\n${JSON.stringify(req)}`),
-        CALL,
-      );
-      const text = decoder.decode(out ?? new Uint8Array());
-      if (text.startsWith("ok:")) {
-        const rest = text.slice(3);
-        return { ok: true, value: rest === "" ? null : JSON.parse(rest) };
-      }
-      assert.ok(text.startsWith("err:"), `probe answered ${text}`);
-      const err = JSON.parse(text.slice(4)).error as {
-        type: string;
-        message: string;
-        permission?: string;
-      };
-      return {
+      const a = await callProbe(env.manager, name, method, req, CALL);
+      return a.ok ? a : {
         ok: false,
-        code: err.type,
-        permission: err.permission,
-        message: err.message,
+        code: a.type,
+        permission: a.permission,
+        message: a.message,
       };
     },
     async log(level, message) {

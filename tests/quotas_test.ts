@@ -27,6 +27,7 @@
  */
 
 import assert from "node:assert/strict";
+import { callProbe } from "./helpers/probe.ts";
 import { join } from "node:path";
 import { Manager } from "../host/manager.ts";
 import { LogBuffer } from "../host/log_buffer.ts";
@@ -67,7 +68,6 @@ const PROBE_WAT = join(ROOT, "fixtures/plugins/perm-probe-wat/plugin.wat");
 const PROBE_TS = join(ROOT, "fixtures/plugins/perm-probe-ts/plugin.ts");
 const LOOP_WASM = join(ROOT, "fixtures/hostile/loop/plugin.wasm");
 
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const suffix = () => crypto.randomUUID().replaceAll("-", "").slice(0, 8);
 // grpc-js keeps timers and handles past its client's close (as in
@@ -251,22 +251,7 @@ async function wasmProbe(env: Env, tag: string): Promise<Probe> {
   await env.manager.register(plugin);
   return {
     name,
-    async invoke(method, req) {
-      const out = await env.manager.call(
-        name,
-        "call",
-        encoder.encode(`${method}\n${JSON.stringify(req)}`),
-        CALL,
-      );
-      const text = decoder.decode(out ?? new Uint8Array());
-      if (text.startsWith("ok:")) {
-        const rest = text.slice(3);
-        return { ok: true, value: rest === "" ? null : JSON.parse(rest) };
-      }
-      assert.ok(text.startsWith("err:"), `probe answered ${text}`);
-      const err = JSON.parse(text.slice(4)).error;
-      return { ok: false, type: err.type, message: err.message };
-    },
+    invoke: (method, req) => callProbe(env.manager, name, method, req, CALL),
   };
 }
 

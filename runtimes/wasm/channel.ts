@@ -78,6 +78,12 @@ export const MSG_INTERRUPTED = 23;
 export const MSG_FATAL = 24;
 /** Worker → main: the guest called `proc_exit` (aux = code); instance replaced. */
 export const MSG_EXIT = 25;
+// extism-runtime
+/**
+ * Worker → main: an Extism call ended in an error (part 0 JSON `{code,
+ * message, hostError}`; aux 1 = the instance was replaced).
+ */
+export const MSG_GUEST_ERROR = 26;
 /** Worker → main: a `gk.host_call` (part 0 fn name, part 1 args). */
 export const MSG_HOST_CALL = 30;
 /** Worker → main: log lines ({@linkcode LogBatch} in part 0; levels 0–3). */

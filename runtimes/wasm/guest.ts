@@ -20,6 +20,7 @@ import {
   MSG_ACK,
   MSG_EXIT,
   MSG_FATAL,
+  MSG_GUEST_ERROR, // extism-runtime
   MSG_HOST_CALL,
   MSG_INTERRUPTED,
   MSG_LOG,
@@ -40,6 +41,9 @@ import {
   WasmAbiError,
 } from "./abi.ts";
 import { createGuestWasi, type GuestWasi } from "./wasi_bridge.ts";
+// extism-runtime: the Extism ABI's guest, built instead of GuestInstance
+import { ExtismCallFailure, ExtismGuest } from "../extism/guest.ts";
+import type { ExtismWorkerData } from "../extism/protocol.ts";
 
 /** The init message the main thread posts. */
 export interface WorkerInit {
@@ -63,6 +67,11 @@ export interface WorkerInit {
   env: Record<string, string>;
   /** WASI preopens. */
   preopens: { guestPath: string; hostPath: string; readOnly?: boolean }[];
+  // extism-runtime
+  /** The module's ABI. @default "goatkit" */
+  abi?: "goatkit" | "extism";
+  /** Settings of an Extism guest (with `abi: "extism"`). */
+  extism?: ExtismWorkerData;
 }
 
 /** Longest log line forwarded; longer lines are cut. */
@@ -181,7 +190,7 @@ function start(init: WorkerInit): void {
   };
 
   let wasi: GuestWasi | undefined;
-  let guest: GuestInstance | undefined;
+  let guest: GuestInstance | ExtismGuest | undefined; // extism-runtime
   const create = () => {
     guest = undefined;
     try {
@@ -203,6 +212,19 @@ function start(init: WorkerInit): void {
         if (Atomics.load(ctl, INTERRUPT) !== 0) throw new GuestInterrupt();
       },
     });
+    // extism-runtime
+    if (init.abi === "extism") {
+      guest = ExtismGuest.create(init.module, {
+        bridge,
+        wasi: wasi.imports,
+        onInstance: (i) => wasi!.bind(i),
+        maxResultBytes: init.maxResultBytes,
+        memoryLimitPages: init.memoryLimitPages,
+        exitCode: (e) => wasi!.exitCode(e),
+        data: init.extism!,
+      });
+      return;
+    }
     guest = GuestInstance.create(init.module, {
       bridge,
       wasi: wasi.imports,
@@ -281,6 +303,27 @@ function start(init: WorkerInit): void {
         } catch (e) {
           flushStreams();
           const code = wasi?.exitCode(e);
+          // extism-runtime: an Extism call's error (instance kept unless a
+          // host function failed), and proc_exit keeping the output.
+          if (e instanceof ExtismCallFailure) {
+            const report = encoder.encode(JSON.stringify({
+              code: e.code,
+              message: e.detail,
+              hostError: e.hostError,
+            }));
+            if (!e.replace || recreate()) {
+              sendFinal(MSG_GUEST_ERROR, report, e.replace ? 1 : 0);
+            }
+            continue;
+          }
+          if (code !== undefined && guest instanceof ExtismGuest) {
+            const out = guest.pendingOutput();
+            const tagged = new Uint8Array(1 + (out?.length ?? 0));
+            tagged[0] = out ? 1 : 0;
+            if (out) tagged.set(out, 1);
+            if (recreate()) sendFinal(MSG_EXIT, tagged, code);
+            continue;
+          }
           if (e instanceof GuestInterrupt) {
             if (recreate()) sendFinal(MSG_INTERRUPTED, null, 0);
           } else if (e instanceof WasmAbiError) {

@@ -10,7 +10,7 @@
  * | `cache_get` | `{key}` | `{"found":bool,"value":<base64 or null>}` |
  * | `cache_set` | `{key, value (base64), ttl}` | `{"ok":true}` |
  * | `cache_delete` | `{key}` | `{"ok":true}` (ours) |
- * | `http_request` | `{method, url, headers, body (base64 or null)}` | `{"body":<base64 or null>,"status":n}` |
+ * | `http_request` | `{method, url, headers, body (base64 or null)}` | `{"body":<base64 or null>,"status":n}` (plus `"headers"` when the request sets `response_headers: true`, ours) |
  * | `send_email` | `{to, subject, body, html}` | `{"ok":true}` |
  * | `config_get` | `{key}` | `{"value":"…"}` |
  * | `translate` | `{key, args}` | `{"value":"…"}` |
@@ -209,6 +209,17 @@ export async function serveHostCall(
           headers: field(req, "headers", "map") as Record<string, string>,
           body: field(req, "body", "bytes") as Uint8Array | null,
         });
+        // Response headers only for a request that asks (`response_headers:
+        // true`, the Extism runtime's), without the hop-by-hop ones our
+        // egress connection adds; GoatFlow's answer stays byte for byte
+        // `{body, status}`.
+        if (field(req, "response_headers", "bool") === true && resp.headers) {
+          return ok({
+            body: resp.body ?? null,
+            headers: endToEndHeaders(resp.headers),
+            status: resp.status,
+          });
+        }
         return ok({ body: resp.body ?? null, status: resp.status });
       }
       case "send_email": {
@@ -261,4 +272,26 @@ export async function serveHostCall(
     }
     return { error: errorJson(e) };
   }
+}
+
+/** Headers that describe one connection, not the response (RFC 9110 §7.6.1). */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+/** `headers` without the hop-by-hop ones. */
+function endToEndHeaders(
+  headers: Record<string, string>,
+): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) {
+    if (!HOP_BY_HOP.has(k.toLowerCase())) out[k] = v;
+  }
+  return out;
 }

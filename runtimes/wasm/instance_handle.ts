@@ -19,6 +19,7 @@ import {
   MSG_ACK,
   MSG_EXIT,
   MSG_FATAL,
+  MSG_GUEST_ERROR, // extism-runtime
   MSG_HOST_CALL,
   MSG_INTERRUPTED,
   MSG_LOG,
@@ -33,6 +34,7 @@ import {
 } from "./channel.ts";
 import { errorJson, type HostCallResult } from "./host_calls.ts";
 import type { WorkerInit } from "./guest.ts";
+import type { ExtismWorkerData } from "../extism/protocol.ts"; // extism-runtime
 
 /** A WASI preopen: a host directory visible to the guest at `guestPath`. */
 export interface WasmPreopen {
@@ -68,6 +70,11 @@ export interface InstanceSettings {
   preopens: WasmPreopen[];
   /** Time after the deadline before the worker is terminated. */
   graceMs: number;
+  // extism-runtime
+  /** The module's ABI. @default "goatkit" */
+  abi?: "goatkit" | "extism";
+  /** Settings of an Extism guest. */
+  extism?: ExtismWorkerData;
 }
 
 /** What the main thread does for the guest while a request runs. */
@@ -87,7 +94,24 @@ export type Outcome =
   | { kind: "result"; bytes: Uint8Array | null }
   | { kind: "abi"; message: string }
   | { kind: "trap"; message: string }
-  | { kind: "exit"; code: number }
+  | {
+    kind: "exit";
+    code: number;
+    /** extism-runtime: an Extism guest's output when it exited, if set. */
+    output?: Uint8Array | null;
+  }
+  // extism-runtime
+  | {
+    kind: "guest-error";
+    /** The export's return code (-1: a host function failed). */
+    code: number;
+    /** The guest's `error_set` message or the host function's error. */
+    message: string | null;
+    /** The failed host call's error JSON, if any. */
+    hostError: string | null;
+    /** Whether the instance was replaced. */
+    replaced: boolean;
+  }
   | {
     kind: "interrupted";
     /**
@@ -257,6 +281,9 @@ export class InstanceHandle {
       args: settings.args,
       env: settings.env,
       preopens: settings.preopens,
+      // extism-runtime
+      ...(settings.abi ? { abi: settings.abi } : {}),
+      ...(settings.extism ? { extism: settings.extism } : {}),
     };
     host.busy = true;
     host.#worker.postMessage(init);
@@ -420,7 +447,25 @@ export class InstanceHandle {
           case MSG_TRAP:
             return { kind: "trap", message: decoder.decode(msg.part0) };
           case MSG_EXIT:
+            // extism-runtime: part 0 = flag byte (1 = output) + output
+            if (msg.part0.length > 0) {
+              return {
+                kind: "exit",
+                code: msg.aux,
+                output: msg.part0[0] === 1 ? msg.part0.subarray(1) : null,
+              };
+            }
             return { kind: "exit", code: msg.aux };
+          case MSG_GUEST_ERROR: { // extism-runtime
+            const r = JSON.parse(decoder.decode(msg.part0));
+            return {
+              kind: "guest-error",
+              code: r.code,
+              message: r.message ?? null,
+              hostError: r.hostError ?? null,
+              replaced: msg.aux === 1,
+            };
+          }
           case MSG_INTERRUPTED:
             return { kind: "interrupted", inHostCall };
           case MSG_ACK:

@@ -82,6 +82,7 @@ import { HandOffQueue } from "./handoff_queue.ts";
 import { FUEL, instrumentModuleCached } from "./instrument/mod.ts";
 import { OP_CALL, OP_REGISTER } from "./channel.ts";
 import { type HostCallResult, serveHostCall } from "./host_calls.ts";
+import type { ExtismWorkerData } from "../extism/protocol.ts"; // extism-runtime
 import { spareWorkers } from "./spare_workers.ts";
 import {
   InstanceHandle,
@@ -92,6 +93,45 @@ import {
 } from "./instance_handle.ts";
 
 export type { WasmPreopen } from "./instance_handle.ts";
+export type { Outcome } from "./instance_handle.ts"; // extism-runtime
+export type { HostCallResult } from "./host_calls.ts"; // extism-runtime
+
+// extism-runtime
+/**
+ * Another ABI run on this machinery (same workers, instrumentation, queue,
+ * deadline, quarantine, WASI): what differs from GoatKit's ABI. Used by
+ * `runtimes/extism/`; GoatKit plugins never have one.
+ */
+export interface WasmAbiAdapter {
+  /** The ABI the worker builds its guest for. */
+  readonly abi: "extism";
+  /** The worker's settings for that ABI. */
+  readonly worker: ExtismWorkerData;
+  /** The manifest (instead of `gk_register`). */
+  readonly registration: GKRegistration;
+  /** Why the module's imports cannot be served, or `null` (`bytes`: the module as compiled). */
+  checkImports(module: WebAssembly.Module, bytes: Uint8Array): string | null;
+  /**
+   * Serves a host call of this ABI's own on the main thread, or returns
+   * `undefined` to leave it to GoatKit's host calls.
+   */
+  hostCall(
+    fn: string,
+    args: Uint8Array,
+    ctx: CallContext,
+    plugin: string,
+  ): Promise<HostCallResult> | undefined;
+  /**
+   * Maps a call's outcome: the result bytes, an error to throw, or
+   * `undefined` to leave it to the GoatKit handling.
+   */
+  outcome(
+    out: Outcome,
+    fn: string,
+    plugin: string,
+    errOpts: PluginErrorOptions,
+  ): { bytes: Uint8Array | null } | Error | undefined;
+}
 
 /** WASI settings of a WASM plugin. */
 export interface WasmWasiOptions {
@@ -283,18 +323,31 @@ const encoder = new TextEncoder();
  * await manager.shutdownAll();
  * ```
  */
-export async function loadWasmPlugin(
+export function loadWasmPlugin(
   source: Uint8Array | string,
   options: WasmPluginOptions = {},
+): Promise<WasmPlugin> {
+  return loadWasmPluginWithAbi(source, options, undefined);
+}
+
+// extism-runtime
+/**
+ * {@linkcode loadWasmPlugin} for a module of another ABI (`adapter`), as
+ * `runtimes/extism/` loads Extism plugins; `undefined` is GoatKit's ABI.
+ */
+export async function loadWasmPluginWithAbi(
+  source: Uint8Array | string,
+  options: WasmPluginOptions,
+  adapter: WasmAbiAdapter | undefined,
 ): Promise<WasmPlugin> {
   const label = typeof source === "string" ? source : options.name ?? "<bytes>";
   // Worker bootstrap is the slowest part of a cold load: start it first.
   const spawned = Array.from(
     { length: Math.max(1, Math.floor(options.instances ?? 1)) },
-    () => InstanceHandle.spawn(instanceSettings(options)),
+    () => InstanceHandle.spawn(instanceSettings(options, adapter)),
   );
   try {
-    return await loadWith(label, source, options, spawned);
+    return await loadWith(label, source, options, spawned, adapter);
   } catch (e) {
     for (const h of spawned) h.terminate("load failed");
     throw e;
@@ -306,6 +359,7 @@ async function loadWith(
   source: Uint8Array | string,
   options: WasmPluginOptions,
   spawned: InstanceHandle[],
+  adapter: WasmAbiAdapter | undefined, // extism-runtime
 ): Promise<WasmPlugin> {
   const original = typeof source === "string"
     ? await Deno.readFile(source)
@@ -337,7 +391,10 @@ async function loadWith(
   } catch (e) {
     throw new WasmLoadError(label, errorText(e), { cause: e });
   }
-  for (const imp of WebAssembly.Module.imports(module)) {
+  // extism-runtime: another ABI checks its own imports
+  const refused = adapter?.checkImports(module, bytes);
+  if (refused) throw new WasmLoadError(label, refused);
+  for (const imp of adapter ? [] : WebAssembly.Module.imports(module)) {
     if (imp.module === "wasi_snapshot_preview1" && imp.kind === "function") {
       continue;
     }
@@ -350,7 +407,14 @@ async function loadWith(
       `unsupported import ${imp.module}.${imp.name} (${imp.kind}); only gk.host_call, gk.log, gk.last_error and wasi_snapshot_preview1 are provided`,
     );
   }
-  const plugin = new WasmPluginImpl(label, module, hash, instrument, options);
+  const plugin = new WasmPluginImpl(
+    label,
+    module,
+    hash,
+    instrument,
+    options,
+    adapter, // extism-runtime
+  );
   try {
     await plugin.load(spawned);
   } catch (e) {
@@ -396,6 +460,8 @@ class WasmPluginImpl implements WasmPlugin {
   #maxOverruns: number;
   #overrunWindowMs: number;
   #closed = false;
+  /** extism-runtime: the ABI adapter (none for GoatKit plugins). */
+  #abi: WasmAbiAdapter | undefined;
   /** `idleTimeoutMs`; 0 when workers are never released. */
   #idleMs: number;
   /** Shutdowns of released workers still in progress. */
@@ -407,7 +473,9 @@ class WasmPluginImpl implements WasmPlugin {
     hash: string,
     instrumented: boolean,
     options: WasmPluginOptions,
+    adapter?: WasmAbiAdapter, // extism-runtime
   ) {
+    this.#abi = adapter; // extism-runtime
     this.#label = label;
     this.#name = options.name ?? label;
     this.moduleHash = hash;
@@ -422,7 +490,7 @@ class WasmPluginImpl implements WasmPlugin {
     this.#overrunWindowMs = options.quarantine?.overrunWindowMs ?? 600_000;
     this.#maxQueue = Math.max(0, Math.floor(options.queue?.maxLength ?? 256));
     this.#maxWaitMs = Math.max(0, options.queue?.maxWaitMs ?? 1_000);
-    this.#settings = { module, ...instanceSettings(options) };
+    this.#settings = { module, ...instanceSettings(options, adapter) };
     const n = Math.max(1, Math.floor(options.instances ?? 1));
     for (let i = 0; i < n; i++) {
       this.#slots.push({
@@ -453,6 +521,20 @@ class WasmPluginImpl implements WasmPlugin {
     await Promise.all(
       this.#slots.map((s, i) => this.#startSlot(s, true, spawned[i])),
     );
+    // extism-runtime: another ABI's manifest comes from its adapter
+    if (this.#abi) {
+      this.#manifest = this.#abi.registration;
+      this.manifestJson = JSON.stringify(this.#manifest);
+      if (typeof this.#manifest?.name === "string" && this.#manifest.name) {
+        this.#name = this.#manifest.name;
+      }
+      for (const s of this.#slots) this.#markFree(s);
+      if (this.#idleMs > 0 && !this.#closed) {
+        spareWorkers.retain();
+        this.#pooled = true;
+      }
+      return;
+    }
     const slot = this.#slots[0]!;
     const out = await slot.host!.request(
       OP_REGISTER,
@@ -590,6 +672,9 @@ class WasmPluginImpl implements WasmPlugin {
             ),
           });
         }
+        // extism-runtime: the ABI's own host calls first
+        const own = this.#abi?.hostCall(fn, args, hostCtx, this.#name);
+        if (own) return own;
         return serveHostCall(this.#host, hostCtx, fn, args);
       },
       log: (level: number, text: string) => {
@@ -849,6 +934,15 @@ class WasmPluginImpl implements WasmPlugin {
       this.#release(slot);
     }
     const fault = (kind: PluginFault) => ({ ...errOpts, fault: kind });
+    // extism-runtime: the ABI maps its own outcomes (errors, exits)
+    const mapped = this.#abi?.outcome(out, fn, this.#name, errOpts);
+    if (mapped) {
+      if (
+        out.kind === "exit" || (out.kind === "guest-error" && out.replaced)
+      ) this.#restarts++;
+      if (mapped instanceof Error) throw mapped;
+      return mapped.bytes;
+    }
     // Every outcome but a result or an ABI error replaces the instance.
     if (out.kind !== "result" && out.kind !== "abi") this.#restarts++;
     switch (out.kind) {
@@ -908,6 +1002,12 @@ class WasmPluginImpl implements WasmPlugin {
       case "fatal":
         this.#fault("crash", `instance lost in ${fn}: ${out.message}`);
         throw new PluginCrashedError(this.#name, out.message, fault("crash"));
+      case "guest-error": // extism-runtime: only another ABI reports it
+        throw new PluginCrashedError(
+          this.#name,
+          out.message ?? `returned ${out.code}`,
+          errOpts,
+        );
     }
   }
 
@@ -984,8 +1084,11 @@ class WasmPluginImpl implements WasmPlugin {
 
 function instanceSettings(
   options: WasmPluginOptions,
+  adapter?: WasmAbiAdapter, // extism-runtime
 ): Omit<InstanceSettings, "module"> {
   return {
+    // extism-runtime
+    ...(adapter ? { abi: adapter.abi, extism: adapter.worker } : {}),
     maxResultBytes: options.maxResultBytes ?? 16 * 1024 * 1024,
     memoryLimitPages: options.memoryLimitPages ?? 256,
     spinMicros: options.spinMicros ?? 50,
@@ -1019,5 +1122,7 @@ function describe(o: Outcome): string {
       return "interrupted at the deadline";
     case "killed":
       return "did not stop; worker terminated";
+    case "guest-error": // extism-runtime
+      return o.message ?? `returned ${o.code}`;
   }
 }

@@ -138,6 +138,20 @@ export {
   loadGrpcPlugin,
   type LoadGrpcPluginOptions,
 } from "./runtimes/grpc/mod.ts";
+// extism-host
+export {
+  type ExtismCallContext,
+  ExtismHashMismatchError,
+  type ExtismHostFunction,
+  type ExtismLogLevel,
+  ExtismManifestError,
+  type ExtismPluginOptions,
+  type ExtismValue,
+  type ExtismValueType,
+  type ExtismVarStore,
+  isExtismModule,
+  loadExtismPlugin,
+} from "./host/loading/mod.ts";
 export { createApp, type GoatKitApp } from "./host/server/mod.ts";
 export {
   boot,

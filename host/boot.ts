@@ -78,6 +78,9 @@ import {
 import { type HostConfig, loadConfig } from "./services/config.ts";
 import { createInterceptors, interceptHostAPI } from "./model/interceptors.ts";
 import { PgLogStore } from "./services/pg_log_store.ts";
+// extism-host
+import { PgExtismVarStore } from "./services/pg_extism_var_store.ts";
+import type { ExtismHostFunction } from "./loading/mod.ts";
 import { PgAuditStore } from "./services/pg_audit_store.ts";
 import { PgSessionStore } from "./services/pg_session_store.ts";
 import { SessionStore } from "./server/auth/sessions.ts";
@@ -133,6 +136,12 @@ export interface BootOptions {
    * and token can be shown while the embedded database starts).
    */
   onListen?: (info: { url: string; adminToken?: string }) => void;
+  // extism-host
+  /**
+   * User host functions offered to every Extism plugin (imported under
+   * their `namespace`, by default `extism:host/user`).
+   */
+  extismFunctions?: readonly ExtismHostFunction[];
 }
 
 /** A running host, as {@linkcode boot} returns it. */
@@ -383,6 +392,8 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       ? { onWrite: (p: string) => cluster.publish("grants", p) }
       : {}),
   });
+  // extism-host: Extism plugins' vars, in the host's database.
+  const extismVars = new PgExtismVarStore({ client: sql });
   const stateStore = new PublishedStateStore({
     inner: new PgStateStore({ client: sql }),
     ...(cluster ? { publish: (n: string) => cluster.publish("state", n) } : {}),
@@ -559,6 +570,14 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     pluginConfig: (name) => services.config.pluginSection(name),
     trustedExecutables: server.trustedExecutables,
     audit,
+    // extism-host
+    extism: {
+      vars: (name, maxBytes) => extismVars.forPlugin(name, maxBytes),
+      maxVarBytes: server.extismMaxVarBytes,
+      ...(options.extismFunctions
+        ? { functions: options.extismFunctions }
+        : {}),
+    },
     wasm: {
       queue: {
         maxLength: server.pluginQueueLength,
@@ -620,6 +639,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     onUninstall: async (name) => {
       await grants.delete(name);
       await stateStore.delete(name);
+      await extismVars.deletePlugin(name); // extism-host
     },
   });
   const pool = (sql as { pool?: SqlPool }).pool;

@@ -37,6 +37,7 @@
  * | `server.pluginQueueLength` | `GOATKIT_PLUGIN_QUEUE_LENGTH` | `GOATKIT_SERVER__PLUGINQUEUELENGTH` | 256 calls a WASM plugin may have waiting for an instance; one more gets 503 + `Retry-After` |
  * | `server.pluginQueueWaitMs` | `GOATKIT_PLUGIN_QUEUE_WAIT_MS` | `GOATKIT_SERVER__PLUGINQUEUEWAITMS` | 1000: longest wait for an instance (at most half the call's deadline), then 503 |
  * | `server.pluginIdleTimeoutMs` | `GOATKIT_PLUGIN_IDLE_TIMEOUT_MS` | `GOATKIT_SERVER__PLUGINIDLETIMEOUTMS` | 60000: an idle WASM worker is closed (module kept); `0` keeps them |
+ * | `server.extismMaxVarBytes` | `GOATKIT_EXTISM_MAX_VAR_BYTES` | `GOATKIT_SERVER__EXTISMMAXVARBYTES` | 1048576: largest total size of one Extism plugin's vars (its `extism.json` may ask for less; `0`: no vars) |
  * | `server.routeTimeoutMs` | `GOATKIT_ROUTE_TIMEOUT_MS` | `GOATKIT_SERVER__ROUTETIMEOUTMS` | 10000: deadline of a plugin route whose manifest names none |
  * | `server.logFormat` | `GOATKIT_LOG_FORMAT` | `GOATKIT_SERVER__LOGFORMAT` | `text`; `json` (or the flag `--log-format json`, which wins) writes one JSON object per line to stdout: `{time, level, source: "host"\|"plugin", plugin?, message, …fields}` |
  * | `server.metrics` | `GOATKIT_METRICS` | `GOATKIT_SERVER__METRICS` | true: count plugin calls, host calls, jobs and routes; `GET /metrics` and the Operations page (`false`: off, `/metrics` is 404) |

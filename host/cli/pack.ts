@@ -1,8 +1,8 @@
 /**
  * `gk pack`: a plugin folder into a package ZIP. Leaves out hidden files,
  * `node_modules/` and what `.gkignore` names; validates `manifest.json`
- * and the entry (a real WASM module exporting the GoatKit ABI, or the
- * gRPC entry file); keeps each file's Unix mode (so a native executable
+ * and the entry (a real WASM module exporting the GoatKit ABI, an Extism
+ * plugin's `extism.json` and module, or the gRPC entry file); keeps each file's Unix mode (so a native executable
  * stays executable); lists what was packed with sizes.
  *
  * @module
@@ -14,7 +14,18 @@ import { checkManifest, type GKRegistration } from "../model/manifest.ts";
 import { errorText } from "../model/errors.ts";
 import { CliError } from "./errors.ts";
 import { IGNORE_FILE, type IgnoreRules, loadIgnoreRules } from "./gkignore.ts";
-import { checkWasmModule } from "./wasm_check.ts";
+import {
+  checkExtismModule,
+  checkWasmModule,
+  isExtismWasm,
+} from "./wasm_check.ts";
+// extism-host
+import {
+  EXTISM_MANIFEST_FILE,
+  mapExtismManifest,
+  parseExtismManifest,
+  readExtismModule,
+} from "../loading/extism_manifest.ts";
 
 /** One file that goes into the package. */
 export interface PackedFile {
@@ -27,7 +38,7 @@ export interface PackedFile {
 }
 
 /** How the packed plugin runs, as the host's loader will see it. */
-export type PackedEntryKind = "wasm" | "grpc-deno" | "grpc-native";
+export type PackedEntryKind = "wasm" | "grpc-deno" | "grpc-native" | "extism"; // extism-host
 
 /** The result of {@linkcode packPlugin}. */
 export interface PackResult {
@@ -73,6 +84,10 @@ function findEntry(
 ): { path: string; kind: PackedEntryKind } | undefined {
   const top = files.filter((f) => !f.path.includes("/"));
   const names = top.map((f) => f.path);
+  // extism-host: Extism's manifest marks an Extism plugin.
+  if (names.includes(EXTISM_MANIFEST_FILE)) {
+    return { path: EXTISM_MANIFEST_FILE, kind: "extism" };
+  }
   const wasm = names.includes("plugin.wasm")
     ? "plugin.wasm"
     : names.find((n) => /\.wasm$/i.test(n));
@@ -83,6 +98,41 @@ function findEntry(
   if (native) return { path: "plugin", kind: "grpc-native" };
   return undefined;
 }
+
+// extism-host
+/**
+ * Checks an Extism plugin folder: `extism.json` valid and mappable onto
+ * GoatKit's permissions, its module inside the folder, packed (not left
+ * out by `.gkignore`), of the named hash, and a real Extism module.
+ */
+async function checkExtismFolder(
+  dir: string,
+  files: readonly PackedFile[],
+  where: string,
+): Promise<void> {
+  try {
+    const manifest = parseExtismManifest(
+      await Deno.readTextFile(join(dir, EXTISM_MANIFEST_FILE)),
+      { file: EXTISM_MANIFEST_FILE },
+    );
+    mapExtismManifest(manifest);
+    const source = manifest.wasm[0]!;
+    if ("path" in source) {
+      const rel = source.path.replaceAll("\\", "/").replace(/^\.\//, "");
+      if (!files.some((f) => f.path === rel)) {
+        throw new CliError(
+          `${where}: ${EXTISM_MANIFEST_FILE} names "${source.path}", which is not packed (missing, hidden or left out by ${IGNORE_FILE})`,
+        );
+      }
+    }
+    const bytes = await readExtismModule(manifest, dir);
+    checkExtismModule(bytes, `${join(dir, EXTISM_MANIFEST_FILE)} wasm[0]`);
+  } catch (e) {
+    if (e instanceof CliError) throw e;
+    throw new CliError(`${where}: ${errorText(e)}`);
+  }
+}
+// extism-host end
 
 /**
  * Packs the plugin folder `dir` (absolute) into package bytes; throws a
@@ -132,13 +182,22 @@ export async function packPlugin(dir: string): Promise<PackResult> {
   const entry = findEntry(files);
   if (!entry) {
     throw new CliError(
-      `${where}: no entry (plugin.wasm, *.wasm, main.ts, plugin.ts, main.js or an executable named plugin); build it first (gk build) or check ${IGNORE_FILE}`,
+      `${where}: no entry (plugin.wasm, *.wasm, main.ts, plugin.ts, main.js, an executable named plugin, or extism.json for an Extism plugin); build it first (gk build) or check ${IGNORE_FILE}`,
     );
+  }
+  if (entry.kind === "extism") {
+    await checkExtismFolder(dir, files, where); // extism-host
   }
   const contents: Zippable = {};
   for (const f of files) {
     const data = await Deno.readFile(join(dir, f.path));
     if (f.path === entry.path && entry.kind === "wasm") {
+      // extism-host: an Extism module needs its extism.json.
+      if (isExtismWasm(data)) {
+        throw new CliError(
+          `${where}: "${f.path}" is an Extism plugin module; add ${EXTISM_MANIFEST_FILE} next to manifest.json (at least {"wasm": [{"path": "${f.path}"}]})`,
+        );
+      }
       checkWasmModule(data, join(dir, f.path));
     }
     if (entry.kind === "grpc-native" && f.path === entry.path) {

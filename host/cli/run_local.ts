@@ -1,12 +1,20 @@
 /**
  * `gk run <plugin.wasm> <fn> [--input <json> | --input-file <f>]
- * [--config k=v]… [--timeout ms]`: loads a WASM plugin locally, without a
+ * [--config k=v]… [--timeout ms] [--abi gk|extism]`: loads a WASM plugin
+ * locally, without a
  * host or a database, calls one function and prints its output (like
  * `extism call`). The plugin runs in the real WASM runtime (its own worker,
  * instrumented, with WASI); its host calls are answered by the in-memory
  * test host ({@linkcode MemoryHostAPI}: config from `--config`, empty
  * database answers, log lines printed on stderr). A failing call, or an
  * answer `{"error": …}` (GoatFlow's convention), exits with code 1.
+ *
+ * An Extism module (`--abi extism`, or without `--abi` any module importing
+ * from `extism:host/env`) runs in the same runtime through the Extism ABI:
+ * its input is the `--input` text (or the `--input-file` bytes) as given,
+ * not JSON; its output is printed as it is. An `extism.json` (and
+ * `manifest.json`) next to the module are used when present: permissions
+ * they request are granted, config defaults apply (`--config` wins).
  *
  * @module
  */
@@ -25,7 +33,18 @@ import { CliError, CliUsageError } from "./errors.ts";
 import { readInput } from "./host_commands.ts";
 import type { CliIO } from "./io.ts";
 import { resolveFrom } from "./paths.ts";
-import { checkWasmModule } from "./wasm_check.ts";
+import {
+  checkExtismModule,
+  checkWasmModule,
+  isExtismWasm,
+} from "./wasm_check.ts";
+// extism-host
+import {
+  EXTISM_MANIFEST_FILE,
+  mapExtismManifest,
+  parseExtismManifest,
+  withExtismPermissions,
+} from "../loading/extism_manifest.ts";
 
 /** A memory host that also prints the plugin's log lines. */
 class PrintingHost extends MemoryHostAPI {
@@ -112,7 +131,12 @@ export async function runCommand(ctx: CommandContext): Promise<void> {
     );
   }
   const path = resolveFrom(ctx.io, wasmArg);
-  const input = await readInput(ctx, undefined);
+  const abi = ctx.args.str("abi"); // extism-host
+  if (abi !== undefined && abi !== "gk" && abi !== "extism") {
+    throw new CliUsageError(
+      `Cannot read --abi "${abi}": expected gk or extism`,
+    );
+  }
   const config = parseConfig(ctx.args.all("config"));
   const timeoutMs = Math.max(1, ctx.args.num("timeout", 30_000));
   let bytes: Uint8Array;
@@ -123,6 +147,12 @@ export async function runCommand(ctx: CommandContext): Promise<void> {
       `Cannot read "${path}": ${errorText(e).split("\n")[0]}`,
     );
   }
+  // extism-host
+  if (abi === "extism" || (abi === undefined && isExtismWasm(bytes))) {
+    checkExtismModule(bytes, path);
+    return await runExtism(ctx, path, fn, config, timeoutMs);
+  }
+  const input = await readInput(ctx, undefined);
   checkWasmModule(bytes, path);
   const fallbackName = basename(path).replace(/\.wasm$/i, "").toLowerCase()
     .replace(/[^a-z0-9-]+/g, "-").replace(/^[^a-z]+/, "") || "plugin";
@@ -187,3 +217,120 @@ export async function runCommand(ctx: CommandContext): Promise<void> {
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }
 }
+
+// extism-host
+/** The raw input of an Extism call: `--input` text or `--input-file` bytes. */
+async function rawInput(ctx: CommandContext): Promise<Uint8Array | null> {
+  const text = ctx.args.str("input");
+  const file = ctx.args.str("input-file");
+  if (text !== undefined && file !== undefined) {
+    throw new CliError(
+      "Cannot read the input: give one of --input and --input-file",
+    );
+  }
+  if (text !== undefined) return new TextEncoder().encode(text);
+  if (file === undefined) return null;
+  const path = resolveFrom(ctx.io, file);
+  try {
+    return await Deno.readFile(path);
+  } catch (e) {
+    throw new CliError(
+      `Cannot read input file "${path}": ${errorText(e).split("\n")[0]}`,
+    );
+  }
+}
+
+/**
+ * `gk run` of an Extism module: its folder's `extism.json` when there is
+ * one naming it, else a generated one (`{"wasm": [{"path": <file>}]}`) in a
+ * temporary plugin folder holding a copy of the module.
+ */
+async function runExtism(
+  ctx: CommandContext,
+  path: string,
+  fn: string,
+  config: Record<string, string>,
+  timeoutMs: number,
+): Promise<void> {
+  const where = `Cannot run function "${fn}" of "${path}"`;
+  const input = await rawInput(ctx);
+  const work = await Deno.makeTempDir({ prefix: "gk_run_" });
+  try {
+    let dir = dirname(path);
+    let text: string | undefined;
+    try {
+      text = await Deno.readTextFile(join(dir, EXTISM_MANIFEST_FILE));
+    } catch { /* none: generated below */ }
+    let extism = text === undefined ? undefined : parseExtismManifest(text, {
+      file: join(dir, EXTISM_MANIFEST_FILE),
+    });
+    const names = (extism?.wasm ?? []).map((w) =>
+      "path" in w ? join(dir, w.path) : ""
+    );
+    if (!extism || !names.includes(path)) {
+      dir = join(work, "plugin");
+      await Deno.mkdir(dir);
+      await Deno.copyFile(path, join(dir, "plugin.wasm"));
+      extism = { wasm: [{ path: "plugin.wasm" }] };
+      await Deno.writeTextFile(
+        join(dir, EXTISM_MANIFEST_FILE),
+        JSON.stringify(extism),
+      );
+    }
+    const fallbackName = basename(path).replace(/\.wasm$/i, "").toLowerCase()
+      .replace(/[^a-z0-9-]+/g, "-").replace(/^[^a-z]+/, "") || "plugin";
+    const sidecar = await siblingManifest(path) ??
+      { name: fallbackName.padEnd(2, "x"), version: "0.0.0" };
+    let manifest: GKRegistration;
+    try {
+      manifest = withExtismPermissions(sidecar, mapExtismManifest(extism));
+    } catch (e) {
+      throw new CliError(`${where}: ${errorText(e)}`);
+    }
+    const grants = new MemoryGrantStore();
+    try {
+      await grants.set(manifest.name, manifest.permissions ?? []);
+    } catch { /* unparsable permissions: grant none */ }
+    const load = createRuntimeFactory({
+      grants,
+      dataDir: join(work, "data"),
+      pluginConfig: () => config,
+      wasm: { idleTimeoutMs: 0, callTimeoutMs: timeoutMs },
+    });
+    let plugin;
+    try {
+      plugin = await load({
+        name: manifest.name,
+        dir,
+        kind: "extism",
+        entry: join(dir, EXTISM_MANIFEST_FILE),
+        manifest,
+      });
+    } catch (e) {
+      throw new CliError(`${where}: ${errorText(e).split("\n")[0]}`);
+    }
+    try {
+      const host = new PrintingHost(ctx.io, config);
+      await plugin.init(host, {
+        name: manifest.name,
+        quarantine: (reason) => ctx.io.err(`quarantined: ${reason}`),
+      });
+      let out: Uint8Array | null;
+      try {
+        out = await plugin.call(
+          fn,
+          input,
+          createCallContext({ timeoutMs, chain: [manifest.name] }),
+        );
+      } catch (e) {
+        throw new CliError(`${where}: ${errorText(e).split("\n")[0]}`);
+      }
+      ctx.io.out(out ? new TextDecoder().decode(out) : "");
+    } finally {
+      await plugin.shutdown();
+    }
+  } finally {
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}
+// extism-host end

@@ -20,7 +20,9 @@ Plugin authors (no host needed):
   gk pack [dir] [-o out.zip]        validate and zip a plugin folder, list what is
                                     packed (.gkignore: gitignore-style exclusions)
   gk run <plugin.wasm> <fn> [--input <json> | --input-file <f>] [--config k=v]…
-                                    call a WASM plugin locally, without a host
+       [--abi gk|extism]            call a WASM plugin locally, without a host
+                                    (an Extism module is recognised by its imports;
+                                    its input is the raw --input text or file)
   gk keygen [-o prefix]             Ed25519 key pair; default
                                     $XDG_CONFIG_HOME/goatkit/keys/signing.{key,pub}
                                     (~/.config/goatkit/keys/); never overwrites

@@ -112,3 +112,90 @@ export function checkWasmModule(bytes: Uint8Array, label: string): WasmCheck {
     wasiImports,
   };
 }
+
+// extism-host
+/** The import module that marks an Extism plugin (`runtimes/extism`). */
+export const EXTISM_ENV_MODULE = "extism:host/env";
+
+/** What {@linkcode checkExtismModule} found. */
+export interface ExtismCheck {
+  /** The compiled module. */
+  module: WebAssembly.Module;
+  /** Exported functions (the functions a caller may call). */
+  functions: string[];
+  /** Imports outside `extism:host/env` and WASI: user host functions. */
+  userImports: string[];
+}
+
+/**
+ * Whether `bytes` compile to a module importing from `extism:host/env` (an
+ * Extism plugin); `false` for anything that does not compile.
+ *
+ * @example
+ * ```ts
+ * import { isExtismWasm } from "./wasm_check.ts";
+ * console.log(isExtismWasm(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]))); // false
+ * ```
+ */
+export function isExtismWasm(bytes: Uint8Array): boolean {
+  try {
+    const module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
+    return WebAssembly.Module.imports(module).some((i) =>
+      i.module === EXTISM_ENV_MODULE
+    );
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Validates `bytes` as an Extism plugin module: a WebAssembly module that
+ * compiles, imports from `extism:host/env` and exports at least one
+ * function. Other import modules are user host functions the embedding host
+ * must provide (listed in the result). Throws a {@linkcode CliError} naming
+ * `label` and the problem.
+ *
+ * @example
+ * ```ts
+ * import { checkExtismModule } from "./wasm_check.ts";
+ * try {
+ *   checkExtismModule(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]), "x.wasm");
+ * } catch (e) {
+ *   console.log((e as Error).message); // Cannot use "x.wasm": it imports nothing from extism:host/env (not an Extism plugin)
+ * }
+ * ```
+ */
+export function checkExtismModule(
+  bytes: Uint8Array,
+  label: string,
+): ExtismCheck {
+  const fail = (why: string) => new CliError(`Cannot use "${label}": ${why}`);
+  if (bytes.length < 8 || MAGIC.some((b, i) => bytes[i] !== b)) {
+    throw fail("not a WebAssembly module (no \\0asm magic)");
+  }
+  let module: WebAssembly.Module;
+  try {
+    module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
+  } catch (e) {
+    throw fail(
+      `the module does not compile: ${
+        (e instanceof Error ? e.message : String(e)).split("\n")[0]
+      }`,
+    );
+  }
+  const imports = WebAssembly.Module.imports(module);
+  if (!imports.some((i) => i.module === EXTISM_ENV_MODULE)) {
+    throw fail(
+      `it imports nothing from ${EXTISM_ENV_MODULE} (not an Extism plugin)`,
+    );
+  }
+  const functions = WebAssembly.Module.exports(module).filter((e) =>
+    e.kind === "function"
+  ).map((e) => e.name);
+  if (functions.length === 0) throw fail("it exports no function");
+  const userImports = imports.filter((i) =>
+    i.module !== EXTISM_ENV_MODULE && i.module !== "wasi_snapshot_preview1"
+  ).map((i) => `${i.module}.${i.name}`);
+  return { module, functions, userImports };
+}
+// extism-host end

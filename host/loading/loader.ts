@@ -5,8 +5,8 @@
  * {@linkcode LazyLoader}); and reloads a plugin when its files change,
  * replacing the running instance only once the new one has registered.
  *
- * Entry files, first match wins: `plugin.wasm`, any other `*.wasm` (WASM
- * runtime); `main.ts`, `plugin.ts`, `main.js` (gRPC, run by Deno); an
+ * Entry files, first match wins: `extism.json` (an Extism plugin, see
+ * `extism_manifest.ts`); `plugin.wasm`, any other `*.wasm` (WASM runtime); `main.ts`, `plugin.ts`, `main.js` (gRPC, run by Deno); an
  * executable file named `plugin` (gRPC, native: the host must trust it).
  *
  * A bare `*.wasm` file (any case of the extension) directly in the plugins
@@ -35,9 +35,18 @@ import { checkManifest, type GKRegistration } from "../model/manifest.ts";
 import type { Plugin } from "../model/plugin.ts";
 import { readWasmManifest, type WasmManifestReader } from "./wasm_manifest.ts";
 import { assertManifestMatches } from "./manifest_match.ts";
+import {
+  EXTISM_MANIFEST_FILE,
+  mapExtismManifest,
+  parseExtismManifest,
+  withExtismPermissions,
+} from "./extism_manifest.ts"; // extism-host
 
-/** How a discovered plugin runs. */
-export type PluginSourceKind = "wasm" | "grpc-deno" | "grpc-native";
+/**
+ * How a discovered plugin runs (`extism`: a folder with `extism.json`, see
+ * `extism_manifest.ts`).
+ */
+export type PluginSourceKind = "wasm" | "grpc-deno" | "grpc-native" | "extism"; // extism-host
 
 /** A plugin found on disk. */
 export interface PluginSource {
@@ -505,6 +514,23 @@ async function inspectFolder(
     ? "plugin.wasm"
     : names.find((n) => /\.wasm$/i.test(n));
   const base = { name: manifest.name, dir, manifest };
+  // extism-host: an Extism plugin; its permissions join the sidecar's.
+  if (names.includes(EXTISM_MANIFEST_FILE)) {
+    try {
+      const extism = parseExtismManifest(
+        await Deno.readTextFile(join(dir, EXTISM_MANIFEST_FILE)),
+        { file: EXTISM_MANIFEST_FILE },
+      );
+      return {
+        ...base,
+        manifest: withExtismPermissions(manifest, mapExtismManifest(extism)),
+        kind: "extism",
+        entry: join(dir, EXTISM_MANIFEST_FILE),
+      };
+    } catch (e) {
+      return { error: errorText(e) };
+    }
+  }
   if (wasm) return { ...base, kind: "wasm", entry: join(dir, wasm) };
   const ts = ["main.ts", "plugin.ts", "main.js"].find((n) => names.includes(n));
   if (ts) return { ...base, kind: "grpc-deno", entry: join(dir, ts) };

@@ -1,6 +1,6 @@
 /**
  * Loading plugins: discovery of a plugins folder (manifests and bare
- * `*.wasm` files), lazy loading and hot reload ({@linkcode Loader}), the
+ * `*.wasm` files; Extism plugins by their `extism.json`), lazy loading and hot reload ({@linkcode Loader}), the
  * runtime chosen by a plugin's kind ({@linkcode createRuntimeFactory}, the
  * one place in `host/` that imports `runtimes/`), and packages: ZIP
  * install, upgrade and uninstall with SHA-256 and Ed25519 signatures
@@ -37,8 +37,36 @@ export { readWasmManifest, type WasmManifestReader } from "./wasm_manifest.ts";
 export {
   createRuntimeFactory,
   ExecutableNotTrustedError,
+  type ExtismRuntimeOptions,
   type RuntimeFactoryOptions,
 } from "./runtimes.ts";
+// extism-host
+export {
+  EXTISM_MANIFEST_FILE,
+  ExtismHashMismatchError,
+  type ExtismHostLimits,
+  type ExtismManifest,
+  ExtismManifestError,
+  type ExtismMapping,
+  type ExtismPathMapping,
+  type ExtismWasmSource,
+  mapExtismManifest,
+  parseExtismManifest,
+  readExtismModule,
+  withExtismPermissions,
+} from "./extism_manifest.ts";
+export {
+  type ExtismCallContext,
+  type ExtismHostFunction,
+  type ExtismLogLevel,
+  type ExtismPluginOptions,
+  type ExtismValue,
+  type ExtismValueType,
+  type ExtismVarStore,
+  isExtismModule,
+  loadExtismPlugin,
+} from "../../runtimes/extism/mod.ts";
+// extism-host end
 export {
   type ManifestDifference,
   manifestDifferences,

@@ -25,6 +25,27 @@ import {
   loadWasmPlugin,
   type WasmPluginOptions,
 } from "../../runtimes/wasm/mod.ts";
+// extism-host
+import {
+  type ExtismHostFunction,
+  type ExtismLogLevel,
+  type ExtismVarStore,
+  loadExtismPlugin,
+} from "../../runtimes/extism/mod.ts";
+import {
+  EXTISM_MANIFEST_FILE,
+  mapExtismManifest,
+  parseExtismManifest,
+  readExtismModule,
+} from "./extism_manifest.ts";
+import {
+  covers,
+  parsePermission,
+  type Permission,
+} from "../../permissions/grammar.ts";
+import type { HostAPI } from "../model/host_api.ts";
+import { PermissionDeniedError } from "../model/errors.ts";
+// extism-host end
 import {
   type CallbackRefusal,
   loadGrpcPlugin,
@@ -62,6 +83,8 @@ export interface RuntimeFactoryOptions {
   logs?: LogBuffer;
   /** Extra options for every WASM plugin. */
   wasm?: Omit<WasmPluginOptions, "config" | "wasi" | "name">;
+  /** Options of Extism plugins. */
+  extism?: ExtismRuntimeOptions; // extism-host
   /** Extra options for every gRPC plugin. */
   grpc?: Omit<LoadGrpcPluginOptions, "denoFlags" | "dataDir" | "logs">;
   /**
@@ -118,6 +141,8 @@ export function createRuntimeFactory(
           config,
           wasi: { preopens: wasiPreopensFor({ grants: effective, dataDir }) },
         });
+      case "extism": // extism-host
+        return await loadExtism(source, effective, dataDir, config, options);
       case "grpc-deno":
       case "grpc-native": {
         const logs = options.logs;
@@ -165,6 +190,136 @@ export function createRuntimeFactory(
     }
   };
 }
+
+// extism-host
+/** Options of Extism plugins ({@linkcode RuntimeFactoryOptions.extism}). */
+export interface ExtismRuntimeOptions {
+  /** User host functions offered to every Extism plugin. */
+  functions?: readonly ExtismHostFunction[];
+  /**
+   * Where a plugin's vars persist (the host: its database).
+   * @default the runtime's in-memory store (lost at reload)
+   */
+  vars?: (plugin: string, maxBytes: number) => ExtismVarStore;
+  /**
+   * The host's cap on one plugin's vars, in bytes; an `extism.json` may
+   * ask for less (`memory.max_var_bytes`). @default 1048576
+   */
+  maxVarBytes?: number;
+  /** Lowest level of `log_*` lines kept. @default "info" */
+  logLevel?: ExtismLogLevel;
+}
+
+/**
+ * Loads an Extism plugin folder: `extism.json` mapped onto the plugin's
+ * effective permissions (`allowed_paths` become preopens at their guest
+ * paths once granted; other `fs:` grants at `/data/<path>`), its limits
+ * capped by the host's, its `config` served as defaults behind the
+ * operator's grants, and routes that hand it the raw request body.
+ */
+async function loadExtism(
+  source: PluginSource,
+  effective: readonly Permission[],
+  dataDir: string,
+  config: Record<string, string>,
+  options: RuntimeFactoryOptions,
+): Promise<Plugin> {
+  const name = source.name;
+  const manifest = parseExtismManifest(
+    await Deno.readTextFile(source.entry),
+    { file: EXTISM_MANIFEST_FILE },
+  );
+  const hostVars = options.extism?.maxVarBytes ?? 1024 * 1024;
+  const mapping = mapExtismManifest(manifest, {
+    maxPages: options.wasm?.memoryLimitPages ?? 256,
+    callTimeoutMs: options.wasm?.callTimeoutMs ?? 30_000,
+    maxVarBytes: hostVars,
+  });
+  const wasm = await readExtismModule(manifest, source.dir);
+  const mapped = new Set(mapping.paths.map((p) => p.permission));
+  const preopens = [
+    ...wasiPreopensFor({
+      grants: effective.filter((p) => !mapped.has(p.text)),
+      dataDir,
+    }),
+    ...mapping.paths.filter((p) => {
+      const want = parsePermission(p.permission);
+      return effective.some((g) => covers(g, want));
+    }).map((p) => ({
+      guestPath: p.guestPath,
+      hostPath: p.path === "." ? dataDir : join(dataDir, p.path),
+      readOnly: p.readOnly,
+    })),
+  ];
+  for (const p of preopens) await Deno.mkdir(p.hostPath, { recursive: true });
+  const ext = options.extism ?? {};
+  const plugin = await loadExtismPlugin(wasm, {
+    ...options.wasm,
+    name,
+    config,
+    wasi: { preopens },
+    memoryLimitPages: mapping.memoryLimitPages,
+    callTimeoutMs: mapping.callTimeoutMs,
+    registration: source.manifest,
+    maxVarBytes: mapping.maxVarBytes,
+    ...(ext.vars ? { vars: ext.vars(name, mapping.maxVarBytes) } : {}),
+    ...(ext.functions ? { functions: ext.functions } : {}),
+    ...(ext.logLevel ? { logLevel: ext.logLevel } : {}),
+  });
+  return extismFacade(plugin, mapping.config);
+}
+
+/**
+ * The Extism plugin as the host sees it: routes hand it the raw body
+ * (`routeInput: "raw"`), and its HostAPI answers `config_get` of a key of
+ * `extism.json`'s `config` with that default when the guarded HostAPI
+ * allowed the key (granted `config:<key>`) but has no value of its own
+ * (no value in the plugin's section nor a host value); a refusal stays a
+ * refusal.
+ * Everything else is the runtime's plugin itself.
+ */
+function extismFacade(
+  plugin: Plugin,
+  defaults: Record<string, string>,
+): Plugin {
+  const withDefaults = (host: HostAPI): HostAPI =>
+    new Proxy(host, {
+      get(target, prop) {
+        if (prop === "configGet") {
+          return async (
+            ctx: Parameters<HostAPI["configGet"]>[0],
+            key: string,
+          ): Promise<string> => {
+            try {
+              const value = await target.configGet(ctx, key);
+              // An empty answer is an unset key (as `config_get` reads it).
+              return value === "" && Object.hasOwn(defaults, key)
+                ? defaults[key]!
+                : value;
+            } catch (e) {
+              if (e instanceof PermissionDeniedError) throw e;
+              if (Object.hasOwn(defaults, key)) return defaults[key]!;
+              throw e;
+            }
+          };
+        }
+        const v = Reflect.get(target, prop, target);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+  return new Proxy(plugin, {
+    get(target, prop) {
+      if (prop === "routeInput") return "raw";
+      if (prop === "init") {
+        return (host: HostAPI, env?: Parameters<Plugin["init"]>[1]) =>
+          target.init(withDefaults(host), env);
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+// extism-host end
 
 /** Whether `entry` is a SHA-256 digest (64 hex digits), not a path. */
 function isDigest(entry: string): boolean {

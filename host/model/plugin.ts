@@ -76,6 +76,15 @@ export interface Plugin {
   shutdown(): Promise<void>;
   /** How the plugin runs; `native` when absent. */
   readonly runtime?: PluginRuntimeKind;
+  // extism-host
+  /**
+   * What a plugin route hands the plugin. `args` (the default): GoatFlow's
+   * args object built from path, query and a JSON body, with a JSON answer.
+   * `raw`: the request body as it came (an Extism plugin's input), with
+   * the answer's bytes as the response body (JSON when they parse as JSON,
+   * else `text/plain` when UTF-8, else `application/octet-stream`).
+   */
+  readonly routeInput?: "args" | "raw";
   /**
    * What the plugin has used so far (cumulative counters since load), for
    * metrics and quotas; absent when the runtime cannot tell.

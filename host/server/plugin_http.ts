@@ -198,7 +198,8 @@ function codeEntry(
 
 /**
  * Maps an error thrown by a plugin call to a status and JSON body:
- * not found 404, disabled 403, permission denied 403, timeout 504, crash 502,
+ * not found 404, disabled 403, permission denied 403 (also as an error's
+ * `cause`: a runtime that wraps a refused host call), timeout 504, crash 502,
  * a runtime's overload (`PluginOverloadedError`: queue full or queue-time
  * budget spent) 503 `overloaded` with `Retry-After` (see `unavailable.ts`),
  * a package refused for its signer or version 409, an uninstall refused
@@ -263,7 +264,10 @@ export function errorToHttp(
   if (e instanceof PluginDisabledError) {
     return { status: 403, body: { error: msg } };
   }
-  if (e instanceof PermissionDeniedError) {
+  if (
+    e instanceof PermissionDeniedError ||
+    (e as { cause?: unknown } | null)?.cause instanceof PermissionDeniedError
+  ) {
     return { status: 403, body: { error: msg } };
   }
   if (e instanceof PluginTimeoutError) {
@@ -470,6 +474,42 @@ export function resultToResponse(
   });
 }
 
+// extism-host
+/**
+ * Turns the output of a plugin that takes raw route input (an Extism
+ * plugin: `routeInput: "raw"`) into a response: no output → 204; output
+ * that parses as JSON → `application/json`; other UTF-8 text →
+ * `text/plain; charset=utf-8`; anything else →
+ * `application/octet-stream`. Never HTML (`nosniff` is sent), so a plugin
+ * cannot serve script through this path.
+ *
+ * @example
+ * ```ts
+ * import { rawResultToResponse } from "./plugin_http.ts";
+ * const r = rawResultToResponse(new TextEncoder().encode("hello"));
+ * console.log(r.headers.get("content-type")); // text/plain; charset=utf-8
+ * ```
+ */
+export function rawResultToResponse(result: Uint8Array | null): Response {
+  if (!result || result.byteLength === 0) {
+    return new Response(null, { status: 204 });
+  }
+  let type = "application/octet-stream";
+  try {
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(result);
+    try {
+      JSON.parse(text);
+      type = "application/json; charset=utf-8";
+    } catch {
+      type = "text/plain; charset=utf-8";
+    }
+  } catch { /* not UTF-8: bytes */ }
+  return new Response(result as Uint8Array<ArrayBuffer>, {
+    headers: { "content-type": type, "x-content-type-options": "nosniff" },
+  });
+}
+// extism-host end
+
 /** Options of {@linkcode pluginRouteHandlers}. */
 export interface PluginRouteOptions {
   /** The Manager that runs the calls. */
@@ -494,7 +534,9 @@ export interface PluginRouteOptions {
  * Returns the function that gives one plugin route its Hono handler chain
  * (the `handlers` argument of `buildRouteTable`): the `admin` or `auth`
  * middleware the route asks for, then a handler that reads the body (not
- * for GET and HEAD), builds the args with {@linkcode buildRouteArgs}, calls
+ * for GET and HEAD), builds the args with {@linkcode buildRouteArgs} (a
+ * plugin with `routeInput: "raw"` gets the body itself and answers through
+ * {@linkcode rawResultToResponse}), calls
  * the plugin in the request's {@linkcode preferredLanguage} and answers with
  * {@linkcode resultToResponse}. Errors map through {@linkcode errorToHttp}
  * (5xx ones but 503 are logged); the route's plugin found disabled or
@@ -533,17 +575,21 @@ export function pluginRouteHandlers(
         const body = c.req.method === "GET" || c.req.method === "HEAD"
           ? null
           : await readBody(c.req.raw, maxBody);
-        const args = buildRouteArgs(
-          c.req.method,
-          new URL(c.req.url),
-          c.req.param(),
-          body,
+        // extism-host: a plugin taking raw input gets the body as it came.
+        const raw = manager.get(route.plugin)?.routeInput === "raw";
+        const input = raw ? body ?? new Uint8Array(0) : encodeJson(
+          buildRouteArgs(
+            c.req.method,
+            new URL(c.req.url),
+            c.req.param(),
+            body,
+          ),
         );
         const language = preferredLanguage(c.req.header("accept-language"));
         const result = await manager.call(
           route.plugin,
           route.handler,
-          encodeJson(args),
+          input,
           {
             ...(language ? { language } : {}),
             // The app's setting, else the route's own deadline (manifest
@@ -551,6 +597,7 @@ export function pluginRouteHandlers(
             timeoutMs: callTimeoutMs ?? manager.routeTimeoutMs(route),
           },
         );
+        if (raw) return rawResultToResponse(result); // extism-host
         return resultToResponse(
           result,
           route.plugin,

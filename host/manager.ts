@@ -48,6 +48,7 @@ import type {
 import { MemoryStateStore, type StateStore } from "./state_store.ts";
 import { TemplateOverrideRegistry } from "./registries/templates.ts";
 import { BasicHostAPI } from "./services/basic_host_api.ts";
+import { CallDeadlines } from "./call_deadlines.ts"; // call-speed
 
 /** Loads plugins on demand by manifest name (the Loader implements it). */
 export interface LazyLoader {
@@ -164,6 +165,8 @@ interface Entry {
   reason?: string;
   inFlight: number;
   drained: (() => void)[];
+  /** Deadlines of declared `timeouts`, parsed once (call-speed). */
+  timeouts?: Map<string, number>;
 }
 
 /**
@@ -210,6 +213,7 @@ export class Manager {
   #hostVersion: string | undefined;
   #checks: readonly ((m: GKRegistration) => ManifestIssue[])[];
   #interceptors: PluginCallInterceptor[];
+  #deadlines = new CallDeadlines(); // call-speed
 
   /** Creates a Manager; every part can be replaced through `options`. */
   constructor(options: ManagerOptions = {}) {
@@ -300,8 +304,9 @@ export class Manager {
       throw e;
     }
     this.#addContributions(name, manifest);
+    const { timeouts: _parsed, ...kept } = old; // call-speed
     const entry: Entry = {
-      ...old,
+      ...kept,
       plugin,
       host,
       manifest,
@@ -419,11 +424,18 @@ export class Manager {
    * ```
    */
   functionTimeoutMs(name: string, fn: string): number {
-    const m = this.#entries.get(name)?.manifest;
-    const declared = m && functionTimeoutMs(m, fn);
-    return declared === undefined
+    const e = this.#entries.get(name);
+    // call-speed: a manifest's durations are parsed once per instance.
+    const known = e?.timeouts?.get(fn);
+    if (known !== undefined) return known;
+    const declared = e && functionTimeoutMs(e.manifest, fn);
+    const ms = declared === undefined
       ? this.#defaultTimeoutMs
       : Math.min(declared, this.#maxManifestTimeoutMs);
+    if (e && e.manifest.timeouts && Object.hasOwn(e.manifest.timeouts, fn)) {
+      (e.timeouts ??= new Map()).set(fn, ms);
+    }
+    return ms;
   }
 
   /**
@@ -699,7 +711,10 @@ export class Manager {
     return p;
   }
 
-  async #call(
+  // call-speed: one Promise, no per-call timer (a shared CallDeadlines),
+  // no arrays or closures beyond what the call needs; the async paths
+  // (lazy load, a pending drain) are unchanged.
+  #call(
     caller: string | undefined,
     name: string,
     fn: string,
@@ -707,85 +722,140 @@ export class Manager {
     options: CallOptions,
   ): Promise<Uint8Array | null> {
     const parent = options.parent;
-    const chain = parent?.chain ?? (caller ? [caller] : []);
-    if (chain.includes(name)) throw new PluginCallCycleError(name, chain);
-    const errOpts = caller ? { caller, function: fn } : { function: fn };
-
-    if (!this.#entries.has(name) && this.#lazy) {
-      try {
-        await this.#ensureLoaded(name);
-      } catch (e) {
-        throw new PluginNotFoundError(name, { ...errOpts, cause: e });
-      }
+    const chain = parent?.chain ?? (caller ? [caller] : EMPTY_CHAIN);
+    if (chain.includes(name)) {
+      return Promise.reject(new PluginCallCycleError(name, chain));
     }
     const entry = this.#entries.get(name);
-    if (!entry) throw new PluginNotFoundError(name, errOpts);
+    if (!entry && this.#lazy) {
+      return this.#ensureLoaded(name).then(
+        () => this.#callEntry(caller, name, fn, args, options, chain),
+        (e) => {
+          throw new PluginNotFoundError(name, {
+            ...errorOptions(caller, fn),
+            cause: e,
+          });
+        },
+      );
+    }
+    return this.#callEntry(caller, name, fn, args, options, chain);
+  }
+
+  // call-speed
+  #callEntry(
+    caller: string | undefined,
+    name: string,
+    fn: string,
+    args: Uint8Array | null,
+    options: CallOptions,
+    chain: readonly string[],
+  ): Promise<Uint8Array | null> {
+    const entry = this.#entries.get(name);
+    if (!entry) {
+      return Promise.reject(
+        new PluginNotFoundError(name, errorOptions(caller, fn)),
+      );
+    }
     if (!entry.enabled) {
-      throw new PluginDisabledError(name, {
-        ...errOpts,
-        ...(entry.reason ? { reason: entry.reason } : {}),
-      });
+      return Promise.reject(
+        new PluginDisabledError(name, {
+          ...errorOptions(caller, fn),
+          ...(entry.reason ? { reason: entry.reason } : {}),
+        }),
+      );
     }
 
+    const parent = options.parent;
     const now = Date.now();
     let deadline = now +
       (options.timeoutMs ?? this.functionTimeoutMs(name, fn));
-    if (parent) deadline = Math.min(deadline, parent.deadline);
+    if (parent && parent.deadline < deadline) deadline = parent.deadline;
     const timeoutMs = Math.max(0, deadline - now);
     // One controller per call; the parent's and the caller's signals are
     // linked by listeners (AbortSignal.any costs tens of µs per call here).
     const controller = new AbortController();
     const language = options.language ?? parent?.language;
-    const ctx: CallContext = {
-      ...(caller ? { caller } : {}),
-      ...(language ? { language } : {}),
+    const ctx: {
+      caller?: string;
+      language?: string;
+      chain: readonly string[];
+      deadline: number;
+      signal: AbortSignal;
+    } = {
       chain: [...chain, name],
       deadline,
       signal: controller.signal,
     };
-    const upstream = [parent?.signal, options.signal].filter((s) =>
-      s !== undefined
-    ) as AbortSignal[];
-    const already = upstream.find((s) => s.aborted);
-    if (already) throw already.reason;
+    if (caller) ctx.caller = caller;
+    if (language) ctx.language = language;
+    const upParent = parent?.signal;
+    const upOwn = options.signal;
+    if (upParent?.aborted) return Promise.reject(upParent.reason);
+    if (upOwn?.aborted) return Promise.reject(upOwn.reason);
 
     entry.inFlight++;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let onAbort: (() => void) | undefined;
-    try {
-      return await new Promise<Uint8Array | null>((resolve, reject) => {
-        timer = setTimeout(() => {
-          const err = new PluginTimeoutError(name, timeoutMs, errOpts);
-          controller.abort(err);
-          reject(err);
-        }, timeoutMs);
-        if (upstream.length > 0) {
-          onAbort = () => {
-            const reason = upstream.find((s) => s.aborted)?.reason;
-            controller.abort(reason);
-            reject(reason);
-          };
-          for (const s of upstream) {
-            s.addEventListener("abort", onAbort, { once: true });
-          }
+    const deadlines = this.#deadlines;
+    return new Promise<Uint8Array | null>((resolve, reject) => {
+      let settled = false;
+      const settle = () => {
+        settled = true;
+        deadlines.delete(pending);
+        if (onAbort) {
+          upParent?.removeEventListener("abort", onAbort);
+          upOwn?.removeEventListener("abort", onAbort);
         }
-        const chain = this.#interceptors;
-        (chain.length === 0 ? entry.plugin.call(fn, args, ctx) : runIntercepted(
-          chain,
-          { plugin: name, fn, args, ctx, ...(caller ? { caller } : {}) },
-          () => entry.plugin.call(fn, args, ctx),
-        )).then(resolve, reject);
+        if (--entry.inFlight === 0 && entry.drained.length > 0) {
+          for (const done of entry.drained.splice(0)) done();
+        }
+      };
+      const pending = deadlines.add(deadline, () => {
+        if (settled) return;
+        const err = new PluginTimeoutError(
+          name,
+          timeoutMs,
+          errorOptions(caller, fn),
+        );
+        controller.abort(err);
+        settle();
+        reject(err);
       });
-    } finally {
-      clearTimeout(timer);
-      if (onAbort) {
-        for (const s of upstream) s.removeEventListener("abort", onAbort);
+      let onAbort: (() => void) | undefined;
+      if (upParent || upOwn) {
+        onAbort = () => {
+          if (settled) return;
+          const reason = upParent?.aborted ? upParent.reason : upOwn!.reason;
+          controller.abort(reason);
+          settle();
+          reject(reason);
+        };
+        upParent?.addEventListener("abort", onAbort, { once: true });
+        upOwn?.addEventListener("abort", onAbort, { once: true });
       }
-      entry.inFlight--;
-      if (entry.inFlight === 0) {
-        for (const done of entry.drained.splice(0)) done();
+      const interceptors = this.#interceptors;
+      let result: Promise<Uint8Array | null>;
+      try {
+        result = interceptors.length === 0
+          ? entry.plugin.call(fn, args, ctx)
+          : runIntercepted(
+            interceptors,
+            caller
+              ? { plugin: name, fn, args, ctx, caller }
+              : { plugin: name, fn, args, ctx },
+            () => entry.plugin.call(fn, args, ctx),
+          );
+      } catch (e) {
+        result = Promise.reject(e);
       }
-    }
+      result.then((out) => {
+        if (settled) return;
+        settle();
+        resolve(out);
+      }, (e) => {
+        if (settled) return;
+        settle();
+        reject(e);
+      });
+    });
   }
 
   #drain(entry: Entry, graceMs: number): Promise<void> {
@@ -821,6 +891,17 @@ export class Manager {
       }
     }
   }
+}
+
+// call-speed
+const EMPTY_CHAIN: readonly string[] = Object.freeze([]);
+
+/** The options naming the function (and caller) in a call's errors. */
+function errorOptions(
+  caller: string | undefined,
+  fn: string,
+): { caller?: string; function: string } {
+  return caller ? { caller, function: fn } : { function: fn };
 }
 
 function cmp(a: string, b: string): number {

@@ -53,6 +53,7 @@ import { errorText, QuotaExceededError } from "../model/errors.ts";
 import type {
   HostCallInfo,
   HostCallInterceptor,
+  PluginCallInfo,
   PluginCallInterceptor,
 } from "../model/interceptors.ts";
 import type {
@@ -333,42 +334,77 @@ export class Quotas implements QuotasProvider {
   }
 
   /** Limits plugin calls: concurrency and CPU per minute. */
-  readonly pluginInterceptor: PluginCallInterceptor = async (call, next) => {
+  // call-speed: no async wrapper or per-call closure; a refusal is still a
+  // rejected promise, never a synchronous throw.
+  readonly pluginInterceptor: PluginCallInterceptor = (call, next) => {
+    const plugin = call.plugin;
     const now = this.#now();
     this.#maybeRefresh(now);
-    const l = this.limits(call.plugin);
-    const s = this.#state(call.plugin);
-    const refuse = (quota: QuotaKind, limit: number, after: number) => {
-      this.#refused(call.plugin, s, quota, now, `call of "${call.fn}"`);
-      throw new QuotaExceededError(call.plugin, {
-        quota,
-        limit,
-        retryAfterSeconds: after,
-        function: call.fn,
-        ...(call.caller ? { caller: call.caller } : {}),
-      });
-    };
+    const l = this.limits(plugin);
+    const s = this.#state(plugin);
     if (l.concurrentCalls > 0 && s.inFlight >= l.concurrentCalls) {
-      refuse("concurrentCalls", l.concurrentCalls, 1);
+      return Promise.reject(
+        this.#refuseCall(call, s, now, "concurrentCalls", l.concurrentCalls, 1),
+      );
     }
-    this.#observeCpu(call.plugin, s, now);
+    this.#observeCpu(plugin, s, now);
     if (
       l.cpuMsPerMinute > 0 && s.cpuSeen && s.cpu.sum(now) >= l.cpuMsPerMinute
     ) {
-      refuse(
-        "cpuMsPerMinute",
-        l.cpuMsPerMinute,
-        s.cpu.retryAfterSeconds(now, l.cpuMsPerMinute),
+      return Promise.reject(
+        this.#refuseCall(
+          call,
+          s,
+          now,
+          "cpuMsPerMinute",
+          l.cpuMsPerMinute,
+          s.cpu.retryAfterSeconds(now, l.cpuMsPerMinute),
+        ),
       );
     }
     s.inFlight++;
+    let out: Promise<Uint8Array | null>;
     try {
-      return await next();
-    } finally {
-      s.inFlight--;
-      this.#observeCpu(call.plugin, s, this.#now());
+      out = next();
+    } catch (e) {
+      this.#callEnded(plugin, s);
+      return Promise.reject(e);
     }
+    return out.then((result) => {
+      this.#callEnded(plugin, s);
+      return result;
+    }, (e) => {
+      this.#callEnded(plugin, s);
+      throw e;
+    });
   };
+
+  // call-speed
+  /** A plugin call ended: one fewer in flight, the CPU it used counted. */
+  #callEnded(plugin: string, s: PluginQuotaState): void {
+    s.inFlight--;
+    this.#observeCpu(plugin, s, this.#now());
+  }
+
+  // call-speed
+  /** Counts a refused plugin call and returns its error. */
+  #refuseCall(
+    call: PluginCallInfo,
+    s: PluginQuotaState,
+    now: number,
+    quota: QuotaKind,
+    limit: number,
+    after: number,
+  ): QuotaExceededError {
+    this.#refused(call.plugin, s, quota, now, `call of "${call.fn}"`);
+    return new QuotaExceededError(call.plugin, {
+      quota,
+      limit,
+      retryAfterSeconds: after,
+      function: call.fn,
+      ...(call.caller ? { caller: call.caller } : {}),
+    });
+  }
 
   /** Limits host calls: rate, HTTP bytes, e-mails; reports statement caps. */
   readonly hostInterceptor: HostCallInterceptor = async (call, next) => {

@@ -26,6 +26,7 @@ import { Manager } from "../host/manager.ts";
 import type { HostAPI } from "../host/model/host_api.ts";
 import { createCallContext } from "../host/model/plugin.ts";
 import { serveHostCall } from "../runtimes/wasm/host_calls.ts";
+import { loadWasmPlugin } from "../runtimes/wasm/mod.ts";
 import { ExtismKernel, ExtismKernelError } from "../runtimes/extism/kernel.ts";
 import { LogBuffer } from "../host/log_buffer.ts";
 import { ConfigStore } from "../host/services/config.ts";
@@ -158,6 +159,17 @@ Deno.test("isExtismModule tells Extism plugins from GoatKit ones", async () => {
     ),
   );
   assert.equal(isExtismModule(gk), false);
+});
+
+Deno.test("loading an Extism module as a GoatKit plugin says what it is and how to load it", async () => {
+  await assert.rejects(
+    loadWasmPlugin(fixture("basic")),
+    (e: unknown) =>
+      e instanceof WasmLoadError &&
+      /Extism-ABI module \(it imports extism:host\/env\.[a-z_0-9]+\)/.test(
+        e.message,
+      ) && /extism\.json beside its manifest\.json/.test(e.message),
+  );
 });
 
 Deno.test("echo, kernel round trips, no output, errors and gkRegister", async () => {

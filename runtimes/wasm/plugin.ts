@@ -402,6 +402,12 @@ async function loadWith(
       imp.module === "gk" && imp.kind === "function" &&
       ["host_call", "log", "last_error", "interrupt"].includes(imp.name)
     ) continue;
+    if (imp.module === "extism:host/env") {
+      throw new WasmLoadError(
+        label,
+        `it is an Extism-ABI module (it imports extism:host/env.${imp.name}), not a GoatKit one: load it with loadExtismPlugin, or in a plugin folder put an extism.json beside its manifest.json`,
+      );
+    }
     throw new WasmLoadError(
       label,
       `unsupported import ${imp.module}.${imp.name} (${imp.kind}); only gk.host_call, gk.log, gk.last_error and wasi_snapshot_preview1 are provided`,

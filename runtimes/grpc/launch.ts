@@ -14,6 +14,7 @@ import { basename, dirname, extname, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PROTO_FILES } from "./proto.ts";
 import { UntrustedExecutableError } from "./errors.ts";
+import { sdkBundleIfFresh } from "./sdk_bundle.ts"; // ts-cold
 import {
   bwrapCommand,
   dedupeLibraries,
@@ -528,12 +529,19 @@ export async function buildSandboxedLaunch(
     const sdk = await sdkModules();
     let sdkUrl: string | undefined;
     if (sdk) {
-      for (const file of sdk.files) {
+      // ts-cold: the pre-built SDK while it matches the sources (checked at
+      // every launch, so an edited SDK is never run stale), else the sources.
+      const bundle = await sdkBundleIfFresh(); // ts-cold
+      const files = bundle ? [bundle, ...PROTO_FILES] : sdk.files; // ts-cold
+      for (const file of files) { // ts-cold
         const at = `${P.sdk}/${relative(sdk.root, file)}`;
         mounts.push({ host: file, inside: at, access: "ro" });
       }
       sdkUrl = `file://${P.sdk}/${
-        relative(sdk.root, fileURLToPath(new URL("./sdk.ts", import.meta.url)))
+        relative(
+          sdk.root,
+          bundle ?? fileURLToPath(new URL("./sdk.ts", import.meta.url)), // ts-cold
+        )
       }`;
     }
     const paths = new PathMap(mounts);

@@ -33,7 +33,9 @@ import {
   type GrpcStatusError,
   REQUEST_PREFIX,
   type UnaryCall,
+  unaryCall, // ts-cold
 } from "./h2_client.ts";
+import { decodeMessage, GK_REGISTRATION } from "./sdk_codec.ts"; // ts-cold
 import { processTreeUsage } from "./process_usage.ts";
 import { registrationFromPb } from "./registration.ts";
 import { CallbackRefusedError, serveHostService } from "./host_service.ts";
@@ -120,8 +122,17 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
             name: () => this.#name,
             refused: (e) => this.#auditRefusal(e),
           }),
-        register: (client, deadline) =>
-          unary<PbRegistration>(client, "GKRegister", {}, { deadline }),
+        register: async (channel, deadline) =>
+          // ts-cold
+          decodeMessage(
+            GK_REGISTRATION,
+            await unaryCall(
+              channel,
+              "/goatkit.plugin.v1.GKPlugin/GKRegister",
+              new Uint8Array(),
+              deadline,
+            ),
+          ) as unknown as PbRegistration, // ts-cold
         attach: (pb, client, deadline) => this.#attach(pb, client, deadline),
         log: (level, message, fields) => this.#log(level, message, fields),
         quarantined: (reason) => this.#env?.quarantine(reason),

@@ -4,8 +4,10 @@
  * TypeScript shapes of its messages (as proto-loader decodes them:
  * snake_case keys, `bytes` as `Uint8Array`, `int64` as `number`).
  *
- * Shared by the host side (`supervisor.ts`, `plugin.ts`, `host_service.ts`)
- * and the plugin-side SDK (`sdk.ts`).
+ * Used by the host side (`supervisor.ts`, `plugin.ts`, `host_service.ts`).
+ * The plugin-side SDK (`sdk.ts`) does not load it: it speaks the same
+ * protocol with `h2_server.ts`, `h2_client.ts` and the hand codecs of
+ * `sdk_codec.ts`, which `tests/grpc_sdk_codec_test.ts` checks against it.
  *
  * @module
  */

@@ -5,6 +5,11 @@
  * `plugin.GRPCController`, and gives the implementation a typed
  * {@linkcode HostClient} for the host's services.
  *
+ * The SDK loads no npm package: it serves gRPC with its own HTTP/2 server
+ * (`h2_server.ts`), calls the host with the host's own HTTP/2 client
+ * (`h2_client.ts`) and encodes the protocol's messages by hand
+ * (`sdk_codec.ts`), so a plugin starts about as fast as Deno does.
+ *
  * The host starts the plugin as `deno run --no-prompt` with only the
  * permissions its grants map to: no environment, no subprocesses, no FFI,
  * read/write only on its socket and data directories. Import the SDK as
@@ -60,7 +65,6 @@
  * @module
  */
 
-import * as grpc from "@grpc/grpc-js";
 import { AsyncLocalStorage } from "node:async_hooks";
 import type {
   ErrorCodeSpec,
@@ -73,16 +77,27 @@ import type {
   WidgetSpec,
 } from "../../host/model/manifest.ts";
 import type { LogLevel, Row } from "../../host/model/host_api.ts";
+import { decodeCallRequest } from "./call_codec.ts";
 import {
-  loadProto,
-  LOCAL_CHANNEL_OPTIONS,
-  LOCAL_SERVER_OPTIONS,
-  type PbCallRequest,
-  type PbCallResponse,
-  type PbInitRequest,
-  unary,
-} from "./proto.ts";
+  GrpcCode,
+  grpcCodeName,
+  GrpcStatusError,
+  H2Channel,
+  REQUEST_PREFIX,
+} from "./h2_client.ts";
+import { serveH2, type ServerCall } from "./h2_server.ts";
+import { encodeHeaders } from "./hpack.ts";
 import { registrationToPb } from "./registration.ts";
+import {
+  CALL_RESPONSE,
+  decodeMessage,
+  encodeMessage,
+  GK_HOST_METHODS,
+  GK_REGISTRATION,
+  HEALTH_CHECK_REQUEST,
+  HEALTH_CHECK_RESPONSE,
+  INIT_REQUEST,
+} from "./sdk_codec.ts";
 
 export type {
   ErrorCodeSpec,
@@ -267,10 +282,6 @@ export function hclog(
   Deno.stderr.writeSync(encoder.encode(line + "\n"));
 }
 
-function statusName(code: number | undefined): string {
-  return (code !== undefined && grpc.status[code]) || "UNKNOWN";
-}
-
 /** A host→plugin call in progress (`Call` or `Init`), as the host named it. */
 interface CallScope {
   callId: string;
@@ -281,47 +292,79 @@ interface CallScope {
 
 const scope = new AsyncLocalStorage<CallScope>();
 
+/** Calls one GKHost method over `channel` (grpc-js's unary, by hand). */
+function hostUnary(
+  channel: H2Channel,
+  method: string,
+  request: Record<string, unknown>,
+  current: CallScope | undefined,
+  signal: AbortSignal | undefined,
+): Promise<Record<string, unknown>> {
+  const [requestSchema, responseSchema] = GK_HOST_METHODS[method]!;
+  const message = encodeMessage(requestSchema, request);
+  const body = new Uint8Array(REQUEST_PREFIX + message.length);
+  body.set(message, REQUEST_PREFIX);
+  // A finished call's id would be refused; without one the host accepts
+  // only Log and says why for everything else.
+  const live = current && !current.done && current.callId ? current : undefined;
+  const deadline = live && live.deadline > 0 ? live.deadline : 0;
+  const metadata = live
+    ? encodeHeaders([["gk-call-id", live.callId]])
+    : undefined;
+  return new Promise((resolve, reject) => {
+    let onAbort: (() => void) | undefined;
+    const call = channel.call(
+      `/goatkit.plugin.v1.GKHost/${method}`,
+      body,
+      deadline,
+      (err, reply) => {
+        if (onAbort) signal!.removeEventListener("abort", onAbort);
+        if (err) reject(err);
+        else {
+          try {
+            resolve(decodeMessage(responseSchema, reply!));
+          } catch (e) {
+            reject(
+              new GrpcStatusError(GrpcCode.INTERNAL, (e as Error).message),
+            );
+          }
+        }
+      },
+      metadata,
+    );
+    if (signal && !call.done) {
+      onAbort = () => call.cancel();
+      signal.addEventListener("abort", onAbort, { once: true });
+    }
+  });
+}
+
 function createHostClient(
-  client: grpc.Client,
+  channel: H2Channel,
   bound?: CallScope,
 ): HostClient {
   async function invoke<T>(
     method: string,
-    request: unknown,
+    request: Record<string, unknown>,
     signal?: AbortSignal,
   ): Promise<T> {
     const current = bound ?? scope.getStore();
-    const md = new grpc.Metadata();
-    const options: grpc.CallOptions = {};
-    // A finished call's id would be refused; without one the host accepts
-    // only Log and says why for everything else.
-    if (current && !current.done && current.callId) {
-      md.set("gk-call-id", current.callId);
-      if (current.deadline > 0) options.deadline = new Date(current.deadline);
-    }
     signal?.throwIfAborted();
-    let reply: T;
-    let onAbort: (() => void) | undefined;
+    let reply: Record<string, unknown>;
     try {
-      reply = await unary<T>(client, method, request, options, md, (call) => {
-        if (!signal) return;
-        onAbort = () => call.cancel();
-        signal.addEventListener("abort", onAbort, { once: true });
-      });
+      reply = await hostUnary(channel, method, request, current, signal);
     } catch (e) {
       if (signal?.aborted) throw signal.reason;
-      const err = e as grpc.ServiceError;
+      const err = e as Partial<GrpcStatusError>;
       throw new HostCallError(
         method,
-        statusName(err.code),
-        err.details ?? err.message,
+        err.code === undefined ? "UNKNOWN" : grpcCodeName(err.code),
+        err.details ?? (e as Error).message,
       );
-    } finally {
-      if (onAbort) signal!.removeEventListener("abort", onAbort);
     }
-    const error = (reply as { error?: string }).error;
+    const error = reply.error as string | undefined;
     if (error) throw new HostCallError(method, "UNKNOWN", error);
-    return reply;
+    return reply as T;
   }
   const jsonArgs = (args: unknown[] = []) =>
     args.map((a) => encoder.encode(JSON.stringify(a ?? null)));
@@ -583,13 +626,11 @@ export async function servePlugin(
     }
   }
 
-  const proto = loadProto();
   const address = options.socket ?? socketFromArgs() ??
     `${await Deno.makeTempDir({ prefix: "plugin" })}/plugin.sock`;
 
   let host: HostClient = unconnectedHost();
-  let hostChannel: grpc.Client | undefined;
-  const server = new grpc.Server(LOCAL_SERVER_OPTIONS);
+  let hostChannel: H2Channel | undefined;
   let resolveFinished!: () => void;
   const finished = new Promise<void>((r) => resolveFinished = r);
   let stopping = false;
@@ -598,8 +639,6 @@ export async function servePlugin(
     if (stopping) return;
     stopping = true;
     // Let the last reply flush, then exit: the kernel closes the sockets.
-    // (Tearing the HTTP/2 sessions down by hand trips nghttp2 assertions in
-    // Deno's node:http2.)
     setTimeout(() => {
       try {
         Deno.removeSync(address);
@@ -609,153 +648,153 @@ export async function servePlugin(
     }, 20);
   };
 
-  type Callback<T> = (err: Partial<grpc.ServiceError> | null, res?: T) => void;
-  const fail = (cb: Callback<unknown>, code: grpc.status, e: unknown) =>
-    cb({ code, details: e instanceof Error ? e.message : String(e) });
+  const internal = (e: unknown) =>
+    new GrpcStatusError(
+      GrpcCode.INTERNAL,
+      e instanceof Error ? e.message : String(e),
+    );
+  const EMPTY_REPLY = new Uint8Array();
 
-  server.addService(proto.GKPlugin.service, {
-    GKRegister: async (_call: unknown, cb: Callback<unknown>) => {
-      try {
-        cb(null, registrationToPb(await impl.register()));
-      } catch (e) {
-        fail(cb, grpc.status.INTERNAL, e);
-      }
-    },
-    Init: async (
-      call: grpc.ServerUnaryCall<PbInitRequest, unknown>,
-      cb: Callback<unknown>,
-    ) => {
-      let initScope: CallScope | undefined;
-      try {
-        const config = { ...call.request.config };
-        const hostSocket = config.host_socket;
-        if (hostSocket) {
-          hostChannel?.close();
-          hostChannel = new proto.GKHost(
-            `unix:${hostSocket}`,
-            grpc.credentials.createInsecure(),
-            LOCAL_CHANNEL_OPTIONS,
+  const listener = Deno.listen({ transport: "unix", path: address });
+  serveH2(listener, {
+    handlers: {
+      "/goatkit.plugin.v1.GKPlugin/GKRegister": async () => {
+        try {
+          return encodeMessage(
+            GK_REGISTRATION,
+            registrationToPb(await impl.register()),
           );
-          host = connectedHost = createHostClient(hostChannel);
+        } catch (e) {
+          throw internal(e);
         }
-        // Init is a call too: host calls made while it runs carry its id.
-        initScope = {
-          callId: config.call_id ?? "",
-          deadline: Number(config.deadline_unix_ms) || 0,
+      },
+      "/goatkit.plugin.v1.GKPlugin/Init": async (request) => {
+        let initScope: CallScope | undefined;
+        try {
+          const config = {
+            ...decodeMessage(INIT_REQUEST, request).config as Record<
+              string,
+              string
+            >,
+          };
+          const hostSocket = config.host_socket;
+          if (hostSocket) {
+            hostChannel?.close();
+            hostChannel = new H2Channel({
+              transport: "unix",
+              path: hostSocket,
+            });
+            host = connectedHost = createHostClient(hostChannel);
+          }
+          // Init is a call too: host calls made while it runs carry its id.
+          initScope = {
+            callId: config.call_id ?? "",
+            deadline: Number(config.deadline_unix_ms) || 0,
+            done: false,
+          };
+          delete config.host_socket;
+          delete config.call_id;
+          delete config.deadline_unix_ms;
+          await scope.run(
+            initScope,
+            async () => await impl.init?.(host, config),
+          );
+          return EMPTY_REPLY;
+        } catch (e) {
+          throw internal(e);
+        } finally {
+          if (initScope) initScope.done = true;
+        }
+      },
+      "/goatkit.plugin.v1.GKPlugin/Call": async (
+        request: Uint8Array,
+        call: ServerCall,
+      ) => {
+        const req = decodeCallRequest(request);
+        // The signal (a listener and a deadline timer) is only set up when
+        // the implementation looks at it, which keeps plain calls cheap.
+        let controller: AbortController | undefined;
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        let done = false;
+        const signal = () => {
+          if (controller) return controller.signal;
+          const c = controller = new AbortController();
+          if (done) return c.signal;
+          call.onCancel(() => c.abort(new Error("call cancelled")));
+          if (req.deadline > 0) {
+            timer = setTimeout(
+              () => c.abort(new Error("deadline exceeded")),
+              Math.max(0, req.deadline - Date.now()),
+            );
+          }
+          return c.signal;
+        };
+        const callScope: CallScope = {
+          callId: req.callId,
+          deadline: req.deadline,
           done: false,
         };
-        delete config.host_socket;
-        delete config.call_id;
-        delete config.deadline_unix_ms;
-        await scope.run(initScope, async () => await impl.init?.(host, config));
-        cb(null, {});
-      } catch (e) {
-        fail(cb, grpc.status.INTERNAL, e);
-      } finally {
-        if (initScope) initScope.done = true;
-      }
-    },
-    Call: async (
-      call: grpc.ServerUnaryCall<PbCallRequest, PbCallResponse>,
-      cb: Callback<PbCallResponse>,
-    ) => {
-      const req = call.request;
-      // The signal (a listener and a deadline timer) is only set up when
-      // the implementation looks at it, which keeps plain calls cheap.
-      let controller: AbortController | undefined;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      let done = false;
-      const signal = () => {
-        if (controller) return controller.signal;
-        const c = controller = new AbortController();
-        if (done) return c.signal;
-        call.on("cancelled", () => c.abort(new Error("call cancelled")));
-        if (req.deadline_unix_ms > 0) {
-          timer = setTimeout(
-            () => c.abort(new Error("deadline exceeded")),
-            Math.max(0, req.deadline_unix_ms - Date.now()),
+        let boundHost: HostClient | undefined;
+        const ctx: PluginCallContext = {
+          callId: req.callId,
+          caller: req.caller,
+          language: req.language,
+          chain: req.chain,
+          deadline: req.deadline,
+          get signal() {
+            return signal();
+          },
+          get host() {
+            return boundHost ??= hostChannel
+              ? createHostClient(hostChannel, callScope)
+              : host;
+          },
+        };
+        let result: Uint8Array;
+        let error = "";
+        try {
+          const args = req.args?.length
+            ? JSON.parse(decoder.decode(req.args))
+            : null;
+          const value = await scope.run(
+            callScope,
+            () => impl.call(req.function, args, ctx),
           );
+          result = value instanceof Uint8Array
+            ? value
+            : value === undefined
+            ? EMPTY_REPLY
+            : encoder.encode(JSON.stringify(value));
+        } catch (e) {
+          result = EMPTY_REPLY;
+          error = e instanceof Error ? e.message : String(e);
+        } finally {
+          done = true;
+          callScope.done = true;
+          clearTimeout(timer);
         }
-        return c.signal;
-      };
-      const callScope: CallScope = {
-        callId: req.call_id,
-        deadline: req.deadline_unix_ms,
-        done: false,
-      };
-      let boundHost: HostClient | undefined;
-      const ctx: PluginCallContext = {
-        callId: req.call_id,
-        caller: req.caller,
-        language: req.language,
-        chain: req.chain,
-        deadline: req.deadline_unix_ms,
-        get signal() {
-          return signal();
-        },
-        get host() {
-          return boundHost ??= hostChannel
-            ? createHostClient(hostChannel, callScope)
-            : host;
-        },
-      };
-      try {
-        const args = req.args_json?.length
-          ? JSON.parse(decoder.decode(req.args_json))
-          : null;
-        const result = await scope.run(
-          callScope,
-          () => impl.call(req.function, args, ctx),
-        );
-        const bytes = result instanceof Uint8Array
-          ? result
-          : result === undefined
-          ? new Uint8Array()
-          : encoder.encode(JSON.stringify(result));
-        cb(null, { result_json: bytes, error: "" });
-      } catch (e) {
-        cb(null, {
-          result_json: new Uint8Array(),
-          error: e instanceof Error ? e.message : String(e),
-        });
-      } finally {
-        done = true;
-        callScope.done = true;
-        clearTimeout(timer);
-      }
+        return encodeMessage(CALL_RESPONSE, { result_json: result, error });
+      },
+      "/goatkit.plugin.v1.GKPlugin/Shutdown": async () => {
+        try {
+          await impl.shutdown?.();
+          return EMPTY_REPLY;
+        } catch (e) {
+          throw internal(e);
+        }
+      },
+      "/grpc.health.v1.Health/Check": (request) => {
+        const s = decodeMessage(HEALTH_CHECK_REQUEST, request).service;
+        if (s === "" || s === "plugin") {
+          return encodeMessage(HEALTH_CHECK_RESPONSE, { status: 1 });
+        }
+        throw new GrpcStatusError(5, "unknown service");
+      },
+      "/plugin.GRPCController/Shutdown": () => {
+        stop(0);
+        return EMPTY_REPLY;
+      },
     },
-    Shutdown: async (_call: unknown, cb: Callback<unknown>) => {
-      try {
-        await impl.shutdown?.();
-        cb(null, {});
-      } catch (e) {
-        fail(cb, grpc.status.INTERNAL, e);
-      }
-    },
-  });
-  server.addService(proto.Health.service, {
-    Check: (
-      call: grpc.ServerUnaryCall<{ service: string }, unknown>,
-      cb: Callback<unknown>,
-    ) => {
-      const s = call.request.service;
-      if (s === "" || s === "plugin") cb(null, { status: "SERVING" });
-      else cb({ code: grpc.status.NOT_FOUND, details: "unknown service" });
-    },
-  });
-  server.addService(proto.GRPCController.service, {
-    Shutdown: (_call: unknown, cb: Callback<unknown>) => {
-      cb(null, {});
-      stop(0);
-    },
-  });
-
-  await new Promise<void>((resolve, reject) => {
-    server.bindAsync(
-      `unix:${address}`,
-      grpc.ServerCredentials.createInsecure(),
-      (err) => err ? reject(err) : resolve(),
-    );
   });
   await Deno.stdout.write(
     encoder.encode(`1|${APP_PROTOCOL_VERSION}|unix|${address}|grpc|\n`),

@@ -1,0 +1,103 @@
+/**
+ * The pre-built plugin SDK: `sdk_bundle.js`, made by `build_sdk_bundle.ts`
+ * from `sdk.ts` and the modules it imports, which sandboxed TypeScript
+ * plugins load instead of the sources (inside the sandbox Deno's emit cache
+ * is private scratch space, so the sources would be transpiled at every
+ * start). The bundle names the SHA-256 of the sources it was built from in
+ * its first line; {@linkcode sdkBundleIfFresh} returns it only while that
+ * matches the sources on disk, so a stale bundle is never run.
+ *
+ * @module
+ */
+
+import { dirname, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The first line of `sdk_bundle.js`, up to the hash. */
+export const SDK_BUNDLE_HEADER = "// goatkit-sdk-bundle sources-sha256=";
+
+/**
+ * Value imports by relative path (`import … from`, `export … from`,
+ * `import "…"`), not `import type`/`export type`, which the bundle leaves
+ * out; a statement starts its line, so doc-comment examples do not count.
+ */
+const VALUE_IMPORT_REGEXP =
+  /^(?:import|export)(?!\s+type\s)(?:[^;]*?\bfrom)?\s*["'](\.{1,2}\/[^"'\n]+)["']/gm;
+
+/** `sdk_bundle.js` next to this module (`undefined` unless loaded from `file:`). */
+export function sdkBundlePath(): string | undefined {
+  const url = new URL("./sdk_bundle.js", import.meta.url);
+  return url.protocol === "file:" ? fileURLToPath(url) : undefined;
+}
+
+/**
+ * The source files the bundle is made of: `sdk.ts` and its value imports by
+ * relative path, transitively, sorted.
+ */
+export async function sdkSourceFiles(): Promise<string[]> {
+  const seen = new Set<string>();
+  const queue = [new URL("./sdk.ts", import.meta.url)];
+  while (queue.length) {
+    const url = queue.pop()!;
+    const path = fileURLToPath(url);
+    if (seen.has(path)) continue;
+    seen.add(path);
+    const text = await Deno.readTextFile(path);
+    for (const m of text.matchAll(VALUE_IMPORT_REGEXP)) {
+      queue.push(new URL(m[1]!, url));
+    }
+  }
+  return [...seen].sort();
+}
+
+/**
+ * SHA-256 (hex) of `files`' names (relative to this folder) and contents.
+ *
+ * @example
+ * ```ts ignore
+ * const hash = await sdkSourceHash(await sdkSourceFiles());
+ * ```
+ */
+export async function sdkSourceHash(files: readonly string[]): Promise<string> {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const encoder = new TextEncoder();
+  const parts: Uint8Array[] = [];
+  for (const file of files) {
+    parts.push(encoder.encode(`${relative(here, file)}\0`));
+    parts.push(await Deno.readFile(file));
+    parts.push(encoder.encode("\0"));
+  }
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    all.set(p, at);
+    at += p.length;
+  }
+  const digest = await crypto.subtle.digest("SHA-256", all);
+  return Array.from(
+    new Uint8Array(digest),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+/**
+ * The path of `sdk_bundle.js` when it exists and was built from the sources
+ * as they are now; `undefined` otherwise (the sources are loaded instead).
+ */
+export async function sdkBundleIfFresh(): Promise<string | undefined> {
+  const path = sdkBundlePath();
+  if (!path) return undefined;
+  let head: string;
+  try {
+    using file = await Deno.open(path);
+    const buf = new Uint8Array(SDK_BUNDLE_HEADER.length + 64);
+    const n = await file.read(buf) ?? 0;
+    head = new TextDecoder().decode(buf.subarray(0, n));
+  } catch {
+    return undefined;
+  }
+  if (!head.startsWith(SDK_BUNDLE_HEADER)) return undefined;
+  const built = head.slice(SDK_BUNDLE_HEADER.length);
+  const now = await sdkSourceHash(await sdkSourceFiles());
+  return built === now ? path : undefined;
+}

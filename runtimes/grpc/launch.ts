@@ -66,8 +66,11 @@ export const GRPC_JS_ENV: readonly string[] = [
 ];
 
 /**
- * npm packages the SDK imports, as pinned in the repository's `deno.json`
- * (a test checks they agree).
+ * npm packages in TS plugins' import map, as pinned in the repository's
+ * `deno.json` (a test checks they agree). The SDK itself imports none any
+ * more (`sdk_codec.ts`, `h2_server.ts`); a plugin may (the hostile fixtures
+ * that forge raw gRPC do), which is why {@linkcode GRPC_JS_ENV} and the
+ * `.proto` files stay readable.
  */
 export const SDK_NPM_IMPORTS: Readonly<Record<string, string>> = {
   "@grpc/grpc-js": "npm:@grpc/grpc-js@1.14.7",

@@ -617,6 +617,264 @@ Deno.test("cycles through a table, an export the host calls back, and tail-call 
   }
 });
 
+/**
+ * Recursion through a table: naive fib and mutual recursion (even/odd), a
+ * table entry outside the cycle, an exported entry, callers holding the fuel
+ * in the global (straight-line) and in a local (a loop), and a recursion that
+ * never ends. `extra` adds module fields; `forever` is the index `spin` calls.
+ */
+function tableRecursion(extra = "", imports = ""): string {
+  return `(module
+    ${imports}
+    (type $t (func (param i32) (result i32)))
+    (table $tab 8 funcref)
+    (elem (i32.const 0) $fib $even $odd $triple $spin $exported)
+    (func $fib (export "fib") (param $n i32) (result i32)
+      (if (result i32) (i32.lt_u (local.get $n) (i32.const 2))
+        (then (local.get $n))
+        (else (i32.add
+          (call_indirect (type $t) (i32.sub (local.get $n) (i32.const 1)) (i32.const 0))
+          (call_indirect (type $t) (i32.sub (local.get $n) (i32.const 2)) (i32.const 0))))))
+    (func $even (export "even") (param $n i32) (result i32)
+      (if (result i32) (i32.eqz (local.get $n)) (then (i32.const 1))
+        (else (call_indirect (type $t) (i32.sub (local.get $n) (i32.const 1)) (i32.const 2)))))
+    (func $odd (param $n i32) (result i32)
+      (if (result i32) (i32.eqz (local.get $n)) (then (i32.const 0))
+        (else (call_indirect (type $t) (i32.sub (local.get $n) (i32.const 1)) (i32.const 1)))))
+    (func $triple (param $n i32) (result i32) (i32.mul (local.get $n) (i32.const 3)))
+    ;; never returns: each activation calls itself again through the table
+    (func $spin (export "spin") (param $n i32) (result i32)
+      (i32.add (call_indirect (type $t) (i32.add (local.get $n) (i32.const 1)) (i32.const 4))
+               (local.get $n)))
+    (func $exported (export "exported") (param $n i32) (result i32)
+      (call_indirect (type $t) (local.get $n) (i32.const 3)))
+    ;; straight-line: the fuel in the global
+    (func (export "via") (param $i i32) (param $n i32) (result i32)
+      (call_indirect (type $t) (local.get $n) (local.get $i)))
+    ;; a loop: the fuel in a local
+    (func (export "sum") (param $n i32) (result i32) (local $i i32) (local $acc i32)
+      (block $d (loop $l
+        (br_if $d (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $acc (i32.add (local.get $acc)
+          (call_indirect (type $t) (i32.and (local.get $i) (i32.const 15))
+                                   (i32.and (local.get $i) (i32.const 3)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+      (local.get $acc))
+    ${extra})`;
+}
+
+/** The scenario `tableRecursion` modules share (without `spin`). */
+function tableScenario(e: Exports): unknown[] {
+  return [
+    outcome(() => e.fib!(20)),
+    outcome(() => e.even!(1001)),
+    outcome(() => e.exported!(7)),
+    outcome(() => e.via!(3, 14)),
+    outcome(() => e.via!(5, 9)),
+    outcome(() => e.via!(6, 1)), // null entry: trap
+    outcome(() => e.sum!(2000)),
+  ];
+}
+
+/**
+ * Asserts a never-ending recursion through the table stops at the first
+ * interrupt (unchecked, it would overflow the stack instead).
+ */
+function assertSpinStops(bytes: Uint8Array<ArrayBuffer>, imports = {}): void {
+  const stop = stopAfter(0);
+  const { exports } = instantiate(
+    instrumentModule(bytes).bytes,
+    imports,
+    stop.interrupt,
+  );
+  assert.throws(() => exports.spin!(0), StopGuest);
+  assert.equal(stop.calls(), 1);
+}
+
+Deno.test("fuel carried through call_indirect: same answers, every refill path, and table recursion still stops", () => {
+  const bytes = wat(tableRecursion());
+  assertSameAnswers(bytes, () => ({}), tableScenario);
+  // Tiny refills: nearly every check refills.
+  let interrupts = 0;
+  const tiny = instantiate(
+    instrumentModule(bytes).bytes,
+    {},
+    () => 1 + (interrupts++ % 3),
+  );
+  assert.deepStrictEqual(
+    tableScenario(tiny.exports),
+    tableScenario(instantiate(bytes).exports),
+  );
+  assert.ok(interrupts > 1000, `${interrupts}`);
+  // Every table entry of the signature got a fuel-carrying copy.
+  assert.ok(
+    bodySizes(instrumentModule(bytes).bytes).length >=
+      bodySizes(bytes).length + 6,
+  );
+  assertSpinStops(bytes);
+});
+
+Deno.test("fuel is not carried through call_indirect where the guest could forge it or a table entry is not ours", () => {
+  // Each module would let guest code hand the fuel out or in, or put a
+  // function the instrumenter did not copy into the table, if its
+  // signature were threaded: answers must be the original's (traps
+  // included) and the endless recursion must still stop.
+  const wide = `(type $wide (func (param i32 i32) (result i32 i32)))`;
+  const cases: [string, string, string, (e: Exports) => unknown[]][] = [
+    [
+      "an entry of the extended signature",
+      `${wide}
+      (elem (i32.const 6) $forge)
+      (func $forge (param i32 i32) (result i32 i32) (local.get 0) (i32.const 2147483647))`,
+      "",
+      () => [],
+    ],
+    [
+      "a call_indirect of the extended signature",
+      `${wide}
+      (func (export "grab") (param $n i32) (result i32)
+        (call_indirect (type $wide) (local.get $n) (i32.const 2147483647) (i32.const 0))
+        (drop))`,
+      "",
+      (e) => [outcome(() => e.grab!(25))],
+    ],
+    [
+      "table.set",
+      `(func (export "swap") (param $i i32) (param $n i32) (result i32)
+        (table.set $tab (i32.const 7) (ref.func $triple))
+        (call_indirect (type $t) (local.get $n) (local.get $i)))`,
+      "",
+      (e) => [outcome(() => e.swap!(7, 5)), outcome(() => e.swap!(0, 10))],
+    ],
+    [
+      "an exported table",
+      `(export "tab" (table $tab))`,
+      "",
+      (e) => {
+        const table = (e as unknown as { tab: WebAssembly.Table }).tab;
+        return [
+          outcome(() => (table.get(0) as (n: number) => number)(15)),
+          outcome(() => (table.get(3) as (n: number) => number)(4)),
+        ];
+      },
+    ],
+    [
+      "an imported function in the table",
+      `(elem (i32.const 6) $host)`,
+      `(import "env" "host" (func $host (param i32) (result i32)))`,
+      (e) => [outcome(() => e.via!(6, 8))],
+    ],
+  ];
+  for (const [what, extra, imports, more] of cases) {
+    const bytes = wat(tableRecursion(extra, imports));
+    const box: { exports?: Exports } = {};
+    const makeImports = () => ({
+      env: { host: (n: number) => n < 2 ? n : box.exports!.fib!(n - 1) },
+    });
+    const scenario = (e: Exports) => {
+      box.exports = e;
+      return [...tableScenario(e), ...more(e)];
+    };
+    try {
+      assertSameAnswers(
+        bytes,
+        imports ? makeImports : () => ({}),
+        scenario,
+      );
+      assertSpinStops(bytes, imports ? makeImports() : {});
+    } catch (e) {
+      throw new Error(`with ${what}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+});
+
+Deno.test("a check that restarts its function after a refill repeats no effect: stores, globals, parameters, growth, calls", () => {
+  // The first check of these functions sits before their first call; a
+  // refill restarts the function from its entry only when nothing before
+  // the check has an effect. Tiny refills (once the initial fuel is spent)
+  // make nearly every check refill, so a restart over an effect would show
+  // in the answers.
+  const bytes = wat(`(module
+    (import "env" "count" (func $count))
+    (type $t (func (param i32) (result i32)))
+    (memory 1 200)
+    (global $g (mut i32) (i32.const 0))
+    (table 2 funcref)
+    (elem (i32.const 0) $ind $ind_pure)
+    (func $set_global (export "set_global") (param $n i32) (result i32)
+      (if (result i32) (i32.eqz (local.get $n)) (then (global.get $g))
+        (else (global.set $g (i32.add (global.get $g) (i32.const 1)))
+              (call $set_global (i32.sub (local.get $n) (i32.const 1))))))
+    (func $store (export "store") (param $n i32) (result i32)
+      (if (result i32) (i32.eqz (local.get $n)) (then (i32.load (i32.const 0)))
+        (else (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
+              (call $store (i32.sub (local.get $n) (i32.const 1))))))
+    (func $param (export "param") (param $n i32) (param $acc i32) (result i32)
+      (if (result i32) (i32.eqz (local.get $n)) (then (local.get $acc))
+        (else (local.set $acc (i32.add (local.get $acc) (i32.const 1)))
+              (call $param (i32.sub (local.get $n) (i32.const 1)) (local.get $acc)))))
+    (func $tee (export "tee") (param $n i32) (result i32)
+      (if (result i32) (i32.eqz (local.get $n)) (then (i32.const 0))
+        (else (i32.add (local.tee $n (i32.sub (local.get $n) (i32.const 1)))
+                       (call $tee (local.get $n))))))
+    (func $grow (export "grow") (param $n i32) (result i32)
+      (if (result i32) (i32.eqz (local.get $n)) (then (memory.size))
+        (else (drop (memory.grow (i32.const 1)))
+              (call $grow (i32.sub (local.get $n) (i32.const 1))))))
+    (func $bump (global.set $g (i32.add (global.get $g) (i32.const 3))))
+    (func $helper (export "helper") (param $n i32) (result i32)
+      (if (result i32) (i32.eqz (local.get $n)) (then (global.get $g))
+        (else (call $bump)
+              (call $helper (i32.sub (local.get $n) (i32.const 1))))))
+    (func $host (export "host") (param $n i32) (result i32)
+      (if (result i32) (i32.eqz (local.get $n)) (then (i32.const 0))
+        (else (call $count)
+              (call $host (i32.sub (local.get $n) (i32.const 1))))))
+    (func $ind (export "ind") (param $n i32) (result i32)
+      (if (result i32) (i32.eqz (local.get $n)) (then (global.get $g))
+        (else (global.set $g (i32.add (global.get $g) (i32.const 2)))
+              (call_indirect (type $t) (i32.sub (local.get $n) (i32.const 1)) (i32.const 0)))))
+    ;; effect-free before the call: loads, a non-parameter local, a branch
+    (func $ind_pure (export "ind_pure") (param $n i32) (result i32) (local $x i32)
+      (local.set $x (i32.load8_u (local.get $n)))
+      (block $b (br_if $b (i32.eqz (local.get $x))) (local.set $x (i32.const 7)))
+      (if (result i32) (i32.eqz (local.get $n)) (then (local.get $x))
+        (else (i32.add (local.get $x)
+          (call_indirect (type $t) (i32.sub (local.get $n) (i32.const 1)) (i32.const 1)))))))`);
+  const box = { counted: 0 };
+  const imports = () => ({ env: { count: () => void box.counted++ } });
+  const scenario = (e: Exports) => {
+    box.counted = 0;
+    return [
+      // First: spends the initial fuel, so the tiny refills below count.
+      outcome(() => e.ind_pure!(12000)),
+      outcome(() => e.set_global!(3000)),
+      outcome(() => e.store!(3000)),
+      outcome(() => e.param!(3000, 5)),
+      outcome(() => e.tee!(3000)),
+      outcome(() => e.grow!(150)),
+      outcome(() => e.helper!(3000)),
+      outcome(() => e.host!(3000)),
+      box.counted,
+      outcome(() => e.ind!(3000)),
+      outcome(() => e.ind_pure!(3000)),
+    ];
+  };
+  assertSameAnswers(bytes, imports, scenario);
+  let interrupts = 0;
+  const tiny = instantiate(
+    instrumentModule(bytes).bytes,
+    imports(),
+    () => 1 + (interrupts++ % 3),
+  );
+  assert.deepStrictEqual(
+    scenario(tiny.exports),
+    scenario(instantiate(bytes, imports()).exports),
+  );
+  assert.ok(interrupts > 5000, `${interrupts}`);
+});
+
 /** Function body sizes of a module's code section. */
 function bodySizes(bytes: Uint8Array): number[] {
   let pos = 8;

@@ -40,6 +40,16 @@
  * global), and the original index becomes a wrapper that passes the global.
  * Direct calls from code holding the fuel in a local call the copy.
  *
+ * Recursion through a table (the virtual node's component is cyclic) can
+ * carry the fuel too: for a signature called there, every table entry of it
+ * is threaded, the element segments name the copies, and its
+ * `call_indirect`s become calls of the signature plus an `i32` parameter
+ * and result that pass the fuel and take it back ({@link tableThreading}
+ * says when that is exact: the module alone fills its tables and no other
+ * guest function or call site has the extended signature, so the guest can
+ * neither hand a fuel value in nor read one out). The checks stay where
+ * they were; only where the fuel lives changes.
+ *
  * @module
  */
 
@@ -84,11 +94,22 @@ export interface CheckPlan {
   /** The threaded functions, in the order of their copies. */
   threadedList: number[];
   /**
+   * Per original type index: 1 when its `call_indirect`s pass the fuel as an
+   * extra argument and take it back (every table entry of that signature is
+   * a threaded copy).
+   */
+  indirectThreaded: Uint8Array;
+  /**
    * Functions that never read or write the fuel, nor call anything that
    * might: callers holding the fuel in a local need not store it around
    * calls to them.
    */
   neutral: Uint8Array;
+}
+
+/** A signature as a string, to compare types structurally. */
+function sigKey(params: readonly number[], results: readonly number[]): string {
+  return `${params.join(",")}>${results.join(",")}`;
 }
 
 /** Fuel a check spends for `bytes` of code it covers (1 for tight loops). */
@@ -305,42 +326,70 @@ export function planChecks(bodies: ScannedBody[], s: ModuleState): CheckPlan {
     }
   }
 
-  // Threaded functions: cycle members outside the virtual node's component
-  // whose tail calls stay among threaded functions (a tail call cannot add
-  // the fuel result to a callee that does not return it).
+  // Threaded functions: cycle members outside the virtual node's component,
+  // and the table entries of signatures threaded through `call_indirect`
+  // (below), whose tail calls stay among threaded functions (a tail call
+  // cannot add the fuel result to a callee that does not return it).
+  const viaTable = tableThreading(bodies, s, comp, cyclic);
   const threaded = new Int32Array(n).fill(-1);
   const candidate = new Uint8Array(n);
-  for (let f = 0; f < n; f++) {
-    const body = bodies[f]!;
-    const sig = s.typeSigs[s.funcTypes[f]!]!;
-    candidate[f] = cyclic[f] && comp[f] !== comp[virt] &&
-        !body.hasTailIndirect && sig.params.length < MAX_PARAMS &&
-        sig.results.length < MAX_RESULTS
-      ? 1
-      : 0;
+  const typeKey = s.typeSigs.map((t) => sigKey(t.params, t.results));
+  const inTable = new Uint8Array(n);
+  for (const idx of s.tableFuncs) {
+    if (idx >= numImports) inTable[idx - numImports] = 1;
   }
-  for (let changed = true; changed;) {
-    changed = false;
+  for (;;) {
     for (let f = 0; f < n; f++) {
-      if (!candidate[f]) continue;
-      const edits = bodies[f]!.edits;
-      for (const e of bodies[f]!.sites) {
-        if (edits[e] !== E_RETURN_CALL) continue;
-        const idx = edits[e + 3]!;
-        if (idx < numImports || !candidate[idx - numImports]) {
-          candidate[f] = 0;
-          changed = true;
-          break;
+      const body = bodies[f]!;
+      const sig = s.typeSigs[s.funcTypes[f]!]!;
+      candidate[f] = (
+          (cyclic[f] && comp[f] !== comp[virt]) ||
+          (inTable[f] && viaTable.has(typeKey[s.funcTypes[f]!]!))
+        ) &&
+          !body.hasTailIndirect && sig.params.length < MAX_PARAMS &&
+          sig.results.length < MAX_RESULTS
+        ? 1
+        : 0;
+    }
+    for (let changed = true; changed;) {
+      changed = false;
+      for (let f = 0; f < n; f++) {
+        if (!candidate[f]) continue;
+        const edits = bodies[f]!.edits;
+        for (const e of bodies[f]!.sites) {
+          if (edits[e] !== E_RETURN_CALL) continue;
+          const idx = edits[e + 3]!;
+          if (idx < numImports || !candidate[idx - numImports]) {
+            candidate[f] = 0;
+            changed = true;
+            break;
+          }
         }
       }
     }
+    // A signature whose table entries cannot all be threaded is not.
+    let dropped = false;
+    for (const idx of s.tableFuncs) {
+      if (idx < numImports) continue;
+      const key = typeKey[s.funcTypes[idx - numImports]!]!;
+      if (viaTable.has(key) && !candidate[idx - numImports]) {
+        viaTable.delete(key);
+        dropped = true;
+      }
+    }
+    if (!dropped) break;
   }
   const threadedList: number[] = [];
   for (let f = 0; f < n; f++) if (candidate[f]) threadedList.push(f);
   if (numImports + 1 + n + threadedList.length > MAX_FUNCTIONS) {
     threadedList.length = 0;
+    viaTable.clear();
   }
   threadedList.forEach((f, k) => threaded[f] = k);
+  const indirectThreaded = new Uint8Array(s.numTypes);
+  for (let t = 0; t < s.numTypes; t++) {
+    if (viaTable.has(typeKey[t]!)) indirectThreaded[t] = 1;
+  }
 
   // Fuel-neutral functions, callees first.
   const neutral = new Uint8Array(n);
@@ -352,5 +401,57 @@ export function planChecks(bodies: ScannedBody[], s: ModuleState): CheckPlan {
       if (body.callees.every((g) => neutral[g])) neutral[f] = 1;
     }
   }
-  return { entryWeight, threaded, threadedList, neutral };
+  return { entryWeight, threaded, threadedList, indirectThreaded, neutral };
+}
+
+/**
+ * Signatures (keys) whose `call_indirect`s can carry the fuel: every entry
+ * of such a signature in any table becomes its threaded copy, of the
+ * signature plus an `i32` parameter and result, and those call sites become
+ * `call_indirect`s of that type passing and taking back the fuel. Sound and
+ * exact only when the module's code alone fills its tables (no imported or
+ * exported table, only active segments of function indices, no code writing
+ * a table: otherwise a wrapper could sit where a copy is expected), no
+ * imported function of the signature is in a table, no original type equals
+ * the extended signature (so no other function or call site of the guest
+ * can take or hand out the fuel) and no `return_call_indirect` uses it.
+ * Only for signatures called from members of a cycle through the virtual
+ * node, where a check runs per activation.
+ */
+function tableThreading(
+  bodies: ScannedBody[],
+  s: ModuleState,
+  comp: Int32Array,
+  cyclic: Uint8Array,
+): Set<string> {
+  const on = new Set<string>();
+  const n = bodies.length;
+  if (!s.tablesClosed || !cyclic[n]) return on;
+  if (bodies.some((b) => b.hasTableWrite)) return on;
+  const keyOf = (t: number) =>
+    sigKey(s.typeSigs[t]!.params, s.typeSigs[t]!.results);
+  const existing = new Set(s.typeSigs.map((t) => sigKey(t.params, t.results)));
+  const off = new Set<string>();
+  for (const idx of s.tableFuncs) {
+    if (idx < s.numFuncImports) off.add(keyOf(s.importFuncTypes[idx]!));
+  }
+  for (let f = 0; f < n; f++) {
+    const body = bodies[f]!;
+    const edits = body.edits;
+    for (const e of body.sites) {
+      const kind = edits[e];
+      if (kind === E_RETURN_CALL_INDIRECT) off.add(keyOf(edits[e + 3]!));
+      if (
+        kind === E_CALL_INDIRECT && comp[f] === comp[n] && cyclic[f]
+      ) {
+        on.add(keyOf(edits[e + 3]!));
+      }
+    }
+  }
+  for (const key of on) {
+    const t = s.typeSigs.find((x) => sigKey(x.params, x.results) === key)!;
+    const extended = sigKey([...t.params, 0x7f], [...t.results, 0x7f]);
+    if (off.has(key) || existing.has(extended)) on.delete(key);
+  }
+  return on;
 }

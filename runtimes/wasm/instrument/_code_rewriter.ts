@@ -10,7 +10,8 @@
  *    register.
  * 3. **Emit** the bodies (`_code_emitter.ts`): the original indices first
  *    (a threaded function's becomes a wrapper), then the threaded copies,
- *    whose types (and block types) this step adds to the module.
+ *    whose types (and block types) this step adds to the module, then the
+ *    refill functions of bodies whose first check restarts them.
  * 4. **Pad** with empty functions so that V8 sees the original share of
  *    small functions (see {@link SMALL_BODY}).
  *
@@ -22,8 +23,10 @@ import { planChecks } from "./_check_plan.ts";
 import {
   emitBody,
   type EmitContext,
+  emitRefill,
   emitWrapper,
   Fuel,
+  restartWeight,
 } from "./_code_emitter.ts";
 import type { CodeAdditions, ModuleState } from "./_module_state.ts";
 import { WasmReader } from "./_wasm_reader.ts";
@@ -100,13 +103,34 @@ export function rewriteCode(
     r.pos += size;
   }
   const plan = planChecks(bodies, s);
+  const adder = new TypeAdder(s.interruptType + 1);
   const ctx: EmitContext = {
     buf: r.buf,
     s,
     plan,
     threadedBase: s.numFuncImports + 1 + count,
+    indirectType: new Int32Array(s.numTypes).fill(-1),
+    refill: new Int32Array(count).fill(-1),
   };
-  const adder = new TypeAdder(s.interruptType + 1);
+  if (plan.indirectThreaded.includes(1)) {
+    // Table entries of those signatures become their threaded copies.
+    for (let t = 0; t < s.numTypes; t++) {
+      if (!plan.indirectThreaded[t]) continue;
+      const sig = s.typeSigs[t]!;
+      ctx.indirectType[t] = adder.add(
+        [...sig.params, 0x7f],
+        [...sig.results, 0x7f],
+      );
+    }
+    const threadedBase = ctx.threadedBase;
+    s.elemTarget = (idx) => {
+      if (idx < s.numFuncImports) return idx;
+      const f = idx - s.numFuncImports;
+      return plan.indirectThreaded[s.funcTypes[f]!] && plan.threaded[f]! >= 0
+        ? threadedBase + plan.threaded[f]!
+        : idx + 1;
+    };
+  }
   const funcTypes: number[] = [];
   const wrapTypes: Uint8Array[] = [];
   for (const f of plan.threadedList) {
@@ -118,6 +142,27 @@ export function rewriteCode(
     else bt.s32(adder.add([], sig.results));
     wrapTypes.push(bt.finish());
   }
+
+  // Refill functions, after the threaded copies: for bodies whose first
+  // check may restart them.
+  const modeOf = (f: number) =>
+    plan.threaded[f]! >= 0
+      ? Fuel.Threaded
+      : bodies[f]!.hasLoop
+      ? Fuel.Local
+      : Fuel.Global;
+  const refills: [number, number][] = [];
+  for (let f = 0; f < count; f++) {
+    const weight = restartWeight(plan, f, bodies[f]!, modeOf(f));
+    if (weight) refills.push([f, weight]);
+  }
+  const refillBase = ctx.threadedBase + plan.threadedList.length;
+  if (refillBase + refills.length > MAX_FUNCTIONS) refills.length = 0;
+  refills.forEach(([f], k) => {
+    ctx.refill[f] = refillBase + k;
+    const k2 = plan.threaded[f]!;
+    funcTypes.push(k2 >= 0 ? funcTypes[k2]! : s.funcTypes[f]!);
+  });
 
   const out = new WasmWriter(r.end - r.pos + 1024);
   const tmp = new WasmWriter(4096);
@@ -142,8 +187,12 @@ export function rewriteCode(
     emitBody(ctx, f, bodies[f]!, Fuel.Threaded, wrapTypes[k]!, tmp);
     flush();
   });
+  for (const [f, weight] of refills) {
+    emitRefill(ctx, f, plan.threaded[f]! >= 0, weight, tmp);
+    flush();
+  }
   // Keep V8's share of small functions (see SMALL_BODY).
-  const total = count + plan.threadedList.length;
+  const total = count + plan.threadedList.length + refills.length;
   let originalSmall = 0;
   for (const body of bodies) {
     if (body.end - body.start < SMALL_BODY) originalSmall++;

@@ -43,7 +43,10 @@ export const E_CALL = 2;
 export const E_RETURN_CALL = 3;
 /** `ref.func`. a: the index position; b: the function index. */
 export const E_REF_FUNC = 4;
-/** A `call_indirect`. pos: the opcode; a: end of the instruction; c, d as {@link E_CALL}. */
+/**
+ * A `call_indirect`. pos: the opcode; a: end of the instruction; b: the type
+ * index; c, d as {@link E_CALL}.
+ */
 export const E_CALL_INDIRECT = 5;
 /** A `return_call_indirect`; fields as {@link E_CALL_INDIRECT}. */
 export const E_RETURN_CALL_INDIRECT = 6;
@@ -93,6 +96,19 @@ export interface ScannedBody {
   importCalls: number;
   /** Whether the body has a `return_call_indirect`. */
   hasTailIndirect: boolean;
+  /**
+   * Position of the first instruction with an effect that running the body
+   * again from its start would repeat or miss (a call, a loop, a store, a
+   * write to a global, a parameter or a table, a bulk or SIMD operation),
+   * or `end` if none: a check before it may restart the function after a
+   * refill instead of calling `gk.interrupt` in place.
+   */
+  pureEnd: number;
+  /**
+   * Whether the body may put other functions into a table: `table.set`,
+   * `table.init`, `table.copy`, `table.grow` or `table.fill`.
+   */
+  hasTableWrite: boolean;
   /**
    * Per loop: [E_LOOP edit index, body bytes, first and past-last index into
    * callees, indirect and import call sites], to weigh its check once callee
@@ -152,6 +168,37 @@ function readBlockType(r: WasmReader, s: ModuleState): void {
   if (v >= s.numTypes) r.fail(`block type index ${v} out of range`, pos);
 }
 
+/**
+ * Whether the instruction `op` (immediates at `at`) has an effect that
+ * re-running it after a restart of the function would change: see
+ * {@link ScannedBody.pureEnd}. Conservative: every 0xfc operation from
+ * `memory.init` on and every SIMD operation counts.
+ */
+function hasEffect(
+  op: number,
+  buf: Uint8Array,
+  at: number,
+  params: number,
+): boolean {
+  if (op >= 0x10 && op <= 0x13) return true; // calls
+  if (op === 0x03) return true; // loop
+  if (op >= 0x36 && op <= 0x3e) return true; // stores
+  if (op === 0x40 || op === 0x24 || op === 0x26) return true; // grow, sets
+  if (op === 0xfd) return true;
+  if (op === 0xfc) return (buf[at] ?? 0) >= 8 || (buf[at] ?? 0) >= 0x80;
+  if (op === 0x21 || op === 0x22) {
+    // local.set / local.tee of a parameter (a LEB128 index)
+    let v = 0;
+    let shift = 0;
+    for (let i = at; i < buf.length && shift < 35; i++, shift += 7) {
+      v += (buf[i]! & 0x7f) * 2 ** shift;
+      if (!(buf[i]! & 0x80)) break;
+    }
+    return v < params;
+  }
+  return false;
+}
+
 /** Decodes one function body, validating opcodes and recording edits. */
 export function scanBody(
   r: WasmReader,
@@ -178,6 +225,8 @@ export function scanBody(
     indirectCalls: 0,
     importCalls: 0,
     hasTailIndirect: false,
+    hasTableWrite: false,
+    pureEnd: r.end,
     loops: [],
     callees: [],
     sites: [],
@@ -217,6 +266,9 @@ export function scanBody(
     }
     const opPos = r.pos;
     const op = buf[r.pos++]!;
+    if (body.pureEnd === r.end && hasEffect(op, buf, r.pos, params)) {
+      body.pureEnd = opPos;
+    }
     switch (OPCODE_IMM[op]) {
       case Imm.NONE:
         if (op === 0x0f) push(E_EXIT, opPos, 0, 0); // return
@@ -362,10 +414,10 @@ export function scanBody(
         r.u32(); // table index
         body.indirectCalls++;
         if (op === 0x11) {
-          site(E_CALL_INDIRECT, opPos, r.pos, 0);
+          site(E_CALL_INDIRECT, opPos, r.pos, t);
         } else {
           body.hasTailIndirect = true;
-          site(E_RETURN_CALL_INDIRECT, opPos, r.pos, 0);
+          site(E_RETURN_CALL_INDIRECT, opPos, r.pos, t);
         }
         break;
       }
@@ -380,6 +432,7 @@ export function scanBody(
         break;
       }
       case Imm.TABLE:
+        if (op === 0x26) body.hasTableWrite = true; // table.set
         r.u32();
         break;
       case Imm.GLOBAL: {
@@ -427,6 +480,8 @@ export function scanBody(
           body.hasBulk = true;
           bulkOps++;
           push(E_BULK, opPos, 0, 0);
+          // table.init, table.copy, table.grow, table.fill
+          if (sub >= 12) body.hasTableWrite = true;
         }
         switch (fcImm(sub)) {
           case FcImm.NONE:

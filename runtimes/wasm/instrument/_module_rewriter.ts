@@ -216,6 +216,10 @@ export function rewriteModule(
     fuelGlobal: 0,
     interruptType: 0,
     memoryMaxPages: 0,
+    tablesClosed: true,
+    importFuncTypes: [],
+    tableFuncs: [],
+    elemTarget: null,
   };
   const out = new WasmWriter(bytes.length + bytes.length / 4 + 64);
   out.bytes(bytes.subarray(0, 8));
@@ -231,6 +235,7 @@ export function rewriteModule(
   let globalDone = false;
   let functionCount = 0;
   let sawCode = false;
+  let elementSpan = { start: 0, end: 0 };
 
   const emitSynthetic = (rank: number) => {
     if (!typeDone && rank > SECTION_RANK[SEC_TYPE]!) {
@@ -327,11 +332,13 @@ export function rewriteModule(
               const tpos = r.pos;
               const t = r.u32();
               if (t >= s.numTypes) r.fail(`type index ${t} out of range`, tpos);
+              s.importFuncTypes.push(t);
               s.numFuncImports++;
               break;
             }
             case 1:
               readTableType(r);
+              s.tablesClosed = false;
               break;
             case 2:
               r.fail(
@@ -474,6 +481,9 @@ export function rewriteModule(
               w.u32(remapFunc(s, idx));
               break;
             case 1:
+              s.tablesClosed = false;
+              w.u32(idx);
+              break;
             case 2:
               w.u32(idx);
               break;
@@ -500,8 +510,12 @@ export function rewriteModule(
         break;
       }
       case SEC_ELEMENT:
-        rewriteElements(r, w, s);
-        break;
+        // Checked and recorded now, written once the code rewriter has
+        // chosen the entries (see ELEMENT_SLOT).
+        rewriteElements(r, w, s, true);
+        elementSpan = { start: span.start, end: span.end };
+        parts.push({ id: SEC_ELEMENT, data: ELEMENT_SLOT });
+        continue;
       case SEC_DATACOUNT:
         r.u32();
         checkEnd(r, "data count");
@@ -559,6 +573,15 @@ export function rewriteModule(
       out.bytes(part.data);
     } else if (part.data === TYPE_SLOT) {
       emitSection(out, SEC_TYPE, typeSection(s, typeEntries, additions));
+    } else if (part.data === ELEMENT_SLOT) {
+      const w = new WasmWriter(elementSpan.end - elementSpan.start + 32);
+      rewriteElements(
+        new WasmReader(bytes, elementSpan.start, elementSpan.end),
+        w,
+        s,
+        false,
+      );
+      emitSection(out, SEC_ELEMENT, w.finish());
     } else if (part.data === FUNCTION_SLOT) {
       emitSection(
         out,
@@ -591,6 +614,8 @@ export function rewriteModule(
 const TYPE_SLOT = new Uint8Array(0);
 /** Placeholder for the function section in the list of output sections. */
 const FUNCTION_SLOT = new Uint8Array(0);
+/** Placeholder for the element section in the list of output sections. */
+const ELEMENT_SLOT = new Uint8Array(0);
 
 /** The type section: original entries, `() -> i32`, then the added types. */
 function typeSection(
@@ -642,7 +667,18 @@ function finishGlobals(s: ModuleState): void {
   s.fuelGlobal = s.numGlobalImports + s.numDefinedGlobals;
 }
 
-function rewriteElements(r: WasmReader, w: WasmWriter, s: ModuleState): void {
+/**
+ * Reads the element section and writes it with function indices remapped.
+ * The first pass (`record`) checks it and records the address-taken
+ * functions and the table entries; the second writes the entries the code
+ * rewriter chose (`s.elemTarget`).
+ */
+function rewriteElements(
+  r: WasmReader,
+  w: WasmWriter,
+  s: ModuleState,
+  record: boolean,
+): void {
   const count = r.u32();
   w.u32(count);
   for (let i = 0; i < count; i++) {
@@ -653,6 +689,9 @@ function rewriteElements(r: WasmReader, w: WasmWriter, s: ModuleState): void {
     const passiveOrDeclarative = (flags & 1) !== 0;
     const explicitTable = (flags & 2) !== 0;
     const usesExprs = (flags & 4) !== 0;
+    if (record && (passiveOrDeclarative || usesExprs)) {
+      s.tablesClosed = false;
+    }
     if (!passiveOrDeclarative && explicitTable) {
       w.u32(r.u32()); // table index
     }
@@ -676,8 +715,13 @@ function rewriteElements(r: WasmReader, w: WasmWriter, s: ModuleState): void {
         const ipos = r.pos;
         const idx = r.u32();
         checkFunc(r, s, idx, ipos);
-        markAddressTaken(s, idx);
-        w.u32(remapFunc(s, idx));
+        if (record) {
+          markAddressTaken(s, idx);
+          s.tableFuncs.push(idx);
+          w.u32(remapFunc(s, idx));
+        } else {
+          w.u32(s.elemTarget ? s.elemTarget(idx) : remapFunc(s, idx));
+        }
       }
     }
   }

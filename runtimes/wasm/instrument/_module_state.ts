@@ -36,6 +36,23 @@ export interface ModuleState {
   /** Type index of `() -> i32` (= original numTypes). */
   interruptType: number;
   memoryMaxPages: number;
+  /**
+   * Whether every table entry comes from an active element segment of
+   * function indices in this module: no table is imported or exported, no
+   * segment is passive, declarative or made of expressions. (Code that
+   * writes tables is found by the scanner.)
+   */
+  tablesClosed: boolean;
+  /** Type index of each imported function. */
+  importFuncTypes: number[];
+  /** Function indices (imported and defined) in active element segments. */
+  tableFuncs: number[];
+  /**
+   * The index an element segment entry `idx` gets, once the code rewriter
+   * has chosen (a threaded copy for signatures that carry the fuel through
+   * `call_indirect`); null until then.
+   */
+  elemTarget: ((idx: number) => number) | null;
 }
 
 /** What the code rewriter adds to the type and function sections. */

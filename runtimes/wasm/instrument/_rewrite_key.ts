@@ -12,7 +12,7 @@ import { DEFAULT_MEMORY_LIMIT_PAGES, FUEL } from "./constants.ts";
 import type { InstrumentOptions } from "./types.ts";
 
 /** Version of the rewriting scheme; part of the hash so caches never mix schemes. */
-const REWRITER_VERSION = "gk-instrument/2";
+const REWRITER_VERSION = "gk-instrument/3";
 
 /**
  * The memory limit of `options` in pages (default

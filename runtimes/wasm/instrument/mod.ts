@@ -47,6 +47,22 @@
  *     recursion passes it in a register; the original index becomes a
  *     wrapper that passes the fuel global (exports, tables and `ref.func`
  *     keep working, and a tail-call cycle never goes through a wrapper).
+ *     Recursion through a table carries the fuel the same way when the
+ *     module alone fills its tables (no imported or exported table, only
+ *     active segments of function indices, no code writing a table): for a
+ *     signature called on such a cycle, every table entry of it is its
+ *     threaded copy and its `call_indirect`s pass and take back the fuel,
+ *     unless an imported function of it is in a table, a
+ *     `return_call_indirect` uses it, or the module already has a type
+ *     equal to the extended signature (which would let guest code hand in
+ *     or read out a fuel value).
+ *   - *Refill by restart*: when a function's first check comes before
+ *     any effect (call, store, loop, write to a global, parameter or table,
+ *     bulk or SIMD operation), an empty fuel restarts the function through
+ *     a small refill function (`gk.interrupt() + w`, then a tail call to the
+ *     function with its parameters) instead of calling `gk.interrupt` in
+ *     place; re-running effect-free code is invisible, and keeps V8 from
+ *     spilling values around the cold call on every activation.
  *   - *Engine heuristics*: V8 cuts its inlining budget when under half of a
  *     module's bodies are small (under 50 bytes); checks grow small bodies,
  *     so empty, never-called functions are added until the share of small
@@ -63,8 +79,12 @@
  *   already on the stack when the stretch began can make R-calls (dominated
  *   by their earlier checks), each at most once per call site as the stack
  *   unwinds, so the stretch is bounded by the engine's stack depth times the
- *   largest function and its unchecked callees. A blocking import is the
- *   host's to bound (ours are: every host call honours the deadline).
+ *   largest function and its unchecked callees. A restart runs
+ *   `gk.interrupt` before the function starts again, like a refill in
+ *   place; a call through a table that carries the fuel reaches only our
+ *   threaded copies, which spend it as the global would. A blocking import
+ *   is the host's to bound (ours are: every host call honours the
+ *   deadline).
  * - **Memory cap.** The module's own memory gets the maximum
  *   `min(declared maximum, memoryLimitPages)`, so `memory.grow` past it returns
  *   -1 inside the guest. A module whose memory needs more pages at start than

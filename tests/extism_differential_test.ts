@@ -784,30 +784,6 @@ async function runChild(
   }
 }
 
-/** Module-body text: `ticks()` maps each thread of this process to its CPU ticks. */
-const TICKS = `
-  const ticks = () => {
-    const m = new Map();
-    for (const e of Deno.readDirSync("/proc/self/task")) {
-      try {
-        const st = Deno.readTextFileSync("/proc/self/task/" + e.name + "/stat");
-        const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
-        m.set(e.name, Number(f[11]) + Number(f[12]));
-      } catch {}
-    }
-    return m;
-  };
-  const spinning = async () => {
-    await new Promise((r) => setTimeout(r, 300));
-    const t0 = ticks();
-    await new Promise((r) => setTimeout(r, 2000));
-    const t1 = ticks();
-    let maxTicks = 0;
-    for (const [tid, t] of t1) maxTicks = Math.max(maxTicks, t - (t0.get(tid) ?? t));
-    return maxTicks;
-  };
-`;
-
 Deno.test("a runaway Extism plugin stops at its deadline in ours, no thread spins afterwards; the JS SDK's worker keeps spinning (measured)", async () => {
   const mod = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
   const wasm = JSON.stringify(asFixture("loop"));
@@ -815,7 +791,7 @@ Deno.test("a runaway Extism plugin stops at its deadline in ours, no thread spin
   const child = await runChild(`
     import { loadExtismPlugin } from ${mod("../runtimes/extism/mod.ts")};
     import { createCallContext } from ${mod("../host/model/plugin.ts")};
-    ${TICKS}
+    import { maxThreadTicks } from ${mod("./helpers/thread_ticks.ts")};
     const p = await loadExtismPlugin(${wasm}, {
       registration: { name: "extism-loop", version: "1.0.0", routes: [] },
       graceMs: 10000,
@@ -828,7 +804,7 @@ Deno.test("a runaway Extism plugin stops at its deadline in ours, no thread spin
     const stoppedMs = Date.now() - t0;
     const after = new TextDecoder().decode(await p.call("quick", null, createCallContext()));
     const killed = p.killedWorkers;
-    const maxTicks = await spinning();
+    const maxTicks = await maxThreadTicks();
     await p.shutdown();
     console.log(JSON.stringify({ error, after, killed, stoppedMs, maxTicks }));
     Deno.exit(0);
@@ -862,7 +838,7 @@ Deno.test("a runaway Extism plugin stops at its deadline in ours, no thread spin
   const sdk = await runChild(
     `
     import createPlugin from "@extism/extism";
-    ${TICKS}
+    import { maxThreadTicks } from ${mod("./helpers/thread_ticks.ts")};
     // Its respawn after a timeout can itself time out, unhandled.
     globalThis.addEventListener("unhandledrejection", (e) => {
       e.preventDefault();
@@ -879,7 +855,7 @@ Deno.test("a runaway Extism plugin stops at its deadline in ours, no thread spin
       (e) => { error = String(e?.message ?? e); }).finally(() => stoppedMs = Date.now() - t0);
     await Promise.race([call, new Promise((r) => setTimeout(r, 5000))]);
     console.log(JSON.stringify({ error, stoppedMs }));
-    const maxTicks = await spinning();
+    const maxTicks = await maxThreadTicks();
     console.log(JSON.stringify({ error, stoppedMs, maxTicks }));
     let after = "not settled after 5 s";
     await Promise.race([p.call("quick", "").then((o) => { after = o?.text() ?? "null"; },

@@ -499,6 +499,7 @@ Deno.test("after an Extism runaway no thread keeps spinning (per-thread CPU time
       `
       import { loadExtismPlugin } from ${mod("../runtimes/extism/mod.ts")};
       import { createCallContext } from ${mod("../host/model/plugin.ts")};
+      import { maxThreadTicks } from ${mod("./helpers/thread_ticks.ts")};
       const errors = [];
       const p = await loadExtismPlugin(${JSON.stringify(fixture("hostile"))}, {
         registration: { name: "x", version: "1.0.0" }, graceMs: 10000,
@@ -511,23 +512,7 @@ Deno.test("after an Extism runaway no thread keeps spinning (per-thread CPU time
       }
       const ok = await p.call("ok", null, createCallContext());
       errors.push(new TextDecoder().decode(ok));
-      const ticks = () => {
-        const m = new Map();
-        for (const e of Deno.readDirSync("/proc/self/task")) {
-          try {
-            const st = Deno.readTextFileSync("/proc/self/task/" + e.name + "/stat");
-            const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
-            m.set(e.name, Number(f[11]) + Number(f[12]));
-          } catch {}
-        }
-        return m;
-      };
-      await new Promise((r) => setTimeout(r, 300));
-      const t0 = ticks();
-      await new Promise((r) => setTimeout(r, 2000));
-      const t1 = ticks();
-      let maxTicks = 0;
-      for (const [tid, t] of t1) maxTicks = Math.max(maxTicks, t - (t0.get(tid) ?? t));
+      const maxTicks = await maxThreadTicks();
       console.log(JSON.stringify({ errors, maxTicks, killed: p.killedWorkers }));
       await p.shutdown();
       Deno.exit(0);

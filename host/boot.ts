@@ -859,12 +859,14 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       hostname: server.hostname,
       onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
     },
-    auditOrigins(app.fetch, {
+    // http-path: while the in-flight limit is reached, a plugin route's 503
+    // is answered before the audit context and the middleware chain.
+    app.front(auditOrigins(app.fetch, {
       audit,
       tokens,
       sessions,
       trustProxy: server.trustProxy,
-    }),
+    })),
   );
   const addr = await listening.promise;
   // The address actually bound (IPv6 in brackets); a wildcard is shown as

@@ -116,9 +116,20 @@ export function buildRouteArgs(
 ): Record<string, unknown> {
   const args: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(params)) args[k] = v;
-  for (const key of new Set(url.searchParams.keys())) {
-    const values = url.searchParams.getAll(key);
-    args[key] = values.length === 1 ? values[0] : values;
+  // One pass over the query (none parsed when there is no query): a key's
+  // first value replaces a path parameter, a repeated key makes an array.
+  if (url.search.length > 1) {
+    const repeated = new Set<string>();
+    for (const [key, value] of url.searchParams) {
+      if (!repeated.has(key)) {
+        repeated.add(key);
+        args[key] = value;
+      } else {
+        const prev = args[key];
+        if (Array.isArray(prev)) prev.push(value);
+        else args[key] = [prev, value];
+      }
+    }
   }
   if (body && body.byteLength > 0) {
     try {
@@ -440,9 +451,11 @@ export function resultToResponse(
   codes?: ErrorCodeLookup,
 ): Response {
   let parsed: unknown = undefined;
-  try {
-    parsed = decodeJson(result);
-  } catch { /* not JSON: passed through */ }
+  if (mayHaveSpecialKeys(result)) {
+    try {
+      parsed = decodeJson(result);
+    } catch { /* not JSON: passed through */ }
+  }
   if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
     const obj = parsed as Record<string, unknown>;
     if (typeof obj.html === "string") {
@@ -470,8 +483,25 @@ export function resultToResponse(
     ? result
     : new TextEncoder().encode("null");
   return new Response(body as Uint8Array<ArrayBuffer>, {
-    headers: { "content-type": "application/json; charset=utf-8" },
+    headers: {
+      "content-type": "application/json; charset=utf-8",
+      "x-content-type-options": "nosniff",
+    },
   });
+}
+
+const textDecoder = new TextDecoder();
+
+/**
+ * Whether a result's JSON text could name an `html` or `error` key: it has
+ * one of them in quotes, or an escape (a key can be spelled with `\u`
+ * escapes). A result without any of them is passed through unparsed.
+ */
+function mayHaveSpecialKeys(result: Uint8Array | null): boolean {
+  if (!result || result.byteLength === 0) return false;
+  const text = textDecoder.decode(result);
+  return text.includes('"html"') || text.includes('"error"') ||
+    text.includes("\\");
 }
 
 // extism-host
@@ -572,14 +602,15 @@ export function pluginRouteHandlers(
     const chain = authChain(route);
     chain.push(async function pluginRoute(c) {
       try {
-        const body = c.req.method === "GET" || c.req.method === "HEAD"
+        const method = c.req.method;
+        const body = method === "GET" || method === "HEAD"
           ? null
           : await readBody(c.req.raw, maxBody);
         // extism-host: a plugin taking raw input gets the body as it came.
         const raw = manager.get(route.plugin)?.routeInput === "raw";
         const input = raw ? body ?? new Uint8Array(0) : encodeJson(
           buildRouteArgs(
-            c.req.method,
+            method,
             new URL(c.req.url),
             c.req.param(),
             body,

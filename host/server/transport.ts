@@ -74,7 +74,9 @@ export function isHttpsRequest(
   info: ConnectionInfo | undefined,
   trustProxy: TrustProxy | undefined,
 ): boolean {
-  if (new URL(request.url).protocol === "https:") return true;
+  // A Request's URL is serialised: its scheme is lower case (http-path: no
+  // URL parse per request).
+  if (request.url.startsWith("https:")) return true;
   const forwarded = request.headers.get("x-forwarded-proto");
   if (forwarded === null || !isTrustedProxy(trustProxy, info)) return false;
   const last = forwarded.split(",").at(-1)?.trim().toLowerCase();

@@ -23,6 +23,7 @@ Deno.test("the committed SDK bundle was built from the SDK sources as they are",
   assert.deepEqual(
     (await sdkSourceFiles()).map((f) => basename(f)),
     [
+      "_h2_frames.ts",
       "call_codec.ts",
       "h2_client.ts",
       "h2_server.ts",

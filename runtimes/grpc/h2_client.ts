@@ -17,6 +17,43 @@
  * @module
  */
 
+import {
+  concat,
+  DEFAULT_WINDOW,
+  E_CANCEL,
+  E_REFUSED_STREAM,
+  F_ACK,
+  F_END_HEADERS,
+  F_END_STREAM,
+  F_PADDED,
+  frame,
+  frameHeader,
+  GRPC_MESSAGE_FAULT,
+  grpcMessageFault,
+  HeaderBlockAssembler,
+  headersFragment,
+  MAX_WINDOW,
+  OUR_MAX_FRAME,
+  PREFACE,
+  readFrames,
+  rstStreamFrame,
+  S_ENABLE_PUSH,
+  S_INITIAL_WINDOW_SIZE,
+  S_MAX_CONCURRENT_STREAMS,
+  S_MAX_FRAME_SIZE,
+  settingsFrame,
+  T_CONTINUATION,
+  T_DATA,
+  T_GOAWAY,
+  T_HEADERS,
+  T_PING,
+  T_RST,
+  T_SETTINGS,
+  T_WINDOW,
+  u32,
+  windowUpdateFrame,
+  writeGrpcPrefix,
+} from "./_h2_frames.ts";
 import { encodeHeaders, type HeaderField, HpackDecoder } from "./hpack.ts";
 
 /** gRPC status codes this client produces or reads (the values of grpc.status). */
@@ -82,14 +119,11 @@ export type UnaryCallback = (
   message: Uint8Array | null,
 ) => void;
 
-const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-const MAX_WINDOW = 2 ** 31 - 1;
-const DEFAULT_WINDOW = 65535;
-const OUR_MAX_FRAME = 16384;
-/** The largest header block (HEADERS + CONTINUATION frames) accepted. */
-const MAX_HEADER_BLOCK = 64 * 1024;
 /** The largest response message accepted (as the host's grpc-js channels). */
 const MAX_RECEIVE = 64 * 1024 * 1024;
+
+/** An empty header block fragment. */
+const EMPTY = new Uint8Array();
 
 /** `grpc-timeout` as a literal header name without indexing (the value follows). */
 const TIMEOUT_NAME = new Uint8Array([
@@ -97,47 +131,6 @@ const TIMEOUT_NAME = new Uint8Array([
   12,
   ...new TextEncoder().encode("grpc-timeout"),
 ]);
-
-const T_DATA = 0, T_HEADERS = 1, T_RST = 3, T_SETTINGS = 4, T_PING = 6;
-const T_GOAWAY = 7, T_WINDOW = 8, T_CONTINUATION = 9;
-const F_END_STREAM = 1, F_ACK = 1, F_END_HEADERS = 4, F_PADDED = 8;
-const F_PRIORITY = 0x20;
-
-function frameHeader(
-  buf: Uint8Array,
-  at: number,
-  length: number,
-  type: number,
-  flags: number,
-  stream: number,
-): void {
-  buf[at] = length >>> 16;
-  buf[at + 1] = (length >>> 8) & 0xff;
-  buf[at + 2] = length & 0xff;
-  buf[at + 3] = type;
-  buf[at + 4] = flags;
-  buf[at + 5] = (stream >>> 24) & 0x7f;
-  buf[at + 6] = (stream >>> 16) & 0xff;
-  buf[at + 7] = (stream >>> 8) & 0xff;
-  buf[at + 8] = stream & 0xff;
-}
-
-function frame(
-  type: number,
-  flags: number,
-  stream: number,
-  payload: Uint8Array = new Uint8Array(),
-): Uint8Array {
-  const f = new Uint8Array(9 + payload.length);
-  frameHeader(f, 0, payload.length, type, flags, stream);
-  f.set(payload, 9);
-  return f;
-}
-
-function u32(b: Uint8Array, at: number): number {
-  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) |
-    b[at + 3]!) >>> 0;
-}
 
 function percentDecode(s: string): string {
   if (!s.includes("%")) return s;
@@ -238,27 +231,19 @@ export class H2Session {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   /** A header block split over CONTINUATION frames. */
-  #partial:
-    | { stream: number; end: boolean; parts: Uint8Array[]; size: number }
-    | undefined;
+  readonly #block = new HeaderBlockAssembler();
   readonly #onClose: () => void;
 
   private constructor(conn: Deno.Conn, onClose: () => void) {
     this.#conn = conn;
     this.#onClose = onClose;
-    const settings = new Uint8Array(18);
-    const v = new DataView(settings.buffer);
-    v.setUint16(0, 0x2); // ENABLE_PUSH
-    v.setUint32(2, 0);
-    v.setUint16(6, 0x4); // INITIAL_WINDOW_SIZE
-    v.setUint32(8, MAX_WINDOW);
-    v.setUint16(12, 0x5); // MAX_FRAME_SIZE
-    v.setUint32(14, OUR_MAX_FRAME);
-    const window = new Uint8Array(4);
-    new DataView(window.buffer).setUint32(0, MAX_WINDOW - DEFAULT_WINDOW);
     this.#send(PREFACE);
-    this.#send(frame(T_SETTINGS, 0, 0, settings));
-    this.#send(frame(T_WINDOW, 0, 0, window));
+    this.#send(settingsFrame([
+      [S_ENABLE_PUSH, 0],
+      [S_INITIAL_WINDOW_SIZE, MAX_WINDOW],
+      [S_MAX_FRAME_SIZE, OUR_MAX_FRAME],
+    ]));
+    this.#send(windowUpdateFrame(0, MAX_WINDOW - DEFAULT_WINDOW));
     this.#setRef(false);
     this.#readLoop();
   }
@@ -369,8 +354,7 @@ export class H2Session {
     this.#out.push(headers);
     const body = call.body;
     const length = body.length - REQUEST_PREFIX;
-    body[9] = 0;
-    new DataView(body.buffer, body.byteOffset + 10, 4).setUint32(0, length);
+    writeGrpcPrefix(body, 9, length);
     call.sent = 9;
     this.#pump(call);
     this.#flush();
@@ -445,39 +429,12 @@ export class H2Session {
   }
 
   async #readLoop(): Promise<void> {
-    let buf = new Uint8Array(64 * 1024);
-    let len = 0;
     let why = "connection closed by the server";
     try {
-      for (;;) {
-        if (len === buf.length) {
-          const bigger = new Uint8Array(buf.length * 2);
-          bigger.set(buf);
-          buf = bigger;
-        }
-        const n = await this.#conn.read(buf.subarray(len));
-        if (n === null) break;
-        len += n;
-        let p = 0;
-        while (len - p >= 9) {
-          const flen = (buf[p]! << 16) | (buf[p + 1]! << 8) | buf[p + 2]!;
-          if (flen > OUR_MAX_FRAME) {
-            throw new Error(`frame of ${flen} bytes exceeds ${OUR_MAX_FRAME}`);
-          }
-          if (len - p < 9 + flen) break;
-          this.#frame(
-            buf[p + 3]!,
-            buf[p + 4]!,
-            u32(buf, p + 5) & 0x7fffffff,
-            buf.subarray(p + 9, p + 9 + flen),
-          );
-          p += 9 + flen;
-        }
-        if (p > 0) {
-          buf.copyWithin(0, p, len);
-          len -= p;
-        }
-      }
+      await readFrames(
+        this.#conn,
+        (type, flags, id, payload) => this.#frame(type, flags, id, payload),
+      );
     } catch (e) {
       why = `connection failed: ${(e as Error).message}`;
     }
@@ -512,47 +469,25 @@ export class H2Session {
       case T_DATA:
         return this.#data(flags, id, payload);
       case T_HEADERS: {
-        let p = 0;
-        let end = payload.length;
-        if (flags & F_PADDED) end -= payload[p++]!;
-        if (flags & F_PRIORITY) p += 5;
-        const block = payload.subarray(p, end);
+        // Padding longer than the frame reads as an empty block here.
+        const block = headersFragment(flags, payload) ?? EMPTY;
         if (flags & F_END_HEADERS) {
           return this.#headers(id, (flags & F_END_STREAM) !== 0, block);
         }
-        this.#partial = {
-          stream: id,
-          end: (flags & F_END_STREAM) !== 0,
-          parts: [block.slice()],
-          size: block.length,
-        };
+        this.#block.begin(id, (flags & F_END_STREAM) !== 0, block);
         return;
       }
       case T_CONTINUATION: {
-        const partial = this.#partial;
-        if (!partial || partial.stream !== id) {
-          throw new Error("unexpected CONTINUATION frame");
-        }
-        partial.parts.push(payload.slice());
-        partial.size += payload.length;
-        // A peer that never ends its header block (a CONTINUATION flood)
-        // would grow it without end: a connection error instead.
-        if (partial.size > MAX_HEADER_BLOCK) {
-          throw new Error(
-            `header block larger than ${MAX_HEADER_BLOCK} bytes`,
-          );
-        }
-        if (flags & F_END_HEADERS) {
-          this.#partial = undefined;
-          this.#headers(id, partial.end, concat(partial.parts));
-        }
+        // Capped (a CONTINUATION flood is a connection error).
+        const block = this.#block.continuation(flags, id, payload);
+        if (block) this.#headers(id, this.#block.endStream, block);
         return;
       }
       case T_RST: {
         const call = this.#streams.get(id);
         if (!call) return;
         const code = u32(payload, 0);
-        if (code === 7 && !call.done) {
+        if (code === E_REFUSED_STREAM && !call.done) {
           // REFUSED_STREAM: the server did not process it (its stream
           // limit, before its SETTINGS reached us): queue it again.
           this.#streams.delete(id);
@@ -570,9 +505,9 @@ export class H2Session {
         this.#end(
           call,
           new GrpcStatusError(
-            code === 8
+            code === E_CANCEL
               ? GrpcCode.CANCELLED
-              : code === 7
+              : code === E_REFUSED_STREAM
               ? GrpcCode.UNAVAILABLE
               : GrpcCode.INTERNAL,
             `stream reset by the server (HTTP/2 error ${code})`,
@@ -586,12 +521,12 @@ export class H2Session {
         for (let p = 0; p + 6 <= payload.length; p += 6) {
           const key = (payload[p]! << 8) | payload[p + 1]!;
           const value = u32(payload, p + 2);
-          if (key === 0x3) this.#maxConcurrent = value;
-          else if (key === 0x4) {
+          if (key === S_MAX_CONCURRENT_STREAMS) this.#maxConcurrent = value;
+          else if (key === S_INITIAL_WINDOW_SIZE) {
             const delta = value - this.#peerWindow;
             this.#peerWindow = value;
             for (const c of this.#streams.values()) c.window += delta;
-          } else if (key === 0x5) this.#peerMaxFrame = value;
+          } else if (key === S_MAX_FRAME_SIZE) this.#peerMaxFrame = value;
         }
         this.#out.push(frame(T_SETTINGS, F_ACK, 0));
         this.#pumpAll();
@@ -653,10 +588,9 @@ export class H2Session {
   #data(flags: number, id: number, payload: Uint8Array): void {
     this.#recvUnacked += payload.length;
     if (this.#recvUnacked > 2 ** 30) {
-      const inc = new Uint8Array(4);
-      new DataView(inc.buffer).setUint32(0, this.#recvUnacked);
+      const inc = this.#recvUnacked;
       this.#recvUnacked = 0;
-      this.#send(frame(T_WINDOW, 0, 0, inc));
+      this.#send(windowUpdateFrame(0, inc));
     }
     const call = this.#streams.get(id);
     if (!call) return;
@@ -696,23 +630,18 @@ export class H2Session {
       const data = call.chunks.length === 1
         ? call.chunks[0]!
         : concat(call.chunks);
-      if (data.length < 5 || data[0] !== 0) {
+      const fault = grpcMessageFault(data);
+      if (fault !== GRPC_MESSAGE_FAULT.NONE) {
         return this.#end(
           call,
           new GrpcStatusError(
             GrpcCode.INTERNAL,
-            data.length < 5
+            fault === GRPC_MESSAGE_FAULT.SHORT
               ? "response without a message"
-              : "compressed response (not negotiated)",
+              : fault === GRPC_MESSAGE_FAULT.COMPRESSED
+              ? "compressed response (not negotiated)"
+              : "malformed response message",
           ),
-          null,
-        );
-      }
-      const len = u32(data, 1);
-      if (data.length !== 5 + len) {
-        return this.#end(
-          call,
-          new GrpcStatusError(GrpcCode.INTERNAL, "malformed response message"),
           null,
         );
       }
@@ -762,9 +691,7 @@ export class H2Session {
     if (call.done) return;
     const error = new GrpcStatusError(code, why);
     if (this.#streams.get(call.id) === call) {
-      const payload = new Uint8Array(4);
-      payload[3] = 8; // CANCEL
-      this.#send(frame(T_RST, 0, call.id, payload));
+      this.#send(rstStreamFrame(call.id, E_CANCEL));
       this.#end(call, error, null);
       return;
     }
@@ -798,18 +725,6 @@ export class H2Session {
     }
     if (next < Infinity) this.#armTimer(next);
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 // ts-cold

@@ -14,6 +14,38 @@
  * @module
  */
 
+import {
+  concat,
+  DEFAULT_WINDOW,
+  E_PROTOCOL_ERROR,
+  F_ACK,
+  F_END_HEADERS,
+  F_END_STREAM,
+  F_PADDED,
+  frame,
+  goawayFrame,
+  GRPC_MESSAGE_FAULT,
+  grpcMessage,
+  grpcMessageFault,
+  HeaderBlockAssembler,
+  headersFragment,
+  MAX_WINDOW,
+  OUR_MAX_FRAME,
+  readFrames,
+  S_INITIAL_WINDOW_SIZE,
+  S_MAX_FRAME_SIZE,
+  settingsFrame,
+  T_CONTINUATION,
+  T_DATA,
+  T_GOAWAY,
+  T_HEADERS,
+  T_PING,
+  T_RST,
+  T_SETTINGS,
+  T_WINDOW,
+  u32,
+  windowUpdateFrame,
+} from "./_h2_frames.ts";
 import { GrpcStatusError } from "./h2_client.ts";
 import { encodeHeaders, type HeaderField, HpackDecoder } from "./hpack.ts";
 
@@ -45,60 +77,11 @@ export interface ServeH2Options {
   maxReceive?: number;
 }
 
-const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-const MAX_WINDOW = 2 ** 31 - 1;
-const DEFAULT_WINDOW = 65535;
-const OUR_MAX_FRAME = 16384;
-const MAX_HEADER_BLOCK = 64 * 1024;
-
-const T_DATA = 0, T_HEADERS = 1, T_RST = 3, T_SETTINGS = 4, T_PING = 6;
-const T_GOAWAY = 7, T_WINDOW = 8, T_CONTINUATION = 9;
-const F_END_STREAM = 1, F_ACK = 1, F_END_HEADERS = 4, F_PADDED = 8;
-const F_PRIORITY = 0x20;
-
 const RESPONSE_HEADERS = encodeHeaders([
   [":status", "200"],
   ["content-type", "application/grpc"],
 ]);
 const OK_TRAILERS = encodeHeaders([["grpc-status", "0"]]);
-
-function frame(
-  type: number,
-  flags: number,
-  stream: number,
-  payload: Uint8Array = new Uint8Array(),
-): Uint8Array {
-  const f = new Uint8Array(9 + payload.length);
-  f[0] = payload.length >>> 16;
-  f[1] = (payload.length >>> 8) & 0xff;
-  f[2] = payload.length & 0xff;
-  f[3] = type;
-  f[4] = flags;
-  f[5] = (stream >>> 24) & 0x7f;
-  f[6] = (stream >>> 16) & 0xff;
-  f[7] = (stream >>> 8) & 0xff;
-  f[8] = stream & 0xff;
-  f.set(payload, 9);
-  return f;
-}
-
-function u32(b: Uint8Array, at: number): number {
-  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) |
-    b[at + 3]!) >>> 0;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /** grpc-message is percent-encoded (gRPC over HTTP/2 spec). */
 function percentEncode(s: string): string {
@@ -160,74 +143,29 @@ class Connection {
   #connWindow = DEFAULT_WINDOW;
   #peerMaxFrame = 16384;
   #recvUnacked = 0;
-  #partial:
-    | { stream: number; end: boolean; parts: Uint8Array[]; size: number }
-    | undefined;
+  readonly #block = new HeaderBlockAssembler();
 
   constructor(conn: Deno.Conn, options: ServeH2Options) {
     this.#conn = conn;
     this.#options = options;
-    const settings = new Uint8Array(12);
-    const v = new DataView(settings.buffer);
-    v.setUint16(0, 0x4); // INITIAL_WINDOW_SIZE
-    v.setUint32(2, MAX_WINDOW);
-    v.setUint16(6, 0x5); // MAX_FRAME_SIZE
-    v.setUint32(8, OUR_MAX_FRAME);
-    const window = new Uint8Array(4);
-    new DataView(window.buffer).setUint32(0, MAX_WINDOW - DEFAULT_WINDOW);
-    this.#out.push(frame(T_SETTINGS, 0, 0, settings));
-    this.#out.push(frame(T_WINDOW, 0, 0, window));
+    this.#out.push(settingsFrame([
+      [S_INITIAL_WINDOW_SIZE, MAX_WINDOW],
+      [S_MAX_FRAME_SIZE, OUR_MAX_FRAME],
+    ]));
+    this.#out.push(windowUpdateFrame(0, MAX_WINDOW - DEFAULT_WINDOW));
     this.#flush();
   }
 
   async run(): Promise<void> {
-    let buf = new Uint8Array(64 * 1024);
-    let len = 0;
-    let preface = false;
     try {
-      for (;;) {
-        if (len === buf.length) {
-          const bigger = new Uint8Array(buf.length * 2);
-          bigger.set(buf);
-          buf = bigger;
-        }
-        const n = await this.#conn.read(buf.subarray(len));
-        if (n === null) break;
-        len += n;
-        let p = 0;
-        if (!preface) {
-          if (len < PREFACE.length) continue;
-          for (let i = 0; i < PREFACE.length; i++) {
-            if (buf[i] !== PREFACE[i]) throw new Error("not an HTTP/2 client");
-          }
-          preface = true;
-          p = PREFACE.length;
-        }
-        while (len - p >= 9) {
-          const flen = (buf[p]! << 16) | (buf[p + 1]! << 8) | buf[p + 2]!;
-          if (flen > OUR_MAX_FRAME) {
-            throw new Error(`frame of ${flen} bytes exceeds ${OUR_MAX_FRAME}`);
-          }
-          if (len - p < 9 + flen) break;
-          this.#frame(
-            buf[p + 3]!,
-            buf[p + 4]!,
-            u32(buf, p + 5) & 0x7fffffff,
-            buf.subarray(p + 9, p + 9 + flen),
-          );
-          p += 9 + flen;
-        }
-        if (p > 0) {
-          buf.copyWithin(0, p, len);
-          len -= p;
-        }
-      }
+      await readFrames(
+        this.#conn,
+        (type, flags, id, payload) => this.#frame(type, flags, id, payload),
+        { preface: true },
+      );
     } catch {
       // A protocol error: tell the peer, then hang up.
-      const goaway = new Uint8Array(8);
-      new DataView(goaway.buffer).setUint32(0, this.#lastId);
-      goaway[7] = 1; // PROTOCOL_ERROR
-      this.#out.push(frame(T_GOAWAY, 0, 0, goaway));
+      this.#out.push(goawayFrame(this.#lastId, E_PROTOCOL_ERROR));
       await this.#flush();
     }
     this.close();
@@ -268,43 +206,23 @@ class Connection {
   }
 
   #frame(type: number, flags: number, id: number, payload: Uint8Array): void {
-    if (this.#partial && type !== T_CONTINUATION) {
+    if (this.#block.pending && type !== T_CONTINUATION) {
       throw new Error("header block interrupted");
     }
     switch (type) {
       case T_DATA:
         return this.#data(flags, id, payload);
       case T_HEADERS: {
-        let p = 0;
-        let end = payload.length;
-        if (flags & F_PADDED) end -= payload[p++]!;
-        if (flags & F_PRIORITY) p += 5;
-        if (end < p) throw new Error("bad HEADERS padding");
-        const block = payload.subarray(p, end);
+        const block = headersFragment(flags, payload);
+        if (!block) throw new Error("bad HEADERS padding");
         const endStream = (flags & F_END_STREAM) !== 0;
         if (flags & F_END_HEADERS) return this.#headers(id, endStream, block);
-        this.#partial = {
-          stream: id,
-          end: endStream,
-          parts: [block.slice()],
-          size: block.length,
-        };
+        this.#block.begin(id, endStream, block);
         return;
       }
       case T_CONTINUATION: {
-        const partial = this.#partial;
-        if (!partial || partial.stream !== id) {
-          throw new Error("unexpected CONTINUATION frame");
-        }
-        partial.parts.push(payload.slice());
-        partial.size += payload.length;
-        if (partial.size > MAX_HEADER_BLOCK) {
-          throw new Error(`header block larger than ${MAX_HEADER_BLOCK} bytes`);
-        }
-        if (flags & F_END_HEADERS) {
-          this.#partial = undefined;
-          this.#headers(id, partial.end, concat(partial.parts));
-        }
+        const block = this.#block.continuation(flags, id, payload);
+        if (block) this.#headers(id, this.#block.endStream, block);
         return;
       }
       case T_RST: {
@@ -319,11 +237,11 @@ class Connection {
         for (let p = 0; p + 6 <= payload.length; p += 6) {
           const key = (payload[p]! << 8) | payload[p + 1]!;
           const value = u32(payload, p + 2);
-          if (key === 0x4) {
+          if (key === S_INITIAL_WINDOW_SIZE) {
             const delta = value - this.#peerWindow;
             this.#peerWindow = value;
             for (const s of this.#streams.values()) s.window += delta;
-          } else if (key === 0x5) this.#peerMaxFrame = value;
+          } else if (key === S_MAX_FRAME_SIZE) this.#peerMaxFrame = value;
         }
         this.#out.push(frame(T_SETTINGS, F_ACK, 0));
         this.#pumpAll();
@@ -379,10 +297,9 @@ class Connection {
   #data(flags: number, id: number, payload: Uint8Array): void {
     this.#recvUnacked += payload.length;
     if (this.#recvUnacked > 2 ** 30) {
-      const inc = new Uint8Array(4);
-      new DataView(inc.buffer).setUint32(0, this.#recvUnacked);
+      const inc = this.#recvUnacked;
       this.#recvUnacked = 0;
-      this.#send(frame(T_WINDOW, 0, 0, inc));
+      this.#send(windowUpdateFrame(0, inc));
     }
     const s = this.#streams.get(id);
     if (!s || s.closed) return;
@@ -407,11 +324,13 @@ class Connection {
     if (!handler) return this.#status(s, 12, `unknown method ${s.path}`);
     const data = concat(s.chunks);
     s.chunks = [];
-    if (data.length < 5 || data[0] !== 0 || u32(data, 1) !== data.length - 5) {
+    const fault = grpcMessageFault(data);
+    if (fault !== GRPC_MESSAGE_FAULT.NONE) {
+      const compressed = fault === GRPC_MESSAGE_FAULT.COMPRESSED;
       return this.#status(
         s,
-        data.length >= 5 && data[0] !== 0 ? 12 : 13,
-        data.length >= 5 && data[0] !== 0
+        compressed ? 12 : 13,
+        compressed
           ? "compressed request (not negotiated)"
           : "malformed request message",
       );
@@ -427,10 +346,7 @@ class Connection {
     }
     if (s.closed || this.#closed) return;
     s.closed = true;
-    const body = new Uint8Array(5 + reply.length);
-    new DataView(body.buffer).setUint32(1, reply.length);
-    body.set(reply, 5);
-    s.pending = body;
+    s.pending = grpcMessage(reply);
     this.#out.push(
       frame(T_HEADERS, F_END_HEADERS, s.id, RESPONSE_HEADERS),
     );

@@ -138,7 +138,6 @@ export {
   loadGrpcPlugin,
   type LoadGrpcPluginOptions,
 } from "./runtimes/grpc/mod.ts";
-// extism-host
 export {
   type ExtismCallContext,
   ExtismHashMismatchError,

@@ -78,7 +78,6 @@ import {
 import { type HostConfig, loadConfig } from "./services/config.ts";
 import { createInterceptors, interceptHostAPI } from "./model/interceptors.ts";
 import { PgLogStore } from "./services/pg_log_store.ts";
-// extism-host
 import { PgExtismVarStore } from "./services/pg_extism_var_store.ts";
 import type { ExtismHostFunction } from "./loading/mod.ts";
 import { PgAuditStore } from "./services/pg_audit_store.ts";
@@ -136,7 +135,6 @@ export interface BootOptions {
    * and token can be shown while the embedded database starts).
    */
   onListen?: (info: { url: string; adminToken?: string }) => void;
-  // extism-host
   /**
    * User host functions offered to every Extism plugin (imported under
    * their `namespace`, by default `extism:host/user`).
@@ -392,7 +390,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       ? { onWrite: (p: string) => cluster.publish("grants", p) }
       : {}),
   });
-  // extism-host: Extism plugins' vars, in the host's database.
+  // Extism plugins' vars, in the host's database.
   const extismVars = new PgExtismVarStore({ client: sql });
   const stateStore = new PublishedStateStore({
     inner: new PgStateStore({ client: sql }),
@@ -570,7 +568,6 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     pluginConfig: (name) => services.config.pluginSection(name),
     trustedExecutables: server.trustedExecutables,
     audit,
-    // extism-host
     extism: {
       vars: (name, maxBytes) => extismVars.forPlugin(name, maxBytes),
       maxVarBytes: server.extismMaxVarBytes,
@@ -639,7 +636,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     onUninstall: async (name) => {
       await grants.delete(name);
       await stateStore.delete(name);
-      await extismVars.deletePlugin(name); // extism-host
+      await extismVars.deletePlugin(name);
     },
   });
   const pool = (sql as { pool?: SqlPool }).pool;
@@ -859,7 +856,7 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
       hostname: server.hostname,
       onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
     },
-    // http-path: while the in-flight limit is reached, a plugin route's 503
+    // While the in-flight limit is reached, a plugin route's 503
     // is answered before the audit context and the middleware chain.
     app.front(auditOrigins(app.fetch, {
       audit,

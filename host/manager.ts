@@ -48,7 +48,7 @@ import type {
 import { MemoryStateStore, type StateStore } from "./state_store.ts";
 import { TemplateOverrideRegistry } from "./registries/templates.ts";
 import { BasicHostAPI } from "./services/basic_host_api.ts";
-import { CallDeadlines } from "./call_deadlines.ts"; // call-speed
+import { CallDeadlines } from "./call_deadlines.ts";
 
 /** Loads plugins on demand by manifest name (the Loader implements it). */
 export interface LazyLoader {
@@ -165,7 +165,7 @@ interface Entry {
   reason?: string;
   inFlight: number;
   drained: (() => void)[];
-  /** Deadlines of declared `timeouts`, parsed once (call-speed). */
+  /** Deadlines of declared `timeouts`, parsed once. */
   timeouts?: Map<string, number>;
 }
 
@@ -213,7 +213,7 @@ export class Manager {
   #hostVersion: string | undefined;
   #checks: readonly ((m: GKRegistration) => ManifestIssue[])[];
   #interceptors: PluginCallInterceptor[];
-  #deadlines = new CallDeadlines(); // call-speed
+  #deadlines = new CallDeadlines();
 
   /** Creates a Manager; every part can be replaced through `options`. */
   constructor(options: ManagerOptions = {}) {
@@ -304,7 +304,7 @@ export class Manager {
       throw e;
     }
     this.#addContributions(name, manifest);
-    const { timeouts: _parsed, ...kept } = old; // call-speed
+    const { timeouts: _parsed, ...kept } = old;
     const entry: Entry = {
       ...kept,
       plugin,
@@ -425,7 +425,7 @@ export class Manager {
    */
   functionTimeoutMs(name: string, fn: string): number {
     const e = this.#entries.get(name);
-    // call-speed: a manifest's durations are parsed once per instance.
+    // A manifest's durations are parsed once per instance.
     const known = e?.timeouts?.get(fn);
     if (known !== undefined) return known;
     const declared = e && functionTimeoutMs(e.manifest, fn);
@@ -711,7 +711,7 @@ export class Manager {
     return p;
   }
 
-  // call-speed: one Promise, no per-call timer (a shared CallDeadlines),
+  // One Promise, no per-call timer (a shared CallDeadlines),
   // no arrays or closures beyond what the call needs; the async paths
   // (lazy load, a pending drain) are unchanged.
   #call(
@@ -741,7 +741,6 @@ export class Manager {
     return this.#callEntry(caller, name, fn, args, options, chain);
   }
 
-  // call-speed
   #callEntry(
     caller: string | undefined,
     name: string,
@@ -893,7 +892,6 @@ export class Manager {
   }
 }
 
-// call-speed
 const EMPTY_CHAIN: readonly string[] = Object.freeze([]);
 
 /** The options naming the function (and caller) in a call's errors. */

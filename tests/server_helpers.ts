@@ -193,7 +193,7 @@ const SCOPED_HOST_TABLES = [
   "goatkit.packages",
   "goatkit.package_removals",
   "goatkit.package_signers",
-  "goatkit.extism_vars", // extism-host
+  "goatkit.extism_vars",
 ];
 
 /**

@@ -190,7 +190,7 @@ Deno.test("loadConfig: one goatkit.json + environment gives server and plugin se
       pluginQueueLength: 256, // default
       pluginQueueWaitMs: 1_000, // default
       pluginIdleTimeoutMs: 60_000, // default
-      extismMaxVarBytes: 1_048_576, // default // extism-host
+      extismMaxVarBytes: 1_048_576, // default
       routeTimeoutMs: 10_000, // default
       metrics: true, // default
       metricsToken: "", // default

@@ -30,7 +30,7 @@ const OPTIONS = {
   revoke: { type: "string" },
   input: { type: "string" },
   "input-file": { type: "string" },
-  abi: { type: "string" }, // extism-host
+  abi: { type: "string" },
   config: { type: "string", multiple: true },
   timeout: { type: "string" },
   follow: { type: "boolean", short: "f" },

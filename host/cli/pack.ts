@@ -19,7 +19,6 @@ import {
   checkWasmModule,
   isExtismWasm,
 } from "./wasm_check.ts";
-// extism-host
 import {
   EXTISM_MANIFEST_FILE,
   mapExtismManifest,
@@ -38,7 +37,7 @@ export interface PackedFile {
 }
 
 /** How the packed plugin runs, as the host's loader will see it. */
-export type PackedEntryKind = "wasm" | "grpc-deno" | "grpc-native" | "extism"; // extism-host
+export type PackedEntryKind = "wasm" | "grpc-deno" | "grpc-native" | "extism";
 
 /** The result of {@linkcode packPlugin}. */
 export interface PackResult {
@@ -84,7 +83,7 @@ function findEntry(
 ): { path: string; kind: PackedEntryKind } | undefined {
   const top = files.filter((f) => !f.path.includes("/"));
   const names = top.map((f) => f.path);
-  // extism-host: Extism's manifest marks an Extism plugin.
+  // Extism's manifest marks an Extism plugin.
   if (names.includes(EXTISM_MANIFEST_FILE)) {
     return { path: EXTISM_MANIFEST_FILE, kind: "extism" };
   }
@@ -99,7 +98,6 @@ function findEntry(
   return undefined;
 }
 
-// extism-host
 /**
  * Checks an Extism plugin folder: `extism.json` valid and mappable onto
  * GoatKit's permissions, its module inside the folder, packed (not left
@@ -132,7 +130,6 @@ async function checkExtismFolder(
     throw new CliError(`${where}: ${errorText(e)}`);
   }
 }
-// extism-host end
 
 /**
  * Packs the plugin folder `dir` (absolute) into package bytes; throws a
@@ -186,13 +183,13 @@ export async function packPlugin(dir: string): Promise<PackResult> {
     );
   }
   if (entry.kind === "extism") {
-    await checkExtismFolder(dir, files, where); // extism-host
+    await checkExtismFolder(dir, files, where);
   }
   const contents: Zippable = {};
   for (const f of files) {
     const data = await Deno.readFile(join(dir, f.path));
     if (f.path === entry.path && entry.kind === "wasm") {
-      // extism-host: an Extism module needs its extism.json.
+      // An Extism module needs its extism.json.
       if (isExtismWasm(data)) {
         throw new CliError(
           `${where}: "${f.path}" is an Extism plugin module; add ${EXTISM_MANIFEST_FILE} next to manifest.json (at least {"wasm": [{"path": "${f.path}"}]})`,

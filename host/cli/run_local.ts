@@ -38,7 +38,6 @@ import {
   checkWasmModule,
   isExtismWasm,
 } from "./wasm_check.ts";
-// extism-host
 import {
   EXTISM_MANIFEST_FILE,
   mapExtismManifest,
@@ -131,7 +130,7 @@ export async function runCommand(ctx: CommandContext): Promise<void> {
     );
   }
   const path = resolveFrom(ctx.io, wasmArg);
-  const abi = ctx.args.str("abi"); // extism-host
+  const abi = ctx.args.str("abi");
   if (abi !== undefined && abi !== "gk" && abi !== "extism") {
     throw new CliUsageError(
       `Cannot read --abi "${abi}": expected gk or extism`,
@@ -147,7 +146,6 @@ export async function runCommand(ctx: CommandContext): Promise<void> {
       `Cannot read "${path}": ${errorText(e).split("\n")[0]}`,
     );
   }
-  // extism-host
   if (abi === "extism" || (abi === undefined && isExtismWasm(bytes))) {
     checkExtismModule(bytes, path);
     return await runExtism(ctx, path, fn, config, timeoutMs);
@@ -218,7 +216,6 @@ export async function runCommand(ctx: CommandContext): Promise<void> {
   }
 }
 
-// extism-host
 /** The raw input of an Extism call: `--input` text or `--input-file` bytes. */
 async function rawInput(ctx: CommandContext): Promise<Uint8Array | null> {
   const text = ctx.args.str("input");
@@ -333,4 +330,3 @@ async function runExtism(
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
 }
-// extism-host end

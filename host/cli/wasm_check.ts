@@ -113,7 +113,6 @@ export function checkWasmModule(bytes: Uint8Array, label: string): WasmCheck {
   };
 }
 
-// extism-host
 /** The import module that marks an Extism plugin (`runtimes/extism`). */
 export const EXTISM_ENV_MODULE = "extism:host/env";
 
@@ -198,4 +197,3 @@ export function checkExtismModule(
   ).map((i) => `${i.module}.${i.name}`);
   return { module, functions, userImports };
 }
-// extism-host end

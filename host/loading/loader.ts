@@ -40,13 +40,13 @@ import {
   mapExtismManifest,
   parseExtismManifest,
   withExtismPermissions,
-} from "./extism_manifest.ts"; // extism-host
+} from "./extism_manifest.ts";
 
 /**
  * How a discovered plugin runs (`extism`: a folder with `extism.json`, see
  * `extism_manifest.ts`).
  */
-export type PluginSourceKind = "wasm" | "grpc-deno" | "grpc-native" | "extism"; // extism-host
+export type PluginSourceKind = "wasm" | "grpc-deno" | "grpc-native" | "extism";
 
 /** A plugin found on disk. */
 export interface PluginSource {
@@ -514,7 +514,7 @@ async function inspectFolder(
     ? "plugin.wasm"
     : names.find((n) => /\.wasm$/i.test(n));
   const base = { name: manifest.name, dir, manifest };
-  // extism-host: an Extism plugin; its permissions join the sidecar's.
+  // An Extism plugin; its permissions join the sidecar's.
   if (names.includes(EXTISM_MANIFEST_FILE)) {
     try {
       const extism = parseExtismManifest(

@@ -40,7 +40,6 @@ export {
   type ExtismRuntimeOptions,
   type RuntimeFactoryOptions,
 } from "./runtimes.ts";
-// extism-host
 export {
   EXTISM_MANIFEST_FILE,
   ExtismHashMismatchError,
@@ -66,7 +65,6 @@ export {
   isExtismModule,
   loadExtismPlugin,
 } from "../../runtimes/extism/mod.ts";
-// extism-host end
 export {
   type ManifestDifference,
   manifestDifferences,

@@ -476,7 +476,7 @@ export class PackageInstaller {
     const kind = entryKind([...files.keys()]);
     if (!kind) {
       throw new PackageRejectedError(
-        "no module or entry (plugin.wasm, *.wasm, main.ts, plugin.ts, main.js, an executable named plugin, or extism.json) at the top of the package", // extism-host: extism.json
+        "no module or entry (plugin.wasm, *.wasm, main.ts, plugin.ts, main.js, an executable named plugin, or extism.json) at the top of the package",
         { fix: `build the plugin first, then ${REPACK}` },
       );
     }
@@ -1229,7 +1229,7 @@ function entryKind(
   paths: readonly string[],
 ): "wasm" | "grpc-deno" | "grpc-native" | "extism" | undefined {
   const top = paths.filter((n) => !n.includes("/"));
-  if (top.includes("extism.json")) return "extism"; // extism-host
+  if (top.includes("extism.json")) return "extism";
   if (top.some((n) => n.toLowerCase().endsWith(".wasm"))) return "wasm";
   if (top.some((n) => ["main.ts", "plugin.ts", "main.js"].includes(n))) {
     return "grpc-deno";

@@ -25,7 +25,6 @@ import {
   loadWasmPlugin,
   type WasmPluginOptions,
 } from "../../runtimes/wasm/mod.ts";
-// extism-host
 import {
   type ExtismHostFunction,
   type ExtismLogLevel,
@@ -45,7 +44,6 @@ import {
 } from "../../permissions/grammar.ts";
 import type { HostAPI } from "../model/host_api.ts";
 import { PermissionDeniedError } from "../model/errors.ts";
-// extism-host end
 import {
   type CallbackRefusal,
   loadGrpcPlugin,
@@ -84,7 +82,7 @@ export interface RuntimeFactoryOptions {
   /** Extra options for every WASM plugin. */
   wasm?: Omit<WasmPluginOptions, "config" | "wasi" | "name">;
   /** Options of Extism plugins. */
-  extism?: ExtismRuntimeOptions; // extism-host
+  extism?: ExtismRuntimeOptions;
   /** Extra options for every gRPC plugin. */
   grpc?: Omit<LoadGrpcPluginOptions, "denoFlags" | "dataDir" | "logs">;
   /**
@@ -141,7 +139,7 @@ export function createRuntimeFactory(
           config,
           wasi: { preopens: wasiPreopensFor({ grants: effective, dataDir }) },
         });
-      case "extism": // extism-host
+      case "extism":
         return await loadExtism(source, effective, dataDir, config, options);
       case "grpc-deno":
       case "grpc-native": {
@@ -191,7 +189,6 @@ export function createRuntimeFactory(
   };
 }
 
-// extism-host
 /** Options of Extism plugins ({@linkcode RuntimeFactoryOptions.extism}). */
 export interface ExtismRuntimeOptions {
   /** User host functions offered to every Extism plugin. */
@@ -319,7 +316,6 @@ function extismFacade(
     },
   });
 }
-// extism-host end
 
 /** Whether `entry` is a SHA-256 digest (64 hex digits), not a path. */
 function isDigest(entry: string): boolean {

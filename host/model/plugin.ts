@@ -76,7 +76,6 @@ export interface Plugin {
   shutdown(): Promise<void>;
   /** How the plugin runs; `native` when absent. */
   readonly runtime?: PluginRuntimeKind;
-  // extism-host
   /**
    * What a plugin route hands the plugin. `args` (the default): GoatFlow's
    * args object built from path, query and a JSON body, with a JSON answer.

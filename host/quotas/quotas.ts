@@ -334,7 +334,7 @@ export class Quotas implements QuotasProvider {
   }
 
   /** Limits plugin calls: concurrency and CPU per minute. */
-  // call-speed: no async wrapper or per-call closure; a refusal is still a
+  // No async wrapper or per-call closure; a refusal is still a
   // rejected promise, never a synchronous throw.
   readonly pluginInterceptor: PluginCallInterceptor = (call, next) => {
     const plugin = call.plugin;
@@ -379,14 +379,12 @@ export class Quotas implements QuotasProvider {
     });
   };
 
-  // call-speed
   /** A plugin call ended: one fewer in flight, the CPU it used counted. */
   #callEnded(plugin: string, s: PluginQuotaState): void {
     s.inFlight--;
     this.#observeCpu(plugin, s, this.#now());
   }
 
-  // call-speed
   /** Counts a refused plugin call and returns its error. */
   #refuseCall(
     call: PluginCallInfo,

@@ -504,7 +504,6 @@ function mayHaveSpecialKeys(result: Uint8Array | null): boolean {
     text.includes("\\");
 }
 
-// extism-host
 /**
  * Turns the output of a plugin that takes raw route input (an Extism
  * plugin: `routeInput: "raw"`) into a response: no output → 204; output
@@ -538,7 +537,6 @@ export function rawResultToResponse(result: Uint8Array | null): Response {
     headers: { "content-type": type, "x-content-type-options": "nosniff" },
   });
 }
-// extism-host end
 
 /** Options of {@linkcode pluginRouteHandlers}. */
 export interface PluginRouteOptions {
@@ -606,7 +604,7 @@ export function pluginRouteHandlers(
         const body = method === "GET" || method === "HEAD"
           ? null
           : await readBody(c.req.raw, maxBody);
-        // extism-host: a plugin taking raw input gets the body as it came.
+        // A plugin taking raw input gets the body as it came.
         const raw = manager.get(route.plugin)?.routeInput === "raw";
         const input = raw ? body ?? new Uint8Array(0) : encodeJson(
           buildRouteArgs(
@@ -628,7 +626,7 @@ export function pluginRouteHandlers(
             timeoutMs: callTimeoutMs ?? manager.routeTimeoutMs(route),
           },
         );
-        if (raw) return rawResultToResponse(result); // extism-host
+        if (raw) return rawResultToResponse(result);
         return resultToResponse(
           result,
           route.plugin,

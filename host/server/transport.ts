@@ -74,7 +74,7 @@ export function isHttpsRequest(
   info: ConnectionInfo | undefined,
   trustProxy: TrustProxy | undefined,
 ): boolean {
-  // A Request's URL is serialised: its scheme is lower case (http-path: no
+  // A Request's URL is serialised: its scheme is lower case (no
   // URL parse per request).
   if (request.url.startsWith("https:")) return true;
   const forwarded = request.headers.get("x-forwarded-proto");

@@ -459,7 +459,7 @@ export interface ServerSettings {
    * less, never more. 0 turns vars off.
    * @default 1048576
    */
-  extismMaxVarBytes: number; // extism-host
+  extismMaxVarBytes: number;
   /**
    * Log lines older than this many days are pruned from the database
    * (`GOATKIT_LOG_RETENTION_DAYS`; 0 keeps them by age).
@@ -546,7 +546,7 @@ export const SERVER_SETTING_ALIASES: Readonly<
   pluginQueueLength: "GOATKIT_PLUGIN_QUEUE_LENGTH",
   pluginQueueWaitMs: "GOATKIT_PLUGIN_QUEUE_WAIT_MS",
   pluginIdleTimeoutMs: "GOATKIT_PLUGIN_IDLE_TIMEOUT_MS",
-  extismMaxVarBytes: "GOATKIT_EXTISM_MAX_VAR_BYTES", // extism-host
+  extismMaxVarBytes: "GOATKIT_EXTISM_MAX_VAR_BYTES",
   logRetentionDays: "GOATKIT_LOG_RETENTION_DAYS",
   logMaxRows: "GOATKIT_LOG_MAX_ROWS",
   auditRetentionDays: "GOATKIT_AUDIT_RETENTION_DAYS",
@@ -578,7 +578,7 @@ const SERVER_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   pluginQueueLength: 256,
   pluginQueueWaitMs: 1_000,
   pluginIdleTimeoutMs: 60_000,
-  extismMaxVarBytes: 1024 * 1024, // extism-host
+  extismMaxVarBytes: 1024 * 1024,
   logRetentionDays: 14,
   logMaxRows: 100_000,
   auditRetentionDays: 90,
@@ -746,7 +746,7 @@ const PARSERS: {
   pluginQueueLength: parseCount(0),
   pluginQueueWaitMs: parseCount(0),
   pluginIdleTimeoutMs: parseCount(0),
-  extismMaxVarBytes: parseCount(0), // extism-host
+  extismMaxVarBytes: parseCount(0),
   logRetentionDays: parseCount(0),
   logMaxRows: parseCount(0),
   auditRetentionDays: parseCount(0),
@@ -820,7 +820,7 @@ function serverFrom(
     pluginQueueLength: setting("pluginQueueLength"),
     pluginQueueWaitMs: setting("pluginQueueWaitMs"),
     pluginIdleTimeoutMs: setting("pluginIdleTimeoutMs"),
-    extismMaxVarBytes: setting("extismMaxVarBytes"), // extism-host
+    extismMaxVarBytes: setting("extismMaxVarBytes"),
     logRetentionDays: setting("logRetentionDays"),
     logMaxRows: setting("logMaxRows"),
     auditRetentionDays: setting("auditRetentionDays"),

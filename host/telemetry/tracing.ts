@@ -171,13 +171,13 @@ export function createTracing(options: TracingOptions = {}): Tracing {
       { kind: SpanKind.INTERNAL, attributes },
       parent,
     );
-    // call-speed: OTel's no-op tracer (no provider): nothing to record and
+    // OTel's no-op tracer (no provider): nothing to record and
     // no trace to carry on, so no context, bookkeeping or async frame.
     if (noop(span)) return next();
     return traced(call, next, span, trace.setSpan(parent, span));
   };
 
-  // call-speed: the span's part of the plugin interceptor.
+  // The span's part of the plugin interceptor.
   async function traced(
     call: PluginCallInfo,
     next: () => Promise<Uint8Array | null>,
@@ -212,7 +212,7 @@ export function createTracing(options: TracingOptions = {}): Tracing {
       { kind: SpanKind.INTERNAL, attributes },
       parent,
     );
-    if (noop(span)) return await next(); // call-speed
+    if (noop(span)) return await next();
     try {
       const result = await context.with(trace.setSpan(parent, span), next);
       span.setAttribute("goatkit.outcome", "allowed");
@@ -261,7 +261,6 @@ export function createTracing(options: TracingOptions = {}): Tracing {
   return { plugin, host, openCalls: () => openCount };
 }
 
-// call-speed
 /**
  * Whether `span` is a no-op one: not recording and carrying no valid trace
  * (what OTel's API returns without a provider, outside any trace).

@@ -101,7 +101,6 @@ function errorMessage(json: Uint8Array): string {
 }
 
 /** Whether `a` and `b` hold the same bytes. */
-// extism-speed
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -376,7 +375,7 @@ export class ExtismGuest {
     return g;
   }
 
-  // extism-speed: see call()
+  // The last function looked up (see `call`).
   #lastFn: Uint8Array | null = null;
   #lastName = "";
   #lastExport: unknown = undefined;
@@ -417,7 +416,7 @@ export class ExtismGuest {
    * {@linkcode ExtismCallFailure} when it returns non-zero or sets an error.
    */
   call(fn: Uint8Array, input: Uint8Array | null): Uint8Array | null {
-    // extism-speed: the last function's name and export, reused when the
+    // The last function's name and export, reused when the
     // same name comes again (most calls).
     let name: string;
     let f: unknown;
@@ -478,7 +477,7 @@ export class ExtismGuest {
         err && err.length > 0 ? decoder.decode(err) : null,
       );
     }
-    // extism-speed: a view, not a copy: the worker copies it into the
+    // A view, not a copy: the worker copies it into the
     // channel before the kernel is used again.
     const out = kernel.outputView();
     if (out && out.length > this.#maxResult) {

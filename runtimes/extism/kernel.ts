@@ -44,7 +44,7 @@ interface Block {
 export function toOffset(v: unknown): number {
   if (typeof v === "number") return v >= 0 ? v : -1;
   if (typeof v !== "bigint") return -1;
-  // extism-speed: no BigInt arithmetic (each allocates). Number() of a
+  // No BigInt arithmetic (each allocates). Number() of a
   // negative i64 is negative (as unsigned it is ≥ 2^63); past 2^53 - 1 it
   // rounds to ≥ 2^53: both are out of range, as before.
   const n = Number(v);
@@ -82,7 +82,7 @@ export class ExtismKernel {
   /** Creates an empty kernel memory of at most `maxBytes` bytes. */
   constructor(maxBytes: number) {
     this.maxBytes = Math.max(FIRST + 1024, Math.floor(maxBytes));
-    // extism-speed: a fixed-length buffer, replaced to grow or shrink. Views
+    // A fixed-length buffer, replaced to grow or shrink. Views
     // of a resizable one take slower paths in V8 (2–3× per load or store).
     this.#buf = new ArrayBuffer(Math.min(this.maxBytes, INITIAL));
     this.#u8 = new Uint8Array(this.#buf);
@@ -98,7 +98,7 @@ export class ExtismKernel {
   reset(): void {
     if (this.#u8.length > SHRINK_ABOVE) {
       // A call that used much kernel memory does not keep it for the next.
-      // extism-speed: a fresh buffer is already zeroed.
+      // A fresh buffer is already zeroed.
       this.#buf = new ArrayBuffer(INITIAL);
       this.#u8 = new Uint8Array(this.#buf);
       this.#dv = new DataView(this.#buf);
@@ -128,7 +128,7 @@ export class ExtismKernel {
       this.maxBytes,
       Math.max(need, this.#u8.length * 2),
     );
-    // extism-speed: a bigger fixed buffer with the old one copied over
+    // A bigger fixed buffer with the old one copied over
     // (the rest of a fresh buffer is zero, as a resized one was).
     const buf = new ArrayBuffer(next);
     const u8 = new Uint8Array(buf);
@@ -206,7 +206,7 @@ export class ExtismKernel {
   /** Writes a little-endian u64 at `p`. */
   storeU64(p: number, v: bigint): void {
     this.#check(p, 8, "store_u64");
-    // extism-speed: setBigInt64 wraps modulo 2^64 itself (no asUintN).
+    // SetBigInt64 wraps modulo 2^64 itself (no asUintN).
     this.#dv.setBigInt64(p, v, true);
   }
 
@@ -256,7 +256,7 @@ export class ExtismKernel {
   }
 
   /**
-   * extism-speed: a live view of the output (no copy), or `null` when none
+   * A live view of the output (no copy), or `null` when none
    * was set; valid until the kernel is next used.
    */
   outputView(): Uint8Array | null {

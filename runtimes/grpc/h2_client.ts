@@ -88,11 +88,10 @@ const CODE_NAMES = [
   "UNAUTHENTICATED",
 ];
 
-// ts-cold
 /** The name of gRPC status `code`, such as `PERMISSION_DENIED`. */
-export function grpcCodeName(code: number): string { // ts-cold
-  return CODE_NAMES[code] ?? "UNKNOWN"; // ts-cold
-} // ts-cold
+export function grpcCodeName(code: number): string {
+  return CODE_NAMES[code] ?? "UNKNOWN";
+}
 
 /** A call ended with a gRPC status other than OK (same shape as grpc-js's `ServiceError`). */
 export class GrpcStatusError extends Error {
@@ -165,9 +164,8 @@ export class UnaryCall {
   done = false;
   session: H2Session | undefined;
   readonly path: string;
-  // ts-cold
   /** Extra request headers, HPACK-encoded (custom metadata). */
-  readonly metadata: Uint8Array | undefined; // ts-cold
+  readonly metadata: Uint8Array | undefined;
   readonly #cb: UnaryCallback;
 
   /** Use {@linkcode H2Channel.call}. */
@@ -176,13 +174,13 @@ export class UnaryCall {
     body: Uint8Array,
     deadline: number,
     cb: UnaryCallback,
-    metadata?: Uint8Array, // ts-cold
+    metadata?: Uint8Array,
   ) {
     this.path = path;
     this.body = body;
     this.deadline = deadline;
     this.#cb = cb;
-    this.metadata = metadata?.length ? metadata : undefined; // ts-cold
+    this.metadata = metadata?.length ? metadata : undefined;
   }
 
   /** Ends the call with `error` or `message` (once). */
@@ -224,7 +222,7 @@ export class H2Session {
   #recvUnacked = 0;
   #out: Uint8Array[] = [];
   #writing = false;
-  #flushSoon = false; // call-speed
+  #flushSoon = false;
   #closed = false;
   #goaway = false;
   #refed = true;
@@ -334,13 +332,13 @@ export class H2Session {
         ),
       )
       : "";
-    const meta = call.metadata; // ts-cold
+    const meta = call.metadata;
     const extra = (timeout ? TIMEOUT_NAME.length + 2 + timeout.length : 0) +
-      (meta?.length ?? 0); // ts-cold
+      (meta?.length ?? 0);
     const headers = new Uint8Array(9 + block.length + extra);
     frameHeader(headers, 0, block.length + extra, T_HEADERS, F_END_HEADERS, id);
     headers.set(block, 9);
-    if (meta) headers.set(meta, headers.length - meta.length); // ts-cold
+    if (meta) headers.set(meta, headers.length - meta.length);
     if (timeout) {
       let at = 9 + block.length;
       headers.set(TIMEOUT_NAME, at);
@@ -394,7 +392,6 @@ export class H2Session {
     this.#flush();
   }
 
-  // call-speed
   /** Queues `bytes` for the next write, made at the latest next turn. */
   #sendSoon(bytes: Uint8Array): void {
     this.#out.push(bytes);
@@ -405,7 +402,7 @@ export class H2Session {
       this.#flush();
     }, 0);
     Deno.unrefTimer(timer);
-  } // call-speed end
+  }
 
   async #flush(): Promise<void> {
     if (this.#writing || this.#closed) return;
@@ -534,7 +531,7 @@ export class H2Session {
         this.#flush();
         return;
       case T_PING:
-        // call-speed: grpc-go pings (BDP) with each request's data; the ack
+        // Grpc-go pings (BDP) with each request's data; the ack
         // goes with the next request when one follows in this turn, else
         // on its own one turn later: one write per call, not two.
         if (!(flags & F_ACK)) this.#sendSoon(frame(T_PING, F_ACK, 0, payload));
@@ -727,7 +724,6 @@ export class H2Session {
   }
 }
 
-// ts-cold
 /**
  * One unary call of `path` with request `message`, as a promise of the
  * response message (rejects with a {@linkcode GrpcStatusError}).
@@ -737,7 +733,7 @@ export class H2Session {
  * const reply = await unaryCall(channel, "/grpc.health.v1.Health/Check", request, Date.now() + 1000);
  * ```
  */
-export function unaryCall( // ts-cold
+export function unaryCall(
   channel: H2Channel,
   path: string,
   message: Uint8Array,
@@ -748,7 +744,7 @@ export function unaryCall( // ts-cold
   return new Promise((resolve, reject) =>
     channel.call(path, body, deadline, (e, m) => e ? reject(e) : resolve(m!))
   );
-} // ts-cold
+}
 
 /**
  * Unary calls to one gRPC server over one HTTP/2 connection at a time: a
@@ -809,9 +805,9 @@ export class H2Channel {
     body: Uint8Array,
     deadline: number,
     cb: UnaryCallback,
-    metadata?: Uint8Array, // ts-cold
+    metadata?: Uint8Array,
   ): UnaryCall {
-    const call = new UnaryCall(path, body, deadline, cb, metadata); // ts-cold
+    const call = new UnaryCall(path, body, deadline, cb, metadata);
     const s = this.#session;
     if (s?.usable) s.start(call);
     else {

@@ -14,7 +14,7 @@ import { basename, dirname, extname, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PROTO_FILES } from "./proto.ts";
 import { UntrustedExecutableError } from "./errors.ts";
-import { sdkBundleIfFresh } from "./sdk_bundle.ts"; // ts-cold
+import { sdkBundleIfFresh } from "./sdk_bundle.ts";
 import {
   bwrapCommand,
   dedupeLibraries,
@@ -532,18 +532,18 @@ export async function buildSandboxedLaunch(
     const sdk = await sdkModules();
     let sdkUrl: string | undefined;
     if (sdk) {
-      // ts-cold: the pre-built SDK while it matches the sources (checked at
+      // The pre-built SDK while it matches the sources (checked at
       // every launch, so an edited SDK is never run stale), else the sources.
-      const bundle = await sdkBundleIfFresh(); // ts-cold
-      const files = bundle ? [bundle, ...PROTO_FILES] : sdk.files; // ts-cold
-      for (const file of files) { // ts-cold
+      const bundle = await sdkBundleIfFresh();
+      const files = bundle ? [bundle, ...PROTO_FILES] : sdk.files;
+      for (const file of files) {
         const at = `${P.sdk}/${relative(sdk.root, file)}`;
         mounts.push({ host: file, inside: at, access: "ro" });
       }
       sdkUrl = `file://${P.sdk}/${
         relative(
           sdk.root,
-          bundle ?? fileURLToPath(new URL("./sdk.ts", import.meta.url)), // ts-cold
+          bundle ?? fileURLToPath(new URL("./sdk.ts", import.meta.url)),
         )
       }`;
     }

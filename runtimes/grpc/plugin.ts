@@ -33,9 +33,9 @@ import {
   type GrpcStatusError,
   REQUEST_PREFIX,
   type UnaryCall,
-  unaryCall, // ts-cold
+  unaryCall,
 } from "./h2_client.ts";
-import { decodeMessage, GK_REGISTRATION } from "./sdk_codec.ts"; // ts-cold
+import { decodeMessage, GK_REGISTRATION } from "./sdk_codec.ts";
 import { processTreeUsage } from "./process_usage.ts";
 import { registrationFromPb } from "./registration.ts";
 import { CallbackRefusedError, serveHostService } from "./host_service.ts";
@@ -123,7 +123,6 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
             refused: (e) => this.#auditRefusal(e),
           }),
         register: async (channel, deadline) =>
-          // ts-cold
           decodeMessage(
             GK_REGISTRATION,
             await unaryCall(
@@ -132,7 +131,7 @@ export class SupervisedGrpcPlugin implements GrpcPlugin {
               new Uint8Array(),
               deadline,
             ),
-          ) as unknown as PbRegistration, // ts-cold
+          ) as unknown as PbRegistration,
         attach: (pb, client, deadline) => this.#attach(pb, client, deadline),
         log: (level, message, fields) => this.#log(level, message, fields),
         quarantined: (reason) => this.#env?.quarantine(reason),

@@ -57,13 +57,13 @@ import {
 import { LogRateLimiter, parseLogLine, readLines } from "./log_lines.ts";
 import { removeRunDir } from "./run_dir.ts";
 import { loadProto, LOCAL_CHANNEL_OPTIONS, unary } from "./proto.ts";
-import { H2Channel, type H2Target, unaryCall } from "./h2_client.ts"; // ts-cold
+import { H2Channel, type H2Target, unaryCall } from "./h2_client.ts";
 import {
   decodeMessage,
   encodeMessage,
   HEALTH_CHECK_REQUEST,
   HEALTH_CHECK_RESPONSE,
-} from "./sdk_codec.ts"; // ts-cold
+} from "./sdk_codec.ts";
 import type {
   GrpcLogSink,
   GrpcPluginStatus,
@@ -88,7 +88,7 @@ export interface SupervisorHooks<R> {
    * the supervisor runs its first health check, over the host's own HTTP/2
    * connection to the process (which is ready sooner than grpc-js's).
    */
-  register(channel: H2Channel, deadline: number): Promise<R>; // ts-cold
+  register(channel: H2Channel, deadline: number): Promise<R>;
   /**
    * Called once the new process answered its health check as SERVING, with
    * what {@linkcode SupervisorHooks.register} returned; finishes setting the
@@ -830,19 +830,19 @@ export class ProcessSupervisor<R> {
     });
     try {
       const remaining = () => new Date(Math.max(Date.now() + 1, deadline));
-      // ts-cold: the health check and the owner's first call share a round
+      // The health check and the owner's first call share a round
       // trip on the call path's own connection (ready sooner than
       // grpc-js's, ~10–20 ms); grpc-js's channel (Init, Shutdown, periodic
       // health checks) connects meanwhile.
-      client.getChannel().getConnectivityState(true); // ts-cold
+      client.getChannel().getConnectivityState(true);
       const [check, registered] = await Promise.all([
         unaryCall(
           channel,
           "/grpc.health.v1.Health/Check",
           encodeMessage(HEALTH_CHECK_REQUEST, { service: "plugin" }),
           deadline,
-        ).then((m) => decodeMessage(HEALTH_CHECK_RESPONSE, m)), // ts-cold
-        this.#hooks.register(channel, deadline), // ts-cold
+        ).then((m) => decodeMessage(HEALTH_CHECK_RESPONSE, m)),
+        this.#hooks.register(channel, deadline),
       ]);
       if (check.status !== "SERVING") {
         throw new Error(`health check answered ${check.status}`);

@@ -78,7 +78,6 @@ export const MSG_INTERRUPTED = 23;
 export const MSG_FATAL = 24;
 /** Worker → main: the guest called `proc_exit` (aux = code); instance replaced. */
 export const MSG_EXIT = 25;
-// extism-runtime
 /**
  * Worker → main: an Extism call ended in an error (part 0 JSON `{code,
  * message, hostError}`; aux 1 = the instance was replaced).
@@ -276,7 +275,6 @@ export class Channel {
     };
   }
 
-  // extism-speed
   /**
    * Like {@linkcode read}, but the parts are views of the shared buffer,
    * not copies: valid only until the next message is written.

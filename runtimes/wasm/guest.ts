@@ -20,7 +20,7 @@ import {
   MSG_ACK,
   MSG_EXIT,
   MSG_FATAL,
-  MSG_GUEST_ERROR, // extism-runtime
+  MSG_GUEST_ERROR,
   MSG_HOST_CALL,
   MSG_INTERRUPTED,
   MSG_LOG,
@@ -41,7 +41,7 @@ import {
   WasmAbiError,
 } from "./abi.ts";
 import { createGuestWasi, type GuestWasi } from "./wasi_bridge.ts";
-// extism-runtime: the Extism ABI's guest, built instead of GuestInstance
+// The Extism ABI's guest, built instead of GuestInstance
 import { ExtismCallFailure, ExtismGuest } from "../extism/guest.ts";
 import type { ExtismWorkerData } from "../extism/protocol.ts";
 
@@ -67,7 +67,6 @@ export interface WorkerInit {
   env: Record<string, string>;
   /** WASI preopens. */
   preopens: { guestPath: string; hostPath: string; readOnly?: boolean }[];
-  // extism-runtime
   /** The module's ABI. @default "goatkit" */
   abi?: "goatkit" | "extism";
   /** Settings of an Extism guest (with `abi: "extism"`). */
@@ -190,7 +189,7 @@ function start(init: WorkerInit): void {
   };
 
   let wasi: GuestWasi | undefined;
-  let guest: GuestInstance | ExtismGuest | undefined; // extism-runtime
+  let guest: GuestInstance | ExtismGuest | undefined;
   const create = () => {
     guest = undefined;
     try {
@@ -212,7 +211,6 @@ function start(init: WorkerInit): void {
         if (Atomics.load(ctl, INTERRUPT) !== 0) throw new GuestInterrupt();
       },
     });
-    // extism-runtime
     if (init.abi === "extism") {
       guest = ExtismGuest.create(init.module, {
         bridge,
@@ -276,7 +274,7 @@ function start(init: WorkerInit): void {
     return;
   }
 
-  // extism-speed: an Extism guest's request is read as views of the
+  // An Extism guest's request is read as views of the
   // channel (no copies): ExtismGuest.call copies the name and the input
   // into its own memory before the guest runs (and before a host call
   // overwrites the channel).
@@ -310,7 +308,7 @@ function start(init: WorkerInit): void {
         } catch (e) {
           flushStreams();
           const code = wasi?.exitCode(e);
-          // extism-runtime: an Extism call's error (instance kept unless a
+          // An Extism call's error (instance kept unless a
           // host function failed), and proc_exit keeping the output.
           if (e instanceof ExtismCallFailure) {
             const report = encoder.encode(JSON.stringify({

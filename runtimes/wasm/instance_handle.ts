@@ -19,7 +19,7 @@ import {
   MSG_ACK,
   MSG_EXIT,
   MSG_FATAL,
-  MSG_GUEST_ERROR, // extism-runtime
+  MSG_GUEST_ERROR,
   MSG_HOST_CALL,
   MSG_INTERRUPTED,
   MSG_LOG,
@@ -34,7 +34,7 @@ import {
 } from "./channel.ts";
 import { errorJson, type HostCallResult } from "./host_calls.ts";
 import type { WorkerInit } from "./guest.ts";
-import type { ExtismWorkerData } from "../extism/protocol.ts"; // extism-runtime
+import type { ExtismWorkerData } from "../extism/protocol.ts";
 
 /** A WASI preopen: a host directory visible to the guest at `guestPath`. */
 export interface WasmPreopen {
@@ -70,7 +70,6 @@ export interface InstanceSettings {
   preopens: WasmPreopen[];
   /** Time after the deadline before the worker is terminated. */
   graceMs: number;
-  // extism-runtime
   /** The module's ABI. @default "goatkit" */
   abi?: "goatkit" | "extism";
   /** Settings of an Extism guest. */
@@ -97,10 +96,9 @@ export type Outcome =
   | {
     kind: "exit";
     code: number;
-    /** extism-runtime: an Extism guest's output when it exited, if set. */
+    /** An Extism guest's output when it exited, if set. */
     output?: Uint8Array | null;
   }
-  // extism-runtime
   | {
     kind: "guest-error";
     /** The export's return code (-1: a host function failed). */
@@ -281,7 +279,6 @@ export class InstanceHandle {
       args: settings.args,
       env: settings.env,
       preopens: settings.preopens,
-      // extism-runtime
       ...(settings.abi ? { abi: settings.abi } : {}),
       ...(settings.extism ? { extism: settings.extism } : {}),
     };
@@ -447,7 +444,7 @@ export class InstanceHandle {
           case MSG_TRAP:
             return { kind: "trap", message: decoder.decode(msg.part0) };
           case MSG_EXIT:
-            // extism-runtime: part 0 = flag byte (1 = output) + output
+            // Part 0 = flag byte (1 = output) + output
             if (msg.part0.length > 0) {
               return {
                 kind: "exit",
@@ -456,7 +453,7 @@ export class InstanceHandle {
               };
             }
             return { kind: "exit", code: msg.aux };
-          case MSG_GUEST_ERROR: { // extism-runtime
+          case MSG_GUEST_ERROR: {
             const r = JSON.parse(decoder.decode(msg.part0));
             return {
               kind: "guest-error",

@@ -82,7 +82,7 @@ import { HandOffQueue } from "./handoff_queue.ts";
 import { FUEL, instrumentModuleCached } from "./instrument/mod.ts";
 import { OP_CALL, OP_REGISTER } from "./channel.ts";
 import { type HostCallResult, serveHostCall } from "./host_calls.ts";
-import type { ExtismWorkerData } from "../extism/protocol.ts"; // extism-runtime
+import type { ExtismWorkerData } from "../extism/protocol.ts";
 import { spareWorkers } from "./spare_workers.ts";
 import {
   InstanceHandle,
@@ -93,10 +93,9 @@ import {
 } from "./instance_handle.ts";
 
 export type { WasmPreopen } from "./instance_handle.ts";
-export type { Outcome } from "./instance_handle.ts"; // extism-runtime
-export type { HostCallResult } from "./host_calls.ts"; // extism-runtime
+export type { Outcome } from "./instance_handle.ts";
+export type { HostCallResult } from "./host_calls.ts";
 
-// extism-runtime
 /**
  * Another ABI run on this machinery (same workers, instrumentation, queue,
  * deadline, quarantine, WASI): what differs from GoatKit's ABI. Used by
@@ -330,7 +329,6 @@ export function loadWasmPlugin(
   return loadWasmPluginWithAbi(source, options, undefined);
 }
 
-// extism-runtime
 /**
  * {@linkcode loadWasmPlugin} for a module of another ABI (`adapter`), as
  * `runtimes/extism/` loads Extism plugins; `undefined` is GoatKit's ABI.
@@ -359,7 +357,7 @@ async function loadWith(
   source: Uint8Array | string,
   options: WasmPluginOptions,
   spawned: InstanceHandle[],
-  adapter: WasmAbiAdapter | undefined, // extism-runtime
+  adapter: WasmAbiAdapter | undefined,
 ): Promise<WasmPlugin> {
   const original = typeof source === "string"
     ? await Deno.readFile(source)
@@ -391,7 +389,7 @@ async function loadWith(
   } catch (e) {
     throw new WasmLoadError(label, errorText(e), { cause: e });
   }
-  // extism-runtime: another ABI checks its own imports
+  // Another ABI checks its own imports
   const refused = adapter?.checkImports(module, bytes);
   if (refused) throw new WasmLoadError(label, refused);
   for (const imp of adapter ? [] : WebAssembly.Module.imports(module)) {
@@ -419,7 +417,7 @@ async function loadWith(
     hash,
     instrument,
     options,
-    adapter, // extism-runtime
+    adapter,
   );
   try {
     await plugin.load(spawned);
@@ -466,7 +464,7 @@ class WasmPluginImpl implements WasmPlugin {
   #maxOverruns: number;
   #overrunWindowMs: number;
   #closed = false;
-  /** extism-runtime: the ABI adapter (none for GoatKit plugins). */
+  /** The ABI adapter (none for GoatKit plugins). */
   #abi: WasmAbiAdapter | undefined;
   /** `idleTimeoutMs`; 0 when workers are never released. */
   #idleMs: number;
@@ -479,9 +477,9 @@ class WasmPluginImpl implements WasmPlugin {
     hash: string,
     instrumented: boolean,
     options: WasmPluginOptions,
-    adapter?: WasmAbiAdapter, // extism-runtime
+    adapter?: WasmAbiAdapter,
   ) {
-    this.#abi = adapter; // extism-runtime
+    this.#abi = adapter;
     this.#label = label;
     this.#name = options.name ?? label;
     this.moduleHash = hash;
@@ -527,7 +525,7 @@ class WasmPluginImpl implements WasmPlugin {
     await Promise.all(
       this.#slots.map((s, i) => this.#startSlot(s, true, spawned[i])),
     );
-    // extism-runtime: another ABI's manifest comes from its adapter
+    // Another ABI's manifest comes from its adapter
     if (this.#abi) {
       this.#manifest = this.#abi.registration;
       this.manifestJson = JSON.stringify(this.#manifest);
@@ -678,7 +676,7 @@ class WasmPluginImpl implements WasmPlugin {
             ),
           });
         }
-        // extism-runtime: the ABI's own host calls first
+        // The ABI's own host calls first
         const own = this.#abi?.hostCall(fn, args, hostCtx, this.#name);
         if (own) return own;
         return serveHostCall(this.#host, hostCtx, fn, args);
@@ -940,7 +938,7 @@ class WasmPluginImpl implements WasmPlugin {
       this.#release(slot);
     }
     const fault = (kind: PluginFault) => ({ ...errOpts, fault: kind });
-    // extism-runtime: the ABI maps its own outcomes (errors, exits)
+    // The ABI maps its own outcomes (errors, exits)
     const mapped = this.#abi?.outcome(out, fn, this.#name, errOpts);
     if (mapped) {
       if (
@@ -1008,7 +1006,7 @@ class WasmPluginImpl implements WasmPlugin {
       case "fatal":
         this.#fault("crash", `instance lost in ${fn}: ${out.message}`);
         throw new PluginCrashedError(this.#name, out.message, fault("crash"));
-      case "guest-error": // extism-runtime: only another ABI reports it
+      case "guest-error": // Only another ABI reports it
         throw new PluginCrashedError(
           this.#name,
           out.message ?? `returned ${out.code}`,
@@ -1090,10 +1088,9 @@ class WasmPluginImpl implements WasmPlugin {
 
 function instanceSettings(
   options: WasmPluginOptions,
-  adapter?: WasmAbiAdapter, // extism-runtime
+  adapter?: WasmAbiAdapter,
 ): Omit<InstanceSettings, "module"> {
   return {
-    // extism-runtime
     ...(adapter ? { abi: adapter.abi, extism: adapter.worker } : {}),
     maxResultBytes: options.maxResultBytes ?? 16 * 1024 * 1024,
     memoryLimitPages: options.memoryLimitPages ?? 256,
@@ -1128,7 +1125,7 @@ function describe(o: Outcome): string {
       return "interrupted at the deadline";
     case "killed":
       return "did not stop; worker terminated";
-    case "guest-error": // extism-runtime
+    case "guest-error":
       return o.message ?? `returned ${o.code}`;
   }
 }

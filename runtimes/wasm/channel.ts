@@ -250,36 +250,12 @@ export class Channel {
     ctl[AUX] = aux;
   }
 
-  /** Reads the message in the data region, bounds-checked, as copies. */
-  read(): ChannelMessage {
-    const ctl = this.ctl;
-    const kind = Atomics.load(ctl, KIND);
-    const len0 = Atomics.load(ctl, LEN0);
-    const len1 = Atomics.load(ctl, LEN1);
-    const aux = Atomics.load(ctl, AUX);
-    if (this.#bytes.length !== this.buffer.byteLength) {
-      this.#bytes = new Uint8Array(this.buffer);
-    }
-    const size = this.#bytes.length - HEADER_BYTES;
-    if (len0 < 0 || len1 < 0 || len0 + len1 > size) {
-      throw new RangeError(
-        `Cannot read channel message: lengths ${len0}+${len1} exceed ${size}`,
-      );
-    }
-    const start = HEADER_BYTES;
-    return {
-      kind,
-      aux,
-      part0: this.#bytes.slice(start, start + len0),
-      part1: this.#bytes.slice(start + len0, start + len0 + len1),
-    };
-  }
-
   /**
-   * Like {@linkcode read}, but the parts are views of the shared buffer,
-   * not copies: valid only until the next message is written.
+   * Reads the message in the data region, bounds-checked: its parts as
+   * copies, or with `views` as views of the shared buffer (valid only until
+   * the next message is written).
    */
-  readViews(): ChannelMessage {
+  read(views = false): ChannelMessage {
     const ctl = this.ctl;
     const kind = Atomics.load(ctl, KIND);
     const len0 = Atomics.load(ctl, LEN0);
@@ -295,12 +271,21 @@ export class Channel {
       );
     }
     const start = HEADER_BYTES;
-    return {
-      kind,
-      aux,
-      part0: this.#bytes.subarray(start, start + len0),
-      part1: this.#bytes.subarray(start + len0, start + len0 + len1),
-    };
+    const end0 = start + len0;
+    const bytes = this.#bytes;
+    return views
+      ? {
+        kind,
+        aux,
+        part0: bytes.subarray(start, end0),
+        part1: bytes.subarray(end0, end0 + len1),
+      }
+      : {
+        kind,
+        aux,
+        part0: bytes.slice(start, end0),
+        part1: bytes.slice(end0, end0 + len1),
+      };
   }
 
   /** Main thread: publish the written message to the worker. */

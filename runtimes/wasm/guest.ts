@@ -211,26 +211,17 @@ function start(init: WorkerInit): void {
         if (Atomics.load(ctl, INTERRUPT) !== 0) throw new GuestInterrupt();
       },
     });
-    if (init.abi === "extism") {
-      guest = ExtismGuest.create(init.module, {
-        bridge,
-        wasi: wasi.imports,
-        onInstance: (i) => wasi!.bind(i),
-        maxResultBytes: init.maxResultBytes,
-        memoryLimitPages: init.memoryLimitPages,
-        exitCode: (e) => wasi!.exitCode(e),
-        data: init.extism!,
-      });
-      return;
-    }
-    guest = GuestInstance.create(init.module, {
+    const shared = {
       bridge,
       wasi: wasi.imports,
-      onInstance: (i) => wasi!.bind(i),
+      onInstance: (i: WebAssembly.Instance) => wasi!.bind(i),
       maxResultBytes: init.maxResultBytes,
       memoryLimitPages: init.memoryLimitPages,
-      exitCode: (e) => wasi!.exitCode(e),
-    });
+      exitCode: (e: unknown) => wasi!.exitCode(e),
+    };
+    guest = init.abi === "extism"
+      ? ExtismGuest.create(init.module, { ...shared, data: init.extism! })
+      : GuestInstance.create(init.module, shared);
   };
   const flushStreams = () => {
     try {
@@ -281,7 +272,7 @@ function start(init: WorkerInit): void {
   const views = init.abi === "extism";
   for (;;) {
     const req = views
-      ? (lastW = ch.waitFromMain(lastW, init.spinMicros), ch.readViews())
+      ? (lastW = ch.waitFromMain(lastW, init.spinMicros), ch.read(true))
       : receive();
     switch (req.kind) {
       case OP_SHUTDOWN:

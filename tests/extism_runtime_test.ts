@@ -558,6 +558,19 @@ Deno.test("the kernel reuses freed blocks, answers 0 for non-blocks and caps its
   assert.equal(k.output(), null);
 });
 
+Deno.test("nothing one call stores in kernel memory, even past its blocks, is visible to the next", () => {
+  const k = new ExtismKernel(64 * 1024);
+  const p = k.alloc(8);
+  // Stores are bounded by the kernel memory, not by the block (as in
+  // Extism's kernel): these land past every block.
+  k.storeU64(p + 4096, 0x1122334455667788n);
+  k.storeU8(p + 9000, 0x99);
+  k.reset();
+  const q = k.alloc(10_000);
+  assert.equal(q, p);
+  assert.ok(k.bytes(q, 10_000).every((b) => b === 0), "old bytes leaked");
+});
+
 Deno.test("a GoatKit plugin cannot reach the Extism-only host calls", async () => {
   const host = { log: () => {} } as unknown as HostAPI;
   for (const fn of ["extism:var_get", "extism:var_set", "extism:user"]) {

@@ -69,6 +69,8 @@ export class ExtismKernel {
   #u8: Uint8Array;
   #dv: DataView;
   #pos = FIRST;
+  /** End of the highest byte a store wrote (stores may land past blocks). */
+  #dirty = FIRST;
   #blocks = new Map<number, Block>();
   #free: number[] = [];
   #freeSizes = new Map<number, number>();
@@ -103,9 +105,17 @@ export class ExtismKernel {
       this.#u8 = new Uint8Array(this.#buf);
       this.#dv = new DataView(this.#buf);
     } else {
-      this.#u8.fill(0, 0, Math.min(this.#pos, this.#u8.length));
+      // Everything a call wrote: its blocks, and any store past them (stores
+      // are bounded by the buffer, as in Extism's kernel), so that nothing
+      // of one call is visible to the next.
+      this.#u8.fill(
+        0,
+        0,
+        Math.min(Math.max(this.#pos, this.#dirty), this.#u8.length),
+      );
     }
     this.#pos = FIRST;
+    this.#dirty = FIRST;
     this.#blocks.clear();
     this.#free = [];
     this.#freeSizes.clear();
@@ -200,12 +210,14 @@ export class ExtismKernel {
   /** Writes a byte at `p`. */
   storeU8(p: number, v: number): void {
     this.#check(p, 1, "store_u8");
+    if (p >= this.#dirty) this.#dirty = p + 1;
     this.#u8[p] = v & 0xff;
   }
 
   /** Writes a little-endian u64 at `p`. */
   storeU64(p: number, v: bigint): void {
     this.#check(p, 8, "store_u64");
+    if (p + 8 > this.#dirty) this.#dirty = p + 8;
     // SetBigInt64 wraps modulo 2^64 itself (no asUintN).
     this.#dv.setBigInt64(p, v, true);
   }
@@ -292,6 +304,7 @@ export class ExtismKernel {
   /** A live view of `[p, p+n)` (bounds-checked). */
   bytes(p: number, n: number): Uint8Array {
     this.#check(p, n, "read kernel memory");
+    if (p + n > this.#dirty) this.#dirty = p + n; // the caller may write
     return this.#u8.subarray(p, p + n);
   }
 }

@@ -140,6 +140,8 @@ export {
 } from "./runtimes/grpc/mod.ts";
 export {
   type ExtismCallContext,
+  ExtismCallError,
+  ExtismExitError,
   ExtismHashMismatchError,
   type ExtismHostFunction,
   type ExtismLogLevel,
@@ -204,6 +206,7 @@ export {
 
 // Errors.
 export {
+  ExtismVarLimitError,
   InvalidManifestError,
   isPluginFault,
   type ManifestIssue,

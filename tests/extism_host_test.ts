@@ -23,10 +23,8 @@ import type { ExtismHostFunction } from "../host/loading/mod.ts";
 import { rawResultToResponse } from "../host/server/plugin_http.ts";
 import { hostConfig, privateSchema } from "./server_helpers.ts";
 import { PgDatabase } from "../host/services/database.ts";
-import {
-  ExtismVarLimitError,
-  PgExtismVarStore,
-} from "../host/services/pg_extism_var_store.ts";
+import { PgExtismVarStore } from "../host/services/pg_extism_var_store.ts";
+import { ExtismVarLimitError } from "../host/model/errors.ts";
 import { createRuntimeFactory } from "../host/loading/runtimes.ts";
 import { MemoryGrantStore } from "../permissions/grants.ts";
 import { MemoryHostAPI } from "../host/testing/memory_host_api.ts";

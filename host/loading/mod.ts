@@ -56,6 +56,8 @@ export {
 } from "./extism_manifest.ts";
 export {
   type ExtismCallContext,
+  ExtismCallError,
+  ExtismExitError,
   type ExtismHostFunction,
   type ExtismLogLevel,
   type ExtismPluginOptions,

@@ -524,3 +524,42 @@ export class ServiceUnavailableError extends Error {
     this.service = service;
   }
 }
+
+/**
+ * An Extism plugin's `var_set` was refused: its vars (keys plus values)
+ * would exceed their cap (`limit` bytes; 0 turns vars off). Nothing was
+ * stored. Raised by the runtime's cap and by a store's own check.
+ *
+ * @example
+ * ```ts
+ * import { ExtismVarLimitError } from "./errors.ts";
+ * const e = new ExtismVarLimitError({ key: "n", limit: 8, total: 12 });
+ * console.log(e.message); // Cannot set var "n": the plugin's vars would take 12 bytes, over the limit of 8
+ * ```
+ */
+export class ExtismVarLimitError extends Error {
+  /** The plugin, when the thrower knows it. */
+  readonly plugin: string | undefined;
+  /** The var being set. */
+  readonly key: string;
+  /** The cap in bytes. */
+  readonly limit: number;
+
+  /** Creates the error; `total` is the size the set would have reached. */
+  constructor(
+    options: { plugin?: string; key: string; limit: number; total?: number },
+  ) {
+    const { plugin, key, limit, total } = options;
+    const who = plugin ? ` of plugin "${plugin}"` : "";
+    const why = limit === 0
+      ? "vars are disabled for this plugin"
+      : total === undefined
+      ? `the plugin's vars would exceed the limit of ${limit} bytes`
+      : `the plugin's vars would take ${total} bytes, over the limit of ${limit}`;
+    super(`Cannot set var "${key}"${who}: ${why}`);
+    this.name = "ExtismVarLimitError";
+    this.plugin = plugin;
+    this.key = key;
+    this.limit = limit;
+  }
+}

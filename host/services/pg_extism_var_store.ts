@@ -11,25 +11,9 @@
  * @module
  */
 
+import { ExtismVarLimitError } from "../model/errors.ts";
 import type { SqlClient } from "./sql_client.ts";
 import { HostTable } from "../../permissions/host_schema.ts";
-
-/** A plugin's vars are larger than their cap: the write is refused. */
-export class ExtismVarLimitError extends Error {
-  /** The plugin. */
-  readonly plugin: string;
-  /** The cap, in bytes. */
-  readonly limit: number;
-  /** Creates the error. */
-  constructor(plugin: string, key: string, limit: number) {
-    super(
-      `Cannot set var "${key}" of plugin "${plugin}": its vars would exceed ${limit} bytes (var memory limit exceeded)`,
-    );
-    this.name = "ExtismVarLimitError";
-    this.plugin = plugin;
-    this.limit = limit;
-  }
-}
 
 /** Options of {@linkcode PgExtismVarStore}. */
 export interface PgExtismVarStoreOptions {
@@ -120,7 +104,7 @@ export class PgExtismVarStore {
       );
       const size = new TextEncoder().encode(key).byteLength + value.byteLength;
       if (Number(rows[0]?.used ?? 0) + size > maxBytes) {
-        throw new ExtismVarLimitError(plugin, key, maxBytes);
+        throw new ExtismVarLimitError({ plugin, key, limit: maxBytes });
       }
     }
     await this.#client.query(

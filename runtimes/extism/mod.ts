@@ -89,7 +89,8 @@ export {
   ExtismExitError,
   type ExtismHostErrorInfo,
 } from "./errors.ts";
-export { ExtismVarLimitError, MemoryVarStore } from "./vars.ts";
+export { MemoryVarStore } from "./vars.ts";
+export { ExtismVarLimitError } from "../../host/model/errors.ts";
 export { ExtismKernelError } from "./kernel.ts";
 export {
   WasmLoadError,

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { ExtismVarLimitError } from "../../host/model/errors.ts";
 import type { ExtismVarStore } from "./types.ts";
 
 /**
@@ -38,19 +39,6 @@ export class MemoryVarStore implements ExtismVarStore {
       n += new TextEncoder().encode(k).length + v.length;
     }
     return Promise.resolve(n);
-  }
-}
-
-/** A var would take the plugin's vars over `maxVarBytes`. */
-export class ExtismVarLimitError extends Error {
-  /** Creates the error. */
-  constructor(key: string, total: number, max: number) {
-    super(
-      max === 0
-        ? `Cannot set var "${key}": vars are disabled for this plugin`
-        : `Cannot set var "${key}": the plugin's vars would take ${total} bytes, over the limit of ${max}`,
-    );
-    this.name = "ExtismVarLimitError";
   }
 }
 
@@ -106,7 +94,7 @@ export class VarLedger {
     }
     const next = this.#total - old + keyBytes + value.length;
     if (this.#max === 0 || next > this.#max) {
-      throw new ExtismVarLimitError(key, next, this.#max);
+      throw new ExtismVarLimitError({ key, limit: this.#max, total: next });
     }
     await this.#store.set(key, value);
     this.#sizes.set(key, keyBytes + value.length);

@@ -25,6 +25,7 @@ import type { LogLevel } from "../model/host_api.ts";
 import { checkManifest, type GKRegistration } from "../model/manifest.ts";
 import { type CallContext, createCallContext } from "../model/plugin.ts";
 import { createRuntimeFactory } from "../loading/runtimes.ts";
+import type { PluginSource } from "../loading/loader.ts";
 import { MemoryHostAPI } from "../testing/memory_host_api.ts";
 import { MemoryGrantStore } from "../../permissions/grants.ts";
 import { need } from "./args.ts";
@@ -152,67 +153,96 @@ export async function runCommand(ctx: CommandContext): Promise<void> {
   }
   const input = await readInput(ctx, undefined);
   checkWasmModule(bytes, path);
-  const fallbackName = basename(path).replace(/\.wasm$/i, "").toLowerCase()
-    .replace(/[^a-z0-9-]+/g, "-").replace(/^[^a-z]+/, "") || "plugin";
-  const manifest = await siblingManifest(path) ??
-    { name: fallbackName.padEnd(2, "x"), version: "0.0.0" };
-  const grants = new MemoryGrantStore();
-  try {
-    await grants.set(manifest.name, manifest.permissions ?? []);
-  } catch { /* unparsable permissions: grant none */ }
+  const manifest = await localManifest(path);
   const dataDir = await Deno.makeTempDir({ prefix: "gk_run_" });
   const where = `Cannot run function "${fn}" of "${wasmArg}"`;
   try {
-    const load = createRuntimeFactory({
-      grants,
-      dataDir,
-      pluginConfig: () => config,
-      wasm: { idleTimeoutMs: 0, callTimeoutMs: timeoutMs },
-    });
-    let plugin;
-    try {
-      plugin = await load({
+    const out = await callLocally(ctx, {
+      where,
+      source: {
         name: manifest.name,
         dir: dirname(path),
         kind: "wasm",
         entry: path,
         manifest,
-      });
+      },
+      dataDir,
+      config,
+      timeoutMs,
+      fn,
+      input: input === undefined ? null : new TextEncoder().encode(input),
+    });
+    const text = out && out.length ? new TextDecoder().decode(out) : "null";
+    const failed = answerError(text);
+    if (failed !== undefined) {
+      throw new CliError(`${where}: the plugin answered an error: ${failed}`);
+    }
+    ctx.io.out(text);
+  } finally {
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  }
+}
+
+/**
+ * The manifest `gk run` gives a module: its folder's `manifest.json`, else
+ * a minimal one named after the file.
+ */
+async function localManifest(path: string): Promise<GKRegistration> {
+  const fallbackName = basename(path).replace(/\.wasm$/i, "").toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-").replace(/^[^a-z]+/, "") || "plugin";
+  return await siblingManifest(path) ??
+    { name: fallbackName.padEnd(2, "x"), version: "0.0.0" };
+}
+
+/**
+ * Loads `source` as the host would (its requested permissions all granted,
+ * `config` as its config), calls `fn` once with `input`, and shuts it down;
+ * a failure is a one-line {@linkcode CliError} starting with `where`.
+ */
+async function callLocally(ctx: CommandContext, options: {
+  where: string;
+  source: PluginSource;
+  dataDir: string;
+  config: Record<string, string>;
+  timeoutMs: number;
+  fn: string;
+  input: Uint8Array | null;
+}): Promise<Uint8Array | null> {
+  const { where, source, config, timeoutMs } = options;
+  const manifest = source.manifest!;
+  const grants = new MemoryGrantStore();
+  try {
+    await grants.set(manifest.name, manifest.permissions ?? []);
+  } catch { /* unparsable permissions: grant none */ }
+  const load = createRuntimeFactory({
+    grants,
+    dataDir: options.dataDir,
+    pluginConfig: () => config,
+    wasm: { idleTimeoutMs: 0, callTimeoutMs: timeoutMs },
+  });
+  let plugin;
+  try {
+    plugin = await load(source);
+  } catch (e) {
+    throw new CliError(`${where}: ${errorText(e).split("\n")[0]}`);
+  }
+  try {
+    const registered = await plugin.gkRegister();
+    await plugin.init(new PrintingHost(ctx.io, config), {
+      name: registered.name,
+      quarantine: (reason) => ctx.io.err(`quarantined: ${reason}`),
+    });
+    try {
+      return await plugin.call(
+        options.fn,
+        options.input,
+        createCallContext({ timeoutMs, chain: [registered.name] }),
+      );
     } catch (e) {
       throw new CliError(`${where}: ${errorText(e).split("\n")[0]}`);
     }
-    try {
-      const registered = await plugin.gkRegister();
-      const host = new PrintingHost(ctx.io, config);
-      await plugin.init(host, {
-        name: registered.name,
-        quarantine: (reason) => ctx.io.err(`quarantined: ${reason}`),
-      });
-      const callCtx = createCallContext({
-        timeoutMs,
-        chain: [registered.name],
-      });
-      let out: Uint8Array | null;
-      try {
-        out = await plugin.call(
-          fn,
-          input === undefined ? null : new TextEncoder().encode(input),
-          callCtx,
-        );
-      } catch (e) {
-        throw new CliError(`${where}: ${errorText(e).split("\n")[0]}`);
-      }
-      const text = out && out.length ? new TextDecoder().decode(out) : "null";
-      const failed = answerError(text);
-      if (failed !== undefined) {
-        throw new CliError(`${where}: the plugin answered an error: ${failed}`);
-      }
-      ctx.io.out(text);
-    } finally {
-      await plugin.shutdown();
-    }
   } finally {
-    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    await plugin.shutdown();
   }
 }
 
@@ -274,58 +304,29 @@ async function runExtism(
         JSON.stringify(extism),
       );
     }
-    const fallbackName = basename(path).replace(/\.wasm$/i, "").toLowerCase()
-      .replace(/[^a-z0-9-]+/g, "-").replace(/^[^a-z]+/, "") || "plugin";
-    const sidecar = await siblingManifest(path) ??
-      { name: fallbackName.padEnd(2, "x"), version: "0.0.0" };
+    const sidecar = await localManifest(path);
     let manifest: GKRegistration;
     try {
       manifest = withExtismPermissions(sidecar, mapExtismManifest(extism));
     } catch (e) {
       throw new CliError(`${where}: ${errorText(e)}`);
     }
-    const grants = new MemoryGrantStore();
-    try {
-      await grants.set(manifest.name, manifest.permissions ?? []);
-    } catch { /* unparsable permissions: grant none */ }
-    const load = createRuntimeFactory({
-      grants,
-      dataDir: join(work, "data"),
-      pluginConfig: () => config,
-      wasm: { idleTimeoutMs: 0, callTimeoutMs: timeoutMs },
-    });
-    let plugin;
-    try {
-      plugin = await load({
+    const out = await callLocally(ctx, {
+      where,
+      source: {
         name: manifest.name,
         dir,
         kind: "extism",
         entry: join(dir, EXTISM_MANIFEST_FILE),
         manifest,
-      });
-    } catch (e) {
-      throw new CliError(`${where}: ${errorText(e).split("\n")[0]}`);
-    }
-    try {
-      const host = new PrintingHost(ctx.io, config);
-      await plugin.init(host, {
-        name: manifest.name,
-        quarantine: (reason) => ctx.io.err(`quarantined: ${reason}`),
-      });
-      let out: Uint8Array | null;
-      try {
-        out = await plugin.call(
-          fn,
-          input,
-          createCallContext({ timeoutMs, chain: [manifest.name] }),
-        );
-      } catch (e) {
-        throw new CliError(`${where}: ${errorText(e).split("\n")[0]}`);
-      }
-      ctx.io.out(out ? new TextDecoder().decode(out) : "");
-    } finally {
-      await plugin.shutdown();
-    }
+      },
+      dataDir: join(work, "data"),
+      config,
+      timeoutMs,
+      fn,
+      input,
+    });
+    ctx.io.out(out ? new TextDecoder().decode(out) : "");
   } finally {
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }

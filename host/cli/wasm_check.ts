@@ -58,26 +58,7 @@ export interface WasmCheck {
  */
 export function checkWasmModule(bytes: Uint8Array, label: string): WasmCheck {
   const fail = (why: string) => new CliError(`Cannot use "${label}": ${why}`);
-  if (bytes.length < 8 || MAGIC.some((b, i) => bytes[i] !== b)) {
-    throw fail("not a WebAssembly module (no \\0asm magic)");
-  }
-  if (bytes[4] !== 1 || bytes[5] !== 0 || bytes[6] !== 0 || bytes[7] !== 0) {
-    throw fail(
-      `unsupported WebAssembly binary version ${
-        new DataView(bytes.buffer, bytes.byteOffset + 4, 4).getUint32(0, true)
-      } (expected 1)`,
-    );
-  }
-  let module: WebAssembly.Module;
-  try {
-    module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
-  } catch (e) {
-    throw fail(
-      `the module does not compile: ${
-        (e instanceof Error ? e.message : String(e)).split("\n")[0]
-      }`,
-    );
-  }
+  const module = compileModule(bytes, fail);
   const exports = new Map(
     WebAssembly.Module.exports(module).map((e) => [e.name, e.kind]),
   );
@@ -169,19 +150,7 @@ export function checkExtismModule(
   label: string,
 ): ExtismCheck {
   const fail = (why: string) => new CliError(`Cannot use "${label}": ${why}`);
-  if (bytes.length < 8 || MAGIC.some((b, i) => bytes[i] !== b)) {
-    throw fail("not a WebAssembly module (no \\0asm magic)");
-  }
-  let module: WebAssembly.Module;
-  try {
-    module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
-  } catch (e) {
-    throw fail(
-      `the module does not compile: ${
-        (e instanceof Error ? e.message : String(e)).split("\n")[0]
-      }`,
-    );
-  }
+  const module = compileModule(bytes, fail);
   const imports = WebAssembly.Module.imports(module);
   if (!imports.some((i) => i.module === EXTISM_ENV_MODULE)) {
     throw fail(
@@ -196,4 +165,33 @@ export function checkExtismModule(
     i.module !== EXTISM_ENV_MODULE && i.module !== "wasi_snapshot_preview1"
   ).map((i) => `${i.module}.${i.name}`);
   return { module, functions, userImports };
+}
+
+/**
+ * `bytes` compiled, after checking the `\0asm` magic and the binary
+ * version; `fail` makes the error for a reason.
+ */
+function compileModule(
+  bytes: Uint8Array,
+  fail: (why: string) => CliError,
+): WebAssembly.Module {
+  if (bytes.length < 8 || MAGIC.some((b, i) => bytes[i] !== b)) {
+    throw fail("not a WebAssembly module (no \\0asm magic)");
+  }
+  if (bytes[4] !== 1 || bytes[5] !== 0 || bytes[6] !== 0 || bytes[7] !== 0) {
+    throw fail(
+      `unsupported WebAssembly binary version ${
+        new DataView(bytes.buffer, bytes.byteOffset + 4, 4).getUint32(0, true)
+      } (expected 1)`,
+    );
+  }
+  try {
+    return new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
+  } catch (e) {
+    throw fail(
+      `the module does not compile: ${
+        (e instanceof Error ? e.message : String(e)).split("\n")[0]
+      }`,
+    );
+  }
 }

@@ -327,3 +327,55 @@ Deno.test("h2 client: a peer that floods CONTINUATION frames is cut off (64 KiB 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("h2 client: under load, calls started on separate turns share socket writes; a lone call writes at once", async () => {
+  const s = await serve((req, cb) =>
+    cb(null, { result_json: req.args_json, error: "" })
+  );
+  // Count the client's socket writes (its connection comes from Deno.connect).
+  let writes = 0;
+  const connect = Deno.connect;
+  // deno-lint-ignore no-explicit-any
+  (Deno as any).connect = async (options: any) => {
+    const conn = await connect(options);
+    const write = conn.write.bind(conn);
+    conn.write = (b: Uint8Array) => (writes++, write(b));
+    return conn;
+  };
+  const channel = new H2Channel({ transport: "unix", path: s.path });
+  try {
+    await request(channel, "echo", enc.encode("0")).done; // connected
+    // Each call started from its own macrotask, as HTTP requests arrive.
+    writes = 0;
+    const n = 200;
+    const answers = await Promise.all(
+      Array.from(
+        { length: n },
+        (_, i) =>
+          new Promise<Uint8Array>((resolve, reject) =>
+            setTimeout(
+              () =>
+                request(channel, "echo", enc.encode(String(i))).done.then(
+                  resolve,
+                  reject,
+                ),
+              0,
+            )
+          ),
+      ),
+    );
+    assert.deepEqual(answers.map((b) => Number(dec.decode(b))), [
+      ...Array(n).keys(),
+    ]);
+    // Without coalescing every call is a write of its own (plus acks).
+    assert.ok(writes < n / 2, `${writes} writes for ${n} calls`);
+    // Idle again: one call, one write of its own (no cork, no timer).
+    writes = 0;
+    const lone = request(channel, "echo", enc.encode('"x"'));
+    assert.equal(writes, 1, "a lone call writes at once");
+    assert.equal(dec.decode(await lone.done), '"x"');
+  } finally {
+    Deno.connect = connect;
+    await stop(s, channel);
+  }
+});

@@ -121,6 +121,12 @@ export type UnaryCallback = (
 /** The largest response message accepted (as the host's grpc-js channels). */
 const MAX_RECEIVE = 64 * 1024 * 1024;
 
+/**
+ * Open streams above which a new call's frames wait for one zero-delay
+ * timer (shared by every call started meanwhile) instead of a write each.
+ */
+const CORK_STREAMS = 8;
+
 /** An empty header block fragment. */
 const EMPTY = new Uint8Array();
 
@@ -355,7 +361,10 @@ export class H2Session {
     writeGrpcPrefix(body, 9, length);
     call.sent = 9;
     this.#pump(call);
-    this.#flush();
+    // Under load (many streams open) calls started in the next few turns
+    // share one write, made from one zero-delay timer; idle, it goes now.
+    if (this.#streams.size > CORK_STREAMS) this.#flushLater();
+    else this.#flush();
   }
 
   /** Sends what the windows allow of `call`'s body. */
@@ -395,6 +404,11 @@ export class H2Session {
   /** Queues `bytes` for the next write, made at the latest next turn. */
   #sendSoon(bytes: Uint8Array): void {
     this.#out.push(bytes);
+    this.#flushLater();
+  }
+
+  /** Writes what is queued from one zero-delay timer (once per turn). */
+  #flushLater(): void {
     if (this.#flushSoon) return;
     this.#flushSoon = true;
     const timer = setTimeout(() => {

@@ -249,7 +249,8 @@ class In {
     }
     return Number(BigInt.asIntN(64, big));
   }
-  skip(wire: number): void {
+  /** Steps over an unknown field's value of wire type `wire` (protobuf). */
+  skipUnknownField(wire: number): void {
     if (wire === 0) this.varint();
     else if (wire === 1) this.p += 8;
     else if (wire === 5) this.p += 4;
@@ -336,7 +337,7 @@ export function decodeMessage(
     const wire = key & 7;
     const known = byNo.get(no);
     if (!known) {
-      input.skip(wire);
+      input.skipUnknownField(wire);
       continue;
     }
     const [name, spec] = known;
@@ -361,7 +362,7 @@ export function decodeMessage(
           v = spec.mapValue
             ? decodeMessage(spec.mapValue, b)
             : decoder.decode(b);
-        } else entry.skip(ek & 7);
+        } else entry.skipUnknownField(ek & 7);
       }
       (out[name] as Record<string, unknown>)[k] = v;
     } else if (spec.repeated) {

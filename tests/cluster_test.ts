@@ -16,6 +16,7 @@ import { zipSync } from "fflate";
 import {
   type HostDatabase,
   type HostProcess,
+  login,
   startHost,
 } from "./helpers/host_process.ts";
 import { PG_URL } from "./server_helpers.ts";
@@ -25,37 +26,6 @@ const JOB = "fault-tick.tick";
 const PG_BIN = "/usr/lib/postgresql/15/bin";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function cookiesOf(res: Response): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const c of res.headers.getSetCookie()) {
-    const [pair] = c.split(";");
-    const eq = pair!.indexOf("=");
-    out[pair!.slice(0, eq)] = pair!.slice(eq + 1);
-  }
-  return out;
-}
-
-/** Logs in on `h` with its admin token; returns the session cookie value. */
-async function login(h: HostProcess): Promise<string> {
-  const page = await fetch(`${h.url}/login`);
-  const csrf = cookiesOf(page).gk_login_csrf!;
-  await page.body?.cancel();
-  const res = await fetch(`${h.url}/login`, {
-    method: "POST",
-    body: new URLSearchParams({ _csrf: csrf, token: h.token }),
-    headers: {
-      cookie: `gk_login_csrf=${csrf}`,
-      "content-type": "application/x-www-form-urlencoded",
-    },
-    redirect: "manual",
-  });
-  await res.body?.cancel();
-  assert.equal(res.status, 303, "login");
-  const session = cookiesOf(res).gk_session;
-  assert.ok(session, "a session cookie");
-  return session;
-}
 
 /** The status of an admin page on `h` with the session cookie. */
 async function adminPage(h: HostProcess, session: string): Promise<number> {

@@ -4,38 +4,8 @@
 
 import assert from "node:assert/strict";
 import pg from "pg";
-import { type HostProcess, startHost } from "./helpers/host_process.ts";
+import { type HostProcess, login, startHost } from "./helpers/host_process.ts";
 import { PG_URL } from "./server_helpers.ts";
-
-function cookiesOf(res: Response): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const c of res.headers.getSetCookie()) {
-    const [pair] = c.split(";");
-    const eq = pair!.indexOf("=");
-    out[pair!.slice(0, eq)] = pair!.slice(eq + 1);
-  }
-  return out;
-}
-
-async function login(h: HostProcess): Promise<string> {
-  const page = await fetch(`${h.url}/login`);
-  const csrf = cookiesOf(page).gk_login_csrf!;
-  await page.body?.cancel();
-  const res = await fetch(`${h.url}/login`, {
-    method: "POST",
-    body: new URLSearchParams({ _csrf: csrf, token: h.token }),
-    headers: {
-      cookie: `gk_login_csrf=${csrf}`,
-      "content-type": "application/x-www-form-urlencoded",
-    },
-    redirect: "manual",
-  });
-  await res.body?.cancel();
-  assert.equal(res.status, 303);
-  const session = cookiesOf(res).gk_session;
-  assert.ok(session, "a session cookie");
-  return session;
-}
 
 /** The status of an admin page fetched with the cookie (and its CSRF token). */
 async function adminPage(

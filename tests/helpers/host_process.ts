@@ -228,3 +228,38 @@ export async function startHost(
     cleanup,
   };
 }
+
+/** The cookies a response sets, by name. */
+export function cookiesOf(res: Response): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const c of res.headers.getSetCookie()) {
+    const [pair] = c.split(";");
+    const eq = pair!.indexOf("=");
+    out[pair!.slice(0, eq)] = pair!.slice(eq + 1);
+  }
+  return out;
+}
+
+/**
+ * Logs in on `h` with its admin token through the login form (CSRF cookie
+ * and field); returns the session cookie's value.
+ */
+export async function login(h: HostProcess): Promise<string> {
+  const page = await fetch(`${h.url}/login`);
+  const csrf = cookiesOf(page).gk_login_csrf!;
+  await page.body?.cancel();
+  const res = await fetch(`${h.url}/login`, {
+    method: "POST",
+    body: new URLSearchParams({ _csrf: csrf, token: h.token }),
+    headers: {
+      cookie: `gk_login_csrf=${csrf}`,
+      "content-type": "application/x-www-form-urlencoded",
+    },
+    redirect: "manual",
+  });
+  await res.body?.cancel();
+  if (res.status !== 303) throw new Error(`login answered ${res.status}`);
+  const session = cookiesOf(res).gk_session;
+  if (!session) throw new Error("login set no session cookie");
+  return session;
+}

@@ -14,7 +14,7 @@ import { basename, dirname, extname, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PROTO_FILES } from "./proto.ts";
 import { UntrustedExecutableError } from "./errors.ts";
-import { sdkBundleIfFresh } from "./sdk_bundle.ts";
+import { sdkBundleIfFresh, sdkSourceFiles } from "./sdk_bundle.ts";
 import {
   bwrapCommand,
   dedupeLibraries,
@@ -360,10 +360,6 @@ interface SdkModules {
 
 let sdkModulesCache: Promise<SdkModules | undefined> | undefined;
 
-/** Relative specifiers of `import`/`export … from`/`import("…")`. */
-const RELATIVE_IMPORT_REGEXP =
-  /(?:\bfrom\s*|\bimport\s*\(?\s*)["'](\.{1,2}\/[^"'\n]+)["']/g;
-
 /**
  * The local files the SDK loads: `sdk.ts` and what it imports by relative
  * path, transitively, plus the `.proto` files. `undefined` when the runtime
@@ -371,25 +367,8 @@ const RELATIVE_IMPORT_REGEXP =
  */
 function sdkModules(): Promise<SdkModules | undefined> {
   sdkModulesCache ??= (async () => {
-    const start = new URL("./sdk.ts", import.meta.url);
-    if (start.protocol !== "file:") return undefined;
-    const seen = new Set<string>();
-    const queue = [start];
-    while (queue.length) {
-      const url = queue.pop()!;
-      const path = fileURLToPath(url);
-      if (seen.has(path)) continue;
-      let text: string;
-      try {
-        text = await Deno.readTextFile(path);
-      } catch {
-        continue; // a specifier in a doc comment
-      }
-      seen.add(path);
-      for (const m of text.matchAll(RELATIVE_IMPORT_REGEXP)) {
-        queue.push(new URL(m[1]!, url));
-      }
-    }
+    if (new URL(import.meta.url).protocol !== "file:") return undefined;
+    const seen = await sdkSourceFiles({ typeImports: true });
     const files = [...seen, ...PROTO_FILES];
     let root = dirname(files[0]!);
     const under = (f: string) => root === sep || f.startsWith(root + sep);

@@ -17,10 +17,13 @@ import { fileURLToPath } from "node:url";
 export const SDK_BUNDLE_HEADER = "// goatkit-sdk-bundle sources-sha256=";
 
 /**
- * Value imports by relative path (`import … from`, `export … from`,
- * `import "…"`), not `import type`/`export type`, which the bundle leaves
- * out; a statement starts its line, so doc-comment examples do not count.
+ * Imports by relative path (`import … from`, `export … from`, `import "…"`);
+ * a statement starts its line, so doc-comment examples do not count. The
+ * value-only form leaves out `import type`/`export type` (the bundle does
+ * not need those files).
  */
+const IMPORT_REGEXP =
+  /^(?:import|export)(?:[^;]*?\bfrom)?\s*["'](\.{1,2}\/[^"'\n]+)["']/gm;
 const VALUE_IMPORT_REGEXP =
   /^(?:import|export)(?!\s+type\s)(?:[^;]*?\bfrom)?\s*["'](\.{1,2}\/[^"'\n]+)["']/gm;
 
@@ -31,10 +34,15 @@ export function sdkBundlePath(): string | undefined {
 }
 
 /**
- * The source files the bundle is made of: `sdk.ts` and its value imports by
- * relative path, transitively, sorted.
+ * The SDK's source files: `sdk.ts` and its imports by relative path,
+ * transitively, sorted. By default only value imports (what the bundle is
+ * made of); with `typeImports` also the files imported for types only (what
+ * Deno reads when it runs the sources).
  */
-export async function sdkSourceFiles(): Promise<string[]> {
+export async function sdkSourceFiles(
+  options: { typeImports?: boolean } = {},
+): Promise<string[]> {
+  const imports = options.typeImports ? IMPORT_REGEXP : VALUE_IMPORT_REGEXP;
   const seen = new Set<string>();
   const queue = [new URL("./sdk.ts", import.meta.url)];
   while (queue.length) {
@@ -43,7 +51,7 @@ export async function sdkSourceFiles(): Promise<string[]> {
     if (seen.has(path)) continue;
     seen.add(path);
     const text = await Deno.readTextFile(path);
-    for (const m of text.matchAll(VALUE_IMPORT_REGEXP)) {
+    for (const m of text.matchAll(imports)) {
       queue.push(new URL(m[1]!, url));
     }
   }

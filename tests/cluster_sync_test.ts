@@ -47,6 +47,22 @@ async function call(
   return { status: res.status, body: await res.text() };
 }
 
+/** An admin call on `h` that must answer 200. */
+async function adminCall(h: HostProcess, method: string, path: string) {
+  const r = await call(h, method, path);
+  assert.equal(r.status, 200, `${method} ${path}: ${r.body}`);
+}
+
+/** Asserts that `check` holds within `ms`. */
+async function eventually(
+  ms: number,
+  check: () => Promise<boolean>,
+  message: string | (() => Promise<string>),
+): Promise<void> {
+  if (await within(ms, check) !== undefined) return;
+  assert.fail(typeof message === "string" ? message : await message());
+}
+
 interface Readyz {
   status: string;
   host: { id: string; roles: string[] };
@@ -113,29 +129,16 @@ Deno.test({
 
       await t.step("disable on A: B answers 503 within 1 s", async () => {
         assert.equal(await statusOn(hostB), 200, "B serves it first");
-        const off = await call(
-          hostA,
-          "POST",
-          "/api/v1/plugins/bench-echo/disable",
-        );
-        assert.equal(off.status, 200, off.body);
-        const took = await within(
+        await adminCall(hostA, "POST", "/api/v1/plugins/bench-echo/disable");
+        await eventually(
           1000,
           async () => (await statusOn(hostB)) === 503,
+          "B refuses within 1 s",
         );
-        assert.ok(took !== undefined, "B refuses within 1 s");
-        const on = await call(
-          hostB,
-          "POST",
-          "/api/v1/plugins/bench-echo/enable",
-        );
-        assert.equal(on.status, 200, on.body);
-        const back = await within(
+        await adminCall(hostB, "POST", "/api/v1/plugins/bench-echo/enable");
+        await eventually(
           1000,
           async () => (await statusOn(hostA)) === 200,
-        );
-        assert.ok(
-          back !== undefined,
           "A serves again within 1 s of B's enable",
         );
       });
@@ -152,29 +155,20 @@ Deno.test({
       await t.step(
         "grant revoke on A: B refuses the next call within 1 s",
         async () => {
-          const grant = await call(
-            hostA,
-            "POST",
-            "/api/v1/plugins/hello-c/grants",
-          );
-          assert.equal(grant.status, 200, grant.body);
-          const granted = await within(
+          await adminCall(hostA, "POST", "/api/v1/plugins/hello-c/grants");
+          await eventually(
             1000,
             async () => !(await cacheDenied(hostB)),
+            "B uses the grant within 1 s",
           );
-          assert.ok(granted !== undefined, "B uses the grant within 1 s");
-          const revoke = await call(
-            hostA,
-            "DELETE",
-            "/api/v1/plugins/hello-c/grants",
-          );
-          assert.equal(revoke.status, 200, revoke.body);
-          const refused = await within(1000, () => cacheDenied(hostB));
-          assert.ok(
-            refused !== undefined,
-            `B refuses within 1 s of the revoke: ${
-              (await call(hostB, "GET", "/api/plugins/hello-c/test")).body
-            }`,
+          await adminCall(hostA, "DELETE", "/api/v1/plugins/hello-c/grants");
+          await eventually(
+            1000,
+            () => cacheDenied(hostB),
+            async () =>
+              `B refuses within 1 s of the revoke: ${
+                (await call(hostB, "GET", "/api/plugins/hello-c/test")).body
+              }`,
           );
         },
       );
@@ -205,18 +199,10 @@ Deno.test({
           } finally {
             await admin.end();
           }
-          const off = await call(
-            hostA,
-            "POST",
-            "/api/v1/plugins/bench-echo/disable",
-          );
-          assert.equal(off.status, 200, off.body);
-          const took = await within(
+          await adminCall(hostA, "POST", "/api/v1/plugins/bench-echo/disable");
+          await eventually(
             1000,
             async () => (await statusOn(hostB)) === 503,
-          );
-          assert.ok(
-            took !== undefined,
             "B follows A's disable within 1 s again",
           );
         },

@@ -4,8 +4,9 @@
 // plugin compiled with npm:wabt), `gk run --abi extism` it locally, `gk
 // pack` it, start a host (`host/serve.ts`, PostgreSQL in a private schema),
 // `gk install` the package, approve its config grant with `gk grants`, POST
-// a body to its route and get the plugin's output; restart the host: the
-// plugin is still served and its vars are kept.
+// a body to its route and get the plugin's output; a second host on the same
+// database serves it from the synced package with the same grant and vars;
+// restart the host: the plugin is still served and its vars are kept.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -14,7 +15,7 @@ import { startHost } from "./helpers/host_process.ts";
 import { extismHostWasm } from "./helpers/extism_wat.ts";
 
 Deno.test(
-  "Extism journey: gk run, gk pack, gk install, gk grants, POST to the route; after a restart still served with its vars",
+  "Extism journey: gk run, gk pack, gk install, gk grants, POST to the route; a second host serves it with the same vars; after a restart still served with its vars",
   async () => {
     const dir = await Deno.makeTempDir({ prefix: "gk_extism_journey_" });
     const name = `ex-journey-${crypto.randomUUID().slice(0, 6)}`;
@@ -137,6 +138,29 @@ Deno.test(
       assert.equal((await post(first.url, "visit", "")).text, "x");
       assert.equal((await post(first.url, "visit", "")).text, "xx");
 
+      // A second host on the same database, with its own data folder: the
+      // package comes from the database, and the grant and the vars are
+      // the shared ones.
+      const other = await startHost({
+        plugins: [],
+        reuse: { db: first.db, token: first.token },
+      });
+      try {
+        let served = await post(other.url, "echo", "on the second host");
+        for (let i = 0; i < 40 && served.status !== 200; i++) {
+          await new Promise((r) => setTimeout(r, 250));
+          served = await post(other.url, "echo", "on the second host");
+        }
+        assert.deepEqual(served, { status: 200, text: "on the second host" });
+        assert.equal((await post(other.url, "visit", "")).text, "xxx");
+        assert.deepEqual(await post(other.url, "config", "greeting"), {
+          status: 200,
+          text: "Grüezi from extism.json",
+        });
+      } finally {
+        await other.cleanup();
+      }
+
       // Restart on the same data folder and database.
       first.signal("SIGTERM");
       await first.status;
@@ -148,7 +172,7 @@ Deno.test(
         status: 200,
         text: "still here",
       });
-      assert.equal((await post(second.url, "visit", "")).text, "xxx");
+      assert.equal((await post(second.url, "visit", "")).text, "xxxx");
       assert.equal(
         (await post(second.url, "config", "greeting")).text,
         "Grüezi from extism.json",

@@ -48,7 +48,7 @@ import type {
 import { MemoryStateStore, type StateStore } from "./state_store.ts";
 import { TemplateOverrideRegistry } from "./registries/templates.ts";
 import { BasicHostAPI } from "./services/basic_host_api.ts";
-import { CallDeadlines } from "./call_deadlines.ts";
+import { CallDeadlines } from "./model/call_deadlines.ts";
 
 /** Loads plugins on demand by manifest name (the Loader implements it). */
 export interface LazyLoader {

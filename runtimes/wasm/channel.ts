@@ -338,14 +338,15 @@ export class Channel {
 
   /**
    * Main thread: resolves when `M_SEQ` differs from `seen` (`true`), or when
-   * `timeoutMs` passes or someone notifies `M_SEQ` without a message
-   * (`false`). Spins for up to `spinMicros` µs first (a round trip through
-   * `Atomics.waitAsync` costs 10–50 µs: its wake-up goes through the event
-   * loop).
+   * someone calls {@linkcode Channel.wakeMain} without a message (`false`:
+   * the caller's deadline, an interrupt, a dead worker). Spins for up to
+   * `spinMicros` µs first (a round trip through `Atomics.waitAsync` costs
+   * 10–50 µs: its wake-up goes through the event loop). It arms no timer:
+   * the caller wakes it at its deadline (one shared timer for every call
+   * instead of a timer per wait).
    */
   waitFromWorker(
     seen: number,
-    timeoutMs: number,
     spinMicros: number,
   ): boolean | Promise<boolean> {
     const ctl = this.ctl;
@@ -357,19 +358,13 @@ export class Channel {
     const t0 = performance.now();
     Atomics.store(ctl, M_WAITING, 1);
     // No timeout argument: V8 arms a platform task for each timed
-    // waitAsync that outlives an early wake-up; one JS timer per wait that
-    // wakes this waiter at the timeout costs less.
+    // waitAsync that outlives an early wake-up.
     const r = Atomics.waitAsync(ctl, M_SEQ, seen);
     if (!r.async) {
       Atomics.store(ctl, M_WAITING, 0);
       return Atomics.load(ctl, M_SEQ) !== seen;
     }
-    const timer = setTimeout(
-      () => Atomics.notify(ctl, M_SEQ),
-      Math.max(0, timeoutMs),
-    );
     return r.value.then(() => {
-      clearTimeout(timer);
       Atomics.store(ctl, M_WAITING, 0);
       const changed = Atomics.load(ctl, M_SEQ) !== seen;
       if (changed && budget > 0) {

@@ -5,12 +5,18 @@
  * nobody else is disturbed. A waiter whose time runs out or whose signal
  * aborts unlinks itself in O(1) (a doubly linked list).
  *
- * Each waiter arms one timer and one abort listener when it starts waiting
- * and disarms them once; nothing is re-armed while others come and go, so
- * the cost per call does not grow with the length of the queue.
+ * Each waiter registers one deadline (on a timer shared by all waiters)
+ * and one abort listener when it starts waiting and removes them once;
+ * nothing is re-armed while others come and go, so the cost per call does
+ * not grow with the length of the queue.
  *
  * @module
  */
+
+import { CallDeadlines } from "../../host/model/call_deadlines.ts";
+
+/** Queue-time budgets of every waiter, on one shared timer. */
+const waitDeadlines = new CallDeadlines();
 
 /** Options of {@linkcode HandOffQueue.wait}. */
 export interface WaitOptions {
@@ -76,15 +82,18 @@ export class HandOffQueue<T> {
         resolve,
         reject,
         disarm: () => {
-          clearTimeout(timer);
+          waitDeadlines.delete(watch);
           signal?.removeEventListener("abort", onAbort);
         },
       };
-      const timer = setTimeout(() => {
-        if (!this.#unlink(w)) return;
-        w.disarm();
-        reject(options.onTimeout(Date.now() - started));
-      }, Math.max(0, options.waitMs));
+      const watch = waitDeadlines.add(
+        started + Math.max(0, options.waitMs),
+        () => {
+          if (!this.#unlink(w)) return;
+          w.disarm();
+          reject(options.onTimeout(Date.now() - started));
+        },
+      );
       const onAbort = () => {
         if (!this.#unlink(w)) return;
         w.disarm();

@@ -35,6 +35,7 @@ import {
 import { errorJson, type HostCallResult } from "./host_calls.ts";
 import type { WorkerInit } from "./guest.ts";
 import type { ExtismWorkerData } from "../extism/protocol.ts";
+import { CallDeadlines } from "../../host/model/call_deadlines.ts";
 
 /** A WASI preopen: a host directory visible to the guest at `guestPath`. */
 export interface WasmPreopen {
@@ -123,6 +124,9 @@ export type Outcome =
   | { kind: "fatal"; message: string };
 
 const decoder = new TextDecoder();
+
+/** Deadlines and grace periods of every call in flight, on one timer. */
+const callWakeups = new CallDeadlines();
 
 /**
  * Deno permissions of an instance's worker: none at all, or, only when the
@@ -338,9 +342,15 @@ export class InstanceHandle {
     // the deadline: a main thread that was late (busy with other work) must
     // not take its own delay out of the guest's grace.
     let graceEnd = Infinity;
+    // The wait below arms no timer: one shared timer wakes it at the
+    // deadline, then at the end of the grace period.
+    const wake = () => ch.wakeMain();
+    let watch = callWakeups.add(hooks.deadline, wake);
     const startInterrupt = (now: number) => {
       interrupting = true;
       graceEnd = now + this.#settings.graceMs;
+      callWakeups.delete(watch);
+      watch = callWakeups.add(graceEnd, wake);
       Atomics.store(ch.ctl, INTERRUPT, 1);
       Atomics.notify(ch.ctl, INTERRUPT);
     };
@@ -364,10 +374,8 @@ export class InstanceHandle {
           );
           return { kind: "killed" };
         }
-        const limit = interrupting ? graceEnd : hooks.deadline;
         const got = pending || await ch.waitFromWorker(
           this.#mSeen,
-          Math.max(1, limit - now),
           this.#settings.spinMicros,
         );
         if (!got) continue;
@@ -481,6 +489,7 @@ export class InstanceHandle {
         }
       }
     } finally {
+      callWakeups.delete(watch);
       signal?.removeEventListener("abort", onAbort);
     }
   }

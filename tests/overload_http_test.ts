@@ -1,14 +1,16 @@
 // Admission control over HTTP (issue 11 item 2, server side): the
 // server-wide in-flight limit answers 503 + Retry-After at once without
-// touching the plugin, a runtime's overload refusal becomes the same 503,
+// touching the plugin, a runtime's overload refusal becomes the same 503
+// (before the call is built when the plugin says it would refuse at once),
 // `/healthz` is never limited, and bounded loopback load against a real
-// `host/serve.ts` (4,000 connections on a slow gRPC route, 2,000 on a WASM
+// `host/serve.ts` (4,000 connections on a slow gRPC route, 4,000 on a WASM
 // route) sheds the excess with 503s, keeps `/healthz` answering, quarantines
 // nothing and leaves the host healthy.
 //
 // Latencies are printed, never asserted (2 shared cores).
 
 import { PluginOverloadedError } from "../host/model/errors.ts";
+import { HostMetrics } from "../host/telemetry/metrics.ts";
 import {
   Http1Connection,
   type Http1Response,
@@ -135,6 +137,78 @@ Deno.test("a runtime's overload refusal (PluginOverloadedError) is 503 + its Ret
       t.logs.query({ plugin: "queued", minLevel: "error" }).length,
       0,
     );
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("a plugin that would refuse a route's call at once gets the same 503 before the call is built, counted in the metrics", async () => {
+  const metrics = new HostMetrics();
+  const t = await setup({
+    metrics,
+    interceptors: [metrics.pluginInterceptor],
+  });
+  // Refuses while `full` is set, as a runtime whose queue is full does; the
+  // route's call itself refuses the same way (the full path's answer).
+  let full = false;
+  let refusals = 0;
+  const overload = () =>
+    new PluginOverloadedError("queued", {
+      function: "q",
+      queued: 256,
+      retryAfterSeconds: 2.2,
+    });
+  const plugin = nativePlugin({
+    name: "queued",
+    version: "1.0.0",
+    routes: [{ method: "GET", path: "/queued", handler: "q" }],
+  }, {
+    q: () => {
+      throw overload();
+    },
+  });
+  try {
+    await t.manager.register({
+      ...plugin,
+      refuseNow(call: { function: string; timeoutMs: number }) {
+        assertEquals(call.function, "q");
+        assert(call.timeoutMs > 0, "the route's deadline is passed");
+        if (!full) return undefined;
+        refusals++;
+        return overload();
+      },
+    });
+    // The full path: the call is built and refused by the plugin.
+    const late = await t.req("GET", "/queued?x=1");
+    assertEquals(plugin.calls.length, 1);
+    full = true;
+    const early = await t.req("GET", "/queued?x=1");
+    assertEquals(refusals, 1);
+    assertEquals(plugin.calls.length, 1, "the refused call was not made");
+    assertEquals(early.status, late.status);
+    assertEquals(early.status, 503);
+    assertEquals(
+      [...early.headers].sort(),
+      [...late.headers].sort(),
+      "the same headers (Retry-After, security headers, content type)",
+    );
+    assertEquals(await early.json(), await late.json());
+    // Counted as the full path counts: the route's 503, the call's overload.
+    const text = await metrics.exposition();
+    assertMatch(
+      text,
+      /goatkit_route_requests_total\{plugin="queued",method="GET",route="\/queued",status="503"\} 2/,
+    );
+    assertMatch(
+      text,
+      /goatkit_plugin_call_errors_total\{plugin="queued",function="[^"]+",kind="overload"\} 2/,
+    );
+    // Admitted again once the plugin takes calls.
+    full = false;
+    const again = await t.req("GET", "/queued");
+    assertEquals(again.status, 503);
+    await again.body?.cancel();
+    assertEquals(plugin.calls.length, 2);
   } finally {
     await t.close();
   }
@@ -303,7 +377,7 @@ function checkBurst(outcomes: Outcome[], health: Outcome[]): number {
 
 Deno.test({
   name:
-    "bounded loopback load: 4,000 connections on a slow route and 2,000 on a WASM route shed the excess with 503s, /healthz answers throughout, nothing is quarantined, the host is healthy after",
+    "bounded loopback load: 4,000 connections on a slow route and 4,000 on a WASM route shed the excess with 503s, /healthz answers throughout, nothing is quarantined, the host is healthy after",
   // The default limit (1,024) and queue settings; fds: 4,000 here and as
   // many in the host (ulimit -n is checked below).
   async fn() {
@@ -339,9 +413,9 @@ Deno.test({
       assert(shedSlow > 0, "the excess was shed with 503");
       assert(served > 0, "requests within the limit were served");
 
-      const wasm = await burst(h, "/api/plugins/hello-c?name=load", 2000);
+      const wasm = await burst(h, "/api/plugins/hello-c?name=load", 4000);
       report(
-        "WASM route (hello-c), 2,000 connections",
+        "WASM route (hello-c), 4,000 connections",
         wasm.outcomes,
         wasm.health,
       );

@@ -149,6 +149,17 @@ Deno.test("2,000 concurrent calls into a 1-instance plugin: the excess is refuse
       manager.call("wat-edge", "echo", enc.encode("x")),
       PluginOverloadedError,
     );
+    // Asked before a call is built (as the HTTP layer asks), the runtime
+    // gives the same refusal, counted; and captures no stack for it.
+    const limit = Error.stackTraceLimit;
+    const early = wasm.refuseNow({ function: "echo", timeoutMs: 10_000 });
+    assert.ok(early instanceof PluginOverloadedError);
+    assert.equal(early.reason, "queue-full");
+    assert.equal(early.queued, 256);
+    assert.equal(early.function, "echo");
+    assert.equal(wasm.overloadCount, 1745);
+    assert.equal(early.stack?.split("\n").length, 1, String(early.stack));
+    assert.equal(Error.stackTraceLimit, limit, "the stack limit is restored");
     gate.open();
     const admitted = await Promise.all(calls.slice(0, 257));
     for (const r of admitted) {
@@ -157,6 +168,11 @@ Deno.test("2,000 concurrent calls into a 1-instance plugin: the excess is refuse
     // Served oldest first: the gate saw the admitted calls in order.
     assert.deepEqual(gate.seen, Array.from({ length: 257 }, (_, i) => i));
     assert.equal(wasm.queueLength, 0);
+    assert.equal(
+      wasm.refuseNow({ function: "echo", timeoutMs: 10_000 }),
+      undefined,
+      "nobody waits: a new call is not refused",
+    );
     assert.equal(manager.status("wat-edge")?.enabled, true);
     assert.deepEqual(quarantines, []);
     assert.equal(

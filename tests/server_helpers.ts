@@ -6,6 +6,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { Manager } from "../host/manager.ts";
 import type { GKRegistration } from "../host/model/manifest.ts";
+import type { PluginCallInterceptor } from "../host/model/interceptors.ts";
 import {
   type CallContext,
   decodeJson,
@@ -82,6 +83,8 @@ export async function setup(
   options: Partial<AppOptions> & {
     collisionCheck?: boolean;
     managerTimeoutMs?: number;
+    /** The Manager's plugin-call interceptors. */
+    interceptors?: PluginCallInterceptor[];
   } = {},
 ): Promise<TestServer> {
   const logs = new LogBuffer();
@@ -91,6 +94,7 @@ export async function setup(
     ...(options.managerTimeoutMs
       ? { defaultTimeoutMs: options.managerTimeoutMs }
       : {}),
+    ...(options.interceptors ? { interceptors: options.interceptors } : {}),
     manifestChecks: options.collisionCheck === false
       ? []
       : [routeCollisionCheck(() => manager)],

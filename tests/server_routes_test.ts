@@ -12,6 +12,7 @@ import {
   reservedNameCheck,
   RouteCollisionError,
 } from "../host/server/mod.ts";
+import { buildRouteTable } from "../host/server/route_table.ts";
 import {
   assert,
   assertEquals,
@@ -461,6 +462,35 @@ Deno.test("lazy loading: discovered plugins' routes are mounted and a hit loads 
     assertEquals((await off.json()).reason, "disabled");
   } finally {
     await t.close();
+  }
+});
+
+Deno.test("routeFor() names the route a request is for, matched as the app matches it", async () => {
+  const table = buildRouteTable([
+    { plugin: "a", method: "GET", path: "/a/:id{[0-9]+}", handler: "one" },
+    { plugin: "a", method: "POST", path: "/a/:id{[0-9]+}", handler: "save" },
+    { plugin: "b", method: "GET", path: "/b/*", handler: "any" },
+  ], (r) => [(c) => Promise.resolve(c.text(`${r.plugin}.${r.handler}`))]);
+  const cases: [string, string, string | undefined][] = [
+    ["GET", "/a/12", "a.one"],
+    ["HEAD", "/a/12", "a.one"],
+    ["POST", "/a/12", "a.save"],
+    ["GET", "/a/x", undefined],
+    ["DELETE", "/a/12", undefined],
+    ["GET", "/b/x/y", "b.any"],
+    ["GET", "/c", undefined],
+  ];
+  for (const [method, path, want] of cases) {
+    const r = table.routeFor(method, path);
+    assertEquals(r && `${r.plugin}.${r.handler}`, want, `${method} ${path}`);
+    assertEquals(table.matches(method, path), want !== undefined);
+    // The app agrees: it serves exactly the routes routeFor() names.
+    if (want && method !== "HEAD") {
+      const res = await table.app.fetch(
+        new Request(`http://x${path}`, { method }),
+      );
+      assertEquals(await res.text(), want);
+    }
   }
 });
 

@@ -285,13 +285,17 @@ export class PluginOverloadedError extends PluginError {
       retryAfterSeconds: _s,
       ...rest
     } = options;
-    super(
-      plugin,
-      `Cannot call ${
-        callee(plugin, options.function)
-      }: it is overloaded (${why}); retry after ${retry} s`,
-      rest,
-    );
+    const message = `Cannot call ${
+      callee(plugin, options.function)
+    }: it is overloaded (${why}); retry after ${retry} s`;
+    // An expected answer under load, made by the thousand in a burst: its
+    // stack says nothing, and capturing one was the costliest part of a
+    // refusal in a congested event loop (about 50 µs each). Nothing
+    // between the two assignments can throw.
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    super(plugin, message, rest);
+    Error.stackTraceLimit = limit;
     this.name = "PluginOverloadedError";
     this.reason = reason;
     this.retryAfterSeconds = retry;

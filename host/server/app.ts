@@ -29,11 +29,16 @@ import { mountPages } from "./pages/routes.ts";
 import { readinessHandler } from "./readiness.ts";
 import { metricsHandler } from "../telemetry/metrics_endpoint.ts";
 import {
+  errorToHttp,
   hostErrorToHttp,
   pluginRouteHandlers,
   unavailableRouteHandlers,
 } from "./plugin_http.ts";
-import { buildRouteTable, type RouteTable } from "./route_table.ts";
+import {
+  buildRouteTable,
+  type PluginRoute,
+  type RouteTable,
+} from "./route_table.ts";
 import { SessionStore } from "./auth/sessions.ts";
 import { MemoryTokenStore } from "./auth/tokens.ts";
 import {
@@ -276,20 +281,26 @@ export function createApp(options: AppOptions): GoatKitApp {
     }
   });
 
+  /** A request for a plugin route: the table snapshot and the route. */
+  interface RouteHit {
+    table: RouteTable;
+    route: PluginRoute;
+  }
   // The plugin-route path in front of the Hono app (the same steps as the
   // securityHeaders and pluginRoutes middleware below, without the outer
   // app's routing, context and middleware chain): the route table whose
   // route `request` is for, or `undefined` when the app's chain must answer
   // it (host paths, no plugin route, HEAD, a path with `%` escapes, while
   // draining).
-  function pluginTable(request: Request): RouteTable | undefined {
+  function pluginTable(request: Request): RouteHit | undefined {
     if (draining) return undefined;
     const method = request.method;
     if (method === "HEAD") return undefined;
     const path = plainPath(request.url);
     if (path === undefined || isHostPath(path)) return undefined;
     const t = table; // one snapshot per request
-    return t.matches(method, path) ? t : undefined;
+    const route = t.routeFor(method, path);
+    return route ? { table: t, route } : undefined;
   }
   const https = (request: Request, info: ConnectionInfo | undefined) =>
     isHttpsRequest(request, info, options.trustProxy);
@@ -301,8 +312,24 @@ export function createApp(options: AppOptions): GoatKitApp {
     if (!gate.full || pluginTable(request) === undefined) return undefined;
     return gate.refuse(securityHeadersFor(https(request, info)));
   }
+  // A call the route's plugin would refuse at once (its queue is full, or
+  // the work queued ahead would outlast the call's queue-time budget): the
+  // 503 the call would get, without building it.
+  function refusedByPlugin(route: PluginRoute): Response | undefined {
+    const refusal = manager.get(route.plugin)?.refuseNow?.({
+      function: route.handler,
+      timeoutMs: options.callTimeoutMs ?? manager.routeTimeoutMs(route),
+    });
+    if (!refusal) return undefined;
+    const mapped = errorToHttp(refusal, route.plugin, manager.errorCodes);
+    metrics?.routeRefused(route, mapped.status, refusal);
+    return Response.json(mapped.body, {
+      status: mapped.status,
+      ...(mapped.headers ? { headers: mapped.headers } : {}),
+    });
+  }
   async function servePluginRoute(
-    t: RouteTable,
+    hit: RouteHit,
     request: Request,
     info: ConnectionInfo | undefined,
   ): Promise<Response> {
@@ -311,7 +338,7 @@ export function createApp(options: AppOptions): GoatKitApp {
     if (!gate.tryEnter()) return gate.overloaded(securityHeadersFor(secure));
     let res: Response;
     try {
-      res = await t.app.fetch(request);
+      res = refusedByPlugin(hit.route) ?? await hit.table.app.fetch(request);
     } catch (e) {
       res = hostErrorResponse(e, request);
     } finally {
@@ -459,9 +486,9 @@ export function createApp(options: AppOptions): GoatKitApp {
   return {
     app,
     fetch: (request: Request, info?: ConnectionInfo) => {
-      const t = pluginTable(request);
-      return t
-        ? servePluginRoute(t, request, info)
+      const hit = pluginTable(request);
+      return hit
+        ? servePluginRoute(hit, request, info)
         : Promise.resolve(app.fetch(request, info));
     },
     front: (handler) => (request, info) =>

@@ -9,6 +9,9 @@
 
 import { Hono } from "hono";
 import type { MiddlewareHandler } from "hono";
+import { RegExpRouter } from "hono/router/reg-exp-router";
+import { SmartRouter } from "hono/router/smart-router";
+import { TrieRouter } from "hono/router/trie-router";
 import type { GKRegistration, RouteSpec } from "../model/manifest.ts";
 import { HOST_ROUTE_PATTERNS } from "./host_paths.ts";
 
@@ -193,6 +196,11 @@ export interface RouteTable {
   readonly refused: readonly RefusedPlugin[];
   /** Whether some plugin route matches `method path` (HEAD counts as GET). */
   matches(method: string, path: string): boolean;
+  /**
+   * The route that serves `method path` (HEAD counts as GET), or
+   * `undefined` when no plugin route matches.
+   */
+  routeFor(method: string, path: string): PluginRoute | undefined;
 }
 
 /**
@@ -212,6 +220,7 @@ export interface RouteTable {
  *   () => [async (c) => c.text("hi")],
  * );
  * console.log(table.matches("GET", "/hello")); // true
+ * console.log(table.routeFor("GET", "/hello")?.plugin); // "hello"
  * ```
  */
 export function buildRouteTable(
@@ -243,18 +252,26 @@ export function buildRouteTable(
     }
   }
   const app = new Hono();
+  // Which route a request is for, matched as the app matches it (Hono's
+  // default router), without running the app.
+  const owners = new SmartRouter<PluginRoute>({
+    routers: [new RegExpRouter(), new TrieRouter()],
+  });
   for (const r of accepted) {
     const chain = handlers(r);
     app.on(r.method, r.path, ...(chain as [MiddlewareHandler]));
+    owners.add(r.method, r.path, r);
   }
-  app.router.match("GET", "/"); // compile the matcher now, not on a user's request
+  // Compile the matchers now, not on a user's request.
+  app.router.match("GET", "/");
+  owners.match("GET", "/");
+  const routeFor = (method: string, path: string): PluginRoute | undefined =>
+    owners.match(method === "HEAD" ? "GET" : method, path)[0][0]?.[0];
   return {
     app,
     routes: accepted,
     refused,
-    matches(method: string, path: string): boolean {
-      const m = method === "HEAD" ? "GET" : method;
-      return app.router.match(m, path)[0].length > 0;
-    },
+    matches: (method, path) => routeFor(method, path) !== undefined,
+    routeFor,
   };
 }

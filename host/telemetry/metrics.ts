@@ -578,7 +578,7 @@ export class HostMetrics {
     t0: number,
     e: unknown,
     failed: boolean,
-    ctx: CallContext,
+    ctx?: CallContext,
   ): void {
     const now = performance.now();
     const ms = now - t0;
@@ -691,6 +691,26 @@ export class HostMetrics {
         duration.observe((performance.now() - t0) / 1000);
       }
     };
+  }
+
+  /**
+   * Counts a route request refused before its call was built, because
+   * the route's plugin refused the call at once (`error`, an overload):
+   * the request with its `status`, and the call as a failure of 0 s, as
+   * {@linkcode HostMetrics.routeMiddleware} and the plugin-call
+   * interceptor would have counted them.
+   */
+  routeRefused(
+    route: MetricsRoute & { handler: string },
+    status: number,
+    error: unknown,
+  ): void {
+    const { plugin, method, path } = route;
+    this.#routeRequests.labels(plugin, method, path, String(status)).inc();
+    this.#routeDuration.labels(plugin, method, path).observe(0);
+    const rec = this.#record(plugin, route.handler);
+    rec.inFlight++;
+    this.#finish(rec, performance.now(), error, true);
   }
 
   /** The `Content-Type` of {@linkcode HostMetrics.exposition}. */

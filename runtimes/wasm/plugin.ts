@@ -284,6 +284,16 @@ export interface WasmPlugin extends Plugin {
   readonly queueLength: number;
   /** Calls refused as overload so far (queue full or queue budget spent). */
   readonly overloadCount: number;
+  /**
+   * The refusal a call of `call.function` with a deadline of
+   * `call.timeoutMs` made now would get at once (counted in
+   * {@linkcode WasmPlugin.overloadCount}), or `undefined` while nobody
+   * waits or the call may queue (see {@linkcode Plugin.refuseNow}).
+   */
+  refuseNow(call: {
+    function: string;
+    timeoutMs: number;
+  }): PluginOverloadedError | undefined;
 }
 
 interface Slot {
@@ -760,38 +770,9 @@ class WasmPluginImpl implements WasmPlugin {
       ctx.chain.filter((p) => p === this.#name).length > 1;
     if (reentrant) throw new PluginCallCycleError(this.#name, ctx.chain);
     if (ctx.signal.aborted) throw this.#abortError(ctx.signal.reason, errOpts);
-    const queued = this.#queue.length;
-    if (queued >= this.#maxQueue) {
-      this.overloadCount++;
-      throw new PluginOverloadedError(this.#name, {
-        ...errOpts,
-        reason: "queue-full",
-        queued,
-        retryAfterSeconds: this.#retryAfterSeconds(queued),
-      });
-    }
-    // At most half of what is left of the deadline: an admitted call keeps
-    // the other half to run.
-    const waitMs = Math.min(
-      this.#maxWaitMs,
-      Math.floor((deadline - Date.now()) / 2),
-    );
-    // A call that the work already queued ahead of it (at the recent run
-    // time) would keep waiting past its budget is refused now rather than
-    // after the budget: its caller learns at once, and the host does not
-    // hold a request it will refuse anyway.
-    const expectedWaitMs = ((queued + 1) * this.#avgRunMs) /
-      this.#slots.length;
-    if (queued > 0 && expectedWaitMs > waitMs) {
-      this.overloadCount++;
-      throw new PluginOverloadedError(this.#name, {
-        ...errOpts,
-        reason: "queue-wait",
-        queued,
-        expectedWaitMs: Math.round(expectedWaitMs),
-        retryAfterSeconds: this.#retryAfterSeconds(queued),
-      });
-    }
+    const waitMs = this.#queueBudgetMs(deadline - Date.now());
+    const refusal = this.#refusal(waitMs, errOpts);
+    if (refusal) throw refusal;
     const slot = await this.#queue.wait({
       waitMs,
       signal: ctx.signal,
@@ -878,6 +859,63 @@ class WasmPluginImpl implements WasmPlugin {
   }
 
   /** `Retry-After` estimate: the queue ahead, drained at the recent pace. */
+  /**
+   * How long a call may wait in the queue: at most half of what is left
+   * of its deadline (an admitted call keeps the other half to run).
+   */
+  #queueBudgetMs(leftMs: number): number {
+    return Math.min(this.#maxWaitMs, Math.floor(leftMs / 2));
+  }
+
+  /**
+   * The refusal (counted) of a call that would have to queue now with a
+   * queue-time budget of `waitMs`, or `undefined` when it may queue: the
+   * queue is full, or the work already queued ahead of it (at the recent
+   * run time) would keep it waiting past its budget. The latter is refused
+   * now rather than after the budget: its caller learns at once, and the
+   * host does not hold a request it will refuse anyway.
+   */
+  #refusal(
+    waitMs: number,
+    errOpts: PluginErrorOptions,
+  ): PluginOverloadedError | undefined {
+    const queued = this.#queue.length;
+    if (queued >= this.#maxQueue) {
+      this.overloadCount++;
+      return new PluginOverloadedError(this.#name, {
+        ...errOpts,
+        reason: "queue-full",
+        queued,
+        retryAfterSeconds: this.#retryAfterSeconds(queued),
+      });
+    }
+    const expectedWaitMs = ((queued + 1) * this.#avgRunMs) /
+      this.#slots.length;
+    if (queued > 0 && expectedWaitMs > waitMs) {
+      this.overloadCount++;
+      return new PluginOverloadedError(this.#name, {
+        ...errOpts,
+        reason: "queue-wait",
+        queued,
+        expectedWaitMs: Math.round(expectedWaitMs),
+        retryAfterSeconds: this.#retryAfterSeconds(queued),
+      });
+    }
+    return undefined;
+  }
+
+  refuseNow(
+    call: { function: string; timeoutMs: number },
+  ): PluginOverloadedError | undefined {
+    // Only while callers already wait (every instance is leased): a call
+    // that would get an instance, or start a released one, is never refused.
+    if (this.#closed || this.#queue.length === 0) return undefined;
+    const timeoutMs = Math.min(call.timeoutMs, this.#callTimeoutMs);
+    return this.#refusal(this.#queueBudgetMs(timeoutMs), {
+      function: call.function,
+    });
+  }
+
   #retryAfterSeconds(queued: number): number {
     const ms = ((queued + 1) * this.#avgRunMs) / this.#slots.length;
     return Math.min(60, Math.max(1, Math.ceil(ms / 1000)));

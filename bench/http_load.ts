@@ -20,6 +20,7 @@
  * deno run -A bench/http_load.ts                        # 10, 100, 1000, 2000 connections, 3 s per cell
  * deno run -A bench/http_load.ts --conns=100,2000 --seconds=5 --routes=wasm
  * deno run -A bench/http_load.ts --routes=plain,echo --honor-retry-after  # clients wait as a 503 asks
+ * deno run -A bench/http_load.ts --conns=100 --routes=plain,echo --rounds=5  # median ratio over 5 rounds
  * GOATKIT_MAX_IN_FLIGHT=256 deno run -A bench/http_load.ts   # host settings pass through
  * ```
  *
@@ -41,12 +42,14 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "3" },
     routes: { type: "string", default: "plain,echo,wasm,grpc" },
     "honor-retry-after": { type: "boolean", default: false },
+    rounds: { type: "string", default: "1" },
   },
 });
 const CONNS = values.conns.split(",").map(Number).filter((n) => n > 0);
 const SECONDS = Math.max(0.5, Number(values.seconds) || 3);
 const PER_REQUEST_TIMEOUT_MS = 10_000;
 const HONOR_RETRY_AFTER = values["honor-retry-after"];
+const ROUNDS = Math.max(1, Math.floor(Number(values.rounds) || 1));
 
 interface Cell {
   route: string;
@@ -212,42 +215,67 @@ try {
     `host ${host.url}: ${health.plugins.registered} plugins, max_in_flight ${health.requests.max_in_flight}; ${SECONDS} s per cell\n`,
   );
   console.log(
-    "| route | conns | req/s | 200/s | vs plain | p50 ms | p99 ms | host CPU µs/req (main + workers) | answers by status |",
+    "| route | conns | req/s | 200/s | vs plain | p50 ms | p99 ms | host CPU µs/req (main + workers) | generator CPU µs/req | answers by status |",
   );
-  console.log("|---|---:|---:|---:|---:|---:|---:|---|---|");
+  console.log("|---|---:|---:|---:|---:|---:|---:|---|---:|---|");
   const plainRate = new Map<number, number>();
-  for (const key of values.routes.split(",")) {
-    const r = ROUTES[key];
-    if (!r) {
-      throw new Error(
-        `Cannot run route "${key}": not one of ${Object.keys(ROUTES)}`,
-      );
+  /** Ratios to the plain route, by route label and connection count. */
+  const ratios = new Map<string, number[]>();
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const key of values.routes.split(",")) {
+      const r = ROUTES[key];
+      if (!r) {
+        throw new Error(
+          `Cannot run route "${key}": not one of ${Object.keys(ROUTES)}`,
+        );
+      }
+      const headers: Record<string, string> = r.auth
+        ? { authorization: `Bearer ${host.token}` }
+        : {};
+      for (const n of CONNS) {
+        const cpu0 = threadCpu(host.child.pid);
+        const gen0 = threadCpu(Deno.pid);
+        const cell = await runCell(host.url, r.label, r.path, headers, n);
+        const cpu1 = threadCpu(host.child.pid);
+        const gen1 = threadCpu(Deno.pid);
+        const sorted = cell.latencies.sort((a, b) => a - b);
+        const statuses = [...cell.byStatus].sort().map(([k, v]) => `${k}: ${v}`)
+          .join(", ");
+        const rate = Math.round(cell.done / (cell.elapsedMs / 1000));
+        if (key === "plain") plainRate.set(n, rate);
+        const base = plainRate.get(n);
+        if (base && key !== "plain") {
+          const k = `${r.label} | ${n}`;
+          ratios.set(k, [...(ratios.get(k) ?? []), rate / base]);
+        }
+        const perReq = (ms: number) =>
+          cell.done > 0 ? ((ms * 1000) / cell.done).toFixed(0) : "—";
+        const okRate = Math.round(cell.ok / (cell.elapsedMs / 1000));
+        console.log(
+          `| ${r.label} | ${n} | ${rate} | ${okRate} | ${
+            base ? (rate / base).toFixed(2) : "—"
+          } | ${pct(sorted, 0.5)} | ${pct(sorted, 0.99)} | ${
+            perReq(cpu1.main - cpu0.main)
+          } + ${perReq(cpu1.workers - cpu0.workers)} | ${
+            perReq(gen1.main - gen0.main)
+          } | ${statuses} |`,
+        );
+        // Let the host settle between cells (queues drain, sockets close).
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
     }
-    const headers: Record<string, string> = r.auth
-      ? { authorization: `Bearer ${host.token}` }
-      : {};
-    for (const n of CONNS) {
-      const cpu0 = threadCpu(host.child.pid);
-      const cell = await runCell(host.url, r.label, r.path, headers, n);
-      const cpu1 = threadCpu(host.child.pid);
-      const sorted = cell.latencies.sort((a, b) => a - b);
-      const statuses = [...cell.byStatus].sort().map(([k, v]) => `${k}: ${v}`)
-        .join(", ");
-      const rate = Math.round(cell.done / (cell.elapsedMs / 1000));
-      if (key === "plain") plainRate.set(n, rate);
-      const base = plainRate.get(n);
-      const perReq = (ms: number) =>
-        cell.done > 0 ? ((ms * 1000) / cell.done).toFixed(0) : "—";
-      const okRate = Math.round(cell.ok / (cell.elapsedMs / 1000));
+  }
+  if (ROUNDS > 1) {
+    console.log(
+      "\n| route | conns | ratio to plain, each round | median |\n|---|---:|---|---:|",
+    );
+    for (const [k, v] of ratios) {
+      const sorted = [...v].sort((a, b) => a - b);
       console.log(
-        `| ${r.label} | ${n} | ${rate} | ${okRate} | ${
-          base ? (rate / base).toFixed(2) : "—"
-        } | ${pct(sorted, 0.5)} | ${pct(sorted, 0.99)} | ${
-          perReq(cpu1.main - cpu0.main)
-        } + ${perReq(cpu1.workers - cpu0.workers)} | ${statuses} |`,
+        `| ${k} | ${v.map((x) => x.toFixed(2)).join(", ")} | ${
+          sorted[Math.floor(sorted.length / 2)]!.toFixed(2)
+        } |`,
       );
-      // Let the host settle between cells (queues drain, sockets close).
-      await new Promise((resolve) => setTimeout(resolve, 500));
     }
   }
   const after = JSON.parse((await requestOnce(host.url, "/healthz")).body);

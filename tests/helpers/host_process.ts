@@ -2,11 +2,16 @@
 // the HTTP load benchmark: temp data and plugins folders (fixture plugins
 // copied in), a private schema on the test PostgreSQL, the URL and admin
 // token read from its output. Everything is removed by `cleanup()`.
+//
+// With `GOATKIT_TEST_HOST_CPU_PROFILE=<dir>` set, each host runs under V8's
+// profiler and writes its profile (main thread and workers) into `<dir>`
+// when `cleanup()` stops it: how the traces in the notes were taken.
 
 import { join } from "node:path";
 import { privateSchema } from "../server_helpers.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
+const CPU_PROFILE_DIR = Deno.env.get("GOATKIT_TEST_HOST_CPU_PROFILE");
 
 /** Copies a folder's files (recursively, no symlinks) into `to`. */
 async function copy(from: string, to: string): Promise<void> {
@@ -100,6 +105,9 @@ export async function startHost(
     args: [
       "run",
       "--allow-all",
+      ...(CPU_PROFILE_DIR
+        ? ["--cpu-prof", `--cpu-prof-dir=${CPU_PROFILE_DIR}`]
+        : []),
       join(ROOT, "host/serve.ts"),
       ...(options.args ?? []),
     ],
@@ -170,6 +178,14 @@ export async function startHost(
     } catch { /* gone */ }
   };
   const cleanup = async () => {
+    if (CPU_PROFILE_DIR) {
+      // The profile is written when the host exits: let it drain and stop.
+      signal("SIGTERM");
+      await Promise.race([
+        status,
+        new Promise((resolve) => setTimeout(resolve, 15_000)),
+      ]);
+    }
     signal("SIGKILL");
     await status;
     await ended;

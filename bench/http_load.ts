@@ -34,6 +34,7 @@
 import { parseArgs } from "node:util";
 import { startHost } from "../tests/helpers/host_process.ts";
 import { Http1Connection, requestOnce } from "../tests/helpers/http1_client.ts";
+import { threadCpu } from "../tests/helpers/thread_cpu.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -151,27 +152,6 @@ async function runCell(
   }));
   cell.elapsedMs = performance.now() - start;
   return cell;
-}
-
-/**
- * CPU time (ms) the host process has used so far, split into its main
- * thread and its WASM worker threads (Linux `/proc`; zeros elsewhere).
- */
-function threadCpu(pid: number): { main: number; workers: number } {
-  const out = { main: 0, workers: 0 };
-  try {
-    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
-      const stat = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/stat`);
-      const close = stat.lastIndexOf(")");
-      const comm = stat.slice(stat.indexOf("(") + 1, close);
-      const f = stat.slice(close + 2).split(" ");
-      // utime + stime, in clock ticks of 10 ms.
-      const ms = (Number(f[11]) + Number(f[12])) * 10;
-      if (t.name === String(pid)) out.main += ms;
-      else if (comm.startsWith("worker")) out.workers += ms;
-    }
-  } catch { /* not Linux, or the process is gone */ }
-  return out;
 }
 
 function pct(sorted: number[], p: number): string {

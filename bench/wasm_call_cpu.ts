@@ -26,6 +26,7 @@
 import { parseArgs } from "node:util";
 import { createCallContext } from "../host/model/plugin.ts";
 import { loadWasmPlugin } from "../runtimes/wasm/plugin.ts";
+import { threadCpu } from "../tests/helpers/thread_cpu.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -41,22 +42,6 @@ const WASM =
 const args = new TextEncoder().encode(
   JSON.stringify({ query: { message: "hello" } }),
 );
-
-/** CPU ms of this process's main thread and its worker threads. */
-function threadCpu(): { main: number; workers: number } {
-  const out = { main: 0, workers: 0 };
-  for (const t of Deno.readDirSync(`/proc/${Deno.pid}/task`)) {
-    const stat = Deno.readTextFileSync(`/proc/${Deno.pid}/task/${t.name}/stat`);
-    const close = stat.lastIndexOf(")");
-    const comm = stat.slice(stat.indexOf("(") + 1, close);
-    const f = stat.slice(close + 2).split(" ");
-    // utime + stime, in clock ticks of 10 ms.
-    const ms = (Number(f[11]) + Number(f[12])) * 10;
-    if (t.name === String(Deno.pid)) out.main += ms;
-    else if (comm.startsWith("worker")) out.workers += ms;
-  }
-  return out;
-}
 
 console.log(
   "| spin µs (main, worker) | callers | calls/s | main CPU µs/call | worker CPU µs/call |\n|---|---:|---:|---:|---:|",
@@ -76,7 +61,7 @@ for (const spin of values.spins.split(";")) {
       const ctx = createCallContext({ timeoutMs: (SECONDS + 30) * 1000 });
       let calls = 0;
       const end = performance.now() + SECONDS * 1000;
-      const before = threadCpu();
+      const before = threadCpu(Deno.pid);
       await Promise.all(
         Array.from({ length: callers }, async () => {
           while (performance.now() < end) {
@@ -85,7 +70,7 @@ for (const spin of values.spins.split(";")) {
           }
         }),
       );
-      const after = threadCpu();
+      const after = threadCpu(Deno.pid);
       const per = (ms: number) => ((ms * 1000) / calls).toFixed(1);
       console.log(
         `| ${mainSpin}, ${workerSpin} | ${callers} | ${

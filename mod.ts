@@ -206,11 +206,13 @@ export {
 
 // Errors.
 export {
+  describeOverload,
   ExtismVarLimitError,
   InvalidManifestError,
   isPluginFault,
   type ManifestIssue,
   type OverloadReason,
+  type OverloadRefusal,
   PermissionDeniedError,
   PluginAlreadyRegisteredError,
   PluginCallCycleError,

@@ -9,7 +9,10 @@
 //
 // Latencies are printed, never asserted (2 shared cores).
 
-import { PluginOverloadedError } from "../host/model/errors.ts";
+import {
+  describeOverload,
+  PluginOverloadedError,
+} from "../host/model/errors.ts";
 import { HostMetrics } from "../host/telemetry/metrics.ts";
 import {
   Http1Connection,
@@ -175,7 +178,11 @@ Deno.test("a plugin that would refuse a route's call at once gets the same 503 b
         assert(call.timeoutMs > 0, "the route's deadline is passed");
         if (!full) return undefined;
         refusals++;
-        return overload();
+        return describeOverload("queued", {
+          function: "q",
+          queued: 256,
+          retryAfterSeconds: 2.2,
+        });
       },
     });
     // The full path: the call is built and refused by the plugin.
@@ -183,7 +190,10 @@ Deno.test("a plugin that would refuse a route's call at once gets the same 503 b
     assertEquals(plugin.calls.length, 1);
     full = true;
     const early = await t.req("GET", "/queued?x=1");
-    assertEquals(refusals, 1);
+    // A second one is answered from the same built answer (cloned).
+    const again = await t.req("GET", "/queued?x=2");
+    assertEquals(await again.json(), await late.clone().json());
+    assertEquals(refusals, 2);
     assertEquals(plugin.calls.length, 1, "the refused call was not made");
     assertEquals(early.status, late.status);
     assertEquals(early.status, 503);
@@ -197,17 +207,21 @@ Deno.test("a plugin that would refuse a route's call at once gets the same 503 b
     const text = await metrics.exposition();
     assertMatch(
       text,
-      /goatkit_route_requests_total\{plugin="queued",method="GET",route="\/queued",status="503"\} 2/,
+      /goatkit_route_requests_total\{plugin="queued",method="GET",route="\/queued",status="503"\} 3/,
     );
     assertMatch(
       text,
-      /goatkit_plugin_call_errors_total\{plugin="queued",function="[^"]+",kind="overload"\} 2/,
+      /goatkit_plugin_call_errors_total\{plugin="queued",function="[^"]+",kind="overload"\} 3/,
+    );
+    assertMatch(
+      text,
+      /goatkit_plugin_calls_total\{plugin="queued",function="[^"]+"\} 3/,
     );
     // Admitted again once the plugin takes calls.
     full = false;
-    const again = await t.req("GET", "/queued");
-    assertEquals(again.status, 503);
-    await again.body?.cancel();
+    const after = await t.req("GET", "/queued");
+    assertEquals(after.status, 503);
+    await after.body?.cancel();
     assertEquals(plugin.calls.length, 2);
   } finally {
     await t.close();

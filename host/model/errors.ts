@@ -240,6 +240,59 @@ export interface PluginOverloadedErrorOptions
 }
 
 /**
+ * What a refusal as overload says, without an error object: what a
+ * {@linkcode PluginOverloadedError} made with the same arguments carries
+ * (see {@linkcode describeOverload}). A runtime answers
+ * `Plugin.refuseNow` with it, where the call is refused before it is made.
+ */
+export interface OverloadRefusal {
+  /** The plugin that refuses. */
+  plugin: string;
+  /** `queue-full`, `queue-wait` or `queue-timeout`. */
+  reason: OverloadReason;
+  /** The error's message. */
+  message: string;
+  /** When a retry is likely to be admitted, in whole seconds (at least 1). */
+  retryAfterSeconds: number;
+}
+
+/**
+ * The {@linkcode OverloadRefusal} of a call of `plugin` refused as overload:
+ * the message and retry time its {@linkcode PluginOverloadedError} would
+ * carry, at the cost of a string (no error, no stack).
+ *
+ * @example
+ * ```ts
+ * import { describeOverload } from "./errors.ts";
+ * const r = describeOverload("hello", { queued: 256, retryAfterSeconds: 0.2 });
+ * console.log(r.retryAfterSeconds, r.message);
+ * // 1 Cannot call plugin "hello": it is overloaded (256 calls queued); retry after 1 s
+ * ```
+ */
+export function describeOverload(
+  plugin: string,
+  options: PluginOverloadedErrorOptions,
+): OverloadRefusal {
+  const reason = options.reason ?? "queue-full";
+  const retryAfterSeconds = Math.max(1, Math.ceil(options.retryAfterSeconds));
+  const why = reason === "queue-timeout"
+    ? `waited ${options.waitedMs ?? 0} ms in its queue`
+    : reason === "queue-wait"
+    ? `${options.queued} calls queued, about ${
+      options.expectedWaitMs ?? 0
+    } ms of work ahead`
+    : `${options.queued} calls queued`;
+  return {
+    plugin,
+    reason,
+    message: `Cannot call ${
+      callee(plugin, options.function)
+    }: it is overloaded (${why}); retry after ${retryAfterSeconds} s`,
+    retryAfterSeconds,
+  };
+}
+
+/**
  * A call was refused because the plugin is busy: its queue is full, or the
  * call waited its whole queue budget. The plugin never saw the call, so this
  * is never the plugin's fault (it does not count toward quarantine). An HTTP
@@ -268,15 +321,6 @@ export class PluginOverloadedError extends PluginError {
 
   /** Creates the error for a call of `plugin` refused as overload. */
   constructor(plugin: string, options: PluginOverloadedErrorOptions) {
-    const reason = options.reason ?? "queue-full";
-    const retry = Math.max(1, Math.ceil(options.retryAfterSeconds));
-    const why = reason === "queue-timeout"
-      ? `waited ${options.waitedMs ?? 0} ms in its queue`
-      : reason === "queue-wait"
-      ? `${options.queued} calls queued, about ${
-        options.expectedWaitMs ?? 0
-      } ms of work ahead`
-      : `${options.queued} calls queued`;
     const {
       reason: _r,
       queued: _q,
@@ -285,20 +329,11 @@ export class PluginOverloadedError extends PluginError {
       retryAfterSeconds: _s,
       ...rest
     } = options;
-    const message = `Cannot call ${
-      callee(plugin, options.function)
-    }: it is overloaded (${why}); retry after ${retry} s`;
-    // An expected answer under load, made by the thousand in a burst: its
-    // stack says nothing, and capturing one was the costliest part of a
-    // refusal in a congested event loop (about 50 µs each). Nothing
-    // between the two assignments can throw.
-    const limit = Error.stackTraceLimit;
-    Error.stackTraceLimit = 0;
-    super(plugin, message, rest);
-    Error.stackTraceLimit = limit;
+    const said = describeOverload(plugin, options);
+    super(plugin, said.message, rest);
     this.name = "PluginOverloadedError";
-    this.reason = reason;
-    this.retryAfterSeconds = retry;
+    this.reason = said.reason;
+    this.retryAfterSeconds = said.retryAfterSeconds;
     this.queued = options.queued;
     this.waitedMs = options.waitedMs;
   }

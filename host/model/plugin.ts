@@ -9,7 +9,7 @@
 
 import type { HostAPI } from "./host_api.ts";
 import type { GKRegistration } from "./manifest.ts";
-import type { PluginOverloadedError } from "./errors.ts";
+import type { OverloadRefusal } from "./errors.ts";
 
 /**
  * What travels with every plugin call: who called, in which language, along
@@ -88,15 +88,17 @@ export interface Plugin {
   /**
    * What a call of `call.function` made now would be refused with at once
    * as overload (its runtime's queue is full, or the work queued ahead
-   * would outlast the call's queue-time budget), or `undefined` when the
-   * call would run or wait its turn. The refusal is counted as the call's
-   * would be. The HTTP layer asks before it builds a route's call, so that
-   * a request the plugin would refuse costs no more than the answer.
+   * would outlast the call's queue-time budget): what the call's
+   * `PluginOverloadedError` would say, without the error; `undefined` when
+   * the call would run or wait its turn. The refusal is counted as the
+   * call's would be. The HTTP layer asks before it builds a route's call,
+   * so that a request the plugin would refuse costs little more than the
+   * answer.
    */
   refuseNow?(call: {
     function: string;
     timeoutMs: number;
-  }): PluginOverloadedError | undefined;
+  }): OverloadRefusal | undefined;
   /**
    * What the plugin has used so far (cumulative counters since load), for
    * metrics and quotas; absent when the runtime cannot tell.

@@ -29,8 +29,8 @@ import { mountPages } from "./pages/routes.ts";
 import { readinessHandler } from "./readiness.ts";
 import { metricsHandler } from "../telemetry/metrics_endpoint.ts";
 import {
-  errorToHttp,
   hostErrorToHttp,
+  overloadToHttp,
   pluginRouteHandlers,
   unavailableRouteHandlers,
 } from "./plugin_http.ts";
@@ -314,19 +314,29 @@ export function createApp(options: AppOptions): GoatKitApp {
   }
   // A call the route's plugin would refuse at once (its queue is full, or
   // the work queued ahead would outlast the call's queue-time budget): the
-  // 503 the call would get, without building it.
+  // 503 the call would get, without building it. In a burst the same
+  // refusal repeats: its answer is built once and cloned.
+  const refusalAnswers = new Map<string, Response>();
   function refusedByPlugin(route: PluginRoute): Response | undefined {
     const refusal = manager.get(route.plugin)?.refuseNow?.({
       function: route.handler,
       timeoutMs: options.callTimeoutMs ?? manager.routeTimeoutMs(route),
     });
     if (!refusal) return undefined;
-    const mapped = errorToHttp(refusal, route.plugin, manager.errorCodes);
-    metrics?.routeRefused(route, mapped.status, refusal);
-    return Response.json(mapped.body, {
-      status: mapped.status,
-      ...(mapped.headers ? { headers: mapped.headers } : {}),
-    });
+    metrics?.routeRefused(route, 503, "overload");
+    const key =
+      `${refusal.plugin}\n${refusal.retryAfterSeconds}\n${refusal.message}`;
+    let answer = refusalAnswers.get(key);
+    if (!answer) {
+      const mapped = overloadToHttp(refusal);
+      answer = Response.json(mapped.body, {
+        status: mapped.status,
+        ...(mapped.headers ? { headers: mapped.headers } : {}),
+      });
+      if (refusalAnswers.size >= 64) refusalAnswers.clear();
+      refusalAnswers.set(key, answer);
+    }
+    return answer.clone();
   }
   async function servePluginRoute(
     hit: RouteHit,

@@ -208,6 +208,31 @@ function codeEntry(
 }
 
 /**
+ * The 503 `overloaded` answer (with `Retry-After`) to a call refused as
+ * overload: from its `PluginOverloadedError` through
+ * {@linkcode errorToHttp}, or from a plugin's `refuseNow()` before the call
+ * was made; the two are the same answer.
+ *
+ * @example
+ * ```ts
+ * import { overloadToHttp } from "./plugin_http.ts";
+ * const a = overloadToHttp({ plugin: "p", message: "busy", retryAfterSeconds: 2 });
+ * console.log(a.status, a.headers); // 503 { "retry-after": "2" }
+ * ```
+ */
+export function overloadToHttp(
+  refusal: { plugin?: string; message: string; retryAfterSeconds: number },
+): HttpError {
+  const body: UnavailableBody = {
+    error: "overloaded",
+    message: refusal.message,
+    retry_after_sec: refusal.retryAfterSeconds,
+    ...(refusal.plugin !== undefined ? { plugin: refusal.plugin } : {}),
+  };
+  return { status: 503, body, headers: unavailableHeaders(body) };
+}
+
+/**
  * Maps an error thrown by a plugin call to a status and JSON body:
  * not found 404, disabled 403, permission denied 403 (also as an error's
  * `cause`: a runtime that wraps a refused host call), timeout 504, crash 502,
@@ -245,13 +270,11 @@ export function errorToHttp(
   const retryAfter = overloadRetryAfter(e);
   if (retryAfter !== undefined) {
     const plugin = (e as { plugin?: unknown }).plugin;
-    const body: UnavailableBody = {
-      error: "overloaded",
+    return overloadToHttp({
       message: msg,
-      retry_after_sec: retryAfter,
+      retryAfterSeconds: retryAfter,
       ...(typeof plugin === "string" ? { plugin } : {}),
-    };
-    return { status: 503, body, headers: unavailableHeaders(body) };
+    });
   }
   // A per-plugin quota (host/quotas): 429 + Retry-After.
   if (e instanceof QuotaExceededError) {

@@ -188,6 +188,14 @@ export interface MetricsRoute {
   path: string;
 }
 
+/** What one kind of refusal of one route counts. */
+interface RefusalCounters {
+  request: Counter.Internal;
+  duration: Histogram.Internal<string>;
+  error: Counter.Internal;
+  rec: CallRecord;
+}
+
 /** One use of a quota, for the Operations page. */
 export interface QuotaUse {
   /** The quota, such as `host calls/s`. */
@@ -269,6 +277,8 @@ export class HostMetrics {
   readonly #jobRuns: Counter<string>;
   readonly #jobFailures: Counter<string>;
   readonly #routeRequests: Counter<string>;
+  /** {@linkcode HostMetrics.routeRefused}'s counters, by route and outcome. */
+  readonly #refusals = new WeakMap<object, Map<string, RefusalCounters>>();
   readonly #routeDuration: Histogram<string>;
   readonly #plugins = new Map<string, PluginRecords>();
   #manager: MetricsManager | undefined;
@@ -578,24 +588,30 @@ export class HostMetrics {
     t0: number,
     e: unknown,
     failed: boolean,
-    ctx?: CallContext,
+    ctx: CallContext,
   ): void {
-    const now = performance.now();
-    const ms = now - t0;
-    const seconds = ms / 1000;
+    const ms = performance.now() - t0;
     rec.inFlight--;
-    rec.calls++;
-    rec.sum += seconds;
-    let i = 0;
-    while (i < BOUNDS.length && seconds > BOUNDS[i]!) i++;
-    rec.buckets[i]!++;
     let quota = false;
     if (failed) {
       const kind = callErrorKind(e, ctx);
       quota = kind === "quota";
       this.#errors.labels(rec.plugin, rec.fn, kind).inc();
     }
-    const minute = Math.floor((performance.timeOrigin + now) / MINUTE_MS);
+    this.#count(rec, ms, failed, quota);
+  }
+
+  /** Counts one finished call that took `ms` (its histogram, its minute). */
+  #count(rec: CallRecord, ms: number, failed: boolean, quota: boolean): void {
+    const seconds = ms / 1000;
+    rec.calls++;
+    rec.sum += seconds;
+    let i = 0;
+    while (i < BOUNDS.length && seconds > BOUNDS[i]!) i++;
+    rec.buckets[i]!++;
+    const minute = Math.floor(
+      (performance.timeOrigin + performance.now()) / MINUTE_MS,
+    );
     if (minute !== this.#minute) this.#rotate(minute);
     rec.ring.record(minute, ms, failed, quota);
   }
@@ -695,22 +711,40 @@ export class HostMetrics {
 
   /**
    * Counts a route request refused before its call was built, because
-   * the route's plugin refused the call at once (`error`, an overload):
-   * the request with its `status`, and the call as a failure of 0 s, as
+   * the route's plugin refused the call at once (a failure of `kind`): the
+   * request with its `status`, and the call as a failure of 0 s, as
    * {@linkcode HostMetrics.routeMiddleware} and the plugin-call
    * interceptor would have counted them.
    */
   routeRefused(
     route: MetricsRoute & { handler: string },
     status: number,
-    error: unknown,
+    kind: CallErrorKind,
   ): void {
-    const { plugin, method, path } = route;
-    this.#routeRequests.labels(plugin, method, path, String(status)).inc();
-    this.#routeDuration.labels(plugin, method, path).observe(0);
-    const rec = this.#record(plugin, route.handler);
-    rec.inFlight++;
-    this.#finish(rec, performance.now(), error, true);
+    const key = `${status}\n${kind}`;
+    let byKey = this.#refusals.get(route);
+    if (!byKey) this.#refusals.set(route, byKey = new Map());
+    let counted = byKey.get(key);
+    if (!counted) {
+      const { plugin, method, path } = route;
+      const rec = this.#record(plugin, route.handler);
+      counted = {
+        request: this.#routeRequests.labels(
+          plugin,
+          method,
+          path,
+          String(status),
+        ),
+        duration: this.#routeDuration.labels(plugin, method, path),
+        error: this.#errors.labels(plugin, rec.fn, kind),
+        rec,
+      };
+      byKey.set(key, counted);
+    }
+    counted.request.inc();
+    counted.duration.observe(0);
+    counted.error.inc();
+    this.#count(counted.rec, 0, true, kind === "quota");
   }
 
   /** The `Content-Type` of {@linkcode HostMetrics.exposition}. */

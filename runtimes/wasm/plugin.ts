@@ -69,13 +69,16 @@ import type {
   PluginUsage,
 } from "../../host/model/plugin.ts";
 import {
+  describeOverload,
   errorText,
+  type OverloadRefusal,
   PluginCallCycleError,
   PluginCrashedError,
   PluginError,
   type PluginErrorOptions,
   type PluginFault,
   PluginOverloadedError,
+  type PluginOverloadedErrorOptions,
   PluginTimeoutError,
 } from "../../host/model/errors.ts";
 import { HandOffQueue } from "./handoff_queue.ts";
@@ -293,7 +296,7 @@ export interface WasmPlugin extends Plugin {
   refuseNow(call: {
     function: string;
     timeoutMs: number;
-  }): PluginOverloadedError | undefined;
+  }): OverloadRefusal | undefined;
 }
 
 interface Slot {
@@ -771,8 +774,10 @@ class WasmPluginImpl implements WasmPlugin {
     if (reentrant) throw new PluginCallCycleError(this.#name, ctx.chain);
     if (ctx.signal.aborted) throw this.#abortError(ctx.signal.reason, errOpts);
     const waitMs = this.#queueBudgetMs(deadline - Date.now());
-    const refusal = this.#refusal(waitMs, errOpts);
-    if (refusal) throw refusal;
+    const refusal = this.#refusal(waitMs);
+    if (refusal) {
+      throw new PluginOverloadedError(this.#name, { ...errOpts, ...refusal });
+    }
     const slot = await this.#queue.wait({
       waitMs,
       signal: ctx.signal,
@@ -875,45 +880,40 @@ class WasmPluginImpl implements WasmPlugin {
    * now rather than after the budget: its caller learns at once, and the
    * host does not hold a request it will refuse anyway.
    */
-  #refusal(
-    waitMs: number,
-    errOpts: PluginErrorOptions,
-  ): PluginOverloadedError | undefined {
+  #refusal(waitMs: number): PluginOverloadedErrorOptions | undefined {
     const queued = this.#queue.length;
     if (queued >= this.#maxQueue) {
       this.overloadCount++;
-      return new PluginOverloadedError(this.#name, {
-        ...errOpts,
+      return {
         reason: "queue-full",
         queued,
         retryAfterSeconds: this.#retryAfterSeconds(queued),
-      });
+      };
     }
     const expectedWaitMs = ((queued + 1) * this.#avgRunMs) /
       this.#slots.length;
     if (queued > 0 && expectedWaitMs > waitMs) {
       this.overloadCount++;
-      return new PluginOverloadedError(this.#name, {
-        ...errOpts,
+      return {
         reason: "queue-wait",
         queued,
         expectedWaitMs: Math.round(expectedWaitMs),
         retryAfterSeconds: this.#retryAfterSeconds(queued),
-      });
+      };
     }
     return undefined;
   }
 
   refuseNow(
     call: { function: string; timeoutMs: number },
-  ): PluginOverloadedError | undefined {
+  ): OverloadRefusal | undefined {
     // Only while callers already wait (every instance is leased): a call
     // that would get an instance, or start a released one, is never refused.
     if (this.#closed || this.#queue.length === 0) return undefined;
     const timeoutMs = Math.min(call.timeoutMs, this.#callTimeoutMs);
-    return this.#refusal(this.#queueBudgetMs(timeoutMs), {
-      function: call.function,
-    });
+    const refusal = this.#refusal(this.#queueBudgetMs(timeoutMs));
+    return refusal &&
+      describeOverload(this.#name, { ...refusal, function: call.function });
   }
 
   #retryAfterSeconds(queued: number): number {

@@ -9,6 +9,9 @@
  * - `plain`: `GET /healthz` (the baseline);
  * - `shed`: a plugin route while the in-flight limit is reached (`503
  *   overloaded`: the limit is 1 and one call is held);
+ * - `refused`: a plugin route whose plugin refuses every call at once
+ *   (`refuseNow`, as a WASM plugin with a full queue does: `503
+ *   overloaded`, answered before the call is built);
  * - `echo`: a plugin route whose plugin returns its input (the host's route
  *   path without a runtime: Hono route, auth chain, args, `Manager.call`).
  *
@@ -32,6 +35,7 @@ import { Http1Connection } from "../tests/helpers/http1_client.ts";
 const ROUTES: Record<string, { path: string; status: number }> = {
   plain: { path: "/healthz", status: 200 },
   shed: { path: "/bench/echo?message=hello", status: 503 },
+  refused: { path: "/bench/refused?message=hello", status: 503 },
   echo: { path: "/bench/echo?message=hello", status: 200 },
 };
 
@@ -60,6 +64,23 @@ async function serve(shed: boolean): Promise<void> {
       if (fn === "hold") await hold.promise;
       return input;
     },
+    shutdown: () => Promise.resolve(),
+  });
+  const { describeOverload } = await import("../host/model/errors.ts");
+  await manager.register({
+    gkRegister: () => ({
+      name: "busy",
+      version: "1.0.0",
+      routes: [{ method: "GET", path: "/bench/refused", handler: "work" }],
+    }),
+    init: () => Promise.resolve(),
+    call: (_fn: string, input: Uint8Array | null) => Promise.resolve(input),
+    refuseNow: (call: { function: string }) =>
+      describeOverload("busy", {
+        function: call.function,
+        queued: 256,
+        retryAfterSeconds: 1,
+      }),
     shutdown: () => Promise.resolve(),
   });
   const tokens = new MemoryTokenStore();
@@ -134,7 +155,7 @@ async function main(): Promise<void> {
       conns: { type: "string", default: "100" },
       seconds: { type: "string", default: "3" },
       rounds: { type: "string", default: "3" },
-      routes: { type: "string", default: "plain,shed,echo" },
+      routes: { type: "string", default: "plain,shed,refused,echo" },
     },
   });
   const conns = Math.max(1, Number(values.conns) || 100);

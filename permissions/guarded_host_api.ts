@@ -59,7 +59,7 @@ import {
   type Permission,
 } from "./grammar.ts";
 import { EgressDeniedError, matchHttpGrant } from "./egress.ts";
-import { qualifiedTables } from "./sql_scope.ts";
+import { qualifiedTables, type TableRef } from "./sql_scope.ts";
 import { type PluginPrivileges, pluginSchemaName } from "./pg_privileges.ts";
 import {
   privilegesOf,
@@ -262,6 +262,22 @@ function buildEffective(
   };
 }
 
+/**
+ * The tables a statement names ({@linkcode qualifiedTables}), remembered
+ * for the last statements seen: plugins send the same statements again
+ * and again, and the scan is most of the guard's cost.
+ */
+const TABLES = new Map<string, readonly TableRef[]>();
+function tablesOf(sql: string): readonly TableRef[] {
+  let refs = TABLES.get(sql);
+  if (!refs) {
+    refs = qualifiedTables(sql);
+    if (TABLES.size >= 512) TABLES.clear();
+    TABLES.set(sql, refs);
+  }
+  return refs;
+}
+
 function short(text: string, max = 160): string {
   const one = text.replace(/\s+/g, " ").trim();
   return one.length > max ? `${one.slice(0, max - 1)}…` : one;
@@ -367,7 +383,7 @@ export function createGuardedHostAPI(
       return scope !== null &&
         (scope.includes(name) || scope.includes(`${hostSchema}.${name}`));
     };
-    for (const ref of qualifiedTables(sql)) {
+    for (const ref of tablesOf(sql)) {
       if (ref.schema === ownSchema) continue;
       const access = ref.write ? "write" : "read";
       if (ref.schema.startsWith("plugin_")) {
@@ -442,8 +458,9 @@ export function createGuardedHostAPI(
 
     async dbQuery(ctx, query, args = []) {
       const eff = await effective();
-      const label = `db_query ${short(query)}`;
-      if (eff.db.length === 0) deny("db:read", label, "dbQuery");
+      if (eff.db.length === 0) {
+        deny("db:read", `db_query ${short(query)}`, "dbQuery");
+      }
       const [db, sql] = resolveDb(query);
       checkTables(eff, sql, "dbQuery", "db_query");
       const write = eff.db.some((p) => p.access === "write");
@@ -456,9 +473,8 @@ export function createGuardedHostAPI(
 
     async dbExec(ctx, query, args = []) {
       const eff = await effective();
-      const label = `db_exec ${short(query)}`;
       if (!eff.db.some((p) => p.access === "write")) {
-        deny("db:write", label, "dbExec");
+        deny("db:write", `db_exec ${short(query)}`, "dbExec");
       }
       const [db, sql] = resolveDb(query);
       checkTables(eff, sql, "dbExec", "db_exec");

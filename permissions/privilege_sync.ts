@@ -48,6 +48,17 @@ export function privilegesOf(
   };
 }
 
+/** Privilege sets' comparison keys, by object (a plugin's set is reused). */
+const KEYS = new WeakMap<PluginPrivileges, string>();
+function keyOf(privileges: PluginPrivileges): string {
+  let key = KEYS.get(privileges);
+  if (key === undefined) {
+    key = JSON.stringify(privileges);
+    KEYS.set(privileges, key);
+  }
+  return key;
+}
+
 /**
  * Tracks, per database, which privileges were last synced for one plugin,
  * so that a statement waits for at most one sync per grant change.
@@ -88,7 +99,7 @@ export class PrivilegeSync<D extends PrivilegeTarget = PrivilegeTarget> {
    * the next call tries again.
    */
   sync(db: D, privileges: PluginPrivileges, force = false): Promise<void> {
-    const key = JSON.stringify(privileges);
+    const key = keyOf(privileges);
     const current = this.#synced.get(db);
     if (!force && current?.key === key) return current.done;
     const done = db.syncPluginPrivileges(this.#plugin, privileges);

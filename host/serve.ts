@@ -133,6 +133,8 @@ import {
   type LogFormat,
   LogOutput,
 } from "./telemetry/log_output.ts";
+import { StdoutLines } from "./telemetry/stdout_lines.ts";
+import { tracingEnabled } from "./telemetry/tracing.ts";
 import { writeSecretFile, writeTerminal } from "./telemetry/secret_output.ts";
 
 // Kept here for the modules and tests that import it from this entry point.
@@ -182,7 +184,15 @@ async function main(): Promise<void> {
   const format = logFormatFlag(Deno.args);
   const config = configOrExit();
   const { dataDir, pluginsDir, hostname, trustProxy } = config.server;
-  const out = new LogOutput({ format: format ?? config.server.logFormat });
+  // Log lines go out once per event-loop turn, not a write per line;
+  // with Deno's OpenTelemetry on, one `console.log` per line (each is
+  // exported as a log record).
+  const stdout = tracingEnabled(config.env) ? undefined : new StdoutLines();
+  stdout?.flushAtExit();
+  const out = new LogOutput({
+    format: format ?? config.server.logFormat,
+    ...(stdout ? { write: (line: string) => stdout.write(line) } : {}),
+  });
   const json = out.format === "json";
   out.print(
     `GoatKit host ${HOST_VERSION} starting (data ${dataDir}, plugins ${pluginsDir})`,
@@ -215,8 +225,11 @@ async function main(): Promise<void> {
         event: "host.listening",
         url,
       });
-      if (adminToken) showAdminToken(out, adminToken, url, dataDir);
-      else {
+      if (adminToken) {
+        // The token goes straight to the terminal: the lines before it first.
+        stdout?.flush();
+        showAdminToken(out, adminToken, url, dataDir);
+      } else {
         out.print(
           `Log in at ${url}/login with the admin token printed at first start (lost it? restart with: deno task serve --new-admin-token)`,
         );

@@ -61,6 +61,7 @@ import {
 } from "./server/mod.ts";
 import { FileTokenStore } from "./server/auth/tokens.ts";
 import { PgTokenStore } from "./server/auth/pg_token_store.ts";
+import { CachedTokenStore } from "./server/auth/cached_token_store.ts";
 import { Cluster } from "./cluster/cluster.ts";
 import { newHostId } from "./cluster/host_registry.ts";
 import {
@@ -645,11 +646,19 @@ export async function boot(options: BootOptions = {}): Promise<RunningHost> {
     ...(metrics ? { onRun: metrics.jobRun.bind(metrics) } : {}),
     ...(config.env.DATABASE_URL && pool ? { claim: new PgJobClaim(pool) } : {}),
   });
-  // [cluster] With PostgreSQL, tokens are shared by every host.
+  // [cluster] With PostgreSQL, tokens are shared by every host. A verified
+  // token is trusted for 2 s without a query; a revoke on any host reaches
+  // the others' caches through the change feed.
+  const sharedTokens = config.env.DATABASE_URL
+    ? new CachedTokenStore(new PgTokenStore({ client: sql }), {
+      ...(cluster
+        ? { onChange: (id: string) => cluster.publish("tokens", id) }
+        : {}),
+    })
+    : undefined;
+  if (sharedTokens) cluster?.on("tokens", () => sharedTokens.invalidate());
   const tokens = auditedTokens(
-    config.env.DATABASE_URL
-      ? new PgTokenStore({ client: sql })
-      : new FileTokenStore(join(server.dataDir, "tokens.json")),
+    sharedTokens ?? new FileTokenStore(join(server.dataDir, "tokens.json")),
     audit,
   );
   let adminToken: string | undefined;

@@ -75,7 +75,8 @@ async function readyz(h: HostProcess): Promise<Readyz> {
 }
 
 Deno.test({
-  name: "cluster: state, grants and tokens changed on host A apply on host B",
+  name:
+    "cluster: state, grants and tokens changed (and revoked) on host A apply on host B",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn(t) {
@@ -119,6 +120,31 @@ Deno.test({
         });
         assert.equal(bogus.status, 401);
       });
+
+      await t.step(
+        "a token revoked on A is refused on B within 1 s, though B has just verified it",
+        async () => {
+          const created = await call(hostA, "POST", "/api/v1/tokens", {
+            body: { name: "revoked-soon" },
+          });
+          assert.equal(created.status, 201, created.body);
+          const { token, id } = JSON.parse(created.body);
+          // B verifies it (and remembers it for 2 s).
+          const before = await call(hostB, "GET", "/api/v1/plugins", { token });
+          assert.equal(before.status, 200, before.body);
+          const revoked = await call(hostA, "DELETE", `/api/v1/tokens/${id}`);
+          assert.equal(revoked.status, 200, revoked.body);
+          // Well inside B's 2 s: only A's change notice can end it this soon.
+          await eventually(
+            1000,
+            async () =>
+              (await call(hostB, "GET", "/api/v1/plugins", { token }))
+                .status ===
+                401,
+            "B still accepts the revoked token after 1 s",
+          );
+        },
+      );
 
       const route = "/api/plugins/bench-echo";
       const statusOn = async (h: HostProcess) => {

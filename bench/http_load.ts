@@ -34,7 +34,7 @@
 import { parseArgs } from "node:util";
 import { startHost } from "../tests/helpers/host_process.ts";
 import { Http1Connection, requestOnce } from "../tests/helpers/http1_client.ts";
-import { threadCpu } from "../tests/helpers/thread_cpu.ts";
+import { threadCpu } from "../tests/helpers/thread_ticks.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -26,7 +26,7 @@
 import { parseArgs } from "node:util";
 import { createCallContext } from "../host/model/plugin.ts";
 import { loadWasmPlugin } from "../runtimes/wasm/plugin.ts";
-import { threadCpu } from "../tests/helpers/thread_cpu.ts";
+import { threadCpu } from "../tests/helpers/thread_ticks.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -164,7 +164,15 @@ Deno.test("a plugin that would refuse a route's call at once gets the same 503 b
   const plugin = nativePlugin({
     name: "queued",
     version: "1.0.0",
-    routes: [{ method: "GET", path: "/queued", handler: "q" }],
+    routes: [
+      { method: "GET", path: "/queued", handler: "q" },
+      {
+        method: "GET",
+        path: "/queued/admin",
+        handler: "q",
+        middleware: ["admin"],
+      },
+    ],
   }, {
     q: () => {
       throw overload();
@@ -217,12 +225,24 @@ Deno.test("a plugin that would refuse a route's call at once gets the same 503 b
       text,
       /goatkit_plugin_calls_total\{plugin="queued",function="[^"]+"\} 3/,
     );
+    // A route with its own auth check answers it first: an anonymous
+    // caller learns nothing of the plugin's load (401, not 503), and an
+    // admin gets the refusal from the call itself.
+    const anonymous = await t.req("GET", "/queued/admin");
+    assertEquals(anonymous.status, 401);
+    await anonymous.body?.cancel();
+    assertEquals(refusals, 2, "not asked before the route's auth");
+    const calls = plugin.calls.length;
+    const admin = await t.req("GET", "/queued/admin", { token: t.adminToken });
+    assertEquals(admin.status, 503);
+    assertEquals((await admin.json()).error, "overloaded");
+    assertEquals(plugin.calls.length, calls + 1, "refused by the call");
     // Admitted again once the plugin takes calls.
     full = false;
     const after = await t.req("GET", "/queued");
     assertEquals(after.status, 503);
     await after.body?.cancel();
-    assertEquals(plugin.calls.length, 2);
+    assertEquals(plugin.calls.length, 3);
   } finally {
     await t.close();
   }

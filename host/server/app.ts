@@ -315,9 +315,12 @@ export function createApp(options: AppOptions): GoatKitApp {
   // A call the route's plugin would refuse at once (its queue is full, or
   // the work queued ahead would outlast the call's queue-time budget): the
   // 503 the call would get, without building it. In a burst the same
-  // refusal repeats: its answer is built once and cloned.
+  // refusal repeats: its answer is built once and cloned. Only on routes
+  // without `auth`/`admin`: elsewhere the route's own check answers first,
+  // so a caller who may not use the route learns nothing of its plugin.
   const refusalAnswers = new Map<string, Response>();
   function refusedByPlugin(route: PluginRoute): Response | undefined {
+    if (route.middleware?.length) return undefined;
     const refusal = manager.get(route.plugin)?.refuseNow?.({
       function: route.handler,
       timeoutMs: options.callTimeoutMs ?? manager.routeTimeoutMs(route),

@@ -538,46 +538,20 @@ class WasmPluginImpl implements WasmPlugin {
     await Promise.all(
       this.#slots.map((s, i) => this.#startSlot(s, true, spawned[i])),
     );
-    // Another ABI's manifest comes from its adapter
+    // Another ABI's manifest comes from its adapter; GoatKit's from gk_register.
     if (this.#abi) {
       this.#manifest = this.#abi.registration;
       this.manifestJson = JSON.stringify(this.#manifest);
-      if (typeof this.#manifest?.name === "string" && this.#manifest.name) {
-        this.#name = this.#manifest.name;
+    } else {
+      this.manifestJson = await this.#register();
+      try {
+        this.#manifest = JSON.parse(this.manifestJson) as GKRegistration;
+      } catch (e) {
+        throw new WasmLoadError(
+          this.#label,
+          `gk_register failed: parse manifest: ${errorText(e)}`,
+        );
       }
-      for (const s of this.#slots) this.#markFree(s);
-      if (this.#idleMs > 0 && !this.#closed) {
-        spareWorkers.retain();
-        this.#pooled = true;
-      }
-      return;
-    }
-    const slot = this.#slots[0]!;
-    const out = await slot.host!.request(
-      OP_REGISTER,
-      null,
-      null,
-      0,
-      this.#hooks(
-        Date.now() + this.#callTimeoutMs,
-        undefined,
-        undefined,
-      ),
-    );
-    if (out.kind !== "result" || !out.bytes) {
-      throw new WasmLoadError(
-        this.#label,
-        `gk_register failed: ${describe(out)}`,
-      );
-    }
-    this.manifestJson = new TextDecoder().decode(out.bytes);
-    try {
-      this.#manifest = JSON.parse(this.manifestJson) as GKRegistration;
-    } catch (e) {
-      throw new WasmLoadError(
-        this.#label,
-        `gk_register failed: parse manifest: ${errorText(e)}`,
-      );
     }
     if (typeof this.#manifest?.name === "string" && this.#manifest.name) {
       this.#name = this.#manifest.name;
@@ -587,6 +561,24 @@ class WasmPluginImpl implements WasmPlugin {
       spareWorkers.retain();
       this.#pooled = true;
     }
+  }
+
+  /** Runs `gk_register` on the first instance: the manifest's JSON text. */
+  async #register(): Promise<string> {
+    const out = await this.#slots[0]!.host!.request(
+      OP_REGISTER,
+      null,
+      null,
+      0,
+      this.#hooks(Date.now() + this.#callTimeoutMs, undefined, undefined),
+    );
+    if (out.kind !== "result" || !out.bytes) {
+      throw new WasmLoadError(
+        this.#label,
+        `gk_register failed: ${describe(out)}`,
+      );
+    }
+    return new TextDecoder().decode(out.bytes);
   }
 
   /** Notes that `slot` became free and arms its idle check. */

@@ -24,20 +24,16 @@ import {
 import { ExtismKernel, toOffset } from "./kernel.ts";
 import {
   encodeVarSet,
+  EXTISM_ENV_MODULE,
   type ExtismWorkerData,
-  fromBase64,
   HC_USER,
   HC_VAR_GET,
   HC_VAR_SET,
   RESULT_BIGINT,
   RESULT_BYTES,
   RESULT_NUMBER,
-  toBase64,
   type UserCallRequest,
 } from "./protocol.ts";
-
-/** The import module of Extism's kernel and host functions. */
-export const EXTISM_ENV = "extism:host/env";
 
 /**
  * An Extism call ended in an error: the export returned non-zero or set an
@@ -107,6 +103,16 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+/** What the host functions of the call in progress share with `call`. */
+interface CallState {
+  /** The export being called (user host functions get it). */
+  fn: string;
+  /** The last `http_request`'s status (`http_status_code`). */
+  httpStatus: number;
+  /** The last `http_request`'s response headers (`http_headers`). */
+  httpHeaders: Record<string, string> | null;
+}
+
 /** Extism level number → the gk log level (0 debug … 3 error). */
 const GK_LEVEL = [0, 0, 1, 2, 3];
 
@@ -117,15 +123,19 @@ export class ExtismGuest {
   readonly #kernel: ExtismKernel;
   readonly #memory: WebAssembly.Memory | undefined;
   readonly #maxResult: number;
+  /** Per-call state the host functions share (see `create`). */
+  readonly #state: CallState;
 
   private constructor(
     instance: WebAssembly.Instance,
     kernel: ExtismKernel,
     maxResult: number,
+    state: CallState,
   ) {
     this.instance = instance;
     this.#kernel = kernel;
     this.#maxResult = maxResult;
+    this.#state = state;
     const mem = instance.exports.memory;
     this.#memory = mem instanceof WebAssembly.Memory ? mem : undefined;
   }
@@ -143,11 +153,7 @@ export class ExtismGuest {
   ): ExtismGuest {
     const { bridge, data } = options;
     const kernel = new ExtismKernel(data.maxKernelBytes);
-    const state = {
-      fn: "",
-      httpStatus: 0,
-      httpHeaders: null as Record<string, string> | null,
-    };
+    const state: CallState = { fn: "", httpStatus: 0, httpHeaders: null };
     const call = (name: string, args: Uint8Array): Uint8Array => {
       const answer: HostCallAnswer = bridge.hostCall(
         encoder.encode(name),
@@ -184,12 +190,11 @@ export class ExtismGuest {
       bridge.log(GK_LEVEL[level]!, block(off, "log message"));
     };
     const env: Record<string, (...a: never[]) => unknown> = {
+      // A size that is no safe offset (-1) traps with the cap's message, as
+      // one over the cap does.
       alloc: (n: unknown) => {
         const size = toOffset(n);
-        if (size < 0 || size > kernel.maxBytes) {
-          kernel.alloc(kernel.maxBytes + 1); // traps with the cap message
-        }
-        return BigInt(kernel.alloc(size));
+        return BigInt(kernel.alloc(size < 0 ? kernel.maxBytes + 1 : size));
       },
       free: (p: unknown) => kernel.free(toOffset(p)),
       length: (p: unknown) => BigInt(kernel.length(toOffset(p))),
@@ -264,7 +269,7 @@ export class ExtismGuest {
             headers: req.headers && typeof req.headers === "object"
               ? req.headers
               : {},
-            body: body ? toBase64(body) : null,
+            body: body ? body.toBase64() : null,
             response_headers: true,
           })),
         );
@@ -275,7 +280,7 @@ export class ExtismGuest {
         };
         state.httpStatus = resp.status ?? 0;
         state.httpHeaders = resp.headers ?? null;
-        return place(resp.body ? fromBase64(resp.body) : null);
+        return place(resp.body ? Uint8Array.fromBase64(resp.body) : null);
       },
       http_status_code: () => state.httpStatus,
       http_headers: () =>
@@ -296,16 +301,16 @@ export class ExtismGuest {
     const envImports: WebAssembly.ModuleImports = {};
     for (const imp of WebAssembly.Module.imports(module)) {
       if (imp.kind !== "function") continue;
-      if (imp.module === EXTISM_ENV) {
+      if (imp.module === EXTISM_ENV_MODULE) {
         const f = env[imp.name];
         envImports[imp.name] = f ?? (() => {
           throw new WasmAbiError(
-            `Cannot call ${EXTISM_ENV}.${imp.name}: this host does not implement it`,
+            `Cannot call ${EXTISM_ENV_MODULE}.${imp.name}: this host does not implement it`,
           );
         });
       }
     }
-    imports[EXTISM_ENV] = envImports;
+    imports[EXTISM_ENV_MODULE] = envImports;
     data.functions.forEach((sig, i) => {
       const ns = (imports[sig.namespace] ??= {}) as WebAssembly.ModuleImports;
       ns[sig.name] = (...args: unknown[]): unknown => {
@@ -319,7 +324,7 @@ export class ExtismGuest {
             case "json":
               return toOffset(v) === 0
                 ? null
-                : toBase64(block(v, `argument ${j} of ${sig.name}`));
+                : block(v, `argument ${j} of ${sig.name}`).toBase64();
             default:
               return Number(v);
           }
@@ -359,8 +364,7 @@ export class ExtismGuest {
         } pages of memory at start, over the limit of ${options.memoryLimitPages}`,
       );
     }
-    const g = new ExtismGuest(instance, kernel, options.maxResultBytes);
-    g.#state = state;
+    const g = new ExtismGuest(instance, kernel, options.maxResultBytes, state);
     // As the PDKs expect: `_initialize` (reactors), then Haskell's `hs_init`.
     for (const name of ["_initialize", "hs_init"]) {
       const f = instance.exports[name];
@@ -379,12 +383,6 @@ export class ExtismGuest {
   #lastFn: Uint8Array | null = null;
   #lastName = "";
   #lastExport: unknown = undefined;
-
-  #state: {
-    fn: string;
-    httpStatus: number;
-    httpHeaders: Record<string, string> | null;
-  } = { fn: "", httpStatus: 0, httpHeaders: null };
 
   /**
    * The guest's linear memory plus its kernel memory now, in 64 KiB pages

@@ -55,8 +55,8 @@ import type {
 import {
   decodeVarSet,
   encodeUserResult,
+  EXTISM_ENV_MODULE,
   type ExtismWorkerData,
-  fromBase64,
   HC_USER,
   HC_VAR_GET,
   HC_VAR_SET,
@@ -98,8 +98,7 @@ export {
   type WasmPluginOptions,
 } from "../wasm/plugin.ts";
 
-/** The import module that marks an Extism plugin. */
-export const EXTISM_ENV_MODULE = "extism:host/env";
+export { EXTISM_ENV_MODULE } from "./protocol.ts";
 
 /** The default namespace of user host functions. */
 export const EXTISM_USER_MODULE = "extism:host/user";
@@ -158,7 +157,8 @@ function checkImports(
   const user = new Map(
     fns.map((f) => [`${f.namespace ?? EXTISM_USER_MODULE}\u0000${f.name}`, f]),
   );
-  const sigs = importSignatures(bytes);
+  // Parsed only when a user host function is imported (most plugins: none).
+  let sigs: ReturnType<typeof importSignatures> | undefined;
   for (const imp of WebAssembly.Module.imports(module)) {
     const where = `${imp.module}.${imp.name}`;
     if (imp.kind !== "function") {
@@ -169,6 +169,7 @@ function checkImports(
     if (imp.module === "gk" && imp.name === "interrupt") continue;
     const f = user.get(`${imp.module}\u0000${imp.name}`);
     if (f) {
+      if (sigs === undefined) sigs = importSignatures(bytes);
       const declared = sigs?.get(`${imp.module}\u0000${imp.name}`);
       const wasm = (t: ExtismValueType) =>
         t === "i32" || t === "f32" || t === "f64" ? t : "i64";
@@ -193,13 +194,17 @@ function decodeArg(t: ExtismValueType, v: number | string | null): ExtismValue {
     case "i64":
       return BigInt(v as string);
     case "bytes":
-      return v === null ? new Uint8Array(0) : fromBase64(v as string);
+      return v === null
+        ? new Uint8Array(0)
+        : Uint8Array.fromBase64(v as string);
     case "string":
-      return v === null ? "" : decoder.decode(fromBase64(v as string));
+      return v === null
+        ? ""
+        : decoder.decode(Uint8Array.fromBase64(v as string));
     case "json":
       return v === null
         ? null
-        : JSON.parse(decoder.decode(fromBase64(v as string)));
+        : JSON.parse(decoder.decode(Uint8Array.fromBase64(v as string)));
     default:
       return v as number;
   }
@@ -207,11 +212,10 @@ function decodeArg(t: ExtismValueType, v: number | string | null): ExtismValue {
 
 /** Encodes a user function's result for the worker. */
 function encodeResult(t: ExtismValueType | undefined, r: unknown): Uint8Array {
-  const none = encodeUserResult(RESULT_NONE, new Uint8Array(0));
   if (t === undefined || r === undefined || r === null) {
     return t === "json" && r === null
       ? encodeUserResult(RESULT_BYTES, encoder.encode("null"))
-      : none;
+      : encodeUserResult(RESULT_NONE, new Uint8Array(0));
   }
   switch (t) {
     case "bytes":

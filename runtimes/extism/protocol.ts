@@ -10,6 +10,9 @@
  * @module
  */
 
+/** The import module of Extism's kernel and host functions (marks an Extism plugin). */
+export const EXTISM_ENV_MODULE = "extism:host/env";
+
 /** Host call: read a var. Args: the key (UTF-8). Answer: flag byte (1 found) + value. */
 export const HC_VAR_GET = "extism:var_get";
 /** Host call: set or delete a var. Args: {@linkcode encodeVarSet}. Answer: empty. */
@@ -100,22 +103,5 @@ export function encodeUserResult(tag: number, payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(1 + payload.length);
   out[0] = tag;
   out.set(payload, 1);
-  return out;
-}
-
-/** Standard base64 of `bytes`. */
-export function toBase64(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(s);
-}
-
-/** Bytes of standard base64 `text`. */
-export function fromBase64(text: string): Uint8Array {
-  const s = atob(text);
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
   return out;
 }

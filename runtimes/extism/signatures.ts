@@ -25,6 +25,8 @@ const VALTYPES: Record<number, string> = {
   0x6f: "externref",
 };
 
+const decoder = new TextDecoder();
+
 class Reader {
   pos = 0;
   constructor(readonly b: Uint8Array) {}
@@ -45,7 +47,7 @@ class Reader {
   }
   name(): string {
     const n = this.u32();
-    const s = new TextDecoder().decode(this.b.subarray(this.pos, this.pos + n));
+    const s = decoder.decode(this.b.subarray(this.pos, this.pos + n));
     this.pos += n;
     return s;
   }

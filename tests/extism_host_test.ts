@@ -464,6 +464,50 @@ Deno.test(
   },
 );
 
+Deno.test("PgExtismVarStore: two hosts writing at once never take a plugin's vars past its cap (PostgreSQL)", async () => {
+  const schema = await privateSchema();
+  // Two hosts: two pools on the same database and schema.
+  const hosts = [
+    new PgDatabase({ url: schema.url, max: 4 }),
+    new PgDatabase({ url: schema.url, max: 4 }),
+  ];
+  try {
+    const stores = hosts.map((h) =>
+      new PgExtismVarStore({ client: h.sqlClient }).forPlugin("racy", 30)
+    );
+    // 40 writes of 3 bytes each (key "kNN" is 3 bytes, value 1 byte: 4),
+    // all at once from both hosts: at most 7 fit in 30 bytes.
+    const outcomes = await Promise.allSettled(
+      Array.from(
+        { length: 40 },
+        (_, i) =>
+          stores[i % 2]!.set(`k${String(i).padStart(2, "0")}`, te.encode("x")),
+      ),
+    );
+    const kept = outcomes.filter((o) => o.status === "fulfilled").length;
+    for (const o of outcomes) {
+      if (o.status === "rejected") {
+        assert.ok(o.reason instanceof ExtismVarLimitError, String(o.reason));
+      }
+    }
+    const { rows } = await hosts[0]!.sqlClient.query(
+      `SELECT coalesce(sum(octet_length(key) + octet_length(value)), 0)::int
+         AS used, count(*)::int AS n
+       FROM goatkit.extism_vars
+       WHERE scope = current_schema() AND plugin = 'racy'`,
+    );
+    assert.equal(rows[0]!.n, kept);
+    assert.ok(
+      (rows[0]!.used as number) <= 30,
+      `the vars take ${rows[0]!.used} bytes, over the cap of 30`,
+    );
+    assert.equal(kept, 7, "every write that fitted was kept");
+  } finally {
+    for (const h of hosts) await h.close();
+    await schema.drop();
+  }
+});
+
 Deno.test(
   "PgExtismVarStore keeps each plugin's vars apart and under their cap; extism.json's max_var_bytes stops a growing plugin (PostgreSQL)",
   async () => {

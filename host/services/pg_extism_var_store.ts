@@ -94,8 +94,25 @@ export class PgExtismVarStore {
       );
       return;
     }
-    if (maxBytes !== undefined) {
-      const { rows } = await this.#client.query(
+    const write = `INSERT INTO ${this.#table} (plugin, key, value)
+       VALUES ($1, $2, decode($3, 'base64'))
+       ON CONFLICT (scope, plugin, key) DO UPDATE
+         SET value = EXCLUDED.value, updated_at = now()`;
+    const params = [plugin, key, value.toBase64()];
+    if (maxBytes === undefined) {
+      await this.#client.query(write, params);
+      return;
+    }
+    // The cap holds across hosts: the sum and the write happen under a
+    // lock of this plugin's vars (two hosts would both pass a check made
+    // apart from the write).
+    await this.#client.transaction({}, async (s) => {
+      await s.query(
+        `SELECT pg_advisory_xact_lock(hashtext('goatkit.extism_vars ' ||
+           current_schema() || ' ' || $1))`,
+        [plugin],
+      );
+      const { rows } = await s.query(
         `SELECT coalesce(sum(octet_length(key) + octet_length(value)), 0)::text
            AS used
          FROM ${this.#table}
@@ -106,14 +123,8 @@ export class PgExtismVarStore {
       if (Number(rows[0]?.used ?? 0) + size > maxBytes) {
         throw new ExtismVarLimitError({ plugin, key, limit: maxBytes });
       }
-    }
-    await this.#client.query(
-      `INSERT INTO ${this.#table} (plugin, key, value)
-       VALUES ($1, $2, decode($3, 'base64'))
-       ON CONFLICT (scope, plugin, key) DO UPDATE
-         SET value = EXCLUDED.value, updated_at = now()`,
-      [plugin, key, value.toBase64()],
-    );
+      await s.query(write, params);
+    });
   }
 
   /** Forgets every var of `plugin` (at uninstall). */

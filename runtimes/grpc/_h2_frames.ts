@@ -26,6 +26,14 @@ export const OUR_MAX_FRAME = 16384;
 export const MAX_HEADER_BLOCK = 64 * 1024;
 /** Bytes of a frame header. */
 export const FRAME_HEADER = 9;
+/** The largest SETTINGS_MAX_FRAME_SIZE a peer may announce (RFC 9113 §6.5.2). */
+export const MAX_FRAME_LIMIT = 2 ** 24 - 1;
+/**
+ * PING and SETTINGS acknowledgements queued while a write is in flight
+ * above which the peer is cut off: one that floods them and never reads
+ * (RFC 9113 §10.5) would grow the queue without end.
+ */
+export const MAX_QUEUED_ACKS = 10_000;
 
 /** Frame type DATA. */
 export const T_DATA = 0;
@@ -249,6 +257,48 @@ export async function readFrames(
       len -= p;
     }
   }
+}
+
+/**
+ * Hands each setting of a SETTINGS frame's `payload` to `onSetting`, in
+ * order, after checking it (RFC 9113 §6.5): throws (a connection error) on
+ * a payload that is not whole settings, an INITIAL_WINDOW_SIZE above
+ * {@linkcode MAX_WINDOW} or a MAX_FRAME_SIZE outside 16384 to
+ * {@linkcode MAX_FRAME_LIMIT}, so a peer's windows and frame size stay
+ * within what a frame header can carry.
+ */
+export function readSettings(
+  payload: Uint8Array,
+  onSetting: (id: number, value: number) => void,
+): void {
+  if (payload.length % 6) throw new Error("SETTINGS frame of partial settings");
+  for (let p = 0; p < payload.length; p += 6) {
+    const id = (payload[p]! << 8) | payload[p + 1]!;
+    const value = u32(payload, p + 2);
+    if (id === S_INITIAL_WINDOW_SIZE && value > MAX_WINDOW) {
+      throw new Error(`initial window ${value} exceeds ${MAX_WINDOW}`);
+    }
+    if (
+      id === S_MAX_FRAME_SIZE &&
+      (value < OUR_MAX_FRAME || value > MAX_FRAME_LIMIT)
+    ) {
+      throw new Error(`max frame size ${value} out of range`);
+    }
+    onSetting(id, value);
+  }
+}
+
+/**
+ * The data of a DATA frame's `payload` (padding removed), or `null` when
+ * the padding is longer than the frame.
+ */
+export function dataPayload(
+  flags: number,
+  payload: Uint8Array,
+): Uint8Array | null {
+  if (!(flags & F_PADDED)) return payload;
+  const end = payload.length - (payload[0] ?? Infinity);
+  return end < 1 ? null : payload.subarray(1, end);
 }
 
 /**

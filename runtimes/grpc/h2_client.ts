@@ -19,23 +19,25 @@
 
 import {
   concat,
+  dataPayload,
   DEFAULT_WINDOW,
   E_CANCEL,
   E_REFUSED_STREAM,
   F_ACK,
   F_END_HEADERS,
   F_END_STREAM,
-  F_PADDED,
   frame,
   frameHeader,
   GRPC_MESSAGE_FAULT,
   grpcMessageFault,
   HeaderBlockAssembler,
   headersFragment,
+  MAX_QUEUED_ACKS,
   MAX_WINDOW,
   OUR_MAX_FRAME,
   PREFACE,
   readFrames,
+  readSettings,
   rstStreamFrame,
   S_ENABLE_PUSH,
   S_INITIAL_WINDOW_SIZE,
@@ -56,13 +58,15 @@ import {
 } from "./_h2_frames.ts";
 import { encodeHeaders, type HeaderField, HpackDecoder } from "./hpack.ts";
 
-/** gRPC status codes this client produces or reads (the values of grpc.status). */
+/** gRPC status codes the client and server produce or read (the values of grpc.status). */
 export const GrpcCode = Object.freeze({
   OK: 0,
   CANCELLED: 1,
   UNKNOWN: 2,
   DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
   RESOURCE_EXHAUSTED: 8,
+  UNIMPLEMENTED: 12,
   INTERNAL: 13,
   UNAVAILABLE: 14,
 });
@@ -126,9 +130,6 @@ const MAX_RECEIVE = 64 * 1024 * 1024;
  * timer (shared by every call started meanwhile) instead of a write each.
  */
 const CORK_STREAMS = 8;
-
-/** An empty header block fragment. */
-const EMPTY = new Uint8Array();
 
 /** `grpc-timeout` as a literal header name without indexing (the value follows). */
 const TIMEOUT_NAME = new Uint8Array([
@@ -228,6 +229,8 @@ export class H2Session {
   #recvUnacked = 0;
   #out: Uint8Array[] = [];
   #writing = false;
+  /** PING and SETTINGS acks queued since the last write began. */
+  #acks = 0;
   #flushSoon = false;
   #closed = false;
   #goaway = false;
@@ -401,12 +404,6 @@ export class H2Session {
     this.#flush();
   }
 
-  /** Queues `bytes` for the next write, made at the latest next turn. */
-  #sendSoon(bytes: Uint8Array): void {
-    this.#out.push(bytes);
-    this.#flushLater();
-  }
-
   /** Writes what is queued from one zero-delay timer (once per turn). */
   #flushLater(): void {
     if (this.#flushSoon) return;
@@ -418,15 +415,22 @@ export class H2Session {
     Deno.unrefTimer(timer);
   }
 
+  /** Queues an acknowledgement; too many unwritten is a connection error. */
+  #ack(bytes: Uint8Array): void {
+    if (++this.#acks > MAX_QUEUED_ACKS) {
+      throw new Error("PING/SETTINGS flood: acknowledgements not read");
+    }
+    this.#out.push(bytes);
+  }
+
   async #flush(): Promise<void> {
     if (this.#writing || this.#closed) return;
     this.#writing = true;
     try {
       while (this.#out.length && !this.#closed) {
-        const chunk = this.#out.length === 1
-          ? this.#out[0]!
-          : concat(this.#out);
+        const chunk = concat(this.#out);
         this.#out = [];
+        this.#acks = 0;
         let off = 0;
         while (off < chunk.length) {
           off += await this.#conn.write(chunk.subarray(off));
@@ -476,12 +480,15 @@ export class H2Session {
   }
 
   #frame(type: number, flags: number, id: number, payload: Uint8Array): void {
+    if (this.#block.pending && type !== T_CONTINUATION) {
+      throw new Error("header block interrupted");
+    }
     switch (type) {
       case T_DATA:
         return this.#data(flags, id, payload);
       case T_HEADERS: {
-        // Padding longer than the frame reads as an empty block here.
-        const block = headersFragment(flags, payload) ?? EMPTY;
+        const block = headersFragment(flags, payload);
+        if (!block) throw new Error("bad HEADERS padding");
         if (flags & F_END_HEADERS) {
           return this.#headers(id, (flags & F_END_STREAM) !== 0, block);
         }
@@ -529,17 +536,15 @@ export class H2Session {
       }
       case T_SETTINGS:
         if (flags & F_ACK) return;
-        for (let p = 0; p + 6 <= payload.length; p += 6) {
-          const key = (payload[p]! << 8) | payload[p + 1]!;
-          const value = u32(payload, p + 2);
+        readSettings(payload, (key, value) => {
           if (key === S_MAX_CONCURRENT_STREAMS) this.#maxConcurrent = value;
           else if (key === S_INITIAL_WINDOW_SIZE) {
             const delta = value - this.#peerWindow;
             this.#peerWindow = value;
             for (const c of this.#streams.values()) c.window += delta;
           } else if (key === S_MAX_FRAME_SIZE) this.#peerMaxFrame = value;
-        }
-        this.#out.push(frame(T_SETTINGS, F_ACK, 0));
+        });
+        this.#ack(frame(T_SETTINGS, F_ACK, 0));
         this.#pumpAll();
         this.#startWaiting();
         this.#flush();
@@ -548,7 +553,10 @@ export class H2Session {
         // Grpc-go pings (BDP) with each request's data; the ack
         // goes with the next request when one follows in this turn, else
         // on its own one turn later: one write per call, not two.
-        if (!(flags & F_ACK)) this.#sendSoon(frame(T_PING, F_ACK, 0, payload));
+        if (!(flags & F_ACK)) {
+          this.#ack(frame(T_PING, F_ACK, 0, payload));
+          this.#flushLater();
+        }
         return;
       case T_GOAWAY: {
         this.#goaway = true;
@@ -603,13 +611,12 @@ export class H2Session {
       this.#recvUnacked = 0;
       this.#send(windowUpdateFrame(0, inc));
     }
+    const data = dataPayload(flags, payload);
+    if (!data) throw new Error("bad DATA padding");
     const call = this.#streams.get(id);
     if (!call) return;
-    let p = 0;
-    let end = payload.length;
-    if (flags & F_PADDED) end -= payload[p++]!;
-    if (end > p) {
-      call.received += end - p;
+    if (data.length) {
+      call.received += data.length;
       if (call.received > MAX_RECEIVE + 5) {
         this.reset(
           call,
@@ -618,7 +625,7 @@ export class H2Session {
         );
         return;
       }
-      call.chunks.push(payload.slice(p, end));
+      call.chunks.push(data.slice());
     }
     if (flags & F_END_STREAM) this.#finish(call);
   }
@@ -638,9 +645,7 @@ export class H2Session {
 
   #finish(call: UnaryCall): void {
     if (call.status === GrpcCode.OK) {
-      const data = call.chunks.length === 1
-        ? call.chunks[0]!
-        : concat(call.chunks);
+      const data = concat(call.chunks);
       const fault = grpcMessageFault(data);
       if (fault !== GRPC_MESSAGE_FAULT.NONE) {
         return this.#end(

@@ -16,12 +16,12 @@
 
 import {
   concat,
+  dataPayload,
   DEFAULT_WINDOW,
   E_PROTOCOL_ERROR,
   F_ACK,
   F_END_HEADERS,
   F_END_STREAM,
-  F_PADDED,
   frame,
   goawayFrame,
   GRPC_MESSAGE_FAULT,
@@ -29,9 +29,11 @@ import {
   grpcMessageFault,
   HeaderBlockAssembler,
   headersFragment,
+  MAX_QUEUED_ACKS,
   MAX_WINDOW,
   OUR_MAX_FRAME,
   readFrames,
+  readSettings,
   S_INITIAL_WINDOW_SIZE,
   S_MAX_FRAME_SIZE,
   settingsFrame,
@@ -46,7 +48,7 @@ import {
   u32,
   windowUpdateFrame,
 } from "./_h2_frames.ts";
-import { GrpcStatusError } from "./h2_client.ts";
+import { GrpcCode, GrpcStatusError } from "./h2_client.ts";
 import { encodeHeaders, type HeaderField, HpackDecoder } from "./hpack.ts";
 
 /** A call being served, as a handler sees it. */
@@ -137,6 +139,8 @@ class Connection {
   readonly #streams = new Map<number, Stream>();
   #out: Uint8Array[] = [];
   #writing = false;
+  /** PING and SETTINGS acks queued since the last write began. */
+  #acks = 0;
   #closed = false;
   #lastId = 0;
   #peerWindow = DEFAULT_WINDOW;
@@ -186,6 +190,14 @@ class Connection {
     this.#flush();
   }
 
+  /** Queues an acknowledgement; too many unwritten is a connection error. */
+  #ack(bytes: Uint8Array): void {
+    if (++this.#acks > MAX_QUEUED_ACKS) {
+      throw new Error("PING/SETTINGS flood: acknowledgements not read");
+    }
+    this.#out.push(bytes);
+  }
+
   async #flush(): Promise<void> {
     if (this.#writing || this.#closed) return;
     this.#writing = true;
@@ -193,6 +205,7 @@ class Connection {
       while (this.#out.length && !this.#closed) {
         const chunk = concat(this.#out);
         this.#out = [];
+        this.#acks = 0;
         let off = 0;
         while (off < chunk.length) {
           off += await this.#conn.write(chunk.subarray(off));
@@ -234,21 +247,21 @@ class Connection {
       }
       case T_SETTINGS:
         if (flags & F_ACK) return;
-        for (let p = 0; p + 6 <= payload.length; p += 6) {
-          const key = (payload[p]! << 8) | payload[p + 1]!;
-          const value = u32(payload, p + 2);
+        readSettings(payload, (key, value) => {
           if (key === S_INITIAL_WINDOW_SIZE) {
             const delta = value - this.#peerWindow;
             this.#peerWindow = value;
             for (const s of this.#streams.values()) s.window += delta;
           } else if (key === S_MAX_FRAME_SIZE) this.#peerMaxFrame = value;
-        }
-        this.#out.push(frame(T_SETTINGS, F_ACK, 0));
+        });
+        this.#ack(frame(T_SETTINGS, F_ACK, 0));
         this.#pumpAll();
         this.#flush();
         return;
       case T_PING:
-        if (!(flags & F_ACK)) this.#send(frame(T_PING, F_ACK, 0, payload));
+        if (flags & F_ACK) return;
+        this.#ack(frame(T_PING, F_ACK, 0, payload));
+        this.#flush();
         return;
       case T_GOAWAY:
         // No new streams will come; the open ones finish.
@@ -301,19 +314,22 @@ class Connection {
       this.#recvUnacked = 0;
       this.#send(windowUpdateFrame(0, inc));
     }
+    const data = dataPayload(flags, payload);
+    if (!data) throw new Error("bad DATA padding");
     const s = this.#streams.get(id);
     if (!s || s.closed) return;
-    let p = 0;
-    let end = payload.length;
-    if (flags & F_PADDED) end -= payload[p++]!;
-    if (end > p) {
-      s.received += end - p;
+    if (data.length) {
+      s.received += data.length;
       const max = this.#options.maxReceive ?? 64 * 1024 * 1024;
       if (s.received > max + 5) {
-        this.#status(s, 8, `request larger than ${max} bytes`);
+        this.#status(
+          s,
+          GrpcCode.RESOURCE_EXHAUSTED,
+          `request larger than ${max} bytes`,
+        );
         return;
       }
-      s.chunks.push(payload.slice(p, end));
+      s.chunks.push(data.slice());
     }
     if (flags & F_END_STREAM) this.#dispatch(s);
   }
@@ -321,7 +337,13 @@ class Connection {
   async #dispatch(s: Stream): Promise<void> {
     if (s.closed) return;
     const handler = this.#options.handlers[s.path];
-    if (!handler) return this.#status(s, 12, `unknown method ${s.path}`);
+    if (!handler) {
+      return this.#status(
+        s,
+        GrpcCode.UNIMPLEMENTED,
+        `unknown method ${s.path}`,
+      );
+    }
     const data = concat(s.chunks);
     s.chunks = [];
     const fault = grpcMessageFault(data);
@@ -329,7 +351,7 @@ class Connection {
       const compressed = fault === GRPC_MESSAGE_FAULT.COMPRESSED;
       return this.#status(
         s,
-        compressed ? 12 : 13,
+        compressed ? GrpcCode.UNIMPLEMENTED : GrpcCode.INTERNAL,
         compressed
           ? "compressed request (not negotiated)"
           : "malformed request message",
@@ -342,7 +364,11 @@ class Connection {
       if (e instanceof GrpcStatusError) {
         return this.#status(s, e.code, e.details);
       }
-      return this.#status(s, 2, e instanceof Error ? e.message : String(e));
+      return this.#status(
+        s,
+        GrpcCode.UNKNOWN,
+        e instanceof Error ? e.message : String(e),
+      );
     }
     if (s.closed || this.#closed) return;
     s.closed = true;

@@ -788,7 +788,7 @@ export async function servePlugin(
         if (s === "" || s === "plugin") {
           return encodeMessage(HEALTH_CHECK_RESPONSE, { status: 1 });
         }
-        throw new GrpcStatusError(5, "unknown service");
+        throw new GrpcStatusError(GrpcCode.NOT_FOUND, "unknown service");
       },
       "/plugin.GRPCController/Shutdown": () => {
         stop(0);

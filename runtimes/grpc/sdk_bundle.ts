@@ -12,6 +12,7 @@
 
 import { dirname, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { concat } from "./_h2_frames.ts";
 
 /** The first line of `sdk_bundle.js`, up to the hash. */
 export const SDK_BUNDLE_HEADER = "// goatkit-sdk-bundle sources-sha256=";
@@ -75,13 +76,10 @@ export async function sdkSourceHash(files: readonly string[]): Promise<string> {
     parts.push(await Deno.readFile(file));
     parts.push(encoder.encode("\0"));
   }
-  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    all.set(p, at);
-    at += p.length;
-  }
-  const digest = await crypto.subtle.digest("SHA-256", all);
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    concat(parts) as BufferSource,
+  );
   return Array.from(
     new Uint8Array(digest),
     (b) => b.toString(16).padStart(2, "0"),

@@ -123,3 +123,70 @@ Deno.test("h2 client: answers a server's PING while a call is open and no other 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/**
+ * A hostile server (a plugin process) on a unix socket: `act` gets the
+ * accepted connection after the client's preface and request arrived; the
+ * client's call must fail with UNAVAILABLE and a message matching `reason`.
+ */
+async function hostileServer(
+  act: (conn: Deno.Conn) => Promise<void>,
+  reason: RegExp,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "gk-h2-hostile-" });
+  const path = `${dir}/s.sock`;
+  const listener = Deno.listen({ transport: "unix", path });
+  const served = (async () => {
+    const conn = await listener.accept();
+    try {
+      await readUntil(conn, 24, (type) => type === 1 ? true : null);
+      await act(conn);
+    } catch {
+      /* the client hung up */
+    } finally {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+  })();
+  const channel = new H2Channel({ transport: "unix", path });
+  try {
+    const outcome = await new Promise<{ code?: number; message?: string }>(
+      (resolve) =>
+        channel.call(
+          CALL,
+          new Uint8Array(REQUEST_PREFIX + 1),
+          Date.now() + 10_000,
+          (err) => resolve({ code: err?.code, message: err?.message }),
+        ),
+    );
+    assert.equal(outcome.code, GrpcCode.UNAVAILABLE, outcome.message);
+    assert.match(outcome.message ?? "", reason);
+  } finally {
+    channel.close();
+    listener.close();
+    await served;
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("h2 client: a server announcing a frame size out of range is a connection error, not a corrupt frame", async () => {
+  const setting = new Uint8Array(6);
+  new DataView(setting.buffer).setUint16(0, 0x5); // SETTINGS_MAX_FRAME_SIZE
+  new DataView(setting.buffer).setUint32(2, 0x7fffffff);
+  await hostileServer(async (conn) => {
+    await conn.write(frame(4, 0, 0, setting));
+    await readUntil(conn, 0, () => null); // until the client hangs up
+  }, /max frame size 2147483647 out of range/);
+});
+
+Deno.test("h2 client: a PING flood from a server that never reads ends the connection; acks do not pile up", async () => {
+  const ping = frame(6, 0, 0, new Uint8Array(8));
+  const burst = new Uint8Array(ping.length * 1000);
+  for (let i = 0; i < 1000; i++) burst.set(ping, i * ping.length);
+  await hostileServer(async (conn) => {
+    await conn.write(frame(4, 0, 0, new Uint8Array(0)));
+    // 200,000 PINGs, and nothing read back.
+    for (let i = 0; i < 200; i++) await conn.write(burst);
+  }, /flood/);
+});

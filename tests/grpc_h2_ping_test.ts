@@ -160,7 +160,7 @@ async function hostileServer(
           (err) => resolve({ code: err?.code, message: err?.message }),
         ),
     );
-    assert.equal(outcome.code, GrpcCode.UNAVAILABLE, outcome.message);
+    assert.equal(outcome.code, GrpcCode.UNAVAILABLE, String(outcome.message));
     assert.match(outcome.message ?? "", reason);
   } finally {
     channel.close();

@@ -360,6 +360,19 @@ export class Manager {
     this.#emit({ type: "unregistered", name });
   }
 
+  /**
+   * Loads `name` through the lazy loader when it is discovered but not
+   * registered yet, as its first call would (nothing to do otherwise); a
+   * failed load rejects with a {@linkcode PluginNotFoundError}. For a caller
+   * that must see the plugin before calling it.
+   */
+  load(name: string): Promise<void> {
+    if (this.#entries.has(name) || !this.#lazy) return Promise.resolve();
+    return this.#ensureLoaded(name).catch((e) => {
+      throw new PluginNotFoundError(name, { cause: e });
+    });
+  }
+
   /** The plugin, if it is registered and enabled (no lazy load). */
   get(name: string): Plugin | undefined {
     const e = this.#entries.get(name);

@@ -13,6 +13,7 @@ import {
   RouteCollisionError,
 } from "../host/server/mod.ts";
 import { buildRouteTable } from "../host/server/route_table.ts";
+import type { Plugin } from "../host/model/plugin.ts";
 import {
   assert,
   assertEquals,
@@ -491,6 +492,54 @@ Deno.test("routeFor() names the route a request is for, matched as the app match
       );
       assertEquals(await res.text(), want);
     }
+  }
+});
+
+Deno.test("lazy loading: a raw-input (Extism) plugin's first request gets the body as sent and its answer is never served as HTML", async () => {
+  const manifest = {
+    name: "rawp",
+    version: "1.0.0",
+    routes: [{ method: "POST" as const, path: "/rawp", handler: "echo" }],
+  };
+  const seen: string[] = [];
+  const plugin: Plugin = {
+    routeInput: "raw",
+    gkRegister: () => manifest,
+    init: () => Promise.resolve(),
+    call: (_fn, args) => {
+      seen.push(new TextDecoder().decode(args ?? new Uint8Array()));
+      return Promise.resolve(
+        new TextEncoder().encode('{"html":"<script>x</script>"}'),
+      );
+    },
+    shutdown: () => Promise.resolve(),
+  };
+  const loader = {
+    discovered: () => ["rawp"],
+    ensureLoaded: async (name: string) => {
+      if (!t.manager.manifest(name)) await t.manager.register(plugin);
+    },
+    reload: () => Promise.resolve(),
+  };
+  const t = await setup({ discovered: () => [manifest], loader });
+  try {
+    t.manager.setLazyLoader(loader);
+    t.server.rebuildRoutes();
+    for (let i = 0; i < 2; i++) {
+      const res = await t.req("POST", "/rawp", { body: "hello" });
+      assertEquals(
+        res.headers.get("content-type"),
+        "application/json; charset=utf-8",
+      );
+      assertEquals(await res.text(), '{"html":"<script>x</script>"}');
+    }
+    assertEquals(
+      seen,
+      ["hello", "hello"],
+      "the first request too got the raw body",
+    );
+  } finally {
+    await t.close();
   }
 });
 

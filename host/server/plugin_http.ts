@@ -22,7 +22,7 @@ import {
   PluginTimeoutError,
   QuotaExceededError,
 } from "../model/errors.ts";
-import { decodeJson, encodeJson } from "../model/plugin.ts";
+import { encodeJson } from "../model/plugin.ts";
 import { type Authenticator, requireAuth } from "./auth/authenticator.ts";
 import type { PluginRoute } from "./route_table.ts";
 import {
@@ -474,9 +474,12 @@ export function resultToResponse(
   codes?: ErrorCodeLookup,
 ): Response {
   let parsed: unknown = undefined;
-  if (mayHaveSpecialKeys(result)) {
+  const text = result && result.byteLength > 0
+    ? textDecoder.decode(result)
+    : "";
+  if (mayHaveSpecialKeys(text)) {
     try {
-      parsed = decodeJson(result);
+      parsed = JSON.parse(text);
     } catch { /* not JSON: passed through */ }
   }
   if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
@@ -514,15 +517,14 @@ export function resultToResponse(
 }
 
 const textDecoder = new TextDecoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * Whether a result's JSON text could name an `html` or `error` key: it has
  * one of them in quotes, or an escape (a key can be spelled with `\u`
  * escapes). A result without any of them is passed through unparsed.
  */
-function mayHaveSpecialKeys(result: Uint8Array | null): boolean {
-  if (!result || result.byteLength === 0) return false;
-  const text = textDecoder.decode(result);
+function mayHaveSpecialKeys(text: string): boolean {
   return text.includes('"html"') || text.includes('"error"') ||
     text.includes("\\");
 }
@@ -548,7 +550,7 @@ export function rawResultToResponse(result: Uint8Array | null): Response {
   }
   let type = "application/octet-stream";
   try {
-    const text = new TextDecoder("utf-8", { fatal: true }).decode(result);
+    const text = strictDecoder.decode(result);
     try {
       JSON.parse(text);
       type = "application/json; charset=utf-8";
@@ -627,7 +629,10 @@ export function pluginRouteHandlers(
         const body = method === "GET" || method === "HEAD"
           ? null
           : await readBody(c.req.raw, maxBody);
-        // A plugin taking raw input gets the body as it came.
+        // A plugin taking raw input gets the body as it came; a discovered
+        // plugin is loaded first, so its first request is read (and its
+        // answer typed) as the later ones.
+        if (!manager.manifest(route.plugin)) await manager.load(route.plugin);
         const raw = manager.get(route.plugin)?.routeInput === "raw";
         const input = raw ? body ?? new Uint8Array(0) : encodeJson(
           buildRouteArgs(

@@ -189,13 +189,15 @@ export async function packPlugin(dir: string): Promise<PackResult> {
   for (const f of files) {
     const data = await Deno.readFile(join(dir, f.path));
     if (f.path === entry.path && entry.kind === "wasm") {
-      // An Extism module needs its extism.json.
-      if (isExtismWasm(data)) {
+      try {
+        checkWasmModule(data, join(dir, f.path));
+      } catch (e) {
+        // An Extism module (refused for its imports) needs its extism.json.
+        if (!isExtismWasm(data)) throw e;
         throw new CliError(
           `${where}: "${f.path}" is an Extism plugin module; add ${EXTISM_MANIFEST_FILE} next to manifest.json (at least {"wasm": [{"path": "${f.path}"}]})`,
         );
       }
-      checkWasmModule(data, join(dir, f.path));
     }
     if (entry.kind === "grpc-native" && f.path === entry.path) {
       if (!(f.mode & 0o111)) {

@@ -1,8 +1,10 @@
 /**
  * Loading plugins: discovery of a plugins folder (manifests and bare
- * `*.wasm` files; Extism plugins by their `extism.json`), lazy loading and hot reload ({@linkcode Loader}), the
- * runtime chosen by a plugin's kind ({@linkcode createRuntimeFactory}, the
- * one place in `host/` that imports `runtimes/`), and packages: ZIP
+ * `*.wasm` files; Extism plugins by their `extism.json`), lazy loading and
+ * hot reload ({@linkcode Loader}), the runtime chosen by a plugin's kind
+ * ({@linkcode createRuntimeFactory}; `host/loading/` is the one folder of
+ * `host/` that imports `runtimes/`, and this module re-exports the Extism
+ * runtime's API for the rest of `host/`), and packages: ZIP
  * install, upgrade and uninstall with SHA-256 and Ed25519 signatures
  * ({@linkcode PackageInstaller}), read by a ZIP reader that refuses unsafe
  * archives before inflating anything ({@linkcode SafeZip}).

@@ -280,39 +280,42 @@ function extismFacade(
   defaults: Record<string, string>,
 ): Plugin {
   const withDefaults = (host: HostAPI): HostAPI =>
-    new Proxy(host, {
-      get(target, prop) {
-        if (prop === "configGet") {
-          return async (
-            ctx: Parameters<HostAPI["configGet"]>[0],
-            key: string,
-          ): Promise<string> => {
-            try {
-              const value = await target.configGet(ctx, key);
-              // An empty answer is an unset key (as `config_get` reads it).
-              return value === "" && Object.hasOwn(defaults, key)
-                ? defaults[key]!
-                : value;
-            } catch (e) {
-              if (e instanceof PermissionDeniedError) throw e;
-              if (Object.hasOwn(defaults, key)) return defaults[key]!;
-              throw e;
-            }
-          };
+    delegate(host, {
+      configGet: async (ctx, key) => {
+        try {
+          const value = await host.configGet(ctx, key);
+          // An empty answer is an unset key (as `config_get` reads it).
+          return value === "" && Object.hasOwn(defaults, key)
+            ? defaults[key]!
+            : value;
+        } catch (e) {
+          if (e instanceof PermissionDeniedError) throw e;
+          if (Object.hasOwn(defaults, key)) return defaults[key]!;
+          throw e;
         }
-        const v = Reflect.get(target, prop, target);
-        return typeof v === "function" ? v.bind(target) : v;
       },
     });
-  return new Proxy(plugin, {
-    get(target, prop) {
-      if (prop === "routeInput") return "raw";
-      if (prop === "init") {
-        return (host: HostAPI, env?: Parameters<Plugin["init"]>[1]) =>
-          target.init(withDefaults(host), env);
-      }
-      const v = Reflect.get(target, prop, target);
-      return typeof v === "function" ? v.bind(target) : v;
+  return delegate(plugin, {
+    routeInput: "raw",
+    init: (host, env) => plugin.init(withDefaults(host), env),
+  });
+}
+
+/**
+ * `target` with the members of `own` in place of its own; its other methods
+ * are bound to it, each once (`call` is read at every plugin call, a
+ * HostAPI method at every host call).
+ */
+function delegate<T extends object>(target: T, own: Partial<T>): T {
+  const bound = new WeakMap<object, unknown>();
+  return new Proxy(target, {
+    get(t, prop) {
+      if (Object.hasOwn(own, prop)) return own[prop as keyof T];
+      const v = Reflect.get(t, prop, t);
+      if (typeof v !== "function") return v;
+      let b = bound.get(v);
+      if (b === undefined) bound.set(v, b = v.bind(t));
+      return b;
     },
   });
 }

@@ -45,6 +45,7 @@
  * @module
  */
 
+import { sha256Hex } from "../model/sha256.ts";
 import { isAbsolute, join, relative, resolve, sep } from "node:path";
 import { z } from "zod";
 import { InvalidManifestError, type ManifestIssue } from "../model/errors.ts";
@@ -584,11 +585,7 @@ export async function readExtismModule(
     }]);
   }
   if (source.hash) {
-    const digest = new Uint8Array(
-      await crypto.subtle.digest("SHA-256", bytes as BufferSource),
-    );
-    const actual = [...digest].map((b) => b.toString(16).padStart(2, "0"))
-      .join("");
+    const actual = await sha256Hex(bytes);
     if (actual !== source.hash.toLowerCase()) {
       throw new ExtismHashMismatchError("wasm[0]", source.hash, actual);
     }

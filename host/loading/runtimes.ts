@@ -11,6 +11,7 @@
  * @module
  */
 
+import { sha256Hex } from "../model/sha256.ts";
 import { join, resolve } from "node:path";
 import type { LogBuffer } from "../log_buffer.ts";
 import type { PluginFactory, PluginSource } from "./loader.ts";
@@ -338,12 +339,7 @@ export async function fileSha256(path: string): Promise<string> {
   return sha256Hex(bytes);
 }
 
-/** The SHA-256 of `bytes`, lower-case hex. */
-export async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", bytes as BufferSource);
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0"))
-    .join("");
-}
+export { sha256Hex };
 
 /**
  * A native plugin's executable is trusted neither by the SHA-256 of its

@@ -13,6 +13,7 @@
  * @module
  */
 
+import { sha256Hex } from "../model/sha256.ts";
 import { dirname } from "node:path";
 import { HostTable } from "../../permissions/host_schema.ts";
 import type { SqlClient } from "../services/sql_client.ts";
@@ -62,9 +63,7 @@ export async function signerKeyId(publicKey: string): Promise<string> {
   } catch {
     bytes = new TextEncoder().encode(publicKey.trim());
   }
-  const digest = await crypto.subtle.digest("SHA-256", bytes as BufferSource);
-  return [...new Uint8Array(digest)].slice(0, 8)
-    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  return (await sha256Hex(bytes)).slice(0, 16);
 }
 
 /**

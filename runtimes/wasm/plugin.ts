@@ -59,6 +59,7 @@
  * @module
  */
 
+import { sha256Hex } from "../../host/model/sha256.ts";
 import type { HostAPI } from "../../host/model/host_api.ts";
 import { logLevelFromNumber } from "../../host/model/host_api.ts";
 import type { GKRegistration } from "../../host/model/manifest.ts";
@@ -388,13 +389,7 @@ async function loadWith(
       throw new WasmLoadError(label, errorText(e), { cause: e });
     }
   } else {
-    const digest = await crypto.subtle.digest(
-      "SHA-256",
-      original as Uint8Array<ArrayBuffer>,
-    );
-    hash = [...new Uint8Array(digest)].map((b) =>
-      b.toString(16).padStart(2, "0")
-    ).join("");
+    hash = await sha256Hex(original);
   }
   let module: WebAssembly.Module;
   try {

@@ -25,6 +25,7 @@ import assert from "node:assert/strict";
 import { Manager } from "../host/manager.ts";
 import type { HostAPI } from "../host/model/host_api.ts";
 import { createCallContext } from "../host/model/plugin.ts";
+import { PermissionDeniedError } from "../host/model/errors.ts";
 import { serveHostCall } from "../runtimes/wasm/host_calls.ts";
 import { loadWasmPlugin } from "../runtimes/wasm/mod.ts";
 import { ExtismKernel, ExtismKernelError } from "../runtimes/extism/kernel.ts";
@@ -320,6 +321,14 @@ Deno.test("http_request, http_status_code and http_headers through the guarded e
     assert.equal(denied.code, -1);
     assert.equal(denied.hostError?.type, "PermissionDeniedError");
     assert.equal(denied.hostError?.permission, grant);
+    // The denial travels as fields, not as text to parse: the cause names
+    // what was refused.
+    assert.ok(denied.cause instanceof PermissionDeniedError);
+    assert.equal(denied.cause.permission, grant);
+    assert.match(
+      denied.cause.attempted,
+      /^http_request GET http:\/\/127\.0\.0\.1:\d+\/e$/,
+    );
     // Loopback under another name is not covered by the grant either.
     await env.grants.set("ex-http", [grant]);
     const other = await env.raw(

@@ -251,6 +251,7 @@ function hostErrorInfo(json: string | null): ExtismHostErrorInfo | undefined {
         ...(typeof e.permission === "string"
           ? { permission: e.permission }
           : {}),
+        ...(typeof e.attempted === "string" ? { attempted: e.attempted } : {}),
       };
     }
   } catch {
@@ -271,11 +272,10 @@ function deniedCause(
   if (info.type !== "PermissionDeniedError" || !info.permission) {
     return undefined;
   }
-  const attempted = /^Cannot run (.+): plugin "/.exec(info.message)?.[1];
   return new PermissionDeniedError(
     plugin,
     info.permission,
-    attempted ?? "a host call",
+    info.attempted ?? "a host call",
   );
 }
 

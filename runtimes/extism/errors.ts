@@ -17,8 +17,6 @@ export interface ExtismHostErrorInfo {
   message: string;
   /** The permission that would have allowed it, for a denial. */
   permission?: string;
-  /** What was refused, for a denial (`PermissionDeniedError.attempted`). */
-  attempted?: string;
 }
 
 /**

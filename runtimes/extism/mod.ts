@@ -251,7 +251,6 @@ function hostErrorInfo(json: string | null): ExtismHostErrorInfo | undefined {
         ...(typeof e.permission === "string"
           ? { permission: e.permission }
           : {}),
-        ...(typeof e.attempted === "string" ? { attempted: e.attempted } : {}),
       };
     }
   } catch {
@@ -272,10 +271,11 @@ function deniedCause(
   if (info.type !== "PermissionDeniedError" || !info.permission) {
     return undefined;
   }
+  const attempted = /^Cannot run (.+): plugin "/.exec(info.message)?.[1];
   return new PermissionDeniedError(
     plugin,
     info.permission,
-    info.attempted ?? "a host call",
+    attempted ?? "a host call",
   );
 }
 

@@ -49,12 +49,8 @@ export function errorJson(e: unknown): Uint8Array {
     type: err.name || "Error",
     message: err.message,
   };
-  const { permission, attempted } = err as {
-    permission?: unknown;
-    attempted?: unknown;
-  };
-  if (typeof permission === "string") body.permission = permission;
-  if (typeof attempted === "string") body.attempted = attempted;
+  const perm = (err as { permission?: unknown }).permission;
+  if (typeof perm === "string") body.permission = perm;
   return encoder.encode(goJson({ error: body }));
 }
 

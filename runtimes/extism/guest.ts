@@ -16,6 +16,7 @@
  */
 
 import {
+  checkInitialMemory,
   type GuestBridge,
   GuestInterrupt,
   type HostCallAnswer,
@@ -353,17 +354,7 @@ export class ExtismGuest {
     });
     const instance = new WebAssembly.Instance(module, imports);
     options.onInstance?.(instance);
-    const mem = instance.exports.memory;
-    if (
-      mem instanceof WebAssembly.Memory &&
-      mem.buffer.byteLength > options.memoryLimitPages * 65536
-    ) {
-      throw new WasmAbiError(
-        `Cannot instantiate module: it needs ${
-          mem.buffer.byteLength / 65536
-        } pages of memory at start, over the limit of ${options.memoryLimitPages}`,
-      );
-    }
+    checkInitialMemory(instance, options.memoryLimitPages);
     const g = new ExtismGuest(instance, kernel, options.maxResultBytes, state);
     // As the PDKs expect: `_initialize` (reactors), then Haskell's `hs_init`.
     for (const name of ["_initialize", "hs_init"]) {

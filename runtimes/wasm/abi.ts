@@ -25,6 +25,27 @@ export class WasmAbiError extends Error {
   }
 }
 
+/**
+ * Refuses an instance whose memory at start is over `limitPages` (64 KiB
+ * pages; no limit when `undefined`) with a {@linkcode WasmAbiError}.
+ */
+export function checkInitialMemory(
+  instance: WebAssembly.Instance,
+  limitPages: number | undefined,
+): void {
+  const mem = instance.exports.memory;
+  if (
+    limitPages !== undefined && mem instanceof WebAssembly.Memory &&
+    mem.buffer.byteLength > limitPages * 65536
+  ) {
+    throw new WasmAbiError(
+      `Cannot instantiate module: it needs ${
+        mem.buffer.byteLength / 65536
+      } pages of memory at start, over the limit of ${limitPages}`,
+    );
+  }
+}
+
 /** Thrown through the guest by `gk.interrupt` (or a host call) to stop it. */
 export class GuestInterrupt extends Error {
   /** Creates the interrupt. */
@@ -196,18 +217,7 @@ export class GuestInstance {
     };
     const instance = new WebAssembly.Instance(module, imports);
     options.onInstance?.(instance);
-    const mem = instance.exports.memory;
-    if (
-      options.memoryLimitPages !== undefined &&
-      mem instanceof WebAssembly.Memory &&
-      mem.buffer.byteLength > options.memoryLimitPages * 65536
-    ) {
-      throw new WasmAbiError(
-        `Cannot instantiate module: it needs ${
-          mem.buffer.byteLength / 65536
-        } pages of memory at start, over the limit of ${options.memoryLimitPages}`,
-      );
-    }
+    checkInitialMemory(instance, options.memoryLimitPages);
     const g = new GuestInstance(instance, options.bridge, maxResult);
     const start = instance.exports._initialize ?? instance.exports._start;
     if (typeof start === "function") {

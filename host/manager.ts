@@ -157,6 +157,15 @@ export interface PluginStatus {
   inFlight: number;
 }
 
+/** A route's deadline as {@linkcode Manager.routeTimeoutMs} computed it. */
+interface RouteTimeout {
+  manifest: GKRegistration | undefined;
+  plugin: string;
+  handler: string;
+  timeout: string | undefined;
+  ms: number;
+}
+
 interface Entry {
   plugin: Plugin;
   host: HostAPI;
@@ -214,6 +223,7 @@ export class Manager {
   #checks: readonly ((m: GKRegistration) => ManifestIssue[])[];
   #interceptors: PluginCallInterceptor[];
   #deadlines = new CallDeadlines();
+  #routeTimeouts = new WeakMap<object, RouteTimeout>();
 
   /** Creates a Manager; every part can be replaced through `options`. */
   constructor(options: ManagerOptions = {}) {
@@ -479,12 +489,29 @@ export class Manager {
   routeTimeoutMs(
     route: Pick<Contributed<RouteSpec>, "plugin" | "handler" | "timeout">,
   ): number {
-    const m = this.#entries.get(route.plugin)?.manifest ??
-      { name: route.plugin, version: "0.0.0" };
-    const declared = routeTimeoutMs(m, route);
-    return declared === undefined
+    const manifest = this.#entries.get(route.plugin)?.manifest;
+    // Remembered per route object while its plugin's manifest and the
+    // fields read here stay the same (a server asks on every request).
+    const known = this.#routeTimeouts.get(route);
+    if (
+      known && known.manifest === manifest && known.plugin === route.plugin &&
+      known.handler === route.handler && known.timeout === route.timeout
+    ) return known.ms;
+    const declared = routeTimeoutMs(
+      manifest ?? { name: route.plugin, version: "0.0.0" },
+      route,
+    );
+    const ms = declared === undefined
       ? this.#defaultRouteTimeoutMs
       : Math.min(declared, this.#maxManifestTimeoutMs);
+    this.#routeTimeouts.set(route, {
+      manifest,
+      plugin: route.plugin,
+      handler: route.handler,
+      timeout: route.timeout,
+      ms,
+    });
+    return ms;
   }
 
   /** Enables a plugin (loading it lazily when discovered) and persists it. */
@@ -794,7 +821,7 @@ export class Manager {
       deadline: number;
       signal: AbortSignal;
     } = {
-      chain: [...chain, name],
+      chain: chain.length === 0 ? [name] : [...chain, name],
       deadline,
       signal: controller.signal,
     };

@@ -306,9 +306,21 @@ Deno.test("deadlines from the manifest: per function for calls, per route for ro
     assert.equal(m.functionTimeoutMs("timed", "report"), 20_000);
     assert.equal(m.functionTimeoutMs("timed", "plain"), 30_000);
     assert.equal(m.functionTimeoutMs("nobody", "x"), 30_000);
-    assert.deepEqual(m.routes().map((r) => m.routeTimeoutMs(r)), [
+    const routes = m.routes();
+    assert.deepEqual(routes.map((r) => m.routeTimeoutMs(r)), [
       2_000,
       20_000,
+      10_000,
+      300_000,
+    ]);
+    // A new version with other deadlines: asked again about the same
+    // route objects, the Manager answers from the new manifest.
+    await m.replace(plugin("timed", () => Promise.resolve(null), {
+      manifest: { ...manifest, timeouts: { report: "9s" } },
+    }));
+    assert.deepEqual(routes.map((r) => m.routeTimeoutMs(r)), [
+      2_000,
+      9_000,
       10_000,
       300_000,
     ]);

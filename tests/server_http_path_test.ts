@@ -277,4 +277,17 @@ Deno.test("plugin results: html (also spelled with \\u escapes) is sanitised HTM
   assertEquals(await none.text(), "null");
   const notJson = resultToResponse(enc("not json"), "p", sanitize);
   assertEquals(await notJson.text(), "not json");
+  // Small results are looked at byte by byte, large ones as text: both
+  // find the key past multi-byte characters.
+  for (const pad of ["é€😀", "é€😀".repeat(100)]) {
+    const res = resultToResponse(
+      enc(`{"note":"${pad}","html":"<i>y</i><script>2</script>"}`),
+      "p",
+      sanitize,
+    );
+    assertEquals(res.headers.get("content-type"), "text/html; charset=utf-8");
+    assertEquals(await res.text(), "<i>y</i>");
+    const passed = resultToResponse(enc(`{"note":"${pad}"}`), "p", sanitize);
+    assertEquals(await passed.text(), `{"note":"${pad}"}`);
+  }
 });

@@ -29,6 +29,7 @@ import { mountPages } from "./pages/routes.ts";
 import { readinessHandler } from "./readiness.ts";
 import { metricsHandler } from "../telemetry/metrics_endpoint.ts";
 import {
+  hasSecurityHeaders,
   hostErrorToHttp,
   overloadToHttp,
   pluginRouteHandlers,
@@ -357,7 +358,10 @@ export function createApp(options: AppOptions): GoatKitApp {
     } finally {
       gate.leave();
     }
-    return withSecurityHeaders(res, secure);
+    // A plugin result's response already has them on HTTP.
+    return !secure && hasSecurityHeaders(res)
+      ? res
+      : withSecurityHeaders(res, secure);
   }
   function hostErrorResponse(e: unknown, request: Request): Response {
     // The database (grants, plugin state) is down: 503, retry later.

@@ -180,6 +180,30 @@ Deno.test("h2 client: a server announcing a frame size out of range is a connect
   }, /max frame size 2147483647 out of range/);
 });
 
+Deno.test("h2 client: a WINDOW_UPDATE of 0, of the wrong size, or past 2^31-1 is a connection error, not a window gone wrong", async () => {
+  const update = (stream: number, inc: number, size = 4) => {
+    const payload = new Uint8Array(size);
+    if (size >= 4) new DataView(payload.buffer).setUint32(0, inc);
+    return frame(8, 0, stream, payload);
+  };
+  for (
+    const [bad, reason] of [
+      [update(0, 0), /WINDOW_UPDATE with an increment of 0/],
+      [update(1, 0), /WINDOW_UPDATE with an increment of 0/],
+      [update(0, 1, 5), /WINDOW_UPDATE of 5 bytes/],
+      // The windows are 65,535 less what the call sent: past 2^31-1.
+      [update(0, 0x7fffffff), /window 21475\d+ exceeds 2147483647/],
+      [update(1, 0x7fffffff), /window 21475\d+ exceeds 2147483647/],
+    ] as const
+  ) {
+    await hostileServer(async (conn) => {
+      await conn.write(frame(4, 0, 0, new Uint8Array(0)));
+      await conn.write(bad);
+      await readUntil(conn, 0, () => null); // until the client hangs up
+    }, reason);
+  }
+});
+
 Deno.test("h2 client: a PING flood from a server that never reads ends the connection; acks do not pile up", async () => {
   const ping = frame(6, 0, 0, new Uint8Array(8));
   const burst = new Uint8Array(ping.length * 1000);

@@ -239,3 +239,53 @@ Deno.test("h2 server: a CONTINUATION flood and a non-HTTP/2 peer are cut off, an
     }
   });
 });
+
+Deno.test("h2 server: a WINDOW_UPDATE of 0 or past 2^31-1 gets GOAWAY (PROTOCOL_ERROR), and it keeps serving", async () => {
+  await withServer(async (path) => {
+    const preface = new TextEncoder().encode(
+      "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    );
+    const increment = (n: number) => {
+      const b = new Uint8Array(4);
+      new DataView(b.buffer).setUint32(0, n);
+      return b;
+    };
+    for (const bad of [increment(0), increment(0x7fffffff)]) {
+      const conn = await Deno.connect({ transport: "unix", path });
+      await conn.write(preface);
+      await conn.write(rawFrame(4, 0, 0, new Uint8Array()));
+      await conn.write(rawFrame(8, 0, 0, bad));
+      // Frames until the server hangs up: its last word is GOAWAY.
+      let bytes = new Uint8Array(0);
+      const chunk = new Uint8Array(4096);
+      for (;;) {
+        const n = await conn.read(chunk).catch(() => null);
+        if (n === null) break;
+        const next = new Uint8Array(bytes.length + n);
+        next.set(bytes);
+        next.set(chunk.subarray(0, n), bytes.length);
+        bytes = next;
+      }
+      conn.close();
+      const goaway: number[] = [];
+      for (let at = 0; at + 9 <= bytes.length;) {
+        const len = (bytes[at]! << 16) | (bytes[at + 1]! << 8) | bytes[at + 2]!;
+        if (bytes[at + 3] === 7) {
+          goaway.push(new DataView(bytes.buffer).getUint32(at + 9 + 4));
+        }
+        at += 9 + len;
+      }
+      assert.deepEqual(
+        goaway,
+        [1],
+        `one GOAWAY with PROTOCOL_ERROR: got ${goaway} in ${bytes.length} bytes`,
+      );
+    }
+    const channel = new H2Channel({ transport: "unix", path });
+    try {
+      assert.deepEqual(await h2Call(channel, ECHO, payload(4)), payload(4));
+    } finally {
+      channel.close();
+    }
+  });
+});

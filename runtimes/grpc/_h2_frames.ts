@@ -289,6 +289,34 @@ export function readSettings(
 }
 
 /**
+ * The increment of a WINDOW_UPDATE frame's `payload`, checked (RFC 9113
+ * §6.9): throws (a connection error) on a payload that is not 4 bytes or
+ * an increment of 0. Both peers treat a stream's bad update as an error of
+ * the whole connection too: their only peer is the other end of a plugin
+ * process.
+ */
+export function readWindowIncrement(payload: Uint8Array): number {
+  if (payload.length !== 4) {
+    throw new Error(`WINDOW_UPDATE of ${payload.length} bytes`);
+  }
+  const inc = u32(payload, 0) & 0x7fffffff;
+  if (inc === 0) throw new Error("WINDOW_UPDATE with an increment of 0");
+  return inc;
+}
+
+/**
+ * `window` grown by `inc`; throws (FLOW_CONTROL_ERROR, RFC 9113 §6.9.1)
+ * when it would pass {@linkcode MAX_WINDOW}.
+ */
+export function growWindow(window: number, inc: number): number {
+  const grown = window + inc;
+  if (grown > MAX_WINDOW) {
+    throw new Error(`window ${grown} exceeds ${MAX_WINDOW}`);
+  }
+  return grown;
+}
+
+/**
  * The data of a DATA frame's `payload` (padding removed), or `null` when
  * the padding is longer than the frame.
  */

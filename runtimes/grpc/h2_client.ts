@@ -28,6 +28,7 @@ import {
   F_END_STREAM,
   frame,
   frameHeader,
+  growWindow,
   GRPC_MESSAGE_FAULT,
   grpcMessageFault,
   HeaderBlockAssembler,
@@ -38,6 +39,7 @@ import {
   PREFACE,
   readFrames,
   readSettings,
+  readWindowIncrement,
   rstStreamFrame,
   S_ENABLE_PUSH,
   S_INITIAL_WINDOW_SIZE,
@@ -580,14 +582,14 @@ export class H2Session {
         return;
       }
       case T_WINDOW: {
-        const inc = u32(payload, 0) & 0x7fffffff;
+        const inc = readWindowIncrement(payload);
         if (id === 0) {
-          this.#connWindow += inc;
+          this.#connWindow = growWindow(this.#connWindow, inc);
           this.#pumpAll();
         } else {
           const call = this.#streams.get(id);
           if (!call) return;
-          call.window += inc;
+          call.window = growWindow(call.window, inc);
           this.#pump(call);
         }
         this.#flush();

@@ -24,6 +24,7 @@ import {
   F_END_STREAM,
   frame,
   goawayFrame,
+  growWindow,
   GRPC_MESSAGE_FAULT,
   grpcMessage,
   grpcMessageFault,
@@ -34,6 +35,7 @@ import {
   OUR_MAX_FRAME,
   readFrames,
   readSettings,
+  readWindowIncrement,
   S_INITIAL_WINDOW_SIZE,
   S_MAX_FRAME_SIZE,
   settingsFrame,
@@ -45,7 +47,6 @@ import {
   T_RST,
   T_SETTINGS,
   T_WINDOW,
-  u32,
   windowUpdateFrame,
 } from "./_h2_frames.ts";
 import { GrpcCode, GrpcStatusError } from "./h2_client.ts";
@@ -139,6 +140,8 @@ class Connection {
   readonly #streams = new Map<number, Stream>();
   #out: Uint8Array[] = [];
   #writing = false;
+  /** The write under way (or the last one). */
+  #flushing: Promise<void> = Promise.resolve();
   /** PING and SETTINGS acks queued since the last write began. */
   #acks = 0;
   #closed = false;
@@ -168,7 +171,8 @@ class Connection {
         { preface: true },
       );
     } catch {
-      // A protocol error: tell the peer, then hang up.
+      // A protocol error: tell the peer, then hang up (once a write under
+      // way has written it too).
       this.#out.push(goawayFrame(this.#lastId, E_PROTOCOL_ERROR));
       await this.#flush();
     }
@@ -198,9 +202,19 @@ class Connection {
     this.#out.push(bytes);
   }
 
-  async #flush(): Promise<void> {
-    if (this.#writing || this.#closed) return;
+  /**
+   * Writes what is queued; returns the write under way if there is one
+   * (it also writes what was queued meanwhile), so an awaiting caller
+   * knows its frames went out.
+   */
+  #flush(): Promise<void> {
+    if (this.#writing || this.#closed) return this.#flushing;
     this.#writing = true;
+    this.#flushing = this.#drain();
+    return this.#flushing;
+  }
+
+  async #drain(): Promise<void> {
     try {
       while (this.#out.length && !this.#closed) {
         const chunk = concat(this.#out);
@@ -267,14 +281,14 @@ class Connection {
         // No new streams will come; the open ones finish.
         return;
       case T_WINDOW: {
-        const inc = u32(payload, 0) & 0x7fffffff;
+        const inc = readWindowIncrement(payload);
         if (id === 0) {
-          this.#connWindow += inc;
+          this.#connWindow = growWindow(this.#connWindow, inc);
           this.#pumpAll();
         } else {
           const s = this.#streams.get(id);
           if (!s) return;
-          s.window += inc;
+          s.window = growWindow(s.window, inc);
           this.#pump(s);
         }
         this.#flush();

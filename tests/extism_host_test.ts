@@ -591,3 +591,30 @@ Deno.test(
     }
   },
 );
+
+Deno.test("gk pack: extism.json may name its module through a dot segment; a module outside the folder is still refused", async () => {
+  const { packPlugin } = await import("../host/cli/pack.ts");
+  const dir = await Deno.makeTempDir({ prefix: "gk-pack-extism-" });
+  try {
+    await Deno.mkdir(join(dir, "sub"));
+    await Deno.writeFile(join(dir, "plugin.wasm"), await extismHostWasm());
+    await Deno.writeTextFile(
+      join(dir, "manifest.json"),
+      JSON.stringify(sidecar("ex-dots", ["echo"])),
+    );
+    const extism = (path: string) =>
+      Deno.writeTextFile(
+        join(dir, "extism.json"),
+        JSON.stringify({ wasm: [{ path }] }),
+      );
+    for (const path of ["sub/../plugin.wasm", "./plugin.wasm", "plugin.wasm"]) {
+      await extism(path);
+      const packed = await packPlugin(dir);
+      assert.equal(packed.entry.kind, "extism", path);
+    }
+    await extism("../plugin.wasm");
+    await assert.rejects(packPlugin(dir), /plugin\.wasm/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { join, posix } from "node:path";
 import { type Zippable, zipSync } from "fflate";
 import { checkManifest, type GKRegistration } from "../model/manifest.ts";
 import { errorText } from "../model/errors.ts";
@@ -116,7 +116,8 @@ async function checkExtismFolder(
     mapExtismManifest(manifest);
     const source = manifest.wasm[0]!;
     if ("path" in source) {
-      const rel = source.path.replaceAll("\\", "/").replace(/^\.\//, "");
+      // As the loader reads it: relative to the folder, normalised.
+      const rel = posix.normalize(source.path.replaceAll("\\", "/"));
       if (!files.some((f) => f.path === rel)) {
         throw new CliError(
           `${where}: ${EXTISM_MANIFEST_FILE} names "${source.path}", which is not packed (missing, hidden or left out by ${IGNORE_FILE})`,

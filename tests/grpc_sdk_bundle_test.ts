@@ -54,6 +54,16 @@ Deno.test("a bundle whose sources changed since it was built is not used", async
     }
     const copy = await import(join(grpcDir, "sdk_bundle.ts"));
     assert.equal(await copy.sdkBundleIfFresh(), join(grpcDir, "sdk_bundle.js"));
+    // Asked again with nothing changed: the same (remembered) answer.
+    assert.equal(await copy.sdkBundleIfFresh(), join(grpcDir, "sdk_bundle.js"));
+    // An edit that keeps the size is seen too (the verdict is remembered
+    // by size and modification time).
+    const tables = join(grpcDir, "hpack_tables.ts");
+    const text = await Deno.readTextFile(tables);
+    await new Promise((r) => setTimeout(r, 5)); // another mtime
+    await Deno.writeTextFile(tables, text.replace("/", "*"));
+    assert.equal(await copy.sdkBundleIfFresh(), undefined);
+    await Deno.writeTextFile(tables, text);
     // One changed byte in a module the bundle contains.
     const codec = join(grpcDir, "h2_server.ts");
     await Deno.writeTextFile(

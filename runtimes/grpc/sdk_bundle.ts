@@ -86,13 +86,46 @@ export async function sdkSourceHash(files: readonly string[]): Promise<string> {
   ).join("");
 }
 
+/** The last verdict, and the sizes and times of the files it read. */
+let lastVerdict:
+  | { files: string[]; stamp: string; result: string | undefined }
+  | undefined;
+
+/** Size and modification time of each of `paths` (throws if one is gone). */
+async function stamp(paths: readonly string[]): Promise<string> {
+  const stats = await Promise.all(paths.map((p) => Deno.stat(p)));
+  return stats.map((s) => `${s.size}:${s.mtime?.getTime()}`).join("|");
+}
+
 /**
  * The path of `sdk_bundle.js` when it exists and was built from the sources
  * as they are now; `undefined` otherwise (the sources are loaded instead).
+ * The verdict is remembered while none of the files it read changed size
+ * or modification time: a plugin launch then costs a few `stat` calls
+ * instead of reading and hashing every source again.
  */
 export async function sdkBundleIfFresh(): Promise<string | undefined> {
   const path = sdkBundlePath();
   if (!path) return undefined;
+  if (lastVerdict) {
+    const now = await stamp([path, ...lastVerdict.files]).catch(() => "");
+    if (now === lastVerdict.stamp) return lastVerdict.result;
+  }
+  lastVerdict = undefined;
+  const files = await sdkSourceFiles();
+  // Taken before the files are read again: a change while they are read
+  // gives another stamp next time.
+  const before = await stamp([path, ...files]).catch(() => "");
+  const result = await bundleIfBuiltFrom(path, files);
+  if (before) lastVerdict = { files, stamp: before, result };
+  return result;
+}
+
+/** `path` when its header names the hash of `files`' sources now. */
+async function bundleIfBuiltFrom(
+  path: string,
+  files: readonly string[],
+): Promise<string | undefined> {
   let head: string;
   try {
     using file = await Deno.open(path);
@@ -104,6 +137,5 @@ export async function sdkBundleIfFresh(): Promise<string | undefined> {
   }
   if (!head.startsWith(SDK_BUNDLE_HEADER)) return undefined;
   const built = head.slice(SDK_BUNDLE_HEADER.length);
-  const now = await sdkSourceHash(await sdkSourceFiles());
-  return built === now ? path : undefined;
+  return built === await sdkSourceHash(files) ? path : undefined;
 }

@@ -66,6 +66,7 @@ import {
   PrivilegeSync,
   type PrivilegeTarget,
 } from "./privilege_sync.ts";
+import { BoundedCache } from "../host/model/bounded_cache.ts";
 
 /** Per-call database options (the services' `DbCallOptions`). */
 export interface GuardedDbCallOptions {
@@ -267,15 +268,9 @@ function buildEffective(
  * for the last statements seen: plugins send the same statements again
  * and again, and the scan is most of the guard's cost.
  */
-const TABLES = new Map<string, readonly TableRef[]>();
+const TABLES = new BoundedCache<string, readonly TableRef[]>(512);
 function tablesOf(sql: string): readonly TableRef[] {
-  let refs = TABLES.get(sql);
-  if (!refs) {
-    refs = qualifiedTables(sql);
-    if (TABLES.size >= 512) TABLES.clear();
-    TABLES.set(sql, refs);
-  }
-  return refs;
+  return TABLES.get(sql, qualifiedTables);
 }
 
 function short(text: string, max = 160): string {

@@ -15,6 +15,7 @@ import {
   type UnavailableBody,
   unavailableResponse,
 } from "./unavailable.ts";
+import { BoundedCache } from "../model/bounded_cache.ts";
 
 /** Options of {@linkcode AdmissionGate}. */
 export interface AdmissionGateOptions {
@@ -55,7 +56,7 @@ export class AdmissionGate {
   // A refusal is a clone of a response built once per set of extra headers
   // (a clone copies no header through validation: ~10x cheaper than a new
   // Response); `run` settles with two functions bound once.
-  readonly #refusals = new Map<object | undefined, Response>();
+  readonly #refusals = new BoundedCache<object | undefined, Response>(8);
   readonly #settled = (res: Response): Response => {
     this.leave();
     return res;
@@ -145,22 +146,18 @@ export class AdmissionGate {
    * `unavailableResponse` builds it), plus `extraHeaders` if given.
    */
   overloaded(extraHeaders?: Readonly<Record<string, string>>): Response {
-    let template = this.#refusals.get(extraHeaders);
-    if (!template) {
+    // Keyed by the object: callers pass shared constants (one passing a
+    // new object each time only pays for the build, and cannot fill it).
+    return this.#refusals.get(extraHeaders, () => {
       // unavailableResponse's body and headers, plus the extra ones (set in
       // the constructor: a template whose `headers` was read clones slowly).
       const body = this.overloadedBody();
       const base = Object.fromEntries(unavailableResponse(body).headers);
-      template = new Response(JSON.stringify(body), {
+      return new Response(JSON.stringify(body), {
         status: 503,
         headers: { ...base, ...extraHeaders },
       });
-      // Keyed by the object: callers pass shared constants (one passing a
-      // new object each time only pays for the build, and cannot fill it).
-      if (this.#refusals.size >= 8) this.#refusals.clear();
-      this.#refusals.set(extraHeaders, template);
-    }
-    return template.clone();
+    }).clone();
   }
 
   /** Counters for `/healthz`. */

@@ -51,6 +51,7 @@ import {
   SHUTDOWN_RETRY_AFTER_SEC,
   unavailableResponse,
 } from "./unavailable.ts";
+import { BoundedCache } from "../model/bounded_cache.ts";
 
 /**
  * Sets `nosniff` (unless the response has it) and, on HTTPS only,
@@ -319,7 +320,7 @@ export function createApp(options: AppOptions): GoatKitApp {
   // refusal repeats: its answer is built once and cloned. Only on routes
   // without `auth`/`admin`: elsewhere the route's own check answers first,
   // so a caller who may not use the route learns nothing of its plugin.
-  const refusalAnswers = new Map<string, Response>();
+  const refusalAnswers = new BoundedCache<string, Response>(64);
   function refusedByPlugin(route: PluginRoute): Response | undefined {
     if (route.middleware?.length) return undefined;
     const refusal = manager.get(route.plugin)?.refuseNow?.({
@@ -330,17 +331,13 @@ export function createApp(options: AppOptions): GoatKitApp {
     metrics?.routeRefused(route, 503, "overload");
     const key =
       `${refusal.plugin}\n${refusal.retryAfterSeconds}\n${refusal.message}`;
-    let answer = refusalAnswers.get(key);
-    if (!answer) {
+    return refusalAnswers.get(key, () => {
       const mapped = overloadToHttp(refusal);
-      answer = Response.json(mapped.body, {
+      return Response.json(mapped.body, {
         status: mapped.status,
         ...(mapped.headers ? { headers: mapped.headers } : {}),
       });
-      if (refusalAnswers.size >= 64) refusalAnswers.clear();
-      refusalAnswers.set(key, answer);
-    }
-    return answer.clone();
+    }).clone();
   }
   async function servePluginRoute(
     hit: RouteHit,

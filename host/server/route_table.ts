@@ -14,6 +14,7 @@ import { SmartRouter } from "hono/router/smart-router";
 import { TrieRouter } from "hono/router/trie-router";
 import type { GKRegistration, RouteSpec } from "../model/manifest.ts";
 import { HOST_ROUTE_PATTERNS } from "./host_paths.ts";
+import { BoundedCache } from "../model/bounded_cache.ts";
 
 /** A plugin route: the manifest's route and the plugin it belongs to. */
 export interface PluginRoute extends RouteSpec {
@@ -64,16 +65,10 @@ type Segment =
   | { kind: "param"; optional: boolean }
   | { kind: "star" };
 
-const parsed = new Map<string, Segment[]>();
+const parsed = new BoundedCache<string, Segment[]>(10_000);
 
 function parsePattern(path: string): Segment[] {
-  let segs = parsed.get(path);
-  if (!segs) {
-    segs = parseSegments(path);
-    if (parsed.size >= 10_000) parsed.clear();
-    parsed.set(path, segs);
-  }
-  return segs;
+  return parsed.get(path, parseSegments);
 }
 
 function parseSegments(path: string): Segment[] {

@@ -29,7 +29,6 @@ import { mountPages } from "./pages/routes.ts";
 import { readinessHandler } from "./readiness.ts";
 import { metricsHandler } from "../telemetry/metrics_endpoint.ts";
 import {
-  hasSecurityHeaders,
   hostErrorToHttp,
   overloadToHttp,
   pluginRouteHandlers,
@@ -355,10 +354,7 @@ export function createApp(options: AppOptions): GoatKitApp {
     } finally {
       gate.leave();
     }
-    // A plugin result's response already has them on HTTP.
-    return !secure && hasSecurityHeaders(res)
-      ? res
-      : withSecurityHeaders(res, secure);
+    return withSecurityHeaders(res, secure);
   }
   function hostErrorResponse(e: unknown, request: Request): Response {
     // The database (grants, plugin state) is down: 503, retry later.

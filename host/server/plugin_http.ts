@@ -474,18 +474,18 @@ export function resultToResponse(
   codes?: ErrorCodeLookup,
 ): Response {
   let parsed: unknown = undefined;
-  const size = result ? result.byteLength : 0;
-  if (size > 0 && mayHaveSpecialKeys(result!)) {
+  const text = result && result.byteLength > 0
+    ? textDecoder.decode(result)
+    : "";
+  if (mayHaveSpecialKeys(text)) {
     try {
-      parsed = JSON.parse(textDecoder.decode(result!));
+      parsed = JSON.parse(text);
     } catch { /* not JSON: passed through */ }
   }
   if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
     const obj = parsed as Record<string, unknown>;
     if (typeof obj.html === "string") {
-      return secured(
-        new Response(sanitize(obj.html), { headers: PLUGIN_HTML_HEADERS }),
-      );
+      return new Response(sanitize(obj.html), { headers: PLUGIN_HTML_HEADERS });
     }
     const err = obj.error as { code?: unknown; message?: unknown } | undefined;
     if (err && typeof err === "object" && typeof err.code === "string") {
@@ -505,8 +505,10 @@ export function resultToResponse(
       }
     }
   }
-  const body = size > 0 ? result! : textEncoder.encode("null");
-  return secured(new Response(body as Uint8Array<ArrayBuffer>, JSON_INIT));
+  const body = result && result.byteLength > 0
+    ? result
+    : textEncoder.encode("null");
+  return new Response(body as Uint8Array<ArrayBuffer>, JSON_INIT);
 }
 
 const JSON_INIT: ResponseInit = {
@@ -516,25 +518,6 @@ const JSON_INIT: ResponseInit = {
   },
 };
 
-// Marks the responses made here with `nosniff` and without
-// `Strict-Transport-Security` (what the server's security headers leave as
-// they are on HTTP): a property, cheaper than a WeakSet entry per response.
-const SECURED: unique symbol = Symbol("goatkit.securityHeaders");
-
-function secured(res: Response): Response {
-  (res as Response & { [SECURED]?: true })[SECURED] = true;
-  return res;
-}
-
-/**
- * Whether `res` is a plugin route's response made by this module with
- * `X-Content-Type-Options: nosniff` and no `Strict-Transport-Security`
- * (the server then has no header to add on HTTP).
- */
-export function hasSecurityHeaders(res: Response): boolean {
-  return (res as Response & { [SECURED]?: true })[SECURED] === true;
-}
-
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true });
@@ -542,39 +525,11 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 /**
  * Whether a result's JSON text could name an `html` or `error` key: it has
  * one of them in quotes, or an escape (a key can be spelled with `\u`
- * escapes). A result without any of them is passed through unparsed. Read
- * on the bytes (an ASCII character is one byte in UTF-8, and no other
- * byte decodes to one) unless the result is large.
+ * escapes). A result without any of them is passed through unparsed.
  */
-function mayHaveSpecialKeys(result: Uint8Array): boolean {
-  if (result.byteLength > 256) {
-    const text = textDecoder.decode(result);
-    return text.includes('"html"') || text.includes('"error"') ||
-      text.includes("\\");
-  }
-  const n = result.byteLength;
-  for (let i = 0; i < n; i++) {
-    const b = result[i];
-    if (b === BACKSLASH) return true;
-    if (
-      b === QUOTE &&
-      (bytesAt(result, i + 1, HTML_KEY) || bytesAt(result, i + 1, ERROR_KEY))
-    ) return true;
-  }
-  return false;
-}
-
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
-const HTML_KEY = new TextEncoder().encode('html"');
-const ERROR_KEY = new TextEncoder().encode('error"');
-
-function bytesAt(bytes: Uint8Array, at: number, want: Uint8Array): boolean {
-  if (at + want.length > bytes.length) return false;
-  for (let j = 0; j < want.length; j++) {
-    if (bytes[at + j] !== want[j]) return false;
-  }
-  return true;
+function mayHaveSpecialKeys(text: string): boolean {
+  return text.includes('"html"') || text.includes('"error"') ||
+    text.includes("\\");
 }
 
 /**
@@ -606,11 +561,9 @@ export function rawResultToResponse(result: Uint8Array | null): Response {
       type = "text/plain; charset=utf-8";
     }
   } catch { /* not UTF-8: bytes */ }
-  return secured(
-    new Response(result as Uint8Array<ArrayBuffer>, {
-      headers: { "content-type": type, "x-content-type-options": "nosniff" },
-    }),
-  );
+  return new Response(result as Uint8Array<ArrayBuffer>, {
+    headers: { "content-type": type, "x-content-type-options": "nosniff" },
+  });
 }
 
 /** Options of {@linkcode pluginRouteHandlers}. */

@@ -157,12 +157,9 @@ export interface PluginStatus {
   inFlight: number;
 }
 
-/** A route's deadline as {@linkcode Manager.routeTimeoutMs} computed it. */
+/** A route's deadline, and the manifest it was computed from. */
 interface RouteTimeout {
   manifest: GKRegistration | undefined;
-  plugin: string;
-  handler: string;
-  timeout: string | undefined;
   ms: number;
 }
 
@@ -490,13 +487,11 @@ export class Manager {
     route: Pick<Contributed<RouteSpec>, "plugin" | "handler" | "timeout">,
   ): number {
     const manifest = this.#entries.get(route.plugin)?.manifest;
-    // Remembered per route object while its plugin's manifest and the
-    // fields read here stay the same (a server asks on every request).
+    // Remembered per route object (routes() makes new ones from each
+    // manifest) while its plugin's manifest stays: a server asks on every
+    // request.
     const known = this.#routeTimeouts.get(route);
-    if (
-      known && known.manifest === manifest && known.plugin === route.plugin &&
-      known.handler === route.handler && known.timeout === route.timeout
-    ) return known.ms;
+    if (known && known.manifest === manifest) return known.ms;
     const declared = routeTimeoutMs(
       manifest ?? { name: route.plugin, version: "0.0.0" },
       route,
@@ -504,13 +499,7 @@ export class Manager {
     const ms = declared === undefined
       ? this.#defaultRouteTimeoutMs
       : Math.min(declared, this.#maxManifestTimeoutMs);
-    this.#routeTimeouts.set(route, {
-      manifest,
-      plugin: route.plugin,
-      handler: route.handler,
-      timeout: route.timeout,
-      ms,
-    });
+    this.#routeTimeouts.set(route, { manifest, ms });
     return ms;
   }
 

@@ -194,6 +194,15 @@ Deno.test("h2 client: a WINDOW_UPDATE of 0, of the wrong size, or past 2^31-1 is
       // The windows are 65,535 less what the call sent: past 2^31-1.
       [update(0, 0x7fffffff), /window 21475\d+ exceeds 2147483647/],
       [update(1, 0x7fffffff), /window 21475\d+ exceeds 2147483647/],
+      // A stream's window raised to the limit, then a larger initial
+      // window: the SETTINGS change would take it past the limit.
+      [
+        new Uint8Array([
+          ...update(1, 0x7fffffff - (65535 - 6)),
+          ...frame(4, 0, 0, new Uint8Array([0, 4, 0, 1, 0, 0])),
+        ]),
+        /window 2147483648 exceeds 2147483647/,
+      ],
     ] as const
   ) {
     await hostileServer(async (conn) => {

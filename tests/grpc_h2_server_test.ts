@@ -289,3 +289,37 @@ Deno.test("h2 server: a WINDOW_UPDATE of 0 or past 2^31-1 gets GOAWAY (PROTOCOL_
     }
   });
 });
+
+Deno.test("h2 server: a client flooding PINGs without reading is hung up on (its GOAWAY cannot be written), and it keeps serving", async () => {
+  await withServer(async (path) => {
+    const conn = await Deno.connect({ transport: "unix", path });
+    const ping = rawFrame(6, 0, 0, new Uint8Array(8));
+    const burst = new Uint8Array(ping.length * 1000);
+    for (let i = 0; i < 1000; i++) burst.set(ping, i * ping.length);
+    // Never reads: the acks, and then the GOAWAY, stay unwritten.
+    const flood = (async () => {
+      await conn.write(
+        new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+      );
+      await conn.write(rawFrame(4, 0, 0, new Uint8Array()));
+      for (let i = 0; i < 4000; i++) await conn.write(burst);
+      return "still open after 4,000,000 PINGs";
+    })().catch(() => "hung up");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      flood,
+      new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve("still open after 15 s"), 15_000);
+      }),
+    ]);
+    clearTimeout(timer);
+    conn.close();
+    assert.equal(outcome, "hung up");
+    const channel = new H2Channel({ transport: "unix", path });
+    try {
+      assert.deepEqual(await h2Call(channel, ECHO, payload(4)), payload(4));
+    } finally {
+      channel.close();
+    }
+  });
+});

@@ -543,7 +543,9 @@ export class H2Session {
           else if (key === S_INITIAL_WINDOW_SIZE) {
             const delta = value - this.#peerWindow;
             this.#peerWindow = value;
-            for (const c of this.#streams.values()) c.window += delta;
+            for (const c of this.#streams.values()) {
+              c.window = growWindow(c.window, delta);
+            }
           } else if (key === S_MAX_FRAME_SIZE) this.#peerMaxFrame = value;
         });
         this.#ack(frame(T_SETTINGS, F_ACK, 0));

@@ -52,6 +52,12 @@ import {
 import { GrpcCode, GrpcStatusError } from "./h2_client.ts";
 import { encodeHeaders, type HeaderField, HpackDecoder } from "./hpack.ts";
 
+/**
+ * How long the server waits, after a protocol error, for its GOAWAY to be
+ * written before it hangs up anyway (a peer that stopped reading).
+ */
+const GOAWAY_WAIT_MS = 1000;
+
 /** A call being served, as a handler sees it. */
 export interface ServerCall {
   /** The request's header fields (pseudo-headers included). */
@@ -171,10 +177,18 @@ class Connection {
         { preface: true },
       );
     } catch {
-      // A protocol error: tell the peer, then hang up (once a write under
-      // way has written it too).
+      // A protocol error: tell the peer, then hang up once a write under
+      // way has written it too, or after GOAWAY_WAIT_MS (a peer that
+      // stopped reading, as in a PING flood, never lets it finish).
       this.#out.push(goawayFrame(this.#lastId, E_PROTOCOL_ERROR));
-      await this.#flush();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.#flush(),
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, GOAWAY_WAIT_MS);
+        }),
+      ]);
+      clearTimeout(timer);
     }
     this.close();
   }
@@ -265,7 +279,9 @@ class Connection {
           if (key === S_INITIAL_WINDOW_SIZE) {
             const delta = value - this.#peerWindow;
             this.#peerWindow = value;
-            for (const s of this.#streams.values()) s.window += delta;
+            for (const s of this.#streams.values()) {
+              s.window = growWindow(s.window, delta);
+            }
           } else if (key === S_MAX_FRAME_SIZE) this.#peerMaxFrame = value;
         });
         this.#ack(frame(T_SETTINGS, F_ACK, 0));

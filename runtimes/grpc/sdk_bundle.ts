@@ -80,10 +80,7 @@ export async function sdkSourceHash(files: readonly string[]): Promise<string> {
     "SHA-256",
     concat(parts) as BufferSource,
   );
-  return Array.from(
-    new Uint8Array(digest),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
+  return new Uint8Array(digest).toHex();
 }
 
 /** The last verdict, and the sizes and times of the files it read. */

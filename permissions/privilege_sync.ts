@@ -40,17 +40,25 @@ export function privilegesOf(
   const tablesOf = (ps: readonly DbPermission[]): "all" | string[] | null => {
     if (ps.length === 0) return null;
     if (ps.some((p) => p.tables === null)) return "all";
-    return [...new Set(ps.flatMap((p) => p.tables ?? []))].sort();
+    return Object.freeze(
+      [...new Set(ps.flatMap((p) => p.tables ?? []))].sort(),
+    ) as string[];
   };
-  return {
+  // Frozen: its comparison key is remembered by object (see keyOf).
+  return Object.freeze({
     read: tablesOf(grants),
     write: tablesOf(grants.filter((p) => p.access === "write")),
-  };
+  });
 }
 
-/** Privilege sets' comparison keys, by object (a plugin's set is reused). */
+/**
+ * Privilege sets' comparison keys, by object (a plugin's set is reused);
+ * only for frozen sets ({@linkcode privilegesOf}'s): one that could still
+ * change is compared by its contents every time.
+ */
 const KEYS = new WeakMap<PluginPrivileges, string>();
 function keyOf(privileges: PluginPrivileges): string {
+  if (!Object.isFrozen(privileges)) return JSON.stringify(privileges);
   let key = KEYS.get(privileges);
   if (key === undefined) {
     key = JSON.stringify(privileges);

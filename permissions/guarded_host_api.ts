@@ -266,11 +266,17 @@ function buildEffective(
 /**
  * The tables a statement names ({@linkcode qualifiedTables}), remembered
  * for the last statements seen: plugins send the same statements again
- * and again, and the scan is most of the guard's cost.
+ * and again, and the scan is most of the guard's cost. Only statements up
+ * to {@linkcode MAX_CACHED_SQL} characters are kept, so a plugin sending
+ * large distinct statements cannot make the host hold them (at most 512 ×
+ * 4 KiB).
  */
 const TABLES = new BoundedCache<string, readonly TableRef[]>(512);
+const MAX_CACHED_SQL = 4096;
 function tablesOf(sql: string): readonly TableRef[] {
-  return TABLES.get(sql, qualifiedTables);
+  return sql.length <= MAX_CACHED_SQL
+    ? TABLES.get(sql, qualifiedTables)
+    : qualifiedTables(sql);
 }
 
 function short(text: string, max = 160): string {

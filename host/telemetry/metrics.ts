@@ -590,7 +590,8 @@ export class HostMetrics {
     failed: boolean,
     ctx: CallContext,
   ): void {
-    const ms = performance.now() - t0;
+    const now = performance.now();
+    const ms = now - t0;
     rec.inFlight--;
     let quota = false;
     if (failed) {
@@ -598,20 +599,27 @@ export class HostMetrics {
       quota = kind === "quota";
       this.#errors.labels(rec.plugin, rec.fn, kind).inc();
     }
-    this.#count(rec, ms, failed, quota);
+    this.#count(rec, ms, failed, quota, now);
   }
 
-  /** Counts one finished call that took `ms` (its histogram, its minute). */
-  #count(rec: CallRecord, ms: number, failed: boolean, quota: boolean): void {
+  /**
+   * Counts one finished call that took `ms` (its histogram, its minute),
+   * ended at `now` (`performance.now()`).
+   */
+  #count(
+    rec: CallRecord,
+    ms: number,
+    failed: boolean,
+    quota: boolean,
+    now = performance.now(),
+  ): void {
     const seconds = ms / 1000;
     rec.calls++;
     rec.sum += seconds;
     let i = 0;
     while (i < BOUNDS.length && seconds > BOUNDS[i]!) i++;
     rec.buckets[i]!++;
-    const minute = Math.floor(
-      (performance.timeOrigin + performance.now()) / MINUTE_MS,
-    );
+    const minute = Math.floor((performance.timeOrigin + now) / MINUTE_MS);
     if (minute !== this.#minute) this.#rotate(minute);
     rec.ring.record(minute, ms, failed, quota);
   }

@@ -46,8 +46,8 @@ export interface CachedTokenStoreOptions {
   /** At most this many tokens remembered. @default 1000 */
   maxEntries?: number;
   /**
-   * Called after a token was created or revoked through this store (the
-   * host tells the other hosts).
+   * Called after a token was revoked through this store (the host tells
+   * the other hosts).
    */
   onChange?: (id: string) => void;
   /** The clock, in ms. @default Date.now */
@@ -106,9 +106,9 @@ export class CachedTokenStore implements TokenStore {
   }
 
   async create(options: CreateTokenOptions): Promise<CreatedToken> {
-    const created = await this.#inner.create(options);
-    this.#onChange?.(created.record.id);
-    return created;
+    // Nothing to tell other hosts: only tokens that verified are
+    // remembered, so a new one is never stale anywhere.
+    return await this.#inner.create(options);
   }
 
   list(): Promise<TokenRecord[]> {

@@ -77,12 +77,10 @@ export function isHttpsRequest(
   // A Request's URL is serialised: its scheme is lower case (no
   // URL parse per request).
   if (request.url.startsWith("https:")) return true;
-  // Without a trusted proxy the header is never read.
-  if (!trustProxy || (trustProxy !== true && trustProxy.length === 0)) {
-    return false;
-  }
+  // The header is read only from a trusted proxy.
+  if (!isTrustedProxy(trustProxy, info)) return false;
   const forwarded = request.headers.get("x-forwarded-proto");
-  if (forwarded === null || !isTrustedProxy(trustProxy, info)) return false;
+  if (forwarded === null) return false;
   const last = forwarded.split(",").at(-1)?.trim().toLowerCase();
   return last === "https";
 }

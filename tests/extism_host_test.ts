@@ -592,7 +592,7 @@ Deno.test(
   },
 );
 
-Deno.test("gk pack: extism.json may name its module through a dot segment; a module outside the folder is still refused", async () => {
+Deno.test("gk pack: extism.json may name its module through a dot segment; a module outside the folder, or named with a backslash, is still refused", async () => {
   const { packPlugin } = await import("../host/cli/pack.ts");
   const dir = await Deno.makeTempDir({ prefix: "gk-pack-extism-" });
   try {
@@ -614,6 +614,10 @@ Deno.test("gk pack: extism.json may name its module through a dot segment; a mod
     }
     await extism("../plugin.wasm");
     await assert.rejects(packPlugin(dir), /plugin\.wasm/);
+    // A backslash is part of a name for the loader, so for gk pack too.
+    await Deno.copyFile(join(dir, "plugin.wasm"), join(dir, "sub", "m.wasm"));
+    await extism("sub\\m.wasm");
+    await assert.rejects(packPlugin(dir), /not packed/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

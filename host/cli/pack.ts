@@ -116,8 +116,9 @@ async function checkExtismFolder(
     mapExtismManifest(manifest);
     const source = manifest.wasm[0]!;
     if ("path" in source) {
-      // As the loader reads it: relative to the folder, normalised.
-      const rel = posix.normalize(source.path.replaceAll("\\", "/"));
+      // As the loader reads it: relative to the folder, normalised (a
+      // backslash is part of a name there, not a separator).
+      const rel = posix.normalize(source.path);
       if (!files.some((f) => f.path === rel)) {
         throw new CliError(
           `${where}: ${EXTISM_MANIFEST_FILE} names "${source.path}", which is not packed (missing, hidden or left out by ${IGNORE_FILE})`,

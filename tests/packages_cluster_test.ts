@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import pg from "pg";
 import { zipSync } from "fflate";
 import { buildWat } from "../fixtures/hostile/wat_build.ts";
-import { sha256Hex } from "../host/loading/runtimes.ts";
+import { sha256Hex } from "../host/model/sha256.ts";
 import { generateSigningKeys, signPackage } from "../host/loading/packages.ts";
 import { signerKeyId } from "../host/loading/signer_pins.ts";
 import { type HostProcess, startHost } from "./helpers/host_process.ts";

@@ -23,8 +23,8 @@ import { PluginManifestMismatchError } from "../host/loading/manifest_match.ts";
 import {
   createRuntimeFactory,
   ExecutableNotTrustedError,
-  sha256Hex,
 } from "../host/loading/runtimes.ts";
+import { sha256Hex } from "../host/model/sha256.ts";
 import { signerKeyId } from "../host/loading/signer_pins.ts";
 import { PackageRejectedError, SafeZip } from "../host/loading/zip_reader.ts";
 import { LogBuffer } from "../host/log_buffer.ts";

@@ -35,7 +35,7 @@ import type {
   PackageStore,
   StoredPackage,
 } from "./package_store.ts";
-import { sha256Hex } from "./runtimes.ts";
+import { sha256Hex } from "../model/sha256.ts";
 
 /** What a sync did. */
 export interface SyncReport {

@@ -61,11 +61,8 @@ import { type Loader, PluginNameMismatchError } from "./loader.ts";
 import type { Manager } from "../manager.ts";
 import { checkManifest, type GKRegistration } from "../model/manifest.ts";
 import { PluginManifestMismatchError } from "./manifest_match.ts";
-import {
-  ExecutableNotTrustedError,
-  readWasmRegistration,
-  sha256Hex,
-} from "./runtimes.ts";
+import { ExecutableNotTrustedError, readWasmRegistration } from "./runtimes.ts";
+import { sha256Hex } from "../model/sha256.ts";
 import { PackageRejectedError, SafeZip, type ZipLimits } from "./zip_reader.ts";
 import {
   signerKeyId,

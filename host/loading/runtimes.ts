@@ -339,8 +339,6 @@ export async function fileSha256(path: string): Promise<string> {
   return sha256Hex(bytes);
 }
 
-export { sha256Hex };
-
 /**
  * A native plugin's executable is trusted neither by the SHA-256 of its
  * bytes nor by its path (`trustedExecutables`): it is not run.

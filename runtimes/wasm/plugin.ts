@@ -850,7 +850,6 @@ class WasmPluginImpl implements WasmPlugin {
     });
   }
 
-  /** `Retry-After` estimate: the queue ahead, drained at the recent pace. */
   /**
    * How long a call may wait in the queue: at most half of what is left
    * of its deadline (an admitted call keeps the other half to run).
@@ -869,26 +868,21 @@ class WasmPluginImpl implements WasmPlugin {
    */
   #refusal(waitMs: number): PluginOverloadedErrorOptions | undefined {
     const queued = this.#queue.length;
-    if (queued >= this.#maxQueue) {
-      this.overloadCount++;
-      return {
-        reason: "queue-full",
-        queued,
-        retryAfterSeconds: this.#retryAfterSeconds(queued),
-      };
-    }
-    const expectedWaitMs = ((queued + 1) * this.#avgRunMs) /
-      this.#slots.length;
-    if (queued > 0 && expectedWaitMs > waitMs) {
-      this.overloadCount++;
-      return {
-        reason: "queue-wait",
-        queued,
-        expectedWaitMs: Math.round(expectedWaitMs),
-        retryAfterSeconds: this.#retryAfterSeconds(queued),
-      };
-    }
-    return undefined;
+    const expectedWaitMs = this.#waitAheadMs(queued);
+    const full = queued >= this.#maxQueue;
+    if (!full && !(queued > 0 && expectedWaitMs > waitMs)) return undefined;
+    this.overloadCount++;
+    return {
+      reason: full ? "queue-full" : "queue-wait",
+      queued,
+      ...(full ? {} : { expectedWaitMs: Math.round(expectedWaitMs) }),
+      retryAfterSeconds: retryAfterSeconds(expectedWaitMs),
+    };
+  }
+
+  /** The wait of a call behind `queued` others, at the recent run time. */
+  #waitAheadMs(queued: number): number {
+    return ((queued + 1) * this.#avgRunMs) / this.#slots.length;
   }
 
   refuseNow(
@@ -903,9 +897,9 @@ class WasmPluginImpl implements WasmPlugin {
       describeOverload(this.#name, { ...refusal, function: call.function });
   }
 
+  /** `Retry-After` for a call behind `queued` others. */
   #retryAfterSeconds(queued: number): number {
-    const ms = ((queued + 1) * this.#avgRunMs) / this.#slots.length;
-    return Math.min(60, Math.max(1, Math.ceil(ms / 1000)));
+    return retryAfterSeconds(this.#waitAheadMs(queued));
   }
 
   /** The error of a call its caller gave up on: the caller's reason. */
@@ -1109,6 +1103,11 @@ class WasmPluginImpl implements WasmPlugin {
     }));
     await Promise.all([...this.#releasing]);
   }
+}
+
+/** `Retry-After` (1–60 s) for an expected wait of `ms`. */
+function retryAfterSeconds(ms: number): number {
+  return Math.min(60, Math.max(1, Math.ceil(ms / 1000)));
 }
 
 function instanceSettings(

@@ -183,6 +183,17 @@ const ROUTES: Record<string, { path: string; auth: boolean; label: string }> = {
   },
 };
 
+/** The routes asked for, checked before the host starts. */
+const SELECTED = values.routes.split(",").map((key) => {
+  const r = ROUTES[key];
+  if (!r) {
+    throw new Error(
+      `Cannot run route "${key}": not one of ${Object.keys(ROUTES)}`,
+    );
+  }
+  return { key, ...r };
+});
+
 const hostEnv: Record<string, string> = {};
 for (const [k, v] of Object.entries(Deno.env.toObject())) {
   if (k.startsWith("GOATKIT_")) hostEnv[k] = v;
@@ -204,17 +215,14 @@ try {
   console.log("|---|---:|---:|---:|---:|---:|---:|---|---:|---|");
   // Every route once, unreported, before the first round: otherwise the
   // first route measured (the plain one) runs cold and flatters the ratio.
-  for (const key of WARMUP_SECONDS > 0 ? values.routes.split(",") : []) {
-    const r = ROUTES[key];
-    if (!r) continue; // named in the error below
-    const headers: Record<string, string> = r.auth
-      ? { authorization: `Bearer ${host.token}` }
-      : {};
+  const headersOf = (r: { auth?: boolean }): Record<string, string> =>
+    r.auth ? { authorization: `Bearer ${host.token}` } : {};
+  for (const r of WARMUP_SECONDS > 0 ? SELECTED : []) {
     await runCell(
       host.url,
       r.label,
       r.path,
-      headers,
+      headersOf(r),
       CONNS[0]!,
       WARMUP_SECONDS,
     );
@@ -224,16 +232,9 @@ try {
   /** Ratios to the plain route, by route label and connection count. */
   const ratios = new Map<string, number[]>();
   for (let round = 0; round < ROUNDS; round++) {
-    for (const key of values.routes.split(",")) {
-      const r = ROUTES[key];
-      if (!r) {
-        throw new Error(
-          `Cannot run route "${key}": not one of ${Object.keys(ROUTES)}`,
-        );
-      }
-      const headers: Record<string, string> = r.auth
-        ? { authorization: `Bearer ${host.token}` }
-        : {};
+    for (const r of SELECTED) {
+      const key = r.key;
+      const headers = headersOf(r);
       for (const n of CONNS) {
         const cpu0 = threadCpu(host.child.pid);
         const gen0 = threadCpu(Deno.pid);

@@ -57,7 +57,11 @@ for (const spin of values.spins.split(";")) {
     workerSpinMicros: workerSpin ?? 50,
   });
   try {
-    for (const callers of values.callers.split(",").map(Number)) {
+    for (
+      const callers of values.callers.split(",").map(Number).filter((n) =>
+        n > 0
+      )
+    ) {
       const ctx = createCallContext({ timeoutMs: (SECONDS + 30) * 1000 });
       let calls = 0;
       const end = performance.now() + SECONDS * 1000;

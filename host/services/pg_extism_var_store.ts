@@ -108,8 +108,8 @@ export class PgExtismVarStore {
     // apart from the write).
     await this.#client.transaction({}, async (s) => {
       await s.query(
-        `SELECT pg_advisory_xact_lock(hashtext('goatkit.extism_vars ' ||
-           current_schema() || ' ' || $1))`,
+        `SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(
+           'goatkit.extism_vars ' || pg_catalog.current_schema() || ' ' || $1))`,
         [plugin],
       );
       const { rows } = await s.query(

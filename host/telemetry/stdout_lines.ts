@@ -35,7 +35,10 @@ export interface SyncWriter {
 export interface StdoutLinesOptions {
   /** @default Deno.stdout */
   out?: SyncWriter;
-  /** Queued bytes (about) that are written at once. @default 65536 */
+  /**
+   * Queued text that is written at once, counted in UTF-16 code units (the
+   * bytes of ASCII lines; more bytes for other text). @default 65536
+   */
   maxBytes?: number;
 }
 

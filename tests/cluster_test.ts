@@ -426,7 +426,17 @@ Deno.test({
         if (took === undefined) {
           const res = await fetch(`${h.url}/readyz`).catch((e) => e);
           const why = res instanceof Response ? await res.text() : String(res);
-          assert.fail(`${h.url} not ready 30 s after the restart: ${why}`);
+          // Whether the host is gone, and its last words (a crash, or a
+          // pool that never came back, tell apart here).
+          const exited = await Promise.race([
+            h.status.then((st) => `exited with ${st.code}`),
+            sleep(100).then(() => "still running"),
+          ]);
+          assert.fail(
+            `${h.url} not ready 30 s after the restart: ${why}; ${exited}; its stderr ends: ${
+              h.stderr().slice(-2000)
+            }; its stdout ends: ${h.stdout().slice(-2000)}`,
+          );
         }
         assert.equal(await adminPage(h, session), 200, "the session lives");
       }
